@@ -1,0 +1,66 @@
+//! Shared by the benchmarks: the device (or a skip), CUDA-event timing, and the table.
+//!
+//! Method (DESIGN.md): CUDA events around the launches, warm-up first, the median of
+//! many timed runs, random inputs, and the baseline measured in the same run.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mixed_precision::cudarc::driver::sys::CUevent_flags;
+use mixed_precision::{Device, Error};
+
+/// The device, or `None` after printing `skipped (no CUDA device): <bench>`.
+pub fn gpu(bench: &str) -> Option<Arc<Device>> {
+    match Device::new(0) {
+        Ok(dev) => {
+            let i = dev.info();
+            println!(
+                "device: {} (sm_{}{}, {} SMs)",
+                i.name, i.compute_capability.0, i.compute_capability.1, i.sm_count
+            );
+            Some(dev)
+        }
+        Err(e @ (Error::NoDriver | Error::NoDevice { .. })) => {
+            println!("skipped (no CUDA device): {bench}: {e}");
+            None
+        }
+        Err(e) => panic!("{bench}: opening CUDA device 0 failed: {e}"),
+    }
+}
+
+/// Time of `iters` back-to-back runs of `f` on the device's stream, by CUDA events.
+pub fn time_gpu(dev: &Device, iters: u64, mut f: impl FnMut()) -> Duration {
+    let stream = dev.stream();
+    let start = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).expect("record start event");
+    for _ in 0..iters {
+        f();
+    }
+    let end = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).expect("record end event");
+    let ms = start.elapsed_ms(&end).expect("event elapsed time");
+    Duration::from_secs_f64(ms as f64 / 1e3)
+}
+
+/// Median seconds per run of `f`: `warmup` untimed runs, then `runs` timed one by one.
+pub fn median_seconds(dev: &Device, warmup: u32, runs: u32, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut t: Vec<f64> = (0..runs).map(|_| time_gpu(dev, 1, &mut f).as_secs_f64()).collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[t.len() / 2]
+}
+
+/// One row of a bandwidth table: ours against the baseline, both in GB/s of the bytes
+/// each must move, and the ratio.
+pub fn print_bandwidth_row(name: &str, bytes: f64, ours_s: f64, base_name: &str, base_s: f64) {
+    let ours = bytes / ours_s / 1e9;
+    let base = bytes / base_s / 1e9;
+    println!(
+        "| {name} | {:.1} MB | {ours:.0} GB/s ({:.1} us) | {base_name} {base:.0} GB/s ({:.1} us) | {:.2} |",
+        bytes / 1e6,
+        ours_s * 1e6,
+        base_s * 1e6,
+        ours / base
+    );
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine, from the repository root, over the bundle that
+# scripts/gpu-bundle.sh built: prints nvidia-smi, runs every test executable with
+# MIXED_PRECISION_REQUIRE_GPU=1 (so nothing passes by skipping), runs the kernel tests
+# under compute-sanitizer (memcheck, then racecheck), runs the benches and the examples,
+# and writes one log per step into LOGDIR.
+#
+#   scripts/gpu-run.sh LOGDIR [STEP...]     STEP: tests sanitize benches examples (default all)
+set -uo pipefail
+
+log=${1:?usage: scripts/gpu-run.sh LOGDIR [tests|sanitize|benches|examples]...}
+shift
+steps=${*:-tests sanitize benches examples}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bundle=${BUNDLE:-$root/gpu-bundle}
+sanitizer=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
+mkdir -p "$log"
+export MIXED_PRECISION_REQUIRE_GPU=1
+
+passed=0
+failed=0
+failures=()
+step() {
+  local name=$1
+  shift
+  local t0=$SECONDS
+  if "$@" >"$log/$name.log" 2>&1; then
+    passed=$((passed + 1))
+    echo "PASS $name ($((SECONDS - t0)) s)"
+  else
+    local rc=$?
+    failed=$((failed + 1))
+    failures+=("$name")
+    echo "FAIL $name (exit $rc, $((SECONDS - t0)) s); last lines of $log/$name.log:"
+    tail -n 25 "$log/$name.log" | sed 's/^/    /'
+  fi
+}
+
+{
+  echo "commit: $(cat "$bundle/COMMIT" 2>/dev/null | tr '\n' ' ')"
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  nvidia-smi
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+} >"$log/nvidia-smi.log" 2>&1
+head -n 2 "$log/nvidia-smi.log"
+grep -m1 -i "driver version" "$log/nvidia-smi.log" || true
+
+# Kernel tests: the test executables named after a cuda/*.cu file.
+kernel_tests=()
+for cu in "$root"/cuda/*.cu; do
+  stem=$(basename "$cu" .cu)
+  [[ -x "$bundle/tests/$stem" ]] && kernel_tests+=("$stem")
+done
+
+for s in $steps; do
+  case "$s" in
+    tests)
+      for t in "$bundle"/tests/*; do step "test-$(basename "$t")" "$t"; done ;;
+    sanitize)
+      for k in "${kernel_tests[@]}"; do
+        step "memcheck-$k" "$sanitizer" --tool memcheck --error-exitcode 1 --leak-check full "$bundle/tests/$k"
+        step "racecheck-$k" "$sanitizer" --tool racecheck --error-exitcode 1 "$bundle/tests/$k"
+      done ;;
+    benches)
+      for b in "$bundle"/benches/*; do
+        step "bench-$(basename "$b")" env CRITERION_HOME="$log/criterion" "$b" --bench
+      done ;;
+    examples)
+      for e in "$bundle"/examples/*; do
+        # Run inside LOGDIR so whatever an example writes (images) lands beside its log.
+        step "example-$(basename "$e")" bash -c 'cd "$1" && exec "$2"' _ "$log" "$e"
+      done ;;
+    *) echo "unknown step $s" >&2; exit 2 ;;
+  esac
+done
+
+echo "gpu-run: $passed passed, $failed failed${failures[*]:+ (${failures[*]})}"
+[[ $failed -eq 0 ]]
