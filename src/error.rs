@@ -112,6 +112,28 @@ pub enum Error {
         /// What is wrong with it.
         why: String,
     },
+
+    /// Reading or writing a file failed.
+    #[error("{op}: {path}: {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A checkpoint file is not one this version writes, or does not fit the model it is
+    /// loaded into.
+    #[error("{op}: {why}")]
+    Checkpoint {
+        /// The operation.
+        op: &'static str,
+        /// What does not match.
+        why: String,
+    },
 }
 
 /// The crate's result type.

@@ -38,6 +38,8 @@
 //! - [`Device`]: a CUDA context with one stream; loads PTX modules lazily.
 //! - [`kernels`]: one launcher file per `.cu`; checks every argument before a launch.
 //! - [`Tensor`]: typed, contiguous, row-major device tensors.
+//! - [`nn`]: the parameter arena.
+//! - [`optim`]: [`optim::GradScaler`], [`optim::AdamW`] and their checkpoint format.
 //! - [`backend::cpu`]: the CPU reference of every kernel.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -48,6 +50,8 @@ mod dtype;
 mod error;
 #[allow(unsafe_code)]
 pub mod kernels;
+pub mod nn;
+pub mod optim;
 pub mod ptx;
 pub mod rng;
 mod tensor;

@@ -6,12 +6,17 @@
 //! memory (`CudaSlice`, `CudaView`, `CudaViewMut`), so an engine that owns its buffers can
 //! call the kernels directly on them, on the [`Device`]'s stream.
 
+pub mod adam;
 pub mod cast;
 pub(crate) mod driver;
+pub mod loss_scale;
+mod multi_tensor;
+pub mod unscale;
 
-use cudarc::driver::{DeviceSlice, LaunchConfig};
+use cudarc::driver::{sys::CUdeviceptr, CudaStream, CudaView, DevicePtr, DeviceSlice, LaunchConfig, SyncOnDrop};
 
 use crate::device::Device;
+use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 
 /// Threads per block for the elementwise kernels: a multiple of the warp size that
@@ -37,5 +42,45 @@ fn check_device<T>(op: &'static str, dev: &Device, buf: &impl DeviceSlice<T>) ->
         Ok(())
     } else {
         Err(Error::DeviceMismatch { op })
+    }
+}
+
+/// Checks that a device scalar (scale, found_inf, step, growth tracker) has one element.
+fn check_scalar<T>(op: &'static str, what: &'static str, buf: &impl DeviceSlice<T>) -> Result<()> {
+    if buf.len() == 1 {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch { op, what, expected: 1, got: buf.len() })
+    }
+}
+
+/// The kernel of a family that takes gradients of type `G`: `f32` or `f16` only.
+fn grad_kernel<G: Element>(op: &'static str, f32_name: &'static str, f16_name: &'static str) -> Result<&'static str> {
+    match G::DTYPE {
+        DType::F32 => Ok(f32_name),
+        DType::F16 => Ok(f16_name),
+        dtype => Err(Error::UnsupportedDtype { op, what: "grads", dtype }),
+    }
+}
+
+/// The device pointer of an optional buffer, 0 (the kernels' "absent") for `None`.
+fn optional_ptr<'a, T>(buf: Option<&'a CudaView<'_, T>>, stream: &'a CudaStream) -> (CUdeviceptr, Option<SyncOnDrop<'a>>) {
+    match buf {
+        Some(b) => {
+            let (ptr, sync) = b.device_ptr(stream);
+            (ptr, Some(sync))
+        }
+        None => (0, None),
+    }
+}
+
+/// Checks an optional scalar: one element, on this device.
+fn check_optional_scalar(op: &'static str, what: &'static str, dev: &Device, buf: Option<&CudaView<'_, f32>>) -> Result<()> {
+    match buf {
+        Some(b) => {
+            check_scalar(op, what, b)?;
+            check_device(op, dev, b)
+        }
+        None => Ok(()),
     }
 }

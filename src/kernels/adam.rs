@@ -1,0 +1,294 @@
+//! Launchers for `cuda/adam.cu`: AdamW / Adam on fp32 master weights, writing the fp16
+//! working copy in the same pass, gated by the device flag `found_inf`.
+
+use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use half::f16;
+
+use super::multi_tensor::{plan, MtBlocks};
+use super::{check_device, check_optional_scalar, check_scalar, grad_kernel, grid_stride_config, optional_ptr};
+use crate::device::Device;
+use crate::dtype::Element;
+use crate::error::{DriverContext, Error, Result};
+use crate::ptx;
+
+/// How weight decay enters the update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdamMode {
+    /// torch.optim.AdamW: decoupled decay, `p -= lr * wd * p` before the moments.
+    AdamW = 0,
+    /// torch.optim.Adam: L2 decay, `g += wd * p` before the moments.
+    Adam = 1,
+}
+
+/// Hyper-parameters, with torch.optim.AdamW's defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    /// Learning rate, finite and >= 0.
+    pub lr: f64,
+    /// First-moment decay, in [0, 1).
+    pub beta1: f64,
+    /// Second-moment decay, in [0, 1).
+    pub beta2: f64,
+    /// Added to the denominator, finite and > 0.
+    pub eps: f64,
+    /// Weight decay, finite and >= 0.
+    pub weight_decay: f64,
+    /// Decoupled (AdamW) or L2 (Adam) decay.
+    pub mode: AdamMode,
+}
+
+impl Default for AdamConfig {
+    /// torch.optim.AdamW: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 1e-2.
+    fn default() -> Self {
+        AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2, mode: AdamMode::AdamW }
+    }
+}
+
+impl AdamConfig {
+    /// Checks the ranges torch.optim.AdamW accepts.
+    pub fn validate(&self, op: &'static str) -> Result<()> {
+        let bad = |what, why: String| Err(Error::InvalidArgument { op, what, why });
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            return bad("lr", format!("{} must be finite and >= 0", self.lr));
+        }
+        for (what, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return bad(what, format!("{b} must be in [0, 1)"));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad("eps", format!("{} must be finite and > 0", self.eps));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay", format!("{} must be finite and >= 0", self.weight_decay));
+        }
+        Ok(())
+    }
+
+    fn hyper(&self) -> AdamHyper {
+        AdamHyper {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            mode: self.mode as i32,
+            _pad: 0,
+        }
+    }
+}
+
+/// Mirrors `struct AdamHyper` in cuda/adam.cu (48 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AdamHyper {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    mode: i32,
+    _pad: i32,
+}
+
+// SAFETY: plain `repr(C)` numbers with the layout of the CUDA struct (five doubles, an
+// int32, padding to 48), passed by value as a kernel parameter.
+unsafe impl DeviceRepr for AdamHyper {}
+
+/// Tensors one multi-tensor launch carries (`ADAM_MT_TENSORS`).
+const ADAM_MT_TENSORS: usize = 32;
+
+/// Mirrors `struct AdamList` in cuda/adam.cu (3072 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AdamList {
+    p: [u64; ADAM_MT_TENSORS],
+    g: [u64; ADAM_MT_TENSORS],
+    m: [u64; ADAM_MT_TENSORS],
+    v: [u64; ADAM_MT_TENSORS],
+    copy: [u64; ADAM_MT_TENSORS],
+    len: [u64; ADAM_MT_TENSORS],
+    blocks: MtBlocks,
+}
+
+// SAFETY: plain `repr(C)` integers with the layout of the CUDA struct, passed by value.
+unsafe impl DeviceRepr for AdamList {}
+
+/// The per-parameter buffers of one tensor (or of the whole flat arena).
+pub struct AdamTensors<'a, G> {
+    /// fp32 master weights, updated in place.
+    pub params: CudaViewMut<'a, f32>,
+    /// Gradients, `f32` or `f16`, possibly still multiplied by the loss scale.
+    pub grads: CudaView<'a, G>,
+    /// First moments.
+    pub m: CudaViewMut<'a, f32>,
+    /// Second moments.
+    pub v: CudaViewMut<'a, f32>,
+    /// The fp16 working copy, written as `(f16) params` after the update, if given.
+    pub copy: Option<CudaViewMut<'a, f16>>,
+}
+
+/// The device scalars that make the step free of host synchronization.
+pub struct AdamScalars<'a> {
+    /// The step count (f32, one element): advanced before the update unless found_inf is
+    /// set; the bias correction uses the advanced value.
+    pub step: CudaViewMut<'a, f32>,
+    /// The loss scale the gradients still carry (divided out inside the update), if any.
+    pub scale: Option<CudaView<'a, f32>>,
+    /// When given and non-zero, the step changes nothing at all.
+    pub found_inf: Option<CudaView<'a, f32>>,
+}
+
+impl<G> AdamTensors<'_, G> {
+    fn check(&self, op: &'static str, dev: &Device) -> Result<()> {
+        let n = self.params.len();
+        let lens = [("grads", self.grads.len()), ("m", self.m.len()), ("v", self.v.len())];
+        for (what, got) in lens.into_iter().chain(self.copy.as_ref().map(|c| ("copy", c.len()))) {
+            if got != n {
+                return Err(Error::LengthMismatch { op, what, expected: n, got });
+            }
+        }
+        check_device(op, dev, &self.params)?;
+        check_device(op, dev, &self.grads)?;
+        check_device(op, dev, &self.m)?;
+        check_device(op, dev, &self.v)?;
+        match &self.copy {
+            Some(c) => check_device(op, dev, c),
+            None => Ok(()),
+        }
+    }
+}
+
+impl AdamScalars<'_> {
+    fn check(&self, op: &'static str, dev: &Device) -> Result<()> {
+        check_scalar(op, "step", &self.step)?;
+        check_device(op, dev, &self.step)?;
+        check_optional_scalar(op, "scale", dev, self.scale.as_ref())?;
+        check_optional_scalar(op, "found_inf", dev, self.found_inf.as_ref())
+    }
+}
+
+/// Advances `step` unless `found_inf` is set (one thread).
+fn count_step(dev: &Device, s: &mut AdamScalars<'_>) -> Result<()> {
+    const OP: &str = "adam_count_step";
+    let func = dev.function(&ptx::ADAM, OP)?;
+    let stream = dev.stream();
+    let (step, _step) = s.step.device_ptr_mut(stream);
+    let (f, _f) = optional_ptr(s.found_inf.as_ref(), stream);
+    let mut launch = stream.launch_builder(&func);
+    launch.arg(&step).arg(&f);
+    let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: arguments match `adam_count_step(float*, const float*)`; step holds one
+    // element and found_inf one or is null (checked by the caller).
+    unsafe { launch.launch(one) }.op(OP)?;
+    Ok(())
+}
+
+/// One Adam/AdamW step over a flat range: advances the device step count, then updates
+/// master weights and moments and writes the fp16 copy, all unless `found_inf` is set.
+/// Every argument is checked before anything is launched.
+pub fn adamw_step<G: Element>(
+    dev: &Device,
+    t: &mut AdamTensors<'_, G>,
+    s: &mut AdamScalars<'_>,
+    cfg: &AdamConfig,
+) -> Result<()> {
+    let op = grad_kernel::<G>("adamw_step", "adamw_step_f32", "adamw_step_f16")?;
+    cfg.validate(op)?;
+    t.check(op, dev)?;
+    s.check(op, dev)?;
+    let func = dev.function(&ptx::ADAM, op)?;
+    count_step(dev, s)?;
+    let n = t.params.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let (p, _p) = t.params.device_ptr_mut(stream);
+    let (g, _g) = t.grads.device_ptr(stream);
+    let (m, _m) = t.m.device_ptr_mut(stream);
+    let (v, _v) = t.v.device_ptr_mut(stream);
+    let (c, _c) = match t.copy.as_mut() {
+        Some(c) => {
+            let (ptr, sync) = c.device_ptr_mut(stream);
+            (ptr, Some(sync))
+        }
+        None => (0, None),
+    };
+    let (step, _step) = s.step.device_ptr(stream);
+    let (scale, _scale) = optional_ptr(s.scale.as_ref(), stream);
+    let (found, _found) = optional_ptr(s.found_inf.as_ref(), stream);
+    let n64 = n as u64;
+    let hyper = cfg.hyper();
+    let mut launch = stream.launch_builder(&func);
+    launch.arg(&p).arg(&g).arg(&m).arg(&v).arg(&c).arg(&n64).arg(&step).arg(&scale).arg(&found).arg(&hyper);
+    // SAFETY: arguments match `adamw_step_<G>(float*, const G*, float*, float*, __half*,
+    // uint64_t, const float*, const float*, const float*, AdamHyper)` in cuda/adam.cu;
+    // params, grads, m, v and copy (or null) all hold n elements and the scalars one (or
+    // null), all in this device's context (checked above).
+    unsafe { launch.launch(grid_stride_config(dev, n.div_ceil(4))) }.op(op)?;
+    Ok(())
+}
+
+/// [`adamw_step`] over a list of tensors (32 tensors and 256 chunks per launch), as
+/// torch's `_fused_adamw_` does for parameters that are separate tensors. One step
+/// count serves the whole list.
+pub fn adamw_step_multi<G: Element>(
+    dev: &Device,
+    ts: &mut [AdamTensors<'_, G>],
+    s: &mut AdamScalars<'_>,
+    cfg: &AdamConfig,
+) -> Result<()> {
+    let op = grad_kernel::<G>("adamw_step_multi", "adamw_step_multi_f32", "adamw_step_multi_f16")?;
+    cfg.validate(op)?;
+    for t in ts.iter() {
+        t.check(op, dev)?;
+    }
+    s.check(op, dev)?;
+    let lens: Vec<usize> = ts.iter().map(|t| t.params.len()).collect();
+    let launches = plan(op, &lens, ADAM_MT_TENSORS)?;
+    let func = dev.function(&ptx::ADAM, op)?;
+    count_step(dev, s)?;
+    let stream = dev.stream();
+    let mut guards = Vec::new();
+    let mut ptrs = Vec::with_capacity(ts.len());
+    for t in ts.iter_mut() {
+        let (p, gp) = t.params.device_ptr_mut(stream);
+        let (g, gg) = t.grads.device_ptr(stream);
+        let (m, gm) = t.m.device_ptr_mut(stream);
+        let (v, gv) = t.v.device_ptr_mut(stream);
+        guards.extend([gp, gg, gm, gv]);
+        let c = match t.copy.as_mut() {
+            Some(c) => {
+                let (ptr, sync) = c.device_ptr_mut(stream);
+                guards.push(sync);
+                ptr
+            }
+            None => 0,
+        };
+        ptrs.push([p, g, m, v, c]);
+    }
+    let (step, _step) = s.step.device_ptr(stream);
+    let (scale, _scale) = optional_ptr(s.scale.as_ref(), stream);
+    let (found, _found) = optional_ptr(s.found_inf.as_ref(), stream);
+    let hyper = cfg.hyper();
+    for l in &launches {
+        let z = [0u64; ADAM_MT_TENSORS];
+        let mut list = AdamList { p: z, g: z, m: z, v: z, copy: z, len: z, blocks: l.map };
+        for (slot, &t) in l.tensors.iter().enumerate() {
+            let [p, g, m, v, c] = ptrs[t];
+            (list.p[slot], list.g[slot], list.m[slot], list.v[slot], list.copy[slot]) = (p, g, m, v, c);
+            list.len[slot] = lens[t] as u64;
+        }
+        let cfg = LaunchConfig { grid_dim: (l.blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = stream.launch_builder(&func);
+        launch.arg(&list).arg(&step).arg(&scale).arg(&found).arg(&hyper);
+        // SAFETY: arguments match `adamw_step_multi_<G>(AdamList, const float*, const
+        // float*, const float*, AdamHyper)`; every slot holds live buffers of this device
+        // whose lengths equal the slot's len (checked above), and each block's chunk lies
+        // inside its tensor (plan).
+        unsafe { launch.launch(cfg) }.op(op)?;
+    }
+    drop(guards);
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! The parameter arena of DESIGN.md: all parameters in one flat buffer per role (fp32
+//! master, fp16 working copy, fp32 gradient), each parameter a view at an offset aligned
+//! to 16 bytes in every buffer. The optimizer-side kernels (cast, unscale_check,
+//! adamw_step) then run as one vectorized launch each over the whole range.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
+use half::f16;
+
+use crate::device::Device;
+use crate::error::{DriverContext, Error, Result};
+use crate::kernels::cast::cast_f32_f16;
+
+/// Offsets are multiples of this many elements: 32 bytes of f32, 16 of f16, so every
+/// view is 16-byte aligned in every role's buffer.
+pub const PARAM_ALIGN: usize = 8;
+
+/// One parameter's place in the arena.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// A name unique within the arena ("layer0.weight").
+    pub name: String,
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+    /// First element, a multiple of [`PARAM_ALIGN`].
+    pub offset: usize,
+    /// Number of elements (the product of the shape).
+    pub len: usize,
+}
+
+/// Where every parameter lives; the padding between them stays zero in every role.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArenaLayout {
+    params: Vec<ParamSpec>,
+    total: usize,
+}
+
+impl ArenaLayout {
+    /// An empty layout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a parameter and returns its index.
+    pub fn push(&mut self, name: &str, shape: &[usize]) -> Result<usize> {
+        const OP: &str = "ArenaLayout::push";
+        if self.params.iter().any(|p| p.name == name) {
+            return Err(Error::InvalidArgument { op: OP, what: "name", why: format!("{name:?} is already in the arena") });
+        }
+        let len = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let offset = self.total.next_multiple_of(PARAM_ALIGN);
+        let end = len.and_then(|len| offset.checked_add(len));
+        let (Some(len), Some(end)) = (len, end) else {
+            return Err(Error::InvalidArgument { op: OP, what: "shape", why: format!("{shape:?} is too large") });
+        };
+        self.params.push(ParamSpec { name: name.to_string(), shape: shape.to_vec(), offset, len });
+        self.total = end;
+        Ok(self.params.len() - 1)
+    }
+
+    /// The parameters, in the order they were pushed.
+    pub fn params(&self) -> &[ParamSpec] {
+        &self.params
+    }
+
+    /// Elements in each role's buffer, padding included.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+/// The device buffers of the arena: master weights (f32), working copy (f16, always the
+/// round-to-nearest-even cast of the master weights) and gradients (f32).
+pub struct ParamArena {
+    dev: Arc<Device>,
+    layout: ArenaLayout,
+    master: CudaSlice<f32>,
+    working: CudaSlice<f16>,
+    grad: CudaSlice<f32>,
+}
+
+impl ParamArena {
+    /// Uploads the master weights, `init[i]` for parameter i in layout order, and makes
+    /// the fp16 working copy with the cast kernel. Gradients start at zero.
+    pub fn new(dev: &Arc<Device>, layout: ArenaLayout, init: &[Vec<f32>]) -> Result<Self> {
+        let master = Self::pack("ParamArena::new", &layout, init)?;
+        let stream = dev.stream();
+        let master = stream.clone_htod(&master).op("ParamArena::new")?;
+        let mut working = stream.alloc_zeros::<f16>(layout.total).op("ParamArena::new")?;
+        let grad = stream.alloc_zeros::<f32>(layout.total).op("ParamArena::new")?;
+        cast_f32_f16(dev, &master, &mut working)?;
+        Ok(ParamArena { dev: dev.clone(), layout, master, working, grad })
+    }
+
+    /// Lays out per-parameter values as one flat buffer with zero padding.
+    pub fn pack(op: &'static str, layout: &ArenaLayout, values: &[Vec<f32>]) -> Result<Vec<f32>> {
+        if values.len() != layout.params.len() {
+            return Err(Error::LengthMismatch { op, what: "parameters", expected: layout.params.len(), got: values.len() });
+        }
+        let mut flat = vec![0.0f32; layout.total];
+        for (p, v) in layout.params.iter().zip(values) {
+            if v.len() != p.len {
+                return Err(Error::ShapeMismatch { op, expected: p.shape.clone(), got: vec![v.len()] });
+            }
+            flat[p.offset..p.offset + p.len].copy_from_slice(v);
+        }
+        Ok(flat)
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &ArenaLayout {
+        &self.layout
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Arc<Device> {
+        &self.dev
+    }
+
+    /// Master weights, the whole arena.
+    pub fn master(&self) -> CudaView<'_, f32> {
+        self.master.as_view()
+    }
+
+    /// Working copy, the whole arena.
+    pub fn working(&self) -> CudaView<'_, f16> {
+        self.working.as_view()
+    }
+
+    /// Gradients, the whole arena.
+    pub fn grad(&self) -> CudaView<'_, f32> {
+        self.grad.as_view()
+    }
+
+    /// Gradients, mutable (the backward pass accumulates into them).
+    pub fn grad_mut(&mut self) -> CudaViewMut<'_, f32> {
+        self.grad.as_view_mut()
+    }
+
+    /// Views for the optimizer: (master, working, grad) at once.
+    pub(crate) fn optimizer_views(&mut self) -> (CudaViewMut<'_, f32>, CudaViewMut<'_, f16>, CudaView<'_, f32>) {
+        (self.master.as_view_mut(), self.working.as_view_mut(), self.grad.as_view())
+    }
+
+    /// Zeroes the gradients (asynchronous, on the device's stream).
+    pub fn zero_grad(&mut self) -> Result<()> {
+        self.dev.stream().memset_zeros(&mut self.grad).op("ParamArena::zero_grad")
+    }
+
+    /// Copies the master weights to the host (synchronizes).
+    pub fn master_to_host(&self) -> Result<Vec<f32>> {
+        self.download("ParamArena::master_to_host", &self.master)
+    }
+
+    /// Copies the working copy to the host (synchronizes).
+    pub fn working_to_host(&self) -> Result<Vec<f16>> {
+        self.download("ParamArena::working_to_host", &self.working)
+    }
+
+    /// Overwrites the gradients from the host (tests and engines that compute them
+    /// elsewhere); `grads.len()` must equal the arena's total.
+    pub fn set_grad(&mut self, grads: &[f32]) -> Result<()> {
+        const OP: &str = "ParamArena::set_grad";
+        if grads.len() != self.layout.total {
+            return Err(Error::LengthMismatch { op: OP, what: "grads", expected: self.layout.total, got: grads.len() });
+        }
+        self.dev.stream().memcpy_htod(grads, &mut self.grad).op(OP)
+    }
+
+    /// Replaces the master weights (a flat buffer of the arena's total length) and
+    /// rebuilds the working copy.
+    pub(crate) fn set_master(&mut self, master: &[f32]) -> Result<()> {
+        const OP: &str = "ParamArena::set_master";
+        if master.len() != self.layout.total {
+            return Err(Error::LengthMismatch { op: OP, what: "master", expected: self.layout.total, got: master.len() });
+        }
+        self.dev.stream().memcpy_htod(master, &mut self.master).op(OP)?;
+        cast_f32_f16(&self.dev, &self.master, &mut self.working)
+    }
+
+    fn download<T: crate::Element>(&self, op: &'static str, buf: &CudaSlice<T>) -> Result<Vec<T>> {
+        let host = self.dev.stream().clone_dtoh(buf).op(op)?;
+        self.dev.synchronize()?;
+        Ok(host)
+    }
+}

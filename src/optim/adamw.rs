@@ -1,0 +1,155 @@
+//! AdamW over the parameter arena: fp32 moments and step count on the device.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cudarc::driver::CudaSlice;
+
+use crate::device::Device;
+use crate::error::{DriverContext, Error, Result};
+use crate::kernels::adam::{adamw_step, AdamConfig, AdamScalars, AdamTensors};
+use crate::nn::ParamArena;
+use crate::optim::{Checkpoint, GradScaler};
+
+/// AdamW (or Adam) on the fp32 master weights of a [`ParamArena`], writing its fp16
+/// working copy in the same pass: one launch over the whole arena per step.
+pub struct AdamW {
+    dev: Arc<Device>,
+    cfg: AdamConfig,
+    m: CudaSlice<f32>,
+    v: CudaSlice<f32>,
+    step: CudaSlice<f32>,
+}
+
+impl AdamW {
+    /// Zero moments and step count for `arena`.
+    pub fn new(arena: &ParamArena, cfg: AdamConfig) -> Result<Self> {
+        const OP: &str = "AdamW::new";
+        cfg.validate(OP)?;
+        let dev = arena.device().clone();
+        let n = arena.layout().total();
+        let stream = dev.stream();
+        Ok(AdamW {
+            m: stream.alloc_zeros(n).op(OP)?,
+            v: stream.alloc_zeros(n).op(OP)?,
+            step: stream.alloc_zeros(1).op(OP)?,
+            dev,
+            cfg,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AdamConfig {
+        &self.cfg
+    }
+
+    /// Changes the learning rate (or any setting) from the next step on.
+    pub fn set_config(&mut self, cfg: AdamConfig) -> Result<()> {
+        cfg.validate("AdamW::set_config")?;
+        self.cfg = cfg;
+        Ok(())
+    }
+
+    /// One step. With a scaler, the gradients are divided by its scale inside the update
+    /// (unless it already unscaled them) and nothing changes when its `found_inf` is set:
+    /// master weights, moments, step count and working copy stay bit-identical.
+    pub fn step(&mut self, arena: &mut ParamArena, scaler: Option<&GradScaler>) -> Result<()> {
+        const OP: &str = "AdamW::step";
+        self.check_arena(OP, arena)?;
+        let (params, copy, grads) = arena.optimizer_views();
+        let mut tensors =
+            AdamTensors { params, grads, m: self.m.as_view_mut(), v: self.v.as_view_mut(), copy: Some(copy) };
+        let mut scalars = AdamScalars {
+            step: self.step.as_view_mut(),
+            scale: scaler.and_then(|s| s.pending_scale()),
+            found_inf: scaler.filter(|s| s.config().enabled).map(|s| s.found_inf_view()),
+        };
+        adamw_step(&self.dev, &mut tensors, &mut scalars, &self.cfg)
+    }
+
+    /// Steps taken, skipped ones not counted (synchronizes).
+    pub fn steps_taken(&self) -> Result<f32> {
+        let v = self.dev.stream().clone_dtoh(&self.step).op("AdamW::steps_taken")?;
+        self.dev.synchronize()?;
+        Ok(v[0])
+    }
+
+    /// The whole training state on the host (synchronizes).
+    pub fn checkpoint(&self, arena: &ParamArena, scaler: Option<&GradScaler>) -> Result<Checkpoint> {
+        const OP: &str = "AdamW::checkpoint";
+        self.check_arena(OP, arena)?;
+        let stream = self.dev.stream();
+        let m = stream.clone_dtoh(&self.m).op(OP)?;
+        let v = stream.clone_dtoh(&self.v).op(OP)?;
+        Ok(Checkpoint {
+            layout: arena.layout().clone(),
+            adam: self.cfg,
+            step: self.steps_taken()?,
+            master: arena.master_to_host()?,
+            m,
+            v,
+            scaler: scaler.map(|s| s.state()).transpose()?,
+        })
+    }
+
+    /// Writes [`checkpoint`](Self::checkpoint) to `path` (format in [`Checkpoint`]).
+    pub fn save(&self, path: impl AsRef<Path>, arena: &ParamArena, scaler: Option<&GradScaler>) -> Result<()> {
+        self.checkpoint(arena, scaler)?.save(path)
+    }
+
+    /// Restores a checkpoint into this optimizer, `arena` (master weights, and the working
+    /// copy cast from them) and `scaler`. The layout must match the arena's exactly, and a
+    /// scaler must be given exactly when the checkpoint has one. Nothing is changed when
+    /// any of that does not hold.
+    pub fn restore(&mut self, ckpt: &Checkpoint, arena: &mut ParamArena, scaler: Option<&mut GradScaler>) -> Result<()> {
+        const OP: &str = "AdamW::restore";
+        self.check_arena(OP, arena)?;
+        if ckpt.layout != *arena.layout() {
+            return Err(Error::Checkpoint { op: OP, why: "the checkpoint's parameter layout differs from the arena's".into() });
+        }
+        let total = arena.layout().total();
+        for (what, got) in [("master", ckpt.master.len()), ("m", ckpt.m.len()), ("v", ckpt.v.len())] {
+            if got != total {
+                return Err(Error::LengthMismatch { op: OP, what, expected: total, got });
+            }
+        }
+        ckpt.adam.validate(OP)?;
+        let scaler = match (scaler, &ckpt.scaler) {
+            (Some(s), Some(state)) => {
+                state.config.validate(OP)?;
+                Some((s, state))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::Checkpoint { op: OP, why: "a scaler was given but the checkpoint has none".into() })
+            }
+            (None, Some(_)) => {
+                return Err(Error::Checkpoint { op: OP, why: "the checkpoint has a scaler state but none was given".into() })
+            }
+        };
+        let stream = self.dev.stream().clone();
+        stream.memcpy_htod(&ckpt.m, &mut self.m).op(OP)?;
+        stream.memcpy_htod(&ckpt.v, &mut self.v).op(OP)?;
+        stream.memcpy_htod(&[ckpt.step], &mut self.step).op(OP)?;
+        arena.set_master(&ckpt.master)?;
+        if let Some((s, state)) = scaler {
+            s.load_state(state)?;
+        }
+        self.cfg = ckpt.adam;
+        Ok(())
+    }
+
+    /// Reads `path` and [`restore`](Self::restore)s it.
+    pub fn load(&mut self, path: impl AsRef<Path>, arena: &mut ParamArena, scaler: Option<&mut GradScaler>) -> Result<()> {
+        let ckpt = Checkpoint::load(path)?;
+        self.restore(&ckpt, arena, scaler)
+    }
+
+    fn check_arena(&self, op: &'static str, arena: &ParamArena) -> Result<()> {
+        let n = arena.layout().total();
+        if self.m.len() != n {
+            return Err(Error::LengthMismatch { op, what: "arena", expected: self.m.len(), got: n });
+        }
+        Ok(())
+    }
+}

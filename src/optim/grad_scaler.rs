@@ -1,0 +1,183 @@
+//! Dynamic loss scaling with PyTorch GradScaler's rule, its state on the device.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
+
+use crate::device::Device;
+use crate::dtype::Element;
+use crate::error::{DriverContext, Error, Result};
+use crate::kernels::loss_scale::{update_scale, ScaleRule};
+use crate::kernels::unscale::unscale_check;
+use crate::optim::ScalerState;
+
+/// GradScaler settings, with torch.cuda.amp.GradScaler's defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GradScalerConfig {
+    /// The first scale; finite and > 0. Default 65536 (2^16).
+    pub init_scale: f32,
+    /// Growth, backoff and interval.
+    pub rule: ScaleRule,
+    /// When false the scale is 1, nothing is checked and the scale never changes (as a
+    /// disabled torch GradScaler, which passes everything through).
+    pub enabled: bool,
+}
+
+impl Default for GradScalerConfig {
+    fn default() -> Self {
+        GradScalerConfig { init_scale: 65536.0, rule: ScaleRule::default(), enabled: true }
+    }
+}
+
+impl GradScalerConfig {
+    /// Rejects settings PyTorch rejects: a non-positive or non-finite scale, growth <= 1,
+    /// backoff outside (0, 1), an interval < 1.
+    pub fn validate(&self, op: &'static str) -> Result<()> {
+        if !(self.init_scale.is_finite() && self.init_scale > 0.0) {
+            return Err(Error::InvalidArgument {
+                op,
+                what: "init_scale",
+                why: format!("{} must be finite and > 0", self.init_scale),
+            });
+        }
+        self.rule.validate(op)
+    }
+}
+
+/// The loss scale, its growth tracker and the `found_inf` flag, each one element of
+/// device memory. Only [`scale`](Self::scale), [`growth_tracker`](Self::growth_tracker),
+/// [`found_inf`](Self::found_inf) and [`state`](Self::state) synchronize.
+pub struct GradScaler {
+    dev: Arc<Device>,
+    cfg: GradScalerConfig,
+    scale: CudaSlice<f32>,
+    growth_tracker: CudaSlice<i32>,
+    found_inf: CudaSlice<f32>,
+    /// Whether this step's gradients were divided by the scale already, so the optimizer
+    /// must not divide again (torch's per-optimizer "unscaled" stage).
+    unscaled: bool,
+}
+
+impl GradScaler {
+    /// A scaler at `cfg.init_scale` (1 when disabled).
+    pub fn new(dev: &Arc<Device>, cfg: GradScalerConfig) -> Result<Self> {
+        const OP: &str = "GradScaler::new";
+        cfg.validate(OP)?;
+        let stream = dev.stream();
+        let scale = if cfg.enabled { cfg.init_scale } else { 1.0 };
+        Ok(GradScaler {
+            dev: dev.clone(),
+            cfg,
+            scale: stream.clone_htod(&[scale]).op(OP)?,
+            growth_tracker: stream.alloc_zeros::<i32>(1).op(OP)?,
+            found_inf: stream.alloc_zeros::<f32>(1).op(OP)?,
+            unscaled: false,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GradScalerConfig {
+        &self.cfg
+    }
+
+    /// The device scalar the loss gradient is seeded with.
+    pub fn scale_view(&self) -> CudaView<'_, f32> {
+        self.scale.as_view()
+    }
+
+    /// The device flag: non-zero when this step's gradients held an inf or NaN.
+    pub fn found_inf_view(&self) -> CudaView<'_, f32> {
+        self.found_inf.as_view()
+    }
+
+    /// The scale the optimizer must divide the gradients by this step, or `None` when
+    /// they are already unscaled or scaling is off.
+    pub(crate) fn pending_scale(&self) -> Option<CudaView<'_, f32>> {
+        (self.cfg.enabled && !self.unscaled).then(|| self.scale.as_view())
+    }
+
+    /// Clears `found_inf`, then reads `grads` once and raises it on any inf or NaN;
+    /// writes nothing else. The optimizer divides by the scale itself.
+    pub fn check<G: Element>(&mut self, grads: &mut CudaViewMut<'_, G>) -> Result<()> {
+        self.check_or_unscale(grads, false)
+    }
+
+    /// Clears `found_inf`, divides `grads` by the scale in place and raises `found_inf`
+    /// on any inf or NaN. The optimizer then does not divide again this step.
+    pub fn unscale<G: Element>(&mut self, grads: &mut CudaViewMut<'_, G>) -> Result<()> {
+        self.check_or_unscale(grads, true)
+    }
+
+    fn check_or_unscale<G: Element>(&mut self, grads: &mut CudaViewMut<'_, G>, unscale: bool) -> Result<()> {
+        if !self.cfg.enabled {
+            return Ok(());
+        }
+        if self.unscaled {
+            return Err(Error::InvalidArgument {
+                op: "GradScaler::unscale",
+                what: "grads",
+                why: "already unscaled this step; call update() first".into(),
+            });
+        }
+        self.dev.stream().memset_zeros(&mut self.found_inf).op("GradScaler::check")?;
+        let scale = self.scale.as_view();
+        unscale_check(&self.dev, grads, unscale.then_some(&scale), &mut self.found_inf.as_view_mut())?;
+        self.unscaled = unscale;
+        Ok(())
+    }
+
+    /// Ends the step: backs the scale off if `found_inf` is set, else counts a clean step
+    /// and grows the scale every `growth_interval` of them.
+    pub fn update(&mut self) -> Result<()> {
+        self.unscaled = false;
+        if !self.cfg.enabled {
+            return Ok(());
+        }
+        update_scale(
+            &self.dev,
+            &mut self.scale.as_view_mut(),
+            &mut self.growth_tracker.as_view_mut(),
+            &self.found_inf.as_view(),
+            &self.cfg.rule,
+        )
+    }
+
+    /// The current scale (synchronizes).
+    pub fn scale(&self) -> Result<f32> {
+        Ok(self.read(&self.scale)?[0])
+    }
+
+    /// Clean steps since the last growth or backoff (synchronizes).
+    pub fn growth_tracker(&self) -> Result<i32> {
+        Ok(self.read(&self.growth_tracker)?[0])
+    }
+
+    /// Whether the last checked gradients held an inf or NaN (synchronizes).
+    pub fn found_inf(&self) -> Result<bool> {
+        Ok(self.read(&self.found_inf)?[0] != 0.0)
+    }
+
+    /// Everything a checkpoint needs (synchronizes).
+    pub fn state(&self) -> Result<ScalerState> {
+        Ok(ScalerState { config: self.cfg, scale: self.scale()?, growth_tracker: self.growth_tracker()? })
+    }
+
+    /// Restores a saved state.
+    pub fn load_state(&mut self, state: &ScalerState) -> Result<()> {
+        const OP: &str = "GradScaler::load_state";
+        state.config.validate(OP)?;
+        let stream = self.dev.stream().clone();
+        stream.memcpy_htod(&[state.scale], &mut self.scale).op(OP)?;
+        stream.memcpy_htod(&[state.growth_tracker], &mut self.growth_tracker).op(OP)?;
+        stream.memset_zeros(&mut self.found_inf).op(OP)?;
+        self.cfg = state.config;
+        self.unscaled = false;
+        Ok(())
+    }
+
+    fn read<T: cudarc::driver::DeviceRepr>(&self, buf: &CudaSlice<T>) -> Result<Vec<T>> {
+        let v = self.dev.stream().clone_dtoh(buf).op("GradScaler::read")?;
+        self.dev.synchronize()?;
+        Ok(v)
+    }
+}
