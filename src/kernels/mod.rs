@@ -64,7 +64,10 @@ fn grad_kernel<G: Element>(op: &'static str, f32_name: &'static str, f16_name: &
 }
 
 /// The device pointer of an optional buffer, 0 (the kernels' "absent") for `None`.
-fn optional_ptr<'a, T>(buf: Option<&'a CudaView<'_, T>>, stream: &'a CudaStream) -> (CUdeviceptr, Option<SyncOnDrop<'a>>) {
+fn optional_ptr<'a, T>(
+    buf: Option<&'a CudaView<'_, T>>,
+    stream: &'a CudaStream,
+) -> (CUdeviceptr, Option<SyncOnDrop<'a>>) {
     match buf {
         Some(b) => {
             let (ptr, sync) = b.device_ptr(stream);
@@ -75,7 +78,12 @@ fn optional_ptr<'a, T>(buf: Option<&'a CudaView<'_, T>>, stream: &'a CudaStream)
 }
 
 /// Checks an optional scalar: one element, on this device.
-fn check_optional_scalar(op: &'static str, what: &'static str, dev: &Device, buf: Option<&CudaView<'_, f32>>) -> Result<()> {
+fn check_optional_scalar(
+    op: &'static str,
+    what: &'static str,
+    dev: &Device,
+    buf: Option<&CudaView<'_, f32>>,
+) -> Result<()> {
     match buf {
         Some(b) => {
             check_scalar(op, what, b)?;

@@ -38,7 +38,11 @@ pub(crate) fn plan(op: &'static str, lens: &[usize], max_tensors: usize) -> Resu
     for (t, &len) in lens.iter().enumerate() {
         let chunks = len.div_ceil(MT_CHUNK);
         if chunks > u32::MAX as usize {
-            return Err(Error::InvalidArgument { op, what: "tensor length", why: format!("tensor {t} has {len} elements, more than the kernels index") });
+            return Err(Error::InvalidArgument {
+                op,
+                what: "tensor length",
+                why: format!("tensor {t} has {len} elements, more than the kernels index"),
+            });
         }
         for chunk in 0..chunks {
             let slot_needed = cur.tensors.last() != Some(&t);

@@ -46,7 +46,11 @@ impl ArenaLayout {
     pub fn push(&mut self, name: &str, shape: &[usize]) -> Result<usize> {
         const OP: &str = "ArenaLayout::push";
         if self.params.iter().any(|p| p.name == name) {
-            return Err(Error::InvalidArgument { op: OP, what: "name", why: format!("{name:?} is already in the arena") });
+            return Err(Error::InvalidArgument {
+                op: OP,
+                what: "name",
+                why: format!("{name:?} is already in the arena"),
+            });
         }
         let len = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
         let offset = self.total.next_multiple_of(PARAM_ALIGN);
@@ -96,7 +100,12 @@ impl ParamArena {
     /// Lays out per-parameter values as one flat buffer with zero padding.
     pub fn pack(op: &'static str, layout: &ArenaLayout, values: &[Vec<f32>]) -> Result<Vec<f32>> {
         if values.len() != layout.params.len() {
-            return Err(Error::LengthMismatch { op, what: "parameters", expected: layout.params.len(), got: values.len() });
+            return Err(Error::LengthMismatch {
+                op,
+                what: "parameters",
+                expected: layout.params.len(),
+                got: values.len(),
+            });
         }
         let mut flat = vec![0.0f32; layout.total];
         for (p, v) in layout.params.iter().zip(values) {
@@ -173,7 +182,12 @@ impl ParamArena {
     pub(crate) fn set_master(&mut self, master: &[f32]) -> Result<()> {
         const OP: &str = "ParamArena::set_master";
         if master.len() != self.layout.total {
-            return Err(Error::LengthMismatch { op: OP, what: "master", expected: self.layout.total, got: master.len() });
+            return Err(Error::LengthMismatch {
+                op: OP,
+                what: "master",
+                expected: self.layout.total,
+                got: master.len(),
+            });
         }
         self.dev.stream().memcpy_htod(master, &mut self.master).op(OP)?;
         cast_f32_f16(&self.dev, &self.master, &mut self.working)

@@ -101,11 +101,19 @@ impl AdamW {
     /// copy cast from them) and `scaler`. The layout must match the arena's exactly, and a
     /// scaler must be given exactly when the checkpoint has one. Nothing is changed when
     /// any of that does not hold.
-    pub fn restore(&mut self, ckpt: &Checkpoint, arena: &mut ParamArena, scaler: Option<&mut GradScaler>) -> Result<()> {
+    pub fn restore(
+        &mut self,
+        ckpt: &Checkpoint,
+        arena: &mut ParamArena,
+        scaler: Option<&mut GradScaler>,
+    ) -> Result<()> {
         const OP: &str = "AdamW::restore";
         self.check_arena(OP, arena)?;
         if ckpt.layout != *arena.layout() {
-            return Err(Error::Checkpoint { op: OP, why: "the checkpoint's parameter layout differs from the arena's".into() });
+            return Err(Error::Checkpoint {
+                op: OP,
+                why: "the checkpoint's parameter layout differs from the arena's".into(),
+            });
         }
         let total = arena.layout().total();
         for (what, got) in [("master", ckpt.master.len()), ("m", ckpt.m.len()), ("v", ckpt.v.len())] {
@@ -124,7 +132,10 @@ impl AdamW {
                 return Err(Error::Checkpoint { op: OP, why: "a scaler was given but the checkpoint has none".into() })
             }
             (None, Some(_)) => {
-                return Err(Error::Checkpoint { op: OP, why: "the checkpoint has a scaler state but none was given".into() })
+                return Err(Error::Checkpoint {
+                    op: OP,
+                    why: "the checkpoint has a scaler state but none was given".into(),
+                })
             }
         };
         let stream = self.dev.stream().clone();
@@ -140,7 +151,12 @@ impl AdamW {
     }
 
     /// Reads `path` and [`restore`](Self::restore)s it.
-    pub fn load(&mut self, path: impl AsRef<Path>, arena: &mut ParamArena, scaler: Option<&mut GradScaler>) -> Result<()> {
+    pub fn load(
+        &mut self,
+        path: impl AsRef<Path>,
+        arena: &mut ParamArena,
+        scaler: Option<&mut GradScaler>,
+    ) -> Result<()> {
         let ckpt = Checkpoint::load(path)?;
         self.restore(&ckpt, arena, scaler)
     }

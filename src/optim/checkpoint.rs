@@ -143,7 +143,10 @@ impl Checkpoint {
             let offset = rd.u64()? as usize;
             let i = layout.push(&name, &shape)?;
             if layout.params()[i].offset != offset {
-                return Err(bad(format!("parameter {name:?} at offset {offset}, expected {}", layout.params()[i].offset)));
+                return Err(bad(format!(
+                    "parameter {name:?} at offset {offset}, expected {}",
+                    layout.params()[i].offset
+                )));
             }
         }
         let total = rd.u64()? as usize;
@@ -188,7 +191,12 @@ struct Reader<'a, R> {
 impl<R: Read> Reader<'_, R> {
     fn bytes(&mut self, n: usize) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
-        let got = self.r.by_ref().take(n as u64).read_to_end(&mut buf).map_err(|e| Error::Checkpoint { op: self.op, why: e.to_string() })?;
+        let got = self
+            .r
+            .by_ref()
+            .take(n as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::Checkpoint { op: self.op, why: e.to_string() })?;
         if got != n {
             return Err(Error::Checkpoint { op: self.op, why: "file ends early (truncated checkpoint)".into() });
         }
