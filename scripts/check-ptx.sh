@@ -4,7 +4,8 @@
 #  2. assembles every vendored PTX with ptxas and fails on any error: sm_75 and sm_80
 #     PTX for sm_80 and sm_90, sm_90a PTX for sm_90a;
 #  3. prints registers, stack and spills per kernel, and fails on any spill or stack
-#     frame (local memory), which on these kernels always means a performance bug.
+#     frame (local memory), which on these kernels always means a performance bug;
+#  4. checks that the GEMM PTX uses tensor-core mma with f32 accumulators.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -53,5 +54,16 @@ for ptx in "$root"/cuda/ptx/*.ptx; do
       bad=1
     fi
   done
+done
+echo "== tensor cores"
+# Every GEMM PTX must reach the tensor cores with f32 accumulators (wmma.mma ... .f32.f32).
+for ptx in "$root"/cuda/ptx/gemm.*.ptx; do
+  [[ -e "$ptx" ]] || continue
+  count=$(grep -c 'wmma\.mma\.sync\.aligned\..*\.f32\.f32' "$ptx" || true)
+  echo "$(basename "$ptx"): $count wmma.mma instructions with f32 accumulators"
+  if [[ "$count" -eq 0 ]]; then
+    echo "error: $(basename "$ptx") has no tensor-core mma with f32 accumulators" >&2
+    bad=1
+  fi
 done
 exit $bad

@@ -28,7 +28,7 @@ rm -rf "$bundle"
 mkdir -p "$bundle/tests" "$bundle/benches" "$bundle/examples"
 {
   cargo test --release --no-run --message-format=json
-  cargo bench --no-run --message-format=json
+  cargo bench --features cublas --no-run --message-format=json
   cargo build --release --examples --message-format=json
 } | executables | sort -u | while read -r kind name path; do
   case "$kind" in

@@ -113,6 +113,15 @@ pub enum Error {
         why: String,
     },
 
+    /// A CUDA library other than the driver (cuBLAS, for the benchmark baseline) failed.
+    #[error("{op}: {message}")]
+    Library {
+        /// The operation.
+        op: &'static str,
+        /// The library's error.
+        message: String,
+    },
+
     /// Reading or writing a file failed.
     #[error("{op}: {path}: {source}")]
     Io {

@@ -14,6 +14,7 @@ use half::f16;
 use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::kernels::adam::{AdamConfig, AdamMode};
+use crate::kernels::gemm::{host_matmul, Activation, GemmShape};
 use crate::kernels::loss_scale::ScaleRule;
 
 /// CPU reference of [`kernels::cast::cast_f32_f16`](crate::kernels::cast::cast_f32_f16).
@@ -135,4 +136,54 @@ pub fn update_scale(scale: &mut f32, growth_tracker: &mut i32, found_inf: f32, r
     } else {
         *growth_tracker = successful;
     }
+}
+
+/// GELU, tanh approximation, as the GEMM epilogue computes it.
+pub fn gelu_tanh(x: f32) -> f32 {
+    const K0: f32 = 0.797_884_6; // sqrt(2 / pi)
+    const K1: f32 = 0.044715;
+    0.5 * x * (1.0 + (K0 * (x + K1 * x * x * x)).tanh())
+}
+
+/// CPU reference of [`kernels::gemm::gemm`](crate::kernels::gemm::gemm) in f32:
+/// `c = act(alpha * op(a) op(b) + beta * c + bias)`, `pre` receiving the value before
+/// the activation. Operands are f32 here; the Mixed mode rounds them to f16 first.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    shape: &GemmShape,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    alpha: f32,
+    beta: f32,
+    bias: Option<&[f32]>,
+    mut pre: Option<&mut [f32]>,
+    activation: Activation,
+) -> Result<()> {
+    const OP: &str = "cpu::gemm";
+    shape.validate(OP, a.len(), b.len(), c.len(), bias.map(<[f32]>::len), pre.as_ref().map(|p| p.len()))?;
+    let mut prod = vec![0.0f32; shape.m * shape.n];
+    let dense = GemmShape { ldc: shape.n, ..*shape };
+    host_matmul(&dense, a, b, &mut prod)?;
+    for i in 0..shape.m {
+        for j in 0..shape.n {
+            let o = i * shape.ldc + j;
+            let mut v = alpha * prod[i * shape.n + j];
+            if beta != 0.0 {
+                v += beta * c[o];
+            }
+            if let Some(bias) = bias {
+                v += bias[j];
+            }
+            if let Some(pre) = pre.as_deref_mut() {
+                pre[o] = v;
+            }
+            c[o] = match activation {
+                Activation::None => v,
+                Activation::Relu => v.max(0.0),
+                Activation::Gelu => gelu_tanh(v),
+            };
+        }
+    }
+    Ok(())
 }

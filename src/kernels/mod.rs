@@ -9,6 +9,7 @@
 pub mod adam;
 pub mod cast;
 pub(crate) mod driver;
+pub mod gemm;
 pub mod loss_scale;
 mod multi_tensor;
 pub mod unscale;

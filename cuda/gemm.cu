@@ -1,0 +1,261 @@
+// gemm: tensor-core GEMM with fp16 operands and fp32 accumulation, with the epilogue a
+// linear layer needs.
+//
+//   v = alpha * op(A) op(B) + beta * C        (C not read when beta == 0)
+//   v += bias[n]                              (optional, f32 or f16)
+//   pre[m, n] = (f16) v                       (optional: the pre-activation, kept for backward)
+//   C[m, n] = act(v)                          act: none, ReLU, or GELU (tanh form)
+//
+// Layouts, all row-major, M x N output:
+//   op(A) is M x K: A stored M x K (lda >= K) when not transposed, K x M (lda >= M) when it is
+//   op(B) is K x N: B stored K x N (ldb >= N) when not transposed, N x K (ldb >= K) when it is
+//   C and pre are M x N with leading dimension ldc >= N
+// so a linear layer's forward X W^T is (N, T), its input gradient dY W is (N, N) and its
+// weight gradient dY^T X is (T, N): no transpose copies. Kernel names: gemm_<ta><tb>_<out>,
+// e.g. gemm_nt_f16.
+//
+// Precision: A and B f16; products and sums in f32 (tensor cores, then the epilogue); C is
+// f32 or f16 (rounded to nearest even at the store); pre is f16. Deterministic: every
+// output element is written by exactly one thread, no atomics, no split-K.
+//
+// Tiling: a block of 8 warps computes a 128 x 128 tile of C, each warp a 64 x 32 tile as
+// 4 x 2 WMMA 16x16x16 fragments with f32 accumulators. K advances 32 at a time through two
+// shared-memory stages: on sm_80 and newer, cp.async fills the next stage while the
+// tensor cores work on the current one. Tiles are copied in their stored orientation and
+// the fragment layout (row or column major) absorbs the transpose. Shared rows are padded
+// by 8 halves (16 bytes) so that the eight rows a fragment load touches fall in
+// different banks. The fast path moves 16-byte chunks and needs M, N, K, lda and ldb to be
+// multiples of 8 and A and B 16-byte aligned; any other shape takes the element-wise
+// loading path, with the same tiles and the same arithmetic.
+
+// ptx-targets: sm_75 sm_80
+
+#include <cuda_fp16.h>
+#include <mma.h>
+#include <stdint.h>
+
+using namespace nvcuda;
+
+// ----------------------------------------------------------------------------
+// kernels
+
+#define GEMM_BM 128
+#define GEMM_BN 128
+#define GEMM_BK 32
+#define GEMM_WARPS 8
+#define GEMM_THREADS (GEMM_WARPS * 32)
+#define GEMM_PAD 8
+
+enum GemmAct : int32_t { GEMM_ACT_NONE = 0, GEMM_ACT_RELU = 1, GEMM_ACT_GELU = 2 };
+
+struct GemmParams {
+    const __half* a;
+    const __half* b;
+    void* c;             // f32 or f16, by kernel
+    const void* bias;    // nullptr, or N values of f32 or f16 (bias_f16)
+    __half* pre;         // nullptr, or M x N with leading dimension ldc
+    int64_t m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    int32_t act;
+    int32_t bias_f16;
+};
+
+// Shared memory of one stage, in stored orientation:
+//   A not transposed: [BM][BK + PAD]   (m rows, k contiguous)
+//   A transposed:     [BK][BM + PAD]   (k rows, m contiguous)
+//   B not transposed: [BK][BN + PAD]   (k rows, n contiguous)
+//   B transposed:     [BN][BK + PAD]   (n rows, k contiguous)
+// Both orientations of each operand hold the same number of halves, give or take padding.
+#define GEMM_A_STAGE ((GEMM_BM * (GEMM_BK + GEMM_PAD)) > (GEMM_BK * (GEMM_BM + GEMM_PAD)) \
+                          ? (GEMM_BM * (GEMM_BK + GEMM_PAD)) : (GEMM_BK * (GEMM_BM + GEMM_PAD)))
+#define GEMM_B_STAGE ((GEMM_BN * (GEMM_BK + GEMM_PAD)) > (GEMM_BK * (GEMM_BN + GEMM_PAD)) \
+                          ? (GEMM_BN * (GEMM_BK + GEMM_PAD)) : (GEMM_BK * (GEMM_BN + GEMM_PAD)))
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+#if __CUDA_ARCH__ >= 800
+    const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
+    const int src_bytes = valid ? 16 : 0;  // 0: the 16 bytes are zero-filled
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes));
+#else
+    *reinterpret_cast<uint4*>(smem) = valid ? *reinterpret_cast<const uint4*>(gmem) : make_uint4(0, 0, 0, 0);
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+// Waits until at most `pending` committed groups are still in flight.
+template <int pending>
+__device__ __forceinline__ void cp_async_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(pending));
+#endif
+}
+
+// Copies the stored tile rows [row0, row0 + ROWS) x cols [col0, col0 + COLS) of a
+// row-major matrix with `rows` x `cols` valid elements and leading dimension ld into
+// shared memory with row stride COLS + PAD; out-of-range elements become zero.
+template <int ROWS, int COLS, bool VEC>
+__device__ __forceinline__ void load_tile(__half* smem, const __half* g, int64_t ld, int64_t rows, int64_t cols,
+                                          int64_t row0, int64_t col0) {
+    constexpr int STRIDE = COLS + GEMM_PAD;
+    if (VEC) {
+        // Chunks of 8 halves; with cols a multiple of 8, a chunk is all in or all out.
+        constexpr int CHUNKS = ROWS * COLS / 8;
+        for (int c = threadIdx.x; c < CHUNKS; c += GEMM_THREADS) {
+            const int r = c / (COLS / 8);
+            const int k = (c % (COLS / 8)) * 8;
+            const int64_t gr = row0 + r, gc = col0 + k;
+            const bool valid = gr < rows && gc < cols;
+            const __half* src = valid ? g + gr * ld + gc : g;
+            cp_async_16(smem + r * STRIDE + k, src, valid);
+        }
+    } else {
+        for (int e = threadIdx.x; e < ROWS * COLS; e += GEMM_THREADS) {
+            const int r = e / COLS;
+            const int k = e % COLS;
+            const int64_t gr = row0 + r, gc = col0 + k;
+            smem[r * STRIDE + k] = (gr < rows && gc < cols) ? g[gr * ld + gc] : __float2half(0.0f);
+        }
+    }
+}
+
+__device__ __forceinline__ float gelu_tanh(float x) {
+    // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), PyTorch's approximate='tanh'
+    const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+    return 0.5f * x * (1.0f + tanhf(k0 * (x + k1 * x * x * x)));
+}
+
+__device__ __forceinline__ void store_out(float* c, int64_t i, float v) { c[i] = v; }
+__device__ __forceinline__ void store_out(__half* c, int64_t i, float v) { c[i] = __float2half_rn(v); }
+__device__ __forceinline__ float load_out(const float* c, int64_t i) { return c[i]; }
+__device__ __forceinline__ float load_out(const __half* c, int64_t i) { return __half2float(c[i]); }
+
+// std::conditional without the host standard library.
+template <bool C, typename T, typename F> struct pick { using type = T; };
+template <typename T, typename F> struct pick<false, T, F> { using type = F; };
+
+// smem: two stages of A and B (GEMM_SMEM halves); after the main loop the same memory
+// holds each warp's 16 x 16 f32 epilogue scratch (8 warps x 1 KiB, well inside).
+#define GEMM_SMEM (2 * (GEMM_A_STAGE + GEMM_B_STAGE))
+
+template <bool TA, bool TB, bool VEC, typename OutT>
+__device__ __forceinline__ void gemm_body(const GemmParams& p, __half* smem) {
+    // Stage s of A at smem + s * A_STAGE, of B after both A stages. Pointer arithmetic, not
+    // arrays of pointers: a runtime index into a local array would spill it to local memory.
+    auto As = [&](int s) { return smem + s * GEMM_A_STAGE; };
+    auto Bs = [&](int s) { return smem + 2 * GEMM_A_STAGE + s * GEMM_B_STAGE; };
+
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const int wm = (warp / 4) * 64;  // 2 warps along M
+    const int wn = (warp % 4) * 32;  // 4 warps along N
+    const int64_t bm = (int64_t)blockIdx.y * GEMM_BM;
+    const int64_t bn = (int64_t)blockIdx.x * GEMM_BN;
+
+    using LayoutA = typename pick<TA, wmma::col_major, wmma::row_major>::type;
+    using LayoutB = typename pick<TB, wmma::col_major, wmma::row_major>::type;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4][2];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.0f);
+
+    auto load_stage = [&](int s, int64_t k0) {
+        if (TA) load_tile<GEMM_BK, GEMM_BM, VEC>(As(s), p.a, p.lda, p.k, p.m, k0, bm);
+        else load_tile<GEMM_BM, GEMM_BK, VEC>(As(s), p.a, p.lda, p.m, p.k, bm, k0);
+        if (TB) load_tile<GEMM_BN, GEMM_BK, VEC>(Bs(s), p.b, p.ldb, p.n, p.k, bn, k0);
+        else load_tile<GEMM_BK, GEMM_BN, VEC>(Bs(s), p.b, p.ldb, p.k, p.n, k0, bn);
+        cp_async_commit();
+    };
+
+    const int64_t tiles = (p.k + GEMM_BK - 1) / GEMM_BK;
+    if (tiles > 0) load_stage(0, 0);
+    for (int64_t t = 0; t < tiles; t++) {
+        const int s = t & 1;
+        if (t + 1 < tiles) {
+            load_stage(s ^ 1, (t + 1) * GEMM_BK);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < GEMM_BK; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, LayoutA> fa[4];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, LayoutB> fb[2];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int mr = wm + i * 16;
+                // element (m, k) of the tile: row-major at m * (BK + PAD) + k,
+                // column-major (stored k-major) at k * (BM + PAD) + m
+                const __half* src = TA ? As(s) + kk * (GEMM_BM + GEMM_PAD) + mr : As(s) + mr * (GEMM_BK + GEMM_PAD) + kk;
+                wmma::load_matrix_sync(fa[i], src, TA ? GEMM_BM + GEMM_PAD : GEMM_BK + GEMM_PAD);
+            }
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const int nc = wn + j * 16;
+                // element (k, n): row-major at k * (BN + PAD) + n, column-major at n * (BK + PAD) + k
+                const __half* src = TB ? Bs(s) + nc * (GEMM_BK + GEMM_PAD) + kk : Bs(s) + kk * (GEMM_BN + GEMM_PAD) + nc;
+                wmma::load_matrix_sync(fb[j], src, TB ? GEMM_BK + GEMM_PAD : GEMM_BN + GEMM_PAD);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+        }
+        __syncthreads();  // the stage is refilled next iteration
+    }
+
+    // Epilogue, one fragment at a time through the warp's scratch.
+    float* scratch = reinterpret_cast<float*>(smem) + warp * 256;
+    OutT* c = reinterpret_cast<OutT*>(p.c);
+    const float* bias32 = reinterpret_cast<const float*>(p.bias);
+    const __half* bias16 = reinterpret_cast<const __half*>(p.bias);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            wmma::store_matrix_sync(scratch, acc[i][j], 16, wmma::mem_row_major);
+            __syncwarp();
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const int idx = lane * 8 + e;
+                const int64_t gm = bm + wm + i * 16 + idx / 16;
+                const int64_t gn = bn + wn + j * 16 + idx % 16;
+                if (gm < p.m && gn < p.n) {
+                    const int64_t o = gm * p.ldc + gn;
+                    float v = p.alpha * scratch[idx];
+                    if (p.beta != 0.0f) v += p.beta * load_out(c, o);
+                    if (p.bias) v += p.bias_f16 ? __half2float(bias16[gn]) : bias32[gn];
+                    if (p.pre) p.pre[o] = __float2half_rn(v);
+                    if (p.act == GEMM_ACT_RELU) v = fmaxf(v, 0.0f);
+                    else if (p.act == GEMM_ACT_GELU) v = gelu_tanh(v);
+                    store_out(c, o, v);
+                }
+            }
+            __syncwarp();
+        }
+    }
+}
+
+// One entry point per (layout pair, output type); the fast or element-wise loading path
+// is a uniform branch on a launch argument.
+#define GEMM_KERNEL(name, TA, TB, OutT)                                                       \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 2) name(GemmParams p, int32_t vec) {  \
+        __shared__ __align__(128) __half smem[GEMM_SMEM];                                     \
+        if (vec) gemm_body<TA, TB, true, OutT>(p, smem);                                      \
+        else gemm_body<TA, TB, false, OutT>(p, smem);                                         \
+    }
+
+GEMM_KERNEL(gemm_nn_f32, false, false, float)
+GEMM_KERNEL(gemm_nt_f32, false, true, float)
+GEMM_KERNEL(gemm_tn_f32, true, false, float)
+GEMM_KERNEL(gemm_tt_f32, true, true, float)
+GEMM_KERNEL(gemm_nn_f16, false, false, __half)
+GEMM_KERNEL(gemm_nt_f16, false, true, __half)
+GEMM_KERNEL(gemm_tn_f16, true, false, __half)
+GEMM_KERNEL(gemm_tt_f16, true, true, __half)

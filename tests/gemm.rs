@@ -1,0 +1,331 @@
+//! gemm: fp16 tensor-core GEMM, f32 accumulation, all four row-major layout pairs,
+//! f32 and f16 output, the fused epilogues; against an f64 reference computed from the
+//! same fp16-rounded inputs (as CUTLASS's testbed does: awkward sizes, exact small-integer
+//! case, poisoned outputs, non-zero check).
+
+mod common;
+
+use mixed_precision::backend::cpu;
+use mixed_precision::half::f16;
+use mixed_precision::kernels::gemm::{gemm, Activation, Bias, Epilogue, GemmShape, Transpose};
+use mixed_precision::rng::Rng;
+use mixed_precision::{Element, Error, Tensor};
+
+use Transpose::{N, T};
+
+const LAYOUTS: [(Transpose, Transpose); 4] = [(N, N), (N, T), (T, N), (T, T)];
+/// Every value appears as M, as N and as K in the triples below.
+const SIZES: [usize; 9] = [1, 7, 16, 17, 64, 127, 128, 129, 1000];
+
+fn triples() -> Vec<(usize, usize, usize)> {
+    let mut t: Vec<_> = (0..9).map(|i| (SIZES[i], SIZES[(i + 3) % 9], SIZES[(i + 6) % 9])).collect();
+    t.push((257, 200, 300)); // several tiles each way, nothing a multiple of 8
+    t.push((256, 384, 512)); // several tiles each way, all on the fast path
+    t
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Epi {
+    Plain,
+    BiasRelu,
+    BiasF16GeluPre,
+}
+
+/// The f64 reference on the fp16-rounded inputs, with the epilogue; returns (c, pre).
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    s: &GemmShape,
+    a: &[f16],
+    b: &[f16],
+    c0: &[f64],
+    alpha: f64,
+    beta: f64,
+    bias: Option<&[f64]>,
+    act: Activation,
+) -> (Vec<f64>, Vec<f64>) {
+    let at = |i: usize, k: usize| match s.trans_a {
+        N => a[i * s.lda + k],
+        T => a[k * s.lda + i],
+    };
+    let bt = |k: usize, j: usize| match s.trans_b {
+        N => b[k * s.ldb + j],
+        T => b[j * s.ldb + k],
+    };
+    let mut c = vec![0.0; s.m * s.n];
+    let mut pre = vec![0.0; s.m * s.n];
+    for i in 0..s.m {
+        for j in 0..s.n {
+            let dot: f64 = (0..s.k).map(|k| at(i, k).to_f64() * bt(k, j).to_f64()).sum();
+            let mut v = alpha * dot + if beta != 0.0 { beta * c0[i * s.n + j] } else { 0.0 };
+            if let Some(bias) = bias {
+                v += bias[j];
+            }
+            pre[i * s.n + j] = v;
+            c[i * s.n + j] = match act {
+                Activation::None => v,
+                Activation::Relu => v.max(0.0),
+                Activation::Gelu => {
+                    0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh())
+                }
+            };
+        }
+    }
+    (c, pre)
+}
+
+fn normwise(got: &[f32], want: &[f64]) -> f64 {
+    let num: f64 = got.iter().zip(want).map(|(g, w)| (*g as f64 - w).powi(2)).sum();
+    let den: f64 = want.iter().map(|w| w * w).sum();
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+fn random_f16(rng: &mut Rng, n: usize) -> Vec<f16> {
+    (0..n).map(|_| f16::from_f32(rng.uniform_in(-1.0, 1.0))).collect()
+}
+
+/// One case on the GPU: fresh random inputs, C poisoned with NaN when beta = 0.
+fn run_case<C: Element>(
+    dev: &std::sync::Arc<mixed_precision::Device>,
+    rng: &mut Rng,
+    s: &GemmShape,
+    epi: Epi,
+    beta: f32,
+) {
+    let ((ar, ac), (br, bc)) = s.stored();
+    let a = random_f16(rng, ar * ac);
+    let b = random_f16(rng, br * bc);
+    let c0: Vec<C> = if beta == 0.0 {
+        vec![C::from_f32(f32::NAN); s.m * s.n]
+    } else {
+        (0..s.m * s.n).map(|_| C::from_f32(rng.uniform_in(-1.0, 1.0))).collect()
+    };
+    let bias: Vec<f32> = rng.uniform_vec(s.n, -1.0, 1.0);
+    let bias16: Vec<f16> = bias.iter().map(|&x| f16::from_f32(x)).collect();
+    let (act, bias_ref): (Activation, Option<Vec<f64>>) = match epi {
+        Epi::Plain => (Activation::None, None),
+        Epi::BiasRelu => (Activation::Relu, Some(bias.iter().map(|&x| x as f64).collect())),
+        Epi::BiasF16GeluPre => (Activation::Gelu, Some(bias16.iter().map(|x| x.to_f64()).collect())),
+    };
+    let alpha = 0.75f32;
+    let c0_64: Vec<f64> = c0.iter().map(|x| x.to_f32() as f64).collect();
+    let (want, want_pre) = reference(s, &a, &b, &c0_64, alpha as f64, beta as f64, bias_ref.as_deref(), act);
+
+    let ad = Tensor::from_host(dev, &a, &[a.len()]).unwrap();
+    let bd = Tensor::from_host(dev, &b, &[b.len()]).unwrap();
+    let mut cd = Tensor::from_host(dev, &c0, &[c0.len()]).unwrap();
+    let bias_d = Tensor::from_host(dev, &bias, &[s.n]).unwrap();
+    let bias16_d = Tensor::from_host(dev, &bias16, &[s.n]).unwrap();
+    let mut pre_d = Tensor::from_host(dev, &vec![f16::NAN; s.m * s.n], &[s.m * s.n]).unwrap();
+    let mut pre_view = pre_d.view_mut();
+    let epilogue = Epilogue {
+        alpha,
+        beta,
+        bias: match epi {
+            Epi::Plain => None,
+            Epi::BiasRelu => Some(Bias::F32(bias_d.view())),
+            Epi::BiasF16GeluPre => Some(Bias::F16(bias16_d.view())),
+        },
+        pre: matches!(epi, Epi::BiasF16GeluPre).then_some(&mut pre_view),
+        activation: act,
+    };
+    gemm(dev, s, &ad.view(), &bd.view(), &mut cd.view_mut(), epilogue).unwrap();
+    let got: Vec<f32> = cd.to_host().unwrap().iter().map(|x| x.to_f32()).collect();
+    let tol = if C::DTYPE == mixed_precision::DType::F32 { 1e-5 } else { 1e-3 };
+    let what = format!("{:?}{:?} {}x{}x{} {:?} beta={beta} out={}", s.trans_a, s.trans_b, s.m, s.n, s.k, epi, C::DTYPE);
+    assert!(got.iter().all(|x| x.is_finite()), "{what}: non-finite output (poison survived?)");
+    assert!(got.iter().any(|&x| x != 0.0), "{what}: all zeros");
+    let e = normwise(&got, &want);
+    assert!(e <= tol, "{what}: normwise relative error {e:e} > {tol:e}");
+    if matches!(epi, Epi::BiasF16GeluPre) {
+        let pre: Vec<f32> = pre_d.to_host().unwrap().iter().map(|x| x.to_f32()).collect();
+        let e = normwise(&pre, &want_pre);
+        assert!(e <= 1e-3, "{what}: pre-activation error {e:e}");
+    }
+}
+
+fn sweep<C: Element>(test: &str) {
+    let Some(dev) = common::gpu(test) else { return };
+    let mut rng = Rng::new(31);
+    for (m, n, k) in triples() {
+        for (ta, tb) in LAYOUTS {
+            let s = GemmShape::dense(m, n, k, ta, tb);
+            for epi in [Epi::Plain, Epi::BiasRelu, Epi::BiasF16GeluPre] {
+                for beta in [0.0, 1.0] {
+                    run_case::<C>(&dev, &mut rng, &s, epi, beta);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_f16_in_f32_acc_f32_out_all_layouts_epilogues_sizes() {
+    sweep::<f32>("gemm::gemm_f16_in_f32_acc_f32_out_all_layouts_epilogues_sizes");
+}
+
+#[test]
+fn gemm_f16_in_f32_acc_f16_out_all_layouts_epilogues_sizes() {
+    sweep::<f16>("gemm::gemm_f16_in_f32_acc_f16_out_all_layouts_epilogues_sizes");
+}
+
+#[test]
+fn gemm_padded_leading_dimensions() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(4);
+    for (ta, tb) in LAYOUTS {
+        for (m, n, k, pad) in [(33, 65, 47, 3), (128, 128, 64, 8)] {
+            let mut s = GemmShape::dense(m, n, k, ta, tb);
+            s.lda += pad;
+            s.ldb += pad;
+            s.ldc += pad;
+            run_case::<f32>(&dev, &mut rng, &s, Epi::BiasRelu, 1.0);
+        }
+    }
+}
+
+#[test]
+fn gemm_exact_with_small_integers() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(5);
+    for (ta, tb) in LAYOUTS {
+        for (m, n, k) in [(129, 127, 1000), (64, 64, 64), (7, 1, 17)] {
+            let s = GemmShape::dense(m, n, k, ta, tb);
+            let ((ar, ac), (br, bc)) = s.stored();
+            // Entries in {-1, 0, 1}: every product and partial sum (|sum| <= 1000) is exact
+            // in f32, and the result is exact in f16 too.
+            let ints =
+                |rng: &mut Rng, len| (0..len).map(|_| f16::from_f32(rng.below(3) as f32 - 1.0)).collect::<Vec<_>>();
+            let (a, b) = (ints(&mut rng, ar * ac), ints(&mut rng, br * bc));
+            let (want, _) = reference(&s, &a, &b, &[], 1.0, 0.0, None, Activation::None);
+            let ad = Tensor::from_host(&dev, &a, &[a.len()]).unwrap();
+            let bd = Tensor::from_host(&dev, &b, &[b.len()]).unwrap();
+            let mut c32 = Tensor::from_host(&dev, &vec![f32::NAN; m * n], &[m * n]).unwrap();
+            let mut c16 = Tensor::from_host(&dev, &vec![f16::NAN; m * n], &[m * n]).unwrap();
+            gemm(&dev, &s, &ad.view(), &bd.view(), &mut c32.view_mut(), Epilogue::default()).unwrap();
+            gemm(&dev, &s, &ad.view(), &bd.view(), &mut c16.view_mut(), Epilogue::default()).unwrap();
+            let want32: Vec<f32> = want.iter().map(|&x| x as f32).collect();
+            assert_eq!(c32.to_host().unwrap(), want32, "{ta:?}{tb:?} {m}x{n}x{k} f32");
+            let want16: Vec<f16> = want.iter().map(|&x| f16::from_f64(x)).collect();
+            assert_eq!(c16.to_host().unwrap(), want16, "{ta:?}{tb:?} {m}x{n}x{k} f16");
+        }
+    }
+}
+
+#[test]
+fn gemm_4096_cubed_sampled_against_f64() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(6);
+    let n = 4096;
+    let s = GemmShape::dense(n, n, n, N, T);
+    let a = random_f16(&mut rng, n * n);
+    let b = random_f16(&mut rng, n * n);
+    let ad = Tensor::from_host(&dev, &a, &[n * n]).unwrap();
+    let bd = Tensor::from_host(&dev, &b, &[n * n]).unwrap();
+    let mut cd = Tensor::from_host(&dev, &vec![f32::NAN; n * n], &[n * n]).unwrap();
+    gemm(&dev, &s, &ad.view(), &bd.view(), &mut cd.view_mut(), Epilogue::default()).unwrap();
+    let c = cd.to_host().unwrap();
+    // 4096 sampled elements (a full f64 reference would take minutes on the host).
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    for _ in 0..4096 {
+        let (i, j) = (rng.below(n as u64) as usize, rng.below(n as u64) as usize);
+        want.push((0..n).map(|k| a[i * n + k].to_f64() * b[j * n + k].to_f64()).sum::<f64>());
+        got.push(c[i * n + j]);
+    }
+    assert!(c.iter().all(|x| x.is_finite()));
+    let e = normwise(&got, &want);
+    assert!(e <= 1e-5, "4096^3: normwise relative error {e:e}");
+}
+
+#[test]
+fn gemm_zero_dimensions() {
+    let dev = gpu_or_skip!();
+    let a = Tensor::from_host(&dev, &[f16::ONE; 8], &[8]).unwrap();
+    let mut c = Tensor::from_host(&dev, &[2.0f32; 4], &[4]).unwrap();
+    // k = 0: C = beta * C.
+    let s = GemmShape::dense(2, 2, 0, N, N);
+    let epi = Epilogue { beta: 0.5, ..Epilogue::default() };
+    gemm(&dev, &s, &a.view().slice(0..0), &a.view().slice(0..0), &mut c.view_mut(), epi).unwrap();
+    assert_eq!(c.to_host().unwrap(), [1.0; 4]);
+    // m = 0 and n = 0: nothing at all.
+    for s in [GemmShape::dense(0, 2, 4, N, N), GemmShape::dense(2, 0, 4, N, N)] {
+        gemm(&dev, &s, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()).unwrap();
+        assert_eq!(c.to_host().unwrap(), [1.0; 4]);
+    }
+}
+
+#[test]
+fn gemm_rejects_bad_input_and_launches_nothing() {
+    let dev = gpu_or_skip!();
+    let a = Tensor::from_host(&dev, &[f16::ONE; 12], &[12]).unwrap();
+    let mut c = Tensor::from_host(&dev, &[7.0f32; 9], &[9]).unwrap();
+    // 3x3x4 needs 12 elements of A and B: B has only 12 - 1 in this view.
+    let s = GemmShape::dense(3, 3, 4, N, N);
+    let err = gemm(&dev, &s, &a.view(), &a.view().slice(0..11), &mut c.view_mut(), Epilogue::default()).unwrap_err();
+    assert!(matches!(err, Error::LengthMismatch { op: "gemm_nn_f32", what: "b", expected: 12, got: 11 }), "{err}");
+    let mut bad = s;
+    bad.lda = 3;
+    assert!(matches!(
+        gemm(&dev, &bad, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let short_bias = Tensor::from_host(&dev, &[0.0f32; 2], &[2]).unwrap();
+    let epi = Epilogue { bias: Some(Bias::F32(short_bias.view())), ..Epilogue::default() };
+    assert!(gemm(&dev, &s, &a.view(), &a.view(), &mut c.view_mut(), epi).is_err());
+    let mut cb = Tensor::<mixed_precision::half::bf16>::zeros(&dev, &[9]).unwrap();
+    assert!(matches!(
+        gemm(&dev, &s, &a.view(), &a.view(), &mut cb.view_mut(), Epilogue::default()),
+        Err(Error::UnsupportedDtype { .. })
+    ));
+    assert_eq!(c.to_host().unwrap(), [7.0; 9], "a rejected GEMM must not write");
+}
+
+// ---- CPU: the reference itself, and the shape checks, which need no GPU ----
+
+#[test]
+fn cpu_gemm_matches_f64_in_every_layout() {
+    let mut rng = Rng::new(7);
+    for (ta, tb) in LAYOUTS {
+        for (m, n, k, pad) in [(1, 1, 1, 0), (7, 17, 16, 0), (33, 65, 47, 5)] {
+            let mut s = GemmShape::dense(m, n, k, ta, tb);
+            s.lda += pad;
+            s.ldb += pad;
+            s.ldc += pad;
+            let ((ar, _), (br, _)) = s.stored();
+            let a = random_f16(&mut rng, ar * s.lda);
+            let b = random_f16(&mut rng, br * s.ldb);
+            let bias = rng.uniform_vec(n, -1.0, 1.0);
+            let c0: Vec<f32> = rng.uniform_vec(m * s.ldc, -1.0, 1.0);
+            for act in [Activation::None, Activation::Relu, Activation::Gelu] {
+                let mut c = c0.clone();
+                let mut pre = vec![0.0f32; m * s.ldc];
+                let a32: Vec<f32> = a.iter().map(|x| x.to_f32()).collect();
+                let b32: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
+                cpu::gemm(&s, &a32, &b32, &mut c, 0.5, 1.0, Some(&bias), Some(&mut pre), act).unwrap();
+                let dense_c0: Vec<f64> = (0..m * n).map(|x| c0[(x / n) * s.ldc + x % n] as f64).collect();
+                let bias64: Vec<f64> = bias.iter().map(|&x| x as f64).collect();
+                let (want, want_pre) = reference(&s, &a, &b, &dense_c0, 0.5, 1.0, Some(&bias64), act);
+                let dense = |v: &[f32]| (0..m * n).map(|x| v[(x / n) * s.ldc + x % n]).collect::<Vec<f32>>();
+                assert!(normwise(&dense(&c), &want) <= 1e-6, "{ta:?}{tb:?} {m}x{n}x{k} {act:?}");
+                assert!(normwise(&dense(&pre), &want_pre) <= 1e-6, "{ta:?}{tb:?} {m}x{n}x{k} pre");
+            }
+        }
+    }
+}
+
+#[test]
+fn shape_validation_names_the_operand() {
+    let s = GemmShape::dense(3, 4, 5, T, N);
+    assert_eq!(s.stored(), ((5, 3), (5, 4)));
+    assert!(s.validate("gemm", 15, 20, 12, Some(4), Some(12)).is_ok());
+    let e = s.validate("gemm", 14, 20, 12, None, None).unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { what: "a", expected: 15, got: 14, .. }), "{e}");
+    let e = s.validate("gemm", 15, 20, 11, None, None).unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { what: "c", .. }), "{e}");
+    let e = s.validate("gemm", 15, 20, 12, Some(3), None).unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { what: "bias", .. }), "{e}");
+    assert!(GemmShape { ldb: 3, ..s }.validate("gemm", 15, 20, 12, None, None).is_err());
+    // Padded rows: the last row needs only its own length.
+    let p = GemmShape { ldc: 10, ..s };
+    assert!(p.validate("gemm", 15, 20, 2 * 10 + 4, None, None).is_ok());
+    assert!(GemmShape::dense(0, 0, 0, N, N).validate("gemm", 0, 0, 0, None, None).is_ok());
+}
