@@ -232,7 +232,7 @@ __device__ __forceinline__ void gemm_body(const GemmParams& p, __half* smem) {
                     if (p.beta != 0.0f) v += p.beta * load_out(c, o);
                     if (p.bias) v += p.bias_f16 ? __half2float(bias16[gn]) : bias32[gn];
                     if (p.pre) p.pre[o] = __float2half_rn(v);
-                    if (p.act == GEMM_ACT_RELU) v = fmaxf(v, 0.0f);
+                    if (p.act == GEMM_ACT_RELU) v = v < 0.0f ? 0.0f : v;  // NaN passes through, as torch.relu
                     else if (p.act == GEMM_ACT_GELU) v = gelu_tanh(v);
                     store_out(c, o, v);
                 }

@@ -16,6 +16,8 @@ bundle=${BUNDLE:-$root/gpu-bundle}
 sanitizer=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
 mkdir -p "$log"
 export MIXED_PRECISION_REQUIRE_GPU=1
+# The digits data for the training example and tests, wherever they run from.
+export MIXED_PRECISION_DIGITS=$root/examples/data/digits.csv.gz
 
 passed=0
 failed=0

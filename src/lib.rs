@@ -38,12 +38,16 @@
 //! - [`Device`]: a CUDA context with one stream; loads PTX modules lazily.
 //! - [`kernels`]: one launcher file per `.cu`; checks every argument before a launch.
 //! - [`Tensor`]: typed, contiguous, row-major device tensors.
-//! - [`nn`]: the parameter arena.
+//! - [`backend`]: the [`backend::Backend`] trait, its CUDA and CPU implementations.
+//! - [`autograd`]: the define-by-run tape.
+//! - [`nn`]: the parameter arena, [`nn::Linear`], [`nn::Mlp`].
 //! - [`optim`]: [`optim::GradScaler`], [`optim::AdamW`] and their checkpoint format.
+//! - [`train`]: [`TrainStep`], the whole mixed-precision step, CUDA graphs included.
 //! - [`backend::cpu`]: the CPU reference of every kernel.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod autograd;
 pub mod backend;
 mod device;
 mod dtype;
@@ -55,11 +59,13 @@ pub mod optim;
 pub mod ptx;
 pub mod rng;
 mod tensor;
+pub mod train;
 
 pub use device::{device_count, Device, DeviceInfo};
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use tensor::Tensor;
+pub use train::{TrainConfig, TrainStep};
 
 /// Re-exported so engines can name the driver types in the launcher signatures.
 pub use cudarc;

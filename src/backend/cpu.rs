@@ -1,21 +1,29 @@
-//! The CPU reference of each kernel, written for clarity, not speed. The parity tests
-//! compare the GPU with these; on machines with no GPU they are what runs.
+//! The CPU reference of each kernel, written for clarity, not speed, and [`Cpu`], the
+//! backend built on them. The parity tests compare the GPU with these; on machines with
+//! no GPU they are what runs.
 //!
 //! Rounding follows the GPU exactly where the GPU rounds: f32 -> f16 is IEEE round to
 //! nearest even with overflow to ±inf (the `half` crate, like `cvt.rn.f16.f32`).
 //!
-//! DESIGN.md's two CPU modes map onto these functions by their element types:
-//! Fp32 keeps gradients in f32 and passes no fp16 copy; Mixed
-//! stores gradients as f16 (so they overflow where the GPU's do, and `found_inf`,
-//! skipped steps and scale updates behave as on the GPU) and writes the fp16 copy.
+//! DESIGN.md's two CPU modes ([`Precision`]): `Fp32` computes everything in f32, the
+//! reference for the parity tests; `Mixed` rounds to f16 exactly where the CUDA backend
+//! stores f16 (uploaded inputs, the working weights, every linear layer's output and
+//! pre-activation, activation gradients, the loss gradient), keeps the weight
+//! gradients in f32 as the GPU's gradient arena does, and so overflows where the GPU
+//! overflows: loss scaling, skipped steps and scale updates behave as on the GPU.
+//! The optimizer references below are generic over the gradient type, for the f16
+//! gradients engines may pass to the kernels directly.
 
 use half::f16;
 
+use crate::backend::{check_same_shape, Backend};
 use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::kernels::adam::{AdamConfig, AdamMode};
-use crate::kernels::gemm::{host_matmul, Activation, GemmShape};
+use crate::kernels::gemm::{host_matmul, Activation, GemmShape, Transpose};
 use crate::kernels::loss_scale::ScaleRule;
+use crate::nn::{ArenaLayout, ParamArena, ParamSpec};
+use crate::optim::GradScalerConfig;
 
 /// CPU reference of [`kernels::cast::cast_f32_f16`](crate::kernels::cast::cast_f32_f16).
 pub fn cast_f32_f16(x: &[f32], y: &mut [f16]) -> Result<()> {
@@ -180,10 +188,628 @@ pub fn gemm(
             }
             c[o] = match activation {
                 Activation::None => v,
-                Activation::Relu => v.max(0.0),
+                Activation::Relu => relu(v),
                 Activation::Gelu => gelu_tanh(v),
             };
         }
     }
     Ok(())
+}
+
+/// ReLU as torch.relu: negative values become 0, NaN passes through (`f32::max` would
+/// drop it, hiding a NaN input from the overflow check).
+fn relu(x: f32) -> f32 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// `act(x)`, as the GEMM epilogue and `activation_forward_f16` compute it.
+pub fn activation(x: f32, act: Activation) -> f32 {
+    match act {
+        Activation::None => x,
+        Activation::Relu => relu(x),
+        Activation::Gelu => gelu_tanh(x),
+    }
+}
+
+/// `act'(x)`, as `activation_backward_f16` computes it (ReLU'(0) = 0, as in PyTorch).
+pub fn activation_derivative(x: f32, act: Activation) -> f32 {
+    const K0: f32 = 0.797_884_6;
+    const K1: f32 = 0.044715;
+    match act {
+        Activation::None => 1.0,
+        Activation::Relu => {
+            if x > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Activation::Gelu => {
+            let t = (K0 * (x + K1 * x * x * x)).tanh();
+            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * K0 * (1.0 + 3.0 * K1 * x * x)
+        }
+    }
+}
+
+/// CPU reference of [`kernels::activation::activation_backward_f16`](crate::kernels::activation::activation_backward_f16)
+/// before the f16 rounding: `dx = dy * act'(pre)`.
+pub fn activation_backward(pre: &[f32], dy: &[f32], dx: &mut [f32], act: Activation) -> Result<()> {
+    const OP: &str = "cpu::activation_backward";
+    check_lengths(OP, pre.len(), dy.len())?;
+    check_lengths(OP, pre.len(), dx.len())?;
+    for ((d, &p), &g) in dx.iter_mut().zip(pre).zip(dy) {
+        *d = g * activation_derivative(p, act);
+    }
+    Ok(())
+}
+
+/// CPU reference of [`kernels::reduce::bias_grad_f16`](crate::kernels::reduce::bias_grad_f16):
+/// `db[c] = beta * db[c] + sum_r dz[r, c]` (the old value not read when beta is 0).
+pub fn bias_grad(dz: &[f32], rows: usize, cols: usize, db: &mut [f32], beta: f32) -> Result<()> {
+    const OP: &str = "cpu::bias_grad";
+    if rows.checked_mul(cols) != Some(dz.len()) {
+        return Err(Error::ShapeMismatch { op: OP, expected: vec![rows, cols], got: vec![dz.len()] });
+    }
+    check_lengths(OP, cols, db.len())?;
+    for (c, d) in db.iter_mut().enumerate() {
+        let s: f32 = (0..rows).map(|r| dz[r * cols + c]).sum();
+        *d = if beta == 0.0 { s } else { beta * *d + s };
+    }
+    Ok(())
+}
+
+/// Checks that `labels` has `rows` entries, all in `[0, classes)`: the host-side
+/// validation the loss kernels rely on.
+pub fn check_labels(op: &'static str, labels: &[u32], rows: usize, classes: usize) -> Result<()> {
+    if labels.len() != rows {
+        return Err(Error::LengthMismatch { op, what: "labels", expected: rows, got: labels.len() });
+    }
+    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
+        return Err(Error::InvalidArgument {
+            op,
+            what: "labels",
+            why: format!("label {l} at row {i} is out of range for {classes} classes"),
+        });
+    }
+    Ok(())
+}
+
+fn check_loss_shape(op: &'static str, rows: usize, cols: usize, len: usize) -> Result<()> {
+    if cols == 0 || rows.checked_mul(cols) != Some(len) {
+        return Err(Error::ShapeMismatch { op, expected: vec![rows, cols], got: vec![len] });
+    }
+    Ok(())
+}
+
+/// CPU reference of [`kernels::loss::cross_entropy_forward_f16`](crate::kernels::loss::cross_entropy_forward_f16):
+/// per-row `logsumexp(z) - z[label]` in f32.
+pub fn cross_entropy_forward(z: &[f32], labels: &[u32], rows: usize, cols: usize) -> Result<Vec<f32>> {
+    const OP: &str = "cpu::cross_entropy_forward";
+    check_loss_shape(OP, rows, cols, z.len())?;
+    check_labels(OP, labels, rows, cols)?;
+    Ok((0..rows)
+        .map(|r| {
+            let row = &z[r * cols..(r + 1) * cols];
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let s: f32 = row.iter().map(|&x| (x - m).exp()).sum();
+            s.ln() + m - row[labels[r] as usize]
+        })
+        .collect())
+}
+
+/// CPU reference of [`kernels::loss::cross_entropy_backward_f16`](crate::kernels::loss::cross_entropy_backward_f16)
+/// before the f16 rounding: `dz = seed * (softmax(z) - onehot(label))`.
+pub fn cross_entropy_backward(z: &[f32], labels: &[u32], rows: usize, cols: usize, seed: f32) -> Result<Vec<f32>> {
+    const OP: &str = "cpu::cross_entropy_backward";
+    check_loss_shape(OP, rows, cols, z.len())?;
+    check_labels(OP, labels, rows, cols)?;
+    let mut dz = vec![0.0f32; z.len()];
+    for r in 0..rows {
+        let row = &z[r * cols..(r + 1) * cols];
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let s: f32 = row.iter().map(|&x| (x - m).exp()).sum();
+        for (c, (d, &x)) in dz[r * cols..(r + 1) * cols].iter_mut().zip(row).enumerate() {
+            let onehot = if c == labels[r] as usize { 1.0 } else { 0.0 };
+            *d = seed * ((x - m).exp() / s - onehot);
+        }
+    }
+    Ok(dz)
+}
+
+/// CPU reference of [`kernels::loss::mse_forward_f16`](crate::kernels::loss::mse_forward_f16):
+/// per-row `sum (p - t)^2`.
+pub fn mse_forward(p: &[f32], t: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
+    const OP: &str = "cpu::mse_forward";
+    check_loss_shape(OP, rows, cols, p.len())?;
+    check_loss_shape(OP, rows, cols, t.len())?;
+    Ok((0..rows).map(|r| (r * cols..(r + 1) * cols).map(|i| (p[i] - t[i]) * (p[i] - t[i])).sum()).collect())
+}
+
+/// CPU reference of [`kernels::loss::mse_backward_f16`](crate::kernels::loss::mse_backward_f16)
+/// before the f16 rounding: `dp = seed * 2 (p - t)`.
+pub fn mse_backward(p: &[f32], t: &[f32], rows: usize, cols: usize, seed: f32) -> Result<Vec<f32>> {
+    const OP: &str = "cpu::mse_backward";
+    check_loss_shape(OP, rows, cols, p.len())?;
+    check_loss_shape(OP, rows, cols, t.len())?;
+    Ok(p.iter().zip(t).map(|(&p, &t)| seed * 2.0 * (p - t)).collect())
+}
+
+// ----------------------------------------------------------------------------
+// The Cpu backend
+
+/// Which numerics the [`Cpu`] backend follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// Everything in f32: the reference.
+    Fp32,
+    /// f16 wherever the CUDA backend stores f16 (see the module docs).
+    Mixed,
+}
+
+/// The CPU backend: the reference implementation of [`Backend`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cpu {
+    /// Fp32 or the GPU's mixed precision.
+    pub precision: Precision,
+}
+
+/// A row-major `rows x cols` tensor in f32 (holding f16-representable values in Mixed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuTensor {
+    /// The values.
+    pub data: Vec<f32>,
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+}
+
+/// Labels, each below `classes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuLabels {
+    /// One label per row.
+    pub labels: Vec<u32>,
+    /// The number of classes they were checked against.
+    pub classes: usize,
+}
+
+/// One f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuScalar(pub f32);
+
+/// The CPU parameter arena, AdamW and GradScaler state (the same layout as [`ParamArena`]).
+#[derive(Clone, Debug)]
+pub struct CpuParams {
+    /// Where each parameter lives.
+    pub layout: ArenaLayout,
+    /// fp32 master weights.
+    pub master: Vec<f32>,
+    /// The weights the forward reads: the master weights rounded to f16 in Mixed.
+    pub working: Vec<f32>,
+    /// fp32 gradients, multiplied by the loss scale until the optimizer divides it out.
+    pub grad: Vec<f32>,
+    /// AdamW first moments.
+    pub m: Vec<f32>,
+    /// AdamW second moments.
+    pub v: Vec<f32>,
+    /// Steps taken.
+    pub step: f32,
+    /// AdamW settings.
+    pub adam: AdamConfig,
+    /// Loss-scale settings.
+    pub scaler: GradScalerConfig,
+    /// The loss scale.
+    pub scale: f32,
+    /// Clean steps since the last scale change.
+    pub growth_tracker: i32,
+    /// Set by the last optimizer step when a gradient was inf or NaN.
+    pub found_inf: f32,
+}
+
+impl CpuParams {
+    fn spec(&self, op: &'static str, index: usize) -> Result<&ParamSpec> {
+        param_spec(op, &self.layout, index)
+    }
+}
+
+/// The layout's parameter `index`, or an error naming the op.
+pub(crate) fn param_spec<'a>(op: &'static str, layout: &'a ArenaLayout, index: usize) -> Result<&'a ParamSpec> {
+    layout.params().get(index).ok_or_else(|| Error::InvalidArgument {
+        op,
+        what: "parameter",
+        why: format!("index {index} is not in the arena ({} parameters)", layout.params().len()),
+    })
+}
+
+/// Checks a linear layer's operands: weight `out x in`, bias `out`, `x` with `in` columns.
+/// Returns (out, in).
+pub(crate) fn linear_dims(
+    op: &'static str,
+    layout: &ArenaLayout,
+    weight: usize,
+    bias: Option<usize>,
+    x: (usize, usize),
+) -> Result<(usize, usize)> {
+    let w = param_spec(op, layout, weight)?;
+    let &[out, inp] = w.shape.as_slice() else {
+        return Err(Error::InvalidArgument { op, what: "weight", why: format!("shape {:?} is not 2-D", w.shape) });
+    };
+    if x.1 != inp {
+        return Err(Error::ShapeMismatch { op, expected: vec![x.0, inp], got: vec![x.0, x.1] });
+    }
+    if let Some(b) = bias {
+        let b = param_spec(op, layout, b)?;
+        if b.len != out {
+            return Err(Error::ShapeMismatch { op, expected: vec![out], got: b.shape.clone() });
+        }
+    }
+    Ok((out, inp))
+}
+
+impl Cpu {
+    /// The fp32 reference backend.
+    pub fn fp32() -> Self {
+        Cpu { precision: Precision::Fp32 }
+    }
+
+    /// The backend that rounds as the GPU does.
+    pub fn mixed() -> Self {
+        Cpu { precision: Precision::Mixed }
+    }
+
+    /// `x` as the backend stores an activation.
+    pub fn round(&self, x: f32) -> f32 {
+        match self.precision {
+            Precision::Fp32 => x,
+            Precision::Mixed => f16::from_f32(x).to_f32(),
+        }
+    }
+
+    fn rounded(&self, mut v: Vec<f32>) -> Vec<f32> {
+        if self.precision == Precision::Mixed {
+            v.iter_mut().for_each(|x| *x = self.round(*x));
+        }
+        v
+    }
+
+    fn refresh_working(&self, p: &mut CpuParams) {
+        p.working = self.rounded(p.master.clone());
+    }
+}
+
+fn scalar_args(op: &'static str, alpha: f32, beta: f32) -> Result<()> {
+    for (what, v) in [("alpha", alpha), ("beta", beta)] {
+        if !v.is_finite() {
+            return Err(Error::InvalidArgument { op, what, why: "must be finite".into() });
+        }
+    }
+    Ok(())
+}
+
+impl Backend for Cpu {
+    type Tensor = CpuTensor;
+    type Labels = CpuLabels;
+    type Scalar = CpuScalar;
+    type Params = CpuParams;
+    type Graph = std::convert::Infallible;
+
+    fn describe(&self) -> String {
+        match self.precision {
+            Precision::Fp32 => "CPU (fp32 reference)".into(),
+            Precision::Mixed => "CPU (fp16 emulation of the GPU step)".into(),
+        }
+    }
+
+    fn tensor(&self, data: &[f32], rows: usize, cols: usize) -> Result<CpuTensor> {
+        if rows.checked_mul(cols) != Some(data.len()) {
+            return Err(Error::ShapeMismatch { op: "Cpu::tensor", expected: vec![rows, cols], got: vec![data.len()] });
+        }
+        Ok(CpuTensor { data: self.rounded(data.to_vec()), rows, cols })
+    }
+
+    fn write(&self, t: &mut CpuTensor, data: &[f32]) -> Result<()> {
+        if data.len() != t.data.len() {
+            return Err(Error::ShapeMismatch {
+                op: "Cpu::write",
+                expected: vec![t.rows, t.cols],
+                got: vec![data.len()],
+            });
+        }
+        t.data = self.rounded(data.to_vec());
+        Ok(())
+    }
+
+    fn labels(&self, labels: &[u32], classes: usize) -> Result<CpuLabels> {
+        check_labels("Cpu::labels", labels, labels.len(), classes)?;
+        Ok(CpuLabels { labels: labels.to_vec(), classes })
+    }
+
+    fn write_labels(&self, l: &mut CpuLabels, labels: &[u32]) -> Result<()> {
+        check_labels("Cpu::write_labels", labels, l.labels.len(), l.classes)?;
+        l.labels.copy_from_slice(labels);
+        Ok(())
+    }
+
+    fn shape(&self, t: &CpuTensor) -> (usize, usize) {
+        (t.rows, t.cols)
+    }
+
+    fn labels_shape(&self, l: &CpuLabels) -> (usize, usize) {
+        (l.labels.len(), l.classes)
+    }
+
+    fn to_host(&self, t: &CpuTensor) -> Result<Vec<f32>> {
+        Ok(t.data.clone())
+    }
+
+    fn scalar(&self) -> Result<CpuScalar> {
+        Ok(CpuScalar(0.0))
+    }
+
+    fn scalar_to_host(&self, s: &CpuScalar) -> Result<f32> {
+        Ok(s.0)
+    }
+
+    fn copy(&self, t: &CpuTensor) -> Result<CpuTensor> {
+        Ok(t.clone())
+    }
+
+    fn copy_labels(&self, l: &CpuLabels) -> Result<CpuLabels> {
+        Ok(l.clone())
+    }
+
+    fn recycle(&self, _t: CpuTensor) {}
+
+    fn recycle_labels(&self, _l: CpuLabels) {}
+
+    fn params(
+        &self,
+        layout: ArenaLayout,
+        init: &[Vec<f32>],
+        adam: AdamConfig,
+        scaler: GradScalerConfig,
+    ) -> Result<CpuParams> {
+        const OP: &str = "Cpu::params";
+        adam.validate(OP)?;
+        scaler.validate(OP)?;
+        let master = ParamArena::pack(OP, &layout, init)?;
+        let n = master.len();
+        let mut p = CpuParams {
+            layout,
+            working: Vec::new(),
+            master,
+            grad: vec![0.0; n],
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            step: 0.0,
+            adam,
+            scale: if scaler.enabled { scaler.init_scale } else { 1.0 },
+            scaler,
+            growth_tracker: 0,
+            found_inf: 0.0,
+        };
+        self.refresh_working(&mut p);
+        Ok(p)
+    }
+
+    fn zero_grad(&self, p: &mut CpuParams) -> Result<()> {
+        p.grad.iter_mut().for_each(|g| *g = 0.0);
+        Ok(())
+    }
+
+    fn optimizer_step(&self, p: &mut CpuParams) -> Result<()> {
+        let enabled = p.scaler.enabled;
+        if enabled {
+            p.found_inf = 0.0;
+            unscale_check(&mut p.grad, None, &mut p.found_inf);
+        }
+        let found = enabled.then_some(p.found_inf);
+        adam_count_step(&mut p.step, found);
+        adamw_update(
+            &mut p.master,
+            &p.grad,
+            &mut p.m,
+            &mut p.v,
+            None,
+            p.step,
+            enabled.then_some(p.scale),
+            found,
+            &p.adam,
+        )?;
+        self.refresh_working(p);
+        if enabled {
+            update_scale(&mut p.scale, &mut p.growth_tracker, p.found_inf, &p.scaler.rule);
+        }
+        Ok(())
+    }
+
+    fn master_to_host(&self, p: &CpuParams) -> Result<Vec<f32>> {
+        Ok(p.master.clone())
+    }
+
+    fn grad_to_host(&self, p: &CpuParams) -> Result<Vec<f32>> {
+        Ok(p.grad.clone())
+    }
+
+    fn loss_scale(&self, p: &CpuParams) -> Result<f32> {
+        Ok(p.scale)
+    }
+
+    fn found_inf(&self, p: &CpuParams) -> Result<bool> {
+        Ok(p.found_inf != 0.0)
+    }
+
+    fn steps_taken(&self, p: &CpuParams) -> Result<f32> {
+        Ok(p.step)
+    }
+
+    fn set_adam(&self, p: &mut CpuParams, cfg: AdamConfig) -> Result<()> {
+        cfg.validate("Cpu::set_adam")?;
+        p.adam = cfg;
+        Ok(())
+    }
+
+    fn linear(
+        &self,
+        p: &CpuParams,
+        weight: usize,
+        bias: Option<usize>,
+        x: &CpuTensor,
+        act: Activation,
+    ) -> Result<(CpuTensor, Option<CpuTensor>)> {
+        const OP: &str = "Cpu::linear";
+        let (out, inp) = linear_dims(OP, &p.layout, weight, bias, (x.rows, x.cols))?;
+        let w = p.spec(OP, weight)?;
+        let w = &p.working[w.offset..w.offset + w.len];
+        let b = bias.map(|b| p.spec(OP, b)).transpose()?.map(|b| &p.working[b.offset..b.offset + b.len]);
+        let mut y = vec![0.0f32; x.rows * out];
+        let mut pre = (act != Activation::None).then(|| vec![0.0f32; x.rows * out]);
+        let shape = GemmShape::dense(x.rows, out, inp, Transpose::N, Transpose::T);
+        gemm(&shape, &x.data, w, &mut y, 1.0, 0.0, b, pre.as_deref_mut(), act)?;
+        let tensor = |data| CpuTensor { data: self.rounded(data), rows: x.rows, cols: out };
+        Ok((tensor(y), pre.map(tensor)))
+    }
+
+    fn linear_backward(
+        &self,
+        p: &mut CpuParams,
+        weight: usize,
+        bias: Option<usize>,
+        x: &CpuTensor,
+        pre: Option<&CpuTensor>,
+        act: Activation,
+        dy: &CpuTensor,
+        need_dx: bool,
+    ) -> Result<Option<CpuTensor>> {
+        const OP: &str = "Cpu::linear_backward";
+        let (out, inp) = linear_dims(OP, &p.layout, weight, bias, (x.rows, x.cols))?;
+        check_same_shape(OP, (x.rows, out), (dy.rows, dy.cols))?;
+        let dz = match (act, pre) {
+            (Activation::None, _) => dy.data.clone(),
+            (_, Some(pre)) => {
+                check_same_shape(OP, (dy.rows, dy.cols), (pre.rows, pre.cols))?;
+                let mut dz = vec![0.0f32; dy.data.len()];
+                activation_backward(&pre.data, &dy.data, &mut dz, act)?;
+                self.rounded(dz)
+            }
+            (_, None) => {
+                return Err(Error::InvalidArgument { op: OP, what: "pre", why: "an activation needs its input".into() })
+            }
+        };
+        let w = p.spec(OP, weight)?.clone();
+        let dw_shape = GemmShape::dense(out, inp, x.rows, Transpose::T, Transpose::N);
+        gemm(&dw_shape, &dz, &x.data, &mut p.grad[w.offset..w.offset + w.len], 1.0, 1.0, None, None, Activation::None)?;
+        if let Some(b) = bias {
+            let b = p.spec(OP, b)?.clone();
+            bias_grad(&dz, x.rows, out, &mut p.grad[b.offset..b.offset + b.len], 1.0)?;
+        }
+        if !need_dx {
+            return Ok(None);
+        }
+        let mut dx = vec![0.0f32; x.rows * inp];
+        let dx_shape = GemmShape::dense(x.rows, inp, out, Transpose::N, Transpose::N);
+        gemm(&dx_shape, &dz, &p.working[w.offset..w.offset + w.len], &mut dx, 1.0, 0.0, None, None, Activation::None)?;
+        Ok(Some(CpuTensor { data: self.rounded(dx), rows: x.rows, cols: inp }))
+    }
+
+    fn activation(&self, x: &CpuTensor, act: Activation) -> Result<CpuTensor> {
+        let y = x.data.iter().map(|&v| activation(v, act)).collect();
+        Ok(CpuTensor { data: self.rounded(y), rows: x.rows, cols: x.cols })
+    }
+
+    fn activation_backward(&self, x: &CpuTensor, dy: &CpuTensor, act: Activation) -> Result<CpuTensor> {
+        check_same_shape("Cpu::activation_backward", (x.rows, x.cols), (dy.rows, dy.cols))?;
+        let mut dx = vec![0.0f32; x.data.len()];
+        activation_backward(&x.data, &dy.data, &mut dx, act)?;
+        Ok(CpuTensor { data: self.rounded(dx), rows: x.rows, cols: x.cols })
+    }
+
+    fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        check_same_shape("Cpu::add", (a.rows, a.cols), (b.rows, b.cols))?;
+        let y = a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect();
+        Ok(CpuTensor { data: self.rounded(y), rows: a.rows, cols: a.cols })
+    }
+
+    fn accumulate(&self, acc: &mut CpuTensor, x: &CpuTensor) -> Result<()> {
+        check_same_shape("Cpu::accumulate", (acc.rows, acc.cols), (x.rows, x.cols))?;
+        for (a, &v) in acc.data.iter_mut().zip(&x.data) {
+            *a = self.round(*a + v);
+        }
+        Ok(())
+    }
+
+    fn cross_entropy(
+        &self,
+        z: &CpuTensor,
+        labels: &CpuLabels,
+        out: &mut CpuScalar,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        const OP: &str = "Cpu::cross_entropy";
+        scalar_args(OP, alpha, beta)?;
+        check_same_shape(OP, (z.rows, z.cols), (labels.labels.len(), labels.classes))?;
+        let losses = cross_entropy_forward(&z.data, &labels.labels, z.rows, z.cols)?;
+        let mean = losses.iter().sum::<f32>() / z.rows.max(1) as f32;
+        out.0 = if beta == 0.0 { alpha * mean } else { beta * out.0 + alpha * mean };
+        Ok(())
+    }
+
+    fn cross_entropy_backward(
+        &self,
+        p: &CpuParams,
+        z: &CpuTensor,
+        labels: &CpuLabels,
+        weight: f32,
+    ) -> Result<CpuTensor> {
+        const OP: &str = "Cpu::cross_entropy_backward";
+        scalar_args(OP, weight, 0.0)?;
+        check_same_shape(OP, (z.rows, z.cols), (labels.labels.len(), labels.classes))?;
+        let seed = weight / z.rows.max(1) as f32 * p.scale;
+        let dz = cross_entropy_backward(&z.data, &labels.labels, z.rows, z.cols, seed)?;
+        Ok(CpuTensor { data: self.rounded(dz), rows: z.rows, cols: z.cols })
+    }
+
+    fn mse(&self, pred: &CpuTensor, target: &CpuTensor, out: &mut CpuScalar, alpha: f32, beta: f32) -> Result<()> {
+        const OP: &str = "Cpu::mse";
+        scalar_args(OP, alpha, beta)?;
+        check_same_shape(OP, (pred.rows, pred.cols), (target.rows, target.cols))?;
+        let losses = mse_forward(&pred.data, &target.data, pred.rows, pred.cols)?;
+        let mean = losses.iter().sum::<f32>() / pred.data.len().max(1) as f32;
+        out.0 = if beta == 0.0 { alpha * mean } else { beta * out.0 + alpha * mean };
+        Ok(())
+    }
+
+    fn mse_backward(&self, p: &CpuParams, pred: &CpuTensor, target: &CpuTensor, weight: f32) -> Result<CpuTensor> {
+        const OP: &str = "Cpu::mse_backward";
+        scalar_args(OP, weight, 0.0)?;
+        check_same_shape(OP, (pred.rows, pred.cols), (target.rows, target.cols))?;
+        let seed = weight / pred.data.len().max(1) as f32 * p.scale;
+        let d = mse_backward(&pred.data, &target.data, pred.rows, pred.cols, seed)?;
+        Ok(CpuTensor { data: self.rounded(d), rows: pred.rows, cols: pred.cols })
+    }
+
+    fn begin_capture(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn end_capture(&self) -> Result<Self::Graph> {
+        Err(Error::InvalidArgument {
+            op: "Cpu::end_capture",
+            what: "capture",
+            why: "the CPU backend has no graphs".into(),
+        })
+    }
+
+    fn replay(&self, g: &Self::Graph) -> Result<()> {
+        match *g {}
+    }
+
+    fn release_graph(&self, g: Self::Graph) {
+        match g {}
+    }
 }

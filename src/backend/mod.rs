@@ -1,3 +1,175 @@
-//! Backends: the CUDA kernels, and the CPU reference they are tested against.
+//! Backends: the ops the autograd needs, implemented by the CUDA kernels ([`cuda::Cuda`])
+//! and by the CPU reference ([`cpu::Cpu`], in fp32 or emulating the GPU's fp16 rounding).
+//!
+//! A backend owns nothing of the model: activations are its [`Backend::Tensor`]s
+//! (2-D, row-major; f16 on the GPU), parameters live in its [`Backend::Params`] (the arena
+//! of DESIGN.md with the optimizer and loss-scale state), and every op is queued in order
+//! with no host synchronization except the `*_to_host` reads.
 
 pub mod cpu;
+pub mod cuda;
+
+use crate::error::Result;
+use crate::kernels::adam::AdamConfig;
+use crate::kernels::gemm::Activation;
+use crate::nn::ArenaLayout;
+use crate::optim::GradScalerConfig;
+
+/// The ops of a mixed-precision training step. Parameters are named by their index in
+/// the [`ArenaLayout`] the params were created with; weights are `out x in` (PyTorch's
+/// `nn.Linear` layout), biases `out`.
+pub trait Backend {
+    /// A 2-D activation tensor (`rows x cols`).
+    type Tensor;
+    /// Class labels of a batch.
+    type Labels;
+    /// One f32 (a loss), kept where the backend computes.
+    type Scalar;
+    /// Parameters, gradients, AdamW moments and the loss-scale state.
+    type Params;
+    /// A captured step (CUDA graph); backends without graphs never make one.
+    type Graph;
+
+    /// What runs, e.g. "CUDA on NVIDIA H100 80GB HBM3 (sm_90)" or "CPU (fp32 reference)".
+    fn describe(&self) -> String;
+
+    /// Uploads `data` (`rows * cols` values, row-major) as an activation tensor, rounded
+    /// to the backend's activation precision.
+    fn tensor(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
+    /// Overwrites a tensor with `data` of the same shape.
+    fn write(&self, t: &mut Self::Tensor, data: &[f32]) -> Result<()>;
+    /// Uploads labels, each checked to be below `classes`.
+    fn labels(&self, labels: &[u32], classes: usize) -> Result<Self::Labels>;
+    /// Overwrites labels (same count and classes).
+    fn write_labels(&self, l: &mut Self::Labels, labels: &[u32]) -> Result<()>;
+    /// (rows, cols).
+    fn shape(&self, t: &Self::Tensor) -> (usize, usize);
+    /// (count, classes).
+    fn labels_shape(&self, l: &Self::Labels) -> (usize, usize);
+    /// Copies a tensor to the host as f32 (synchronizes).
+    fn to_host(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    /// A scalar holding 0.
+    fn scalar(&self) -> Result<Self::Scalar>;
+    /// Reads a scalar (synchronizes).
+    fn scalar_to_host(&self, s: &Self::Scalar) -> Result<f32>;
+    /// A copy of `t` in a buffer the tape owns (from the backend's pool).
+    fn copy(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
+    /// A copy of `l` the tape owns.
+    fn copy_labels(&self, l: &Self::Labels) -> Result<Self::Labels>;
+    /// Gives a tensor's buffer back to the pool for the next step.
+    fn recycle(&self, t: Self::Tensor);
+    /// Gives a labels buffer back to the pool.
+    fn recycle_labels(&self, l: Self::Labels);
+
+    /// Parameters from `init` (values per parameter in layout order), with zero gradients
+    /// and moments and the scaler at its initial scale.
+    fn params(
+        &self,
+        layout: ArenaLayout,
+        init: &[Vec<f32>],
+        adam: AdamConfig,
+        scaler: GradScalerConfig,
+    ) -> Result<Self::Params>;
+    /// Zeroes the gradients.
+    fn zero_grad(&self, p: &mut Self::Params) -> Result<()>;
+    /// unscale_check over all gradients, AdamW gated by found_inf (writing the working
+    /// copy), loss-scale update: the optimizer phase of DESIGN.md, steps 5 to 7.
+    fn optimizer_step(&self, p: &mut Self::Params) -> Result<()>;
+    /// The fp32 master weights, the whole arena (synchronizes).
+    fn master_to_host(&self, p: &Self::Params) -> Result<Vec<f32>>;
+    /// The gradients, the whole arena, still multiplied by the loss scale (synchronizes).
+    fn grad_to_host(&self, p: &Self::Params) -> Result<Vec<f32>>;
+    /// The current loss scale (synchronizes).
+    fn loss_scale(&self, p: &Self::Params) -> Result<f32>;
+    /// Whether the last optimizer step found an inf or NaN and skipped (synchronizes).
+    fn found_inf(&self, p: &Self::Params) -> Result<bool>;
+    /// Optimizer steps taken, skipped ones not counted (synchronizes).
+    fn steps_taken(&self, p: &Self::Params) -> Result<f32>;
+    /// Changes the optimizer settings from the next step on.
+    fn set_adam(&self, p: &mut Self::Params, cfg: AdamConfig) -> Result<()>;
+
+    /// `y = act(x W^T + b)` with `pre = x W^T + b` kept when `act` is not `None`.
+    fn linear(
+        &self,
+        p: &Self::Params,
+        weight: usize,
+        bias: Option<usize>,
+        x: &Self::Tensor,
+        act: Activation,
+    ) -> Result<(Self::Tensor, Option<Self::Tensor>)>;
+    /// The backward of [`linear`](Self::linear) given `dy`: accumulates dW and db into the
+    /// gradients (+=) and returns dx when `need_dx`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        p: &mut Self::Params,
+        weight: usize,
+        bias: Option<usize>,
+        x: &Self::Tensor,
+        pre: Option<&Self::Tensor>,
+        act: Activation,
+        dy: &Self::Tensor,
+        need_dx: bool,
+    ) -> Result<Option<Self::Tensor>>;
+    /// `act(x)`.
+    fn activation(&self, x: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
+    /// `dy * act'(x)`.
+    fn activation_backward(&self, x: &Self::Tensor, dy: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
+    /// `a + b`.
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `acc += x`.
+    fn accumulate(&self, acc: &mut Self::Tensor, x: &Self::Tensor) -> Result<()>;
+    /// `out = beta * out + alpha * mean_r CE(z[r], labels[r])`, in f32.
+    fn cross_entropy(
+        &self,
+        z: &Self::Tensor,
+        labels: &Self::Labels,
+        out: &mut Self::Scalar,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()>;
+    /// The gradient of `weight * mean CE` with respect to `z`, seeded with the loss scale.
+    fn cross_entropy_backward(
+        &self,
+        p: &Self::Params,
+        z: &Self::Tensor,
+        labels: &Self::Labels,
+        weight: f32,
+    ) -> Result<Self::Tensor>;
+    /// `out = beta * out + alpha * mean((p - t)^2)` over all elements, in f32.
+    fn mse(
+        &self,
+        pred: &Self::Tensor,
+        target: &Self::Tensor,
+        out: &mut Self::Scalar,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()>;
+    /// The gradient of `weight * mean (p - t)^2` with respect to `p`, seeded with the scale.
+    fn mse_backward(
+        &self,
+        p: &Self::Params,
+        pred: &Self::Tensor,
+        target: &Self::Tensor,
+        weight: f32,
+    ) -> Result<Self::Tensor>;
+
+    /// Starts recording the ops queued from now on into a graph instead of running them.
+    /// Returns false (and records nothing) when the backend has no graphs.
+    fn begin_capture(&self) -> Result<bool>;
+    /// Ends a capture begun with [`begin_capture`](Self::begin_capture).
+    fn end_capture(&self) -> Result<Self::Graph>;
+    /// Runs a captured graph once.
+    fn replay(&self, g: &Self::Graph) -> Result<()>;
+    /// Frees a graph and gives the buffers it kept back to the pool.
+    fn release_graph(&self, g: Self::Graph);
+}
+
+/// Checks that two tensors have the same shape, for the elementwise ops.
+pub(crate) fn check_same_shape(op: &'static str, a: (usize, usize), b: (usize, usize)) -> Result<()> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(crate::Error::ShapeMismatch { op, expected: vec![a.0, a.1], got: vec![b.0, b.1] })
+    }
+}

@@ -6,12 +6,16 @@
 //! memory (`CudaSlice`, `CudaView`, `CudaViewMut`), so an engine that owns its buffers can
 //! call the kernels directly on them, on the [`Device`]'s stream.
 
+pub mod activation;
 pub mod adam;
+pub mod add;
 pub mod cast;
 pub(crate) mod driver;
 pub mod gemm;
+pub mod loss;
 pub mod loss_scale;
 mod multi_tensor;
+pub mod reduce;
 pub mod unscale;
 
 use cudarc::driver::{sys::CUdeviceptr, CudaStream, CudaView, DevicePtr, DeviceSlice, LaunchConfig, SyncOnDrop};

@@ -147,6 +147,12 @@ impl ParamArena {
         self.grad.as_view_mut()
     }
 
+    /// The gradients (mutable) and the working copy at once, for a backward pass that
+    /// reads the fp16 weights while it accumulates their gradients.
+    pub fn grad_and_working(&mut self) -> (CudaViewMut<'_, f32>, CudaView<'_, f16>) {
+        (self.grad.as_view_mut(), self.working.as_view())
+    }
+
     /// Views for the optimizer: (master, working, grad) at once.
     pub(crate) fn optimizer_views(&mut self) -> (CudaViewMut<'_, f32>, CudaViewMut<'_, f16>, CudaView<'_, f32>) {
         (self.master.as_view_mut(), self.working.as_view_mut(), self.grad.as_view())
@@ -160,6 +166,11 @@ impl ParamArena {
     /// Copies the master weights to the host (synchronizes).
     pub fn master_to_host(&self) -> Result<Vec<f32>> {
         self.download("ParamArena::master_to_host", &self.master)
+    }
+
+    /// Copies the gradients to the host (synchronizes).
+    pub fn grad_to_host(&self) -> Result<Vec<f32>> {
+        self.download("ParamArena::grad_to_host", &self.grad)
     }
 
     /// Copies the working copy to the host (synchronizes).

@@ -1,5 +1,10 @@
-//! Parameters: the flat arena every layer's weights live in.
+//! Parameters and layers: the flat arena every layer's weights live in, [`Linear`] and
+//! [`Mlp`].
 
 mod arena;
+mod linear;
+mod mlp;
 
 pub use arena::{ArenaLayout, ParamArena, ParamSpec, PARAM_ALIGN};
+pub use linear::Linear;
+pub use mlp::Mlp;

@@ -1,0 +1,84 @@
+// activation: elementwise activation and its derivative, for the autograd ops that are
+// not fused into a GEMM epilogue and for every linear layer's backward.
+//
+//   activation_forward_f16:   y[i]  = (f16) act((f32) x[i])
+//   activation_backward_f16:  dx[i] = (f16) (dy[i] * act'(pre[i]))      in f32, rounded once
+//
+// act: 0 none, 1 ReLU, 2 GELU (tanh form, PyTorch's approximate='tanh'), the same codes
+// and the same formula as the GEMM epilogue (cuda/gemm.cu), so the derivative is taken at
+// exactly the pre-activation the forward used. ReLU'(0) = 0, as in PyTorch.
+//   GELU'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) k0 (1 + 3 k1 x^2),  t = tanh(k0 (x + k1 x^3))
+//
+// Layout: contiguous 1-D ranges of n elements; outputs do not overlap inputs.
+// Bytes moved per element: forward 4, backward 6. Each thread handles 8 elements per
+// iteration with 16-byte loads and stores when every pointer is 16-byte aligned; the last
+// n % 8 elements (and every element of an unaligned range) take the scalar path.
+
+// ptx-targets: sm_75
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+// ----------------------------------------------------------------------------
+// kernels
+
+#define ACT_VEC 8
+
+enum ActKind : int32_t { ACT_NONE = 0, ACT_RELU = 1, ACT_GELU = 2 };
+
+__device__ __forceinline__ float act_forward(float x, int32_t act) {
+    const float k0 = 0.7978845608f, k1 = 0.044715f;
+    if (act == ACT_RELU) return x < 0.0f ? 0.0f : x;  // NaN passes through, as torch.relu
+    if (act == ACT_GELU) return 0.5f * x * (1.0f + tanhf(k0 * (x + k1 * x * x * x)));
+    return x;
+}
+
+__device__ __forceinline__ float act_derivative(float x, int32_t act) {
+    const float k0 = 0.7978845608f, k1 = 0.044715f;
+    if (act == ACT_RELU) return x > 0.0f ? 1.0f : 0.0f;
+    if (act == ACT_GELU) {
+        const float t = tanhf(k0 * (x + k1 * x * x * x));
+        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k0 * (1.0f + 3.0f * k1 * x * x);
+    }
+    return 1.0f;
+}
+
+__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+union Half8 {
+    uint4 u;
+    __half h[ACT_VEC];
+};
+
+extern "C" __global__ void activation_forward_f16(const __half* __restrict__ x, __half* __restrict__ y, uint64_t n,
+                                                  int32_t act) {
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    const uint64_t tid = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const uint64_t tail = aligned16(x) && aligned16(y) ? n - n % ACT_VEC : 0;
+    for (uint64_t v = tid; v < tail / ACT_VEC; v += stride) {
+        Half8 in, out;
+        in.u = reinterpret_cast<const uint4*>(x)[v];
+#pragma unroll
+        for (int j = 0; j < ACT_VEC; j++) out.h[j] = __float2half_rn(act_forward(__half2float(in.h[j]), act));
+        reinterpret_cast<uint4*>(y)[v] = out.u;
+    }
+    for (uint64_t i = tail + tid; i < n; i += stride) y[i] = __float2half_rn(act_forward(__half2float(x[i]), act));
+}
+
+extern "C" __global__ void activation_backward_f16(const __half* __restrict__ pre, const __half* __restrict__ dy,
+                                                   __half* __restrict__ dx, uint64_t n, int32_t act) {
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    const uint64_t tid = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const uint64_t tail = aligned16(pre) && aligned16(dy) && aligned16(dx) ? n - n % ACT_VEC : 0;
+    for (uint64_t v = tid; v < tail / ACT_VEC; v += stride) {
+        Half8 p, g, out;
+        p.u = reinterpret_cast<const uint4*>(pre)[v];
+        g.u = reinterpret_cast<const uint4*>(dy)[v];
+#pragma unroll
+        for (int j = 0; j < ACT_VEC; j++)
+            out.h[j] = __float2half_rn(__half2float(g.h[j]) * act_derivative(__half2float(p.h[j]), act));
+        reinterpret_cast<uint4*>(dx)[v] = out.u;
+    }
+    for (uint64_t i = tail + tid; i < n; i += stride)
+        dx[i] = __float2half_rn(__half2float(dy[i]) * act_derivative(__half2float(pre[i]), act));
+}

@@ -1,0 +1,109 @@
+// loss: the losses of a training step in fp32 from fp16 outputs, and their gradients with
+// the loss-scale seed fused in (DESIGN.md, step 4).
+//
+//   cross_entropy_forward_f16:   losses[r] = logsumexp(z[r, :]) - z[r, label[r]]
+//   cross_entropy_backward_f16:  dz[r, c] = (f16) (seed * (softmax(z[r, :])[c] - [c == label[r]]))
+//   mse_forward_f16:             losses[r] = sum_c (p[r, c] - t[r, c])^2
+//   mse_backward_f16:            dp[r, c] = (f16) (seed * 2 (p[r, c] - t[r, c]))
+//
+// seed = factor * scale[0] (scale may be null: 1). The caller passes factor = 1 / rows for
+// the mean cross-entropy and 1 / (rows * cols) for the mean squared error, divided again by
+// the number of micro-batches; the mean itself is reduce.cu's sum_f32 over `losses`.
+// Everything is computed in f32 and rounded once at the store. Labels are i32 and are
+// checked against cols on the host; a label outside [0, cols) still gives a NaN loss and
+// NaN gradients here rather than an out-of-bounds read, so found_inf skips the step.
+//
+// Layout: z, p, t, dz, dp are rows x cols row-major f16. One warp per row (8 rows per block
+// of 256 threads); the row max and sums are warp shuffles, so no shared memory is needed.
+
+// ptx-targets: sm_75
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+// ----------------------------------------------------------------------------
+// kernels
+
+#define LOSS_WARPS 8
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// max and sum of exp(z - max) over one row, in every lane. fmaxf ignores NaN, so a NaN
+// logit is carried by the sum instead (exp(NaN - max) is NaN).
+__device__ __forceinline__ void row_softmax_stats(const __half* z, int64_t cols, float* max_out, float* sum_out) {
+    const int lane = threadIdx.x % 32;
+    float m = -INFINITY;
+    for (int64_t c = lane; c < cols; c += 32) m = fmaxf(m, __half2float(z[c]));
+    m = warp_max(m);
+    float s = 0.0f;
+    for (int64_t c = lane; c < cols; c += 32) s += __expf(__half2float(z[c]) - m);
+    *max_out = m;
+    *sum_out = warp_sum(s);
+}
+
+extern "C" __global__ void cross_entropy_forward_f16(const __half* __restrict__ z, const int32_t* __restrict__ labels,
+                                                     float* __restrict__ losses, int64_t rows, int64_t cols) {
+    const int64_t r = (int64_t)blockIdx.x * LOSS_WARPS + threadIdx.x / 32;
+    if (r >= rows) return;
+    const __half* zr = z + r * cols;
+    float m, s;
+    row_softmax_stats(zr, cols, &m, &s);
+    if (threadIdx.x % 32 == 0) {
+        const int32_t y = labels[r];
+        losses[r] = (y >= 0 && y < cols) ? logf(s) + m - __half2float(zr[y]) : NAN;
+    }
+}
+
+extern "C" __global__ void cross_entropy_backward_f16(const __half* __restrict__ z, const int32_t* __restrict__ labels,
+                                                      const float* __restrict__ scale, __half* __restrict__ dz,
+                                                      int64_t rows, int64_t cols, float factor) {
+    const int64_t r = (int64_t)blockIdx.x * LOSS_WARPS + threadIdx.x / 32;
+    if (r >= rows) return;
+    const __half* zr = z + r * cols;
+    float m, s;
+    row_softmax_stats(zr, cols, &m, &s);
+    const float seed = factor * (scale != nullptr ? *scale : 1.0f);
+    const int32_t y = labels[r];
+    const bool valid = y >= 0 && y < cols;
+    const float inv = 1.0f / s;
+    for (int64_t c = threadIdx.x % 32; c < cols; c += 32) {
+        const float p = __expf(__half2float(zr[c]) - m) * inv;
+        const float g = valid ? seed * (p - (c == y ? 1.0f : 0.0f)) : NAN;
+        dz[r * cols + c] = __float2half_rn(g);
+    }
+}
+
+extern "C" __global__ void mse_forward_f16(const __half* __restrict__ p, const __half* __restrict__ t,
+                                           float* __restrict__ losses, int64_t rows, int64_t cols) {
+    const int64_t r = (int64_t)blockIdx.x * LOSS_WARPS + threadIdx.x / 32;
+    if (r >= rows) return;
+    float s = 0.0f;
+    for (int64_t c = threadIdx.x % 32; c < cols; c += 32) {
+        const float d = __half2float(p[r * cols + c]) - __half2float(t[r * cols + c]);
+        s += d * d;
+    }
+    s = warp_sum(s);
+    if (threadIdx.x % 32 == 0) losses[r] = s;
+}
+
+extern "C" __global__ void mse_backward_f16(const __half* __restrict__ p, const __half* __restrict__ t,
+                                            const float* __restrict__ scale, __half* __restrict__ dp, int64_t rows,
+                                            int64_t cols, float factor) {
+    const int64_t r = (int64_t)blockIdx.x * LOSS_WARPS + threadIdx.x / 32;
+    if (r >= rows) return;
+    const float seed = factor * (scale != nullptr ? *scale : 1.0f);
+    for (int64_t c = threadIdx.x % 32; c < cols; c += 32) {
+        const int64_t i = r * cols + c;
+        dp[i] = __float2half_rn(seed * 2.0f * (__half2float(p[i]) - __half2float(t[i])));
+    }
+}

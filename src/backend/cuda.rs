@@ -1,0 +1,538 @@
+//! The CUDA backend: every op of [`Backend`] as one or two launches of the kernels in
+//! [`crate::kernels`], all on the [`Device`]'s one stream.
+//!
+//! Activations are f16 in buffers drawn from a pool keyed by length, so a training step
+//! that repeats its shapes allocates nothing after the first step, and can be captured
+//! as a CUDA graph: during a capture a pool miss is an error rather than an allocation
+//! (an allocation is not something a graph should replay), and when the capture ends
+//! every pooled buffer moves into the graph, so no later caller can be handed memory the
+//! graph writes on each replay.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cudarc::driver::{sys, CudaGraph, CudaSlice, CudaViewMut, DeviceRepr, ValidAsZeroBits};
+use half::f16;
+
+use crate::backend::cpu::{check_labels, linear_dims, param_spec};
+use crate::backend::{check_same_shape, Backend};
+use crate::device::Device;
+use crate::error::{DriverContext, Error, Result};
+use crate::kernels::activation::{activation_backward_f16, activation_forward_f16};
+use crate::kernels::adam::AdamConfig;
+use crate::kernels::add::{add_assign_f16, add_f16};
+use crate::kernels::gemm::{gemm, Activation, Bias, Epilogue, GemmShape, Transpose};
+use crate::kernels::loss::{
+    cross_entropy_backward_f16, cross_entropy_forward_f16, mse_backward_f16, mse_forward_f16, LossShape,
+};
+use crate::kernels::reduce::sum_f32;
+use crate::nn::{ArenaLayout, ParamArena};
+use crate::optim::{AdamW, GradScaler, GradScalerConfig};
+
+/// Free buffers by element count.
+#[derive(Default)]
+struct Pool<T> {
+    free: HashMap<usize, Vec<CudaSlice<T>>>,
+}
+
+impl<T> Pool<T> {
+    fn put(&mut self, buf: CudaSlice<T>) {
+        self.free.entry(buf.len()).or_default().push(buf);
+    }
+
+    fn merge(&mut self, other: Pool<T>) {
+        for (_, bufs) in other.free {
+            bufs.into_iter().for_each(|b| self.put(b));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Pools {
+    f16: Pool<f16>,
+    f32: Pool<f32>,
+    i32: Pool<i32>,
+}
+
+/// The CUDA backend on one [`Device`].
+pub struct Cuda {
+    dev: Arc<Device>,
+    pools: Mutex<Pools>,
+    capturing: AtomicBool,
+}
+
+impl fmt::Debug for Cuda {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cuda").field("device", self.dev.info()).finish_non_exhaustive()
+    }
+}
+
+/// A `rows x cols` f16 activation tensor in device memory.
+pub struct CudaTensor {
+    data: CudaSlice<f16>,
+    rows: usize,
+    cols: usize,
+}
+
+impl CudaTensor {
+    /// The device buffer, for calling the kernels directly.
+    pub fn data(&self) -> &CudaSlice<f16> {
+        &self.data
+    }
+}
+
+/// Class labels as i32 in device memory, checked against `classes` on upload.
+pub struct CudaLabels {
+    data: CudaSlice<i32>,
+    classes: usize,
+}
+
+/// One f32 in device memory.
+pub struct CudaScalar {
+    data: CudaSlice<f32>,
+}
+
+/// The parameter arena with its AdamW and GradScaler.
+pub struct CudaParams {
+    /// Master weights, working copy and gradients.
+    pub arena: ParamArena,
+    /// Moments and step count.
+    pub adam: AdamW,
+    /// Loss scale, growth tracker and found_inf.
+    pub scaler: GradScaler,
+}
+
+/// A captured training step and the buffers it reads and writes.
+pub struct CudaStepGraph {
+    graph: CudaGraph,
+    held: Pools,
+}
+
+impl Cuda {
+    /// The backend on `dev`.
+    pub fn new(dev: &Arc<Device>) -> Self {
+        Cuda { dev: dev.clone(), pools: Mutex::new(Pools::default()), capturing: AtomicBool::new(false) }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Arc<Device> {
+        &self.dev
+    }
+
+    fn pools(&self) -> MutexGuard<'_, Pools> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A buffer of `n` elements from `pool`, allocated (zeroed) on a miss outside capture.
+    fn take<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        op: &'static str,
+        n: usize,
+        pool: impl FnOnce(&mut Pools) -> &mut Pool<T>,
+    ) -> Result<CudaSlice<T>> {
+        if let Some(buf) = pool(&mut self.pools()).free.get_mut(&n).and_then(Vec::pop) {
+            return Ok(buf);
+        }
+        if self.capturing.load(Ordering::Relaxed) {
+            return Err(Error::InvalidArgument {
+                op,
+                what: "buffer",
+                why: format!("no pooled buffer of {n} elements during graph capture; run the same step eagerly first"),
+            });
+        }
+        self.dev.stream().alloc_zeros::<T>(n).op(op)
+    }
+
+    fn take_f16(&self, op: &'static str, n: usize) -> Result<CudaSlice<f16>> {
+        self.take(op, n, |p| &mut p.f16)
+    }
+
+    fn tensor_out(&self, op: &'static str, rows: usize, cols: usize) -> Result<CudaTensor> {
+        Ok(CudaTensor { data: self.take_f16(op, rows * cols)?, rows, cols })
+    }
+
+    fn check_labels_shape(op: &'static str, z: &CudaTensor, l: &CudaLabels) -> Result<()> {
+        check_same_shape(op, (z.rows, z.cols), (l.data.len(), l.classes))
+    }
+
+    /// The mean of `losses` into `out` (`beta * out + alpha / count * sum`).
+    fn mean_into(
+        &self,
+        op: &'static str,
+        losses: CudaSlice<f32>,
+        count: usize,
+        out: &mut CudaScalar,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        let r = sum_f32(&self.dev, &losses, &mut out.data, alpha / count.max(1) as f32, beta);
+        self.pools().f32.put(losses);
+        r.map_err(|e| match e {
+            Error::InvalidArgument { what, why, .. } => Error::InvalidArgument { op, what, why },
+            e => e,
+        })
+    }
+}
+
+fn to_f16(data: &[f32]) -> Vec<f16> {
+    data.iter().map(|&x| f16::from_f32(x)).collect()
+}
+
+impl Backend for Cuda {
+    type Tensor = CudaTensor;
+    type Labels = CudaLabels;
+    type Scalar = CudaScalar;
+    type Params = CudaParams;
+    type Graph = CudaStepGraph;
+
+    fn describe(&self) -> String {
+        let i = self.dev.info();
+        format!("CUDA on {} (sm_{}{})", i.name, i.compute_capability.0, i.compute_capability.1)
+    }
+
+    fn tensor(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaTensor> {
+        const OP: &str = "Cuda::tensor";
+        if rows.checked_mul(cols) != Some(data.len()) {
+            return Err(Error::ShapeMismatch { op: OP, expected: vec![rows, cols], got: vec![data.len()] });
+        }
+        // Rounded on the host with the same round-to-nearest-even as the cast kernel.
+        let data = self.dev.stream().clone_htod(&to_f16(data)).op(OP)?;
+        Ok(CudaTensor { data, rows, cols })
+    }
+
+    fn write(&self, t: &mut CudaTensor, data: &[f32]) -> Result<()> {
+        const OP: &str = "Cuda::write";
+        if data.len() != t.data.len() {
+            return Err(Error::ShapeMismatch { op: OP, expected: vec![t.rows, t.cols], got: vec![data.len()] });
+        }
+        self.dev.stream().memcpy_htod(&to_f16(data), &mut t.data).op(OP)
+    }
+
+    fn labels(&self, labels: &[u32], classes: usize) -> Result<CudaLabels> {
+        const OP: &str = "Cuda::labels";
+        check_labels(OP, labels, labels.len(), classes)?;
+        let host: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
+        Ok(CudaLabels { data: self.dev.stream().clone_htod(&host).op(OP)?, classes })
+    }
+
+    fn write_labels(&self, l: &mut CudaLabels, labels: &[u32]) -> Result<()> {
+        const OP: &str = "Cuda::write_labels";
+        check_labels(OP, labels, l.data.len(), l.classes)?;
+        let host: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
+        self.dev.stream().memcpy_htod(&host, &mut l.data).op(OP)
+    }
+
+    fn shape(&self, t: &CudaTensor) -> (usize, usize) {
+        (t.rows, t.cols)
+    }
+
+    fn labels_shape(&self, l: &CudaLabels) -> (usize, usize) {
+        (l.data.len(), l.classes)
+    }
+
+    fn to_host(&self, t: &CudaTensor) -> Result<Vec<f32>> {
+        const OP: &str = "Cuda::to_host";
+        let host = self.dev.stream().clone_dtoh(&t.data).op(OP)?;
+        self.dev.synchronize()?;
+        Ok(host.into_iter().map(f16::to_f32).collect())
+    }
+
+    fn scalar(&self) -> Result<CudaScalar> {
+        Ok(CudaScalar { data: self.dev.stream().alloc_zeros(1).op("Cuda::scalar")? })
+    }
+
+    fn scalar_to_host(&self, s: &CudaScalar) -> Result<f32> {
+        let host = self.dev.stream().clone_dtoh(&s.data).op("Cuda::scalar_to_host")?;
+        self.dev.synchronize()?;
+        Ok(host[0])
+    }
+
+    fn copy(&self, t: &CudaTensor) -> Result<CudaTensor> {
+        const OP: &str = "Cuda::copy";
+        let mut out = self.tensor_out(OP, t.rows, t.cols)?;
+        self.dev.stream().memcpy_dtod(&t.data, &mut out.data).op(OP)?;
+        Ok(out)
+    }
+
+    fn copy_labels(&self, l: &CudaLabels) -> Result<CudaLabels> {
+        const OP: &str = "Cuda::copy_labels";
+        let mut data = self.take(OP, l.data.len(), |p| &mut p.i32)?;
+        self.dev.stream().memcpy_dtod(&l.data, &mut data).op(OP)?;
+        Ok(CudaLabels { data, classes: l.classes })
+    }
+
+    fn recycle(&self, t: CudaTensor) {
+        self.pools().f16.put(t.data);
+    }
+
+    fn recycle_labels(&self, l: CudaLabels) {
+        self.pools().i32.put(l.data);
+    }
+
+    fn params(
+        &self,
+        layout: ArenaLayout,
+        init: &[Vec<f32>],
+        adam: AdamConfig,
+        scaler: GradScalerConfig,
+    ) -> Result<CudaParams> {
+        adam.validate("Cuda::params")?;
+        scaler.validate("Cuda::params")?;
+        let arena = ParamArena::new(&self.dev, layout, init)?;
+        let adam = AdamW::new(&arena, adam)?;
+        let scaler = GradScaler::new(&self.dev, scaler)?;
+        Ok(CudaParams { arena, adam, scaler })
+    }
+
+    fn zero_grad(&self, p: &mut CudaParams) -> Result<()> {
+        p.arena.zero_grad()
+    }
+
+    fn optimizer_step(&self, p: &mut CudaParams) -> Result<()> {
+        let CudaParams { arena, adam, scaler } = p;
+        scaler.check(&mut arena.grad_mut())?;
+        adam.step(arena, Some(scaler))?;
+        scaler.update()
+    }
+
+    fn master_to_host(&self, p: &CudaParams) -> Result<Vec<f32>> {
+        p.arena.master_to_host()
+    }
+
+    fn grad_to_host(&self, p: &CudaParams) -> Result<Vec<f32>> {
+        p.arena.grad_to_host()
+    }
+
+    fn loss_scale(&self, p: &CudaParams) -> Result<f32> {
+        p.scaler.scale()
+    }
+
+    fn found_inf(&self, p: &CudaParams) -> Result<bool> {
+        p.scaler.found_inf()
+    }
+
+    fn steps_taken(&self, p: &CudaParams) -> Result<f32> {
+        p.adam.steps_taken()
+    }
+
+    fn set_adam(&self, p: &mut CudaParams, cfg: AdamConfig) -> Result<()> {
+        p.adam.set_config(cfg)
+    }
+
+    fn linear(
+        &self,
+        p: &CudaParams,
+        weight: usize,
+        bias: Option<usize>,
+        x: &CudaTensor,
+        act: Activation,
+    ) -> Result<(CudaTensor, Option<CudaTensor>)> {
+        const OP: &str = "Cuda::linear";
+        let layout = p.arena.layout();
+        let (out, inp) = linear_dims(OP, layout, weight, bias, (x.rows, x.cols))?;
+        let w = param_spec(OP, layout, weight)?;
+        let working = p.arena.working();
+        let w_view = working.slice(w.offset..w.offset + w.len);
+        let bias = match bias {
+            Some(b) => {
+                let b = param_spec(OP, layout, b)?;
+                Some(Bias::F16(working.slice(b.offset..b.offset + b.len)))
+            }
+            None => None,
+        };
+        let mut y = self.tensor_out(OP, x.rows, out)?;
+        let mut pre = match act {
+            Activation::None => None,
+            _ => Some(self.tensor_out(OP, x.rows, out)?),
+        };
+        {
+            let mut pre_view: Option<CudaViewMut<'_, f16>> = pre.as_mut().map(|t| t.data.as_view_mut());
+            let shape = GemmShape::dense(x.rows, out, inp, Transpose::N, Transpose::T);
+            let epilogue = Epilogue { bias, pre: pre_view.as_mut(), activation: act, ..Default::default() };
+            gemm(&self.dev, &shape, &x.data.as_view(), &w_view, &mut y.data.as_view_mut(), epilogue)?;
+        }
+        Ok((y, pre))
+    }
+
+    fn linear_backward(
+        &self,
+        p: &mut CudaParams,
+        weight: usize,
+        bias: Option<usize>,
+        x: &CudaTensor,
+        pre: Option<&CudaTensor>,
+        act: Activation,
+        dy: &CudaTensor,
+        need_dx: bool,
+    ) -> Result<Option<CudaTensor>> {
+        const OP: &str = "Cuda::linear_backward";
+        let layout = p.arena.layout();
+        let (out, inp) = linear_dims(OP, layout, weight, bias, (x.rows, x.cols))?;
+        let w = param_spec(OP, layout, weight)?.clone();
+        let b = bias.map(|b| param_spec(OP, layout, b).cloned()).transpose()?;
+        check_same_shape(OP, (x.rows, out), (dy.rows, dy.cols))?;
+        // dz = dy * act'(pre): the pre-activation the forward's epilogue stored.
+        let dz_owned = match (act, pre) {
+            (Activation::None, _) => None,
+            (_, Some(pre)) => {
+                check_same_shape(OP, (dy.rows, dy.cols), (pre.rows, pre.cols))?;
+                let mut dz = self.tensor_out(OP, dy.rows, dy.cols)?;
+                activation_backward_f16(&self.dev, &pre.data, &dy.data, &mut dz.data, act)?;
+                Some(dz)
+            }
+            (_, None) => {
+                return Err(Error::InvalidArgument { op: OP, what: "pre", why: "an activation needs its input".into() })
+            }
+        };
+        let dz = dz_owned.as_ref().unwrap_or(dy);
+        let result = (|| {
+            let (mut grad, working) = p.arena.grad_and_working();
+            let range_err = || Error::InvalidArgument { op: OP, what: "parameter", why: "outside the arena".into() };
+            {
+                // dW += dz^T x, straight from the f32 accumulators into the gradient arena.
+                let mut dw = grad.try_slice_mut(w.offset..w.offset + w.len).ok_or_else(range_err)?;
+                let shape = GemmShape::dense(out, inp, x.rows, Transpose::T, Transpose::N);
+                let epilogue = Epilogue { beta: 1.0, ..Default::default() };
+                gemm(&self.dev, &shape, &dz.data.as_view(), &x.data.as_view(), &mut dw, epilogue)?;
+            }
+            if let Some(b) = &b {
+                let mut db = grad.try_slice_mut(b.offset..b.offset + b.len).ok_or_else(range_err)?;
+                crate::kernels::reduce::bias_grad_f16(&self.dev, &dz.data, &mut db, x.rows, out, 1.0)?;
+            }
+            if !need_dx {
+                return Ok(None);
+            }
+            // dx = dz W.
+            let mut dx = self.tensor_out(OP, x.rows, inp)?;
+            let w_view = working.slice(w.offset..w.offset + w.len);
+            let shape = GemmShape::dense(x.rows, inp, out, Transpose::N, Transpose::N);
+            gemm(&self.dev, &shape, &dz.data.as_view(), &w_view, &mut dx.data.as_view_mut(), Epilogue::default())?;
+            Ok(Some(dx))
+        })();
+        if let Some(dz) = dz_owned {
+            self.recycle(dz);
+        }
+        result
+    }
+
+    fn activation(&self, x: &CudaTensor, act: Activation) -> Result<CudaTensor> {
+        let mut y = self.tensor_out("Cuda::activation", x.rows, x.cols)?;
+        activation_forward_f16(&self.dev, &x.data, &mut y.data, act)?;
+        Ok(y)
+    }
+
+    fn activation_backward(&self, x: &CudaTensor, dy: &CudaTensor, act: Activation) -> Result<CudaTensor> {
+        const OP: &str = "Cuda::activation_backward";
+        check_same_shape(OP, (x.rows, x.cols), (dy.rows, dy.cols))?;
+        let mut dx = self.tensor_out(OP, x.rows, x.cols)?;
+        activation_backward_f16(&self.dev, &x.data, &dy.data, &mut dx.data, act)?;
+        Ok(dx)
+    }
+
+    fn add(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+        const OP: &str = "Cuda::add";
+        check_same_shape(OP, (a.rows, a.cols), (b.rows, b.cols))?;
+        let mut y = self.tensor_out(OP, a.rows, a.cols)?;
+        add_f16(&self.dev, &a.data, &b.data, &mut y.data)?;
+        Ok(y)
+    }
+
+    fn accumulate(&self, acc: &mut CudaTensor, x: &CudaTensor) -> Result<()> {
+        check_same_shape("Cuda::accumulate", (acc.rows, acc.cols), (x.rows, x.cols))?;
+        add_assign_f16(&self.dev, &mut acc.data, &x.data)
+    }
+
+    fn cross_entropy(
+        &self,
+        z: &CudaTensor,
+        labels: &CudaLabels,
+        out: &mut CudaScalar,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        const OP: &str = "Cuda::cross_entropy";
+        Self::check_labels_shape(OP, z, labels)?;
+        let mut losses = self.take(OP, z.rows, |p| &mut p.f32)?;
+        let shape = LossShape { rows: z.rows, cols: z.cols };
+        cross_entropy_forward_f16(&self.dev, shape, &z.data, &labels.data, &mut losses)?;
+        self.mean_into(OP, losses, z.rows, out, alpha, beta)
+    }
+
+    fn cross_entropy_backward(
+        &self,
+        p: &CudaParams,
+        z: &CudaTensor,
+        labels: &CudaLabels,
+        weight: f32,
+    ) -> Result<CudaTensor> {
+        const OP: &str = "Cuda::cross_entropy_backward";
+        Self::check_labels_shape(OP, z, labels)?;
+        let mut dz = self.tensor_out(OP, z.rows, z.cols)?;
+        let shape = LossShape { rows: z.rows, cols: z.cols };
+        let scale = p.scaler.scale_view();
+        let factor = weight / z.rows.max(1) as f32;
+        cross_entropy_backward_f16(&self.dev, shape, &z.data, &labels.data, Some(&scale), &mut dz.data, factor)?;
+        Ok(dz)
+    }
+
+    fn mse(&self, pred: &CudaTensor, target: &CudaTensor, out: &mut CudaScalar, alpha: f32, beta: f32) -> Result<()> {
+        const OP: &str = "Cuda::mse";
+        check_same_shape(OP, (pred.rows, pred.cols), (target.rows, target.cols))?;
+        let mut losses = self.take(OP, pred.rows, |p| &mut p.f32)?;
+        let shape = LossShape { rows: pred.rows, cols: pred.cols };
+        mse_forward_f16(&self.dev, shape, &pred.data, &target.data, &mut losses)?;
+        self.mean_into(OP, losses, pred.data.len(), out, alpha, beta)
+    }
+
+    fn mse_backward(&self, p: &CudaParams, pred: &CudaTensor, target: &CudaTensor, weight: f32) -> Result<CudaTensor> {
+        const OP: &str = "Cuda::mse_backward";
+        check_same_shape(OP, (pred.rows, pred.cols), (target.rows, target.cols))?;
+        let mut d = self.tensor_out(OP, pred.rows, pred.cols)?;
+        let shape = LossShape { rows: pred.rows, cols: pred.cols };
+        let scale = p.scaler.scale_view();
+        let factor = weight / pred.data.len().max(1) as f32;
+        mse_backward_f16(&self.dev, shape, &pred.data, &target.data, Some(&scale), &mut d.data, factor)?;
+        Ok(d)
+    }
+
+    fn begin_capture(&self) -> Result<bool> {
+        const OP: &str = "Cuda::begin_capture";
+        // Thread-local mode: other threads' unrelated CUDA calls do not invalidate it.
+        let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+        self.dev.stream().begin_capture(mode).op(OP)?;
+        self.capturing.store(true, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn end_capture(&self) -> Result<CudaStepGraph> {
+        const OP: &str = "Cuda::end_capture";
+        self.capturing.store(false, Ordering::Relaxed);
+        let graph = self.dev.stream().end_capture(sys::CUgraphInstantiate_flags(0)).op(OP)?;
+        let graph = graph.ok_or_else(|| Error::InvalidArgument {
+            op: OP,
+            what: "capture",
+            why: "nothing was captured".into(),
+        })?;
+        graph.upload().op(OP)?;
+        let held = std::mem::take(&mut *self.pools());
+        Ok(CudaStepGraph { graph, held })
+    }
+
+    fn replay(&self, g: &CudaStepGraph) -> Result<()> {
+        g.graph.launch().op("Cuda::replay")
+    }
+
+    fn release_graph(&self, g: CudaStepGraph) {
+        // The graph's buffers may still be in use by a replay in flight: wait before they
+        // go back to the pool. An error here would be reported by the next call anyway.
+        let _ = self.dev.synchronize();
+        let CudaStepGraph { graph, held } = g;
+        drop(graph);
+        let mut pools = self.pools();
+        pools.f16.merge(held.f16);
+        pools.f32.merge(held.f32);
+        pools.i32.merge(held.i32);
+    }
+}

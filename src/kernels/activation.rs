@@ -1,0 +1,81 @@
+//! Launchers for `cuda/activation.cu`: elementwise activation and its derivative in f16.
+
+use cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
+use half::f16;
+
+use super::{check_device, grid_stride_config};
+use crate::device::Device;
+use crate::error::{DriverContext, Error, Result};
+use crate::kernels::gemm::Activation;
+use crate::ptx;
+
+/// Elements per thread per iteration (`ACT_VEC` in activation.cu).
+const ACT_VEC: usize = 8;
+
+/// `y = (f16) act(x)`, computed in f32. `x` and `y` must have the same length.
+pub fn activation_forward_f16(
+    dev: &Device,
+    x: &impl DevicePtr<f16>,
+    y: &mut impl DevicePtrMut<f16>,
+    act: Activation,
+) -> Result<()> {
+    const OP: &str = "activation_forward_f16";
+    if x.len() != y.len() {
+        return Err(Error::LengthMismatch { op: OP, what: "y", expected: x.len(), got: y.len() });
+    }
+    check_device(OP, dev, x)?;
+    check_device(OP, dev, y)?;
+    let n = x.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let func = dev.function(&ptx::ACTIVATION, OP)?;
+    let stream = dev.stream();
+    let (x_ptr, _x) = x.device_ptr(stream);
+    let (y_ptr, _y) = y.device_ptr_mut(stream);
+    let (n64, act) = (n as u64, act as i32);
+    let mut launch = stream.launch_builder(&func);
+    launch.arg(&x_ptr).arg(&y_ptr).arg(&n64).arg(&act);
+    // SAFETY: arguments match `activation_forward_f16(const __half*, __half*, uint64_t,
+    // int32_t)`; x and y hold n elements each in this device's context (checked above) and
+    // are distinct buffers (one is borrowed shared, the other exclusively).
+    unsafe { launch.launch(grid_stride_config(dev, n.div_ceil(ACT_VEC))) }.op(OP)?;
+    Ok(())
+}
+
+/// `dx = (f16) (dy * act'(pre))`, computed in f32: the backward of an activation whose
+/// input (the pre-activation) was `pre`. All three must have the same length.
+pub fn activation_backward_f16(
+    dev: &Device,
+    pre: &impl DevicePtr<f16>,
+    dy: &impl DevicePtr<f16>,
+    dx: &mut impl DevicePtrMut<f16>,
+    act: Activation,
+) -> Result<()> {
+    const OP: &str = "activation_backward_f16";
+    let n = pre.len();
+    for (what, got) in [("dy", dy.len()), ("dx", dx.len())] {
+        if got != n {
+            return Err(Error::LengthMismatch { op: OP, what, expected: n, got });
+        }
+    }
+    check_device(OP, dev, pre)?;
+    check_device(OP, dev, dy)?;
+    check_device(OP, dev, dx)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let func = dev.function(&ptx::ACTIVATION, OP)?;
+    let stream = dev.stream();
+    let (p_ptr, _p) = pre.device_ptr(stream);
+    let (g_ptr, _g) = dy.device_ptr(stream);
+    let (d_ptr, _d) = dx.device_ptr_mut(stream);
+    let (n64, act) = (n as u64, act as i32);
+    let mut launch = stream.launch_builder(&func);
+    launch.arg(&p_ptr).arg(&g_ptr).arg(&d_ptr).arg(&n64).arg(&act);
+    // SAFETY: arguments match `activation_backward_f16(const __half*, const __half*,
+    // __half*, uint64_t, int32_t)`; the three buffers hold n elements each in this
+    // device's context (checked above); dx is borrowed exclusively, so it overlaps neither.
+    unsafe { launch.launch(grid_stride_config(dev, n.div_ceil(ACT_VEC))) }.op(OP)?;
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! Launchers for `cuda/loss.cu`: softmax cross-entropy and squared error in f32 from f16
+//! outputs, with the loss-scale seed fused into the gradient.
+
+use cudarc::driver::{CudaFunction, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use half::f16;
+
+use super::{check_device, check_optional_scalar, optional_ptr};
+use crate::device::Device;
+use crate::error::{DriverContext, Error, Result};
+use crate::ptx;
+
+/// Rows per block: one warp each (`LOSS_WARPS` in loss.cu).
+const LOSS_WARPS: usize = 8;
+
+/// The shape of a loss: `rows x cols` outputs (logits or predictions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LossShape {
+    /// Samples.
+    pub rows: usize,
+    /// Classes (cross-entropy) or outputs per sample (MSE); at least 1.
+    pub cols: usize,
+}
+
+impl LossShape {
+    fn check(&self, op: &'static str) -> Result<usize> {
+        if self.cols == 0 {
+            return Err(Error::InvalidArgument { op, what: "cols", why: "a loss needs at least one output".into() });
+        }
+        self.rows.checked_mul(self.cols).ok_or_else(|| Error::InvalidArgument {
+            op,
+            what: "shape",
+            why: format!("{} x {} overflows", self.rows, self.cols),
+        })
+    }
+
+    fn check_matrix(&self, op: &'static str, what: &'static str, len: usize) -> Result<()> {
+        if len == self.check(op)? {
+            Ok(())
+        } else {
+            let _ = what;
+            Err(Error::ShapeMismatch { op, expected: vec![self.rows, self.cols], got: vec![len] })
+        }
+    }
+
+    fn config(&self) -> Result<LaunchConfig> {
+        let blocks = u32::try_from(self.rows.div_ceil(LOSS_WARPS).max(1)).map_err(|_| Error::InvalidArgument {
+            op: "loss",
+            what: "rows",
+            why: format!("{} rows exceed the grid limit", self.rows),
+        })?;
+        Ok(LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (32 * LOSS_WARPS as u32, 1, 1), shared_mem_bytes: 0 })
+    }
+}
+
+fn check_len(op: &'static str, what: &'static str, expected: usize, got: usize) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch { op, what, expected, got })
+    }
+}
+
+/// `losses[r] = logsumexp(z[r, :]) - z[r, labels[r]]` in f32. Labels must lie in
+/// `[0, cols)`; the kernel cannot return an error, so check them on the host
+/// (a label outside gives a NaN loss, never an out-of-bounds read).
+pub fn cross_entropy_forward_f16(
+    dev: &Device,
+    shape: LossShape,
+    z: &impl DevicePtr<f16>,
+    labels: &impl DevicePtr<i32>,
+    losses: &mut impl DevicePtrMut<f32>,
+) -> Result<()> {
+    const OP: &str = "cross_entropy_forward_f16";
+    shape.check_matrix(OP, "z", z.len())?;
+    check_len(OP, "labels", shape.rows, labels.len())?;
+    check_len(OP, "losses", shape.rows, losses.len())?;
+    check_device(OP, dev, z)?;
+    check_device(OP, dev, labels)?;
+    check_device(OP, dev, losses)?;
+    if shape.rows == 0 {
+        return Ok(());
+    }
+    let func = dev.function(&ptx::LOSS, OP)?;
+    let stream = dev.stream();
+    let (z_ptr, _z) = z.device_ptr(stream);
+    let (l_ptr, _l) = labels.device_ptr(stream);
+    let (o_ptr, _o) = losses.device_ptr_mut(stream);
+    let (rows, cols) = (shape.rows as i64, shape.cols as i64);
+    let mut launch = stream.launch_builder(&func);
+    launch.arg(&z_ptr).arg(&l_ptr).arg(&o_ptr).arg(&rows).arg(&cols);
+    // SAFETY: arguments match `cross_entropy_forward_f16(const __half*, const int32_t*,
+    // float*, int64_t, int64_t)`; z holds rows * cols elements, labels and losses rows, in
+    // this device's context (checked above); labels are range-checked in the kernel.
+    unsafe { launch.launch(shape.config()?) }.op(OP)?;
+    Ok(())
+}
+
+/// `dz[r, c] = (f16) (factor * scale * (softmax(z[r, :])[c] - [c == labels[r]]))`: the
+/// gradient of `factor * sum_r losses[r]`, seeded with the loss scale (`None`: 1).
+pub fn cross_entropy_backward_f16(
+    dev: &Device,
+    shape: LossShape,
+    z: &impl DevicePtr<f16>,
+    labels: &impl DevicePtr<i32>,
+    scale: Option<&CudaView<'_, f32>>,
+    dz: &mut impl DevicePtrMut<f16>,
+    factor: f32,
+) -> Result<()> {
+    const OP: &str = "cross_entropy_backward_f16";
+    shape.check_matrix(OP, "z", z.len())?;
+    shape.check_matrix(OP, "dz", dz.len())?;
+    check_len(OP, "labels", shape.rows, labels.len())?;
+    check_device(OP, dev, labels)?;
+    let func = dev.function(&ptx::LOSS, OP)?;
+    let stream = dev.stream();
+    let (l_ptr, _l) = labels.device_ptr(stream);
+    launch_backward(dev, OP, &func, shape, z, l_ptr, scale, dz, factor)
+}
+
+/// `losses[r] = sum_c (p[r, c] - t[r, c])^2` in f32.
+pub fn mse_forward_f16(
+    dev: &Device,
+    shape: LossShape,
+    p: &impl DevicePtr<f16>,
+    t: &impl DevicePtr<f16>,
+    losses: &mut impl DevicePtrMut<f32>,
+) -> Result<()> {
+    const OP: &str = "mse_forward_f16";
+    shape.check_matrix(OP, "p", p.len())?;
+    shape.check_matrix(OP, "t", t.len())?;
+    check_len(OP, "losses", shape.rows, losses.len())?;
+    check_device(OP, dev, p)?;
+    check_device(OP, dev, t)?;
+    check_device(OP, dev, losses)?;
+    if shape.rows == 0 {
+        return Ok(());
+    }
+    let func = dev.function(&ptx::LOSS, OP)?;
+    let stream = dev.stream();
+    let (p_ptr, _p) = p.device_ptr(stream);
+    let (t_ptr, _t) = t.device_ptr(stream);
+    let (o_ptr, _o) = losses.device_ptr_mut(stream);
+    let (rows, cols) = (shape.rows as i64, shape.cols as i64);
+    let mut launch = stream.launch_builder(&func);
+    launch.arg(&p_ptr).arg(&t_ptr).arg(&o_ptr).arg(&rows).arg(&cols);
+    // SAFETY: arguments match `mse_forward_f16(const __half*, const __half*, float*,
+    // int64_t, int64_t)`; p and t hold rows * cols elements and losses rows, in this
+    // device's context (checked above).
+    unsafe { launch.launch(shape.config()?) }.op(OP)?;
+    Ok(())
+}
+
+/// `dp = (f16) (factor * scale * 2 (p - t))`: the gradient of `factor * sum(losses)`.
+pub fn mse_backward_f16(
+    dev: &Device,
+    shape: LossShape,
+    p: &impl DevicePtr<f16>,
+    t: &impl DevicePtr<f16>,
+    scale: Option<&CudaView<'_, f32>>,
+    dp: &mut impl DevicePtrMut<f16>,
+    factor: f32,
+) -> Result<()> {
+    const OP: &str = "mse_backward_f16";
+    shape.check_matrix(OP, "t", t.len())?;
+    check_device(OP, dev, t)?;
+    let func = dev.function(&ptx::LOSS, OP)?;
+    let stream = dev.stream();
+    let (t_ptr, _t) = t.device_ptr(stream);
+    launch_backward(dev, OP, &func, shape, p, t_ptr, scale, dp, factor)
+}
+
+/// The two backward kernels share their signature: (outputs, second operand, scale,
+/// gradient, rows, cols, factor); `second` (labels or targets) was checked by the caller.
+#[allow(clippy::too_many_arguments)]
+fn launch_backward(
+    dev: &Device,
+    op: &'static str,
+    func: &CudaFunction,
+    shape: LossShape,
+    z: &impl DevicePtr<f16>,
+    second: u64,
+    scale: Option<&CudaView<'_, f32>>,
+    dz: &mut impl DevicePtrMut<f16>,
+    factor: f32,
+) -> Result<()> {
+    shape.check_matrix(op, "z", z.len())?;
+    shape.check_matrix(op, "dz", dz.len())?;
+    if !factor.is_finite() {
+        return Err(Error::InvalidArgument { op, what: "factor", why: "must be finite".into() });
+    }
+    check_optional_scalar(op, "scale", dev, scale)?;
+    check_device(op, dev, z)?;
+    check_device(op, dev, dz)?;
+    if shape.rows == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let (z_ptr, _z) = z.device_ptr(stream);
+    let (s_ptr, _s) = optional_ptr(scale, stream);
+    let (d_ptr, _d) = dz.device_ptr_mut(stream);
+    let (rows, cols) = (shape.rows as i64, shape.cols as i64);
+    let mut launch = stream.launch_builder(func);
+    launch.arg(&z_ptr).arg(&second).arg(&s_ptr).arg(&d_ptr).arg(&rows).arg(&cols).arg(&factor);
+    // SAFETY: arguments match `cross_entropy_backward_f16` / `mse_backward_f16` (const
+    // __half*, const int32_t* or const __half*, const float*, __half*, int64_t, int64_t,
+    // float); z and dz hold rows * cols elements, the second operand what its kind needs
+    // (checked by the caller), scale one element or null, all in this device's context.
+    unsafe { launch.launch(shape.config()?) }.op(op)?;
+    Ok(())
+}

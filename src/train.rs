@@ -1,0 +1,348 @@
+//! [`TrainStep`]: the whole mixed-precision step of DESIGN.md for an [`Mlp`] classifier,
+//! on any [`Backend`].
+//!
+//! One call to [`TrainStep::step`] queues: zero the gradients; for each micro-batch the
+//! fp16 forward (GEMMs with fused bias and activation), the f32 softmax cross-entropy,
+//! and the backward seeded with the loss scale (weight gradients accumulating in f32,
+//! beta = 1); then unscale_check over the gradient arena, AdamW gated by `found_inf`
+//! (writing the fp16 working copy), and the loss-scale update. Nothing waits for the
+//! GPU: the loss stays on the device until [`TrainStep::loss`] reads it.
+//!
+//! On CUDA the step is captured as one CUDA graph and replayed while the batch size
+//! stays the same (on by default, [`TrainConfig::graphs`]): the first step with a
+//! shape runs eagerly (allocating the activation buffers), the second is captured and
+//! replayed, later ones only copy the batch into the graph's input buffers and replay.
+//! Replay gives bit-identical results to eager execution (the same kernels on the same
+//! buffers). Settings baked into the graph (the learning rate) are changed through
+//! [`TrainStep::set_adam`], which drops the graph so the next step captures a new one.
+//!
+//! Inputs with NaN or inf are not rejected: like PyTorch AMP, the step sees non-finite
+//! gradients, `found_inf` is set, the optimizer skips the step (no weight, moment or step
+//! count changes) and the loss scale backs off. Labels out of range and mismatched
+//! shapes are errors, returned before anything is queued.
+
+use crate::autograd::Tape;
+use crate::backend::cpu::check_labels;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::kernels::adam::AdamConfig;
+use crate::nn::Mlp;
+use crate::optim::GradScalerConfig;
+
+/// Settings of a [`TrainStep`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// AdamW settings (PyTorch's defaults).
+    pub adam: AdamConfig,
+    /// Loss-scale settings (PyTorch GradScaler's defaults).
+    pub scaler: GradScalerConfig,
+    /// Each batch is split into this many equal micro-batches whose gradients accumulate
+    /// before one optimizer step; the loss is the mean over the whole batch.
+    pub micro_batches: usize,
+    /// Capture the step as a CUDA graph and replay it (ignored on the CPU).
+    pub graphs: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { adam: AdamConfig::default(), scaler: GradScalerConfig::default(), micro_batches: 1, graphs: true }
+    }
+}
+
+/// An [`Mlp`] classifier, its parameters and optimizer state on a backend, and
+/// everything a step reuses (tapes, input buffers, the captured graph).
+pub struct TrainStep<B: Backend> {
+    be: B,
+    model: Mlp,
+    params: B::Params,
+    cfg: TrainConfig,
+    tapes: Vec<Tape<B>>,
+    /// One (features, labels) buffer pair per micro-batch, for the current batch size.
+    inputs: Vec<(B::Tensor, B::Labels)>,
+    batch: Option<usize>,
+    loss: B::Scalar,
+    /// An eager step has run with the current batch size (its buffers are in the pool).
+    warm: bool,
+    graph: Option<B::Graph>,
+    graph_error: Option<String>,
+    replays: u64,
+}
+
+impl<B: Backend> TrainStep<B> {
+    /// The model with initial values `init` (per parameter in layout order, as
+    /// [`Mlp::init`] makes them).
+    pub fn new(be: B, model: Mlp, init: &[Vec<f32>], cfg: TrainConfig) -> Result<Self> {
+        const OP: &str = "TrainStep::new";
+        if cfg.micro_batches == 0 {
+            return Err(Error::InvalidArgument { op: OP, what: "micro_batches", why: "must be at least 1".into() });
+        }
+        let params = be.params(model.layout().clone(), init, cfg.adam, cfg.scaler)?;
+        let loss = be.scalar()?;
+        Ok(TrainStep {
+            tapes: (0..cfg.micro_batches).map(|_| Tape::new()).collect(),
+            be,
+            model,
+            params,
+            cfg,
+            inputs: Vec::new(),
+            batch: None,
+            loss,
+            warm: false,
+            graph: None,
+            graph_error: None,
+            replays: 0,
+        })
+    }
+
+    /// Checks a batch: `x` is `labels.len() x in_features`, row-major; every label is a
+    /// class of the model; the batch splits into the micro-batches.
+    fn validate(&self, op: &'static str, x: &[f32], labels: &[u32]) -> Result<()> {
+        let batch = labels.len();
+        let features = self.model.in_features();
+        if batch == 0 {
+            return Err(Error::InvalidArgument { op, what: "labels", why: "the batch is empty".into() });
+        }
+        if batch.checked_mul(features) != Some(x.len()) {
+            return Err(Error::ShapeMismatch { op, expected: vec![batch, features], got: vec![x.len()] });
+        }
+        if batch % self.cfg.micro_batches != 0 {
+            return Err(Error::InvalidArgument {
+                op,
+                what: "batch",
+                why: format!("{batch} rows do not split into {} equal micro-batches", self.cfg.micro_batches),
+            });
+        }
+        check_labels(op, labels, batch, self.model.out_features())
+    }
+
+    /// One training step on a batch (see the module docs). Returns once the work is
+    /// queued; read the loss with [`loss`](Self::loss).
+    pub fn step(&mut self, x: &[f32], labels: &[u32]) -> Result<()> {
+        const OP: &str = "TrainStep::step";
+        self.validate(OP, x, labels)?;
+        self.load_batch(x, labels)?;
+        if let Some(g) = &self.graph {
+            self.be.replay(g)?;
+            self.replays += 1;
+            return Ok(());
+        }
+        if self.cfg.graphs && self.warm && self.graph_error.is_none() && self.capture()? {
+            return Ok(());
+        }
+        self.clear_tapes();
+        self.body()?;
+        self.warm = true;
+        Ok(())
+    }
+
+    /// Copies the batch into the per-micro-batch input buffers, reallocating them (and
+    /// dropping a captured graph) when the batch size changed.
+    fn load_batch(&mut self, x: &[f32], labels: &[u32]) -> Result<()> {
+        let batch = labels.len();
+        let k = self.cfg.micro_batches;
+        let (rows, features, classes) = (batch / k, self.model.in_features(), self.model.out_features());
+        if self.batch != Some(batch) {
+            self.drop_graph();
+            self.clear_tapes();
+            self.inputs.clear();
+            self.batch = None;
+            self.warm = false;
+            for j in 0..k {
+                let xs = &x[j * rows * features..(j + 1) * rows * features];
+                let t = self.be.tensor(xs, rows, features)?;
+                let l = self.be.labels(&labels[j * rows..(j + 1) * rows], classes)?;
+                self.inputs.push((t, l));
+            }
+            self.batch = Some(batch);
+            return Ok(());
+        }
+        for (j, (t, l)) in self.inputs.iter_mut().enumerate() {
+            self.be.write(t, &x[j * rows * features..(j + 1) * rows * features])?;
+            self.be.write_labels(l, &labels[j * rows..(j + 1) * rows])?;
+        }
+        Ok(())
+    }
+
+    /// Captures the step and runs it once by replay. Returns false (after recording why)
+    /// when the capture failed; the caller then runs the step eagerly.
+    fn capture(&mut self) -> Result<bool> {
+        self.clear_tapes();
+        if !self.be.begin_capture()? {
+            return Ok(false);
+        }
+        let body = self.body();
+        let graph = self.be.end_capture();
+        match (body, graph) {
+            (Ok(()), Ok(g)) => {
+                self.be.replay(&g)?;
+                self.graph = Some(g);
+                self.replays += 1;
+                Ok(true)
+            }
+            (body, graph) => {
+                let why = match (&body, &graph) {
+                    (Err(e), _) | (_, Err(e)) => e.to_string(),
+                    _ => unreachable!("both succeeded is the other arm"),
+                };
+                if let Ok(g) = graph {
+                    self.be.release_graph(g);
+                }
+                self.graph_error = Some(why);
+                Ok(false)
+            }
+        }
+    }
+
+    /// The step's work, queued on the backend.
+    fn body(&mut self) -> Result<()> {
+        let TrainStep { be, model, params, tapes, inputs, loss, cfg, .. } = self;
+        be.zero_grad(params)?;
+        let weight = 1.0 / cfg.micro_batches as f32;
+        for (j, (tape, (x, labels))) in tapes.iter_mut().zip(inputs.iter()).enumerate() {
+            let x = tape.input(be, x)?;
+            let logits = model.forward(tape, be, params, x)?;
+            let beta = if j == 0 { 0.0 } else { 1.0 };
+            tape.softmax_cross_entropy(be, logits, labels, loss, weight, beta)?;
+            tape.backward(be, params, weight)?;
+        }
+        be.optimizer_step(params)
+    }
+
+    fn clear_tapes(&mut self) {
+        for tape in &mut self.tapes {
+            tape.clear(&self.be);
+        }
+    }
+
+    fn drop_graph(&mut self) {
+        if let Some(g) = self.graph.take() {
+            // The tapes hold the buffers the graph reads and writes; they go back to the
+            // pool along with the graph's scratch buffers.
+            self.be.release_graph(g);
+            self.clear_tapes();
+        }
+    }
+
+    /// The mean loss of the last step's batch, before its update (synchronizes).
+    pub fn loss(&self) -> Result<f32> {
+        self.be.scalar_to_host(&self.loss)
+    }
+
+    /// The current loss scale (synchronizes).
+    pub fn loss_scale(&self) -> Result<f32> {
+        self.be.loss_scale(&self.params)
+    }
+
+    /// Whether the last step found an inf or NaN gradient and was skipped (synchronizes).
+    pub fn skipped(&self) -> Result<bool> {
+        self.be.found_inf(&self.params)
+    }
+
+    /// Optimizer steps taken, skipped ones not counted (synchronizes).
+    pub fn steps_taken(&self) -> Result<f32> {
+        self.be.steps_taken(&self.params)
+    }
+
+    /// The fp32 master weights, the whole arena (synchronizes).
+    pub fn master_weights(&self) -> Result<Vec<f32>> {
+        self.be.master_to_host(&self.params)
+    }
+
+    /// Changes the optimizer settings (a learning-rate schedule) from the next step on.
+    /// Drops a captured graph, whose kernels carry the old settings.
+    pub fn set_adam(&mut self, cfg: AdamConfig) -> Result<()> {
+        self.be.set_adam(&mut self.params, cfg)?;
+        self.cfg.adam = cfg;
+        self.drop_graph();
+        Ok(())
+    }
+
+    /// Steps run by replaying a graph (0 on the CPU, or when capture is off or failed).
+    pub fn graph_replays(&self) -> u64 {
+        self.replays
+    }
+
+    /// Why graph capture was given up, if it was (the step then runs eagerly).
+    pub fn graph_error(&self) -> Option<&str> {
+        self.graph_error.as_deref()
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.be
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Mlp {
+        &self.model
+    }
+
+    /// The parameters and optimizer state.
+    pub fn params(&self) -> &B::Params {
+        &self.params
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// The logits of a forward pass on `x` (`rows x in_features`), with the current
+    /// weights, on a tape of its own (synchronizes).
+    pub fn logits(&self, x: &[f32]) -> Result<Vec<f32>> {
+        const OP: &str = "TrainStep::logits";
+        let features = self.model.in_features();
+        if x.len() % features != 0 {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                expected: vec![x.len() / features, features],
+                got: vec![x.len()],
+            });
+        }
+        let input = self.be.tensor(x, x.len() / features, features)?;
+        let mut tape = Tape::new();
+        let result = (|| {
+            let v = tape.input(&self.be, &input)?;
+            let logits = self.model.forward(&mut tape, &self.be, &self.params, v)?;
+            self.be.to_host(tape.value(logits)?)
+        })();
+        tape.clear(&self.be);
+        result
+    }
+
+    /// The predicted class of each row of `x` (the argmax of the logits; synchronizes).
+    pub fn predict(&self, x: &[f32]) -> Result<Vec<u32>> {
+        let classes = self.model.out_features();
+        let logits = self.logits(x)?;
+        Ok(logits
+            .chunks(classes)
+            .map(|row| {
+                let mut best = 0;
+                for (i, &v) in row.iter().enumerate() {
+                    if v > row[best] {
+                        best = i;
+                    }
+                }
+                best as u32
+            })
+            .collect())
+    }
+
+    /// The fraction of rows of `x` whose predicted class is the label (synchronizes).
+    pub fn accuracy(&self, x: &[f32], labels: &[u32]) -> Result<f32> {
+        self.validate("TrainStep::accuracy", x, labels).or_else(|e| match e {
+            // Accuracy does not care how the rows split into micro-batches.
+            Error::InvalidArgument { what: "batch", .. } => Ok(()),
+            e => Err(e),
+        })?;
+        let predicted = self.predict(x)?;
+        let correct = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
+        Ok(correct as f32 / labels.len() as f32)
+    }
+}
+
+impl<B: Backend> Drop for TrainStep<B> {
+    fn drop(&mut self) {
+        self.drop_graph();
+    }
+}
