@@ -67,6 +67,8 @@ pub use error::{Error, Result};
 pub use tensor::Tensor;
 pub use train::{TrainConfig, TrainStep};
 
+pub use kernels::capi;
+
 /// Re-exported so engines can name the driver types in the launcher signatures.
 pub use cudarc;
 pub use half;

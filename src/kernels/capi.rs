@@ -1,0 +1,749 @@
+//! The C ABI (`include/mixed_precision.h`): every kernel on raw device pointers, on a
+//! stream the caller chooses, for engines in C, C++ or Python (ctypes).
+//!
+//! Contract of every function:
+//! - it returns an [`MpStatus`]; on anything but `MP_OK` the reason is in
+//!   [`mp_last_error`] (per thread) and nothing was launched;
+//! - no panic crosses the boundary (each body runs under `catch_unwind`);
+//! - pointers are device pointers in the handle's context; a required pointer that is
+//!   null, or not aligned to its element size, is rejected, and so are sizes whose byte
+//!   counts overflow and input/output ranges that overlap;
+//! - the work is queued on the handle's stream and the call returns without waiting.
+//!
+//! The handle adopts the calling thread's current CUDA context (the primary context
+//! PyTorch and the runtime API use) and the caller's stream: see
+//! [`Device::from_current_context`].
+//!
+//! This file lives under `src/kernels/` because it is, with the launchers, the only
+//! code that must be `unsafe` (it turns the caller's raw pointers into device views);
+//! it is re-exported as `mixed_precision::capi`.
+#![allow(clippy::missing_safety_doc)] // each function's safety contract is in its C docs above
+#![allow(non_camel_case_types)]
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CString};
+use std::mem::ManuallyDrop;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use cudarc::driver::{sys, CudaSlice, CudaView, CudaViewMut};
+use half::f16;
+
+use crate::device::Device;
+use crate::dtype::Element;
+use crate::error::{Error, Result};
+use crate::kernels::adam::{adamw_step, adamw_step_multi, AdamConfig, AdamMode, AdamScalars, AdamTensors};
+use crate::kernels::cast::{cast_f16_f32, cast_f32_f16};
+use crate::kernels::gemm::{gemm, Activation, Bias, Epilogue, GemmShape, Transpose};
+use crate::kernels::loss_scale::{update_scale, ScaleRule};
+use crate::kernels::unscale::{unscale_check, unscale_check_multi};
+
+/// What a C ABI call returns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MpStatus {
+    /// Queued (or done, for handle calls).
+    MP_OK = 0,
+    /// A size, shape, setting or flag is invalid; see mp_last_error().
+    MP_ERR_INVALID_ARGUMENT = 1,
+    /// A required pointer (handle, buffer, output) is null.
+    MP_ERR_NULL_POINTER = 2,
+    /// A pointer is not aligned to its element size.
+    MP_ERR_MISALIGNED = 3,
+    /// No CUDA driver could be loaded.
+    MP_ERR_NO_DRIVER = 4,
+    /// No CUDA device, or no current context on the calling thread.
+    MP_ERR_NO_DEVICE = 5,
+    /// A CUDA driver call failed.
+    MP_ERR_CUDA = 6,
+    /// The device cannot run the kernel, or a dtype is not supported.
+    MP_ERR_UNSUPPORTED = 7,
+    /// A bug in this library: a panic was caught at the boundary.
+    MP_ERR_INTERNAL = 8,
+}
+
+/// Element types of the buffers that can be either.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MpDtype {
+    /// IEEE binary32.
+    MP_F32 = 0,
+    /// IEEE binary16.
+    MP_F16 = 1,
+}
+
+/// An opaque handle: the adopted context and stream, and the loaded kernels.
+pub struct mp_handle {
+    dev: Arc<Device>,
+}
+
+/// Everything a GEMM call takes: `C = act(alpha * op(A) op(B) + beta * C + bias)`,
+/// row-major, fp16 A and B, fp32 accumulation (see kernels::gemm).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct mp_gemm_args {
+    /// Rows of op(A) and C.
+    pub m: u64,
+    /// Columns of op(B) and C.
+    pub n: u64,
+    /// Reduction length.
+    pub k: u64,
+    /// 0: A stored m x k; 1: A stored k x m (transposed).
+    pub trans_a: i32,
+    /// 0: B stored k x n; 1: B stored n x k (transposed).
+    pub trans_b: i32,
+    /// Row stride of A as stored, in elements.
+    pub lda: u64,
+    /// Row stride of B as stored.
+    pub ldb: u64,
+    /// Row stride of C (and pre).
+    pub ldc: u64,
+    /// A, f16.
+    pub a: u64,
+    /// B, f16.
+    pub b: u64,
+    /// C, of c_dtype.
+    pub c: u64,
+    /// C's element type.
+    pub c_dtype: MpDtype,
+    /// Multiplies op(A) op(B).
+    pub alpha: f32,
+    /// Multiplies the old C (not read when 0).
+    pub beta: f32,
+    /// n bias values of bias_dtype, or 0 for none.
+    pub bias: u64,
+    /// The bias's element type.
+    pub bias_dtype: MpDtype,
+    /// f16 pre-activation output (same layout as C), or 0 for none.
+    pub pre: u64,
+    /// 0 none, 1 ReLU, 2 GELU (tanh form).
+    pub activation: i32,
+}
+
+/// AdamW settings (torch.optim.AdamW / Adam).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct mp_adam_config {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator term.
+    pub eps: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// 0: AdamW (decoupled decay); 1: Adam (L2 decay).
+    pub mode: i32,
+}
+
+/// One tensor of a multi-tensor AdamW step: `len` elements each.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct mp_adam_tensor {
+    /// fp32 master weights (updated).
+    pub params: u64,
+    /// Gradients, f32 or f16 (as the function's name says).
+    pub grads: u64,
+    /// First moments, f32.
+    pub m: u64,
+    /// Second moments, f32.
+    pub v: u64,
+    /// The f16 working copy to write, or 0.
+    pub copy: u64,
+    /// Elements.
+    pub len: u64,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_last_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+/// The message of the last failed call on this thread ("" after a success). Valid
+/// until the next call on this thread.
+#[no_mangle]
+pub extern "C" fn mp_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+fn status_of(e: &Error) -> MpStatus {
+    match e {
+        Error::NoDriver => MpStatus::MP_ERR_NO_DRIVER,
+        Error::NoDevice { .. } => MpStatus::MP_ERR_NO_DEVICE,
+        Error::Driver { .. } | Error::Library { .. } => MpStatus::MP_ERR_CUDA,
+        Error::UnsupportedDevice { .. } | Error::UnsupportedDtype { .. } => MpStatus::MP_ERR_UNSUPPORTED,
+        Error::Misaligned { ptr: 0, .. } => MpStatus::MP_ERR_NULL_POINTER,
+        Error::Misaligned { .. } => MpStatus::MP_ERR_MISALIGNED,
+        Error::InvalidArgument { what: "current context", .. } => MpStatus::MP_ERR_NO_DEVICE,
+        _ => MpStatus::MP_ERR_INVALID_ARGUMENT,
+    }
+}
+
+/// Runs `f` with panics caught, turning its result into a status and the last error.
+fn guard(op: &'static str, f: impl FnOnce() -> Result<()>) -> MpStatus {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => {
+            set_last_error("");
+            MpStatus::MP_OK
+        }
+        Ok(Err(e)) => {
+            set_last_error(&e.to_string());
+            status_of(&e)
+        }
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            set_last_error(&format!("{op}: internal error (please report): {why}"));
+            MpStatus::MP_ERR_INTERNAL
+        }
+    }
+}
+
+fn null_or_misaligned<T>(op: &'static str, what: &'static str, ptr: u64) -> Result<()> {
+    let align = std::mem::align_of::<T>();
+    if ptr == 0 || ptr % align as u64 != 0 {
+        return Err(Error::Misaligned { op, what, ptr, align });
+    }
+    Ok(())
+}
+
+fn handle<'a>(op: &'static str, h: *const mp_handle) -> Result<&'a mp_handle> {
+    // SAFETY: a non-null handle is one mp_handle_create returned and the caller has not
+    // destroyed (the C contract); null is rejected here.
+    unsafe { h.as_ref() }.ok_or(Error::Misaligned { op, what: "handle", ptr: 0, align: 1 })
+}
+
+fn length(op: &'static str, what: &'static str, n: u64, elem: usize) -> Result<usize> {
+    usize::try_from(n)
+        .ok()
+        .filter(|n| n.checked_mul(elem).is_some_and(|b| b <= isize::MAX as usize))
+        .ok_or_else(|| Error::InvalidArgument { op, what, why: format!("{n} elements overflow the address space") })
+}
+
+/// A caller's device range seen as a `CudaSlice` that is never freed by this crate.
+struct Borrowed<T> {
+    slice: ManuallyDrop<CudaSlice<T>>,
+}
+
+impl<T> Borrowed<T> {
+    fn view(&self) -> CudaView<'_, T> {
+        self.slice.as_view()
+    }
+
+    fn view_mut(&mut self) -> CudaViewMut<'_, T> {
+        self.slice.as_view_mut()
+    }
+}
+
+impl<T> Drop for Borrowed<T> {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here; the memory belongs to the caller, so it is leaked
+        // (handed back), never freed.
+        let slice = unsafe { ManuallyDrop::take(&mut self.slice) };
+        slice.leak();
+    }
+}
+
+/// Checks and borrows `len` elements at `ptr`: non-null (when `len > 0`), aligned.
+fn borrow<T>(op: &'static str, what: &'static str, dev: &Device, ptr: u64, len: usize) -> Result<Borrowed<T>> {
+    if len > 0 || ptr != 0 {
+        null_or_misaligned::<T>(op, what, ptr)?;
+    }
+    // SAFETY: the C contract makes `ptr` the start of at least `len` elements of T of
+    // device memory in the handle's context, valid until the queued work has run; the
+    // slice is leaked in Borrowed::drop, so this crate never frees it.
+    let slice = unsafe { dev.stream().upgrade_device_ptr::<T>(ptr, len) };
+    Ok(Borrowed { slice: ManuallyDrop::new(slice) })
+}
+
+/// An optional one-element scalar: 0 is "absent".
+fn borrow_scalar<T>(op: &'static str, what: &'static str, dev: &Device, ptr: u64) -> Result<Option<Borrowed<T>>> {
+    if ptr == 0 {
+        Ok(None)
+    } else {
+        borrow::<T>(op, what, dev, ptr, 1).map(Some)
+    }
+}
+
+/// Rejects overlapping byte ranges among `ranges` (start, bytes); outputs written with
+/// __restrict__ must not alias inputs.
+fn disjoint(op: &'static str, ranges: &[(&'static str, u64, usize)]) -> Result<()> {
+    for (i, &(a, pa, la)) in ranges.iter().enumerate() {
+        for &(b, pb, lb) in &ranges[i + 1..] {
+            if la == 0 || lb == 0 || pa == 0 || pb == 0 {
+                continue;
+            }
+            let (ea, eb) = (pa.saturating_add(la as u64), pb.saturating_add(lb as u64));
+            if pa < eb && pb < ea {
+                return Err(Error::InvalidArgument { op, what: b, why: format!("overlaps `{a}`") });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates a handle on the calling thread's current CUDA context whose kernels run on
+/// `stream` (null: the legacy default stream). `*out` receives it; free it with
+/// mp_handle_destroy. The context and stream must outlive the handle.
+#[no_mangle]
+pub unsafe extern "C" fn mp_handle_create(stream: sys::CUstream, out: *mut *mut mp_handle) -> MpStatus {
+    guard("mp_handle_create", || {
+        const OP: &str = "mp_handle_create";
+        if out.is_null() {
+            return Err(Error::Misaligned { op: OP, what: "out", ptr: 0, align: 1 });
+        }
+        // SAFETY: out is non-null (checked) and, by the C contract, writable.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: the caller guarantees `stream` is null or a live stream of the current
+        // context, both outliving the handle (this function's C contract).
+        let dev = unsafe { Device::from_current_context(stream) }?;
+        let h = Box::into_raw(Box::new(mp_handle { dev }));
+        // SAFETY: as above.
+        unsafe { *out = h };
+        Ok(())
+    })
+}
+
+/// Frees a handle (null is ignored). Work already queued still runs.
+#[no_mangle]
+pub unsafe extern "C" fn mp_handle_destroy(h: *mut mp_handle) -> MpStatus {
+    guard("mp_handle_destroy", || {
+        if !h.is_null() {
+            // SAFETY: a non-null handle came from Box::into_raw in mp_handle_create and
+            // is destroyed once (the C contract).
+            drop(unsafe { Box::from_raw(h) });
+        }
+        Ok(())
+    })
+}
+
+/// `y[i] = (f16) x[i]` for n elements (round to nearest even, overflow to ±inf).
+#[no_mangle]
+pub unsafe extern "C" fn mp_cast_f32_f16(h: *const mp_handle, x: u64, y: u64, n: u64) -> MpStatus {
+    guard("mp_cast_f32_f16", || cast("mp_cast_f32_f16", h, x, y, n, |d, x, y| cast_f32_f16(d, x, y)))
+}
+
+/// `y[i] = (f32) x[i]` for n elements (exact).
+#[no_mangle]
+pub unsafe extern "C" fn mp_cast_f16_f32(h: *const mp_handle, x: u64, y: u64, n: u64) -> MpStatus {
+    guard("mp_cast_f16_f32", || cast("mp_cast_f16_f32", h, x, y, n, |d, x, y| cast_f16_f32(d, x, y)))
+}
+
+fn cast<S: Element, D: Element>(
+    op: &'static str,
+    h: *const mp_handle,
+    x: u64,
+    y: u64,
+    n: u64,
+    launch: impl FnOnce(&Device, &CudaView<'_, S>, &mut CudaViewMut<'_, D>) -> Result<()>,
+) -> Result<()> {
+    let dev = &handle(op, h)?.dev;
+    let n = length(op, "n", n, 4)?;
+    disjoint(op, &[("x", x, n * size_of::<S>()), ("y", y, n * size_of::<D>())])?;
+    let xs = borrow::<S>(op, "x", dev, x, n)?;
+    let mut ys = borrow::<D>(op, "y", dev, y, n)?;
+    launch(dev, &xs.view(), &mut ys.view_mut())
+}
+
+fn transpose(op: &'static str, what: &'static str, t: i32) -> Result<Transpose> {
+    match t {
+        0 => Ok(Transpose::N),
+        1 => Ok(Transpose::T),
+        _ => Err(Error::InvalidArgument { op, what, why: format!("{t}: expected 0 (N) or 1 (T)") }),
+    }
+}
+
+/// The GEMM with its epilogue (see mp_gemm_args).
+#[no_mangle]
+pub unsafe extern "C" fn mp_gemm(h: *const mp_handle, args: *const mp_gemm_args) -> MpStatus {
+    guard("mp_gemm", || {
+        const OP: &str = "mp_gemm";
+        let dev = &handle(OP, h)?.dev;
+        // SAFETY: non-null (checked by as_ref) and, by the C contract, a valid struct.
+        let a = *unsafe { args.as_ref() }.ok_or(Error::Misaligned { op: OP, what: "args", ptr: 0, align: 1 })?;
+        let dim =
+            |what, v: u64| usize::try_from(v).map_err(|_| Error::InvalidArgument { op: OP, what, why: format!("{v}") });
+        let shape = GemmShape {
+            m: dim("m", a.m)?,
+            n: dim("n", a.n)?,
+            k: dim("k", a.k)?,
+            trans_a: transpose(OP, "trans_a", a.trans_a)?,
+            trans_b: transpose(OP, "trans_b", a.trans_b)?,
+            lda: dim("lda", a.lda)?,
+            ldb: dim("ldb", a.ldb)?,
+            ldc: dim("ldc", a.ldc)?,
+        };
+        let activation = match a.activation {
+            0 => Activation::None,
+            1 => Activation::Relu,
+            2 => Activation::Gelu,
+            x => {
+                return Err(Error::InvalidArgument {
+                    op: OP,
+                    what: "activation",
+                    why: format!("{x}: expected 0, 1 or 2"),
+                })
+            }
+        };
+        // Lengths the shape addresses; validate() rechecks them against these.
+        let span = |rows: usize, cols: usize, ld: usize| -> Result<usize> {
+            if rows == 0 || cols == 0 {
+                return Ok(0);
+            }
+            (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(cols)).ok_or(Error::InvalidArgument {
+                op: OP,
+                what: "shape",
+                why: format!("{shape:?} overflows"),
+            })
+        };
+        shape.validate(OP, usize::MAX, usize::MAX, usize::MAX, None, None)?;
+        let ((ar, ac), (br, bc)) = shape.stored();
+        let (la, lb, lc) = (span(ar, ac, shape.lda)?, span(br, bc, shape.ldb)?, span(shape.m, shape.n, shape.ldc)?);
+        let c_size = if a.c_dtype == MpDtype::MP_F32 { 4 } else { 2 };
+        let bias_size = if a.bias_dtype == MpDtype::MP_F32 { 4 } else { 2 };
+        disjoint(
+            OP,
+            &[
+                ("a", a.a, la * 2),
+                ("b", a.b, lb * 2),
+                ("bias", a.bias, if a.bias != 0 { shape.n * bias_size } else { 0 }),
+                ("c", a.c, lc * c_size),
+                ("pre", a.pre, if a.pre != 0 { lc * 2 } else { 0 }),
+            ],
+        )
+        .or_else(|e| match e {
+            // A and B may be the same matrix (X^T X), and so may the inputs and the bias.
+            Error::InvalidArgument { what: "b" | "bias", .. } => Ok(()),
+            e => Err(e),
+        })?;
+        let ab = borrow::<f16>(OP, "a", dev, a.a, la)?;
+        let bb = borrow::<f16>(OP, "b", dev, a.b, lb)?;
+        let bias32 = if a.bias != 0 && a.bias_dtype == MpDtype::MP_F32 {
+            Some(borrow::<f32>(OP, "bias", dev, a.bias, shape.n)?)
+        } else {
+            None
+        };
+        let bias16 = if a.bias != 0 && a.bias_dtype == MpDtype::MP_F16 {
+            Some(borrow::<f16>(OP, "bias", dev, a.bias, shape.n)?)
+        } else {
+            None
+        };
+        let mut pre = if a.pre != 0 { Some(borrow::<f16>(OP, "pre", dev, a.pre, lc)?) } else { None };
+        let bias = match (&bias32, &bias16) {
+            (Some(b), _) => Some(Bias::F32(b.view())),
+            (_, Some(b)) => Some(Bias::F16(b.view())),
+            _ => None,
+        };
+        let mut pre_view = pre.as_mut().map(|p| p.view_mut());
+        let epilogue = Epilogue { alpha: a.alpha, beta: a.beta, bias, pre: pre_view.as_mut(), activation };
+        match a.c_dtype {
+            MpDtype::MP_F32 => {
+                let mut c = borrow::<f32>(OP, "c", dev, a.c, lc)?;
+                gemm(dev, &shape, &ab.view(), &bb.view(), &mut c.view_mut(), epilogue)
+            }
+            MpDtype::MP_F16 => {
+                let mut c = borrow::<f16>(OP, "c", dev, a.c, lc)?;
+                gemm(dev, &shape, &ab.view(), &bb.view(), &mut c.view_mut(), epilogue)
+            }
+        }
+    })
+}
+
+/// `g *= 1 / *scale` (scale null: check only) over n f32 gradients, raising
+/// `*found_inf` (not cleared first) on any inf or NaN.
+#[no_mangle]
+pub unsafe extern "C" fn mp_unscale_check_f32(
+    h: *const mp_handle,
+    grads: u64,
+    n: u64,
+    scale: u64,
+    found_inf: u64,
+) -> MpStatus {
+    guard("mp_unscale_check_f32", || unscale::<f32>("mp_unscale_check_f32", h, grads, n, scale, found_inf))
+}
+
+/// As mp_unscale_check_f32 for f16 gradients.
+#[no_mangle]
+pub unsafe extern "C" fn mp_unscale_check_f16(
+    h: *const mp_handle,
+    grads: u64,
+    n: u64,
+    scale: u64,
+    found_inf: u64,
+) -> MpStatus {
+    guard("mp_unscale_check_f16", || unscale::<f16>("mp_unscale_check_f16", h, grads, n, scale, found_inf))
+}
+
+fn unscale<G: Element>(
+    op: &'static str,
+    h: *const mp_handle,
+    grads: u64,
+    n: u64,
+    scale: u64,
+    found: u64,
+) -> Result<()> {
+    let dev = &handle(op, h)?.dev;
+    let n = length(op, "n", n, size_of::<G>())?;
+    null_or_misaligned::<f32>(op, "found_inf", found)?;
+    disjoint(op, &[("grads", grads, n * size_of::<G>()), ("scale", scale, 4), ("found_inf", found, 4)])?;
+    let mut g = borrow::<G>(op, "grads", dev, grads, n)?;
+    let s = borrow_scalar::<f32>(op, "scale", dev, scale)?;
+    let mut f = borrow::<f32>(op, "found_inf", dev, found, 1)?;
+    let sv = s.as_ref().map(|s| s.view());
+    unscale_check(dev, &mut g.view_mut(), sv.as_ref(), &mut f.view_mut())
+}
+
+/// mp_unscale_check_f32 over `count` tensors (host arrays of device pointers and
+/// lengths) in as few launches as their sizes allow.
+#[no_mangle]
+pub unsafe extern "C" fn mp_unscale_check_multi_f32(
+    h: *const mp_handle,
+    grads: *const u64,
+    lens: *const u64,
+    count: u64,
+    scale: u64,
+    found_inf: u64,
+) -> MpStatus {
+    guard("mp_unscale_check_multi_f32", || {
+        unscale_multi::<f32>("mp_unscale_check_multi_f32", h, grads, lens, count, scale, found_inf)
+    })
+}
+
+/// As mp_unscale_check_multi_f32 for f16 gradients.
+#[no_mangle]
+pub unsafe extern "C" fn mp_unscale_check_multi_f16(
+    h: *const mp_handle,
+    grads: *const u64,
+    lens: *const u64,
+    count: u64,
+    scale: u64,
+    found_inf: u64,
+) -> MpStatus {
+    guard("mp_unscale_check_multi_f16", || {
+        unscale_multi::<f16>("mp_unscale_check_multi_f16", h, grads, lens, count, scale, found_inf)
+    })
+}
+
+/// A host array of `count` items (empty when count is 0, whatever the pointer).
+fn host_array<'a, T>(op: &'static str, what: &'static str, ptr: *const T, count: u64) -> Result<&'a [T]> {
+    let count = length(op, what, count, size_of::<T>())?;
+    if count == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() || !ptr.is_aligned() {
+        return Err(Error::Misaligned { op, what, ptr: ptr as u64, align: std::mem::align_of::<T>() });
+    }
+    // SAFETY: non-null and aligned (checked); by the C contract it points to `count`
+    // initialized items that stay unchanged during the call.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, count) })
+}
+
+fn unscale_multi<G: Element>(
+    op: &'static str,
+    h: *const mp_handle,
+    grads: *const u64,
+    lens: *const u64,
+    count: u64,
+    scale: u64,
+    found: u64,
+) -> Result<()> {
+    let dev = &handle(op, h)?.dev;
+    let ptrs = host_array(op, "grads", grads, count)?;
+    let lens = host_array(op, "lens", lens, count)?;
+    null_or_misaligned::<f32>(op, "found_inf", found)?;
+    let mut bufs = Vec::with_capacity(ptrs.len());
+    for (&p, &n) in ptrs.iter().zip(lens) {
+        let n = length(op, "lens", n, size_of::<G>())?;
+        disjoint(op, &[("grads", p, n * size_of::<G>()), ("scale", scale, 4), ("found_inf", found, 4)])?;
+        bufs.push(borrow::<G>(op, "grads", dev, p, n)?);
+    }
+    let s = borrow_scalar::<f32>(op, "scale", dev, scale)?;
+    let mut f = borrow::<f32>(op, "found_inf", dev, found, 1)?;
+    let mut views: Vec<CudaViewMut<'_, G>> = bufs.iter_mut().map(|b| b.view_mut()).collect();
+    let sv = s.as_ref().map(|s| s.view());
+    unscale_check_multi(dev, &mut views, sv.as_ref(), &mut f.view_mut())
+}
+
+fn adam_config(op: &'static str, cfg: *const mp_adam_config) -> Result<AdamConfig> {
+    // SAFETY: non-null (checked by as_ref) and, by the C contract, a valid struct.
+    let c = *unsafe { cfg.as_ref() }.ok_or(Error::Misaligned { op, what: "config", ptr: 0, align: 1 })?;
+    let mode = match c.mode {
+        0 => AdamMode::AdamW,
+        1 => AdamMode::Adam,
+        x => {
+            return Err(Error::InvalidArgument {
+                op,
+                what: "mode",
+                why: format!("{x}: expected 0 (AdamW) or 1 (Adam)"),
+            })
+        }
+    };
+    let cfg = AdamConfig { lr: c.lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay, mode };
+    cfg.validate(op)?;
+    Ok(cfg)
+}
+
+/// One AdamW step over n elements: `*step` advances and master weights, moments and the
+/// f16 copy (copy may be 0) update, all unless `*found_inf` (may be 0) is non-zero;
+/// gradients are divided by `*scale` (may be 0: not scaled) inside the update.
+#[no_mangle]
+pub unsafe extern "C" fn mp_adamw_step_f32(
+    h: *const mp_handle,
+    t: *const mp_adam_tensor,
+    step: u64,
+    scale: u64,
+    found_inf: u64,
+    cfg: *const mp_adam_config,
+) -> MpStatus {
+    guard("mp_adamw_step_f32", || adam::<f32>("mp_adamw_step_f32", h, t, 1, step, scale, found_inf, cfg))
+}
+
+/// As mp_adamw_step_f32 for f16 gradients.
+#[no_mangle]
+pub unsafe extern "C" fn mp_adamw_step_f16(
+    h: *const mp_handle,
+    t: *const mp_adam_tensor,
+    step: u64,
+    scale: u64,
+    found_inf: u64,
+    cfg: *const mp_adam_config,
+) -> MpStatus {
+    guard("mp_adamw_step_f16", || adam::<f16>("mp_adamw_step_f16", h, t, 1, step, scale, found_inf, cfg))
+}
+
+/// mp_adamw_step_f32 over `count` tensors (a host array) sharing one step count, as
+/// torch's fused AdamW over a parameter list.
+#[no_mangle]
+pub unsafe extern "C" fn mp_adamw_step_multi_f32(
+    h: *const mp_handle,
+    ts: *const mp_adam_tensor,
+    count: u64,
+    step: u64,
+    scale: u64,
+    found_inf: u64,
+    cfg: *const mp_adam_config,
+) -> MpStatus {
+    guard("mp_adamw_step_multi_f32", || {
+        adam::<f32>("mp_adamw_step_multi_f32", h, ts, count, step, scale, found_inf, cfg)
+    })
+}
+
+/// As mp_adamw_step_multi_f32 for f16 gradients.
+#[no_mangle]
+pub unsafe extern "C" fn mp_adamw_step_multi_f16(
+    h: *const mp_handle,
+    ts: *const mp_adam_tensor,
+    count: u64,
+    step: u64,
+    scale: u64,
+    found_inf: u64,
+    cfg: *const mp_adam_config,
+) -> MpStatus {
+    guard("mp_adamw_step_multi_f16", || {
+        adam::<f16>("mp_adamw_step_multi_f16", h, ts, count, step, scale, found_inf, cfg)
+    })
+}
+
+type AdamBufs<G> = (Borrowed<f32>, Borrowed<G>, Borrowed<f32>, Borrowed<f32>, Option<Borrowed<f16>>);
+
+#[allow(clippy::too_many_arguments)]
+fn adam<G: Element>(
+    op: &'static str,
+    h: *const mp_handle,
+    ts: *const mp_adam_tensor,
+    count: u64,
+    step: u64,
+    scale: u64,
+    found: u64,
+    cfg: *const mp_adam_config,
+) -> Result<()> {
+    let dev = &handle(op, h)?.dev;
+    let cfg = adam_config(op, cfg)?;
+    let list = host_array(op, "tensors", ts, count)?;
+    null_or_misaligned::<f32>(op, "step", step)?;
+    let mut bufs: Vec<AdamBufs<G>> = Vec::with_capacity(list.len());
+    for t in list {
+        let n = length(op, "len", t.len, 4)?;
+        let g = size_of::<G>();
+        disjoint(
+            op,
+            &[
+                ("params", t.params, n * 4),
+                ("grads", t.grads, n * g),
+                ("m", t.m, n * 4),
+                ("v", t.v, n * 4),
+                ("copy", t.copy, if t.copy != 0 { n * 2 } else { 0 }),
+                ("step", step, 4),
+                ("scale", scale, 4),
+                ("found_inf", found, 4),
+            ],
+        )?;
+        let copy = if t.copy != 0 { Some(borrow::<f16>(op, "copy", dev, t.copy, n)?) } else { None };
+        bufs.push((
+            borrow::<f32>(op, "params", dev, t.params, n)?,
+            borrow::<G>(op, "grads", dev, t.grads, n)?,
+            borrow::<f32>(op, "m", dev, t.m, n)?,
+            borrow::<f32>(op, "v", dev, t.v, n)?,
+            copy,
+        ));
+    }
+    let mut step_buf = borrow::<f32>(op, "step", dev, step, 1)?;
+    let s = borrow_scalar::<f32>(op, "scale", dev, scale)?;
+    let f = borrow_scalar::<f32>(op, "found_inf", dev, found)?;
+    let mut tensors: Vec<AdamTensors<'_, G>> = bufs
+        .iter_mut()
+        .map(|(p, g, m, v, c)| AdamTensors {
+            params: p.view_mut(),
+            grads: g.view(),
+            m: m.view_mut(),
+            v: v.view_mut(),
+            copy: c.as_mut().map(|c| c.view_mut()),
+        })
+        .collect();
+    let mut scalars = AdamScalars {
+        step: step_buf.view_mut(),
+        scale: s.as_ref().map(|s| s.view()),
+        found_inf: f.as_ref().map(|f| f.view()),
+    };
+    if op.contains("multi") {
+        adamw_step_multi(dev, &mut tensors, &mut scalars, &cfg)
+    } else {
+        adamw_step(dev, &mut tensors[0], &mut scalars, &cfg)
+    }
+}
+
+/// PyTorch's `_amp_update_scale_` on the device: `*scale` (f32), `*growth_tracker`
+/// (i32), `*found_inf` (f32).
+#[no_mangle]
+pub unsafe extern "C" fn mp_update_scale(
+    h: *const mp_handle,
+    scale: u64,
+    growth_tracker: u64,
+    found_inf: u64,
+    growth: f64,
+    backoff: f64,
+    growth_interval: i32,
+) -> MpStatus {
+    guard("mp_update_scale", || {
+        const OP: &str = "mp_update_scale";
+        let dev = &handle(OP, h)?.dev;
+        null_or_misaligned::<f32>(OP, "scale", scale)?;
+        null_or_misaligned::<i32>(OP, "growth_tracker", growth_tracker)?;
+        null_or_misaligned::<f32>(OP, "found_inf", found_inf)?;
+        disjoint(OP, &[("scale", scale, 4), ("growth_tracker", growth_tracker, 4), ("found_inf", found_inf, 4)])?;
+        let mut s = borrow::<f32>(OP, "scale", dev, scale, 1)?;
+        let mut g = borrow::<i32>(OP, "growth_tracker", dev, growth_tracker, 1)?;
+        let f = borrow::<f32>(OP, "found_inf", dev, found_inf, 1)?;
+        let rule = ScaleRule { growth, backoff, growth_interval };
+        update_scale(dev, &mut s.view_mut(), &mut g.view_mut(), &f.view(), &rule)
+    })
+}
