@@ -604,7 +604,7 @@ pub unsafe extern "C" fn mp_adamw_step_f32(
     found_inf: u64,
     cfg: *const mp_adam_config,
 ) -> MpStatus {
-    guard("mp_adamw_step_f32", || adam::<f32>("mp_adamw_step_f32", h, t, 1, step, scale, found_inf, cfg))
+    guard("mp_adamw_step_f32", || adam::<f32>("mp_adamw_step_f32", false, h, t, 1, step, scale, found_inf, cfg))
 }
 
 /// As mp_adamw_step_f32 for f16 gradients.
@@ -617,7 +617,7 @@ pub unsafe extern "C" fn mp_adamw_step_f16(
     found_inf: u64,
     cfg: *const mp_adam_config,
 ) -> MpStatus {
-    guard("mp_adamw_step_f16", || adam::<f16>("mp_adamw_step_f16", h, t, 1, step, scale, found_inf, cfg))
+    guard("mp_adamw_step_f16", || adam::<f16>("mp_adamw_step_f16", false, h, t, 1, step, scale, found_inf, cfg))
 }
 
 /// mp_adamw_step_f32 over `count` tensors (a host array) sharing one step count, as
@@ -633,7 +633,7 @@ pub unsafe extern "C" fn mp_adamw_step_multi_f32(
     cfg: *const mp_adam_config,
 ) -> MpStatus {
     guard("mp_adamw_step_multi_f32", || {
-        adam::<f32>("mp_adamw_step_multi_f32", h, ts, count, step, scale, found_inf, cfg)
+        adam::<f32>("mp_adamw_step_multi_f32", true, h, ts, count, step, scale, found_inf, cfg)
     })
 }
 
@@ -649,7 +649,7 @@ pub unsafe extern "C" fn mp_adamw_step_multi_f16(
     cfg: *const mp_adam_config,
 ) -> MpStatus {
     guard("mp_adamw_step_multi_f16", || {
-        adam::<f16>("mp_adamw_step_multi_f16", h, ts, count, step, scale, found_inf, cfg)
+        adam::<f16>("mp_adamw_step_multi_f16", true, h, ts, count, step, scale, found_inf, cfg)
     })
 }
 
@@ -658,6 +658,7 @@ type AdamBufs<G> = (Borrowed<f32>, Borrowed<G>, Borrowed<f32>, Borrowed<f32>, Op
 #[allow(clippy::too_many_arguments)]
 fn adam<G: Element>(
     op: &'static str,
+    multi: bool,
     h: *const mp_handle,
     ts: *const mp_adam_tensor,
     count: u64,
@@ -714,7 +715,7 @@ fn adam<G: Element>(
         scale: s.as_ref().map(|s| s.view()),
         found_inf: f.as_ref().map(|f| f.view()),
     };
-    if op.contains("multi") {
+    if multi {
         adamw_step_multi(dev, &mut tensors, &mut scalars, &cfg)
     } else {
         adamw_step(dev, &mut tensors[0], &mut scalars, &cfg)

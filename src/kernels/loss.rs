@@ -33,11 +33,10 @@ impl LossShape {
         })
     }
 
-    fn check_matrix(&self, op: &'static str, what: &'static str, len: usize) -> Result<()> {
+    fn check_matrix(&self, op: &'static str, len: usize) -> Result<()> {
         if len == self.check(op)? {
             Ok(())
         } else {
-            let _ = what;
             Err(Error::ShapeMismatch { op, expected: vec![self.rows, self.cols], got: vec![len] })
         }
     }
@@ -71,7 +70,7 @@ pub fn cross_entropy_forward_f16(
     losses: &mut impl DevicePtrMut<f32>,
 ) -> Result<()> {
     const OP: &str = "cross_entropy_forward_f16";
-    shape.check_matrix(OP, "z", z.len())?;
+    shape.check_matrix(OP, z.len())?;
     check_len(OP, "labels", shape.rows, labels.len())?;
     check_len(OP, "losses", shape.rows, losses.len())?;
     check_device(OP, dev, z)?;
@@ -107,8 +106,7 @@ pub fn cross_entropy_backward_f16(
     factor: f32,
 ) -> Result<()> {
     const OP: &str = "cross_entropy_backward_f16";
-    shape.check_matrix(OP, "z", z.len())?;
-    shape.check_matrix(OP, "dz", dz.len())?;
+    shape.check_matrix(OP, z.len())?;
     check_len(OP, "labels", shape.rows, labels.len())?;
     check_device(OP, dev, labels)?;
     let func = dev.function(&ptx::LOSS, OP)?;
@@ -126,8 +124,8 @@ pub fn mse_forward_f16(
     losses: &mut impl DevicePtrMut<f32>,
 ) -> Result<()> {
     const OP: &str = "mse_forward_f16";
-    shape.check_matrix(OP, "p", p.len())?;
-    shape.check_matrix(OP, "t", t.len())?;
+    shape.check_matrix(OP, p.len())?;
+    shape.check_matrix(OP, t.len())?;
     check_len(OP, "losses", shape.rows, losses.len())?;
     check_device(OP, dev, p)?;
     check_device(OP, dev, t)?;
@@ -161,7 +159,7 @@ pub fn mse_backward_f16(
     factor: f32,
 ) -> Result<()> {
     const OP: &str = "mse_backward_f16";
-    shape.check_matrix(OP, "t", t.len())?;
+    shape.check_matrix(OP, t.len())?;
     check_device(OP, dev, t)?;
     let func = dev.function(&ptx::LOSS, OP)?;
     let stream = dev.stream();
@@ -183,8 +181,8 @@ fn launch_backward(
     dz: &mut impl DevicePtrMut<f16>,
     factor: f32,
 ) -> Result<()> {
-    shape.check_matrix(op, "z", z.len())?;
-    shape.check_matrix(op, "dz", dz.len())?;
+    shape.check_matrix(op, z.len())?;
+    shape.check_matrix(op, dz.len())?;
     if !factor.is_finite() {
         return Err(Error::InvalidArgument { op, what: "factor", why: "must be finite".into() });
     }
