@@ -40,6 +40,17 @@ mkdir -p "$bundle/tests" "$bundle/benches" "$bundle/examples"
   cp "$path" "$bundle/$dir/$name"
   strip --strip-debug "$bundle/$dir/$name" 2>/dev/null || true
 done
+
+# The C ABI: the shared library for bench/pytorch/ (ctypes), and the C program of
+# tests/capi.rs built here (the GPU machine may have no C compiler); running its test
+# here checks the program builds and passes its no-driver checks.
+cargo build --release --lib
+mkdir -p "$bundle/lib" "$bundle/c"
+cp target/release/libmixed_precision.so "$bundle/lib/"
+strip --strip-debug "$bundle/lib/libmixed_precision.so" 2>/dev/null || true
+cargo test --release --test capi c_program
+cp target/tmp/capi_test "$bundle/c/capi_test"
+
 git rev-parse HEAD > "$bundle/COMMIT" 2>/dev/null || echo unknown > "$bundle/COMMIT"
 if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then echo "(with uncommitted changes)" >> "$bundle/COMMIT"; fi
 du -sh "$bundle" >&2

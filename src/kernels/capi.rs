@@ -410,21 +410,20 @@ pub unsafe extern "C" fn mp_gemm(h: *const mp_handle, args: *const mp_gemm_args)
         let (la, lb, lc) = (span(ar, ac, shape.lda)?, span(br, bc, shape.ldb)?, span(shape.m, shape.n, shape.ldc)?);
         let c_size = if a.c_dtype == MpDtype::MP_F32 { 4 } else { 2 };
         let bias_size = if a.bias_dtype == MpDtype::MP_F32 { 4 } else { 2 };
-        disjoint(
-            OP,
-            &[
-                ("a", a.a, la * 2),
-                ("b", a.b, lb * 2),
-                ("bias", a.bias, if a.bias != 0 { shape.n * bias_size } else { 0 }),
-                ("c", a.c, lc * c_size),
-                ("pre", a.pre, if a.pre != 0 { lc * 2 } else { 0 }),
-            ],
-        )
-        .or_else(|e| match e {
-            // A and B may be the same matrix (X^T X), and so may the inputs and the bias.
-            Error::InvalidArgument { what: "b" | "bias", .. } => Ok(()),
-            e => Err(e),
-        })?;
+        // Outputs must not overlap any input or each other; the inputs may share memory
+        // (A and B the same matrix for X^T X, a bias inside a weight buffer).
+        let inputs = [
+            ("a", a.a, la * 2),
+            ("b", a.b, lb * 2),
+            ("bias", a.bias, if a.bias != 0 { shape.n * bias_size } else { 0 }),
+        ];
+        let outputs = [("c", a.c, lc * c_size), ("pre", a.pre, if a.pre != 0 { lc * 2 } else { 0 })];
+        for out in outputs {
+            for input in inputs {
+                disjoint(OP, &[input, out])?;
+            }
+        }
+        disjoint(OP, &outputs)?;
         let ab = borrow::<f16>(OP, "a", dev, a.a, la)?;
         let bb = borrow::<f16>(OP, "b", dev, a.b, lb)?;
         let bias32 = if a.bias != 0 && a.bias_dtype == MpDtype::MP_F32 {

@@ -1,0 +1,482 @@
+/* The C ABI from C, as another engine links it: include/mixed_precision.h and the
+   static library, built with the system C compiler by tests/capi.rs.
+
+   Always: the error paths (null handle, null pointers, null out pointer) give a status
+   and a message naming the function, never a crash.
+   Without a CUDA driver: mp_handle_create gives MP_ERR_NO_DRIVER and a message.
+   With one (the driver API is loaded with dlopen, so building needs no CUDA headers):
+   no current context gives MP_ERR_NO_DEVICE; then, on the primary context and a stream
+   of our own, real calls of every family whose results are checked on the host
+   (cast both ways, GEMM with bias + ReLU and a transposed layout, multi-tensor unscale
+   with and without an inf, multi-tensor AdamW with its found_inf skip, update_scale),
+   and misaligned or overlapping pointers rejected before any launch.
+
+   Exit status 0 when every check holds. MIXED_PRECISION_REQUIRE_GPU=1 turns "no
+   driver / no device" into a failure, as for the Rust tests. */
+
+#include "mixed_precision.h"
+
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures;
+static int checks;
+
+#define CHECK(cond, ...)                                                                 \
+  do {                                                                                   \
+    checks++;                                                                            \
+    if (!(cond)) {                                                                       \
+      failures++;                                                                        \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                               \
+      fprintf(stderr, __VA_ARGS__);                                                      \
+      fprintf(stderr, " [last error: %s]\n", mp_last_error());                           \
+    }                                                                                    \
+  } while (0)
+
+#define EXPECT(call, want)                                                               \
+  do {                                                                                   \
+    MpStatus got_ = (call);                                                              \
+    CHECK(got_ == (want), "%s returned %d, expected %s (%d)", #call, (int)got_, #want,   \
+          (int)(want));                                                                  \
+  } while (0)
+
+static int last_error_names(const char *what) { return strstr(mp_last_error(), what) != NULL; }
+
+/* ---- error paths that need no driver ------------------------------------------------ */
+
+static void null_paths(void) {
+  EXPECT(mp_cast_f32_f16(NULL, 0, 0, 4), MP_ERR_NULL_POINTER);
+  CHECK(last_error_names("mp_cast_f32_f16"), "the message names the function");
+  EXPECT(mp_cast_f16_f32(NULL, 0, 0, 4), MP_ERR_NULL_POINTER);
+  EXPECT(mp_gemm(NULL, NULL), MP_ERR_NULL_POINTER);
+  EXPECT(mp_unscale_check_f32(NULL, 0, 4, 0, 0), MP_ERR_NULL_POINTER);
+  EXPECT(mp_unscale_check_multi_f16(NULL, NULL, NULL, 2, 0, 0), MP_ERR_NULL_POINTER);
+  EXPECT(mp_adamw_step_f32(NULL, NULL, 0, 0, 0, NULL), MP_ERR_NULL_POINTER);
+  EXPECT(mp_adamw_step_multi_f16(NULL, NULL, 0, 0, 0, 0, NULL), MP_ERR_NULL_POINTER);
+  EXPECT(mp_update_scale(NULL, 0, 0, 0, 2.0, 0.5, 2000), MP_ERR_NULL_POINTER);
+  CHECK(last_error_names("mp_update_scale"), "the message names the function");
+  EXPECT(mp_handle_create(NULL, NULL), MP_ERR_NULL_POINTER);
+  EXPECT(mp_handle_destroy(NULL), MP_OK);
+  CHECK(strcmp(mp_last_error(), "") == 0, "a success clears the last error");
+}
+
+/* ---- host references ---------------------------------------------------------------- */
+
+static uint32_t f32_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+
+static float bits_f32(uint32_t u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* float -> binary16, round to nearest even, overflow to inf, NaN stays NaN. */
+static uint16_t f32_to_f16(float f) {
+  uint32_t x = f32_bits(f);
+  uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+  uint32_t abs = x & 0x7fffffffu;
+  if (abs >= 0x7f800000u) return sign | (abs > 0x7f800000u ? 0x7e00u : 0x7c00u);
+  if (abs >= 0x477ff000u) return sign | 0x7c00u; /* >= 65520 rounds to inf */
+  if (abs < 0x38800000u) {                        /* below 2^-14: subnormal or zero */
+    if (abs < 0x33000000u) return sign;           /* below half the smallest subnormal */
+    uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
+    /* value = mant * 2^(e - 150); in units of 2^-24 that is mant * 2^(e - 126). */
+    int shift = 126 - (int)(abs >> 23);
+    uint32_t half = mant >> shift;
+    uint32_t rest = mant & ((1u << shift) - 1);
+    uint32_t mid = 1u << (shift - 1);
+    if (rest > mid || (rest == mid && (half & 1))) half++;
+    return sign | (uint16_t)half;
+  }
+  uint32_t h = ((abs >> 13) - (112u << 10));      /* rebias 127 -> 15 */
+  uint32_t rest = abs & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1))) h++;
+  return sign | (uint16_t)h;
+}
+
+static float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ffu;
+  if (e == 0x1f) return bits_f32(sign | 0x7f800000u | (m << 13));
+  if (e == 0) return (sign ? -1.0f : 1.0f) * ldexpf((float)m, -24);
+  return bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+static int same_f16(uint16_t a, uint16_t b) {
+  int nan_a = (a & 0x7c00u) == 0x7c00u && (a & 0x3ffu);
+  int nan_b = (b & 0x7c00u) == 0x7c00u && (b & 0x3ffu);
+  return (nan_a && nan_b) || a == b;
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static float uniform(float lo, float hi) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return lo + (hi - lo) * (float)((rng_state >> 40) * 0x1.0p-24);
+}
+
+/* ---- the CUDA driver API, loaded at run time ---------------------------------------- */
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef void *CUcontext;
+typedef unsigned long long CUdeviceptr;
+
+static struct {
+  CUresult (*init)(unsigned);
+  CUresult (*device_count)(int *);
+  CUresult (*primary_retain)(CUcontext *, CUdevice);
+  CUresult (*primary_release)(CUdevice);
+  CUresult (*ctx_set_current)(CUcontext);
+  CUresult (*stream_create)(CUstream *, unsigned);
+  CUresult (*stream_destroy)(CUstream);
+  CUresult (*stream_sync)(CUstream);
+  CUresult (*alloc)(CUdeviceptr *, size_t);
+  CUresult (*free)(CUdeviceptr);
+  CUresult (*htod)(CUdeviceptr, const void *, size_t);
+  CUresult (*dtoh)(void *, CUdeviceptr, size_t);
+} cu;
+
+static int load_driver(void *lib) {
+  struct {
+    void **slot;
+    const char *name;
+  } syms[] = {
+      {(void **)&cu.init, "cuInit"},
+      {(void **)&cu.device_count, "cuDeviceGetCount"},
+      {(void **)&cu.primary_retain, "cuDevicePrimaryCtxRetain"},
+      {(void **)&cu.primary_release, "cuDevicePrimaryCtxRelease_v2"},
+      {(void **)&cu.ctx_set_current, "cuCtxSetCurrent"},
+      {(void **)&cu.stream_create, "cuStreamCreate"},
+      {(void **)&cu.stream_destroy, "cuStreamDestroy_v2"},
+      {(void **)&cu.stream_sync, "cuStreamSynchronize"},
+      {(void **)&cu.alloc, "cuMemAlloc_v2"},
+      {(void **)&cu.free, "cuMemFree_v2"},
+      {(void **)&cu.htod, "cuMemcpyHtoD_v2"},
+      {(void **)&cu.dtoh, "cuMemcpyDtoH_v2"},
+  };
+  for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
+    *syms[i].slot = dlsym(lib, syms[i].name);
+    if (!*syms[i].slot) {
+      fprintf(stderr, "libcuda lacks %s\n", syms[i].name);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+#define CU(call)                                                                         \
+  do {                                                                                   \
+    CUresult r_ = (call);                                                                \
+    if (r_ != 0) {                                                                       \
+      fprintf(stderr, "FAIL %s:%d: %s = CUDA error %d\n", __FILE__, __LINE__, #call, r_); \
+      exit(1);                                                                           \
+    }                                                                                    \
+  } while (0)
+
+static CUdeviceptr upload(const void *host, size_t bytes) {
+  CUdeviceptr p;
+  CU(cu.alloc(&p, bytes));
+  CU(cu.htod(p, host, bytes));
+  return p;
+}
+
+static void download(void *host, CUdeviceptr p, size_t bytes, CUstream s) {
+  CU(cu.stream_sync(s));
+  CU(cu.dtoh(host, p, bytes));
+}
+
+/* ---- real calls --------------------------------------------------------------------- */
+
+static void cast_calls(const mp_handle *h, CUstream s) {
+  enum { N = 1003 }; /* odd: covers the kernel's tail */
+  static float x[N], back[N];
+  static uint16_t y[N];
+  for (int i = 0; i < N; i++) x[i] = uniform(-70000.0f, 70000.0f) * (i % 3 ? 1e-3f : 1.0f);
+  x[0] = 65519.0f, x[1] = 65520.0f, x[2] = -1e-8f, x[3] = 3e-8f, x[4] = NAN, x[5] = -INFINITY;
+  x[6] = 6.1e-5f, x[7] = 0.1f;
+  CUdeviceptr dx = upload(x, sizeof x), dy;
+  CU(cu.alloc(&dy, sizeof y));
+  EXPECT(mp_cast_f32_f16(h, dx, dy, N), MP_OK);
+  download(y, dy, sizeof y, s);
+  int bad = 0;
+  for (int i = 0; i < N; i++)
+    if (!same_f16(y[i], f32_to_f16(x[i])) && bad++ < 5)
+      fprintf(stderr, "  cast[%d]: %g -> 0x%04x, expected 0x%04x\n", i, x[i], y[i], f32_to_f16(x[i]));
+  CHECK(bad == 0, "mp_cast_f32_f16: %d of %d elements differ from round-to-nearest-even", bad, N);
+
+  EXPECT(mp_cast_f16_f32(h, dy, dx, N), MP_OK);
+  download(back, dx, sizeof back, s);
+  bad = 0;
+  for (int i = 0; i < N; i++) {
+    float want = f16_to_f32(y[i]);
+    if (!(isnan(want) ? isnan(back[i]) : f32_bits(back[i]) == f32_bits(want))) bad++;
+  }
+  CHECK(bad == 0, "mp_cast_f16_f32: %d of %d elements are not the exact widening", bad, N);
+
+  /* Misaligned and overlapping ranges are rejected before any launch. */
+  EXPECT(mp_cast_f32_f16(h, dx + 2, dy, N - 1), MP_ERR_MISALIGNED);
+  CHECK(last_error_names("mp_cast_f32_f16"), "the message names the function");
+  EXPECT(mp_cast_f32_f16(h, dx, dx + 8, 100), MP_ERR_INVALID_ARGUMENT);
+  EXPECT(mp_cast_f32_f16(h, 0, dy, 10), MP_ERR_NULL_POINTER);
+  CU(cu.free(dx));
+  CU(cu.free(dy));
+}
+
+static void gemm_calls(const mp_handle *h, CUstream s) {
+  /* Small integers: every product and sum is exact in f32 (and in f16 below 2048), so
+     the result must match the host exactly whatever the summation order. */
+  enum { M = 72, N = 40, K = 56 };
+  static uint16_t a[M * K], b[K * N], bt[N * K], c16[M * N];
+  static float af[M * K], bf[K * N], bias[N], c[M * N];
+  for (int i = 0; i < M * K; i++) af[i] = (float)((int)uniform(0, 7) - 3), a[i] = f32_to_f16(af[i]);
+  for (int i = 0; i < K * N; i++) bf[i] = (float)((int)uniform(0, 7) - 3), b[i] = f32_to_f16(bf[i]);
+  for (int kk = 0; kk < K; kk++)
+    for (int j = 0; j < N; j++) bt[j * K + kk] = b[kk * N + j];
+  for (int j = 0; j < N; j++) bias[j] = (float)(j % 5) - 2.0f;
+  CUdeviceptr da = upload(a, sizeof a), db = upload(b, sizeof b), dbt = upload(bt, sizeof bt);
+  CUdeviceptr dbias = upload(bias, sizeof bias), dc, dc16;
+  CU(cu.alloc(&dc, sizeof c));
+  CU(cu.alloc(&dc16, sizeof c16));
+
+  /* C (f32) = relu(A B + bias), A m x k, B k x n. */
+  mp_gemm_args g = {0};
+  g.m = M, g.n = N, g.k = K, g.trans_a = 0, g.trans_b = 0, g.lda = K, g.ldb = N, g.ldc = N;
+  g.a = da, g.b = db, g.c = dc, g.c_dtype = MP_F32, g.alpha = 1.0f, g.beta = 0.0f;
+  g.bias = dbias, g.bias_dtype = MP_F32, g.activation = 1;
+  EXPECT(mp_gemm(h, &g), MP_OK);
+  download(c, dc, sizeof c, s);
+  int bad = 0;
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++) {
+      float acc = 0;
+      for (int kk = 0; kk < K; kk++) acc += af[i * K + kk] * bf[kk * N + j];
+      acc += bias[j];
+      if (acc < 0) acc = 0;
+      if (c[i * N + j] != acc) bad++;
+    }
+  CHECK(bad == 0, "mp_gemm NN f32 bias+relu: %d of %d elements differ", bad, M * N);
+
+  /* C (f16) = 0.5 * A B^T-stored, no epilogue: B stored n x k (trans_b = 1). */
+  g.trans_b = 1, g.ldb = K, g.b = dbt, g.c = dc16, g.c_dtype = MP_F16, g.alpha = 0.5f;
+  g.bias = 0, g.activation = 0;
+  EXPECT(mp_gemm(h, &g), MP_OK);
+  download(c16, dc16, sizeof c16, s);
+  bad = 0;
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++) {
+      float acc = 0;
+      for (int kk = 0; kk < K; kk++) acc += af[i * K + kk] * bf[kk * N + j];
+      if (c16[i * N + j] != f32_to_f16(0.5f * acc)) bad++;
+    }
+  CHECK(bad == 0, "mp_gemm NT f16: %d of %d elements differ", bad, M * N);
+
+  /* Rejected before launch: a misaligned A, an unknown activation, C over A. */
+  g.a = da + 1;
+  EXPECT(mp_gemm(h, &g), MP_ERR_MISALIGNED);
+  g.a = da, g.activation = 7;
+  EXPECT(mp_gemm(h, &g), MP_ERR_INVALID_ARGUMENT);
+  g.activation = 0, g.c = da;
+  EXPECT(mp_gemm(h, &g), MP_ERR_INVALID_ARGUMENT);
+  /* A and B may be one buffer; C over them still may not. */
+  g.b = da, g.ldb = K, g.trans_b = 1;
+  EXPECT(mp_gemm(h, &g), MP_ERR_INVALID_ARGUMENT);
+  CHECK(last_error_names("mp_gemm"), "the message names the function");
+  CU(cu.free(da));
+  CU(cu.free(db));
+  CU(cu.free(dbt));
+  CU(cu.free(dbias));
+  CU(cu.free(dc));
+  CU(cu.free(dc16));
+}
+
+static void unscale_calls(const mp_handle *h, CUstream s) {
+  enum { N0 = 4097, N1 = 33 };
+  static float g0[N0], g1[N1];
+  float scale = 1024.0f, found = 0.0f;
+  for (int i = 0; i < N0; i++) g0[i] = (float)(i % 17 - 8) * scale;
+  for (int i = 0; i < N1; i++) g1[i] = (float)i * scale;
+  CUdeviceptr d0 = upload(g0, sizeof g0), d1 = upload(g1, sizeof g1);
+  CUdeviceptr dscale = upload(&scale, 4), dfound = upload(&found, 4);
+  uint64_t ptrs[2] = {d0, d1}, lens[2] = {N0, N1};
+  EXPECT(mp_unscale_check_multi_f32(h, ptrs, lens, 2, dscale, dfound), MP_OK);
+  download(g0, d0, sizeof g0, s);
+  download(g1, d1, sizeof g1, s);
+  download(&found, dfound, 4, s);
+  int bad = 0;
+  for (int i = 0; i < N0; i++) bad += g0[i] != (float)(i % 17 - 8);
+  for (int i = 0; i < N1; i++) bad += g1[i] != (float)i;
+  CHECK(bad == 0, "mp_unscale_check_multi_f32: %d elements not divided by the scale", bad);
+  CHECK(found == 0.0f, "finite gradients raised found_inf (%g)", found);
+
+  g1[N1 - 1] = INFINITY;
+  CU(cu.htod(d1, g1, sizeof g1));
+  EXPECT(mp_unscale_check_multi_f32(h, ptrs, lens, 2, dscale, dfound), MP_OK);
+  download(&found, dfound, 4, s);
+  CHECK(found == 1.0f, "an inf gradient did not raise found_inf (%g)", found);
+
+  /* Host arrays: null with count > 0 is rejected; a length overflow too. */
+  EXPECT(mp_unscale_check_multi_f32(h, NULL, lens, 2, dscale, dfound), MP_ERR_NULL_POINTER);
+  uint64_t huge[2] = {N0, UINT64_MAX / 2};
+  EXPECT(mp_unscale_check_multi_f32(h, ptrs, huge, 2, dscale, dfound), MP_ERR_INVALID_ARGUMENT);
+  CU(cu.free(d0));
+  CU(cu.free(d1));
+  CU(cu.free(dscale));
+  CU(cu.free(dfound));
+}
+
+static void adam_calls(const mp_handle *h, CUstream s) {
+  enum { N0 = 1000, N1 = 37, T = 2 };
+  const int lens[T] = {N0, N1};
+  static float p[T][N0], g[T][N0], m[T][N0], v[T][N0], want[T][N0], got[T][N0];
+  static uint16_t copy[T][N0];
+  mp_adam_config cfg = {1e-3, 0.9, 0.999, 1e-8, 0.01, 0};
+  float scale = 256.0f, step = 0.0f, found = 1.0f;
+  mp_adam_tensor ts[T];
+  CUdeviceptr dp[T], dg[T], dm[T], dv[T], dcopy[T];
+  for (int t = 0; t < T; t++) {
+    for (int i = 0; i < lens[t]; i++) {
+      p[t][i] = uniform(-1, 1), g[t][i] = uniform(-1, 1) * scale, m[t][i] = 0, v[t][i] = 0;
+      copy[t][i] = 0;
+    }
+    size_t b = (size_t)lens[t] * 4;
+    dp[t] = upload(p[t], b), dg[t] = upload(g[t], b), dm[t] = upload(m[t], b);
+    dv[t] = upload(v[t], b), dcopy[t] = upload(copy[t], b / 2);
+    ts[t] = (mp_adam_tensor){dp[t], dg[t], dm[t], dv[t], dcopy[t], (uint64_t)lens[t]};
+  }
+  CUdeviceptr dstep = upload(&step, 4), dscale = upload(&scale, 4), dfound = upload(&found, 4);
+
+  /* found_inf set: nothing moves, the step count included (torch skips the step). */
+  EXPECT(mp_adamw_step_multi_f32(h, ts, T, dstep, dscale, dfound, &cfg), MP_OK);
+  download(&step, dstep, 4, s);
+  CHECK(step == 0.0f, "a skipped step advanced the step count to %g", step);
+  int bad = 0;
+  for (int t = 0; t < T; t++) {
+    download(got[t], dp[t], (size_t)lens[t] * 4, s);
+    for (int i = 0; i < lens[t]; i++) bad += f32_bits(got[t][i]) != f32_bits(p[t][i]);
+  }
+  CHECK(bad == 0, "a skipped step changed %d master weights", bad);
+
+  /* found_inf clear: one AdamW step against the host formula (torch's). */
+  found = 0.0f;
+  CU(cu.htod(dfound, &found, 4));
+  EXPECT(mp_adamw_step_multi_f32(h, ts, T, dstep, dscale, dfound, &cfg), MP_OK);
+  download(&step, dstep, 4, s);
+  CHECK(step == 1.0f, "the step count is %g after one step", step);
+  double bc1 = 1.0 - cfg.beta1, bc2 = 1.0 - cfg.beta2, worst = 0.0;
+  int copies_bad = 0;
+  for (int t = 0; t < T; t++) {
+    download(got[t], dp[t], (size_t)lens[t] * 4, s);
+    download(copy[t], dcopy[t], (size_t)lens[t] * 2, s);
+    for (int i = 0; i < lens[t]; i++) {
+      double gi = (double)g[t][i] / scale, pi = p[t][i] * (1.0 - cfg.lr * cfg.weight_decay);
+      double mi = (1.0 - cfg.beta1) * gi, vi = (1.0 - cfg.beta2) * gi * gi;
+      want[t][i] = (float)(pi - cfg.lr * (mi / bc1) / (sqrt(vi / bc2) + cfg.eps));
+      double err = fabs((double)got[t][i] - want[t][i]) / fmax(fabs(want[t][i]), 1e-3);
+      if (err > worst) worst = err;
+      copies_bad += copy[t][i] != f32_to_f16(got[t][i]);
+    }
+  }
+  CHECK(worst < 1e-5, "AdamW step: worst relative error %.3g against the host formula", worst);
+  CHECK(copies_bad == 0, "%d f16 copies are not the rounded master weights", copies_bad);
+
+  /* Settings and shapes are checked before anything is queued. */
+  mp_adam_config bad_cfg = cfg;
+  bad_cfg.beta1 = 1.5;
+  EXPECT(mp_adamw_step_multi_f32(h, ts, T, dstep, dscale, dfound, &bad_cfg), MP_ERR_INVALID_ARGUMENT);
+  bad_cfg = cfg, bad_cfg.mode = 3;
+  EXPECT(mp_adamw_step_multi_f32(h, ts, T, dstep, dscale, dfound, &bad_cfg), MP_ERR_INVALID_ARGUMENT);
+  mp_adam_tensor alias = ts[0];
+  alias.m = alias.params;
+  EXPECT(mp_adamw_step_f32(h, &alias, dstep, dscale, dfound, &cfg), MP_ERR_INVALID_ARGUMENT);
+  download(&step, dstep, 4, s);
+  CHECK(step == 1.0f, "a rejected call moved the step count to %g", step);
+  for (int t = 0; t < T; t++) {
+    CU(cu.free(dp[t]));
+    CU(cu.free(dg[t]));
+    CU(cu.free(dm[t]));
+    CU(cu.free(dv[t]));
+    CU(cu.free(dcopy[t]));
+  }
+  CU(cu.free(dstep));
+  CU(cu.free(dscale));
+  CU(cu.free(dfound));
+}
+
+static void update_scale_calls(const mp_handle *h, CUstream s) {
+  float scale = 65536.0f, found = 1.0f;
+  int32_t tracker = 5;
+  CUdeviceptr ds = upload(&scale, 4), dt = upload(&tracker, 4), df = upload(&found, 4);
+  EXPECT(mp_update_scale(h, ds, dt, df, 2.0, 0.5, 3), MP_OK);
+  download(&scale, ds, 4, s);
+  download(&tracker, dt, 4, s);
+  CHECK(scale == 32768.0f && tracker == 0, "overflow: scale %g tracker %d, expected 32768 0", scale,
+        tracker);
+  found = 0.0f;
+  CU(cu.htod(df, &found, 4));
+  for (int i = 0; i < 3; i++) EXPECT(mp_update_scale(h, ds, dt, df, 2.0, 0.5, 3), MP_OK);
+  download(&scale, ds, 4, s);
+  download(&tracker, dt, 4, s);
+  CHECK(scale == 65536.0f && tracker == 0, "3 clean steps, interval 3: scale %g tracker %d", scale,
+        tracker);
+  EXPECT(mp_update_scale(h, ds, dt, df, 2.0, 0.5, 0), MP_ERR_INVALID_ARGUMENT);
+  EXPECT(mp_update_scale(h, ds, ds, df, 2.0, 0.5, 3), MP_ERR_INVALID_ARGUMENT);
+  CU(cu.free(ds));
+  CU(cu.free(dt));
+  CU(cu.free(df));
+}
+
+static int gpu_required(void) {
+  const char *r = getenv("MIXED_PRECISION_REQUIRE_GPU");
+  return r && strcmp(r, "1") == 0;
+}
+
+int main(void) {
+  null_paths();
+
+  void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  int count = 0;
+  if (!lib) {
+    mp_handle *h = (mp_handle *)1;
+    EXPECT(mp_handle_create(NULL, &h), MP_ERR_NO_DRIVER);
+    CHECK(h == NULL, "a failed mp_handle_create leaves *out null");
+    CHECK(last_error_names("no CUDA driver"), "the message says the driver is missing");
+    CHECK(!gpu_required(), "MIXED_PRECISION_REQUIRE_GPU=1 but no CUDA driver could be loaded");
+    printf("capi_test: no CUDA driver; checked the error paths, GPU calls not run\n");
+  } else if (!load_driver(lib) || cu.init(0) != 0 || cu.device_count(&count) != 0 || count == 0) {
+    CHECK(!gpu_required(), "MIXED_PRECISION_REQUIRE_GPU=1 but the driver has no usable device");
+    printf("capi_test: a CUDA driver but no device; checked the error paths, GPU calls not run\n");
+  } else {
+    mp_handle *h = NULL;
+    /* This thread has no current context yet. */
+    EXPECT(mp_handle_create(NULL, &h), MP_ERR_NO_DEVICE);
+    CUcontext ctx;
+    CUstream stream;
+    CU(cu.primary_retain(&ctx, 0));
+    CU(cu.ctx_set_current(ctx));
+    CU(cu.stream_create(&stream, 1 /* CU_STREAM_NON_BLOCKING */));
+    EXPECT(mp_handle_create(stream, &h), MP_OK);
+    if (h) {
+      cast_calls(h, stream);
+      gemm_calls(h, stream);
+      unscale_calls(h, stream);
+      adam_calls(h, stream);
+      update_scale_calls(h, stream);
+      EXPECT(mp_handle_destroy(h), MP_OK);
+    }
+    CU(cu.stream_sync(stream));
+    CU(cu.stream_destroy(stream));
+    CU(cu.primary_release(0));
+    printf("capi_test: real calls on device 0 checked\n");
+  }
+  printf("capi_test: %d checks, %d failed\n", checks, failures);
+  return failures == 0 ? 0 : 1;
+}
