@@ -2,15 +2,16 @@
 # Runs on the GPU machine, from the repository root, over the bundle that
 # scripts/gpu-bundle.sh built: prints nvidia-smi, runs every test executable with
 # MIXED_PRECISION_REQUIRE_GPU=1 (so nothing passes by skipping), runs the kernel tests
-# under compute-sanitizer (memcheck, then racecheck), runs the benches and the examples,
+# under compute-sanitizer (memcheck, then racecheck), runs the benches, the PyTorch
+# side-by-side script (bench/pytorch/) and the examples,
 # and writes one log per step into LOGDIR.
 #
-#   scripts/gpu-run.sh LOGDIR [STEP...]     STEP: tests sanitize benches examples (default all)
+#   scripts/gpu-run.sh LOGDIR [STEP...]   STEP: tests sanitize benches pytorch examples (default all)
 set -uo pipefail
 
-log=${1:?usage: scripts/gpu-run.sh LOGDIR [tests|sanitize|benches|examples]...}
+log=${1:?usage: scripts/gpu-run.sh LOGDIR [tests|sanitize|benches|pytorch|examples]...}
 shift
-steps=${*:-tests sanitize benches examples}
+steps=${*:-tests sanitize benches pytorch examples}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bundle=${BUNDLE:-$root/gpu-bundle}
 sanitizer=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
@@ -18,6 +19,11 @@ mkdir -p "$log"
 export MIXED_PRECISION_REQUIRE_GPU=1
 # The digits data for the training example and tests, wherever they run from.
 export MIXED_PRECISION_DIGITS=$root/examples/data/digits.csv.gz
+# tests/capi.rs: the sources (header check) and the C program the bundle carries.
+export MIXED_PRECISION_ROOT=$root
+export MIXED_PRECISION_CAPI_C_BIN=$bundle/c/capi_test
+# bench/pytorch/: the shared library the bundle carries.
+export MIXED_PRECISION_LIB=$bundle/lib/libmixed_precision.so
 
 passed=0
 failed=0
@@ -62,11 +68,18 @@ for s in $steps; do
       for k in "${kernel_tests[@]}"; do
         step "memcheck-$k" "$sanitizer" --tool memcheck --error-exitcode 1 --leak-check full "$bundle/tests/$k"
         step "racecheck-$k" "$sanitizer" --tool racecheck --error-exitcode 1 "$bundle/tests/$k"
-      done ;;
+      done
+      # The C program calls every kernel family through the C ABI on a foreign stream.
+      step "memcheck-capi_test" "$sanitizer" --tool memcheck --error-exitcode 1 "$MIXED_PRECISION_CAPI_C_BIN"
+      step "racecheck-capi_test" "$sanitizer" --tool racecheck --error-exitcode 1 "$MIXED_PRECISION_CAPI_C_BIN" ;;
     benches)
       for b in "$bundle"/benches/*; do
         step "bench-$(basename "$b")" env CRITERION_HOME="$log/criterion" "$b" --bench
       done ;;
+    pytorch)
+      # PyTorch on the same GPU calling our kernels through the C ABI (issue 6, part 2).
+      step "pytorch" python3 "$root/bench/pytorch/side_by_side.py" --out "$log/pytorch.md" \
+        --ours-train-step "$log/bench-train_step.log" ;;
     examples)
       for e in "$bundle"/examples/*; do
         # Run inside LOGDIR so whatever an example writes (images) lands beside its log.

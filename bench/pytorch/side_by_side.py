@@ -1,0 +1,647 @@
+#!/usr/bin/env python3
+"""PyTorch and mixed-precision on the same GPU, in the same run.
+
+PyTorch is the other engine here: it owns the CUDA context, the stream and every
+buffer, and calls our kernels through the C ABI (libmixed_precision.so, loaded with
+ctypes) on its tensors' data_ptr() and its current stream. The script
+
+1. checks our results against PyTorch's on the same inputs: the fp16 GEMM (every
+   layout, f16/f32 output, bias + ReLU/GELU epilogue) against torch.matmul in fp32,
+   the f32 -> f16 cast against .half() (bit for bit), the multi-tensor unscale against
+   torch._amp_foreach_non_finite_check_and_unscale_ (bit for bit, found_inf too),
+   update_scale against torch._amp_update_scale_, and multi-tensor AdamW against
+   torch.optim.AdamW(fused=True) driven by a GradScaler, including its skipped step
+   when found_inf is set;
+2. times both sides (CUDA events, warm-up, median, random data, both in this process):
+   the GEMM benchmark shapes, the unscale over a ~350M-parameter transformer's
+   parameter list, the optimizer phase on that list, and the training step of the two
+   Mlps of benches/train_step.rs (ours read from that bench's log of the same GPU run);
+3. prints the tables (markdown, with ratios) and writes them to --out.
+
+Needs only python3 and torch (the GPU machine has both; nothing else is installed).
+Without torch or a GPU it prints why and exits 0, or 1 under
+MIXED_PRECISION_REQUIRE_GPU=1 (as the Rust GPU tests do). Any failed check exits 1.
+
+    python3 bench/pytorch/side_by_side.py [--lib PATH] [--ours-train-step LOG] [--out FILE]
+"""
+
+import argparse
+import ctypes
+import math
+import os
+import re
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+WARMUP = 3
+RUNS = 20
+
+# ---------------------------------------------------------------------------------------
+# The C ABI (include/mixed_precision.h), declared for ctypes.
+
+MP_OK = 0
+STATUS = {
+    0: "MP_OK",
+    1: "MP_ERR_INVALID_ARGUMENT",
+    2: "MP_ERR_NULL_POINTER",
+    3: "MP_ERR_MISALIGNED",
+    4: "MP_ERR_NO_DRIVER",
+    5: "MP_ERR_NO_DEVICE",
+    6: "MP_ERR_CUDA",
+    7: "MP_ERR_UNSUPPORTED",
+    8: "MP_ERR_INTERNAL",
+}
+MP_F32, MP_F16 = 0, 1
+ACT_NONE, ACT_RELU, ACT_GELU = 0, 1, 2
+
+u64 = ctypes.c_uint64
+
+
+class GemmArgs(ctypes.Structure):
+    _fields_ = [
+        ("m", u64),
+        ("n", u64),
+        ("k", u64),
+        ("trans_a", ctypes.c_int32),
+        ("trans_b", ctypes.c_int32),
+        ("lda", u64),
+        ("ldb", u64),
+        ("ldc", u64),
+        ("a", u64),
+        ("b", u64),
+        ("c", u64),
+        ("c_dtype", ctypes.c_int),
+        ("alpha", ctypes.c_float),
+        ("beta", ctypes.c_float),
+        ("bias", u64),
+        ("bias_dtype", ctypes.c_int),
+        ("pre", u64),
+        ("activation", ctypes.c_int32),
+    ]
+
+
+class AdamConfig(ctypes.Structure):
+    _fields_ = [
+        ("lr", ctypes.c_double),
+        ("beta1", ctypes.c_double),
+        ("beta2", ctypes.c_double),
+        ("eps", ctypes.c_double),
+        ("weight_decay", ctypes.c_double),
+        ("mode", ctypes.c_int32),
+    ]
+
+
+class AdamTensor(ctypes.Structure):
+    _fields_ = [("params", u64), ("grads", u64), ("m", u64), ("v", u64), ("copy", u64), ("len", u64)]
+
+
+class Library:
+    """libmixed_precision.so with a handle on PyTorch's current context and stream."""
+
+    def __init__(self, path, stream):
+        self.lib = ctypes.CDLL(path)
+        L = self.lib
+        L.mp_last_error.restype = ctypes.c_char_p
+        L.mp_last_error.argtypes = []
+        signatures = {
+            "mp_handle_create": [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)],
+            "mp_handle_destroy": [ctypes.c_void_p],
+            "mp_cast_f32_f16": [ctypes.c_void_p, u64, u64, u64],
+            "mp_cast_f16_f32": [ctypes.c_void_p, u64, u64, u64],
+            "mp_gemm": [ctypes.c_void_p, ctypes.POINTER(GemmArgs)],
+            "mp_unscale_check_multi_f32": [
+                ctypes.c_void_p,
+                ctypes.POINTER(u64),
+                ctypes.POINTER(u64),
+                u64,
+                u64,
+                u64,
+            ],
+            "mp_adamw_step_multi_f32": [
+                ctypes.c_void_p,
+                ctypes.POINTER(AdamTensor),
+                u64,
+                u64,
+                u64,
+                u64,
+                ctypes.POINTER(AdamConfig),
+            ],
+            "mp_update_scale": [
+                ctypes.c_void_p,
+                u64,
+                u64,
+                u64,
+                ctypes.c_double,
+                ctypes.c_double,
+                ctypes.c_int32,
+            ],
+        }
+        for name, argtypes in signatures.items():
+            f = getattr(L, name)
+            f.argtypes = argtypes
+            f.restype = ctypes.c_int
+        h = ctypes.c_void_p()
+        self.check("mp_handle_create", L.mp_handle_create(ctypes.c_void_p(stream), ctypes.byref(h)))
+        self.h = h
+
+    def check(self, what, status):
+        if status != MP_OK:
+            msg = self.lib.mp_last_error().decode(errors="replace")
+            raise RuntimeError(f"{what}: {STATUS.get(status, status)}: {msg}")
+
+    def call(self, name, *args):
+        self.check(name, getattr(self.lib, name)(self.h, *args))
+
+    def close(self):
+        self.check("mp_handle_destroy", self.lib.mp_handle_destroy(self.h))
+
+
+class PtrList:
+    """Host arrays of device pointers and lengths for the multi-tensor calls."""
+
+    def __init__(self, tensors):
+        self.count = len(tensors)
+        self.ptrs = (u64 * self.count)(*[t.data_ptr() for t in tensors])
+        self.lens = (u64 * self.count)(*[t.numel() for t in tensors])
+
+
+class AdamList:
+    def __init__(self, params, grads, ms, vs, copies):
+        self.count = len(params)
+        items = [
+            AdamTensor(p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr(), c.data_ptr() if c is not None else 0, p.numel())
+            for p, g, m, v, c in zip(params, grads, ms, vs, copies)
+        ]
+        self.array = (AdamTensor * self.count)(*items)
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers.
+
+failures = []
+
+
+def expect(ok, what):
+    print(f"  {'ok  ' if ok else 'FAIL'} {what}")
+    if not ok:
+        failures.append(what)
+
+
+def median_ms(torch, fn, warmup=WARMUP, runs=RUNS):
+    """Median milliseconds of fn() between CUDA events on the current stream."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(runs):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def same_bits(torch, a, b):
+    """Bitwise equality, any NaN equal to any NaN."""
+    ia, ib = a.view(torch.int16 if a.element_size() == 2 else torch.int32), b.view(
+        torch.int16 if b.element_size() == 2 else torch.int32
+    )
+    both_nan = torch.isnan(a) & torch.isnan(b)
+    return bool(((ia == ib) | both_nan).all())
+
+
+def stored(torch, rows, cols, gen, device):
+    return (torch.rand(rows, cols, generator=gen, device=device) * 2 - 1).half()
+
+
+def gemm_args(m, n, k, ta, tb, a, b, c, alpha=1.0, beta=0.0, bias=None, pre=None, act=ACT_NONE):
+    return GemmArgs(
+        m,
+        n,
+        k,
+        ta,
+        tb,
+        a.shape[1],
+        b.shape[1],
+        c.shape[1],
+        a.data_ptr(),
+        b.data_ptr(),
+        c.data_ptr(),
+        MP_F32 if c.dtype.itemsize == 4 else MP_F16,
+        alpha,
+        beta,
+        bias.data_ptr() if bias is not None else 0,
+        MP_F32 if bias is None or bias.dtype.itemsize == 4 else MP_F16,
+        pre.data_ptr() if pre is not None else 0,
+        act,
+    )
+
+
+def transformer_shapes(d=1024, layers=24, vocab=50257, ctx=1024):
+    """Parameter shapes of a GPT-2-medium-like transformer (~355M parameters)."""
+    shapes = [(vocab, d), (ctx, d)]
+    for _ in range(layers):
+        shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    return shapes + [(d,), (d,)]
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Correctness against PyTorch.
+
+
+def check_cast(torch, lib, dev, gen):
+    print("cast")
+    x = torch.randn(1 << 20, generator=gen, device=dev) * 3000
+    x[:6] = torch.tensor([65519.0, 65520.0, -1e-8, 3e-8, float("nan"), float("-inf")], device=dev)
+    y = torch.empty(x.numel(), dtype=torch.float16, device=dev)
+    lib.call("mp_cast_f32_f16", x.data_ptr(), y.data_ptr(), x.numel())
+    expect(same_bits(torch, y, x.half()), "f32 -> f16 equals .half() bit for bit (1M values incl. overflow, subnormals, NaN)")
+    z = torch.empty_like(x)
+    lib.call("mp_cast_f16_f32", y.data_ptr(), z.data_ptr(), y.numel())
+    expect(same_bits(torch, z, y.float()), "f16 -> f32 equals .float() bit for bit")
+
+
+def check_gemm(torch, lib, dev, gen):
+    print("gemm (against torch.matmul in fp32 on the same fp16 inputs)")
+    F = torch.nn.functional
+    cases = [(256, 192, 320), (77, 50, 33), (1024, 1024, 1024)]
+    for m, n, k in cases:
+        for ta in (0, 1):
+            for tb in (0, 1):
+                a = stored(torch, *((k, m) if ta else (m, k)), gen, dev)
+                b = stored(torch, *((n, k) if tb else (k, n)), gen, dev)
+                opa = a.float().t() if ta else a.float()
+                opb = b.float().t() if tb else b.float()
+                ref = opa @ opb
+                bias = torch.rand(n, generator=gen, device=dev) - 0.5
+                for c_dtype, act in ((torch.float32, ACT_RELU), (torch.float16, ACT_GELU)):
+                    c = torch.empty(m, n, dtype=c_dtype, device=dev)
+                    pre = torch.empty(m, n, dtype=torch.float16, device=dev)
+                    lib.call("mp_gemm", ctypes.byref(gemm_args(m, n, k, ta, tb, a, b, c, 1.0, 0.0, bias, pre, act)))
+                    z = ref + bias
+                    want = F.relu(z) if act == ACT_RELU else F.gelu(z, approximate="tanh")
+                    scale = float(want.abs().max()) or 1.0
+                    err = float((c.float() - want).abs().max()) / scale
+                    pre_err = float((pre.float() - z).abs().max()) / (float(z.abs().max()) or 1.0)
+                    # fp32 accumulation: only summation order differs in f32; the f16
+                    # output adds one rounding (2^-11 relative).
+                    tol = 1e-5 * math.sqrt(k) if c_dtype == torch.float32 else 1e-3
+                    name = f"{m}x{n}x{k} {'NT'[ta]}{'NT'[tb]} {str(c_dtype)[6:]} out, bias+{'relu' if act == ACT_RELU else 'gelu'}"
+                    expect(err <= tol and pre_err <= 1e-3, f"{name}: max error {err:.2e} of max |C| (tolerance {tol:.1e}), pre {pre_err:.2e}")
+
+
+def check_unscale(torch, lib, dev, gen):
+    print("unscale_check (against torch._amp_foreach_non_finite_check_and_unscale_)")
+    shapes = [(1000,), (64, 33), (4096, 17), (3,)]
+    grads = [torch.randn(*s, generator=gen, device=dev) * 65536 for s in shapes]
+    scale = torch.full((), 65536.0, device=dev)
+    for inject in (False, True):
+        theirs = [g.clone() for g in grads]
+        ours = [g.clone() for g in grads]
+        if inject:
+            theirs[2][5, 3] = ours[2][5, 3] = float("inf")
+        found_t = torch.zeros((), device=dev)
+        found_o = torch.zeros((), device=dev)
+        # GradScaler's inverse: scale.double().reciprocal().float().
+        torch._amp_foreach_non_finite_check_and_unscale_(theirs, found_t, scale.double().reciprocal().float())
+        lst = PtrList(ours)
+        lib.call("mp_unscale_check_multi_f32", lst.ptrs, lst.lens, lst.count, scale.data_ptr(), found_o.data_ptr())
+        same = all(same_bits(torch, o, t) for o, t in zip(ours, theirs))
+        expect(same and float(found_o) == float(found_t), f"{'with an inf' if inject else 'finite'}: gradients bit for bit, found_inf {float(found_o)} == {float(found_t)}")
+
+
+def check_update_scale(torch, lib, dev):
+    print("update_scale (against torch._amp_update_scale_)")
+    s_t, s_o = torch.full((), 1024.0, device=dev), torch.full((), 1024.0, device=dev)
+    g_t, g_o = torch.zeros((), dtype=torch.int32, device=dev), torch.zeros((), dtype=torch.int32, device=dev)
+    pattern = [0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0]
+    ok = True
+    for f in pattern:
+        found = torch.full((), float(f), device=dev)
+        torch._amp_update_scale_(s_t, g_t, found, 2.0, 0.5, 3)
+        lib.call("mp_update_scale", s_o.data_ptr(), g_o.data_ptr(), found.data_ptr(), 2.0, 0.5, 3)
+        ok &= float(s_t) == float(s_o) and int(g_t) == int(g_o)
+    expect(ok, f"{len(pattern)} steps with overflows: scale and growth tracker equal after every step (final scale {float(s_o)})")
+
+
+def check_adamw(torch, lib, dev, gen):
+    print("adamw_step (against torch.optim.AdamW(fused=True) stepped by a GradScaler)")
+    shapes = [(300, 70), (70,), (4099,)]
+    lr, betas, eps, wd = 1e-3, (0.9, 0.999), 1e-8, 0.01
+    params_t = [torch.nn.Parameter(torch.randn(*s, generator=gen, device=dev)) for s in shapes]
+    params_o = [p.detach().clone().reshape(-1) for p in params_t]
+    initial = [p.clone() for p in params_o]
+    ms = [torch.zeros_like(p) for p in params_o]
+    vs = [torch.zeros_like(p) for p in params_o]
+    copies = [torch.empty(p.numel(), dtype=torch.float16, device=dev) for p in params_o]
+    step = torch.zeros((), device=dev)
+    grads = [torch.empty_like(p) for p in params_o]
+    opt = torch.optim.AdamW(params_t, lr=lr, betas=betas, eps=eps, weight_decay=wd, fused=True)
+    scaler = torch.amp.GradScaler("cuda", init_scale=1024.0, growth_interval=1000)
+    cfg = AdamConfig(lr, betas[0], betas[1], eps, wd, 0)
+    lst = AdamList(params_o, grads, ms, vs, copies)
+    grad_list = PtrList(grads)
+    found = torch.zeros((), device=dev)
+    for it in range(6):
+        overflow = it == 3
+        for p, g in zip(params_t, grads):
+            p.grad = (torch.randn(p.shape, generator=gen, device=dev) * scaler.get_scale()).reshape(p.shape)
+            if overflow:
+                p.grad.view(-1)[7] = float("nan")
+            g.copy_(p.grad.reshape(-1))
+        scale = torch.full((), scaler.get_scale(), device=dev)
+        # PyTorch: the scaler checks, the fused kernel divides by the scale and skips on
+        # found_inf, the scaler updates.
+        scaler.step(opt)
+        scaler.update()
+        # Ours: check only (the AdamW kernel divides by the scale), step, update.
+        found.zero_()
+        lib.call("mp_unscale_check_multi_f32", grad_list.ptrs, grad_list.lens, grad_list.count, 0, found.data_ptr())
+        lib.call("mp_adamw_step_multi_f32", lst.array, lst.count, step.data_ptr(), scale.data_ptr(), found.data_ptr(), ctypes.byref(cfg))
+        # Differences measured against how far the weights have moved so far: a wrong
+        # bias correction or decay shows as a percent of the update, rounding as 1e-5.
+        moved = max(float((pt.detach().reshape(-1) - p0).abs().max()) for pt, p0 in zip(params_t, initial))
+        worst = max(float((po - pt.detach().reshape(-1)).abs().max()) for po, pt in zip(params_o, params_t)) / max(moved, 1e-12)
+        copies_ok = all(same_bits(torch, c, p.half()) for c, p in zip(copies, params_o))
+        steps_t = float(opt.state[params_t[0]]["step"])
+        expect(
+            worst <= 1e-3 and copies_ok and float(step) == steps_t,
+            f"step {it}{' (NaN gradient: skipped)' if overflow else ''}: worst difference {worst:.1e} of the largest move so far, fp16 copies {'==' if copies_ok else '!='} .half(), step count {float(step):.0f} == {steps_t:.0f}",
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Timings.
+
+
+def time_gemm(torch, lib, dev, gen):
+    rows = []
+    cases = [(f"square {s} NT", s, s, s, 0, 1) for s in (1024, 2048, 4096, 8192)]
+    batch, widths = 8192, [1024, 4096, 4096, 4096, 1024]
+    for layer, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
+        cases += [
+            (f"layer {layer} fwd {batch}x{fan_out}x{fan_in} NT", batch, fan_out, fan_in, 0, 1),
+            (f"layer {layer} dgrad {batch}x{fan_in}x{fan_out} NN", batch, fan_in, fan_out, 0, 0),
+            (f"layer {layer} wgrad {fan_out}x{fan_in}x{batch} TN", fan_out, fan_in, batch, 1, 0),
+        ]
+    for name, m, n, k, ta, tb in cases:
+        a = stored(torch, *((k, m) if ta else (m, k)), gen, dev)
+        b = stored(torch, *((n, k) if tb else (k, n)), gen, dev)
+        opa, opb = (a.t() if ta else a), (b.t() if tb else b)
+        c_ours = torch.empty(m, n, dtype=torch.float16, device=dev)
+        c_torch = torch.empty(m, n, dtype=torch.float16, device=dev)
+        args = gemm_args(m, n, k, ta, tb, a, b, c_ours)
+        t_ours = median_ms(torch, lambda: lib.call("mp_gemm", ctypes.byref(args)))
+        t_torch = median_ms(torch, lambda: torch.matmul(opa, opb, out=c_torch))
+        flops = 2.0 * m * n * k
+        rows.append((name, flops / t_ours / 1e9, flops / t_torch / 1e9, t_torch / t_ours))
+    return rows
+
+
+def count_params(shapes):
+    n = sum(math.prod(s) for s in shapes)
+    print(f"  transformer parameter list: {len(shapes)} tensors, {n / 1e6:.1f}M parameters")
+    return n
+
+
+def time_unscale(torch, lib, dev, gen, shapes):
+    grads_o = [torch.randn(*s, generator=gen, device=dev) for s in shapes]
+    grads_t = [g.clone() for g in grads_o]
+    # Scale 1 on both sides: the same reads and writes as any scale, and repeated runs
+    # leave the values alone.
+    scale = torch.ones((), device=dev)
+    inv = torch.ones((), device=dev)
+    found_o, found_t = torch.zeros((), device=dev), torch.zeros((), device=dev)
+    lst = PtrList(grads_o)
+    t_ours = median_ms(torch, lambda: lib.call("mp_unscale_check_multi_f32", lst.ptrs, lst.lens, lst.count, scale.data_ptr(), found_o.data_ptr()))
+    t_torch = median_ms(torch, lambda: torch._amp_foreach_non_finite_check_and_unscale_(grads_t, found_t, inv))
+    return t_ours, t_torch
+
+
+def torch_optimizer_phase(torch, dev, gen, shapes, cfg, scale0):
+    """PyTorch AMP's phase: fp32 parameters with scaled fp32 gradients; GradScaler.step
+    (foreach check, fused AdamW dividing by the scale and skipping on found_inf),
+    update, and the fp16 copies autocast makes of every weight in the next forward.
+    Returns its median ms and the flat parameters and gradients it started from."""
+    params = [torch.nn.Parameter(torch.randn(*s, generator=gen, device=dev) * 0.02) for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen, device=dev) * scale0
+    start = ([p.detach().reshape(-1).clone() for p in params], [p.grad.reshape(-1).clone() for p in params])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay, fused=True)
+    scaler = torch.amp.GradScaler("cuda", init_scale=scale0, growth_interval=1 << 30)
+    scaler.scale(torch.ones((), device=dev))  # creates the scaler's device state
+
+    def phase():
+        scaler.step(opt)
+        scaler.update()
+        return [p.half() for p in params]
+
+    return median_ms(torch, phase), start
+
+
+def time_optimizer_phase(torch, lib, dev, gen, shapes):
+    """Everything between backward and the next forward's GEMMs, both sides."""
+    cfg = AdamConfig(1e-4, 0.9, 0.999, 1e-8, 0.01, 0)
+    scale0 = 65536.0
+    t_torch, (params_o, grads_o) = torch_optimizer_phase(torch, dev, gen, shapes, cfg, scale0)
+    torch.cuda.empty_cache()
+    # Ours on the same values: check-only pass, AdamW dividing by the scale and writing
+    # the fp16 copies, update_scale.
+    ms = [torch.zeros_like(p) for p in params_o]
+    vs = [torch.zeros_like(p) for p in params_o]
+    copies = [torch.empty(p.numel(), dtype=torch.float16, device=dev) for p in params_o]
+    step, scale = torch.zeros((), device=dev), torch.full((), scale0, device=dev)
+    found, tracker = torch.zeros((), device=dev), torch.zeros((), dtype=torch.int32, device=dev)
+    lst, glist = AdamList(params_o, grads_o, ms, vs, copies), PtrList(grads_o)
+
+    def our_phase():
+        found.zero_()
+        lib.call("mp_unscale_check_multi_f32", glist.ptrs, glist.lens, glist.count, 0, found.data_ptr())
+        lib.call("mp_adamw_step_multi_f32", lst.array, lst.count, step.data_ptr(), scale.data_ptr(), found.data_ptr(), ctypes.byref(cfg))
+        lib.call("mp_update_scale", scale.data_ptr(), tracker.data_ptr(), found.data_ptr(), 2.0, 0.5, 1 << 30)
+
+    t_ours = median_ms(torch, our_phase)
+    return t_ours, t_torch
+
+
+def torch_mlp(torch, widths, act):
+    layers = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(torch.nn.ReLU() if act == "relu" else torch.nn.GELU(approximate="tanh"))
+    return torch.nn.Sequential(*layers)
+
+
+def time_torch_step(torch, dev, gen, widths, batch, act, graphs):
+    """Median ms of a PyTorch AMP training step (autocast fp16, GradScaler, fused
+    AdamW), the batch uploaded from host memory each step as ours does."""
+    F = torch.nn.functional
+    model = torch_mlp(torch, widths, act).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True, capturable=graphs)
+    scaler = torch.amp.GradScaler("cuda")
+    x_host = torch.rand(batch, widths[0]) * 2 - 1
+    y_host = torch.randint(0, widths[-1], (batch,))
+
+    def body(x, y):
+        with torch.autocast("cuda", dtype=torch.float16, cache_enabled=not graphs):
+            loss = F.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    if not graphs:
+
+        def eager():
+            body(x_host.to(dev), y_host.to(dev))
+            opt.zero_grad(set_to_none=True)
+
+        return median_ms(torch, eager, warmup=5, runs=30)
+    static_x, static_y = x_host.to(dev), y_host.to(dev)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            body(static_x, static_y)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        body(static_x, static_y)
+
+    def replay():
+        static_x.copy_(x_host)
+        static_y.copy_(y_host)
+        graph.replay()
+
+    return median_ms(torch, replay, warmup=5, runs=30)
+
+
+def ours_train_step(log_path):
+    """{model: (eager us, graph us)} from benches/train_step.rs's table."""
+    out = {}
+    if not log_path or not os.path.exists(log_path):
+        return out
+    pat = re.compile(r"^\| (\w+) \[[^\]]*\] \| (\d+) \| ([\d.]+) us \| ([\d.]+) us \|")
+    with open(log_path) as f:
+        for line in f:
+            m = pat.match(line.strip())
+            if m:
+                out[m.group(1)] = (float(m.group(3)), float(m.group(4)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def no_gpu(why):
+    required = os.environ.get("MIXED_PRECISION_REQUIRE_GPU") == "1"
+    print(f"side_by_side: {why}; nothing was run. This script runs on a machine with a CUDA GPU and PyTorch (scripts/gpu-run.sh).")
+    if required:
+        print("side_by_side: MIXED_PRECISION_REQUIRE_GPU=1, so that is a failure", file=sys.stderr)
+    return 1 if required else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lib", default=os.environ.get("MIXED_PRECISION_LIB", os.path.join(ROOT, "target", "release", "libmixed_precision.so")))
+    ap.add_argument("--ours-train-step", help="log of benches/train_step.rs from the same GPU run")
+    ap.add_argument("--out", help="write the tables (markdown) here too")
+    ap.add_argument("--skip-timings", action="store_true", help="correctness checks only")
+    args = ap.parse_args()
+
+    try:
+        import torch
+    except ImportError:
+        return no_gpu("PyTorch is not installed")
+    if not torch.cuda.is_available():
+        return no_gpu("PyTorch sees no CUDA GPU")
+    if not os.path.exists(args.lib):
+        print(f"side_by_side: {args.lib} not found: build it with `cargo build --release --lib` (or scripts/gpu-bundle.sh)", file=sys.stderr)
+        return 1
+
+    dev = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    torch.cuda.init()
+    torch.zeros(1, device=dev)  # makes the primary context current on this thread
+    lib = Library(args.lib, torch.cuda.current_stream().cuda_stream)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(0)
+    name = torch.cuda.get_device_name()
+    header = f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}, {time.strftime('%Y-%m-%d')}"
+    print(f"side_by_side: {header}; library {args.lib}")
+
+    print("\n## Checks against PyTorch (our kernels on PyTorch's tensors and stream)")
+    check_cast(torch, lib, dev, gen)
+    check_gemm(torch, lib, dev, gen)
+    check_unscale(torch, lib, dev, gen)
+    check_update_scale(torch, lib, dev)
+    check_adamw(torch, lib, dev, gen)
+    torch.cuda.synchronize()
+
+    out = [f"# PyTorch side by side: {header}", ""]
+    out.append(f"Checks against PyTorch: {'all passed' if not failures else 'FAILED: ' + '; '.join(failures)}.")
+    out.append("")
+    if not args.skip_timings:
+        out.append(f"Median of {RUNS} runs after {WARMUP} warm-up runs (training steps: 30 after 5), CUDA events, random data; both sides in one process on one stream. Ratio = PyTorch time / our time (> 1: ours faster).")
+        out.append("")
+        print("\n## Timings")
+        print("  gemm ...", flush=True)
+        rows = time_gemm(torch, lib, dev, gen)
+        out += ["## GEMM, f16 in, f16 out, fp32 accumulation", "", "| shape (m x n x k) | ours TFLOP/s | torch.matmul TFLOP/s | ratio |", "|---|---|---|---|"]
+        out += [f"| {n} | {o:.1f} | {t:.1f} | {r:.2f} |" for n, o, t, r in rows]
+        shapes = transformer_shapes()
+        print("  unscale and optimizer phase ...", flush=True)
+        n = count_params(shapes)
+        t_o, t_t = time_unscale(torch, lib, dev, gen, shapes)
+        torch.cuda.empty_cache()
+        p_o, p_t = time_optimizer_phase(torch, lib, dev, gen, shapes)
+        torch.cuda.empty_cache()
+        out += ["", f"## Optimizer, {len(shapes)} tensors, {n / 1e6:.1f}M parameters (GPT-2-medium shapes), fp32 master weights and gradients", ""]
+        out += ["| phase | ours ms | PyTorch ms | ratio | goal |", "|---|---|---|---|---|"]
+        out.append(f"| unscale + inf/NaN check (ours multi-tensor vs `_amp_foreach_non_finite_check_and_unscale_`) | {t_o:.3f} | {t_t:.3f} | {t_t / t_o:.2f} | |")
+        out.append(f"| optimizer phase (ours: check + AdamW writing fp16 copies + update_scale; PyTorch: GradScaler.step with AdamW(fused=True) + update + the fp16 casts autocast makes) | {p_o:.3f} | {p_t:.3f} | {p_t / p_o:.2f} | >= 1.4 |")
+        ours = ours_train_step(args.ours_train_step)
+        out += ["", "## Training step (time per step, batch uploaded from host memory each step)", ""]
+        out += ["| model | batch | ours eager us | ours graph us | PyTorch AMP eager us | PyTorch AMP graph us | eager ratio | graph ratio | ours graph vs PyTorch eager |", "|---|---|---|---|---|---|---|---|---|"]
+        for model, widths, batch, act in (("digits_mlp", [64, 128, 128, 10], 256, "relu"), ("mlp_4096", [1024, 4096, 4096, 4096, 1024], 8192, "gelu")):
+            print(f"  train step {model} ...", flush=True)
+            t_eager = time_torch_step(torch, dev, gen, widths, batch, act, graphs=False) * 1e3
+            try:
+                t_graph = time_torch_step(torch, dev, gen, widths, batch, act, graphs=True) * 1e3
+                graph_cell = f"{t_graph:.1f}"
+            except Exception as e:  # capture is not supported everywhere; say why
+                t_graph, graph_cell = None, f"capture failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
+            o = ours.get(model)
+            if o:
+                ratio_e = f"{t_eager / o[0]:.2f}"
+                ratio_g = f"{t_graph / o[1]:.2f}" if t_graph else "n/a"
+                vs_eager = f"{t_eager / o[1]:.2f}"
+                out.append(f"| {model} {widths} | {batch} | {o[0]:.1f} | {o[1]:.1f} | {t_eager:.1f} | {graph_cell} | {ratio_e} | {ratio_g} | {vs_eager} |")
+            else:
+                out.append(f"| {model} {widths} | {batch} | not in {args.ours_train_step or '(no --ours-train-step log)'} | | {t_eager:.1f} | {graph_cell} | | | |")
+        out += ["", "Goals: optimizer phase >= 1.4x PyTorch's; training step faster than PyTorch AMP eager on both models; the digits step >= 5x faster with graph replay (ours graph vs PyTorch eager)."]
+    lib.close()
+    text = "\n".join(out) + "\n"
+    print()
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    if failures:
+        print(f"side_by_side: {len(failures)} check(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
