@@ -221,7 +221,11 @@ __device__ __forceinline__ void gemm_body(const GemmParams& p, __half* smem) {
         for (int j = 0; j < 2; j++) {
             wmma::store_matrix_sync(scratch, acc[i][j], 16, wmma::mem_row_major);
             __syncwarp();
-#pragma unroll
+            // Rolled on purpose: unrolled, the 64 element epilogues per thread (each with
+            // an inlined tanhf) made the PTX 24 MB and every binary 50 MB, and cost the
+            // driver's JIT seconds per load; the loop reads shared memory only, so
+            // keeping it rolled forces no fragment into local memory.
+#pragma unroll 1
             for (int e = 0; e < 8; e++) {
                 const int idx = lane * 8 + e;
                 const int64_t gm = bm + wm + i * 16 + idx / 16;
