@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, here, every release test, bench and example executable and copies them into a
 # git-ignored folder (gpu-bundle/ by default) for the GPU machine, which has no Rust.
-# Carry that folder and run scripts/gpu-run.sh there (README, "Running on a GPU").
+# Carry gpu-bundle.tar.xz and run scripts/gpu-run.sh there (README, "Running on a GPU").
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,8 +50,14 @@ cp target/release/libmixed_precision.so "$bundle/lib/"
 strip --strip-debug "$bundle/lib/libmixed_precision.so" 2>/dev/null || true
 cargo test --release --test capi c_program
 cp target/tmp/capi_test "$bundle/c/capi_test"
+strip --strip-debug "$bundle/c/capi_test" 2>/dev/null || true
 
 git rev-parse HEAD > "$bundle/COMMIT" 2>/dev/null || echo unknown > "$bundle/COMMIT"
 if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then echo "(with uncommitted changes)" >> "$bundle/COMMIT"; fi
-du -sh "$bundle" >&2
 find "$bundle" -type f | sort >&2
+du -sh "$bundle" >&2
+# What to carry: the folder is over the device's 64 MiB carry limit (each executable
+# holds the PTX), xz shrinks it about twelvefold. gpu-run.sh unpacks it with Python's
+# tarfile (the GPU machine has python3, not necessarily xz).
+tar -C "$bundle" -cf - . | xz -T0 -6 > "$bundle.tar.xz"
+du -h "$bundle.tar.xz" >&2

@@ -14,6 +14,10 @@ shift
 steps=${*:-tests sanitize benches pytorch examples}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bundle=${BUNDLE:-$root/gpu-bundle}
+if [[ ! -d "$bundle" && -f "$bundle.tar.xz" ]]; then
+  python3 -m tarfile -e "$bundle.tar.xz" "$bundle" || { echo "cannot unpack $bundle.tar.xz" >&2; exit 2; }
+fi
+[[ -d "$bundle" ]] || { echo "no bundle at $bundle (build it with scripts/gpu-bundle.sh)" >&2; exit 2; }
 sanitizer=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
 mkdir -p "$log"
 export MIXED_PRECISION_REQUIRE_GPU=1
