@@ -96,22 +96,28 @@ fn c_program() {
     assert!(stdout.contains(" 0 failed"), "{stdout}");
 }
 
-/// `(field, offset)` of every field, then `("sizeof", size)`, as Python's ctypes lays out
-/// bench/pytorch/side_by_side.py's copy of the struct.
-fn ctypes_layout(root: &Path, class: &str) -> Vec<(String, usize)> {
-    let script = format!(
-        "import ctypes, sys; sys.path.insert(0, sys.argv[1]); import side_by_side as s\n\
-         c = s.{class}\n\
-         for name, _ in c._fields_: print(name, getattr(c, name).offset)\n\
-         print('sizeof', ctypes.sizeof(c))"
-    );
+/// Runs `body` in python3 with bench/pytorch/side_by_side.py imported as `s` (and
+/// `ctypes`, `sys`), and returns what it printed.
+fn with_script(root: &Path, body: &str) -> String {
+    let script = format!("import ctypes, sys; sys.path.insert(0, sys.argv[1]); import side_by_side as s\n{body}");
     let out = Command::new("python3")
         .args(["-c", &script])
         .arg(root.join("bench/pytorch"))
         .output()
         .expect("run python3 (the side-by-side script's interpreter)");
     assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `(field, offset)` of every field, then `("sizeof", size)`, as Python's ctypes lays out
+/// bench/pytorch/side_by_side.py's copy of the struct.
+fn ctypes_layout(root: &Path, class: &str) -> Vec<(String, usize)> {
+    let body = format!(
+        "c = s.{class}\n\
+         for name, _ in c._fields_: print(name, getattr(c, name).offset)\n\
+         print('sizeof', ctypes.sizeof(c))"
+    );
+    with_script(root, &body)
         .lines()
         .map(|l| {
             let (name, off) = l.split_once(' ').expect("name offset");
@@ -203,14 +209,11 @@ fn ctypes_signatures_match_the_header() {
     let header = std::fs::read_to_string(root.join("include/mixed_precision.h")).expect("read the header");
     let declared = header_signatures(&header);
     assert!(declared.len() >= 14, "parsed only {declared:?}");
-    let script = "import ctypes, sys; sys.path.insert(0, sys.argv[1]); import side_by_side as s\n\
-                  def kind(t):\n\
-                  \x20   if t is ctypes.c_void_p or hasattr(t, '_type_') and t.__name__.startswith('LP_'): return 'ptr'\n\
-                  \x20   return {ctypes.c_uint64: 'u64', ctypes.c_int32: 'i32', ctypes.c_double: 'f64'}[t]\n\
-                  for name, args in s.SIGNATURES.items(): print(name, *[kind(a) for a in args])";
-    let out = Command::new("python3").args(["-c", script]).arg(root.join("bench/pytorch")).output().expect("python3");
-    assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let body = "def kind(t):\n\
+                \x20   if t is ctypes.c_void_p or hasattr(t, '_type_') and t.__name__.startswith('LP_'): return 'ptr'\n\
+                \x20   return {ctypes.c_uint64: 'u64', ctypes.c_int32: 'i32', ctypes.c_double: 'f64'}[t]\n\
+                for name, args in s.SIGNATURES.items(): print(name, *[kind(a) for a in args])";
+    let stdout = with_script(&root, body);
     assert!(stdout.lines().count() >= 8, "{stdout}");
     for line in stdout.lines() {
         let mut words = line.split_whitespace();

@@ -226,8 +226,16 @@ def same_bits(torch, a, b):
     return bool(((ia == ib) | both_nan).all())
 
 
-def stored(torch, rows, cols, gen, device):
-    return (torch.rand(rows, cols, generator=gen, device=device) * 2 - 1).half()
+def operands(torch, m, n, k, ta, tb, gen, device):
+    """Random fp16 A and B as stored for the layout (A k x m when ta, B n x k when tb),
+    and op(A), op(B) as views of them."""
+
+    def stored(rows, cols):
+        return (torch.rand(rows, cols, generator=gen, device=device) * 2 - 1).half()
+
+    a = stored(k, m) if ta else stored(m, k)
+    b = stored(n, k) if tb else stored(k, n)
+    return a, b, (a.t() if ta else a), (b.t() if tb else b)
 
 
 def gemm_args(m, n, k, ta, tb, a, b, c, alpha=1.0, beta=0.0, bias=None, pre=None, act=ACT_NONE):
@@ -284,11 +292,8 @@ def check_gemm(torch, lib, dev, gen):
     for m, n, k in cases:
         for ta in (0, 1):
             for tb in (0, 1):
-                a = stored(torch, *((k, m) if ta else (m, k)), gen, dev)
-                b = stored(torch, *((n, k) if tb else (k, n)), gen, dev)
-                opa = a.float().t() if ta else a.float()
-                opb = b.float().t() if tb else b.float()
-                ref = opa @ opb
+                a, b, opa, opb = operands(torch, m, n, k, ta, tb, gen, dev)
+                ref = opa.float() @ opb.float()
                 bias = torch.rand(n, generator=gen, device=dev) - 0.5
                 for c_dtype, act in ((torch.float32, ACT_RELU), (torch.float16, ACT_GELU)):
                     c = torch.empty(m, n, dtype=c_dtype, device=dev)
@@ -402,9 +407,7 @@ def time_gemm(torch, lib, dev, gen):
             (f"layer {layer} wgrad {fan_out}x{fan_in}x{batch} TN", fan_out, fan_in, batch, 1, 0),
         ]
     for name, m, n, k, ta, tb in cases:
-        a = stored(torch, *((k, m) if ta else (m, k)), gen, dev)
-        b = stored(torch, *((n, k) if tb else (k, n)), gen, dev)
-        opa, opb = (a.t() if ta else a), (b.t() if tb else b)
+        a, b, opa, opb = operands(torch, m, n, k, ta, tb, gen, dev)
         c_ours = torch.empty(m, n, dtype=torch.float16, device=dev)
         c_torch = torch.empty(m, n, dtype=torch.float16, device=dev)
         args = gemm_args(m, n, k, ta, tb, a, b, c_ours)
