@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream, DriverError};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, DeviceRepr, DriverError};
 
 use crate::error::{DriverContext, Error, Result};
 use crate::kernels::driver;
@@ -105,6 +105,15 @@ impl Device {
     /// Blocks the host until every kernel queued on the stream has finished.
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().op("Device::synchronize")
+    }
+
+    /// Copies `buf` to the host, after every kernel queued before it. A copy into
+    /// pageable memory already returns when done; the explicit wait keeps that true
+    /// whatever memory the driver decides to stage through.
+    pub(crate) fn to_host<T: DeviceRepr>(&self, op: &'static str, buf: &impl DevicePtr<T>) -> Result<Vec<T>> {
+        let host = self.stream.clone_dtoh(buf).op(op)?;
+        self.synchronize()?;
+        Ok(host)
     }
 
     /// The kernel `name` from `module`, loading the module's best PTX variant for this

@@ -60,11 +60,7 @@ impl<T: Element> Tensor<T> {
     /// Copies the tensor to the host, waiting for every kernel queued before.
     pub fn to_host(&self) -> Result<Vec<T>> {
         const OP: &str = "Tensor::to_host";
-        let host = self.dev.stream().clone_dtoh(&self.data).op(OP)?;
-        // A copy into pageable memory already returns when done; the explicit wait
-        // keeps that true whatever memory the driver decides to stage through.
-        self.dev.synchronize()?;
-        Ok(host)
+        self.dev.to_host(OP, &self.data)
     }
 
     /// Overwrites the tensor with `data`, which must have exactly `self.len()` elements.

@@ -234,9 +234,7 @@ impl Backend for Cuda {
 
     fn to_host(&self, t: &CudaTensor) -> Result<Vec<f32>> {
         const OP: &str = "Cuda::to_host";
-        let host = self.dev.stream().clone_dtoh(&t.data).op(OP)?;
-        self.dev.synchronize()?;
-        Ok(host.into_iter().map(f16::to_f32).collect())
+        Ok(self.dev.to_host(OP, &t.data)?.into_iter().map(f16::to_f32).collect())
     }
 
     fn scalar(&self) -> Result<CudaScalar> {
@@ -244,9 +242,7 @@ impl Backend for Cuda {
     }
 
     fn scalar_to_host(&self, s: &CudaScalar) -> Result<f32> {
-        let host = self.dev.stream().clone_dtoh(&s.data).op("Cuda::scalar_to_host")?;
-        self.dev.synchronize()?;
-        Ok(host[0])
+        Ok(self.dev.to_host("Cuda::scalar_to_host", &s.data)?[0])
     }
 
     fn copy(&self, t: &CudaTensor) -> Result<CudaTensor> {

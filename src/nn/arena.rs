@@ -165,17 +165,17 @@ impl ParamArena {
 
     /// Copies the master weights to the host (synchronizes).
     pub fn master_to_host(&self) -> Result<Vec<f32>> {
-        self.download("ParamArena::master_to_host", &self.master)
+        self.dev.to_host("ParamArena::master_to_host", &self.master)
     }
 
     /// Copies the gradients to the host (synchronizes).
     pub fn grad_to_host(&self) -> Result<Vec<f32>> {
-        self.download("ParamArena::grad_to_host", &self.grad)
+        self.dev.to_host("ParamArena::grad_to_host", &self.grad)
     }
 
     /// Copies the working copy to the host (synchronizes).
     pub fn working_to_host(&self) -> Result<Vec<f16>> {
-        self.download("ParamArena::working_to_host", &self.working)
+        self.dev.to_host("ParamArena::working_to_host", &self.working)
     }
 
     /// Overwrites the gradients from the host (tests and engines that compute them
@@ -202,11 +202,5 @@ impl ParamArena {
         }
         self.dev.stream().memcpy_htod(master, &mut self.master).op(OP)?;
         cast_f32_f16(&self.dev, &self.master, &mut self.working)
-    }
-
-    fn download<T: crate::Element>(&self, op: &'static str, buf: &CudaSlice<T>) -> Result<Vec<T>> {
-        let host = self.dev.stream().clone_dtoh(buf).op(op)?;
-        self.dev.synchronize()?;
-        Ok(host)
     }
 }

@@ -69,18 +69,15 @@ impl AdamW {
 
     /// Steps taken, skipped ones not counted (synchronizes).
     pub fn steps_taken(&self) -> Result<f32> {
-        let v = self.dev.stream().clone_dtoh(&self.step).op("AdamW::steps_taken")?;
-        self.dev.synchronize()?;
-        Ok(v[0])
+        Ok(self.dev.to_host("AdamW::steps_taken", &self.step)?[0])
     }
 
     /// The whole training state on the host (synchronizes).
     pub fn checkpoint(&self, arena: &ParamArena, scaler: Option<&GradScaler>) -> Result<Checkpoint> {
         const OP: &str = "AdamW::checkpoint";
         self.check_arena(OP, arena)?;
-        let stream = self.dev.stream();
-        let m = stream.clone_dtoh(&self.m).op(OP)?;
-        let v = stream.clone_dtoh(&self.v).op(OP)?;
+        let m = self.dev.to_host(OP, &self.m)?;
+        let v = self.dev.to_host(OP, &self.v)?;
         Ok(Checkpoint {
             layout: arena.layout().clone(),
             adam: self.cfg,

@@ -144,17 +144,17 @@ impl GradScaler {
 
     /// The current scale (synchronizes).
     pub fn scale(&self) -> Result<f32> {
-        Ok(self.read(&self.scale)?[0])
+        Ok(self.dev.to_host("GradScaler::scale", &self.scale)?[0])
     }
 
     /// Clean steps since the last growth or backoff (synchronizes).
     pub fn growth_tracker(&self) -> Result<i32> {
-        Ok(self.read(&self.growth_tracker)?[0])
+        Ok(self.dev.to_host("GradScaler::growth_tracker", &self.growth_tracker)?[0])
     }
 
     /// Whether the last checked gradients held an inf or NaN (synchronizes).
     pub fn found_inf(&self) -> Result<bool> {
-        Ok(self.read(&self.found_inf)?[0] != 0.0)
+        Ok(self.dev.to_host("GradScaler::found_inf", &self.found_inf)?[0] != 0.0)
     }
 
     /// Everything a checkpoint needs (synchronizes).
@@ -173,11 +173,5 @@ impl GradScaler {
         self.cfg = state.config;
         self.unscaled = false;
         Ok(())
-    }
-
-    fn read<T: cudarc::driver::DeviceRepr>(&self, buf: &CudaSlice<T>) -> Result<Vec<T>> {
-        let v = self.dev.stream().clone_dtoh(buf).op("GradScaler::read")?;
-        self.dev.synchronize()?;
-        Ok(v)
     }
 }
