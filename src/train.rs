@@ -95,8 +95,9 @@ impl<B: Backend> TrainStep<B> {
     }
 
     /// Checks a batch: `x` is `labels.len() x in_features`, row-major; every label is a
-    /// class of the model; the batch splits into the micro-batches.
-    fn validate(&self, op: &'static str, x: &[f32], labels: &[u32]) -> Result<()> {
+    /// class of the model; with `split`, the batch splits into the micro-batches (a
+    /// training step needs that; accuracy does not care how the rows split).
+    fn validate(&self, op: &'static str, x: &[f32], labels: &[u32], split: bool) -> Result<()> {
         let batch = labels.len();
         let features = self.model.in_features();
         if batch == 0 {
@@ -105,7 +106,7 @@ impl<B: Backend> TrainStep<B> {
         if batch.checked_mul(features) != Some(x.len()) {
             return Err(Error::ShapeMismatch { op, expected: vec![batch, features], got: vec![x.len()] });
         }
-        if batch % self.cfg.micro_batches != 0 {
+        if split && batch % self.cfg.micro_batches != 0 {
             return Err(Error::InvalidArgument {
                 op,
                 what: "batch",
@@ -119,7 +120,7 @@ impl<B: Backend> TrainStep<B> {
     /// queued; read the loss with [`loss`](Self::loss).
     pub fn step(&mut self, x: &[f32], labels: &[u32]) -> Result<()> {
         const OP: &str = "TrainStep::step";
-        self.validate(OP, x, labels)?;
+        self.validate(OP, x, labels, true)?;
         self.load_batch(x, labels)?;
         if let Some(g) = &self.graph {
             self.be.replay(g)?;
@@ -330,11 +331,7 @@ impl<B: Backend> TrainStep<B> {
 
     /// The fraction of rows of `x` whose predicted class is the label (synchronizes).
     pub fn accuracy(&self, x: &[f32], labels: &[u32]) -> Result<f32> {
-        self.validate("TrainStep::accuracy", x, labels).or_else(|e| match e {
-            // Accuracy does not care how the rows split into micro-batches.
-            Error::InvalidArgument { what: "batch", .. } => Ok(()),
-            e => Err(e),
-        })?;
+        self.validate("TrainStep::accuracy", x, labels, false)?;
         let predicted = self.predict(x)?;
         let correct = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
         Ok(correct as f32 / labels.len() as f32)

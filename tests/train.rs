@@ -276,3 +276,19 @@ fn cuda_graph_replay_matches_eager() {
         assert!(runs[0].1 == runs[1].1, "micro_batches {micro_batches}: master weights differ");
     }
 }
+
+/// Accuracy takes any number of rows (micro-batches split training batches only) but
+/// still rejects a label outside the model's classes.
+#[test]
+fn accuracy_ignores_the_split_not_the_labels() {
+    let (_, test) = data();
+    let rows = test.gather(&[0, 1, 2]);
+    let model = Mlp::new(&digits::WIDTHS, Activation::Relu).unwrap();
+    let init = model.init(3);
+    let tcfg = TrainConfig { micro_batches: 2, ..TrainConfig::default() };
+    let step = TrainStep::new(Cpu::fp32(), model, &init, tcfg).unwrap();
+    let acc = step.accuracy(&rows.x, &rows.y).unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{acc}");
+    let e = step.accuracy(&rows.x, &[0, 1, 99]).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { op: "TrainStep::accuracy", .. }), "{e}");
+}
