@@ -146,11 +146,13 @@ pub fn update_scale(scale: &mut f32, growth_tracker: &mut i32, found_inf: f32, r
     }
 }
 
+/// The constants of GELU's tanh form: sqrt(2 / pi) and the cubic term's weight.
+const GELU_K0: f32 = 0.797_884_6;
+const GELU_K1: f32 = 0.044715;
+
 /// GELU, tanh approximation, as the GEMM epilogue computes it.
 pub fn gelu_tanh(x: f32) -> f32 {
-    const K0: f32 = 0.797_884_6; // sqrt(2 / pi)
-    const K1: f32 = 0.044715;
-    0.5 * x * (1.0 + (K0 * (x + K1 * x * x * x)).tanh())
+    0.5 * x * (1.0 + (GELU_K0 * (x + GELU_K1 * x * x * x)).tanh())
 }
 
 /// CPU reference of [`kernels::gemm::gemm`](crate::kernels::gemm::gemm) in f32:
@@ -166,7 +168,7 @@ pub fn gemm(
     beta: f32,
     bias: Option<&[f32]>,
     mut pre: Option<&mut [f32]>,
-    activation: Activation,
+    act: Activation,
 ) -> Result<()> {
     const OP: &str = "cpu::gemm";
     shape.validate(OP, a.len(), b.len(), c.len(), bias.map(<[f32]>::len), pre.as_ref().map(|p| p.len()))?;
@@ -186,11 +188,7 @@ pub fn gemm(
             if let Some(pre) = pre.as_deref_mut() {
                 pre[o] = v;
             }
-            c[o] = match activation {
-                Activation::None => v,
-                Activation::Relu => relu(v),
-                Activation::Gelu => gelu_tanh(v),
-            };
+            c[o] = activation(v, act);
         }
     }
     Ok(())
@@ -217,8 +215,6 @@ pub fn activation(x: f32, act: Activation) -> f32 {
 
 /// `act'(x)`, as `activation_backward_f16` computes it (ReLU'(0) = 0, as in PyTorch).
 pub fn activation_derivative(x: f32, act: Activation) -> f32 {
-    const K0: f32 = 0.797_884_6;
-    const K1: f32 = 0.044715;
     match act {
         Activation::None => 1.0,
         Activation::Relu => {
@@ -229,8 +225,8 @@ pub fn activation_derivative(x: f32, act: Activation) -> f32 {
             }
         }
         Activation::Gelu => {
-            let t = (K0 * (x + K1 * x * x * x)).tanh();
-            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * K0 * (1.0 + 3.0 * K1 * x * x)
+            let t = (GELU_K0 * (x + GELU_K1 * x * x * x)).tanh();
+            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_K0 * (1.0 + 3.0 * GELU_K1 * x * x)
         }
     }
 }
