@@ -1,0 +1,121 @@
+//! Device memory: allocations at synthetic device addresses, with gaps between them so
+//! that an access one past the end of an allocation hits no allocation at all and the
+//! memory check reports it.
+//!
+//! Addresses are not host pointers: nothing in the emulator dereferences a device
+//! address, every access goes through [`Memory`] or through the per-launch
+//! [`GlobalView`], which bounds-checks it.
+
+use std::collections::BTreeMap;
+
+/// First device address handed out: far from zero, so a null or small integer used as a
+/// pointer is never inside an allocation.
+const BASE: u64 = 0x7f00_0000_0000;
+/// Allocations are aligned to 256 bytes, as cuMemAlloc's are.
+const ALIGN: u64 = 256;
+/// Unallocated bytes left after every allocation, so overruns fault.
+const GUARD: u64 = 4096;
+/// The value fresh allocations hold. cuMemAlloc returns uninitialized memory; all-ones
+/// bytes are NaN as f32 and f16, so a kernel that reads memory nobody wrote shows it.
+pub const UNINIT_BYTE: u8 = 0xff;
+
+/// One allocation.
+pub struct Allocation {
+    pub data: Vec<u8>,
+}
+
+/// Every live allocation of a context, by base address.
+pub struct Memory {
+    allocs: BTreeMap<u64, Allocation>,
+    next: u64,
+    /// Bytes currently allocated (for cuMemGetInfo).
+    pub used: u64,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Memory {
+    pub fn new() -> Self {
+        Memory { allocs: BTreeMap::new(), next: BASE, used: 0 }
+    }
+
+    /// A new allocation of `size` bytes (at least one), filled with [`UNINIT_BYTE`].
+    pub fn alloc(&mut self, size: usize) -> u64 {
+        let base = self.next;
+        let span = (size.max(1) as u64).div_ceil(ALIGN) * ALIGN;
+        self.next = base + span + GUARD;
+        self.allocs.insert(base, Allocation { data: vec![UNINIT_BYTE; size] });
+        self.used += size as u64;
+        base
+    }
+
+    /// Frees the allocation that starts at `ptr`; false when no allocation starts there.
+    pub fn free(&mut self, ptr: u64) -> bool {
+        match self.allocs.remove(&ptr) {
+            Some(a) => {
+                self.used -= a.data.len() as u64;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The allocation holding `addr`, as (base, allocation).
+    pub fn find(&self, addr: u64) -> Option<(u64, &Allocation)> {
+        let (&base, a) = self.allocs.range(..=addr).next_back()?;
+        (addr - base < a.data.len() as u64).then_some((base, a))
+    }
+
+    /// The `len` bytes at `addr`, when they lie inside one live allocation.
+    pub fn slice(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let (base, a) = self.find(addr)?;
+        let off = (addr - base) as usize;
+        a.data.get(off..off.checked_add(len)?)
+    }
+
+    /// As [`Memory::slice`], writable.
+    pub fn slice_mut(&mut self, addr: u64, len: usize) -> Option<&mut [u8]> {
+        let (&base, a) = self.allocs.range_mut(..=addr).next_back()?;
+        let off = usize::try_from(addr - base).ok()?;
+        let end = off.checked_add(len)?;
+        a.data.get_mut(off..end)
+    }
+
+    /// Copies `len` bytes between two device ranges (which may be in one allocation and
+    /// may overlap, as cuMemcpyDtoD allows for distinct ranges). False when either range
+    /// is not inside a live allocation.
+    pub fn copy(&mut self, dst: u64, src: u64, len: usize) -> bool {
+        let Some(bytes) = self.slice(src, len).map(<[u8]>::to_vec) else { return false };
+        match self.slice_mut(dst, len) {
+            Some(d) => {
+                d.copy_from_slice(&bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The view a kernel launch reads and writes global memory through.
+    pub fn view(&mut self) -> GlobalView<'_> {
+        GlobalView { regions: self.allocs.iter_mut().map(|(&b, a)| (b, a.data.as_mut_slice())).collect() }
+    }
+}
+
+/// All allocations, sorted by base, borrowed for one launch. Lookups are a binary search;
+/// the executor caches the last region each thread hit.
+pub struct GlobalView<'a> {
+    pub regions: Vec<(u64, &'a mut [u8])>,
+}
+
+impl GlobalView<'_> {
+    /// Index of the region holding `[addr, addr + len)`, if one does.
+    pub fn region(&self, addr: u64, len: u64) -> Option<usize> {
+        let i = self.regions.partition_point(|(b, _)| *b <= addr).checked_sub(1)?;
+        let (b, d) = &self.regions[i];
+        (addr - b + len <= d.len() as u64).then_some(i)
+    }
+}

@@ -1,0 +1,3 @@
+//! Driver state: contexts, memory, streams, events, capture and graphs.
+
+pub mod memory;
