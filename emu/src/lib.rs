@@ -12,4 +12,5 @@
 
 pub mod driver;
 pub mod exec;
+pub mod ir;
 pub mod ptx;

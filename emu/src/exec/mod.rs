@@ -1,8 +1,27 @@
 //! Execution of a lowered kernel: a grid of blocks of warps of 32 threads, each thread
-//! with its own program counter.
+//! with its own program counter (Volta-style independent scheduling: no reconvergence
+//! stack, divergent lanes simply run apart).
+//!
+//! Scheduling within a block: every ready thread runs alone until it reaches a
+//! synchronizing instruction (`bar.sync`, `bar.red`, `bar.warp.sync`, `shfl.sync`,
+//! `wmma.*`) or exits. When no thread is ready, the scheduler completes the collectives
+//! whose participants have all arrived (warp-level first, then the block barrier) and
+//! makes their threads ready again; when none can complete, the block is deadlocked
+//! and the launch fails. Any interleaving is a legal schedule for a race-free kernel;
+//! this one runs each thread as far as it can. Blocks run one after another.
 
-use crate::driver::memory::Memory;
-use crate::ptx::Module;
+mod convert;
+mod float;
+mod int;
+mod memory;
+mod warp;
+
+use std::collections::VecDeque;
+
+use crate::driver::memory::{GlobalView, Memory, UNINIT_BYTE};
+use crate::ir::{special, Code, Op, NONE};
+use crate::ptx::{Kernel, Module};
+use memory::AsyncCopy;
 
 /// Grid and block shape and dynamic shared memory of one launch.
 #[derive(Clone, Copy, Debug)]
@@ -48,15 +67,366 @@ pub struct LaunchError {
     pub report: String,
 }
 
+/// A fault inside the kernel before the scheduler adds where it happened.
+#[derive(Debug)]
+pub(crate) struct Fault {
+    pub kind: FaultKind,
+    pub msg: String,
+}
+
+/// Device limits checked at launch (those of every GPU from sm_70 on).
+pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
+pub const MAX_BLOCK: [u32; 3] = [1024, 1024, 64];
+pub const MAX_GRID: [u32; 3] = [i32::MAX as u32, 65535, 65535];
+/// Shared memory a block may use without the kernel opting in to more.
+pub const MAX_SHARED_PER_BLOCK: u32 = 48 * 1024;
+
+/// Per-block state the instructions reach: global memory, shared memory, parameters.
+pub(crate) struct Block<'g> {
+    pub global: GlobalView<'g>,
+    pub shared: Vec<u8>,
+    pub params: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Ready,
+    /// Stopped at a synchronizing instruction (its pc), waiting for the others.
+    Waiting,
+    Exited,
+}
+
+pub(crate) struct Thread {
+    pub regs: Vec<u64>,
+    pc: u32,
+    state: State,
+    /// pcs of the `call` instructions being executed.
+    calls: Vec<u32>,
+    pub cp_pending: Vec<AsyncCopy>,
+    pub cp_groups: VecDeque<Vec<AsyncCopy>>,
+    /// The global region this thread touched last (a look-up cache).
+    pub region: usize,
+    tid: [u32; 3],
+}
+
+fn invalid(kind: FaultKind, msg: String) -> LaunchError {
+    LaunchError { kind, report: msg }
+}
+
+fn check_config(k: &Kernel, cfg: &LaunchConfig, params: &[u8]) -> Result<u32, LaunchError> {
+    let name = &k.name;
+    for d in 0..3 {
+        if cfg.grid[d] == 0 || cfg.grid[d] > MAX_GRID[d] || cfg.block[d] == 0 || cfg.block[d] > MAX_BLOCK[d] {
+            return Err(invalid(FaultKind::InvalidValue, format!("launch of {name}: grid {:?} or block {:?} out of range", cfg.grid, cfg.block)));
+        }
+    }
+    let n = cfg.block.iter().product::<u32>();
+    if n > MAX_THREADS_PER_BLOCK {
+        return Err(invalid(FaultKind::InvalidValue, format!("launch of {name}: {n} threads per block (at most {MAX_THREADS_PER_BLOCK})")));
+    }
+    if let Some(m) = k.max_ntid {
+        if n > m.iter().product::<u32>() || (0..3).any(|d| cfg.block[d] > m[d]) {
+            return Err(invalid(FaultKind::OutOfResources, format!("launch of {name}: block {:?} exceeds .maxntid {m:?}", cfg.block)));
+        }
+    }
+    let shared = k.static_shared as u64 + cfg.dynamic_shared as u64;
+    if shared > MAX_SHARED_PER_BLOCK as u64 {
+        return Err(invalid(FaultKind::InvalidValue, format!("launch of {name}: {shared} bytes of shared memory per block (at most {MAX_SHARED_PER_BLOCK})")));
+    }
+    if params.len() != k.param_bytes {
+        return Err(invalid(FaultKind::InvalidValue, format!("launch of {name}: {} bytes of parameters, the kernel takes {}", params.len(), k.param_bytes)));
+    }
+    Ok(n)
+}
+
 /// Runs kernel `kernel` of `module` to completion over `mem`. `params` is the kernel's
 /// parameter buffer laid out as [`crate::ptx::Kernel::params`] says.
-pub fn launch(
-    module: &Module,
-    kernel: usize,
-    cfg: &LaunchConfig,
-    params: &[u8],
-    mem: &mut Memory,
-) -> Result<(), LaunchError> {
-    let _ = (module, kernel, cfg, params, mem);
-    Err(LaunchError { kind: FaultKind::IllegalInstruction, report: "the executor is not written yet".into() })
+pub fn launch(module: &Module, kernel: usize, cfg: &LaunchConfig, params: &[u8], mem: &mut Memory) -> Result<(), LaunchError> {
+    let k = &module.kernels[kernel];
+    let n = check_config(k, cfg, params)?;
+    let code = &k.code;
+    let shared_bytes = (k.static_shared + cfg.dynamic_shared) as usize;
+    let mut blk = Block { global: mem.view(), shared: Vec::new(), params: params.to_vec() };
+    let mut threads: Vec<Thread> = (0..n)
+        .map(|_| {
+            let mut regs = vec![0u64; code.nregs as usize];
+            for &(r, v) in &code.consts {
+                regs[r as usize] = v;
+            }
+            Thread { regs, pc: 0, state: State::Ready, calls: Vec::new(), cp_pending: Vec::new(), cp_groups: VecDeque::new(), region: 0, tid: [0; 3] }
+        })
+        .collect();
+    let [bx, by, _] = cfg.block;
+    let nwarps = n.div_ceil(32);
+    for (i, t) in threads.iter_mut().enumerate() {
+        let i = i as u32;
+        t.tid = [i % bx, (i / bx) % by, i / (bx * by)];
+        for d in 0..3 {
+            t.regs[(special::TID + d) as usize] = t.tid[d as usize] as u64;
+            t.regs[(special::NTID + d) as usize] = cfg.block[d as usize] as u64;
+            t.regs[(special::NCTAID + d) as usize] = cfg.grid[d as usize] as u64;
+        }
+        t.regs[special::LANEID as usize] = (i % 32) as u64;
+        t.regs[special::WARPID as usize] = (i / 32) as u64;
+        t.regs[special::NWARPID as usize] = nwarps as u64;
+    }
+    for z in 0..cfg.grid[2] {
+        for y in 0..cfg.grid[1] {
+            for x in 0..cfg.grid[0] {
+                let ctaid = [x, y, z];
+                blk.shared.clear();
+                blk.shared.resize(shared_bytes, UNINIT_BYTE);
+                for t in threads.iter_mut() {
+                    t.pc = 0;
+                    t.state = State::Ready;
+                    t.calls.clear();
+                    t.cp_pending.clear();
+                    t.cp_groups.clear();
+                    for d in 0..3 {
+                        t.regs[(special::CTAID + d) as usize] = ctaid[d as usize] as u64;
+                    }
+                }
+                run_block(k, code, &mut threads, &mut blk).map_err(|(t, f)| {
+                    let (tid, line) = match t {
+                        Some(t) => (threads[t].tid, code.insts[threads[t].pc as usize].line),
+                        None => ([0; 3], 0),
+                    };
+                    LaunchError {
+                        kind: f.kind,
+                        report: format!(
+                            "{}\n    at PTX line {line} of kernel {}\n    by thread ({},{},{}) in block ({x},{y},{z})",
+                            f.msg, k.name, tid[0], tid[1], tid[2]
+                        ),
+                    }
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A fault and the index of the thread it happened in (None: the whole block).
+type BlockFault = (Option<usize>, Fault);
+
+fn run_block(k: &Kernel, code: &Code, threads: &mut [Thread], blk: &mut Block) -> Result<(), BlockFault> {
+    loop {
+        for (ti, t) in threads.iter_mut().enumerate() {
+            if t.state == State::Ready {
+                run(t, blk, code).map_err(|f| (Some(ti), f))?;
+            }
+        }
+        if threads.iter().all(|t| t.state == State::Exited) {
+            return Ok(());
+        }
+        let mut progress = false;
+        for w in 0..threads.len().div_ceil(32) {
+            let end = ((w + 1) * 32).min(threads.len());
+            progress |= resolve_warp(code, &mut threads[w * 32..end], blk).map_err(|(l, f)| (l.map(|l| w * 32 + l), f))?;
+        }
+        if !progress {
+            progress = resolve_barrier(code, threads)?;
+        }
+        if !progress {
+            return Err((None, deadlock(k, code, threads)));
+        }
+    }
+}
+
+fn deadlock(k: &Kernel, code: &Code, threads: &[Thread]) -> Fault {
+    let mut waits: Vec<(u32, usize)> = Vec::new();
+    for t in threads.iter().filter(|t| t.state == State::Waiting) {
+        let line = code.insts[t.pc as usize].line;
+        match waits.iter_mut().find(|(l, _)| *l == line) {
+            Some(w) => w.1 += 1,
+            None => waits.push((line, 1)),
+        }
+    }
+    let exited = threads.iter().filter(|t| t.state == State::Exited).count();
+    let list: Vec<String> = waits.iter().map(|(l, c)| format!("{c} at PTX line {l}")).collect();
+    Fault {
+        kind: FaultKind::IllegalInstruction,
+        msg: format!("deadlock in kernel {}: no synchronization can complete ({} waiting, {exited} exited)", k.name, list.join(", ")),
+    }
+}
+
+fn is_warp_op(op: Op) -> bool {
+    matches!(op, Op::BarWarpSync | Op::Shfl(_) | Op::WmmaLoadA(_) | Op::WmmaLoadB(_) | Op::WmmaMma(..) | Op::WmmaStoreD(_))
+}
+
+/// Completes the warp-level collective of the lowest waiting lane of this warp when
+/// every lane it needs has arrived. Ok(true) when it did.
+fn resolve_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<bool, (Option<usize>, Fault)> {
+    let at = |t: &Thread| (t.state == State::Waiting && is_warp_op(code.insts[t.pc as usize].op)).then(|| &code.insts[t.pc as usize]);
+    let Some(first) = lanes.iter().position(|t| at(t).is_some()) else { return Ok(false) };
+    let op = code.insts[lanes[first].pc as usize].op;
+    let fault = |l: usize, msg: String| Err((Some(l), Fault { kind: FaultKind::IllegalInstruction, msg }));
+    match op {
+        Op::WmmaLoadA(_) | Op::WmmaLoadB(_) | Op::WmmaMma(..) | Op::WmmaStoreD(_) => {
+            let pc = lanes[first].pc;
+            if lanes.len() != 32 {
+                return fault(first, format!("wmma in a partial warp of {} threads", lanes.len()));
+            }
+            if let Some(l) = lanes.iter().position(|t| t.state != State::Waiting || t.pc != pc) {
+                if lanes[l].state == State::Waiting && !is_warp_op(code.insts[lanes[l].pc as usize].op) {
+                    // That lane waits at a block barrier: the warp diverged around a
+                    // .aligned wmma, which the ISA forbids.
+                    return fault(l, format!("lane {l} is not at the same wmma instruction as lane {first}: .aligned wmma needs the whole warp"));
+                }
+                if lanes[l].state == State::Exited {
+                    return fault(l, format!("lane {l} exited before the warp's wmma"));
+                }
+                return Ok(false);
+            }
+            let inst = &code.insts[pc as usize];
+            warp::wmma(inst, lanes, blk).map_err(|f| (Some(first), f))?;
+            for t in lanes.iter_mut() {
+                t.pc += 1;
+                t.state = State::Ready;
+            }
+            Ok(true)
+        }
+        _ => {
+            let inst = &code.insts[lanes[first].pc as usize];
+            let mask_reg = if op == Op::BarWarpSync { inst.a } else { inst.v[0] };
+            let members = lanes[first].regs[mask_reg as usize] as u32;
+            for l in 0..32 {
+                if members & (1 << l) == 0 {
+                    continue;
+                }
+                let Some(t) = lanes.get(l) else {
+                    return fault(first, format!("member mask {members:#010x} names lane {l}, which does not exist in this warp"));
+                };
+                match t.state {
+                    State::Exited => return fault(first, format!("member mask {members:#010x} names lane {l}, which has exited")),
+                    State::Waiting => match at(t) {
+                        Some(i) if std::mem::discriminant(&i.op) == std::mem::discriminant(&op) => {}
+                        _ => return Ok(false),
+                    },
+                    State::Ready => return Ok(false),
+                }
+            }
+            if members & (1 << first) == 0 {
+                return fault(first, format!("member mask {members:#010x} does not include the executing lane {first}"));
+            }
+            if let Op::Shfl(mode) = op {
+                let insts: Vec<Option<&crate::ir::Inst>> = (0..lanes.len()).map(|l| if members & (1 << l) != 0 { at(&lanes[l]) } else { None }).collect();
+                warp::shfl(mode, lanes, members, &insts);
+            }
+            for (l, t) in lanes.iter_mut().enumerate() {
+                if members & (1 << l) != 0 {
+                    t.pc += 1;
+                    t.state = State::Ready;
+                }
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// Completes the block barrier when every thread that has not exited waits at one.
+fn resolve_barrier(code: &Code, threads: &mut [Thread]) -> Result<bool, BlockFault> {
+    let mut red = false;
+    let mut kind = None;
+    for (ti, t) in threads.iter().enumerate() {
+        match t.state {
+            State::Exited => continue,
+            State::Ready => return Ok(false),
+            State::Waiting => {}
+        }
+        let i = &code.insts[t.pc as usize];
+        if !matches!(i.op, Op::BarSync | Op::BarRedOr) {
+            return Ok(false);
+        }
+        let id = t.regs[i.a as usize];
+        if i.b != NONE {
+            return Err((Some(ti), Fault { kind: FaultKind::IllegalInstruction, msg: "bar.sync with a thread count is not supported by the emulator".into() }));
+        }
+        match kind {
+            None => kind = Some((i.op, id)),
+            Some(k) if k == (i.op, id) => {}
+            Some(_) => {
+                return Err((Some(ti), Fault { kind: FaultKind::IllegalInstruction, msg: "threads of one block wait at different barriers or barrier kinds".into() }));
+            }
+        }
+        if i.op == Op::BarRedOr {
+            red |= t.regs[i.c as usize] & 1 != 0;
+        }
+    }
+    for t in threads.iter_mut().filter(|t| t.state == State::Waiting) {
+        let i = &code.insts[t.pc as usize];
+        if i.op == Op::BarRedOr {
+            t.regs[i.d as usize] = red as u64;
+        }
+        t.pc += 1;
+        t.state = State::Ready;
+    }
+    Ok(true)
+}
+
+/// Runs one thread until it exits or stops at a synchronizing instruction.
+fn run(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<(), Fault> {
+    loop {
+        let i = &code.insts[t.pc as usize];
+        if i.guard != NONE && ((t.regs[i.guard as usize] & 1 != 0) == i.guard_neg) {
+            t.pc += 1;
+            continue;
+        }
+        match i.op {
+            Op::Bra => {
+                t.pc = i.off as u32;
+                continue;
+            }
+            Op::Call => {
+                let c = &code.callees[i.off as usize];
+                let nret = i.c as usize;
+                for (k, &p) in c.params.iter().enumerate() {
+                    t.regs[p as usize] = t.regs[i.v[nret + k] as usize];
+                }
+                t.calls.push(t.pc);
+                t.pc = c.entry;
+                continue;
+            }
+            Op::Ret | Op::Exit => match t.calls.pop() {
+                Some(call) if i.op == Op::Ret => {
+                    let ci = &code.insts[call as usize];
+                    let c = &code.callees[ci.off as usize];
+                    for k in 0..ci.c as usize {
+                        t.regs[ci.v[k] as usize] = t.regs[c.rets[k] as usize];
+                    }
+                    t.pc = call + 1;
+                    continue;
+                }
+                _ => {
+                    memory::cp_drain(blk, t)?;
+                    t.state = State::Exited;
+                    return Ok(());
+                }
+            },
+            Op::Ld(s) => memory::ld(i, s, blk, t)?,
+            Op::St(s) => memory::st(i, s, blk, t)?,
+            Op::CpAsync => memory::cp_async(i, blk, t)?,
+            Op::CpAsyncCommit => {
+                let g = std::mem::take(&mut t.cp_pending);
+                t.cp_groups.push_back(g);
+            }
+            Op::CpAsyncWait => {
+                if i.b != NONE {
+                    let g = std::mem::take(&mut t.cp_pending);
+                    t.cp_groups.push_back(g);
+                }
+                memory::cp_wait(i.off as usize, blk, t)?;
+            }
+            Op::BarSync | Op::BarRedOr | Op::BarWarpSync | Op::Shfl(_) | Op::WmmaLoadA(_) | Op::WmmaLoadB(_) | Op::WmmaMma(..) | Op::WmmaStoreD(_) => {
+                t.state = State::Waiting;
+                return Ok(());
+            }
+            Op::Cvt => convert::exec(i, &mut t.regs),
+            Op::Setp(_) if !i.ty.is_float() => int::exec(i, &mut t.regs),
+            Op::FAdd | Op::FSub | Op::FMul | Op::Fma | Op::FDiv | Op::Rcp | Op::Sqrt | Op::Ex2 | Op::Lg2 | Op::FAbs | Op::FNeg | Op::FMin | Op::FMax | Op::Copysign | Op::Setp(_) => {
+                float::exec(i, &mut t.regs)
+            }
+            _ => int::exec(i, &mut t.regs),
+        }
+        t.pc += 1;
+    }
 }

@@ -1,0 +1,99 @@
+//! `cvt` between every integer and float type pair the loader accepts. Float to f16 and
+//! f64 to f32 round to nearest even and overflow to infinity; float to integer rounds
+//! as the modifier says and saturates (NaN gives 0), as the ISA specifies; integer to
+//! integer sign- or zero-extends from the source type, or truncates.
+
+use half::f16;
+
+use super::int::{mask, sx};
+use crate::ir::{Inst, Round, Ty, FTZ, SAT};
+
+fn round_int(x: f64, r: Round) -> f64 {
+    match r {
+        Round::Rzi | Round::Rz => x.trunc(),
+        Round::Rmi | Round::Rm => x.floor(),
+        Round::Rpi | Round::Rp => x.ceil(),
+        _ => x.round_ties_even(),
+    }
+}
+
+pub fn exec(i: &Inst, r: &mut [u64]) {
+    let (dt, st) = (i.ty, i.ty2);
+    let raw = r[i.a as usize] & mask(st.bits());
+    let ftz = i.flags & FTZ != 0;
+    let out = if st.is_float() {
+        // Every float source is exact in f64.
+        let mut x = match st {
+            Ty::F16 => f16::from_bits(raw as u16).to_f64(),
+            Ty::F32 => {
+                let f = f32::from_bits(raw as u32);
+                if ftz && f.is_subnormal() {
+                    0.0f64.copysign(f as f64)
+                } else {
+                    f as f64
+                }
+            }
+            _ => f64::from_bits(raw),
+        };
+        if dt.is_float() {
+            if matches!(i.round, Round::Rni | Round::Rzi | Round::Rmi | Round::Rpi) {
+                x = round_int(x, i.round);
+            }
+            let mut bits = match dt {
+                // Directly from the exact f64 value: one rounding, to nearest even.
+                Ty::F16 => f16::from_f64(x).to_bits() as u64,
+                Ty::F32 => {
+                    let f = x as f32;
+                    let f = if i.flags & SAT != 0 { sat(f as f64) as f32 } else { f };
+                    let f = if ftz && f.is_subnormal() { 0.0f32.copysign(f) } else { f };
+                    f.to_bits() as u64
+                }
+                _ => x.to_bits(),
+            };
+            if i.flags & SAT != 0 && dt != Ty::F32 {
+                bits = match dt {
+                    Ty::F16 => f16::from_f64(sat(f16::from_bits(bits as u16).to_f64())).to_bits() as u64,
+                    _ => sat(f64::from_bits(bits)).to_bits(),
+                };
+            }
+            bits
+        } else {
+            let x = round_int(x, i.round);
+            // Rust's float-to-int `as` saturates and maps NaN to 0, as cvt does.
+            match dt {
+                Ty::S8 => x as i8 as u64,
+                Ty::S16 => x as i16 as u64,
+                Ty::S32 => x as i32 as u64,
+                Ty::S64 => x as i64 as u64,
+                Ty::U8 | Ty::B8 => x as u8 as u64,
+                Ty::U16 | Ty::B16 => x as u16 as u64,
+                Ty::U32 | Ty::B32 => x as u32 as u64,
+                _ => x as u64,
+            }
+        }
+    } else {
+        let v = if st.is_signed() { sx(raw, st.bits()) as u64 } else { raw };
+        if dt.is_float() {
+            // Integer to float: one rounding to nearest even.
+            match (dt, st.is_signed()) {
+                (Ty::F16, true) => f16::from_f64(v as i64 as f64).to_bits() as u64,
+                (Ty::F16, false) => f16::from_f64(v as f64).to_bits() as u64,
+                (Ty::F32, true) => (v as i64 as f32).to_bits() as u64,
+                (Ty::F32, false) => (v as f32).to_bits() as u64,
+                (_, true) => (v as i64 as f64).to_bits(),
+                (_, false) => (v as f64).to_bits(),
+            }
+        } else {
+            v
+        }
+    };
+    r[i.d as usize] = out & mask(dt.bits());
+}
+
+fn sat(x: f64) -> f64 {
+    if x.is_nan() {
+        0.0
+    } else {
+        x.clamp(0.0, 1.0)
+    }
+}

@@ -1,0 +1,49 @@
+//! Runs PTX on the executor directly (no driver surface): load, allocate, launch, read.
+#![allow(dead_code)]
+
+use mp_emu::driver::memory::Memory;
+use mp_emu::exec::{launch, LaunchConfig, LaunchError};
+use mp_emu::ptx::Module;
+
+pub struct Rig {
+    pub module: Module,
+    pub mem: Memory,
+}
+
+impl Rig {
+    pub fn new(ptx: &str) -> Rig {
+        Rig { module: Module::load(ptx).unwrap_or_else(|e| panic!("load: {e}")), mem: Memory::new() }
+    }
+    pub fn upload<T: Copy>(&mut self, data: &[T]) -> u64 {
+        let bytes = std::mem::size_of_val(data);
+        let p = self.mem.alloc(bytes);
+        // SAFETY: T is a plain Copy value type in these tests (f32, u32, u16).
+        let src = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, bytes) };
+        self.mem.slice_mut(p, bytes).unwrap().copy_from_slice(src);
+        p
+    }
+    pub fn download<T: Copy + Default>(&self, p: u64, n: usize) -> Vec<T> {
+        let mut out = vec![T::default(); n];
+        let bytes = n * std::mem::size_of::<T>();
+        let src = self.mem.slice(p, bytes).unwrap();
+        // SAFETY: as in upload.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out.as_mut_ptr() as *mut u8, bytes) };
+        out
+    }
+    /// Launches `name` with the parameters given as raw little-endian values, each
+    /// placed at its declared offset.
+    pub fn launch(&mut self, name: &str, grid: [u32; 3], block: [u32; 3], args: &[&[u8]]) -> Result<(), LaunchError> {
+        let k = self.module.kernel(name).unwrap_or_else(|| panic!("no kernel {name}"));
+        let kern = &self.module.kernels[k];
+        let mut buf = vec![0u8; kern.param_bytes];
+        assert_eq!(args.len(), kern.params.len(), "argument count of {name}");
+        for (p, a) in kern.params.iter().zip(args) {
+            buf[p.offset..p.offset + a.len()].copy_from_slice(a);
+        }
+        launch(&self.module, k, &LaunchConfig { grid, block, dynamic_shared: 0 }, &buf, &mut self.mem)
+    }
+}
+
+pub fn repo_ptx(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/../cuda/ptx/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}

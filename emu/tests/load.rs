@@ -1,0 +1,28 @@
+//! Every PTX file the crate ships loads, and a form the emulator does not know is
+//! rejected at load with its line.
+
+use mp_emu::ptx::Module;
+
+#[test]
+fn every_vendored_ptx_loads() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../cuda/ptx");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "ptx") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let m = Module::load(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!m.kernels.is_empty(), "{}", path.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 10, "found only {n} PTX files");
+}
+
+#[test]
+fn unknown_instruction_is_rejected_with_its_line() {
+    let ptx = ".version 9.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\n\t.reg .b32 %r<2>;\n\tpopc.b32 %r1, %r0;\n\tret;\n}\n";
+    let e = Module::load(ptx).err().expect("popc is not implemented and must not load");
+    assert_eq!(e.line, 7, "{e}");
+    assert!(e.message.contains("popc.b32"), "{e}");
+}
