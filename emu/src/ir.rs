@@ -440,7 +440,12 @@ impl Lower<'_> {
         Ok(())
     }
 
-    fn inst(&mut self, i: &InstAst, scopes: &[HashMap<String, Sym>], labels: &HashMap<String, i64>) -> Result<Inst, LoadError> {
+    fn inst(
+        &mut self,
+        i: &InstAst,
+        scopes: &[HashMap<String, Sym>],
+        labels: &HashMap<String, i64>,
+    ) -> Result<Inst, LoadError> {
         let line = i.line;
         let lookup = |name: &str| -> Option<Sym> { scopes.iter().rev().find_map(|s| s.get(name).copied()) };
         let mut parts = i.opcode.split('.');
@@ -571,7 +576,8 @@ impl Lower<'_> {
                 if !float && (round != Round::Default || flags != 0) || ty == Ty::F16 {
                     return Err(err(line, form()));
                 }
-                if base == "div" && float && round == Round::Default && flags & APPROX == 0 && !words.contains(&"full") {
+                if base == "div" && float && round == Round::Default && flags & APPROX == 0 && !words.contains(&"full")
+                {
                     return Err(err(line, form()));
                 }
                 arith(this, &mut inst, op, ty, 2)?;
@@ -682,7 +688,9 @@ impl Lower<'_> {
                     },
                     _ => return Err(err(line, form())),
                 };
-                if !ty.is_float() && !matches!(cmp, Cmp::Eq | Cmp::Ne | Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge) || ty == Ty::F16 {
+                if !ty.is_float() && !matches!(cmp, Cmp::Eq | Cmp::Ne | Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge)
+                    || ty == Ty::F16
+                {
                     return Err(err(line, form()));
                 }
                 arith(this, &mut inst, Op::Setp(cmp), ty, 2)?;
@@ -715,7 +723,11 @@ impl Lower<'_> {
                 if need && round == Round::Default || dt == Ty::Pred || st == Ty::Pred {
                     return Err(err(line, form()));
                 }
-                if dt.is_float() && st.is_float() && dt.size() == st.size() && !matches!(round, Round::Rni | Round::Rzi | Round::Rmi | Round::Rpi | Round::Default) {
+                if dt.is_float()
+                    && st.is_float()
+                    && dt.size() == st.size()
+                    && !matches!(round, Round::Rni | Round::Rzi | Round::Rmi | Round::Rpi | Round::Default)
+                {
                     return Err(err(line, form()));
                 }
                 inst.op = Op::Cvt;
@@ -776,7 +788,10 @@ impl Lower<'_> {
                 // A parameter held in a register (call sequences, callee parameters): a move.
                 if let Some(Sym::ParamReg(r)) = mbase.as_deref().and_then(lookup) {
                     if space != Space::Param || *offset != 0 || vec != 1 {
-                        return Err(err(line, format!("unsupported access to call parameter `{}`", mbase.as_deref().unwrap_or(""))));
+                        return Err(err(
+                            line,
+                            format!("unsupported access to call parameter `{}`", mbase.as_deref().unwrap_or("")),
+                        ));
                     }
                     inst.op = Op::Mov;
                     if base == "ld" {
@@ -924,13 +939,17 @@ impl Lower<'_> {
                 }
                 ["async", "cg"] | ["async", "ca"] => {
                     // cp.async.cg.shared.global [dst], [src], size{, src_size};
-                    if !(mods.iter().position(|m| *m == "shared") < mods.iter().position(|m| *m == "global")) {
+                    let spaces: Vec<&str> =
+                        mods.iter().copied().filter(|m| matches!(*m, "shared" | "global")).collect();
+                    if spaces != ["shared", "global"] {
                         return Err(err(line, form()));
                     }
                     if ops.len() != 3 && ops.len() != 4 {
                         return Err(err(line, form()));
                     }
-                    let (Operand::Mem { base: db, offset: doff }, Operand::Mem { base: sb, offset: soff }) = (&ops[0], &ops[1]) else {
+                    let (Operand::Mem { base: db, offset: doff }, Operand::Mem { base: sb, offset: soff }) =
+                        (&ops[0], &ops[1])
+                    else {
                         return Err(err(line, form()));
                     };
                     let Operand::Imm(Imm::Int(size)) = ops[2] else { return Err(err(line, form())) };
@@ -960,13 +979,20 @@ impl Lower<'_> {
                         _ => None,
                     })
                     .collect();
-                let kind: Vec<&str> = words.iter().copied().filter(|w| !matches!(*w, "m16n16k16" | "sync" | "aligned" | "row" | "col")).collect();
+                let kind: Vec<&str> = words
+                    .iter()
+                    .copied()
+                    .filter(|w| !matches!(*w, "m16n16k16" | "sync" | "aligned" | "row" | "col"))
+                    .collect();
                 if !shape_ok {
                     return Err(err(line, form()));
                 }
                 let frag = |o: &Operand, n: usize, dst: bool, this: &mut Self| -> Result<Vec<u32>, LoadError> {
                     match o {
-                        Operand::Vector(v) if v.len() == n => v.iter().map(|o| if dst { dreg(o) } else { this.value(o, Ty::B32, &lookup, line) }).collect(),
+                        Operand::Vector(v) if v.len() == n => v
+                            .iter()
+                            .map(|o| if dst { dreg(o) } else { this.value(o, Ty::B32, &lookup, line) })
+                            .collect(),
                         _ => Err(err(line, format!("`{}` needs a fragment of {n} registers", i.opcode))),
                     }
                 };
@@ -984,7 +1010,6 @@ impl Lower<'_> {
                         inst.a = a;
                         inst.off = off;
                         inst.b = reg(this, &ops[2], Ty::U32)?;
-                        inst.round = if sp == Space::Shared { Round::Default } else { Round::Rn };
                     }
                     (["store", "d"], [lay]) if tys == [Ty::F32] => {
                         let sp = space.unwrap_or(Space::Global);
@@ -992,13 +1017,13 @@ impl Lower<'_> {
                             return Err(err(line, form()));
                         }
                         inst.op = Op::WmmaStoreD(*lay);
+                        inst.ty2 = if sp == Space::Shared { Ty::B32 } else { Ty::B64 };
                         let Operand::Mem { base: mb, offset } = &ops[0] else { return Err(err(line, form())) };
                         let (a, off) = this.address(mb.as_deref(), *offset, sp, &lookup, line)?;
                         inst.a = a;
                         inst.off = off;
                         inst.v = frag(&ops[1], 8, false, this)?.into();
                         inst.b = reg(this, &ops[2], Ty::U32)?;
-                        inst.round = if sp == Space::Shared { Round::Default } else { Round::Rn };
                     }
                     (["mma"], [la, lb]) if tys == [Ty::F32, Ty::F32] => {
                         if ops.len() != 4 {
@@ -1016,8 +1041,49 @@ impl Lower<'_> {
             }
             _ => return Err(err(line, form())),
         }
+        // Rounding: only the modes the executor implements, where the ISA allows them.
+        let round_ok = match inst.op {
+            Op::FAdd | Op::FSub | Op::FMul | Op::Fma | Op::FDiv | Op::Rcp | Op::Sqrt => {
+                matches!(inst.round, Round::Default | Round::Rn)
+            }
+            Op::Cvt => {
+                let (dt, st) = (inst.ty, inst.ty2);
+                match (dt.is_float(), st.is_float()) {
+                    (true, true) if dt.size() < st.size() => inst.round == Round::Rn,
+                    (true, true) => {
+                        matches!(inst.round, Round::Default | Round::Rni | Round::Rzi | Round::Rmi | Round::Rpi)
+                    }
+                    (false, true) => matches!(inst.round, Round::Rni | Round::Rzi | Round::Rmi | Round::Rpi),
+                    (true, false) => matches!(inst.round, Round::Default | Round::Rn),
+                    (false, false) => inst.round == Round::Default,
+                }
+            }
+            _ => inst.round == Round::Default,
+        };
+        if !round_ok {
+            return Err(err(line, form()));
+        }
         // Float-only modifiers on anything else are a form we do not know.
-        if (inst.flags & (FTZ | SAT) != 0) && !matches!(inst.op, Op::FAdd | Op::FSub | Op::FMul | Op::Fma | Op::FDiv | Op::Rcp | Op::Sqrt | Op::Ex2 | Op::Lg2 | Op::FAbs | Op::FNeg | Op::FMin | Op::FMax | Op::Setp(_) | Op::Cvt) {
+        if (inst.flags & (FTZ | SAT) != 0)
+            && !matches!(
+                inst.op,
+                Op::FAdd
+                    | Op::FSub
+                    | Op::FMul
+                    | Op::Fma
+                    | Op::FDiv
+                    | Op::Rcp
+                    | Op::Sqrt
+                    | Op::Ex2
+                    | Op::Lg2
+                    | Op::FAbs
+                    | Op::FNeg
+                    | Op::FMin
+                    | Op::FMax
+                    | Op::Setp(_)
+                    | Op::Cvt
+            )
+        {
             return Err(err(line, form()));
         }
         let _ = &mut this;
@@ -1026,7 +1092,13 @@ impl Lower<'_> {
 
     /// A source operand as a register index: registers as they are, immediates and
     /// symbol addresses as constant slots.
-    fn value(&mut self, o: &Operand, ty: Ty, lookup: &dyn Fn(&str) -> Option<Sym>, line: usize) -> Result<u32, LoadError> {
+    fn value(
+        &mut self,
+        o: &Operand,
+        ty: Ty,
+        lookup: &dyn Fn(&str) -> Option<Sym>,
+        line: usize,
+    ) -> Result<u32, LoadError> {
         match o {
             Operand::Name(n) => {
                 if let Some(s) = special_reg(n) {
@@ -1048,7 +1120,14 @@ impl Lower<'_> {
 
     /// An address operand as (register holding the base, offset). `[sym+off]` becomes
     /// a constant base.
-    fn address(&mut self, base: Option<&str>, offset: i64, space: Space, lookup: &dyn Fn(&str) -> Option<Sym>, line: usize) -> Result<(u32, i64), LoadError> {
+    fn address(
+        &mut self,
+        base: Option<&str>,
+        offset: i64,
+        space: Space,
+        lookup: &dyn Fn(&str) -> Option<Sym>,
+        line: usize,
+    ) -> Result<(u32, i64), LoadError> {
         let Some(name) = base else { return Ok((self.constant(0), offset)) };
         match lookup(name) {
             Some(Sym::Reg(r)) => Ok((r, offset)),

@@ -53,6 +53,20 @@ impl Memory {
         base
     }
 
+    /// As [`Memory::alloc`], but None instead of aborting the process when the host
+    /// cannot provide `size` bytes (cuMemAlloc must fail with OUT_OF_MEMORY, not abort).
+    pub fn try_alloc(&mut self, size: usize) -> Option<u64> {
+        let mut data = Vec::new();
+        data.try_reserve_exact(size).ok()?;
+        data.resize(size, UNINIT_BYTE);
+        let base = self.next;
+        let span = (size.max(1) as u64).div_ceil(ALIGN) * ALIGN;
+        self.next = base + span + GUARD;
+        self.allocs.insert(base, Allocation { data });
+        self.used += size as u64;
+        Some(base)
+    }
+
     /// Frees the allocation that starts at `ptr`; false when no allocation starts there.
     pub fn free(&mut self, ptr: u64) -> bool {
         match self.allocs.remove(&ptr) {

@@ -40,8 +40,8 @@ pub fn exec(i: &Inst, r: &mut [u64]) {
                 x = round_int(x, i.round);
             }
             let mut bits = match dt {
-                // Directly from the exact f64 value: one rounding, to nearest even.
-                Ty::F16 => f16::from_f64(x).to_bits() as u64,
+                // From the exact f64 value: one rounding, to nearest even.
+                Ty::F16 => f64_to_f16(x).to_bits() as u64,
                 Ty::F32 => {
                     let f = x as f32;
                     let f = if i.flags & SAT != 0 { sat(f as f64) as f32 } else { f };
@@ -88,6 +88,22 @@ pub fn exec(i: &Inst, r: &mut [u64]) {
         }
     };
     r[i.d as usize] = out & mask(dt.bits());
+}
+
+/// f64 to f16 rounded once to nearest even. `f16::from_f64` rounds through f32 and can
+/// round twice (1 + 2^-11 + 2^-40 became 1 instead of 1 + 2^-10); rounding to f32 to
+/// odd first keeps the information the second rounding needs (f32 has 13 more
+/// significand bits than f16), which makes the pair exact.
+fn f64_to_f16(x: f64) -> f16 {
+    let y = x as f32;
+    if x.is_nan() || y as f64 == x {
+        return f16::from_f32(y);
+    }
+    let mut b = y.to_bits();
+    if (y as f64).abs() > x.abs() {
+        b -= 1; // the neighbour toward zero (inf becomes the largest finite value)
+    }
+    f16::from_f32(f32::from_bits(b | 1))
 }
 
 fn sat(x: f64) -> f64 {

@@ -99,7 +99,8 @@ pub fn exec(i: &Inst, r: &mut [u64]) {
         Op::Pack => {
             let part = bits / i.v.len() as u32;
             let pm = mask(part);
-            let v = i.v.iter().enumerate().fold(0u64, |acc, (k, &reg)| acc | ((r[reg as usize] & pm) << (part * k as u32)));
+            let v =
+                i.v.iter().enumerate().fold(0u64, |acc, (k, &reg)| acc | ((r[reg as usize] & pm) << (part * k as u32)));
             (v, bits)
         }
         Op::Unpack => {

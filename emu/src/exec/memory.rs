@@ -29,14 +29,23 @@ fn space_name(s: Space) -> &'static str {
 fn fault(kind: FaultKind, space: Space, write: bool, size: u64, addr: u64, why: &str) -> Fault {
     let what = if write { "write" } else { "read" };
     let msg = match kind {
-        FaultKind::MisalignedAddress => format!("Invalid {} {what} of size {size} bytes: address {addr:#x} is misaligned", space_name(space)),
+        FaultKind::MisalignedAddress => {
+            format!("Invalid {} {what} of size {size} bytes: address {addr:#x} is misaligned", space_name(space))
+        }
         _ => format!("Invalid {} {what} of size {size} bytes: address {addr:#x} {why}", space_name(space)),
     };
     Fault { kind, msg }
 }
 
 /// The bytes `[addr, addr + size)` of `space`, checked.
-pub fn bytes<'b>(blk: &'b mut Block, t: &mut Thread, space: Space, addr: u64, size: u64, write: bool) -> Result<&'b mut [u8], Fault> {
+pub fn bytes<'b>(
+    blk: &'b mut Block,
+    t: &mut Thread,
+    space: Space,
+    addr: u64,
+    size: u64,
+    write: bool,
+) -> Result<&'b mut [u8], Fault> {
     let align = if size.is_power_of_two() { size } else { 1 };
     if addr % align != 0 {
         return Err(fault(FaultKind::MisalignedAddress, space, write, size, addr, ""));
@@ -49,7 +58,14 @@ pub fn bytes<'b>(blk: &'b mut Block, t: &mut Thread, space: Space, addr: u64, si
                 _ => g.region(addr, size),
             };
             let Some(i) = hit else {
-                return Err(fault(FaultKind::IllegalAddress, space, write, size, addr, "is out of bounds (not inside any live allocation)"));
+                return Err(fault(
+                    FaultKind::IllegalAddress,
+                    space,
+                    write,
+                    size,
+                    addr,
+                    "is out of bounds (not inside any live allocation)",
+                ));
             };
             t.region = i;
             let (b, d) = &mut g.regions[i];
@@ -59,17 +75,38 @@ pub fn bytes<'b>(blk: &'b mut Block, t: &mut Thread, space: Space, addr: u64, si
         Space::Shared => {
             let len = blk.shared.len() as u64;
             if addr.checked_add(size).is_none_or(|e| e > len) {
-                return Err(fault(FaultKind::IllegalAddress, space, write, size, addr, &format!("is out of bounds (the block has {len} bytes of shared memory)")));
+                return Err(fault(
+                    FaultKind::IllegalAddress,
+                    space,
+                    write,
+                    size,
+                    addr,
+                    &format!("is out of bounds (the block has {len} bytes of shared memory)"),
+                ));
             }
             Ok(&mut blk.shared[addr as usize..(addr + size) as usize])
         }
         Space::Param => {
             if write {
-                return Err(fault(FaultKind::IllegalAddress, space, write, size, addr, "is in the read-only kernel parameter space"));
+                return Err(fault(
+                    FaultKind::IllegalAddress,
+                    space,
+                    write,
+                    size,
+                    addr,
+                    "is in the read-only kernel parameter space",
+                ));
             }
             let len = blk.params.len() as u64;
             if addr.checked_add(size).is_none_or(|e| e > len) {
-                return Err(fault(FaultKind::IllegalAddress, space, write, size, addr, &format!("is past the {len}-byte parameter buffer")));
+                return Err(fault(
+                    FaultKind::IllegalAddress,
+                    space,
+                    write,
+                    size,
+                    addr,
+                    &format!("is past the {len}-byte parameter buffer"),
+                ));
             }
             Ok(&mut blk.params[addr as usize..(addr + size) as usize])
         }
@@ -117,7 +154,10 @@ pub fn cp_async(i: &Inst, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> 
     let src = t.regs[i.a as usize].wrapping_add(i.v[1] as i32 as i64 as u64);
     let src_size = t.regs[i.b as usize] as u32;
     if src_size > size {
-        return Err(Fault { kind: FaultKind::IllegalInstruction, msg: format!("cp.async with src-size {src_size} larger than cp-size {size}") });
+        return Err(Fault {
+            kind: FaultKind::IllegalInstruction,
+            msg: format!("cp.async with src-size {src_size} larger than cp-size {size}"),
+        });
     }
     bytes(blk, t, Space::Shared, dst, size as u64, true)?;
     if src_size > 0 {

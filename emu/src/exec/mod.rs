@@ -86,6 +86,8 @@ pub(crate) struct Block<'g> {
     pub global: GlobalView<'g>,
     pub shared: Vec<u8>,
     pub params: Vec<u8>,
+    /// Thread-instructions executed so far in this launch.
+    pub executed: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,43 +119,92 @@ fn check_config(k: &Kernel, cfg: &LaunchConfig, params: &[u8]) -> Result<u32, La
     let name = &k.name;
     for d in 0..3 {
         if cfg.grid[d] == 0 || cfg.grid[d] > MAX_GRID[d] || cfg.block[d] == 0 || cfg.block[d] > MAX_BLOCK[d] {
-            return Err(invalid(FaultKind::InvalidValue, format!("launch of {name}: grid {:?} or block {:?} out of range", cfg.grid, cfg.block)));
+            return Err(invalid(
+                FaultKind::InvalidValue,
+                format!("launch of {name}: grid {:?} or block {:?} out of range", cfg.grid, cfg.block),
+            ));
         }
     }
     let n = cfg.block.iter().product::<u32>();
     if n > MAX_THREADS_PER_BLOCK {
-        return Err(invalid(FaultKind::InvalidValue, format!("launch of {name}: {n} threads per block (at most {MAX_THREADS_PER_BLOCK})")));
+        return Err(invalid(
+            FaultKind::InvalidValue,
+            format!("launch of {name}: {n} threads per block (at most {MAX_THREADS_PER_BLOCK})"),
+        ));
     }
     if let Some(m) = k.max_ntid {
         if n > m.iter().product::<u32>() || (0..3).any(|d| cfg.block[d] > m[d]) {
-            return Err(invalid(FaultKind::OutOfResources, format!("launch of {name}: block {:?} exceeds .maxntid {m:?}", cfg.block)));
+            return Err(invalid(
+                FaultKind::OutOfResources,
+                format!("launch of {name}: block {:?} exceeds .maxntid {m:?}", cfg.block),
+            ));
         }
     }
     let shared = k.static_shared as u64 + cfg.dynamic_shared as u64;
     if shared > MAX_SHARED_PER_BLOCK as u64 {
-        return Err(invalid(FaultKind::InvalidValue, format!("launch of {name}: {shared} bytes of shared memory per block (at most {MAX_SHARED_PER_BLOCK})")));
+        return Err(invalid(
+            FaultKind::InvalidValue,
+            format!("launch of {name}: {shared} bytes of shared memory per block (at most {MAX_SHARED_PER_BLOCK})"),
+        ));
     }
     if params.len() != k.param_bytes {
-        return Err(invalid(FaultKind::InvalidValue, format!("launch of {name}: {} bytes of parameters, the kernel takes {}", params.len(), k.param_bytes)));
+        return Err(invalid(
+            FaultKind::InvalidValue,
+            format!("launch of {name}: {} bytes of parameters, the kernel takes {}", params.len(), k.param_bytes),
+        ));
     }
     Ok(n)
 }
 
+/// What a launch executed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Instructions executed, summed over threads (guarded-off ones included; a warp
+    /// collective counts once per participating thread).
+    pub thread_instructions: u64,
+}
+
 /// Runs kernel `kernel` of `module` to completion over `mem`. `params` is the kernel's
 /// parameter buffer laid out as [`crate::ptx::Kernel::params`] says.
-pub fn launch(module: &Module, kernel: usize, cfg: &LaunchConfig, params: &[u8], mem: &mut Memory) -> Result<(), LaunchError> {
+pub fn launch(
+    module: &Module,
+    kernel: usize,
+    cfg: &LaunchConfig,
+    params: &[u8],
+    mem: &mut Memory,
+) -> Result<(), LaunchError> {
+    launch_stats(module, kernel, cfg, params, mem).map(|_| ())
+}
+
+/// As [`launch`], counting what it executed.
+pub fn launch_stats(
+    module: &Module,
+    kernel: usize,
+    cfg: &LaunchConfig,
+    params: &[u8],
+    mem: &mut Memory,
+) -> Result<Stats, LaunchError> {
     let k = &module.kernels[kernel];
     let n = check_config(k, cfg, params)?;
     let code = &k.code;
     let shared_bytes = (k.static_shared + cfg.dynamic_shared) as usize;
-    let mut blk = Block { global: mem.view(), shared: Vec::new(), params: params.to_vec() };
+    let mut blk = Block { global: mem.view(), shared: Vec::new(), params: params.to_vec(), executed: 0 };
     let mut threads: Vec<Thread> = (0..n)
         .map(|_| {
             let mut regs = vec![0u64; code.nregs as usize];
             for &(r, v) in &code.consts {
                 regs[r as usize] = v;
             }
-            Thread { regs, pc: 0, state: State::Ready, calls: Vec::new(), cp_pending: Vec::new(), cp_groups: VecDeque::new(), region: 0, tid: [0; 3] }
+            Thread {
+                regs,
+                pc: 0,
+                state: State::Ready,
+                calls: Vec::new(),
+                cp_pending: Vec::new(),
+                cp_groups: VecDeque::new(),
+                region: 0,
+                tid: [0; 3],
+            }
         })
         .collect();
     let [bx, by, _] = cfg.block;
@@ -202,7 +253,7 @@ pub fn launch(module: &Module, kernel: usize, cfg: &LaunchConfig, params: &[u8],
             }
         }
     }
-    Ok(())
+    Ok(Stats { thread_instructions: blk.executed })
 }
 
 /// A fault and the index of the thread it happened in (None: the whole block).
@@ -221,7 +272,8 @@ fn run_block(k: &Kernel, code: &Code, threads: &mut [Thread], blk: &mut Block) -
         let mut progress = false;
         for w in 0..threads.len().div_ceil(32) {
             let end = ((w + 1) * 32).min(threads.len());
-            progress |= resolve_warp(code, &mut threads[w * 32..end], blk).map_err(|(l, f)| (l.map(|l| w * 32 + l), f))?;
+            progress |=
+                resolve_warp(code, &mut threads[w * 32..end], blk).map_err(|(l, f)| (l.map(|l| w * 32 + l), f))?;
         }
         if !progress {
             progress = resolve_barrier(code, threads)?;
@@ -245,18 +297,27 @@ fn deadlock(k: &Kernel, code: &Code, threads: &[Thread]) -> Fault {
     let list: Vec<String> = waits.iter().map(|(l, c)| format!("{c} at PTX line {l}")).collect();
     Fault {
         kind: FaultKind::IllegalInstruction,
-        msg: format!("deadlock in kernel {}: no synchronization can complete ({} waiting, {exited} exited)", k.name, list.join(", ")),
+        msg: format!(
+            "deadlock in kernel {}: no synchronization can complete ({} waiting, {exited} exited)",
+            k.name,
+            list.join(", ")
+        ),
     }
 }
 
 fn is_warp_op(op: Op) -> bool {
-    matches!(op, Op::BarWarpSync | Op::Shfl(_) | Op::WmmaLoadA(_) | Op::WmmaLoadB(_) | Op::WmmaMma(..) | Op::WmmaStoreD(_))
+    matches!(
+        op,
+        Op::BarWarpSync | Op::Shfl(_) | Op::WmmaLoadA(_) | Op::WmmaLoadB(_) | Op::WmmaMma(..) | Op::WmmaStoreD(_)
+    )
 }
 
 /// Completes the warp-level collective of the lowest waiting lane of this warp when
 /// every lane it needs has arrived. Ok(true) when it did.
 fn resolve_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<bool, (Option<usize>, Fault)> {
-    let at = |t: &Thread| (t.state == State::Waiting && is_warp_op(code.insts[t.pc as usize].op)).then(|| &code.insts[t.pc as usize]);
+    let at = |t: &Thread| {
+        (t.state == State::Waiting && is_warp_op(code.insts[t.pc as usize].op)).then(|| &code.insts[t.pc as usize])
+    };
     let Some(first) = lanes.iter().position(|t| at(t).is_some()) else { return Ok(false) };
     let op = code.insts[lanes[first].pc as usize].op;
     let fault = |l: usize, msg: String| Err((Some(l), Fault { kind: FaultKind::IllegalInstruction, msg }));
@@ -294,10 +355,15 @@ fn resolve_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<bo
                     continue;
                 }
                 let Some(t) = lanes.get(l) else {
-                    return fault(first, format!("member mask {members:#010x} names lane {l}, which does not exist in this warp"));
+                    return fault(
+                        first,
+                        format!("member mask {members:#010x} names lane {l}, which does not exist in this warp"),
+                    );
                 };
                 match t.state {
-                    State::Exited => return fault(first, format!("member mask {members:#010x} names lane {l}, which has exited")),
+                    State::Exited => {
+                        return fault(first, format!("member mask {members:#010x} names lane {l}, which has exited"))
+                    }
                     State::Waiting => match at(t) {
                         Some(i) if std::mem::discriminant(&i.op) == std::mem::discriminant(&op) => {}
                         _ => return Ok(false),
@@ -306,10 +372,14 @@ fn resolve_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<bo
                 }
             }
             if members & (1 << first) == 0 {
-                return fault(first, format!("member mask {members:#010x} does not include the executing lane {first}"));
+                return fault(
+                    first,
+                    format!("member mask {members:#010x} does not include the executing lane {first}"),
+                );
             }
             if let Op::Shfl(mode) = op {
-                let insts: Vec<Option<&crate::ir::Inst>> = (0..lanes.len()).map(|l| if members & (1 << l) != 0 { at(&lanes[l]) } else { None }).collect();
+                let insts: Vec<Option<&crate::ir::Inst>> =
+                    (0..lanes.len()).map(|l| if members & (1 << l) != 0 { at(&lanes[l]) } else { None }).collect();
                 warp::shfl(mode, lanes, members, &insts);
             }
             for (l, t) in lanes.iter_mut().enumerate() {
@@ -339,13 +409,25 @@ fn resolve_barrier(code: &Code, threads: &mut [Thread]) -> Result<bool, BlockFau
         }
         let id = t.regs[i.a as usize];
         if i.b != NONE {
-            return Err((Some(ti), Fault { kind: FaultKind::IllegalInstruction, msg: "bar.sync with a thread count is not supported by the emulator".into() }));
+            return Err((
+                Some(ti),
+                Fault {
+                    kind: FaultKind::IllegalInstruction,
+                    msg: "bar.sync with a thread count is not supported by the emulator".into(),
+                },
+            ));
         }
         match kind {
             None => kind = Some((i.op, id)),
             Some(k) if k == (i.op, id) => {}
             Some(_) => {
-                return Err((Some(ti), Fault { kind: FaultKind::IllegalInstruction, msg: "threads of one block wait at different barriers or barrier kinds".into() }));
+                return Err((
+                    Some(ti),
+                    Fault {
+                        kind: FaultKind::IllegalInstruction,
+                        msg: "threads of one block wait at different barriers or barrier kinds".into(),
+                    },
+                ));
             }
         }
         if i.op == Op::BarRedOr {
@@ -365,7 +447,16 @@ fn resolve_barrier(code: &Code, threads: &mut [Thread]) -> Result<bool, BlockFau
 
 /// Runs one thread until it exits or stops at a synchronizing instruction.
 fn run(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<(), Fault> {
+    let mut n = 0u64;
+    // The collective a thread stops at is counted there, once.
+    let r = run_counted(t, blk, code, &mut n);
+    blk.executed += n;
+    r
+}
+
+fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Result<(), Fault> {
     loop {
+        *n += 1;
         let i = &code.insts[t.pc as usize];
         if i.guard != NONE && ((t.regs[i.guard as usize] & 1 != 0) == i.guard_neg) {
             t.pc += 1;
@@ -416,15 +507,34 @@ fn run(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<(), Fault> {
                 }
                 memory::cp_wait(i.off as usize, blk, t)?;
             }
-            Op::BarSync | Op::BarRedOr | Op::BarWarpSync | Op::Shfl(_) | Op::WmmaLoadA(_) | Op::WmmaLoadB(_) | Op::WmmaMma(..) | Op::WmmaStoreD(_) => {
+            Op::BarSync
+            | Op::BarRedOr
+            | Op::BarWarpSync
+            | Op::Shfl(_)
+            | Op::WmmaLoadA(_)
+            | Op::WmmaLoadB(_)
+            | Op::WmmaMma(..)
+            | Op::WmmaStoreD(_) => {
                 t.state = State::Waiting;
                 return Ok(());
             }
             Op::Cvt => convert::exec(i, &mut t.regs),
             Op::Setp(_) if !i.ty.is_float() => int::exec(i, &mut t.regs),
-            Op::FAdd | Op::FSub | Op::FMul | Op::Fma | Op::FDiv | Op::Rcp | Op::Sqrt | Op::Ex2 | Op::Lg2 | Op::FAbs | Op::FNeg | Op::FMin | Op::FMax | Op::Copysign | Op::Setp(_) => {
-                float::exec(i, &mut t.regs)
-            }
+            Op::FAdd
+            | Op::FSub
+            | Op::FMul
+            | Op::Fma
+            | Op::FDiv
+            | Op::Rcp
+            | Op::Sqrt
+            | Op::Ex2
+            | Op::Lg2
+            | Op::FAbs
+            | Op::FNeg
+            | Op::FMin
+            | Op::FMax
+            | Op::Copysign
+            | Op::Setp(_) => float::exec(i, &mut t.regs),
             _ => int::exec(i, &mut t.regs),
         }
         t.pc += 1;

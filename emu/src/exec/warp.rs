@@ -82,7 +82,10 @@ fn uniform_address(lanes: &[Thread], i: &Inst) -> Result<(u64, u64), Fault> {
         });
     }
     if a0 % 32 != 0 {
-        return Err(Fault { kind: FaultKind::MisalignedAddress, msg: format!("wmma address {a0:#x} is not 256-bit aligned") });
+        return Err(Fault {
+            kind: FaultKind::MisalignedAddress,
+            msg: format!("wmma address {a0:#x} is not 256-bit aligned"),
+        });
     }
     Ok((a0, s0))
 }

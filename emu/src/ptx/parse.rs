@@ -44,7 +44,11 @@ pub enum Stmt {
     Close,
     Label(String, usize),
     /// `.reg .ty names;` — each name with its count for `%r<100>` (None: one register).
-    Reg { ty: String, names: Vec<(String, Option<u32>)>, line: usize },
+    Reg {
+        ty: String,
+        names: Vec<(String, Option<u32>)>,
+        line: usize,
+    },
     /// A call-site `.param` inside a function body.
     Param(ParamDecl),
     /// A `.shared` variable declared inside the body.
@@ -68,7 +72,10 @@ pub enum Operand {
     /// `{a, b, ...}`
     Vector(Vec<Operand>),
     /// `[base]`, `[base+off]`, `[off]`
-    Mem { base: Option<String>, offset: i64 },
+    Mem {
+        base: Option<String>,
+        offset: i64,
+    },
     /// `d|p` (shfl's value and predicate destinations)
     Pair(String, String),
     /// `(a, b)` in `call`
@@ -176,7 +183,8 @@ pub fn parse(tokens: &[Token]) -> Result<Ast, LoadError> {
             ".target" => {
                 let t = p.word()?;
                 let digits: String = t.trim_start_matches("sm_").chars().take_while(char::is_ascii_digit).collect();
-                ast.target = digits.parse().map_err(|_| LoadError { line, message: format!("unknown target `{t}`") })?;
+                ast.target =
+                    digits.parse().map_err(|_| LoadError { line, message: format!("unknown target `{t}`") })?;
                 while p.eat_punct(',') {
                     p.word()?;
                 }
@@ -285,7 +293,8 @@ fn param_decl(p: &mut P) -> Result<ParamDecl, LoadError> {
         align = p.number()? as usize;
     }
     let ty = p.word()?;
-    let elem = type_size(&ty).ok_or_else(|| LoadError { line, message: format!("unsupported parameter type `{ty}`") })?;
+    let elem =
+        type_size(&ty).ok_or_else(|| LoadError { line, message: format!("unsupported parameter type `{ty}`") })?;
     let name = p.word()?;
     let mut count = 1;
     if p.eat_punct('[') {

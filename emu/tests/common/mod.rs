@@ -33,6 +33,17 @@ impl Rig {
     /// Launches `name` with the parameters given as raw little-endian values, each
     /// placed at its declared offset.
     pub fn launch(&mut self, name: &str, grid: [u32; 3], block: [u32; 3], args: &[&[u8]]) -> Result<(), LaunchError> {
+        self.launch_dyn(name, grid, block, 0, args)
+    }
+    /// As [`Rig::launch`], with `dynamic_shared` bytes of dynamic shared memory.
+    pub fn launch_dyn(
+        &mut self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        dynamic_shared: u32,
+        args: &[&[u8]],
+    ) -> Result<(), LaunchError> {
         let k = self.module.kernel(name).unwrap_or_else(|| panic!("no kernel {name}"));
         let kern = &self.module.kernels[k];
         let mut buf = vec![0u8; kern.param_bytes];
@@ -40,10 +51,13 @@ impl Rig {
         for (p, a) in kern.params.iter().zip(args) {
             buf[p.offset..p.offset + a.len()].copy_from_slice(a);
         }
-        launch(&self.module, k, &LaunchConfig { grid, block, dynamic_shared: 0 }, &buf, &mut self.mem)
+        launch(&self.module, k, &LaunchConfig { grid, block, dynamic_shared }, &buf, &mut self.mem)
     }
 }
 
 pub fn repo_ptx(name: &str) -> String {
     std::fs::read_to_string(format!("{}/../cuda/ptx/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
+
+/// The PTX header every hand-written test kernel starts with.
+pub const HEADER: &str = ".version 7.8\n.target sm_80\n.address_size 64\n";

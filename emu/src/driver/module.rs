@@ -1,0 +1,209 @@
+//! Modules, functions and kernel launches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::device::{shared_optin, DEFAULT_SHARED_PER_BLOCK};
+use super::error::*;
+use super::graph::run_node;
+use super::state::{with_init, Function, Handle, ModuleEntry, Node};
+use crate::exec::LaunchConfig;
+use crate::ptx::{Kernel, Module};
+
+/// What cuModuleLoadData was given, as far as the emulator can tell.
+pub enum Image<'a> {
+    /// NUL-terminated text (the terminator not included): PTX.
+    Text(&'a [u8]),
+    /// A cubin (ELF) or fatbin: machine code the emulator cannot run.
+    Binary,
+}
+
+/// cuModuleLoadData(Ex) / cuModuleLoad. The PTX is parsed outside the lock (it is the
+/// slow part, and needs no state). A load error is INVALID_PTX with the parser's message
+/// on stderr; a module whose `.target` is above the device's compute capability is
+/// NO_BINARY_FOR_GPU, as the driver answers for PTX it cannot JIT for this device.
+pub fn load(image: Image<'_>) -> Result<Handle, CuResult> {
+    with_init(|s| s.current().map(|_| ()))?;
+    let text = match image {
+        Image::Binary => {
+            eprintln!("mp-emu: cuModuleLoadData: a cubin or fatbin image; the emulator runs PTX only");
+            return Err(INVALID_IMAGE);
+        }
+        Image::Text(t) => std::str::from_utf8(t).map_err(|_| {
+            eprintln!("mp-emu: cuModuleLoadData: the PTX is not UTF-8 text");
+            INVALID_PTX
+        })?,
+    };
+    let module = Module::load(text).map_err(|e| {
+        eprintln!("mp-emu: cuModuleLoadData: {e}");
+        INVALID_PTX
+    })?;
+    with_init(|s| {
+        let ctx = s.current()?;
+        let cc = s.cc()?;
+        if module.target > cc.0 * 10 + cc.1 {
+            eprintln!("mp-emu: cuModuleLoadData: PTX for sm_{} does not run on sm_{}{}", module.target, cc.0, cc.1);
+            return Err(NO_BINARY_FOR_GPU);
+        }
+        let h = s.new_handle();
+        s.modules.insert(h, ModuleEntry { ctx, module: Arc::new(module), functions: HashMap::new() });
+        Ok(h)
+    })
+}
+
+/// cuModuleLoad: a PTX file by path.
+pub fn load_file(path: &str) -> Result<Handle, CuResult> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        eprintln!("mp-emu: cuModuleLoad: {path}: {e}");
+        FILE_NOT_FOUND
+    })?;
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    load(Image::Text(&bytes[..end]))
+}
+
+pub fn unload(module: Handle) -> Result<(), CuResult> {
+    with_init(|s| if s.unload(module) { Ok(()) } else { Err(INVALID_HANDLE) })
+}
+
+/// cuModuleGetFunction: one handle per kernel, the same on every call.
+pub fn get_function(module: Handle, name: &str) -> Result<Handle, CuResult> {
+    with_init(|s| {
+        let m = s.modules.get(&module).ok_or(INVALID_HANDLE)?;
+        s.usable(m.ctx)?;
+        let kernel = m.module.kernel(name).ok_or(NOT_FOUND)?;
+        if let Some(&f) = m.functions.get(&kernel) {
+            return Ok(f);
+        }
+        let f = s.new_handle();
+        s.functions.insert(f, Function { module, kernel, max_dynamic_shared: None });
+        if let Some(m) = s.modules.get_mut(&module) {
+            m.functions.insert(kernel, f);
+        }
+        Ok(f)
+    })
+}
+
+/// CUfunction_attribute values the emulator answers.
+const ATTR_MAX_THREADS_PER_BLOCK: i32 = 0;
+const ATTR_SHARED_SIZE_BYTES: i32 = 1;
+const ATTR_CONST_SIZE_BYTES: i32 = 2;
+const ATTR_LOCAL_SIZE_BYTES: i32 = 3;
+const ATTR_NUM_REGS: i32 = 4;
+const ATTR_PTX_VERSION: i32 = 5;
+const ATTR_BINARY_VERSION: i32 = 6;
+const ATTR_CACHE_MODE_CA: i32 = 7;
+const ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES: i32 = 8;
+const ATTR_PREFERRED_SHARED_MEMORY_CARVEOUT: i32 = 9;
+
+/// The limit on a function's dynamic shared memory: what cuFuncSetAttribute raised it to,
+/// or what is left of the default 48 KiB after its static shared memory.
+fn max_dynamic_shared(f: &Function, k: &Kernel) -> u32 {
+    f.max_dynamic_shared.unwrap_or(DEFAULT_SHARED_PER_BLOCK.saturating_sub(k.static_shared))
+}
+
+/// cuFuncGetAttribute. Register and local-memory counts are not modelled: 32 registers
+/// and no local memory are answered so occupancy arithmetic stays sane.
+pub fn get_attribute(attr: i32, func: Handle) -> Result<i32, CuResult> {
+    with_init(|s| {
+        let f = s.functions.get(&func).ok_or(INVALID_HANDLE)?;
+        let m = s.modules.get(&f.module).ok_or(INVALID_HANDLE)?;
+        let k = m.module.kernels.get(f.kernel).ok_or(UNKNOWN)?;
+        let cc = s.cc()?;
+        Ok(match attr {
+            ATTR_MAX_THREADS_PER_BLOCK => k.max_ntid.map_or(1024, |n| n.iter().product::<u32>().min(1024)) as i32,
+            ATTR_SHARED_SIZE_BYTES => k.static_shared as i32,
+            ATTR_CONST_SIZE_BYTES | ATTR_LOCAL_SIZE_BYTES | ATTR_CACHE_MODE_CA => 0,
+            ATTR_NUM_REGS => 32,
+            ATTR_PTX_VERSION => m.module.target as i32,
+            ATTR_BINARY_VERSION => (cc.0 * 10 + cc.1) as i32,
+            ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES => max_dynamic_shared(f, k) as i32,
+            ATTR_PREFERRED_SHARED_MEMORY_CARVEOUT => -1,
+            10..=17 => 0,
+            _ => return Err(INVALID_VALUE),
+        })
+    })
+}
+
+/// cuFuncSetAttribute: the dynamic shared memory limit (up to the opt-in maximum of the
+/// compute capability, less static shared) and the carveout preference (accepted,
+/// meaningless here). Other attributes are read-only: INVALID_VALUE.
+pub fn set_attribute(func: Handle, attr: i32, value: i32) -> Result<(), CuResult> {
+    with_init(|s| {
+        let cc = s.cc()?;
+        let f = s.functions.get(&func).ok_or(INVALID_HANDLE)?;
+        let m = s.modules.get(&f.module).ok_or(INVALID_HANDLE)?;
+        let k = m.module.kernels.get(f.kernel).ok_or(UNKNOWN)?;
+        match attr {
+            ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES => {
+                let v = u32::try_from(value).map_err(|_| INVALID_VALUE)?;
+                if v > shared_optin(cc).saturating_sub(k.static_shared) {
+                    return Err(INVALID_VALUE);
+                }
+                if let Some(f) = s.functions.get_mut(&func) {
+                    f.max_dynamic_shared = Some(v);
+                }
+                Ok(())
+            }
+            ATTR_PREFERRED_SHARED_MEMORY_CARVEOUT if (-1..=100).contains(&value) => Ok(()),
+            _ => Err(INVALID_VALUE),
+        }
+    })
+}
+
+/// cuLaunchKernel. Checks what the driver checks before anything runs (handles, grid and
+/// block limits, `.maxntid`, shared memory), builds the parameter buffer with
+/// `params` (which reads the caller's kernelParams or extra), then runs the kernel now or
+/// records it, with its parameters copied, on a capturing stream.
+pub fn launch(
+    func: Handle,
+    grid: [u32; 3],
+    block: [u32; 3],
+    dynamic_shared: u32,
+    stream: Handle,
+    params: impl FnOnce(&Kernel) -> Result<Vec<u8>, CuResult>,
+) -> Result<(), CuResult> {
+    with_init(|s| {
+        let f = s.functions.get(&func).ok_or(INVALID_HANDLE)?;
+        let m = s.modules.get(&f.module).ok_or(INVALID_HANDLE)?;
+        let (module, kernel, module_ctx) = (m.module.clone(), f.kernel, m.ctx);
+        let k = module.kernels.get(kernel).ok_or(UNKNOWN)?;
+        let max_dyn = max_dynamic_shared(f, k);
+        let (ctx, st) = s.stream(stream)?;
+        if module_ctx != ctx {
+            return Err(INVALID_CONTEXT);
+        }
+        let grid_ok = grid.iter().all(|&d| d > 0) && grid[0] <= i32::MAX as u32 && grid[1] <= 65535 && grid[2] <= 65535;
+        let block_ok = block.iter().all(|&d| d > 0)
+            && block[0] <= 1024
+            && block[1] <= 1024
+            && block[2] <= 64
+            && block.iter().map(|&d| d as u64).product::<u64>() <= 1024;
+        if !grid_ok || !block_ok {
+            return Err(INVALID_VALUE);
+        }
+        if let Some(n) = k.max_ntid {
+            let threads: u64 = block.iter().map(|&d| d as u64).product();
+            if threads > n.iter().map(|&d| d as u64).product() || (0..3).any(|d| block[d] > n[d]) {
+                eprintln!("mp-emu: kernel {}: block {block:?} ({threads} threads) exceeds .maxntid {n:?}", k.name);
+                return Err(LAUNCH_OUT_OF_RESOURCES);
+            }
+        }
+        if dynamic_shared > max_dyn || k.static_shared.saturating_add(dynamic_shared) > shared_optin(s.cc()?) {
+            eprintln!(
+                "mp-emu: kernel {}: {dynamic_shared} bytes of dynamic shared memory exceed the limit of {max_dyn}",
+                k.name
+            );
+            return Err(INVALID_VALUE);
+        }
+        let params = params(k)?;
+        if params.len() != k.param_bytes {
+            return Err(INVALID_VALUE);
+        }
+        let cfg = LaunchConfig { grid, block, dynamic_shared };
+        let node = Node::Kernel { module, kernel, cfg, params };
+        if s.record(st, node.clone())? {
+            return Ok(());
+        }
+        run_node(s, ctx, &node, false)
+    })
+}

@@ -1,0 +1,459 @@
+//! The driver's state: one global lock over every table, and the calling thread's
+//! context stack.
+//!
+//! One lock, not one per object: every call is short except a kernel launch, and a launch
+//! needs the device's whole memory mutably anyway (a kernel may touch any allocation), so
+//! finer locks would buy no concurrency and cost lock-order reasoning. The lock recovers
+//! from poisoning: a panic inside a call is caught at the C boundary and reported as an
+//! error, and the process must be able to go on.
+//!
+//! Handles (contexts, streams, modules, functions, events, graphs, graph execs) are
+//! numbers drawn from one counter that never repeats, handed out as pointers. One counter
+//! for all kinds means a handle of one kind passed where another is expected is found in
+//! no table (INVALID_HANDLE), and a destroyed handle stays invalid forever instead of
+//! aliasing a newer object, which is stricter than the real driver (it reuses addresses)
+//! in the direction that finds bugs.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::ThreadId;
+use std::time::Instant;
+
+use super::error::*;
+use super::memory::Memory;
+use crate::exec::LaunchConfig;
+use crate::ptx::Module;
+
+/// An opaque object handle, as the C caller sees it (a pointer-sized integer).
+pub type Handle = usize;
+
+/// CU_STREAM_LEGACY: the legacy default stream, like the null handle.
+pub const STREAM_LEGACY: Handle = 0x1;
+/// CU_STREAM_PER_THREAD: the per-thread default stream.
+pub const STREAM_PER_THREAD: Handle = 0x2;
+/// CU_STREAM_NON_BLOCKING: the stream does not synchronize with the legacy stream.
+pub const STREAM_NON_BLOCKING: u32 = 0x1;
+
+/// CUstreamCaptureMode values.
+pub const CAPTURE_GLOBAL: u32 = 0;
+pub const CAPTURE_THREAD_LOCAL: u32 = 1;
+pub const CAPTURE_RELAXED: u32 = 2;
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+thread_local! {
+    /// The calling thread's context stack (cuCtxPush/Pop/SetCurrent); the top is current.
+    static CTX_STACK: RefCell<Vec<Handle>> = const { RefCell::new(Vec::new()) };
+    /// The thread's capture interaction mode (cuThreadExchangeStreamCaptureMode), which
+    /// decides which captures forbid "unsafe" calls (cuMemAlloc, synchronous copies) from
+    /// this thread. GLOBAL unless changed, as in the driver.
+    static THREAD_MODE: Cell<u32> = const { Cell::new(CAPTURE_GLOBAL) };
+}
+
+/// Runs `f` on the driver state under the global lock. The state is created on the first
+/// call, not at load time: cudarc's `is_culib_present` loads and unloads the library, and
+/// nothing may run then.
+pub fn with<T>(f: impl FnOnce(&mut State) -> Result<T, CuResult>) -> Result<T, CuResult> {
+    let mut guard: MutexGuard<'_, Option<State>> = STATE.lock().unwrap_or_else(PoisonError::into_inner);
+    f(guard.get_or_insert_with(State::default))
+}
+
+/// As [`with`], for calls that need cuInit to have succeeded.
+pub fn with_init<T>(f: impl FnOnce(&mut State) -> Result<T, CuResult>) -> Result<T, CuResult> {
+    with(|s| {
+        s.cc()?;
+        f(s)
+    })
+}
+
+/// The calling thread's current context handle, if any (not checked for liveness).
+pub fn current_handle() -> Option<Handle> {
+    CTX_STACK.with(|s| s.borrow().last().copied())
+}
+
+/// Replaces the top of the calling thread's stack (pushes onto an empty one); `None`
+/// pops, as cuCtxSetCurrent(NULL) does.
+pub fn set_current(ctx: Option<Handle>) {
+    CTX_STACK.with(|s| {
+        let mut s = s.borrow_mut();
+        match ctx {
+            Some(c) => match s.last_mut() {
+                Some(top) => *top = c,
+                None => s.push(c),
+            },
+            None => {
+                s.pop();
+            }
+        }
+    })
+}
+
+pub fn push_current(ctx: Handle) {
+    CTX_STACK.with(|s| s.borrow_mut().push(ctx))
+}
+
+pub fn pop_current() -> Option<Handle> {
+    CTX_STACK.with(|s| s.borrow_mut().pop())
+}
+
+/// Swaps the calling thread's capture interaction mode, returning the old one.
+pub fn exchange_thread_mode(mode: u32) -> u32 {
+    THREAD_MODE.with(|m| m.replace(mode))
+}
+
+pub fn thread_mode() -> u32 {
+    THREAD_MODE.with(Cell::get)
+}
+
+pub struct Context {
+    pub primary: bool,
+    /// Primary context retain count; the context's resources are destroyed when it
+    /// drops to zero, as the driver does.
+    pub refs: u32,
+    /// False for a primary context with no retains: calls made with it current fail.
+    pub active: bool,
+    /// The error a kernel fault left behind: every later call on this context returns it,
+    /// as on a GPU, until the context is destroyed (or the primary context fully released).
+    pub sticky: Option<CuResult>,
+}
+
+pub struct Stream {
+    pub ctx: Handle,
+    pub flags: u32,
+    /// The capture sequence this stream belongs to, if it is capturing.
+    pub capture: Option<u64>,
+}
+
+/// Where a stream-ordered call was issued: a created stream, or one of the current
+/// context's default streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamRef {
+    Legacy(Handle),
+    PerThread(Handle),
+    Created(Handle),
+}
+
+pub struct ModuleEntry {
+    pub ctx: Handle,
+    pub module: Arc<Module>,
+    /// The function handle of each kernel index already asked for, so cuModuleGetFunction
+    /// returns the same handle each time, as the driver does.
+    pub functions: HashMap<usize, Handle>,
+}
+
+pub struct Function {
+    pub module: Handle,
+    pub kernel: usize,
+    /// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, when set.
+    pub max_dynamic_shared: Option<u32>,
+}
+
+/// When an event was last recorded.
+#[derive(Clone, Copy, Debug)]
+pub enum Recorded {
+    Never,
+    /// Recorded outside capture; everything is synchronous, so it completed at once.
+    At(Instant),
+    /// Recorded into a capture sequence: the event stands for a point in a graph under
+    /// construction, and waiting on it from the host is an error.
+    Captured {
+        capture: u64,
+        stream: Handle,
+        seq: u64,
+    },
+}
+
+pub struct Event {
+    pub ctx: Handle,
+    pub flags: u32,
+    pub recorded: Recorded,
+}
+
+/// One recorded operation of a graph. Everything a node needs is owned by it (kernel
+/// parameters are copied at record time, the module is shared), so a graph outlives the
+/// calls that built it and even the module's unload.
+#[derive(Clone)]
+pub enum Node {
+    Kernel {
+        module: Arc<Module>,
+        kernel: usize,
+        cfg: LaunchConfig,
+        params: Vec<u8>,
+    },
+    /// `count` elements of `elem` bytes (1, 2 or 4) set to the low bytes of `value`.
+    Memset {
+        dst: u64,
+        value: u32,
+        elem: usize,
+        count: usize,
+    },
+    Copy {
+        dst: u64,
+        src: u64,
+        len: usize,
+    },
+    /// A graph launched into a capturing stream.
+    Graph(Arc<Vec<Node>>),
+}
+
+pub struct Graph {
+    pub ctx: Handle,
+    pub nodes: Arc<Vec<Node>>,
+}
+
+/// One stream's part in a capture sequence.
+pub struct Member {
+    /// Nodes recorded on this stream so far (the position an event recorded here marks).
+    pub seq: u64,
+    /// The stream has recorded work that no other stream of the capture has waited on
+    /// since: ending the capture now would leave a fork unjoined.
+    pub unjoined: bool,
+}
+
+/// A capture sequence in progress.
+pub struct Capture {
+    pub ctx: Handle,
+    /// The stream cuStreamBeginCapture was called on; only it may end the capture.
+    pub origin: Handle,
+    pub mode: u32,
+    pub thread: ThreadId,
+    pub members: BTreeMap<Handle, Member>,
+    /// Recorded operations in issue order. Streams execute in issue order here, so issue
+    /// order is a valid topological order of the captured graph, forks included.
+    pub nodes: Vec<Node>,
+    /// Why the capture was invalidated; cuStreamEndCapture then returns
+    /// STREAM_CAPTURE_INVALIDATED and no graph.
+    pub invalidated: Option<&'static str>,
+}
+
+#[derive(Default)]
+pub struct State {
+    /// The compute capability, once cuInit succeeded.
+    pub cc: Option<(u32, u32)>,
+    next_handle: usize,
+    next_capture: u64,
+    pub primary: Option<Handle>,
+    pub contexts: HashMap<Handle, Context>,
+    pub streams: HashMap<Handle, Stream>,
+    pub modules: HashMap<Handle, ModuleEntry>,
+    pub functions: HashMap<Handle, Function>,
+    pub events: HashMap<Handle, Event>,
+    pub graphs: HashMap<Handle, Graph>,
+    pub execs: HashMap<Handle, Graph>,
+    pub captures: HashMap<u64, Capture>,
+    /// The device's memory, shared by all its contexts: with unified addressing a device
+    /// pointer names one allocation process-wide, and one [`Memory`] gives that for free.
+    pub memory: Memory,
+    /// Which context allocated each live allocation (by base), so destroying a context
+    /// frees what it allocated.
+    pub owners: HashMap<u64, Handle>,
+}
+
+impl State {
+    /// The compute capability; NOT_INITIALIZED before a successful cuInit.
+    pub fn cc(&self) -> Result<(u32, u32), CuResult> {
+        self.cc.ok_or(NOT_INITIALIZED)
+    }
+
+    /// A fresh handle, never handed out before. Starts far from the small values the
+    /// driver gives meaning to (0, CU_STREAM_LEGACY, CU_STREAM_PER_THREAD).
+    pub fn new_handle(&mut self) -> Handle {
+        self.next_handle += 1;
+        0x10_0000 + self.next_handle * 0x10
+    }
+
+    pub fn new_capture_id(&mut self) -> u64 {
+        self.next_capture += 1;
+        self.next_capture
+    }
+
+    /// The context `ctx`, if it exists and is active.
+    pub fn live_context(&self, ctx: Handle) -> Result<&Context, CuResult> {
+        match self.contexts.get(&ctx) {
+            Some(c) if c.active => Ok(c),
+            _ => Err(INVALID_CONTEXT),
+        }
+    }
+
+    /// Fails with the context's sticky error, if a kernel fault left one.
+    pub fn usable(&self, ctx: Handle) -> Result<(), CuResult> {
+        match self.live_context(ctx)?.sticky {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The calling thread's current context, checked live and usable (INVALID_CONTEXT
+    /// when there is none, the sticky error after a fault).
+    pub fn current(&self) -> Result<Handle, CuResult> {
+        let ctx = current_handle().ok_or(INVALID_CONTEXT)?;
+        self.usable(ctx)?;
+        Ok(ctx)
+    }
+
+    /// Resolves a stream handle for a call made by this thread: the special handles mean
+    /// the current context's default streams; a created stream must belong to the
+    /// current context. Returns the stream's context too.
+    pub fn stream(&self, h: Handle) -> Result<(Handle, StreamRef), CuResult> {
+        let ctx = self.current()?;
+        match h {
+            0 | STREAM_LEGACY => Ok((ctx, StreamRef::Legacy(ctx))),
+            STREAM_PER_THREAD => Ok((ctx, StreamRef::PerThread(ctx))),
+            _ => {
+                let s = self.streams.get(&h).ok_or(INVALID_HANDLE)?;
+                if s.ctx != ctx {
+                    return Err(INVALID_CONTEXT);
+                }
+                Ok((ctx, StreamRef::Created(h)))
+            }
+        }
+    }
+
+    /// The capture sequence a created stream belongs to.
+    pub fn capture_of(&self, s: StreamRef) -> Option<u64> {
+        match s {
+            StreamRef::Created(h) => self.streams.get(&h).and_then(|s| s.capture),
+            _ => None,
+        }
+    }
+
+    /// Invalidates capture `id` (if it still exists), saying why on stderr: the failing
+    /// call's error may be swallowed by the caller (cudarc records errors from Drop), and
+    /// the later STREAM_CAPTURE_INVALIDATED alone does not say what went wrong.
+    pub fn invalidate(&mut self, id: u64, why: &'static str) {
+        if let Some(c) = self.captures.get_mut(&id) {
+            if c.invalidated.is_none() {
+                eprintln!("mp-emu: stream capture invalidated: {why}");
+                c.invalidated = Some(why);
+            }
+        }
+    }
+
+    /// The captures of context `ctx` that a call on its legacy stream would implicitly
+    /// depend on: those whose streams are blocking (created without
+    /// CU_STREAM_NON_BLOCKING), as the legacy stream synchronizes with them.
+    fn implicit_captures(&self, ctx: Handle) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .streams
+            .values()
+            .filter(|s| s.ctx == ctx && s.flags & STREAM_NON_BLOCKING == 0)
+            .filter_map(|s| s.capture)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The check every call that uses the legacy stream makes: when a blocking stream of
+    /// the context is capturing, the call would make captured work a dependency of
+    /// uncaptured work, so it fails with STREAM_CAPTURE_IMPLICIT and invalidates those
+    /// captures.
+    pub fn check_legacy(&mut self, s: StreamRef) -> Result<(), CuResult> {
+        let StreamRef::Legacy(ctx) = s else { return Ok(()) };
+        let ids = self.implicit_captures(ctx);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for id in ids {
+            self.invalidate(id, "the legacy default stream was used while a blocking stream was capturing");
+        }
+        Err(STREAM_CAPTURE_IMPLICIT)
+    }
+
+    /// The check "potentially unsafe" calls make (cuMemAlloc, cuMemFree, synchronous
+    /// copies and memsets): by the calling thread's interaction mode, a capture begun by
+    /// this thread in a mode other than RELAXED forbids them, and in GLOBAL mode so does a
+    /// GLOBAL capture begun by any other thread. The offending captures are invalidated
+    /// and the call fails with STREAM_CAPTURE_UNSUPPORTED.
+    pub fn check_unsafe_call(&mut self, what: &'static str) -> Result<(), CuResult> {
+        let me = std::thread::current().id();
+        let mode = thread_mode();
+        if mode == CAPTURE_RELAXED {
+            return Ok(());
+        }
+        let ids: Vec<u64> = self
+            .captures
+            .iter()
+            .filter(|(_, c)| {
+                (c.thread == me && c.mode != CAPTURE_RELAXED)
+                    || (mode == CAPTURE_GLOBAL && c.thread != me && c.mode == CAPTURE_GLOBAL)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for id in ids {
+            self.invalidate(id, what);
+        }
+        Err(STREAM_CAPTURE_UNSUPPORTED)
+    }
+
+    /// The check for calls that are never legal on a capturing stream (host
+    /// synchronization, a copy to or from pageable host memory, allocation): invalidates
+    /// the stream's capture and fails with `code`. Also makes the legacy-stream check.
+    pub fn forbid_in_capture(&mut self, s: StreamRef, code: CuResult, what: &'static str) -> Result<(), CuResult> {
+        if let Some(id) = self.capture_of(s) {
+            self.invalidate(id, what);
+            return Err(code);
+        }
+        self.check_legacy(s)
+    }
+
+    /// Records `node` into the stream's capture when it is capturing (true), after the
+    /// legacy-stream check; false means the caller executes it now.
+    pub fn record(&mut self, s: StreamRef, node: Node) -> Result<bool, CuResult> {
+        let StreamRef::Created(h) = s else {
+            self.check_legacy(s)?;
+            return Ok(false);
+        };
+        let Some(id) = self.capture_of(s) else { return Ok(false) };
+        let c = self.captures.get_mut(&id).ok_or(UNKNOWN)?;
+        if c.invalidated.is_some() {
+            return Err(STREAM_CAPTURE_INVALIDATED);
+        }
+        c.nodes.push(node);
+        if let Some(m) = c.members.get_mut(&h) {
+            m.seq += 1;
+            m.unjoined = h != c.origin;
+        }
+        Ok(true)
+    }
+
+    /// Destroys everything context `ctx` owns: its streams (and their captures), events,
+    /// modules and functions, graphs and execs, and the memory it allocated. The context
+    /// entry itself is left to the caller (a primary context stays, inactive).
+    pub fn destroy_resources(&mut self, ctx: Handle) {
+        let captures: Vec<u64> = self.captures.iter().filter(|(_, c)| c.ctx == ctx).map(|(id, _)| *id).collect();
+        for id in captures {
+            self.captures.remove(&id);
+        }
+        self.streams.retain(|_, s| s.ctx != ctx);
+        self.events.retain(|_, e| e.ctx != ctx);
+        let modules: Vec<Handle> = self.modules.iter().filter(|(_, m)| m.ctx == ctx).map(|(h, _)| *h).collect();
+        for m in modules {
+            self.unload(m);
+        }
+        self.graphs.retain(|_, g| g.ctx != ctx);
+        self.execs.retain(|_, g| g.ctx != ctx);
+        let allocs: Vec<u64> = self.owners.iter().filter(|(_, c)| **c == ctx).map(|(p, _)| *p).collect();
+        for p in allocs {
+            self.owners.remove(&p);
+            self.memory.free(p);
+        }
+    }
+
+    /// Removes a module and its function handles.
+    pub fn unload(&mut self, module: Handle) -> bool {
+        match self.modules.remove(&module) {
+            Some(m) => {
+                for f in m.functions.values() {
+                    self.functions.remove(f);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Streams and events.
+//!
+//! Work runs when it is issued, so a stream is only a context, its flags and its capture
+//! state, and an event only a timestamp (host time: meaningless as a kernel time, and
+//! benchmarks refuse the emulator anyway) or the capture position it was recorded at.
+
+use std::time::Instant;
+
+use super::error::*;
+use super::state::{with_init, Event, Handle, Member, Recorded, State, Stream, StreamRef};
+
+/// cuStreamCreate / cuStreamCreateWithPriority (the priority changes nothing here).
+pub fn create(flags: u32) -> Result<Handle, CuResult> {
+    with_init(|s| {
+        if flags & !super::state::STREAM_NON_BLOCKING != 0 {
+            return Err(INVALID_VALUE);
+        }
+        let ctx = s.current()?;
+        let h = s.new_handle();
+        s.streams.insert(h, Stream { ctx, flags, capture: None });
+        Ok(h)
+    })
+}
+
+/// cuStreamDestroy_v2. Destroying the stream a capture began on ends that capture (no
+/// graph); a stream that only joined it leaves it, and the capture is invalidated.
+pub fn destroy(stream: Handle) -> Result<(), CuResult> {
+    with_init(|s| {
+        let (_, st) = s.stream(stream)?;
+        let StreamRef::Created(h) = st else { return Err(INVALID_HANDLE) };
+        if let Some(id) = s.capture_of(st) {
+            let origin = s.captures.get(&id).map(|c| c.origin);
+            if origin == Some(h) {
+                if let Some(c) = s.captures.remove(&id) {
+                    for m in c.members.keys() {
+                        if let Some(x) = s.streams.get_mut(m) {
+                            x.capture = None;
+                        }
+                    }
+                }
+            } else {
+                if let Some(c) = s.captures.get_mut(&id) {
+                    c.members.remove(&h);
+                }
+                s.invalidate(id, "a stream taking part in the capture was destroyed");
+            }
+        }
+        s.streams.remove(&h);
+        Ok(())
+    })
+}
+
+/// cuStreamSynchronize and cuStreamQuery: all work is done already; on a capturing stream
+/// this is a host synchronization, which invalidates the capture.
+pub fn synchronize(stream: Handle, what: &'static str) -> Result<(), CuResult> {
+    with_init(|s| {
+        let (_, st) = s.stream(stream)?;
+        s.forbid_in_capture(st, STREAM_CAPTURE_UNSUPPORTED, what)
+    })
+}
+
+/// cuStreamWaitEvent. Outside capture it is a no-op (the event's work is done). With
+/// capture it carries the fork/join rules: a stream that waits on an event recorded in
+/// a capture joins that capture; a capturing stream that waits on the latest event of
+/// another stream of its capture joins that stream's work back; waiting on uncaptured
+/// work from a capturing stream is STREAM_CAPTURE_ISOLATION, and on another capture's
+/// event STREAM_CAPTURE_MERGE (both invalidate).
+pub fn wait_event(stream: Handle, event: Handle, flags: u32) -> Result<(), CuResult> {
+    with_init(|s| {
+        if flags & !1 != 0 {
+            return Err(INVALID_VALUE);
+        }
+        let recorded = s.events.get(&event).ok_or(INVALID_HANDLE)?.recorded;
+        let (_, st) = s.stream(stream)?;
+        let mine = s.capture_of(st);
+        match recorded {
+            Recorded::Captured { capture, stream: from, seq } if s.captures.contains_key(&capture) => match mine {
+                None => {
+                    let StreamRef::Created(h) = st else {
+                        s.invalidate(capture, "a default stream waited on an event recorded in a capture");
+                        return Err(STREAM_CAPTURE_IMPLICIT);
+                    };
+                    join(s, capture, h);
+                    Ok(())
+                }
+                Some(id) if id == capture => {
+                    let c = s.captures.get_mut(&id).ok_or(UNKNOWN)?;
+                    if c.invalidated.is_some() {
+                        return Err(STREAM_CAPTURE_INVALIDATED);
+                    }
+                    if let Some(m) = c.members.get_mut(&from) {
+                        if m.seq == seq && StreamRef::Created(from) != st {
+                            m.unjoined = false;
+                        }
+                    }
+                    Ok(())
+                }
+                Some(id) => {
+                    s.invalidate(id, "a capturing stream waited on an event of another capture");
+                    s.invalidate(capture, "a stream of another capture waited on an event of this one");
+                    Err(STREAM_CAPTURE_MERGE)
+                }
+            },
+            Recorded::At(_) if mine.is_some() => {
+                s.invalidate(
+                    mine.unwrap_or_default(),
+                    "a capturing stream waited on an event recorded outside capture",
+                );
+                Err(STREAM_CAPTURE_ISOLATION)
+            }
+            _ => s.check_legacy(st),
+        }
+    })
+}
+
+/// Makes stream `h` a member of capture `id`.
+fn join(s: &mut State, id: u64, h: Handle) {
+    if let Some(c) = s.captures.get_mut(&id) {
+        c.members.insert(h, Member { seq: 0, unjoined: false });
+    }
+    if let Some(st) = s.streams.get_mut(&h) {
+        st.capture = Some(id);
+    }
+}
+
+/// CUevent_flags: BLOCKING_SYNC (1), DISABLE_TIMING (2), INTERPROCESS (4, which requires
+/// DISABLE_TIMING).
+const EVENT_DISABLE_TIMING: u32 = 2;
+
+pub fn event_create(flags: u32) -> Result<Handle, CuResult> {
+    with_init(|s| {
+        if flags & !7 != 0 || (flags & 4 != 0 && flags & EVENT_DISABLE_TIMING == 0) {
+            return Err(INVALID_VALUE);
+        }
+        let ctx = s.current()?;
+        let h = s.new_handle();
+        s.events.insert(h, Event { ctx, flags, recorded: Recorded::Never });
+        Ok(h)
+    })
+}
+
+/// cuEventRecord: on a capturing stream the event marks the stream's position in the
+/// capture (what cross-stream waits join on); otherwise the time.
+pub fn event_record(event: Handle, stream: Handle) -> Result<(), CuResult> {
+    with_init(|s| {
+        let ev_ctx = s.events.get(&event).ok_or(INVALID_HANDLE)?.ctx;
+        let (ctx, st) = s.stream(stream)?;
+        if ev_ctx != ctx {
+            return Err(INVALID_HANDLE);
+        }
+        let recorded = match (st, s.capture_of(st)) {
+            (StreamRef::Created(h), Some(id)) => {
+                let c = s.captures.get(&id).ok_or(UNKNOWN)?;
+                if c.invalidated.is_some() {
+                    return Err(STREAM_CAPTURE_INVALIDATED);
+                }
+                let seq = c.members.get(&h).map_or(0, |m| m.seq);
+                Recorded::Captured { capture: id, stream: h, seq }
+            }
+            _ => {
+                s.check_legacy(st)?;
+                Recorded::At(Instant::now())
+            }
+        };
+        if let Some(e) = s.events.get_mut(&event) {
+            e.recorded = recorded;
+        }
+        Ok(())
+    })
+}
+
+/// The host-side wait every event call makes: an event recorded into a capture that is
+/// still going on cannot be waited for (CAPTURED_EVENT, capture invalidated).
+fn host_wait(s: &mut State, event: Handle) -> Result<Recorded, CuResult> {
+    let e = s.events.get(&event).ok_or(INVALID_HANDLE)?;
+    let (ctx, recorded) = (e.ctx, e.recorded);
+    s.usable(ctx)?;
+    if let Recorded::Captured { capture, .. } = recorded {
+        if s.captures.contains_key(&capture) {
+            s.invalidate(capture, "an event recorded in the capture was waited for or queried from the host");
+            return Err(CAPTURED_EVENT);
+        }
+    }
+    Ok(recorded)
+}
+
+/// cuEventSynchronize and cuEventQuery: complete (SUCCESS) unless captured.
+pub fn event_wait(event: Handle) -> Result<(), CuResult> {
+    with_init(|s| host_wait(s, event).map(|_| ()))
+}
+
+/// cuEventElapsedTime(_v2): host milliseconds between two recorded events. An event
+/// created with DISABLE_TIMING, or not recorded: INVALID_HANDLE, as the driver answers.
+pub fn event_elapsed(start: Handle, end: Handle) -> Result<f32, CuResult> {
+    with_init(|s| {
+        let a = host_wait(s, start)?;
+        let b = host_wait(s, end)?;
+        let timed = |h: Handle| s.events.get(&h).is_some_and(|e| e.flags & EVENT_DISABLE_TIMING == 0);
+        match (a, b) {
+            (Recorded::At(a), Recorded::At(b)) if timed(start) && timed(end) => {
+                let ms = if b >= a { b.duration_since(a).as_secs_f64() } else { -a.duration_since(b).as_secs_f64() };
+                Ok((ms * 1e3) as f32)
+            }
+            _ => Err(INVALID_HANDLE),
+        }
+    })
+}
+
+pub fn event_destroy(event: Handle) -> Result<(), CuResult> {
+    with_init(|s| s.events.remove(&event).map(|_| ()).ok_or(INVALID_HANDLE))
+}
