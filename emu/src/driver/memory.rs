@@ -7,6 +7,8 @@
 //! [`GlobalView`], which bounds-checks it.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// First device address handed out: far from zero, so a null or small integer used as a
 /// pointer is never inside an allocation.
@@ -113,23 +115,82 @@ impl Memory {
         }
     }
 
-    /// The view a kernel launch reads and writes global memory through.
+    /// The view a kernel launch reads and writes global memory through, from as many
+    /// host threads as it runs blocks on.
     pub fn view(&mut self) -> GlobalView<'_> {
-        GlobalView { regions: self.allocs.iter_mut().map(|(&b, a)| (b, a.data.as_mut_slice())).collect() }
+        let regions = self
+            .allocs
+            .iter_mut()
+            .map(|(&base, a)| Region { base, ptr: a.data.as_mut_ptr(), len: a.data.len() })
+            .collect();
+        GlobalView { regions, _borrow: PhantomData }
     }
 }
 
-/// All allocations, sorted by base, borrowed for one launch. Lookups are a binary search;
-/// the executor caches the last region each thread hit.
-pub struct GlobalView<'a> {
-    pub regions: Vec<(u64, &'a mut [u8])>,
+#[derive(Clone, Copy)]
+struct Region {
+    base: u64,
+    ptr: *mut u8,
+    len: usize,
 }
+
+/// All allocations, sorted by base, borrowed exclusively for one launch. Lookups are a
+/// binary search; the executor caches the last region each thread hit.
+///
+/// Blocks of one launch run on several host threads and may touch the same bytes (many
+/// blocks read the same GEMM operand; a racy kernel may even write them from two blocks,
+/// as it can on a GPU). Every access is therefore a relaxed atomic byte access: sound in
+/// Rust's memory model whatever the kernel does, and as on a GPU, racing accesses from
+/// different blocks see one another in no particular order.
+pub struct GlobalView<'a> {
+    regions: Vec<Region>,
+    _borrow: PhantomData<&'a mut Memory>,
+}
+
+// SAFETY: the view holds the only borrow of the allocations for its lifetime ('a borrows
+// the Memory mutably), and every access through it is an atomic byte access within a
+// region's bounds (checked in `bytes`), so sharing it between threads cannot race.
+unsafe impl Send for GlobalView<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for GlobalView<'_> {}
 
 impl GlobalView<'_> {
     /// Index of the region holding `[addr, addr + len)`, if one does.
     pub fn region(&self, addr: u64, len: u64) -> Option<usize> {
-        let i = self.regions.partition_point(|(b, _)| *b <= addr).checked_sub(1)?;
-        let (b, d) = &self.regions[i];
-        (addr - b + len <= d.len() as u64).then_some(i)
+        let i = self.regions.partition_point(|r| r.base <= addr).checked_sub(1)?;
+        self.holds(i, addr, len).then_some(i)
+    }
+
+    /// True when region `i` holds `[addr, addr + len)`.
+    pub fn holds(&self, i: usize, addr: u64, len: u64) -> bool {
+        self.regions
+            .get(i)
+            .is_some_and(|r| addr >= r.base && (addr - r.base).checked_add(len).is_some_and(|e| e <= r.len as u64))
+    }
+
+    /// The atomic bytes `[addr, addr + n)` of region `i`; panics when out of its bounds
+    /// (callers check first, so this never fires).
+    fn bytes(&self, i: usize, addr: u64, n: usize) -> impl Iterator<Item = &AtomicU8> {
+        assert!(self.holds(i, addr, n as u64), "global access outside its region");
+        let r = self.regions[i];
+        let off = (addr - r.base) as usize;
+        // SAFETY: in bounds of a live allocation (asserted above) that this view borrows
+        // exclusively for 'a; all concurrent accesses go through this view and are atomic.
+        (0..n).map(move |k| unsafe { AtomicU8::from_ptr(r.ptr.add(off + k)) })
+    }
+
+    /// Reads `out.len()` bytes at `addr` of region `i`.
+    pub fn read(&self, i: usize, addr: u64, out: &mut [u8]) {
+        let n = out.len();
+        for (o, b) in out.iter_mut().zip(self.bytes(i, addr, n)) {
+            *o = b.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Writes `data` at `addr` of region `i`.
+    pub fn write(&self, i: usize, addr: u64, data: &[u8]) {
+        for (d, b) in data.iter().zip(self.bytes(i, addr, data.len())) {
+            b.store(*d, Ordering::Relaxed);
+        }
     }
 }

@@ -37,79 +37,69 @@ fn fault(kind: FaultKind, space: Space, write: bool, size: u64, addr: u64, why: 
     Fault { kind, msg }
 }
 
-/// The bytes `[addr, addr + size)` of `space`, checked.
-pub fn bytes<'b>(
-    blk: &'b mut Block,
-    t: &mut Thread,
-    space: Space,
-    addr: u64,
-    size: u64,
-    write: bool,
-) -> Result<&'b mut [u8], Fault> {
+/// A checked location: where `[addr, addr + size)` of a state space lives.
+#[derive(Clone, Copy)]
+pub enum Loc {
+    /// Region index of the global view, and the address.
+    Global(usize, u64),
+    Shared(usize),
+    Param(usize),
+}
+
+/// Checks an access of `size` bytes at `addr` in `space` and says where it lives.
+pub fn locate(blk: &Block, t: &mut Thread, space: Space, addr: u64, size: u64, write: bool) -> Result<Loc, Fault> {
     let align = if size.is_power_of_two() { size } else { 1 };
     if addr % align != 0 {
         return Err(fault(FaultKind::MisalignedAddress, space, write, size, addr, ""));
     }
+    let inside = |len: usize| addr.checked_add(size).is_some_and(|e| e <= len as u64);
     match space {
         Space::Global => {
-            let g = &mut blk.global;
-            let hit = match g.regions.get(t.region) {
-                Some((b, d)) if addr >= *b && addr - b + size <= d.len() as u64 => Some(t.region),
-                _ => g.region(addr, size),
-            };
+            let g = blk.global;
+            let hit = if g.holds(t.region, addr, size) { Some(t.region) } else { g.region(addr, size) };
             let Some(i) = hit else {
-                return Err(fault(
-                    FaultKind::IllegalAddress,
-                    space,
-                    write,
-                    size,
-                    addr,
-                    "is out of bounds (not inside any live allocation)",
-                ));
+                let why = "is out of bounds (not inside any live allocation)";
+                return Err(fault(FaultKind::IllegalAddress, space, write, size, addr, why));
             };
             t.region = i;
-            let (b, d) = &mut g.regions[i];
-            let off = (addr - *b) as usize;
-            Ok(&mut d[off..off + size as usize])
+            Ok(Loc::Global(i, addr))
         }
         Space::Shared => {
-            let len = blk.shared.len() as u64;
-            if addr.checked_add(size).is_none_or(|e| e > len) {
-                return Err(fault(
-                    FaultKind::IllegalAddress,
-                    space,
-                    write,
-                    size,
-                    addr,
-                    &format!("is out of bounds (the block has {len} bytes of shared memory)"),
-                ));
+            if !inside(blk.shared.len()) {
+                let why = format!("is out of bounds (the block has {} bytes of shared memory)", blk.shared.len());
+                return Err(fault(FaultKind::IllegalAddress, space, write, size, addr, &why));
             }
-            Ok(&mut blk.shared[addr as usize..(addr + size) as usize])
+            Ok(Loc::Shared(addr as usize))
         }
         Space::Param => {
             if write {
-                return Err(fault(
-                    FaultKind::IllegalAddress,
-                    space,
-                    write,
-                    size,
-                    addr,
-                    "is in the read-only kernel parameter space",
-                ));
+                let why = "is in the read-only kernel parameter space";
+                return Err(fault(FaultKind::IllegalAddress, space, write, size, addr, why));
             }
-            let len = blk.params.len() as u64;
-            if addr.checked_add(size).is_none_or(|e| e > len) {
-                return Err(fault(
-                    FaultKind::IllegalAddress,
-                    space,
-                    write,
-                    size,
-                    addr,
-                    &format!("is past the {len}-byte parameter buffer"),
-                ));
+            if !inside(blk.params.len()) {
+                let why = format!("is past the {}-byte parameter buffer", blk.params.len());
+                return Err(fault(FaultKind::IllegalAddress, space, write, size, addr, &why));
             }
-            Ok(&mut blk.params[addr as usize..(addr + size) as usize])
+            Ok(Loc::Param(addr as usize))
         }
+    }
+}
+
+/// Reads `out.len()` bytes at a checked location.
+pub fn read(blk: &Block, loc: Loc, out: &mut [u8]) {
+    match loc {
+        Loc::Global(i, addr) => blk.global.read(i, addr, out),
+        Loc::Shared(o) => out.copy_from_slice(&blk.shared[o..o + out.len()]),
+        Loc::Param(o) => out.copy_from_slice(&blk.params[o..o + out.len()]),
+    }
+}
+
+/// Writes `data` at a checked location (never a parameter: `locate` refuses writes there).
+pub fn write(blk: &mut Block, loc: Loc, data: &[u8]) {
+    match loc {
+        Loc::Global(i, addr) => blk.global.write(i, addr, data),
+        Loc::Shared(o) => blk.shared[o..o + data.len()].copy_from_slice(data),
+        Loc::Param(_) => unreachable!("parameter writes are refused by locate"),
     }
 }
 
@@ -125,23 +115,28 @@ fn read_elem(b: &[u8], ty: Ty) -> u64 {
 }
 
 pub fn ld(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> {
-    let es = i.ty.size() as u64;
+    let es = i.ty.size() as usize;
+    let n = es * i.v.len();
     let addr = t.regs[i.a as usize].wrapping_add(i.off as u64);
-    let b = bytes(blk, t, space, addr, es * i.v.len() as u64, false)?;
+    let loc = locate(blk, t, space, addr, n as u64, false)?;
+    let mut buf = [0u8; 32];
+    read(blk, loc, &mut buf[..n]);
     for (k, &d) in i.v.iter().enumerate() {
-        t.regs[d as usize] = read_elem(&b[k * es as usize..(k + 1) * es as usize], i.ty);
+        t.regs[d as usize] = read_elem(&buf[k * es..(k + 1) * es], i.ty);
     }
     Ok(())
 }
 
 pub fn st(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> {
     let es = i.ty.size() as usize;
+    let n = es * i.v.len();
     let addr = t.regs[i.a as usize].wrapping_add(i.off as u64);
-    let vals: [u64; 4] = std::array::from_fn(|k| i.v.get(k).map_or(0, |&r| t.regs[r as usize]));
-    let b = bytes(blk, t, space, addr, (es * i.v.len()) as u64, true)?;
-    for k in 0..i.v.len() {
-        b[k * es..(k + 1) * es].copy_from_slice(&vals[k].to_le_bytes()[..es]);
+    let mut buf = [0u8; 32];
+    for (k, &r) in i.v.iter().enumerate() {
+        buf[k * es..(k + 1) * es].copy_from_slice(&t.regs[r as usize].to_le_bytes()[..es]);
     }
+    let loc = locate(blk, t, space, addr, n as u64, true)?;
+    write(blk, loc, &buf[..n]);
     Ok(())
 }
 
@@ -159,13 +154,13 @@ pub fn cp_async(i: &Inst, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> 
             msg: format!("cp.async with src-size {src_size} larger than cp-size {size}"),
         });
     }
-    bytes(blk, t, Space::Shared, dst, size as u64, true)?;
+    locate(blk, t, Space::Shared, dst, size as u64, true)?;
     if src_size > 0 {
         // The source must be aligned to cp-size even when only src-size bytes are read.
         if src % size as u64 != 0 {
             return Err(fault(FaultKind::MisalignedAddress, Space::Global, false, size as u64, src, ""));
         }
-        bytes(blk, t, Space::Global, src, src_size as u64, false)?;
+        locate(blk, t, Space::Global, src, src_size as u64, false)?;
     }
     t.cp_pending.push(AsyncCopy { dst, src, size, src_size, line: i.line });
     Ok(())
@@ -196,10 +191,10 @@ fn complete(c: &AsyncCopy, blk: &mut Block, t: &mut Thread) -> Result<(), Fault>
         f
     };
     if c.src_size > 0 {
-        let s = bytes(blk, t, Space::Global, c.src, c.src_size as u64, false).map_err(issued)?;
-        buf[..c.src_size as usize].copy_from_slice(s);
+        let loc = locate(blk, t, Space::Global, c.src, c.src_size as u64, false).map_err(issued)?;
+        read(blk, loc, &mut buf[..c.src_size as usize]);
     }
-    let d = bytes(blk, t, Space::Shared, c.dst, c.size as u64, true).map_err(issued)?;
-    d.copy_from_slice(&buf[..c.size as usize]);
+    let loc = locate(blk, t, Space::Shared, c.dst, c.size as u64, true).map_err(issued)?;
+    write(blk, loc, &buf[..c.size as usize]);
     Ok(())
 }

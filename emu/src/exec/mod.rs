@@ -17,6 +17,7 @@ mod memory;
 mod warp;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::driver::memory::{GlobalView, Memory, UNINIT_BYTE};
 use crate::ir::{special, Code, Op, NONE};
@@ -83,7 +84,7 @@ pub const MAX_SHARED_PER_BLOCK: u32 = 48 * 1024;
 
 /// Per-block state the instructions reach: global memory, shared memory, parameters.
 pub(crate) struct Block<'g> {
-    pub global: GlobalView<'g>,
+    pub global: &'g GlobalView<'g>,
     pub shared: Vec<u8>,
     pub params: Vec<u8>,
     /// Thread-instructions executed so far in this launch.
@@ -186,74 +187,145 @@ pub fn launch_stats(
 ) -> Result<Stats, LaunchError> {
     let k = &module.kernels[kernel];
     let n = check_config(k, cfg, params)?;
-    let code = &k.code;
-    let shared_bytes = (k.static_shared + cfg.dynamic_shared) as usize;
-    let mut blk = Block { global: mem.view(), shared: Vec::new(), params: params.to_vec(), executed: 0 };
-    let mut threads: Vec<Thread> = (0..n)
-        .map(|_| {
-            let mut regs = vec![0u64; code.nregs as usize];
-            for &(r, v) in &code.consts {
-                regs[r as usize] = v;
-            }
-            Thread {
-                regs,
-                pc: 0,
-                state: State::Ready,
-                calls: Vec::new(),
-                cp_pending: Vec::new(),
-                cp_groups: VecDeque::new(),
-                region: 0,
-                tid: [0; 3],
-            }
-        })
-        .collect();
-    let [bx, by, _] = cfg.block;
-    let nwarps = n.div_ceil(32);
-    for (i, t) in threads.iter_mut().enumerate() {
-        let i = i as u32;
-        t.tid = [i % bx, (i / bx) % by, i / (bx * by)];
-        for d in 0..3 {
-            t.regs[(special::TID + d) as usize] = t.tid[d as usize] as u64;
-            t.regs[(special::NTID + d) as usize] = cfg.block[d as usize] as u64;
-            t.regs[(special::NCTAID + d) as usize] = cfg.grid[d as usize] as u64;
-        }
-        t.regs[special::LANEID as usize] = (i % 32) as u64;
-        t.regs[special::WARPID as usize] = (i / 32) as u64;
-        t.regs[special::NWARPID as usize] = nwarps as u64;
+    let nblocks = cfg.grid.iter().map(|&g| g as u64).product::<u64>();
+    let view = mem.view();
+    let workers = workers(nblocks, n);
+    if workers == 1 {
+        return Worker::new(k, cfg, params, &view, n).run(0..nblocks).map_err(|(_, e)| e);
     }
-    for z in 0..cfg.grid[2] {
-        for y in 0..cfg.grid[1] {
-            for x in 0..cfg.grid[0] {
-                let ctaid = [x, y, z];
-                blk.shared.clear();
-                blk.shared.resize(shared_bytes, UNINIT_BYTE);
-                for t in threads.iter_mut() {
-                    t.pc = 0;
-                    t.state = State::Ready;
-                    t.calls.clear();
-                    t.cp_pending.clear();
-                    t.cp_groups.clear();
-                    for d in 0..3 {
-                        t.regs[(special::CTAID + d) as usize] = ctaid[d as usize] as u64;
+    // Blocks are handed out in order from one counter; the first fault stops the others
+    // taking new blocks, and the fault of the lowest block index is the one reported, so
+    // the report does not depend on the host's scheduling.
+    let next = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let results: Vec<Result<Stats, (u64, LaunchError)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (next, stop, view) = (&next, &stop, &view);
+                s.spawn(move || {
+                    let mut w = Worker::new(k, cfg, params, view, n);
+                    let blocks = std::iter::from_fn(|| {
+                        let b = next.fetch_add(1, Ordering::Relaxed);
+                        (b < nblocks && !stop.load(Ordering::Relaxed)).then_some(b)
+                    });
+                    let r = w.run(blocks);
+                    if r.is_err() {
+                        stop.store(true, Ordering::Relaxed);
                     }
+                    r
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    let mut total = Stats::default();
+    let mut first: Option<(u64, LaunchError)> = None;
+    for r in results {
+        match r {
+            Ok(st) => total.thread_instructions += st.thread_instructions,
+            Err((b, e)) if first.as_ref().is_none_or(|(fb, _)| b < *fb) => first = Some((b, e)),
+            Err(_) => {}
+        }
+    }
+    match first {
+        Some((_, e)) => Err(e),
+        None => Ok(total),
+    }
+}
+
+/// Host threads for a launch: `MP_EMU_THREADS`, else the host's parallelism; one for a
+/// launch too small to repay starting threads.
+fn workers(nblocks: u64, threads_per_block: u32) -> usize {
+    if nblocks < 2 || nblocks * threads_per_block as u64 <= 4096 {
+        return 1;
+    }
+    let host = std::env::var("MP_EMU_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    host.clamp(1, 16).min(nblocks as usize)
+}
+
+/// One host thread's share of a launch: its own thread states and shared memory, the
+/// launch's global memory view.
+struct Worker<'a> {
+    k: &'a Kernel,
+    cfg: &'a LaunchConfig,
+    threads: Vec<Thread>,
+    blk: Block<'a>,
+}
+
+impl<'a> Worker<'a> {
+    fn new(k: &'a Kernel, cfg: &'a LaunchConfig, params: &[u8], view: &'a GlobalView<'a>, n: u32) -> Self {
+        let code = &k.code;
+        let [bx, by, _] = cfg.block;
+        let nwarps = n.div_ceil(32);
+        let threads = (0..n)
+            .map(|i| {
+                let mut regs = vec![0u64; code.nregs as usize];
+                for &(r, v) in &code.consts {
+                    regs[r as usize] = v;
                 }
-                run_block(k, code, &mut threads, &mut blk).map_err(|(t, f)| {
-                    let (tid, line) = match t {
-                        Some(t) => (threads[t].tid, code.insts[threads[t].pc as usize].line),
-                        None => ([0; 3], 0),
-                    };
-                    LaunchError {
-                        kind: f.kind,
-                        report: format!(
-                            "{}\n    at PTX line {line} of kernel {}\n    by thread ({},{},{}) in block ({x},{y},{z})",
-                            f.msg, k.name, tid[0], tid[1], tid[2]
-                        ),
-                    }
-                })?;
-            }
-        }
+                let tid = [i % bx, (i / bx) % by, i / (bx * by)];
+                for d in 0..3 {
+                    regs[(special::TID + d as u32) as usize] = tid[d] as u64;
+                    regs[(special::NTID + d as u32) as usize] = cfg.block[d] as u64;
+                    regs[(special::NCTAID + d as u32) as usize] = cfg.grid[d] as u64;
+                }
+                regs[special::LANEID as usize] = (i % 32) as u64;
+                regs[special::WARPID as usize] = (i / 32) as u64;
+                regs[special::NWARPID as usize] = nwarps as u64;
+                Thread {
+                    regs,
+                    pc: 0,
+                    state: State::Ready,
+                    calls: Vec::new(),
+                    cp_pending: Vec::new(),
+                    cp_groups: VecDeque::new(),
+                    region: 0,
+                    tid,
+                }
+            })
+            .collect();
+        let blk = Block { global: view, shared: Vec::new(), params: params.to_vec(), executed: 0 };
+        Worker { k, cfg, threads, blk }
     }
-    Ok(Stats { thread_instructions: blk.executed })
+
+    /// Runs the blocks with these linear indices (x fastest); on a fault, its block index
+    /// and the report.
+    fn run(&mut self, blocks: impl Iterator<Item = u64>) -> Result<Stats, (u64, LaunchError)> {
+        let (k, code) = (self.k, &self.k.code);
+        let shared_bytes = (k.static_shared + self.cfg.dynamic_shared) as usize;
+        let [gx, gy, _] = self.cfg.grid.map(|g| g as u64);
+        for b in blocks {
+            let (x, y, z) = (b % gx, (b / gx) % gy, b / (gx * gy));
+            let ctaid = [x, y, z];
+            self.blk.shared.clear();
+            self.blk.shared.resize(shared_bytes, UNINIT_BYTE);
+            for t in self.threads.iter_mut() {
+                t.pc = 0;
+                t.state = State::Ready;
+                t.calls.clear();
+                t.cp_pending.clear();
+                t.cp_groups.clear();
+                let c = special::CTAID as usize;
+                t.regs[c..c + 3].copy_from_slice(&ctaid);
+            }
+            let threads = &mut self.threads;
+            run_block(k, code, threads, &mut self.blk).map_err(|(t, f)| {
+                let (tid, line) = match t {
+                    Some(t) => (threads[t].tid, code.insts[threads[t].pc as usize].line),
+                    None => ([0; 3], 0),
+                };
+                let report = format!(
+                    "{}\n    at PTX line {line} of kernel {}\n    by thread ({},{},{}) in block ({x},{y},{z})",
+                    f.msg, k.name, tid[0], tid[1], tid[2]
+                );
+                (b, LaunchError { kind: f.kind, report })
+            })?;
+        }
+        Ok(Stats { thread_instructions: self.blk.executed })
+    }
 }
 
 /// A fault and the index of the thread it happened in (None: the whole block).

@@ -17,7 +17,7 @@
 
 use half::f16;
 
-use super::memory::bytes;
+use super::memory::{locate, read, write};
 use super::{Block, Fault, Thread};
 use crate::exec::FaultKind;
 use crate::ir::{Inst, Layout, Op, ShflMode, Space};
@@ -117,8 +117,10 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
             for (e, slot) in m.iter_mut().enumerate() {
                 let (r, c) = ((e / 16) as u64, (e % 16) as u64);
                 let addr = base + 2 * elem_index(layout, r, c, stride);
-                let b = bytes(blk, &mut lanes[0], sp, addr, 2, false)?;
-                *slot = u16::from_le_bytes([b[0], b[1]]);
+                let loc = locate(blk, &mut lanes[0], sp, addr, 2, false)?;
+                let mut b = [0u8; 2];
+                read(blk, loc, &mut b);
+                *slot = u16::from_le_bytes(b);
             }
             for (l, t) in lanes.iter_mut().enumerate() {
                 for k in 0..4 {
@@ -138,8 +140,8 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
                     let (r, c) = ((e / 16) as u64, (e % 16) as u64);
                     let v = lanes[l].regs[i.v[j] as usize] as u32;
                     let addr = base + 4 * elem_index(layout, r, c, stride);
-                    let b = bytes(blk, &mut lanes[0], sp, addr, 4, true)?;
-                    b.copy_from_slice(&v.to_le_bytes());
+                    let loc = locate(blk, &mut lanes[0], sp, addr, 4, true)?;
+                    write(blk, loc, &v.to_le_bytes());
                 }
             }
         }
