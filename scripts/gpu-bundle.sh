@@ -52,6 +52,16 @@ cargo test --release --test capi c_program
 cp target/tmp/capi_test "$bundle/c/capi_test"
 strip --strip-debug "$bundle/c/capi_test" 2>/dev/null || true
 
+# Never ship the CUDA driver emulator (emu/, target/emu/): on the GPU machine a
+# libcuda.so.1 in the bundle would shadow the real driver and the "GPU" run would be an
+# emulated one. Only this package's executables are copied above (the package_id filter)
+# and target/emu/ is never read; this check keeps it so.
+if find "$bundle" \( -name 'libcuda*' -o -name 'libmp_emu*' -o -name '*mp_emu*' \) | grep -q .; then
+  find "$bundle" \( -name 'libcuda*' -o -name 'libmp_emu*' -o -name '*mp_emu*' \) >&2
+  echo "error: the GPU bundle holds the CUDA driver emulator; it must never ship" >&2
+  exit 1
+fi
+
 git rev-parse HEAD > "$bundle/COMMIT" 2>/dev/null || echo unknown > "$bundle/COMMIT"
 if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then echo "(with uncommitted changes)" >> "$bundle/COMMIT"; fi
 find "$bundle" -type f | sort >&2

@@ -13,6 +13,15 @@ log=${1:?usage: scripts/gpu-run.sh LOGDIR [tests|sanitize|benches|pytorch|exampl
 shift
 steps=${*:-tests sanitize benches pytorch examples}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The real driver only: a folder holding the CUDA driver emulator (target/emu/, emu/) on
+# the library path would shadow it and every "GPU" result would be an emulated one.
+IFS=: read -r -a ld_dirs <<<"${LD_LIBRARY_PATH:-}"
+for d in "${ld_dirs[@]}"; do
+  if [[ -n "$d" && ( "$d" == *target/emu || "$d" == *target/emu/ || -e "$d/libmp_emu.so" ) ]]; then
+    echo "LD_LIBRARY_PATH holds the CUDA driver emulator ($d): unset it; this script is for a real GPU" >&2
+    exit 2
+  fi
+done
 bundle=${BUNDLE:-$root/gpu-bundle}
 if [[ ! -d "$bundle" && -f "$bundle.tar.xz" ]]; then
   python3 -m tarfile -e "$bundle.tar.xz" "$bundle" || { echo "cannot unpack $bundle.tar.xz" >&2; exit 2; }

@@ -10,11 +10,18 @@ use std::time::Duration;
 use mixed_precision::cudarc::driver::sys::CUevent_flags;
 use mixed_precision::{Device, Error};
 
-/// The device, or `None` after printing `skipped (no CUDA device): <bench>`.
+/// The device, or `None` after printing `skipped (no CUDA device): <bench>`. On the CUDA
+/// driver emulator (emu/; its device name says "emulator") it refuses and exits with
+/// status 1: an emulated run's times are CPU times, not GPU figures.
 pub fn gpu(bench: &str) -> Option<Arc<Device>> {
     match Device::new(0) {
         Ok(dev) => {
             let i = dev.info();
+            if i.name.to_ascii_lowercase().contains("emulator") {
+                eprintln!("{bench}: device {:?}", i.name);
+                eprintln!("refusing to benchmark on the emulator: figures would not be GPU times");
+                std::process::exit(1);
+            }
             println!(
                 "device: {} (sm_{}{}, {} SMs)",
                 i.name, i.compute_capability.0, i.compute_capability.1, i.sm_count

@@ -10,16 +10,22 @@ use mixed_precision::{Device, Error};
 /// `skipped (no CUDA device): <test>` when there is no driver or no device.
 /// With `MIXED_PRECISION_REQUIRE_GPU=1` the same situation fails the test, so nothing
 /// passes on a GPU machine by skipping.
+///
+/// Every call opens a `Device` of its own, so every test has its own stream. Tests run on
+/// parallel threads, and with one shared stream a test capturing a CUDA graph captured
+/// the other tests' work too (their allocations and copies then failed and invalidated
+/// the capture). Found when the suite first ran, on the emulator.
 pub fn gpu(test: &str) -> Option<Arc<Device>> {
-    static DEVICE: OnceLock<Result<Arc<Device>, String>> = OnceLock::new();
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
     let require = std::env::var("MIXED_PRECISION_REQUIRE_GPU").is_ok_and(|v| v == "1");
-    let opened = DEVICE.get_or_init(|| match Device::new(0) {
+    let open = || match Device::new(0) {
         Ok(dev) => Ok(dev),
         Err(e @ (Error::NoDriver | Error::NoDevice { .. })) => Err(e.to_string()),
         Err(e) => panic!("{test}: opening CUDA device 0 failed: {e}"),
-    });
-    match opened {
-        Ok(dev) => Some(dev.clone()),
+    };
+    let probe = PROBE.get_or_init(|| open().map(|_| ()));
+    match probe {
+        Ok(()) => Some(open().unwrap_or_else(|why| panic!("{test}: CUDA device 0 went away: {why}"))),
         Err(why) if require => panic!("MIXED_PRECISION_REQUIRE_GPU=1 but {test} has no CUDA device: {why}"),
         Err(_) => {
             // Written to the real stderr: the test harness captures eprintln! of
@@ -42,6 +48,24 @@ macro_rules! gpu_or_skip {
             None => return,
         }
     }};
+}
+
+/// True when `dev` is the CUDA driver emulator (emu/, selected by putting target/emu on
+/// `LD_LIBRARY_PATH`; README, "The emulator"): its device name says "emulator".
+pub fn emulated(dev: &Device) -> bool {
+    dev.info().name.to_ascii_lowercase().contains("emulator")
+}
+
+/// `full` on a real GPU, `emulated` on the emulator, which runs on the order of 10^7
+/// thread-instructions a second. For sizes too large to emulate only: each call site says
+/// in one line which code paths the emulated size still takes (awkward shapes, every
+/// layout, several K tiles, several blocks, vector body and scalar tail).
+pub fn size_for<T>(dev: &Device, full: T, emulated: T) -> T {
+    if self::emulated(dev) {
+        emulated
+    } else {
+        full
+    }
 }
 
 /// True when both are NaN or both have the same bits: exact comparison that does not

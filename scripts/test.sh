@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The README's test command: every test, with the GPU tests run on a GPU, never skipped.
+#
+#   scripts/test.sh [ARGS...]        ARGS go to `cargo test` (a filter, --test NAME, ...)
+#
+# With a real NVIDIA GPU (nvidia-smi lists one): MIXED_PRECISION_REQUIRE_GPU=1 cargo
+# test --release ARGS on the real driver, then the emulator's own tests (CPU only).
+#
+# Without one: the GPU tests run on the emulator (emu/, a CPU implementation of the CUDA
+# driver that executes our PTX; README, "The emulator"):
+#   1. scripts/build-emu.sh builds it into target/emu/ (before any test: a build started
+#      from inside a test would wait forever on cargo's lock);
+#   2. the emulator's own tests (cargo test -p mp-emu --release);
+#   3. the whole suite, CPU tests included, at compute capability 8.0 with target/emu first
+#      on LD_LIBRARY_PATH and MIXED_PRECISION_REQUIRE_GPU=1 (a device that fails to open
+#      fails the tests instead of skipping them);
+#   4. at compute capability 7.5, the test targets whose kernels have PTX for a newer
+#      target (cuda/ptx/<module>.sm_80.ptx: today the GEMM, whose sm_75 variant loads its
+#      tiles without cp.async) and the C program (tests/capi.rs), which calls the GEMM too.
+#      Every other module has sm_75 PTX only, which pass 3 already ran. MP_TEST_CC75=all
+#      runs every test target here instead. With ARGS, this pass runs ARGS again.
+#
+# --release because the GPU tests check against f64 references computed on the host: one
+# 256x384x512 GEMM reference takes 7 s unoptimized and the GEMM sweep has 48 of them.
+# CI runs the unoptimized `cargo test` (overflow checks, debug assertions) separately.
+#
+# --no-fail-fast: every test target runs, so one run lists every failure.
+# MP_TEST_DEVICE=gpu|emulator overrides the detection. Works from a fresh clone with only
+# Rust installed (the C test program needs a C compiler, tests/capi.rs python3, as always).
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+banner() { printf '\n==== scripts/test.sh: %s\n' "$*"; }
+
+# LD_LIBRARY_PATH without any folder holding the emulator (target/emu of any checkout):
+# the detection and the GPU mode must see the real driver only.
+without_emulator() {
+  local out="" dir
+  local IFS=:
+  for dir in ${LD_LIBRARY_PATH:-}; do
+    [[ -z "$dir" ]] && continue
+    if [[ "$dir" == */target/emu || "$dir" == */target/emu/ || "$dir" == target/emu || -e "$dir/libmp_emu.so" ]]; then
+      continue
+    fi
+    out+="${out:+:}$dir"
+  done
+  printf '%s' "$out"
+}
+clean_ld_path=$(without_emulator)
+
+mode=${MP_TEST_DEVICE:-auto}
+gpu_line=""
+if [[ "$mode" == auto ]]; then
+  gpu_line=$(LD_LIBRARY_PATH="$clean_ld_path" nvidia-smi -L 2>/dev/null | grep -m1 '^GPU ' || true)
+  if [[ -n "$gpu_line" ]]; then mode=gpu; else mode=emulator; fi
+fi
+
+args_text=${*:+ $*}
+failures=()
+t_start=$SECONDS
+# run NAME CMD...: runs a step, records a failure and goes on, so one summary lists all.
+run() {
+  local name=$1 t0=$SECONDS
+  shift
+  banner "$name"
+  if "$@"; then
+    echo "---- ok: $name ($((SECONDS - t0)) s)"
+  else
+    echo "---- FAILED: $name (exit $?, $((SECONDS - t0)) s)"
+    failures+=("$name")
+  fi
+}
+
+case "$mode" in
+  gpu)
+    banner "mode: real GPU${gpu_line:+ ($gpu_line)}; the real driver runs the GPU tests"
+    run "cargo test --release$args_text, MIXED_PRECISION_REQUIRE_GPU=1, on the real GPU" \
+      env LD_LIBRARY_PATH="$clean_ld_path" MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "$@"
+    if [[ $# -eq 0 ]]; then
+      run "the emulator's own tests (cargo test -p mp-emu --release; CPU only)" \
+        env LD_LIBRARY_PATH="$clean_ld_path" cargo test -p mp-emu --release --no-fail-fast
+    fi
+    ;;
+  emulator)
+    if [[ "${MP_TEST_DEVICE:-auto}" == emulator ]]; then
+      banner "mode: emulator (MP_TEST_DEVICE=emulator)"
+    else
+      banner "mode: emulator (nvidia-smi lists no GPU); the GPU tests run on the CUDA driver emulator, emu/"
+    fi
+    banner "building the emulator (scripts/build-emu.sh)"
+    if ! emu_dir=$(scripts/build-emu.sh); then
+      echo "error: the emulator did not build; no GPU test can run" >&2
+      exit 1
+    fi
+    ls -l "$emu_dir"
+    emu_path="$emu_dir${clean_ld_path:+:$clean_ld_path}"
+
+    if [[ $# -eq 0 ]]; then
+      run "the emulator's own tests (cargo test -p mp-emu --release)" \
+        env LD_LIBRARY_PATH="$clean_ld_path" cargo test -p mp-emu --release --no-fail-fast
+    fi
+
+    run "cargo test --release$args_text, on the emulator at compute capability 8.0" \
+      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "$@"
+
+    if [[ $# -gt 0 ]]; then
+      cc75=("$@")
+    elif [[ "${MP_TEST_CC75:-}" == all ]]; then
+      cc75=(--tests)
+    else
+      cc75=()
+      for ptx in cuda/ptx/*.ptx; do
+        file=$(basename "$ptx" .ptx) # <module>.<target>
+        module=${file%.*}
+        if [[ "${file##*.}" != sm_75 && -f "tests/$module.rs" ]] && [[ ! " ${cc75[*]} " == *" $module "* ]]; then
+          cc75+=(--test "$module")
+        fi
+      done
+      cc75+=(--test capi)
+    fi
+    run "cargo test --release ${cc75[*]}, on the emulator at compute capability 7.5" \
+      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=7.5 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${cc75[@]}"
+    ;;
+  *)
+    echo "error: MP_TEST_DEVICE=$mode: expected gpu or emulator" >&2
+    exit 2
+    ;;
+esac
+
+banner "summary: mode $mode, $((SECONDS - t_start)) s"
+if [[ ${#failures[@]} -gt 0 ]]; then
+  printf 'FAILED: %s\n' "${failures[@]}"
+  exit 1
+fi
+echo "all passed"
