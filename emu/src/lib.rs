@@ -48,6 +48,8 @@
 //! symbol"), so a new driver call in the crate needs its entry point here.
 
 pub mod api;
+pub mod check;
+pub mod cost;
 pub mod driver;
 pub mod exec;
 pub mod ir;

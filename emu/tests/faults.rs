@@ -6,6 +6,7 @@
 
 mod common;
 use common::*;
+use mp_emu::check::Checks;
 use mp_emu::exec::{FaultKind, LaunchError};
 use mp_emu::ptx::Module;
 
@@ -240,8 +241,17 @@ $L__BB0_3:
 fn barrier_deadlock_is_reported() {
     let ptx = format!("{HEADER}{DEADLOCK}");
     let mut r = Rig::new(&ptx);
-    let e = r.launch("deadlock", [1, 1, 1], [32, 1, 1], &[&b64(0)]).unwrap_err();
     let (shfl, bar) = (line_of(&ptx, "the shuffle"), line_of(&ptx, "the barrier"));
+    // synccheck names it first: the shuffle's member mask names lanes that wait at the
+    // block barrier.
+    let e = r.launch("deadlock", [1, 1, 1], [32, 1, 1], &[&b64(0)]).unwrap_err();
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &["synccheck: member mask 0xffffffff names lane 0", &format!("barrier at PTX line {bar}")],
+    );
+    // Without it, the scheduler finds that nothing can complete.
+    let e = r.launch_checks("deadlock", [1, 1, 1], [32, 1, 1], 0, &[&b64(0)], Checks::NONE).unwrap_err();
     assert_report(
         &e,
         FaultKind::IllegalInstruction,

@@ -27,6 +27,7 @@ pub const NOT_READY: CuResult = 600;
 pub const ILLEGAL_ADDRESS: CuResult = 700;
 pub const LAUNCH_OUT_OF_RESOURCES: CuResult = 701;
 pub const ILLEGAL_INSTRUCTION: CuResult = 715;
+pub const LAUNCH_FAILED: CuResult = 719;
 pub const MISALIGNED_ADDRESS: CuResult = 716;
 pub const NOT_PERMITTED: CuResult = 800;
 pub const NOT_SUPPORTED: CuResult = 801;

@@ -16,6 +16,7 @@ pub fn fault_code(kind: FaultKind) -> CuResult {
         FaultKind::IllegalAddress => ILLEGAL_ADDRESS,
         FaultKind::MisalignedAddress => MISALIGNED_ADDRESS,
         FaultKind::IllegalInstruction => ILLEGAL_INSTRUCTION,
+        FaultKind::Sanitizer => LAUNCH_FAILED,
     }
 }
 

@@ -24,6 +24,9 @@ pub const UNINIT_BYTE: u8 = 0xff;
 /// One allocation.
 pub struct Allocation {
     pub data: Vec<u8>,
+    /// initcheck's shadow: 1 for each byte written since the allocation (by a memset, a
+    /// copy or a kernel store), 0 for the others.
+    pub init: Vec<u8>,
 }
 
 /// Every live allocation of a context, by base address.
@@ -50,7 +53,7 @@ impl Memory {
         let base = self.next;
         let span = (size.max(1) as u64).div_ceil(ALIGN) * ALIGN;
         self.next = base + span + GUARD;
-        self.allocs.insert(base, Allocation { data: vec![UNINIT_BYTE; size] });
+        self.allocs.insert(base, Allocation { data: vec![UNINIT_BYTE; size], init: vec![0; size] });
         self.used += size as u64;
         base
     }
@@ -64,7 +67,10 @@ impl Memory {
         let base = self.next;
         let span = (size.max(1) as u64).div_ceil(ALIGN) * ALIGN;
         self.next = base + span + GUARD;
-        self.allocs.insert(base, Allocation { data });
+        let mut init = Vec::new();
+        init.try_reserve_exact(size).ok()?;
+        init.resize(size, 0);
+        self.allocs.insert(base, Allocation { data, init });
         self.used += size as u64;
         Some(base)
     }
@@ -94,10 +100,13 @@ impl Memory {
     }
 
     /// As [`Memory::slice`], writable.
+    /// The returned bytes count as written for initcheck: this is how the driver writes
+    /// (memsets, copies from the host).
     pub fn slice_mut(&mut self, addr: u64, len: usize) -> Option<&mut [u8]> {
         let (&base, a) = self.allocs.range_mut(..=addr).next_back()?;
         let off = usize::try_from(addr - base).ok()?;
         let end = off.checked_add(len)?;
+        a.init.get_mut(off..end)?.fill(1);
         a.data.get_mut(off..end)
     }
 
@@ -121,7 +130,7 @@ impl Memory {
         let regions = self
             .allocs
             .iter_mut()
-            .map(|(&base, a)| Region { base, ptr: a.data.as_mut_ptr(), len: a.data.len() })
+            .map(|(&base, a)| Region { base, ptr: a.data.as_mut_ptr(), init: a.init.as_mut_ptr(), len: a.data.len() })
             .collect();
         GlobalView { regions, _borrow: PhantomData }
     }
@@ -131,6 +140,8 @@ impl Memory {
 struct Region {
     base: u64,
     ptr: *mut u8,
+    /// initcheck's shadow of the same bytes.
+    init: *mut u8,
     len: usize,
 }
 
@@ -170,26 +181,40 @@ impl GlobalView<'_> {
 
     /// The atomic bytes `[addr, addr + n)` of region `i`; panics when out of its bounds
     /// (callers check first, so this never fires).
-    fn bytes(&self, i: usize, addr: u64, n: usize) -> impl Iterator<Item = &AtomicU8> {
+    fn bytes(&self, i: usize, addr: u64, n: usize, shadow: bool) -> impl Iterator<Item = &AtomicU8> {
         assert!(self.holds(i, addr, n as u64), "global access outside its region");
         let r = self.regions[i];
         let off = (addr - r.base) as usize;
-        // SAFETY: in bounds of a live allocation (asserted above) that this view borrows
-        // exclusively for 'a; all concurrent accesses go through this view and are atomic.
-        (0..n).map(move |k| unsafe { AtomicU8::from_ptr(r.ptr.add(off + k)) })
+        let base = if shadow { r.init } else { r.ptr };
+        // SAFETY: in bounds of a live allocation and of its shadow, both `len` bytes
+        // (asserted above), which this view borrows exclusively for 'a; all concurrent
+        // accesses go through this view and are atomic.
+        (0..n).map(move |k| unsafe { AtomicU8::from_ptr(base.add(off + k)) })
+    }
+
+    /// The first byte of `[addr, addr + n)` in region `i` that nothing has written, if any.
+    pub fn uninit(&self, i: usize, addr: u64, n: usize) -> Option<u64> {
+        self.bytes(i, addr, n, true).position(|b| b.load(Ordering::Relaxed) == 0).map(|k| addr + k as u64)
+    }
+
+    /// Marks `[addr, addr + n)` of region `i` written.
+    pub fn mark_init(&self, i: usize, addr: u64, n: usize) {
+        for b in self.bytes(i, addr, n, true) {
+            b.store(1, Ordering::Relaxed);
+        }
     }
 
     /// Reads `out.len()` bytes at `addr` of region `i`.
     pub fn read(&self, i: usize, addr: u64, out: &mut [u8]) {
         let n = out.len();
-        for (o, b) in out.iter_mut().zip(self.bytes(i, addr, n)) {
+        for (o, b) in out.iter_mut().zip(self.bytes(i, addr, n, false)) {
             *o = b.load(Ordering::Relaxed);
         }
     }
 
     /// Writes `data` at `addr` of region `i`.
     pub fn write(&self, i: usize, addr: u64, data: &[u8]) {
-        for (d, b) in data.iter().zip(self.bytes(i, addr, data.len())) {
+        for (d, b) in data.iter().zip(self.bytes(i, addr, data.len(), false)) {
             b.store(*d, Ordering::Relaxed);
         }
     }

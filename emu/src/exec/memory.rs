@@ -85,22 +85,68 @@ pub fn locate(blk: &Block, t: &mut Thread, space: Space, addr: u64, size: u64, w
     }
 }
 
-/// Reads `out.len()` bytes at a checked location.
-pub fn read(blk: &Block, loc: Loc, out: &mut [u8]) {
-    match loc {
-        Loc::Global(i, addr) => blk.global.read(i, addr, out),
-        Loc::Shared(o) => out.copy_from_slice(&blk.shared[o..o + out.len()]),
-        Loc::Param(o) => out.copy_from_slice(&blk.params[o..o + out.len()]),
-    }
+/// Who makes an access, for the sanitizers: the thread (linear index in the block) and
+/// the PTX line.
+#[derive(Clone, Copy)]
+pub struct Who {
+    pub thread: u32,
+    pub line: u32,
 }
 
-/// Writes `data` at a checked location (never a parameter: `locate` refuses writes there).
-pub fn write(blk: &mut Block, loc: Loc, data: &[u8]) {
+fn finding(f: crate::check::Finding) -> Fault {
+    Fault { kind: FaultKind::Sanitizer, msg: f.msg }
+}
+
+/// Reads `out.len()` bytes at a checked location; initcheck and racecheck look at it
+/// first.
+pub fn read(blk: &mut Block, loc: Loc, out: &mut [u8], who: Who) -> Result<(), Fault> {
+    let checks = blk.checks;
     match loc {
-        Loc::Global(i, addr) => blk.global.write(i, addr, data),
-        Loc::Shared(o) => blk.shared[o..o + data.len()].copy_from_slice(data),
+        Loc::Global(i, addr) => {
+            if checks.init {
+                if let Some(a) = blk.global.uninit(i, addr, out.len()) {
+                    return Err(Fault {
+                        kind: FaultKind::Sanitizer,
+                        msg: format!(
+                            "initcheck: Uninitialized __global__ memory read of size {} bytes at address {addr:#x}: byte {a:#x} was never written since its allocation",
+                            out.len()
+                        ),
+                    });
+                }
+            }
+            blk.global.read(i, addr, out);
+        }
+        Loc::Shared(o) => {
+            if checks.race || checks.init {
+                blk.shadow.read(checks, who.thread, who.line, o, out.len()).map_err(finding)?;
+            }
+            out.copy_from_slice(&blk.shared[o..o + out.len()]);
+        }
+        Loc::Param(o) => out.copy_from_slice(&blk.params[o..o + out.len()]),
+    }
+    Ok(())
+}
+
+/// Writes `data` at a checked location (never a parameter: `locate` refuses writes
+/// there); racecheck looks at it first, initcheck records it.
+pub fn write(blk: &mut Block, loc: Loc, data: &[u8], who: Who) -> Result<(), Fault> {
+    let checks = blk.checks;
+    match loc {
+        Loc::Global(i, addr) => {
+            blk.global.write(i, addr, data);
+            if checks.init {
+                blk.global.mark_init(i, addr, data.len());
+            }
+        }
+        Loc::Shared(o) => {
+            if checks.race || checks.init {
+                blk.shadow.write(checks, who.thread, who.line, o, data.len()).map_err(finding)?;
+            }
+            blk.shared[o..o + data.len()].copy_from_slice(data);
+        }
         Loc::Param(_) => unreachable!("parameter writes are refused by locate"),
     }
+    Ok(())
 }
 
 fn read_elem(b: &[u8], ty: Ty) -> u64 {
@@ -114,13 +160,28 @@ fn read_elem(b: &[u8], ty: Ty) -> u64 {
     }
 }
 
+/// Counts one lane's access for the cost model, as part of the warp instruction the
+/// lane's pc and memory-instruction count name.
+fn cost(blk: &mut Block, t: &mut Thread, space: Space, addr: u64, n: u64) {
+    if let Some(c) = &mut blk.cost {
+        let key = (t.linear / 32, t.pc, t.mem_seq);
+        match space {
+            Space::Global => c.global(key, addr, n),
+            Space::Shared => c.shared(key, addr, n),
+            Space::Param => {}
+        }
+    }
+}
+
 pub fn ld(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> {
     let es = i.ty.size() as usize;
     let n = es * i.v.len();
     let addr = t.regs[i.a as usize].wrapping_add(i.off as u64);
     let loc = locate(blk, t, space, addr, n as u64, false)?;
+    cost(blk, t, space, addr, n as u64);
+    t.mem_seq += 1;
     let mut buf = [0u8; 32];
-    read(blk, loc, &mut buf[..n]);
+    read(blk, loc, &mut buf[..n], Who { thread: t.linear, line: i.line })?;
     for (k, &d) in i.v.iter().enumerate() {
         t.regs[d as usize] = read_elem(&buf[k * es..(k + 1) * es], i.ty);
     }
@@ -136,7 +197,9 @@ pub fn st(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(),
         buf[k * es..(k + 1) * es].copy_from_slice(&t.regs[r as usize].to_le_bytes()[..es]);
     }
     let loc = locate(blk, t, space, addr, n as u64, true)?;
-    write(blk, loc, &buf[..n]);
+    cost(blk, t, space, addr, n as u64);
+    t.mem_seq += 1;
+    write(blk, loc, &buf[..n], Who { thread: t.linear, line: i.line })?;
     Ok(())
 }
 
@@ -154,14 +217,20 @@ pub fn cp_async(i: &Inst, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> 
             msg: format!("cp.async with src-size {src_size} larger than cp-size {size}"),
         });
     }
-    locate(blk, t, Space::Shared, dst, size as u64, true)?;
+    let Loc::Shared(d) = locate(blk, t, Space::Shared, dst, size as u64, true)? else { unreachable!() };
+    if blk.checks.race {
+        blk.shadow.async_issue(blk.checks, t.linear, i.line, d, size as usize).map_err(finding)?;
+    }
     if src_size > 0 {
         // The source must be aligned to cp-size even when only src-size bytes are read.
         if src % size as u64 != 0 {
             return Err(fault(FaultKind::MisalignedAddress, Space::Global, false, size as u64, src, ""));
         }
         locate(blk, t, Space::Global, src, src_size as u64, false)?;
+        cost(blk, t, Space::Global, src, src_size as u64);
     }
+    cost(blk, t, Space::Shared, dst, size as u64);
+    t.mem_seq += 1;
     t.cp_pending.push(AsyncCopy { dst, src, size, src_size, line: i.line });
     Ok(())
 }
@@ -190,11 +259,18 @@ fn complete(c: &AsyncCopy, blk: &mut Block, t: &mut Thread) -> Result<(), Fault>
         f.msg = format!("{} (completing the cp.async issued at PTX line {})", f.msg, c.line);
         f
     };
+    let who = Who { thread: t.linear, line: c.line };
     if c.src_size > 0 {
         let loc = locate(blk, t, Space::Global, c.src, c.src_size as u64, false).map_err(issued)?;
-        read(blk, loc, &mut buf[..c.src_size as usize]);
+        read(blk, loc, &mut buf[..c.src_size as usize], who).map_err(issued)?;
     }
-    let loc = locate(blk, t, Space::Shared, c.dst, c.size as u64, true).map_err(issued)?;
-    write(blk, loc, &buf[..c.size as usize]);
+    let Loc::Shared(d) = locate(blk, t, Space::Shared, c.dst, c.size as u64, true).map_err(issued)? else {
+        unreachable!()
+    };
+    let n = c.size as usize;
+    if blk.checks.race || blk.checks.init {
+        blk.shadow.async_complete(blk.checks, who.thread, who.line, d, n).map_err(finding).map_err(issued)?;
+    }
+    blk.shared[d..d + n].copy_from_slice(&buf[..n]);
     Ok(())
 }

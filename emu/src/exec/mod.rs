@@ -19,6 +19,8 @@ mod warp;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::check::{Checks, SharedShadow};
+use crate::cost::{self, CostState};
 use crate::driver::memory::{GlobalView, Memory, UNINIT_BYTE};
 use crate::ir::{special, Code, Op, NONE};
 use crate::ptx::{Kernel, Module};
@@ -50,6 +52,10 @@ pub enum FaultKind {
     /// Anything else the kernel did that a GPU would trap on (CUDA_ERROR_ILLEGAL_INSTRUCTION;
     /// the context is unusable afterwards): a barrier deadlock, a trap.
     IllegalInstruction,
+    /// A sanitizer finding (racecheck, initcheck, synccheck; crate::check): the launch
+    /// fails with CUDA_ERROR_LAUNCH_FAILED and the context is unusable afterwards, so a
+    /// hazard fails the test that ran into it.
+    Sanitizer,
 }
 
 impl FaultKind {
@@ -82,13 +88,26 @@ pub const MAX_GRID: [u32; 3] = [i32::MAX as u32, 65535, 65535];
 /// Shared memory a block may use without the kernel opting in to more.
 pub const MAX_SHARED_PER_BLOCK: u32 = 48 * 1024;
 
+impl Block<'_> {
+    /// A warp-synchronizing instruction of warp `w` completed (for racecheck).
+    fn shadow_warp_sync(&mut self, w: usize) {
+        if self.checks.race || self.checks.init {
+            self.shadow.warp_sync(w);
+        }
+    }
+}
+
 /// Per-block state the instructions reach: global memory, shared memory, parameters.
 pub(crate) struct Block<'g> {
+    pub checks: Checks,
+    pub shadow: SharedShadow,
     pub global: &'g GlobalView<'g>,
     pub shared: Vec<u8>,
     pub params: Vec<u8>,
     /// Thread-instructions executed so far in this launch.
     pub executed: u64,
+    /// The cost counters, when asked for.
+    pub cost: Option<CostState>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +129,11 @@ pub(crate) struct Thread {
     /// The global region this thread touched last (a look-up cache).
     pub region: usize,
     tid: [u32; 3],
+    /// Linear index in the block (x fastest); lane = linear % 32.
+    pub linear: u32,
+    /// Memory instructions this thread executed in its block: with the pc, it tells which
+    /// accesses of a warp's lanes form one warp instruction (crate::cost).
+    pub mem_seq: u32,
 }
 
 fn invalid(kind: FaultKind, msg: String) -> LaunchError {
@@ -158,11 +182,13 @@ fn check_config(k: &Kernel, cfg: &LaunchConfig, params: &[u8]) -> Result<u32, La
 }
 
 /// What a launch executed.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Stats {
     /// Instructions executed, summed over threads (guarded-off ones included; a warp
     /// collective counts once per participating thread).
     pub thread_instructions: u64,
+    /// The cost counters, when `MP_EMU_COST` asks for them (crate::cost).
+    pub cost: Option<cost::Counters>,
 }
 
 /// Runs kernel `kernel` of `module` to completion over `mem`. `params` is the kernel's
@@ -177,7 +203,8 @@ pub fn launch(
     launch_stats(module, kernel, cfg, params, mem).map(|_| ())
 }
 
-/// As [`launch`], counting what it executed.
+/// As [`launch`], counting what it executed, with the checks the environment asks for
+/// ([`Checks::from_env`]).
 pub fn launch_stats(
     module: &Module,
     kernel: usize,
@@ -185,52 +212,78 @@ pub fn launch_stats(
     params: &[u8],
     mem: &mut Memory,
 ) -> Result<Stats, LaunchError> {
+    launch_checked(module, kernel, cfg, params, mem, Checks::from_env())
+}
+
+/// As [`launch_stats`], with the sanitizers given.
+pub fn launch_checked(
+    module: &Module,
+    kernel: usize,
+    cfg: &LaunchConfig,
+    params: &[u8],
+    mem: &mut Memory,
+    checks: Checks,
+) -> Result<Stats, LaunchError> {
     let k = &module.kernels[kernel];
     let n = check_config(k, cfg, params)?;
     let nblocks = cfg.grid.iter().map(|&g| g as u64).product::<u64>();
     let view = mem.view();
     let workers = workers(nblocks, n);
-    if workers == 1 {
-        return Worker::new(k, cfg, params, &view, n).run(0..nblocks).map_err(|(_, e)| e);
-    }
-    // Blocks are handed out in order from one counter; the first fault stops the others
-    // taking new blocks, and the fault of the lowest block index is the one reported, so
-    // the report does not depend on the host's scheduling.
-    let next = AtomicU64::new(0);
-    let stop = AtomicBool::new(false);
-    let results: Vec<Result<Stats, (u64, LaunchError)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                let (next, stop, view) = (&next, &stop, &view);
-                s.spawn(move || {
-                    let mut w = Worker::new(k, cfg, params, view, n);
-                    let blocks = std::iter::from_fn(|| {
-                        let b = next.fetch_add(1, Ordering::Relaxed);
-                        (b < nblocks && !stop.load(Ordering::Relaxed)).then_some(b)
-                    });
-                    let r = w.run(blocks);
-                    if r.is_err() {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    r
+    let costing = cost::output();
+    type Outcome = (Result<Stats, (u64, LaunchError)>, Option<CostState>);
+    let run = |blocks: &mut dyn Iterator<Item = u64>| -> Outcome {
+        let mut w = Worker::new(k, cfg, params, &view, n, checks, costing.is_some());
+        let r = w.run(blocks);
+        (r, w.blk.cost.take())
+    };
+    let results: Vec<Outcome> = if workers == 1 {
+        vec![run(&mut (0..nblocks))]
+    } else {
+        // Blocks are handed out in order from one counter; the first fault stops the
+        // others taking new blocks, and the fault of the lowest block index is the one
+        // reported, so the report does not depend on the host's scheduling.
+        let next = AtomicU64::new(0);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (next, stop, run) = (&next, &stop, &run);
+                    s.spawn(move || {
+                        let mut blocks = std::iter::from_fn(|| {
+                            let b = next.fetch_add(1, Ordering::Relaxed);
+                            (b < nblocks && !stop.load(Ordering::Relaxed)).then_some(b)
+                        });
+                        let r = run(&mut blocks);
+                        if r.0.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    })
                 })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-    });
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        })
+    };
     let mut total = Stats::default();
     let mut first: Option<(u64, LaunchError)> = None;
-    for r in results {
+    let mut states = Vec::new();
+    for (r, c) in results {
+        states.extend(c);
         match r {
             Ok(st) => total.thread_instructions += st.thread_instructions,
             Err((b, e)) if first.as_ref().is_none_or(|(fb, _)| b < *fb) => first = Some((b, e)),
             Err(_) => {}
         }
     }
-    match first {
-        Some((_, e)) => Err(e),
-        None => Ok(total),
+    if let Some((_, e)) = first {
+        return Err(e);
     }
+    if let Some(path) = costing {
+        let counters = cost::merge(states);
+        cost::record(&path, &k.name, cfg.grid, cfg.block, &counters);
+        total.cost = Some(counters);
+    }
+    Ok(total)
 }
 
 /// Host threads for a launch: `MP_EMU_THREADS`, else the host's parallelism; one for a
@@ -256,7 +309,15 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    fn new(k: &'a Kernel, cfg: &'a LaunchConfig, params: &[u8], view: &'a GlobalView<'a>, n: u32) -> Self {
+    fn new(
+        k: &'a Kernel,
+        cfg: &'a LaunchConfig,
+        params: &[u8],
+        view: &'a GlobalView<'a>,
+        n: u32,
+        checks: Checks,
+        costing: bool,
+    ) -> Self {
         let code = &k.code;
         let [bx, by, _] = cfg.block;
         let nwarps = n.div_ceil(32);
@@ -284,16 +345,26 @@ impl<'a> Worker<'a> {
                     cp_groups: VecDeque::new(),
                     region: 0,
                     tid,
+                    linear: i,
+                    mem_seq: 0,
                 }
             })
             .collect();
-        let blk = Block { global: view, shared: Vec::new(), params: params.to_vec(), executed: 0 };
+        let blk = Block {
+            checks,
+            shadow: SharedShadow::default(),
+            global: view,
+            shared: Vec::new(),
+            params: params.to_vec(),
+            executed: 0,
+            cost: costing.then(CostState::default),
+        };
         Worker { k, cfg, threads, blk }
     }
 
     /// Runs the blocks with these linear indices (x fastest); on a fault, its block index
     /// and the report.
-    fn run(&mut self, blocks: impl Iterator<Item = u64>) -> Result<Stats, (u64, LaunchError)> {
+    fn run(&mut self, blocks: &mut dyn Iterator<Item = u64>) -> Result<Stats, (u64, LaunchError)> {
         let (k, code) = (self.k, &self.k.code);
         let shared_bytes = (k.static_shared + self.cfg.dynamic_shared) as usize;
         let [gx, gy, _] = self.cfg.grid.map(|g| g as u64);
@@ -302,12 +373,16 @@ impl<'a> Worker<'a> {
             let ctaid = [x, y, z];
             self.blk.shared.clear();
             self.blk.shared.resize(shared_bytes, UNINIT_BYTE);
+            if self.blk.checks.race || self.blk.checks.init {
+                self.blk.shadow.reset(shared_bytes, self.cfg.block);
+            }
             for t in self.threads.iter_mut() {
                 t.pc = 0;
                 t.state = State::Ready;
                 t.calls.clear();
                 t.cp_pending.clear();
                 t.cp_groups.clear();
+                t.mem_seq = 0;
                 let c = special::CTAID as usize;
                 t.regs[c..c + 3].copy_from_slice(&ctaid);
             }
@@ -323,8 +398,11 @@ impl<'a> Worker<'a> {
                 );
                 (b, LaunchError { kind: f.kind, report })
             })?;
+            if let Some(c) = &mut self.blk.cost {
+                c.end_block();
+            }
         }
-        Ok(Stats { thread_instructions: self.blk.executed })
+        Ok(Stats { thread_instructions: self.blk.executed, cost: None })
     }
 }
 
@@ -345,10 +423,10 @@ fn run_block(k: &Kernel, code: &Code, threads: &mut [Thread], blk: &mut Block) -
         for w in 0..threads.len().div_ceil(32) {
             let end = ((w + 1) * 32).min(threads.len());
             progress |=
-                resolve_warp(code, &mut threads[w * 32..end], blk).map_err(|(l, f)| (l.map(|l| w * 32 + l), f))?;
+                resolve_warp(code, w, &mut threads[w * 32..end], blk).map_err(|(l, f)| (l.map(|l| w * 32 + l), f))?;
         }
         if !progress {
-            progress = resolve_barrier(code, threads)?;
+            progress = resolve_barrier(code, threads, blk)?;
         }
         if !progress {
             return Err((None, deadlock(k, code, threads)));
@@ -386,7 +464,7 @@ fn is_warp_op(op: Op) -> bool {
 
 /// Completes the warp-level collective of the lowest waiting lane of this warp when
 /// every lane it needs has arrived. Ok(true) when it did.
-fn resolve_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<bool, (Option<usize>, Fault)> {
+fn resolve_warp(code: &Code, w: usize, lanes: &mut [Thread], blk: &mut Block) -> Result<bool, (Option<usize>, Fault)> {
     let at = |t: &Thread| {
         (t.state == State::Waiting && is_warp_op(code.insts[t.pc as usize].op)).then(|| &code.insts[t.pc as usize])
     };
@@ -411,7 +489,9 @@ fn resolve_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<bo
                 return Ok(false);
             }
             let inst = &code.insts[pc as usize];
+            blk.shadow_warp_sync(w);
             warp::wmma(inst, lanes, blk).map_err(|f| (Some(first), f))?;
+            blk.shadow_warp_sync(w);
             for t in lanes.iter_mut() {
                 t.pc += 1;
                 t.state = State::Ready;
@@ -438,6 +518,15 @@ fn resolve_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<bo
                     }
                     State::Waiting => match at(t) {
                         Some(i) if std::mem::discriminant(&i.op) == std::mem::discriminant(&op) => {}
+                        // Waiting at a block barrier, which cannot complete while this
+                        // warp's lanes wait here: a certain deadlock, named as such.
+                        None if blk.checks.sync => {
+                            let line = code.insts[t.pc as usize].line;
+                            return Err((Some(first), Fault {
+                                kind: FaultKind::Sanitizer,
+                                msg: format!("synccheck: member mask {members:#010x} names lane {l}, which waits at the block barrier at PTX line {line} instead"),
+                            }));
+                        }
                         _ => return Ok(false),
                     },
                     State::Ready => return Ok(false),
@@ -460,15 +549,17 @@ fn resolve_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<bo
                     t.state = State::Ready;
                 }
             }
+            blk.shadow_warp_sync(w);
             Ok(true)
         }
     }
 }
 
 /// Completes the block barrier when every thread that has not exited waits at one.
-fn resolve_barrier(code: &Code, threads: &mut [Thread]) -> Result<bool, BlockFault> {
+fn resolve_barrier(code: &Code, threads: &mut [Thread], blk: &mut Block) -> Result<bool, BlockFault> {
     let mut red = false;
     let mut kind = None;
+    let mut first_pc: Option<(usize, u32)> = None;
     for (ti, t) in threads.iter().enumerate() {
         match t.state {
             State::Exited => continue,
@@ -505,6 +596,24 @@ fn resolve_barrier(code: &Code, threads: &mut [Thread]) -> Result<bool, BlockFau
         if i.op == Op::BarRedOr {
             red |= t.regs[i.c as usize] & 1 != 0;
         }
+        match first_pc {
+            None => first_pc = Some((ti, t.pc)),
+            Some((f, pc)) if pc != t.pc && blk.checks.sync => {
+                let (l0, l1) = (code.insts[pc as usize].line, i.line);
+                let (a, b) = (threads[f].tid, t.tid);
+                return Err((Some(ti), Fault {
+                    kind: FaultKind::Sanitizer,
+                    msg: format!(
+                        "synccheck: divergent barrier: thread ({},{},{}) waits at the bar.sync at PTX line {l0}, thread ({},{},{}) at the one at PTX line {l1}; every thread of the block must reach the same one",
+                        a[0], a[1], a[2], b[0], b[1], b[2]
+                    ),
+                }));
+            }
+            Some(_) => {}
+        }
+    }
+    if blk.checks.race || blk.checks.init {
+        blk.shadow.block_barrier();
     }
     for t in threads.iter_mut().filter(|t| t.state == State::Waiting) {
         let i = &code.insts[t.pc as usize];
@@ -526,10 +635,32 @@ fn run(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<(), Fault> {
     r
 }
 
+/// The class an instruction counts in (crate::cost).
+fn class(op: Op) -> usize {
+    match op {
+        Op::Ld(_)
+        | Op::St(_)
+        | Op::CpAsync
+        | Op::CpAsyncCommit
+        | Op::CpAsyncWait
+        | Op::WmmaLoadA(_)
+        | Op::WmmaLoadB(_)
+        | Op::WmmaStoreD(_) => cost::MEMORY,
+        Op::WmmaMma(..) => cost::TENSOR,
+        Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::BarSync | Op::BarRedOr | Op::BarWarpSync | Op::Shfl(_) => {
+            cost::CONTROL
+        }
+        _ => cost::ARITHMETIC,
+    }
+}
+
 fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Result<(), Fault> {
     loop {
         *n += 1;
         let i = &code.insts[t.pc as usize];
+        if let Some(c) = &mut blk.cost {
+            c.counters.thread_insts[class(i.op)] += 1;
+        }
         if i.guard != NONE && ((t.regs[i.guard as usize] & 1 != 0) == i.guard_neg) {
             t.pc += 1;
             continue;

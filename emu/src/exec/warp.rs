@@ -17,7 +17,7 @@
 
 use half::f16;
 
-use super::memory::{locate, read, write};
+use super::memory::{locate, read, write, Who};
 use super::{Block, Fault, Thread};
 use crate::exec::FaultKind;
 use crate::ir::{Inst, Layout, Op, ShflMode, Space};
@@ -107,19 +107,53 @@ fn elem_index(layout: Layout, r: u64, c: u64, stride: u64) -> u64 {
     }
 }
 
+/// Counts a wmma load or store of a 16x16 tile of `elem`-byte elements: 16 memory rows
+/// of 16 * elem bytes at `stride` elements apart (whatever the layout). Shared memory in
+/// phases of 128 bytes: for f16 loads the four 8 x 8 sub-matrices as ldmatrix reads them
+/// (8 rows of 16 bytes each), for f32 stores pairs of 64-byte rows.
+fn cost_tile(blk: &mut Block, lane0: &Thread, sp: Space, base: u64, stride: u64, elem: u64) {
+    let Some(c) = &mut blk.cost else { return };
+    let row = |r: u64| base + r * stride * elem;
+    match sp {
+        Space::Shared if elem == 2 => {
+            let phases: Vec<Vec<(u64, u64)>> = [(0, 0), (8, 0), (0, 16), (8, 16)]
+                .iter()
+                .map(|&(r0, off)| (r0..r0 + 8).map(|r| (row(r) + off, 16)).collect())
+                .collect();
+            c.shared_phases(&phases);
+        }
+        Space::Shared => {
+            let phases: Vec<Vec<(u64, u64)>> = (0..8).map(|p| vec![(row(2 * p), 64), (row(2 * p + 1), 64)]).collect();
+            c.shared_phases(&phases);
+        }
+        _ => {
+            let key = (lane0.linear / 32, lane0.pc, u32::MAX);
+            for r in 0..16 {
+                c.global(key, row(r), 16 * elem);
+            }
+        }
+    }
+}
+
 /// Executes one wmma instruction for a whole warp (`lanes`, 32 threads, all at `i`).
+///
+/// Its memory accesses are attributed to lane 0 and happen between two warp epochs (the
+/// scheduler advances the warp's epoch before and after): the warp has synchronized on
+/// entry, so they are ordered with every lane's accesses before and after it.
 pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault> {
+    let who = Who { thread: lanes[0].linear, line: i.line };
     match i.op {
         Op::WmmaLoadA(layout) | Op::WmmaLoadB(layout) => {
             let (base, stride) = uniform_address(lanes, i)?;
             let sp = space(i);
+            cost_tile(blk, &lanes[0], sp, base, stride, 2);
             let mut m = [0u16; 256];
             for (e, slot) in m.iter_mut().enumerate() {
                 let (r, c) = ((e / 16) as u64, (e % 16) as u64);
                 let addr = base + 2 * elem_index(layout, r, c, stride);
                 let loc = locate(blk, &mut lanes[0], sp, addr, 2, false)?;
                 let mut b = [0u8; 2];
-                read(blk, loc, &mut b);
+                read(blk, loc, &mut b, who)?;
                 *slot = u16::from_le_bytes(b);
             }
             for (l, t) in lanes.iter_mut().enumerate() {
@@ -134,6 +168,7 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
         Op::WmmaStoreD(layout) => {
             let (base, stride) = uniform_address(lanes, i)?;
             let sp = space(i);
+            cost_tile(blk, &lanes[0], sp, base, stride, 4);
             for l in 0..32 {
                 for j in 0..8 {
                     let e = 8 * l + j;
@@ -141,7 +176,7 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
                     let v = lanes[l].regs[i.v[j] as usize] as u32;
                     let addr = base + 4 * elem_index(layout, r, c, stride);
                     let loc = locate(blk, &mut lanes[0], sp, addr, 4, true)?;
-                    write(blk, loc, &v.to_le_bytes());
+                    write(blk, loc, &v.to_le_bytes(), who)?;
                 }
             }
         }
@@ -155,6 +190,9 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
                     b[e] = half(i.v[16 + j / 2]);
                     acc[e] = f32::from_bits(t.regs[i.v[24 + j] as usize] as u32);
                 }
+            }
+            if let Some(c) = &mut blk.cost {
+                c.counters.macs += 16 * 16 * 16;
             }
             let mut d = [0f32; 256];
             for m in 0..16 {

@@ -1,8 +1,9 @@
 //! Runs PTX on the executor directly (no driver surface): load, allocate, launch, read.
 #![allow(dead_code)]
 
+use mp_emu::check::Checks;
 use mp_emu::driver::memory::Memory;
-use mp_emu::exec::{launch, LaunchConfig, LaunchError};
+use mp_emu::exec::{launch_checked, LaunchConfig, LaunchError};
 use mp_emu::ptx::Module;
 
 pub struct Rig {
@@ -44,6 +45,19 @@ impl Rig {
         dynamic_shared: u32,
         args: &[&[u8]],
     ) -> Result<(), LaunchError> {
+        self.launch_checks(name, grid, block, dynamic_shared, args, Checks::ALL)
+    }
+    /// As [`Rig::launch_dyn`], with the sanitizers given (every test launch runs all of
+    /// them unless it says otherwise, whatever the environment says).
+    pub fn launch_checks(
+        &mut self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        dynamic_shared: u32,
+        args: &[&[u8]],
+        checks: Checks,
+    ) -> Result<(), LaunchError> {
         let k = self.module.kernel(name).unwrap_or_else(|| panic!("no kernel {name}"));
         let kern = &self.module.kernels[k];
         let mut buf = vec![0u8; kern.param_bytes];
@@ -51,7 +65,8 @@ impl Rig {
         for (p, a) in kern.params.iter().zip(args) {
             buf[p.offset..p.offset + a.len()].copy_from_slice(a);
         }
-        launch(&self.module, k, &LaunchConfig { grid, block, dynamic_shared }, &buf, &mut self.mem)
+        let cfg = LaunchConfig { grid, block, dynamic_shared };
+        launch_checked(&self.module, k, &cfg, &buf, &mut self.mem, checks).map(|_| ())
     }
 }
 

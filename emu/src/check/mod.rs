@@ -1,0 +1,236 @@
+//! The sanitizers, in compute-sanitizer's terms, on in every launch unless switched off:
+//!
+//! - racecheck: shared-memory hazards (write-write, write-read, read-write) between two
+//!   threads with no synchronization between them. Threads of different warps are
+//!   ordered only by a block barrier (`bar.sync`, `bar.red`); threads of one warp also by
+//!   a warp-synchronizing instruction (`bar.warp.sync`, `shfl.sync`, `wmma.*`), as on
+//!   Volta and later, where lanes of a warp run independently. A read of a cp.async
+//!   destination before the wait_group that completes the copy is a hazard too.
+//! - initcheck: a load of global or shared bytes nobody wrote (global: since the
+//!   allocation; memsets, copies from the host and kernel stores count as writes; shared:
+//!   since the block started).
+//! - synccheck: threads of a block waiting at different `bar.sync` instructions, or a
+//!   warp-synchronizing instruction whose member mask names a lane that cannot arrive.
+//!
+//! Hazards are found from synchronization epochs, not from the order the emulator
+//! happened to run threads in: every shared access records the block's barrier epoch and
+//! its warp's epoch, and two accesses by different threads conflict when no barrier they
+//! both took part in separates them. So a missing `__syncthreads` is found even where the
+//! emulator's schedule would have given the right answer.
+//!
+//! `MP_EMU_RACECHECK=0`, `MP_EMU_INITCHECK=0` and `MP_EMU_SYNCCHECK=0` switch a check off.
+
+use std::sync::OnceLock;
+
+/// Which checks a launch runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checks {
+    pub race: bool,
+    pub init: bool,
+    pub sync: bool,
+}
+
+impl Checks {
+    pub const ALL: Checks = Checks { race: true, init: true, sync: true };
+    pub const NONE: Checks = Checks { race: false, init: false, sync: false };
+
+    /// All on, except those switched off by `MP_EMU_<CHECK>=0` (read once per process).
+    pub fn from_env() -> Checks {
+        static CHECKS: OnceLock<Checks> = OnceLock::new();
+        *CHECKS.get_or_init(|| {
+            let on = |var: &str| std::env::var(var).map_or(true, |v| v != "0");
+            Checks { race: on("MP_EMU_RACECHECK"), init: on("MP_EMU_INITCHECK"), sync: on("MP_EMU_SYNCCHECK") }
+        })
+    }
+}
+
+/// One recorded shared-memory access: who, where in the PTX, and the synchronization
+/// epochs it happened in. `line == 0`: none.
+#[derive(Clone, Copy, Debug, Default)]
+struct Access {
+    thread: u32,
+    line: u32,
+    block_epoch: u32,
+    warp_epoch: u32,
+}
+
+impl Access {
+    fn none(&self) -> bool {
+        self.line == 0
+    }
+}
+
+/// The shadow of one byte of shared memory.
+#[derive(Clone, Copy, Default)]
+struct Cell {
+    write: Access,
+    /// The last two reads by distinct threads since they were recorded: enough to find a
+    /// reader other than any given writer.
+    reads: [Access; 2],
+    /// A cp.async that will write this byte when its group completes.
+    pending: Access,
+    init: bool,
+}
+
+/// A hazard found by racecheck or initcheck, before the executor adds the thread and
+/// block it happened in.
+pub struct Finding {
+    pub msg: String,
+}
+
+/// The shadow state of one block's shared memory, and its synchronization epochs.
+#[derive(Default)]
+pub struct SharedShadow {
+    cells: Vec<Cell>,
+    block_epoch: u32,
+    warp_epochs: Vec<u32>,
+    /// Threads per block, for naming threads in reports.
+    block: [u32; 3],
+}
+
+fn tid(linear: u32, block: [u32; 3]) -> String {
+    let (x, y, z) = (linear % block[0], (linear / block[0]) % block[1], linear / (block[0] * block[1]));
+    format!("({x},{y},{z})")
+}
+
+impl SharedShadow {
+    /// A fresh shadow for a block of `threads` threads with `bytes` of shared memory.
+    pub fn reset(&mut self, bytes: usize, block: [u32; 3]) {
+        self.cells.clear();
+        self.cells.resize(bytes, Cell::default());
+        let threads = block.iter().product::<u32>();
+        self.warp_epochs.clear();
+        self.warp_epochs.resize(threads.div_ceil(32) as usize, 0);
+        self.block_epoch = 0;
+        self.block = block;
+    }
+
+    /// A block barrier completed: everything before it is ordered before everything after.
+    pub fn block_barrier(&mut self) {
+        self.block_epoch += 1;
+    }
+
+    /// A warp-synchronizing instruction of warp `w` completed.
+    pub fn warp_sync(&mut self, w: usize) {
+        self.warp_epochs[w] += 1;
+    }
+
+    fn now(&self, thread: u32, line: u32) -> Access {
+        Access { thread, line, block_epoch: self.block_epoch, warp_epoch: self.warp_epochs[(thread / 32) as usize] }
+    }
+
+    /// True when `a` and `b` (by different threads) are not separated by a
+    /// synchronization both took part in.
+    fn unordered(a: &Access, b: &Access) -> bool {
+        a.block_epoch == b.block_epoch && (a.thread / 32 != b.thread / 32 || a.warp_epoch == b.warp_epoch)
+    }
+
+    fn hazard(&self, kind: &str, earlier: &Access, what: &str, now: &Access, addr: usize) -> Finding {
+        Finding {
+            msg: format!(
+                "racecheck: {kind} hazard on __shared__ byte {addr:#x}: {what} by thread {} at PTX line {} and thread {} at PTX line {} with no barrier between them",
+                tid(earlier.thread, self.block),
+                earlier.line,
+                tid(now.thread, self.block),
+                now.line
+            ),
+        }
+    }
+
+    /// A read of `[addr, addr + n)` by `thread` at PTX `line`.
+    pub fn read(&mut self, checks: Checks, thread: u32, line: u32, addr: usize, n: usize) -> Result<(), Finding> {
+        let now = self.now(thread, line);
+        for a in addr..addr + n {
+            let c = self.cells[a];
+            if checks.init && !c.init && c.pending.none() {
+                return Err(Finding {
+                    msg: format!(
+                        "initcheck: Uninitialized __shared__ memory read of byte {a:#x} by thread {} at PTX line {line}: nothing wrote it since the block started",
+                        tid(thread, self.block)
+                    ),
+                });
+            }
+            if !checks.race {
+                continue;
+            }
+            if !c.pending.none() {
+                return Err(Finding {
+                    msg: format!(
+                        "racecheck: Read-after-write hazard on __shared__ byte {a:#x}: thread {} at PTX line {line} reads the destination of the cp.async issued by thread {} at PTX line {} before a cp.async.wait_group completed it",
+                        tid(thread, self.block),
+                        tid(c.pending.thread, self.block),
+                        c.pending.line
+                    ),
+                });
+            }
+            if !c.write.none() && c.write.thread != thread && Self::unordered(&c.write, &now) {
+                return Err(self.hazard("Read-after-write", &c.write, "written", &now, a));
+            }
+            let cell = &mut self.cells[a];
+            if cell.reads[0].thread != thread || cell.reads[0].none() {
+                cell.reads[1] = cell.reads[0];
+            }
+            cell.reads[0] = now;
+        }
+        Ok(())
+    }
+
+    /// A write of `[addr, addr + n)` by `thread` at PTX `line` (also a completing cp.async,
+    /// attributed to the thread that issued it).
+    pub fn write(&mut self, checks: Checks, thread: u32, line: u32, addr: usize, n: usize) -> Result<(), Finding> {
+        let now = self.now(thread, line);
+        for a in addr..addr + n {
+            if checks.race {
+                let c = self.cells[a];
+                if !c.write.none() && c.write.thread != thread && Self::unordered(&c.write, &now) {
+                    return Err(self.hazard("Write-after-write", &c.write, "written", &now, a));
+                }
+                if let Some(r) = c.reads.iter().find(|r| !r.none() && r.thread != thread && Self::unordered(r, &now)) {
+                    return Err(self.hazard("Write-after-read", r, "read", &now, a));
+                }
+            }
+            let cell = &mut self.cells[a];
+            cell.write = now;
+            cell.init = true;
+        }
+        Ok(())
+    }
+
+    /// A cp.async by `thread` at `line` will write `[addr, addr + n)` when it completes.
+    pub fn async_issue(
+        &mut self,
+        checks: Checks,
+        thread: u32,
+        line: u32,
+        addr: usize,
+        n: usize,
+    ) -> Result<(), Finding> {
+        if !checks.race {
+            return Ok(());
+        }
+        let now = self.now(thread, line);
+        for a in addr..addr + n {
+            let c = self.cells[a];
+            if !c.pending.none() {
+                return Err(self.hazard("Write-after-write", &c.pending, "targeted by a pending cp.async", &now, a));
+            }
+            self.cells[a].pending = now;
+        }
+        Ok(())
+    }
+
+    /// The cp.async writing `[addr, addr + n)` completed (at a wait_group, or at exit).
+    pub fn async_complete(
+        &mut self,
+        checks: Checks,
+        thread: u32,
+        line: u32,
+        addr: usize,
+        n: usize,
+    ) -> Result<(), Finding> {
+        for c in &mut self.cells[addr..addr + n] {
+            c.pending = Access::default();
+        }
+        self.write(checks, thread, line, addr, n)
+    }
+}

@@ -1,0 +1,195 @@
+//! Per-launch cost counters: what a kernel really moves and how well its accesses are
+//! shaped, counted from every access the emulator executes. A model, not a timer: the
+//! figures are bytes, sectors, wavefronts and instructions, never times.
+//!
+//! - Global memory, per warp instruction (the lanes' n-th execution of one instruction
+//!   form one warp instruction: exact for converged warps, an over-count where lanes
+//!   diverge): bytes requested and 32-byte sectors touched. L2-equivalent bytes are every
+//!   requested sector summed; DRAM-equivalent bytes are the distinct sectors of the
+//!   launch, i.e. an L2 that holds the launch's working set.
+//! - Shared memory, per warp instruction: wavefronts, with 32 banks of 4 bytes; a
+//!   wavefront serves any set of words in distinct banks (one word per bank; lanes
+//!   reading the same word share it). The ideal is the distinct bytes over 128. wmma
+//!   loads are modelled as ldmatrix does them: each 8x8 f16 sub-matrix (8 rows of 16
+//!   bytes) is one phase; wmma f32 stores as 8 phases of two 64-byte rows.
+//! - Instructions executed by class, counted per thread; tensor-core MACs per mma.
+//!
+//! On when `MP_EMU_COST` names a file: each launch appends one JSON line with its
+//! kernel name, shape and counters.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+
+/// Instruction classes.
+pub const MEMORY: usize = 0;
+pub const ARITHMETIC: usize = 1;
+pub const TENSOR: usize = 2;
+pub const CONTROL: usize = 3;
+
+/// What one launch did.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// Thread-instructions by class (MEMORY, ARITHMETIC, TENSOR, CONTROL).
+    pub thread_insts: [u64; 4],
+    /// Tensor-core multiply-adds (16 * 16 * 16 per warp mma).
+    pub macs: u64,
+    pub global_bytes: u64,
+    pub global_warp_insts: u64,
+    /// Sectors touched, summed over warp instructions (L2-equivalent traffic / 32).
+    pub global_sectors: u64,
+    /// Distinct sectors of the launch (DRAM-equivalent traffic / 32).
+    pub dram_sectors: u64,
+    pub shared_bytes: u64,
+    pub shared_warp_insts: u64,
+    pub shared_wavefronts: u64,
+    pub shared_ideal_wavefronts: u64,
+}
+
+impl Counters {
+    fn add(&mut self, o: &Counters) {
+        for k in 0..4 {
+            self.thread_insts[k] += o.thread_insts[k];
+        }
+        self.macs += o.macs;
+        self.global_bytes += o.global_bytes;
+        self.global_warp_insts += o.global_warp_insts;
+        self.global_sectors += o.global_sectors;
+        self.shared_bytes += o.shared_bytes;
+        self.shared_warp_insts += o.shared_warp_insts;
+        self.shared_wavefronts += o.shared_wavefronts;
+        self.shared_ideal_wavefronts += o.shared_ideal_wavefronts;
+    }
+}
+
+#[derive(Default)]
+struct Group {
+    bytes: u64,
+    /// Global: sector numbers; shared: 4-byte word numbers.
+    units: Vec<u64>,
+}
+
+/// One worker's counters while its blocks run.
+#[derive(Default)]
+pub struct CostState {
+    pub counters: Counters,
+    global: HashMap<(u32, u32, u32), Group>,
+    shared: HashMap<(u32, u32, u32), Group>,
+    sectors: HashSet<u64>,
+}
+
+/// Wavefronts for one warp-wide shared access touching these words: the most distinct
+/// words any bank must serve, and at least the distinct bytes over 128.
+fn wavefronts(words: &mut Vec<u64>) -> (u64, u64) {
+    words.sort_unstable();
+    words.dedup();
+    let mut per_bank = [0u64; 32];
+    for w in words.iter() {
+        per_bank[(w % 32) as usize] += 1;
+    }
+    let ideal = (words.len() as u64 * 4).div_ceil(128).max(1);
+    (per_bank.iter().copied().max().unwrap_or(0).max(ideal), ideal)
+}
+
+impl CostState {
+    /// One lane's global access of `n` bytes at `addr`, part of warp instruction `key`
+    /// (warp, pc, the lane's count of memory instructions so far).
+    pub fn global(&mut self, key: (u32, u32, u32), addr: u64, n: u64) {
+        let g = self.global.entry(key).or_default();
+        g.bytes += n;
+        for s in addr / 32..(addr + n).div_ceil(32) {
+            g.units.push(s);
+        }
+    }
+
+    /// One lane's shared access of `n` bytes at `addr`, part of warp instruction `key`.
+    pub fn shared(&mut self, key: (u32, u32, u32), addr: u64, n: u64) {
+        let g = self.shared.entry(key).or_default();
+        g.bytes += n;
+        for w in addr / 4..(addr + n).div_ceil(4) {
+            g.units.push(w);
+        }
+    }
+
+    /// A warp-wide shared access made in phases, each a list of (address, bytes): a wmma
+    /// load or store under the model in the module docs.
+    pub fn shared_phases(&mut self, phases: &[Vec<(u64, u64)>]) {
+        let c = &mut self.counters;
+        c.shared_warp_insts += 1;
+        for p in phases {
+            let mut words: Vec<u64> = p.iter().flat_map(|&(a, n)| a / 4..(a + n).div_ceil(4)).collect();
+            c.shared_bytes += p.iter().map(|&(_, n)| n).sum::<u64>();
+            let (w, ideal) = wavefronts(&mut words);
+            c.shared_wavefronts += w;
+            c.shared_ideal_wavefronts += ideal;
+        }
+    }
+
+    /// Folds the warp instructions of a finished block into the counters.
+    pub fn end_block(&mut self) {
+        let c = &mut self.counters;
+        for (_, mut g) in self.global.drain() {
+            g.units.sort_unstable();
+            g.units.dedup();
+            c.global_warp_insts += 1;
+            c.global_bytes += g.bytes;
+            c.global_sectors += g.units.len() as u64;
+            self.sectors.extend(g.units.iter().copied());
+        }
+        for (_, mut g) in self.shared.drain() {
+            c.shared_warp_insts += 1;
+            c.shared_bytes += g.bytes;
+            let (w, ideal) = wavefronts(&mut g.units);
+            c.shared_wavefronts += w;
+            c.shared_ideal_wavefronts += ideal;
+        }
+    }
+}
+
+/// The counters of a whole launch from its workers' states.
+pub fn merge(states: Vec<CostState>) -> Counters {
+    let mut total = Counters::default();
+    let mut sectors = HashSet::new();
+    for s in states {
+        total.add(&s.counters);
+        sectors.extend(s.sectors);
+    }
+    total.dram_sectors = sectors.len() as u64;
+    total
+}
+
+/// The file `MP_EMU_COST` names, if any.
+pub fn output() -> Option<String> {
+    std::env::var("MP_EMU_COST").ok().filter(|p| !p.is_empty())
+}
+
+/// Appends one JSON line for a launch to `path` (best effort: a write error is reported
+/// on stderr, never fails the launch).
+pub fn record(path: &str, kernel: &str, grid: [u32; 3], block: [u32; 3], c: &Counters) {
+    let line = format!(
+        "{{\"kernel\":\"{kernel}\",\"grid\":[{},{},{}],\"block\":[{},{},{}],\"thread_insts\":{{\"memory\":{},\"arithmetic\":{},\"tensor\":{},\"control\":{}}},\"macs\":{},\"global_bytes\":{},\"global_warp_insts\":{},\"global_sectors\":{},\"dram_sectors\":{},\"shared_bytes\":{},\"shared_warp_insts\":{},\"shared_wavefronts\":{},\"shared_ideal_wavefronts\":{}}}\n",
+        grid[0],
+        grid[1],
+        grid[2],
+        block[0],
+        block[1],
+        block[2],
+        c.thread_insts[MEMORY],
+        c.thread_insts[ARITHMETIC],
+        c.thread_insts[TENSOR],
+        c.thread_insts[CONTROL],
+        c.macs,
+        c.global_bytes,
+        c.global_warp_insts,
+        c.global_sectors,
+        c.dram_sectors,
+        c.shared_bytes,
+        c.shared_warp_insts,
+        c.shared_wavefronts,
+        c.shared_ideal_wavefronts
+    );
+    let written =
+        std::fs::OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("mp-emu: MP_EMU_COST={path}: {e}");
+    }
+}
