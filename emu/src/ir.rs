@@ -215,6 +215,29 @@ pub enum Op {
     WmmaStoreD(Layout),
 }
 
+impl Op {
+    /// The floating-point arithmetic of exec/float.rs (float `setp` runs there too).
+    pub fn is_float_arith(self) -> bool {
+        matches!(
+            self,
+            Op::FAdd
+                | Op::FSub
+                | Op::FMul
+                | Op::Fma
+                | Op::FDiv
+                | Op::Rcp
+                | Op::Sqrt
+                | Op::Ex2
+                | Op::Lg2
+                | Op::FAbs
+                | Op::FNeg
+                | Op::FMin
+                | Op::FMax
+                | Op::Copysign
+        )
+    }
+}
+
 pub const FTZ: u8 = 1;
 pub const SAT: u8 = 2;
 pub const APPROX: u8 = 4;
@@ -1064,26 +1087,7 @@ impl Lower<'_> {
             return Err(err(line, form()));
         }
         // Float-only modifiers on anything else are a form we do not know.
-        if (inst.flags & (FTZ | SAT) != 0)
-            && !matches!(
-                inst.op,
-                Op::FAdd
-                    | Op::FSub
-                    | Op::FMul
-                    | Op::Fma
-                    | Op::FDiv
-                    | Op::Rcp
-                    | Op::Sqrt
-                    | Op::Ex2
-                    | Op::Lg2
-                    | Op::FAbs
-                    | Op::FNeg
-                    | Op::FMin
-                    | Op::FMax
-                    | Op::Setp(_)
-                    | Op::Cvt
-            )
-        {
+        if (inst.flags & (FTZ | SAT) != 0) && !(inst.op.is_float_arith() || matches!(inst.op, Op::Setp(_) | Op::Cvt)) {
             return Err(err(line, form()));
         }
         let _ = &mut this;

@@ -722,22 +722,8 @@ fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Res
                 return Ok(());
             }
             Op::Cvt => convert::exec(i, &mut t.regs),
-            Op::Setp(_) if !i.ty.is_float() => int::exec(i, &mut t.regs),
-            Op::FAdd
-            | Op::FSub
-            | Op::FMul
-            | Op::Fma
-            | Op::FDiv
-            | Op::Rcp
-            | Op::Sqrt
-            | Op::Ex2
-            | Op::Lg2
-            | Op::FAbs
-            | Op::FNeg
-            | Op::FMin
-            | Op::FMax
-            | Op::Copysign
-            | Op::Setp(_) => float::exec(i, &mut t.regs),
+            Op::Setp(_) if i.ty.is_float() => float::exec(i, &mut t.regs),
+            op if op.is_float_arith() => float::exec(i, &mut t.regs),
             _ => int::exec(i, &mut t.regs),
         }
         t.pc += 1;
