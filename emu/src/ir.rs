@@ -1066,6 +1066,10 @@ impl Lower<'_> {
         }
         // Rounding: only the modes the executor implements, where the ISA allows them.
         let round_ok = match inst.op {
+            // Directed rounding is implemented for f32 add, sub, mul and fma (exec/float.rs).
+            Op::FAdd | Op::FSub | Op::FMul | Op::Fma if inst.ty == Ty::F32 => {
+                matches!(inst.round, Round::Default | Round::Rn | Round::Rz | Round::Rm | Round::Rp)
+            }
             Op::FAdd | Op::FSub | Op::FMul | Op::Fma | Op::FDiv | Op::Rcp | Op::Sqrt => {
                 matches!(inst.round, Round::Default | Round::Rn)
             }

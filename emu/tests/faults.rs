@@ -377,11 +377,13 @@ fn unknown_instructions_are_rejected_at_load_with_their_line() {
 #[test]
 fn directed_rounding_is_rejected_or_honoured() {
     // ISA 9.7.3.1: add{.rnd}.f32 with .rz/.rm/.rp rounds toward zero / -inf / +inf. The
-    // emulator implements only .rn: such a form must fail the load rather than run as .rn.
+    // emulator implements directed rounding for f32 add, sub, mul and fma only (nvcc's
+    // expf uses fma.rm.f32; semantics.rs checks them): any other directed form must fail
+    // the load rather than run as .rn.
     for body in [
-        "\tadd.rz.f32 %f1, %f2, %f3; // here",
         "\tmul.rm.f64 %fd1, %fd2, %fd3; // here",
-        "\tfma.rp.f32 %f1, %f2, %f3, %f1; // here",
+        "\tdiv.rz.f32 %f1, %f2, %f3; // here",
+        "\tfma.rp.f64 %fd1, %fd2, %fd3, %fd1; // here",
         "\tcvt.rz.f32.f64 %f1, %fd1; // here",
     ] {
         let (got, _, want) = load_err(body);

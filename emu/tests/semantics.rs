@@ -321,6 +321,48 @@ fn f32_arithmetic_hand_checked_edges() {
 }
 
 #[test]
+fn f32_directed_rounding_hand_checked() {
+    // ISA 9.7.3: .rz toward zero, .rm toward -inf, .rp toward +inf, one rounding of the
+    // exact result; an exact zero sum of opposite signs is -0 under .rm only (IEEE 754
+    // 6.3). Values worked by hand: 2^-30 = 0x3080_0000, 1 + 2^-23 = 0x3f80_0001.
+    let two: &[(&str, u32, u32, u32)] = &[
+        ("add.rz.f32", 0x3f80_0000, 0x3080_0000, 0x3f80_0000), // 1 + 2^-30 -> 1
+        ("add.rp.f32", 0x3f80_0000, 0x3080_0000, 0x3f80_0001), // -> 1 + 2^-23
+        ("add.rm.f32", 0x3f80_0000, 0x3080_0000, 0x3f80_0000),
+        ("add.rm.f32", 0xbf80_0000, 0xb080_0000, 0xbf80_0001), // -1 - 2^-30 -> -(1 + 2^-23)
+        ("add.rz.f32", 0xbf80_0000, 0xb080_0000, 0xbf80_0000),
+        ("sub.rp.f32", 0x3f80_0000, 0xb080_0000, 0x3f80_0001), // 1 - (-2^-30)
+        ("add.rm.f32", 0x3f80_0000, 0xbf80_0000, 0x8000_0000), // 1 + (-1) = -0 under .rm
+        ("add.rz.f32", 0x3f80_0000, 0xbf80_0000, 0x0000_0000), // ... +0 otherwise
+        ("add.rp.f32", 0x8000_0000, 0x8000_0000, 0x8000_0000), // -0 + -0 = -0
+        ("mul.rz.f32", 0x7f7f_ffff, 0x4000_0000, 0x7f7f_ffff), // max * 2: overflow to max
+        ("mul.rp.f32", 0x7f7f_ffff, 0x4000_0000, 0x7f80_0000), // ... to inf
+        ("mul.rm.f32", 0xff7f_ffff, 0x4000_0000, 0xff80_0000), // -max * 2 to -inf
+        ("mul.rz.f32", 0xff7f_ffff, 0x4000_0000, 0xff7f_ffff), // ... to -max
+        ("mul.rp.f32", 0x0000_0001, 0x3f00_0000, 0x0000_0001), // 2^-150: up to 2^-149
+        ("mul.rm.f32", 0x0000_0001, 0x3f00_0000, 0x0000_0000), // ... down to +0
+        ("mul.rm.f32", 0x8000_0001, 0x3f00_0000, 0x8000_0001), // -2^-150 down to -2^-149
+        ("mul.rz.f32", 0x7f80_0000, 0x3f00_0000, 0x7f80_0000), // inf stays inf
+    ];
+    for &(op, a, b, want) in two {
+        let body = format!("{op} %d, %a, %b;");
+        check(op, &["f32", "f32"], "f32", &body, &[[a as u64, b as u64, 0]], |_| Want::Bits(want as u64));
+    }
+    // (1 + 2^-23)^2 - 1 = 2^-22 + 2^-46: half an ulp above 2^-22, so .rn ties to 2^-22.
+    let three: &[(&str, u32)] = &[
+        ("fma.rn.f32", 0x3480_0000),
+        ("fma.rp.f32", 0x3480_0001),
+        ("fma.rm.f32", 0x3480_0000),
+        ("fma.rz.f32", 0x3480_0000),
+    ];
+    for &(op, want) in three {
+        let body = format!("{op} %d, %a, %b, %c;");
+        let case = [0x3f80_0001u64, 0x3f80_0001, 0xbf80_0000];
+        check(op, &["f32", "f32", "f32"], "f32", &body, &[case], |_| Want::Bits(want as u64));
+    }
+}
+
+#[test]
 fn f32_fma_rn_ftz_sat() {
     let vals: Vec<u64> = [
         0x0000_0000u32,

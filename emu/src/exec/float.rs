@@ -1,5 +1,5 @@
 //! Floating-point instructions on f32 and f64, per the PTX ISA: IEEE operations with
-//! round-to-nearest-even (the only rounding mode the loader accepts for arithmetic),
+//! round-to-nearest-even (and the directed roundings of f32 add, sub, mul and fma),
 //! `.ftz` flushing subnormal inputs and results to sign-preserving zero, `.sat` clamping
 //! to [0, 1] (NaN to 0), unordered comparisons true on NaN, min/max returning the
 //! non-NaN operand, copysign taking the sign of its first operand. Approximate
@@ -7,7 +7,75 @@
 //! result rounded, or the host's libm): a real GPU remains the authority on their last
 //! bits.
 
-use crate::ir::{Cmp, Inst, Op, Ty, APPROX, FTZ, SAT};
+use std::cmp::Ordering;
+
+use crate::ir::{Cmp, Inst, Op, Round, Ty, APPROX, FTZ, SAT};
+
+fn next_up(f: f32) -> f32 {
+    if f.is_nan() || f == f32::INFINITY {
+        f
+    } else if f == 0.0 {
+        f32::from_bits(1)
+    } else if f > 0.0 {
+        f32::from_bits(f.to_bits() + 1)
+    } else {
+        f32::from_bits(f.to_bits() - 1)
+    }
+}
+
+fn next_down(f: f32) -> f32 {
+    -next_up(-f)
+}
+
+/// f32 add, sub, mul or fma with a directed rounding (`.rz`, `.rm`, `.rp`; nvcc emits
+/// `fma.rm.f32` in `expf`). The exact result is an unevaluated sum `s + e` of two f64s
+/// (products of f32s are exact in f64; TwoSum gives the addition's error), rounded to
+/// f32 to nearest and then moved one step where the exact value lies on the other side
+/// of it. An exact zero sum takes its sign as IEEE 754 says (-0 only under `.rm` when
+/// the operands' signs differ).
+fn directed_f32(op: Op, a: f32, b: f32, c: f32, round: Round) -> f32 {
+    let (a, b, c) = (a as f64, b as f64, c as f64);
+    let (x, y) = match op {
+        Op::FAdd => (a, b),
+        Op::FSub => (a, -b),
+        Op::FMul => (a * b, 0.0f64.copysign(a * b)),
+        _ => (a * b, c),
+    };
+    let s = x + y;
+    if !s.is_finite() {
+        // An infinite operand (the result is exact) or NaN.
+        return s as f32;
+    }
+    let t = s - x;
+    let e = (x - (s - t)) + (y - t);
+    if s == 0.0 && e == 0.0 {
+        let neg = if x.is_sign_negative() == y.is_sign_negative() { x.is_sign_negative() } else { round == Round::Rm };
+        return if neg { -0.0 } else { 0.0 };
+    }
+    let f = s as f32;
+    // The sign of (exact - f).
+    let side = if f.is_infinite() {
+        if f > 0.0 {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        }
+    } else {
+        let d = s - f as f64;
+        if d != 0.0 {
+            d.partial_cmp(&0.0).unwrap_or(Ordering::Equal)
+        } else {
+            e.partial_cmp(&0.0).unwrap_or(Ordering::Equal)
+        }
+    };
+    match (round, side) {
+        (Round::Rm, Ordering::Less) => next_down(f),
+        (Round::Rp, Ordering::Greater) => next_up(f),
+        (Round::Rz, Ordering::Less) if f > 0.0 => next_down(f),
+        (Round::Rz, Ordering::Greater) if f < 0.0 => next_up(f),
+        _ => f,
+    }
+}
 
 macro_rules! float_impl {
     ($name:ident, $f:ty, $bits:ty, $sign:expr, $qnan:expr) => {
@@ -24,6 +92,11 @@ macro_rules! float_impl {
             let a = load(i.a);
             let b = if i.b != crate::ir::NONE { load(i.b) } else { 0.0 };
             let v: $f = match i.op {
+                Op::FAdd | Op::FSub | Op::FMul | Op::Fma if !matches!(i.round, Round::Default | Round::Rn) => {
+                    // The loader accepts directed rounding on f32 only.
+                    let c = if i.op == Op::Fma { load(i.c) as f32 } else { 0.0 };
+                    directed_f32(i.op, a as f32, b as f32, c, i.round) as $f
+                }
                 Op::FAdd => a + b,
                 Op::FSub => a - b,
                 Op::FMul => a * b,
