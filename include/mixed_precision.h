@@ -37,7 +37,9 @@ typedef enum MpStatus {
   MP_ERR_INTERNAL = 8,
 } MpStatus;
 
-// Element types of the buffers that can be either.
+// Element types of the buffers that can be either: the values of
+// `mp_gemm_args.c_dtype` and `.bias_dtype` (fields declared `int32_t`, so that any
+// integer a caller passes is a defined value that mp_gemm can reject).
 typedef enum MpDtype {
   // IEEE binary32.
   MP_F32 = 0,
@@ -73,16 +75,18 @@ typedef struct mp_gemm_args {
   uint64_t b;
   // C, of c_dtype.
   uint64_t c;
-  // C's element type.
-  enum MpDtype c_dtype;
+  // C's element type: MP_F32 (0) or MP_F16 (1), an MpDtype value; anything else is
+  // MP_ERR_INVALID_ARGUMENT.
+  int32_t c_dtype;
   // Multiplies op(A) op(B).
   float alpha;
   // Multiplies the old C (not read when 0).
   float beta;
   // n bias values of bias_dtype, or 0 for none.
   uint64_t bias;
-  // The bias's element type.
-  enum MpDtype bias_dtype;
+  // The bias's element type: MP_F32 (0) or MP_F16 (1), an MpDtype value; anything
+  // else is MP_ERR_INVALID_ARGUMENT (checked even when bias is 0).
+  int32_t bias_dtype;
   // f16 pre-activation output (same layout as C), or 0 for none.
   uint64_t pre;
   // 0 none, 1 ReLU, 2 GELU (tanh form).

@@ -279,7 +279,10 @@ pub unsafe extern "C" fn cuCtxGetDevice(device: *mut CUdevice) -> CuResult {
 
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxSynchronize() -> CuResult {
-    guard("cuCtxSynchronize", context::ctx_synchronize)
+    guard("cuCtxSynchronize", || {
+        context::ctx_synchronize()?;
+        mem::land_legacy_copies()
+    })
 }
 
 // ---- memory ----

@@ -65,8 +65,12 @@ fn alloc(bytes: usize) -> u64 {
     p
 }
 
+/// A synchronous upload, then the legacy stream synchronized: the copy may otherwise
+/// still be in flight for work on a non-blocking stream (see
+/// `legacy_stream_copies_reach_a_non_blocking_stream_only_when_ordered`).
 fn upload(dst: u64, data: &[u32]) {
     ok(unsafe { cuMemcpyHtoD_v2(dst, data.as_ptr().cast(), std::mem::size_of_val(data)) });
+    ok(unsafe { cuStreamSynchronize(null_mut()) });
 }
 
 fn download(src: u64, n: usize) -> Vec<u32> {
@@ -741,9 +745,11 @@ fn function(m: P, name: &str) -> P {
     f
 }
 
+/// As [`upload`], into a new allocation.
 fn upload_f32(data: &[f32]) -> u64 {
     let p = alloc(std::mem::size_of_val(data));
     ok(unsafe { cuMemcpyHtoD_v2(p, data.as_ptr().cast(), std::mem::size_of_val(data)) });
+    ok(unsafe { cuStreamSynchronize(null_mut()) });
     p
 }
 
@@ -933,5 +939,91 @@ fn replaying_onto_freed_memory_faults() {
         err(cuGraphLaunch(x, s), e::ILLEGAL_ADDRESS);
         err(cuStreamSynchronize(s), e::ILLEGAL_ADDRESS);
         ok(cuCtxDestroy_v2(ctx));
+    }
+}
+
+/// `cuMemcpyHtoD` from pageable memory may return before its DMA lands, and a
+/// CU_STREAM_NON_BLOCKING stream does not wait for the legacy stream the copy runs on: a
+/// kernel launched there right after the call may see the old bytes, and on the emulator
+/// it does. Anything that orders the copy first makes the kernel see the new bytes: an
+/// operation on the legacy stream or on a blocking stream, cuStreamSynchronize of the
+/// legacy stream, cuCtxSynchronize; a copy on the kernel's own stream needs nothing.
+#[test]
+fn legacy_stream_copies_reach_a_non_blocking_stream_only_when_ordered() {
+    let rig = Rig::new();
+    let s = rig.stream();
+    let mut blocking = null_mut();
+    ok(unsafe { cuStreamCreate(&mut blocking, 0) });
+    let m = load(PTX).expect("the test PTX loads");
+    let f = function(m, "axpy");
+    let n = 256;
+    let (x, y, scratch) = (alloc(n * 4), alloc(n * 4), alloc(4));
+    let (ones, twos) = (vec![1.0f32; n], vec![2.0f32; n]);
+    // y = x + y on the non-blocking stream after uploading x = 1 and y = 2 over zeros,
+    // with `order` called in between; returns y as the kernel left it, read on its stream.
+    let run = |order: &dyn Fn()| -> Vec<f32> {
+        unsafe {
+            ok(cuMemsetD32Async(x, 0, n, s));
+            ok(cuMemsetD32Async(y, 0, n, s));
+            ok(cuStreamSynchronize(s));
+            ok(cuMemcpyHtoD_v2(x, ones.as_ptr().cast(), n * 4));
+            ok(cuMemcpyHtoD_v2(y, twos.as_ptr().cast(), n * 4));
+            order();
+            ok(axpy(f, s, x, y, n as u32));
+            let mut got = vec![0f32; n];
+            ok(cuMemcpyDtoHAsync_v2(got.as_mut_ptr().cast(), y, n * 4, s));
+            ok(cuStreamSynchronize(s));
+            ok(cuCtxSynchronize()); // every copy landed before the next round
+            got
+        }
+    };
+    // Unordered: the kernel computed 0 + 0 from the old bytes.
+    assert_eq!(run(&|| {}), vec![0.0; n], "the kernel must not see unordered legacy-stream copies");
+    // The copies landed later (the synchronous download orders them), over the kernel's
+    // result: the other outcome a GPU may give.
+    assert_eq!(download_f32(y, n), twos);
+    // A non-blocking stream's own synchronization does not order the legacy stream.
+    assert_eq!(run(&|| ok(unsafe { cuStreamSynchronize(s) })), vec![0.0; n]);
+    let ordered: [(&str, &dyn Fn()); 5] = [
+        ("cuCtxSynchronize", &|| ok(unsafe { cuCtxSynchronize() })),
+        ("cuStreamSynchronize(legacy)", &|| ok(unsafe { cuStreamSynchronize(null_mut()) })),
+        ("cuStreamQuery(CU_STREAM_LEGACY)", &|| ok(unsafe { cuStreamQuery(1 as P) })),
+        ("a memset on the legacy stream", &|| ok(unsafe { cuMemsetD8_v2(scratch, 0, 4) })),
+        ("a memset on a blocking stream", &|| ok(unsafe { cuMemsetD8Async(scratch, 0, 4, blocking) })),
+    ];
+    for (what, order) in ordered {
+        assert_eq!(run(order), vec![3.0; n], "ordered by {what}");
+    }
+    // An event recorded on the legacy stream and waited on by the kernel's stream.
+    let mut ev = null_mut();
+    ok(unsafe { cuEventCreate(&mut ev, 2) });
+    let joined = run(&|| unsafe {
+        ok(cuEventRecord(ev, null_mut()));
+        ok(cuStreamWaitEvent(s, ev, 0));
+    });
+    assert_eq!(joined, vec![3.0; n], "ordered by an event");
+    // Copies on the kernel's own stream are ordered by the stream.
+    unsafe {
+        ok(cuMemcpyHtoDAsync_v2(x, ones.as_ptr().cast(), n * 4, s));
+        ok(cuMemcpyHtoDAsync_v2(y, twos.as_ptr().cast(), n * 4, s));
+        ok(axpy(f, s, x, y, n as u32));
+        ok(cuStreamSynchronize(s));
+    }
+    assert_eq!(download_f32(y, n), vec![3.0; n]);
+    // A copy still pending when its memory is freed lands first (no write to freed
+    // memory); one pending when its context is destroyed is dropped with the context.
+    unsafe {
+        ok(cuMemcpyHtoD_v2(x, ones.as_ptr().cast(), n * 4));
+        ok(cuMemFree_v2(x));
+        let mut ctx = null_mut();
+        ok(cuCtxCreate_v2(&mut ctx, 0, 0));
+        let z = alloc(16);
+        ok(cuMemcpyHtoD_v2(z, ones.as_ptr().cast(), 16));
+        ok(cuCtxDestroy_v2(ctx));
+        ok(cuMemFree_v2(y));
+        ok(cuMemFree_v2(scratch));
+        ok(cuEventDestroy_v2(ev));
+        ok(cuStreamDestroy_v2(blocking));
+        ok(cuModuleUnload(m));
     }
 }

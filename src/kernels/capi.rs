@@ -7,7 +7,13 @@
 //! - no panic crosses the boundary (each body runs under `catch_unwind`);
 //! - pointers are device pointers in the handle's context; a required pointer that is
 //!   null, or not aligned to its element size, is rejected, and so are sizes whose byte
-//!   counts overflow and input/output ranges that overlap;
+//!   counts (or end addresses) overflow, computed with checked arithmetic only;
+//! - a range the call writes must not overlap any other range of the call, read or
+//!   written, tensor lists included (the same gradient twice, one tensor's params on
+//!   another's m); ranges that are only read may share memory;
+//! - enumerations and flags arrive as plain integers (`int32_t`) and are checked against
+//!   their allowed values: C or ctypes can pass any integer, and a Rust enum field holding
+//!   an undeclared value would be undefined behaviour;
 //! - the work is queued on the handle's stream and the call returns without waiting.
 //!
 //! The handle adopts the calling thread's current CUDA context (the primary context
@@ -62,7 +68,9 @@ pub enum MpStatus {
     MP_ERR_INTERNAL = 8,
 }
 
-/// Element types of the buffers that can be either.
+/// Element types of the buffers that can be either: the values of
+/// `mp_gemm_args.c_dtype` and `.bias_dtype` (fields declared `int32_t`, so that any
+/// integer a caller passes is a defined value that mp_gemm can reject).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MpDtype {
@@ -104,16 +112,18 @@ pub struct mp_gemm_args {
     pub b: u64,
     /// C, of c_dtype.
     pub c: u64,
-    /// C's element type.
-    pub c_dtype: MpDtype,
+    /// C's element type: MP_F32 (0) or MP_F16 (1), an MpDtype value; anything else is
+    /// MP_ERR_INVALID_ARGUMENT.
+    pub c_dtype: i32,
     /// Multiplies op(A) op(B).
     pub alpha: f32,
     /// Multiplies the old C (not read when 0).
     pub beta: f32,
     /// n bias values of bias_dtype, or 0 for none.
     pub bias: u64,
-    /// The bias's element type.
-    pub bias_dtype: MpDtype,
+    /// The bias's element type: MP_F32 (0) or MP_F16 (1), an MpDtype value; anything
+    /// else is MP_ERR_INVALID_ARGUMENT (checked even when bias is 0).
+    pub bias_dtype: i32,
     /// f16 pre-activation output (same layout as C), or 0 for none.
     pub pre: u64,
     /// 0 none, 1 ReLU, 2 GELU (tanh form).
@@ -274,18 +284,74 @@ fn borrow_scalar<T>(op: &'static str, what: &'static str, dev: &Device, ptr: u64
     }
 }
 
-/// Rejects overlapping byte ranges among `ranges` (start, bytes); outputs written with
-/// __restrict__ must not alias inputs.
-fn disjoint(op: &'static str, ranges: &[(&'static str, u64, usize)]) -> Result<()> {
-    for (i, &(a, pa, la)) in ranges.iter().enumerate() {
-        for &(b, pb, lb) in &ranges[i + 1..] {
-            if la == 0 || lb == 0 || pa == 0 || pb == 0 {
-                continue;
-            }
-            let (ea, eb) = (pa.saturating_add(la as u64), pb.saturating_add(lb as u64));
-            if pa < eb && pb < ea {
-                return Err(Error::InvalidArgument { op, what: b, why: format!("overlaps `{a}`") });
-            }
+/// A device byte range `[start, end)` a call reads or writes, named for its message:
+/// `what` is the argument (the field of a list entry), `index` the entry in a list.
+#[derive(Clone, Copy, Debug)]
+struct Range {
+    what: &'static str,
+    index: Option<usize>,
+    start: u64,
+    end: u64,
+}
+
+impl Range {
+    /// Null pointers (absent optional buffers) and empty ranges touch nothing.
+    fn touches(&self) -> bool {
+        self.start != 0 && self.end > self.start
+    }
+
+    fn at(mut self, index: usize) -> Range {
+        self.index = Some(index);
+        self
+    }
+}
+
+impl std::fmt::Display for Range {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.index {
+            Some(i) => write!(f, "`{}` of entry {i}", self.what)?,
+            None => write!(f, "`{}`", self.what)?,
+        }
+        write!(f, " [{:#x}, {:#x})", self.start, self.end)
+    }
+}
+
+/// The range of `elems` elements of `size` bytes at `ptr`. Every product and sum is
+/// checked: a byte count past `isize::MAX` or an end past the address space is
+/// MP_ERR_INVALID_ARGUMENT naming `what`, never a wrapped (tiny) range that the overlap
+/// checks would wave through.
+fn range(op: &'static str, what: &'static str, ptr: u64, elems: usize, size: usize) -> Result<Range> {
+    elems
+        .checked_mul(size)
+        .filter(|&b| b <= isize::MAX as usize)
+        .and_then(|b| ptr.checked_add(b as u64))
+        .map(|end| Range { what, index: None, start: ptr, end })
+        .ok_or_else(|| Error::InvalidArgument {
+            op,
+            what,
+            why: format!("{elems} elements of {size} bytes at {ptr:#x} overflow the address space"),
+        })
+}
+
+/// Rejects any overlap between two ranges of `writes`, or between a range of `writes`
+/// and one of `reads` (kernels take their pointers `__restrict__`, and a list entry
+/// written by one block while another block reads or writes it is a race); `reads` may
+/// overlap each other. Sorts the written ranges by start and checks neighbours in one
+/// pass, then finds each read range's neighbour by binary search: O((w + r) log w) for
+/// lists of any length.
+fn no_overlap(op: &'static str, mut writes: Vec<Range>, reads: &[Range]) -> Result<()> {
+    let clash = |x: &Range, y: &Range| Error::InvalidArgument { op, what: x.what, why: format!("{x} overlaps {y}") };
+    writes.retain(Range::touches);
+    writes.sort_unstable_by_key(|r| (r.start, r.end));
+    // Sorted by start, no neighbour overlapping means all are disjoint and the ends
+    // increase too (by induction), which the search below relies on.
+    if let Some(w) = writes.windows(2).find(|w| w[1].start < w[0].end) {
+        return Err(clash(&w[1], &w[0]));
+    }
+    for r in reads.iter().filter(|r| r.touches()) {
+        let i = writes.partition_point(|w| w.end <= r.start);
+        if let Some(w) = writes.get(i).filter(|w| w.start < r.end) {
+            return Err(clash(r, w));
         }
     }
     Ok(())
@@ -348,10 +414,18 @@ fn cast<S: Element, D: Element>(
 ) -> Result<()> {
     let dev = &handle(op, h)?.dev;
     let n = length(op, "n", n, 4)?;
-    disjoint(op, &[("x", x, n * size_of::<S>()), ("y", y, n * size_of::<D>())])?;
+    no_overlap(op, vec![range(op, "y", y, n, size_of::<D>())?], &[range(op, "x", x, n, size_of::<S>())?])?;
     let xs = borrow::<S>(op, "x", dev, x, n)?;
     let mut ys = borrow::<D>(op, "y", dev, y, n)?;
     launch(dev, &xs.view(), &mut ys.view_mut())
+}
+
+fn dtype(op: &'static str, what: &'static str, d: i32) -> Result<MpDtype> {
+    match d {
+        0 => Ok(MpDtype::MP_F32),
+        1 => Ok(MpDtype::MP_F16),
+        _ => Err(Error::InvalidArgument { op, what, why: format!("{d}: expected 0 (MP_F32) or 1 (MP_F16)") }),
+    }
 }
 
 fn transpose(op: &'static str, what: &'static str, t: i32) -> Result<Transpose> {
@@ -405,33 +479,38 @@ pub unsafe extern "C" fn mp_gemm(h: *const mp_handle, args: *const mp_gemm_args)
                 why: format!("{shape:?} overflows"),
             })
         };
+        let c_dtype = dtype(OP, "c_dtype", a.c_dtype)?;
+        let bias_dtype = dtype(OP, "bias_dtype", a.bias_dtype)?;
         shape.validate(OP, usize::MAX, usize::MAX, usize::MAX, None, None)?;
         let ((ar, ac), (br, bc)) = shape.stored();
         let (la, lb, lc) = (span(ar, ac, shape.lda)?, span(br, bc, shape.ldb)?, span(shape.m, shape.n, shape.ldc)?);
-        let c_size = if a.c_dtype == MpDtype::MP_F32 { 4 } else { 2 };
-        let bias_size = if a.bias_dtype == MpDtype::MP_F32 { 4 } else { 2 };
+        let c_size = if c_dtype == MpDtype::MP_F32 { 4 } else { 2 };
+        let bias_size = if bias_dtype == MpDtype::MP_F32 { 4 } else { 2 };
+        let r = |what, ptr, elems, size| {
+            range(OP, what, ptr, elems, size).map_err(|e| match e {
+                Error::InvalidArgument { op, what, why } => {
+                    Error::InvalidArgument { op, what, why: format!("{why} ({shape:?})") }
+                }
+                e => e,
+            })
+        };
         // Outputs must not overlap any input or each other; the inputs may share memory
         // (A and B the same matrix for X^T X, a bias inside a weight buffer).
         let inputs = [
-            ("a", a.a, la * 2),
-            ("b", a.b, lb * 2),
-            ("bias", a.bias, if a.bias != 0 { shape.n * bias_size } else { 0 }),
+            r("a", a.a, la, 2)?,
+            r("b", a.b, lb, 2)?,
+            r("bias", a.bias, if a.bias != 0 { shape.n } else { 0 }, bias_size)?,
         ];
-        let outputs = [("c", a.c, lc * c_size), ("pre", a.pre, if a.pre != 0 { lc * 2 } else { 0 })];
-        for out in outputs {
-            for input in inputs {
-                disjoint(OP, &[input, out])?;
-            }
-        }
-        disjoint(OP, &outputs)?;
+        let outputs = vec![r("c", a.c, lc, c_size)?, r("pre", a.pre, if a.pre != 0 { lc } else { 0 }, 2)?];
+        no_overlap(OP, outputs, &inputs)?;
         let ab = borrow::<f16>(OP, "a", dev, a.a, la)?;
         let bb = borrow::<f16>(OP, "b", dev, a.b, lb)?;
-        let bias32 = if a.bias != 0 && a.bias_dtype == MpDtype::MP_F32 {
+        let bias32 = if a.bias != 0 && bias_dtype == MpDtype::MP_F32 {
             Some(borrow::<f32>(OP, "bias", dev, a.bias, shape.n)?)
         } else {
             None
         };
-        let bias16 = if a.bias != 0 && a.bias_dtype == MpDtype::MP_F16 {
+        let bias16 = if a.bias != 0 && bias_dtype == MpDtype::MP_F16 {
             Some(borrow::<f16>(OP, "bias", dev, a.bias, shape.n)?)
         } else {
             None
@@ -444,7 +523,7 @@ pub unsafe extern "C" fn mp_gemm(h: *const mp_handle, args: *const mp_gemm_args)
         };
         let mut pre_view = pre.as_mut().map(|p| p.view_mut());
         let epilogue = Epilogue { alpha: a.alpha, beta: a.beta, bias, pre: pre_view.as_mut(), activation };
-        match a.c_dtype {
+        match c_dtype {
             MpDtype::MP_F32 => {
                 let mut c = borrow::<f32>(OP, "c", dev, a.c, lc)?;
                 gemm(dev, &shape, &ab.view(), &bb.view(), &mut c.view_mut(), epilogue)
@@ -493,7 +572,11 @@ fn unscale<G: Element>(
     let dev = &handle(op, h)?.dev;
     let n = length(op, "n", n, size_of::<G>())?;
     null_or_misaligned::<f32>(op, "found_inf", found)?;
-    disjoint(op, &[("grads", grads, n * size_of::<G>()), ("scale", scale, 4), ("found_inf", found, 4)])?;
+    no_overlap(
+        op,
+        vec![range(op, "grads", grads, n, size_of::<G>())?, range(op, "found_inf", found, 1, 4)?],
+        &[range(op, "scale", scale, 1, 4)?],
+    )?;
     let mut g = borrow::<G>(op, "grads", dev, grads, n)?;
     let s = borrow_scalar::<f32>(op, "scale", dev, scale)?;
     let mut f = borrow::<f32>(op, "found_inf", dev, found, 1)?;
@@ -559,10 +642,19 @@ fn unscale_multi<G: Element>(
     let ptrs = host_array(op, "grads", grads, count)?;
     let lens = host_array(op, "lens", lens, count)?;
     null_or_misaligned::<f32>(op, "found_inf", found)?;
-    let mut bufs = Vec::with_capacity(ptrs.len());
-    for (&p, &n) in ptrs.iter().zip(lens) {
+    // Every gradient is written (divided in place): no two may overlap, nor any of them
+    // the found_inf flag (written) or the scale (read).
+    let mut writes = Vec::with_capacity(ptrs.len() + 1);
+    let mut sizes = Vec::with_capacity(ptrs.len());
+    for (i, (&p, &n)) in ptrs.iter().zip(lens).enumerate() {
         let n = length(op, "lens", n, size_of::<G>())?;
-        disjoint(op, &[("grads", p, n * size_of::<G>()), ("scale", scale, 4), ("found_inf", found, 4)])?;
+        writes.push(range(op, "grads", p, n, size_of::<G>())?.at(i));
+        sizes.push(n);
+    }
+    writes.push(range(op, "found_inf", found, 1, 4)?);
+    no_overlap(op, writes, &[range(op, "scale", scale, 1, 4)?])?;
+    let mut bufs = Vec::with_capacity(ptrs.len());
+    for (&p, &n) in ptrs.iter().zip(&sizes) {
         bufs.push(borrow::<G>(op, "grads", dev, p, n)?);
     }
     let s = borrow_scalar::<f32>(op, "scale", dev, scale)?;
@@ -670,23 +762,31 @@ fn adam<G: Element>(
     let cfg = adam_config(op, cfg)?;
     let list = host_array(op, "tensors", ts, count)?;
     null_or_misaligned::<f32>(op, "step", step)?;
-    let mut bufs: Vec<AdamBufs<G>> = Vec::with_capacity(list.len());
-    for t in list {
+    // Written: every entry's params, m, v and copy, and the step count; read: every
+    // entry's grads, the scale and found_inf. No written range may overlap another
+    // range, within an entry or across entries (the same tensor listed twice, one
+    // entry's params on another's m); reads may share memory.
+    let g = size_of::<G>();
+    let mut writes = Vec::with_capacity(4 * list.len() + 1);
+    let mut reads = Vec::with_capacity(list.len() + 2);
+    let mut lens = Vec::with_capacity(list.len());
+    for (i, t) in list.iter().enumerate() {
         let n = length(op, "len", t.len, 4)?;
-        let g = size_of::<G>();
-        disjoint(
-            op,
-            &[
-                ("params", t.params, n * 4),
-                ("grads", t.grads, n * g),
-                ("m", t.m, n * 4),
-                ("v", t.v, n * 4),
-                ("copy", t.copy, if t.copy != 0 { n * 2 } else { 0 }),
-                ("step", step, 4),
-                ("scale", scale, 4),
-                ("found_inf", found, 4),
-            ],
-        )?;
+        // Messages name the list entry; a single-tensor call has no list.
+        let entry = |r: Range| if multi { r.at(i) } else { r };
+        writes.push(entry(range(op, "params", t.params, n, 4)?));
+        writes.push(entry(range(op, "m", t.m, n, 4)?));
+        writes.push(entry(range(op, "v", t.v, n, 4)?));
+        writes.push(entry(range(op, "copy", t.copy, if t.copy != 0 { n } else { 0 }, 2)?));
+        reads.push(entry(range(op, "grads", t.grads, n, g)?));
+        lens.push(n);
+    }
+    writes.push(range(op, "step", step, 1, 4)?);
+    reads.push(range(op, "scale", scale, 1, 4)?);
+    reads.push(range(op, "found_inf", found, 1, 4)?);
+    no_overlap(op, writes, &reads)?;
+    let mut bufs: Vec<AdamBufs<G>> = Vec::with_capacity(list.len());
+    for (t, &n) in list.iter().zip(&lens) {
         let copy = if t.copy != 0 { Some(borrow::<f16>(op, "copy", dev, t.copy, n)?) } else { None };
         bufs.push((
             borrow::<f32>(op, "params", dev, t.params, n)?,
@@ -739,7 +839,11 @@ pub unsafe extern "C" fn mp_update_scale(
         null_or_misaligned::<f32>(OP, "scale", scale)?;
         null_or_misaligned::<i32>(OP, "growth_tracker", growth_tracker)?;
         null_or_misaligned::<f32>(OP, "found_inf", found_inf)?;
-        disjoint(OP, &[("scale", scale, 4), ("growth_tracker", growth_tracker, 4), ("found_inf", found_inf, 4)])?;
+        no_overlap(
+            OP,
+            vec![range(OP, "scale", scale, 1, 4)?, range(OP, "growth_tracker", growth_tracker, 1, 4)?],
+            &[range(OP, "found_inf", found_inf, 1, 4)?],
+        )?;
         let mut s = borrow::<f32>(OP, "scale", dev, scale, 1)?;
         let mut g = borrow::<i32>(OP, "growth_tracker", dev, growth_tracker, 1)?;
         let f = borrow::<f32>(OP, "found_inf", dev, found_inf, 1)?;

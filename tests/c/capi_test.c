@@ -9,7 +9,15 @@
    of our own, real calls of every family whose results are checked on the host
    (cast both ways, GEMM with bias + ReLU and a transposed layout, multi-tensor unscale
    with and without an inf, multi-tensor AdamW with its found_inf skip, update_scale),
-   and misaligned or overlapping pointers rejected before any launch.
+   and rejected before any launch: misaligned or overlapping pointers (within a tensor
+   list too), out-of-range enumeration values, shapes whose byte counts overflow.
+
+   Ordering: the kernels run on a CU_STREAM_NON_BLOCKING stream, which does not wait for
+   the legacy default stream, so every upload is a cuMemcpyHtoDAsync on that same stream.
+   A synchronous cuMemcpyHtoD (legacy stream, pageable memory) may return before its DMA
+   lands, and a kernel on the non-blocking stream could read stale bytes on a GPU; the
+   emulator models that (its driver docs, emu/src/driver/mem.rs), so it fails there too.
+   Downloads synchronize the stream first, then use the synchronous cuMemcpyDtoH.
 
    Exit status 0 when every check holds. MIXED_PRECISION_REQUIRE_GPU=1 turns "no
    driver / no device" into a failure, as for the Rust tests. */
@@ -141,7 +149,7 @@ static struct {
   CUresult (*stream_sync)(CUstream);
   CUresult (*alloc)(CUdeviceptr *, size_t);
   CUresult (*free)(CUdeviceptr);
-  CUresult (*htod)(CUdeviceptr, const void *, size_t);
+  CUresult (*htod_async)(CUdeviceptr, const void *, size_t, CUstream);
   CUresult (*dtoh)(void *, CUdeviceptr, size_t);
 } cu;
 
@@ -160,7 +168,7 @@ static int load_driver(void *lib) {
       {(void **)&cu.stream_sync, "cuStreamSynchronize"},
       {(void **)&cu.alloc, "cuMemAlloc_v2"},
       {(void **)&cu.free, "cuMemFree_v2"},
-      {(void **)&cu.htod, "cuMemcpyHtoD_v2"},
+      {(void **)&cu.htod_async, "cuMemcpyHtoDAsync_v2"},
       {(void **)&cu.dtoh, "cuMemcpyDtoH_v2"},
   };
   for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
@@ -182,10 +190,16 @@ static int load_driver(void *lib) {
     }                                                                                    \
   } while (0)
 
-static CUdeviceptr upload(const void *host, size_t bytes) {
+/* Host to device on the stream the kernels run on, so they are ordered after it (from
+   pageable memory the call stages `host` before returning: it may be reused at once). */
+static void put(CUdeviceptr p, const void *host, size_t bytes, CUstream s) {
+  CU(cu.htod_async(p, host, bytes, s));
+}
+
+static CUdeviceptr upload(const void *host, size_t bytes, CUstream s) {
   CUdeviceptr p;
   CU(cu.alloc(&p, bytes));
-  CU(cu.htod(p, host, bytes));
+  put(p, host, bytes, s);
   return p;
 }
 
@@ -203,7 +217,7 @@ static void cast_calls(const mp_handle *h, CUstream s) {
   for (int i = 0; i < N; i++) x[i] = uniform(-70000.0f, 70000.0f) * (i % 3 ? 1e-3f : 1.0f);
   x[0] = 65519.0f, x[1] = 65520.0f, x[2] = -1e-8f, x[3] = 3e-8f, x[4] = NAN, x[5] = -INFINITY;
   x[6] = 6.1e-5f, x[7] = 0.1f;
-  CUdeviceptr dx = upload(x, sizeof x), dy;
+  CUdeviceptr dx = upload(x, sizeof x, s), dy;
   CU(cu.alloc(&dy, sizeof y));
   EXPECT(mp_cast_f32_f16(h, dx, dy, N), MP_OK);
   download(y, dy, sizeof y, s);
@@ -242,8 +256,8 @@ static void gemm_calls(const mp_handle *h, CUstream s) {
   for (int kk = 0; kk < K; kk++)
     for (int j = 0; j < N; j++) bt[j * K + kk] = b[kk * N + j];
   for (int j = 0; j < N; j++) bias[j] = (float)(j % 5) - 2.0f;
-  CUdeviceptr da = upload(a, sizeof a), db = upload(b, sizeof b), dbt = upload(bt, sizeof bt);
-  CUdeviceptr dbias = upload(bias, sizeof bias), dc, dc16;
+  CUdeviceptr da = upload(a, sizeof a, s), db = upload(b, sizeof b, s), dbt = upload(bt, sizeof bt, s);
+  CUdeviceptr dbias = upload(bias, sizeof bias, s), dc, dc16;
   CU(cu.alloc(&dc, sizeof c));
   CU(cu.alloc(&dc16, sizeof c16));
 
@@ -279,6 +293,32 @@ static void gemm_calls(const mp_handle *h, CUstream s) {
     }
   CHECK(bad == 0, "mp_gemm NT f16: %d of %d elements differ", bad, M * N);
 
+  /* Enumerations arrive as int32_t: values outside MpDtype are rejected, naming the
+     field, whether or not a bias is given. */
+  const mp_gemm_args valid = g;
+  const int32_t bad_dtypes[2] = {2, -1};
+  for (int i = 0; i < 2; i++) {
+    mp_gemm_args d = valid;
+    d.c_dtype = bad_dtypes[i];
+    EXPECT(mp_gemm(h, &d), MP_ERR_INVALID_ARGUMENT);
+    CHECK(last_error_names("`c_dtype`"), "c_dtype %d: the message names the field", bad_dtypes[i]);
+    d = valid, d.bias = dbias, d.bias_dtype = bad_dtypes[i];
+    EXPECT(mp_gemm(h, &d), MP_ERR_INVALID_ARGUMENT);
+    CHECK(last_error_names("`bias_dtype`"), "bias_dtype %d: the message names the field", bad_dtypes[i]);
+  }
+
+  /* Absurd shapes whose byte counts would wrap in 64 bits are rejected, naming the
+     buffer, before any overlap check could see a wrapped (tiny) range: m = 2^62 (A spans
+     2^63 bytes), and ldc = 2^62 with an f32 C (4 * (2^62 + 1) bytes wraps to 4). */
+  mp_gemm_args big = valid;
+  big.m = 1ull << 62, big.n = 1, big.k = 1, big.trans_a = 0, big.trans_b = 0, big.lda = 1, big.ldb = 1;
+  big.ldc = 1, big.c = dc, big.c_dtype = MP_F32, big.bias = 0;
+  EXPECT(mp_gemm(h, &big), MP_ERR_INVALID_ARGUMENT);
+  CHECK(last_error_names("`a`") && last_error_names("overflow"), "m = 2^62: the message names `a`");
+  big.m = 2, big.ldc = 1ull << 62;
+  EXPECT(mp_gemm(h, &big), MP_ERR_INVALID_ARGUMENT);
+  CHECK(last_error_names("`c`") && last_error_names("overflow"), "ldc = 2^62: the message names `c`");
+
   /* Rejected before launch: a misaligned A, an unknown activation, C over A. */
   g.a = da + 1;
   EXPECT(mp_gemm(h, &g), MP_ERR_MISALIGNED);
@@ -304,8 +344,8 @@ static void unscale_calls(const mp_handle *h, CUstream s) {
   float scale = 1024.0f, found = 0.0f;
   for (int i = 0; i < N0; i++) g0[i] = (float)(i % 17 - 8) * scale;
   for (int i = 0; i < N1; i++) g1[i] = (float)i * scale;
-  CUdeviceptr d0 = upload(g0, sizeof g0), d1 = upload(g1, sizeof g1);
-  CUdeviceptr dscale = upload(&scale, 4), dfound = upload(&found, 4);
+  CUdeviceptr d0 = upload(g0, sizeof g0, s), d1 = upload(g1, sizeof g1, s);
+  CUdeviceptr dscale = upload(&scale, 4, s), dfound = upload(&found, 4, s);
   uint64_t ptrs[2] = {d0, d1}, lens[2] = {N0, N1};
   EXPECT(mp_unscale_check_multi_f32(h, ptrs, lens, 2, dscale, dfound), MP_OK);
   download(g0, d0, sizeof g0, s);
@@ -318,7 +358,7 @@ static void unscale_calls(const mp_handle *h, CUstream s) {
   CHECK(found == 0.0f, "finite gradients raised found_inf (%g)", found);
 
   g1[N1 - 1] = INFINITY;
-  CU(cu.htod(d1, g1, sizeof g1));
+  put(d1, g1, sizeof g1, s);
   EXPECT(mp_unscale_check_multi_f32(h, ptrs, lens, 2, dscale, dfound), MP_OK);
   download(&found, dfound, 4, s);
   CHECK(found == 1.0f, "an inf gradient did not raise found_inf (%g)", found);
@@ -327,6 +367,16 @@ static void unscale_calls(const mp_handle *h, CUstream s) {
   EXPECT(mp_unscale_check_multi_f32(h, NULL, lens, 2, dscale, dfound), MP_ERR_NULL_POINTER);
   uint64_t huge[2] = {N0, UINT64_MAX / 2};
   EXPECT(mp_unscale_check_multi_f32(h, ptrs, huge, 2, dscale, dfound), MP_ERR_INVALID_ARGUMENT);
+
+  /* Every gradient is written: the same pointer twice (divided twice, by racing
+     blocks), or two list entries that partly overlap, are rejected. */
+  uint64_t twice[2] = {d0, d0}, partly[2] = {d0, d0 + 4 * (N0 - N1)}; /* the last N1 of d0 */
+  EXPECT(mp_unscale_check_multi_f32(h, twice, lens, 2, dscale, dfound), MP_ERR_INVALID_ARGUMENT);
+  CHECK(last_error_names("`grads` of entry") && last_error_names("overlaps"), "the message names the entries");
+  EXPECT(mp_unscale_check_multi_f32(h, partly, lens, 2, dscale, dfound), MP_ERR_INVALID_ARGUMENT);
+  EXPECT(mp_unscale_check_multi_f16(h, twice, lens, 2, dscale, dfound), MP_ERR_INVALID_ARGUMENT);
+  uint64_t over_scale[2] = {d0, dscale}, one[2] = {N0, 1};
+  EXPECT(mp_unscale_check_multi_f32(h, over_scale, one, 2, dscale, dfound), MP_ERR_INVALID_ARGUMENT);
   CU(cu.free(d0));
   CU(cu.free(d1));
   CU(cu.free(dscale));
@@ -348,11 +398,11 @@ static void adam_calls(const mp_handle *h, CUstream s) {
       copy[t][i] = 0;
     }
     size_t b = (size_t)lens[t] * 4;
-    dp[t] = upload(p[t], b), dg[t] = upload(g[t], b), dm[t] = upload(m[t], b);
-    dv[t] = upload(v[t], b), dcopy[t] = upload(copy[t], b / 2);
+    dp[t] = upload(p[t], b, s), dg[t] = upload(g[t], b, s), dm[t] = upload(m[t], b, s);
+    dv[t] = upload(v[t], b, s), dcopy[t] = upload(copy[t], b / 2, s);
     ts[t] = (mp_adam_tensor){dp[t], dg[t], dm[t], dv[t], dcopy[t], (uint64_t)lens[t]};
   }
-  CUdeviceptr dstep = upload(&step, 4), dscale = upload(&scale, 4), dfound = upload(&found, 4);
+  CUdeviceptr dstep = upload(&step, 4, s), dscale = upload(&scale, 4, s), dfound = upload(&found, 4, s);
 
   /* found_inf set: nothing moves, the step count included (torch skips the step). */
   EXPECT(mp_adamw_step_multi_f32(h, ts, T, dstep, dscale, dfound, &cfg), MP_OK);
@@ -367,7 +417,7 @@ static void adam_calls(const mp_handle *h, CUstream s) {
 
   /* found_inf clear: one AdamW step against the host formula (torch's). */
   found = 0.0f;
-  CU(cu.htod(dfound, &found, 4));
+  put(dfound, &found, 4, s);
   EXPECT(mp_adamw_step_multi_f32(h, ts, T, dstep, dscale, dfound, &cfg), MP_OK);
   download(&step, dstep, 4, s);
   CHECK(step == 1.0f, "the step count is %g after one step", step);
@@ -397,6 +447,17 @@ static void adam_calls(const mp_handle *h, CUstream s) {
   mp_adam_tensor alias = ts[0];
   alias.m = alias.params;
   EXPECT(mp_adamw_step_f32(h, &alias, dstep, dscale, dfound, &cfg), MP_ERR_INVALID_ARGUMENT);
+  /* Across the list: one tensor twice, an entry's params on another entry's m, an
+     entry's gradients (read) on another entry's params (written). */
+  mp_adam_tensor list[T] = {ts[0], ts[0]};
+  EXPECT(mp_adamw_step_multi_f32(h, list, T, dstep, dscale, dfound, &cfg), MP_ERR_INVALID_ARGUMENT);
+  CHECK(last_error_names("of entry 1") && last_error_names("of entry 0"), "the message names both entries");
+  list[1] = ts[1], list[1].params = ts[0].m;
+  EXPECT(mp_adamw_step_multi_f32(h, list, T, dstep, dscale, dfound, &cfg), MP_ERR_INVALID_ARGUMENT);
+  CHECK(last_error_names("`params` of entry 1") && last_error_names("`m` of entry 0"), "params over m");
+  list[1] = ts[1], list[1].grads = ts[0].params;
+  EXPECT(mp_adamw_step_multi_f32(h, list, T, dstep, dscale, dfound, &cfg), MP_ERR_INVALID_ARGUMENT);
+  CHECK(last_error_names("`grads` of entry 1"), "grads over params");
   download(&step, dstep, 4, s);
   CHECK(step == 1.0f, "a rejected call moved the step count to %g", step);
   for (int t = 0; t < T; t++) {
@@ -414,14 +475,14 @@ static void adam_calls(const mp_handle *h, CUstream s) {
 static void update_scale_calls(const mp_handle *h, CUstream s) {
   float scale = 65536.0f, found = 1.0f;
   int32_t tracker = 5;
-  CUdeviceptr ds = upload(&scale, 4), dt = upload(&tracker, 4), df = upload(&found, 4);
+  CUdeviceptr ds = upload(&scale, 4, s), dt = upload(&tracker, 4, s), df = upload(&found, 4, s);
   EXPECT(mp_update_scale(h, ds, dt, df, 2.0, 0.5, 3), MP_OK);
   download(&scale, ds, 4, s);
   download(&tracker, dt, 4, s);
   CHECK(scale == 32768.0f && tracker == 0, "overflow: scale %g tracker %d, expected 32768 0", scale,
         tracker);
   found = 0.0f;
-  CU(cu.htod(df, &found, 4));
+  put(df, &found, 4, s);
   for (int i = 0; i < 3; i++) EXPECT(mp_update_scale(h, ds, dt, df, 2.0, 0.5, 3), MP_OK);
   download(&scale, ds, 4, s);
   download(&tracker, dt, 4, s);

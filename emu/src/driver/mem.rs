@@ -2,12 +2,47 @@
 //!
 //! Everything runs at call time (streams are FIFO and the host waits for nothing, so
 //! running each operation when it is issued is a legal schedule), except on a capturing
-//! stream, where memsets and device-to-device copies are recorded instead.
+//! stream, where memsets and device-to-device copies are recorded instead, and except
+//! host-to-device copies on the legacy default stream, below.
+//!
+//! # Host-to-device copies on the legacy stream
+//!
+//! The driver documents ("API synchronization behavior") that a synchronous
+//! `cuMemcpyHtoD` from pageable memory "will return once the pageable buffer has been
+//! copied to the staging memory for DMA transfer to device memory, but the DMA to final
+//! destination may not have completed". The copy is work on the legacy default stream,
+//! and a stream created with `CU_STREAM_NON_BLOCKING` does not wait for the legacy
+//! stream: a kernel launched there right after the call may read the destination before
+//! the DMA lands, and see the old bytes. Running the copy at call time would hide that
+//! bug, so the emulator models it (all host memory is pageable here):
+//!
+//! - a host-to-device copy issued on the legacy stream (`cuMemcpyHtoD`, or
+//!   `cuMemcpyHtoDAsync` naming the legacy stream) is staged (the bytes are copied from
+//!   the host, which may reuse its buffer at once) and left *pending*: the destination
+//!   keeps its old bytes;
+//! - pending copies land, in issue order, at the first thing ordered after them: any
+//!   stream-ordered operation on the legacy stream, the per-thread default stream or a
+//!   blocking created stream (kernel, graph, memset, copy in any direction, event record,
+//!   stream wait), `cuStreamSynchronize`/`cuStreamQuery` of the legacy stream,
+//!   `cuCtxSynchronize`, and `cuMemFree`/`cuMemFreeAsync` (a free synchronizes on the
+//!   driver, and must not leave a copy aimed at freed memory); destroying the context
+//!   discards them;
+//! - work on a non-blocking stream issued while copies are pending runs without them: a
+//!   kernel, a device-to-device or device-to-host copy there sees the destination's old
+//!   bytes (uninitialized, for a fresh allocation), as a GPU may. A kernel given a
+//!   pointer into a pending destination, or a copy reading one, is reported on stderr
+//!   ("reads memory still being written by an unordered legacy-stream copy").
+//!
+//! Landing a copy as late as this is one legal schedule of the real driver, so a
+//! program correct on a GPU is correct here; one that relies on the copy having landed
+//! without ordering it (the usual bug: upload with `cuMemcpyHtoD`, launch on a
+//! non-blocking stream) computes on stale data, and its own result checks fail. Copies
+//! on a created stream, and to or from the device on any stream, run at call time.
 
 use super::device::TOTAL_MEM;
 use super::error::*;
 use super::graph::run_node;
-use super::state::{with_init, Handle, Node, State, StreamRef};
+use super::state::{with_init, Handle, Node, PendingCopy, State, StreamRef};
 
 /// Bytes the host says it can still give, from /proc/meminfo; None when unknown. Checked
 /// only for large requests: Linux overcommits, so a huge allocation "succeeds" and the
@@ -100,14 +135,15 @@ pub fn alloc_async(size: usize, stream: Handle) -> Result<u64, CuResult> {
 }
 
 /// cuMemFree_v2. A null pointer is a no-op; anything but the base of a live allocation
-/// is INVALID_VALUE.
+/// is INVALID_VALUE. The context's pending legacy-stream copies land first (module docs).
 pub fn free(ptr: u64) -> Result<(), CuResult> {
     with_init(|s| {
-        s.current()?;
+        let ctx = s.current()?;
         s.check_unsafe_call("cuMemFree during capture")?;
         if ptr == 0 {
             return Ok(());
         }
+        s.land_copies(ctx);
         s.free(ptr)
     })
 }
@@ -117,7 +153,7 @@ pub fn free(ptr: u64) -> Result<(), CuResult> {
 /// capturing stream is INVALID_VALUE, as the driver answers for a non-graph allocation.
 pub fn free_async(ptr: u64, stream: Handle) -> Result<(), CuResult> {
     with_init(|s| {
-        let (_, st) = s.stream(stream)?;
+        let (ctx, st) = s.stream(stream)?;
         if s.capture_of(st).is_some() {
             eprintln!("mp-emu: cuMemFreeAsync of {ptr:#x} on a capturing stream: not a graph allocation");
             return Err(INVALID_VALUE);
@@ -126,6 +162,7 @@ pub fn free_async(ptr: u64, stream: Handle) -> Result<(), CuResult> {
         if ptr == 0 {
             return Ok(());
         }
+        s.land_copies(ctx);
         s.free(ptr)
     })
 }
@@ -178,33 +215,65 @@ pub fn copy_peer(
 }
 
 /// The check host copies make: on a capturing stream they are illegal (all host memory
-/// is treated as pageable, and a pageable copy cannot be captured).
-fn host_copy_target(s: &mut State, stream: Option<Handle>, what: &'static str) -> Result<(), CuResult> {
-    let (_, st) = s.target(stream, what)?;
-    s.forbid_in_capture(st, STREAM_CAPTURE_UNSUPPORTED, what)
+/// is treated as pageable, and a pageable copy cannot be captured). Returns the context
+/// and the stream the copy is ordered on.
+fn host_copy_target(
+    s: &mut State,
+    stream: Option<Handle>,
+    what: &'static str,
+) -> Result<(Handle, StreamRef), CuResult> {
+    let (ctx, st) = s.target(stream, what)?;
+    s.forbid_in_capture(st, STREAM_CAPTURE_UNSUPPORTED, what)?;
+    Ok((ctx, st))
 }
 
-/// cuMemcpyHtoD, synchronous when `stream` is None.
+/// cuMemcpyHtoD, synchronous when `stream` is None. On the legacy stream the copy is
+/// staged and stays pending until something is ordered after it (module docs); on any
+/// other stream it lands now, after the legacy stream's pending copies when that stream
+/// follows the legacy stream.
 pub fn copy_htod(dst: u64, src: &[u8], stream: Option<Handle>) -> Result<(), CuResult> {
     with_init(|s| {
-        host_copy_target(s, stream, "host-to-device copy from pageable memory during capture")?;
+        let (ctx, st) = host_copy_target(s, stream, "host-to-device copy from pageable memory during capture")?;
         if src.is_empty() {
             return Ok(());
         }
+        s.check_range(dst, src.len())?;
+        if let StreamRef::Legacy(_) = st {
+            s.pending.push(PendingCopy { ctx, dst, data: src.to_vec() });
+            return Ok(());
+        }
+        s.order(ctx, st);
         let d = s.memory.slice_mut(dst, src.len()).ok_or(INVALID_VALUE)?;
         d.copy_from_slice(src);
         Ok(())
     })
 }
 
-/// cuMemcpyDtoH, synchronous when `stream` is None.
+/// cuMemcpyDtoH, synchronous when `stream` is None (the legacy stream: pending copies
+/// land first). On a non-blocking stream it reads what is there now.
 pub fn copy_dtoh(dst: &mut [u8], src: u64, stream: Option<Handle>) -> Result<(), CuResult> {
     with_init(|s| {
-        host_copy_target(s, stream, "device-to-host copy to pageable memory during capture")?;
+        let (ctx, st) = host_copy_target(s, stream, "device-to-host copy to pageable memory during capture")?;
         if dst.is_empty() {
             return Ok(());
         }
+        s.check_range(src, dst.len())?;
+        if s.follows_legacy(st) {
+            s.land_copies(ctx);
+        } else if let Some(addr) = s.pending_overlap(ctx, src, dst.len()) {
+            s.warn_unordered(ctx, "a device-to-host copy", addr);
+        }
         dst.copy_from_slice(s.memory.slice(src, dst.len()).ok_or(INVALID_VALUE)?);
+        Ok(())
+    })
+}
+
+/// cuCtxSynchronize's part here: the current context's pending legacy-stream copies
+/// land (the entry point calls this after `context::ctx_synchronize` succeeded).
+pub fn land_legacy_copies() -> Result<(), CuResult> {
+    with_init(|s| {
+        let ctx = s.current()?;
+        s.land_copies(ctx);
         Ok(())
     })
 }

@@ -202,6 +202,15 @@ pub struct Graph {
     pub nodes: Arc<Vec<Node>>,
 }
 
+/// A host-to-device copy issued on a context's legacy default stream whose DMA has not
+/// landed yet: the staged bytes and where they go (see `driver::mem`, "Host-to-device
+/// copies on the legacy stream").
+pub struct PendingCopy {
+    pub ctx: Handle,
+    pub dst: u64,
+    pub data: Vec<u8>,
+}
+
 /// One stream's part in a capture sequence.
 pub struct Member {
     /// Nodes recorded on this stream so far (the position an event recorded here marks).
@@ -248,6 +257,8 @@ pub struct State {
     /// Which context allocated each live allocation (by base), so destroying a context
     /// frees what it allocated.
     pub owners: HashMap<u64, Handle>,
+    /// Legacy-stream host-to-device copies not yet landed, in issue order.
+    pub pending: Vec<PendingCopy>,
 }
 
 impl State {
@@ -307,6 +318,75 @@ impl State {
                 }
                 Ok((ctx, StreamRef::Created(h)))
             }
+        }
+    }
+
+    /// Whether work issued on `s` is ordered after the work issued before it on its
+    /// context's legacy default stream: the legacy stream itself, the per-thread default
+    /// stream and every created stream without CU_STREAM_NON_BLOCKING synchronize with it;
+    /// a non-blocking stream does not.
+    pub fn follows_legacy(&self, s: StreamRef) -> bool {
+        match s {
+            StreamRef::Legacy(_) | StreamRef::PerThread(_) => true,
+            StreamRef::Created(h) => self.streams.get(&h).is_some_and(|x| x.flags & STREAM_NON_BLOCKING == 0),
+        }
+    }
+
+    /// Lands the pending legacy-stream host-to-device copies of `ctx`, in issue order:
+    /// their DMA completes now. Always a legal schedule (a copy may complete any time
+    /// after it was issued); callers do it when something is ordered after them.
+    pub fn land_copies(&mut self, ctx: Handle) {
+        if !self.pending.iter().any(|p| p.ctx == ctx) {
+            return;
+        }
+        let (mine, others) = std::mem::take(&mut self.pending).into_iter().partition(|p| p.ctx == ctx);
+        self.pending = others;
+        for p in mine {
+            // Memory is freed only after its context's copies landed (`mem::free`), so
+            // the range is live; a miss would be an emulator bug, and the copy is dropped.
+            if let Some(d) = self.memory.slice_mut(p.dst, p.data.len()) {
+                d.copy_from_slice(&p.data);
+            }
+        }
+    }
+
+    /// The ordering step of a stream-ordered operation issued on `s` of `ctx`: when `s`
+    /// follows the legacy stream, the legacy stream's pending host-to-device copies land
+    /// first.
+    pub fn order(&mut self, ctx: Handle, s: StreamRef) {
+        if self.follows_legacy(s) {
+            self.land_copies(ctx);
+        }
+    }
+
+    /// The first pending legacy-stream copy of `ctx` whose destination holds `addr`.
+    pub fn pending_at(&self, ctx: Handle, addr: u64) -> Option<&PendingCopy> {
+        self.pending.iter().find(|p| p.ctx == ctx && addr >= p.dst && addr - p.dst < p.data.len() as u64)
+    }
+
+    /// The lowest address of `[addr, addr + len)` that a pending legacy-stream copy of
+    /// `ctx` has yet to write.
+    pub fn pending_overlap(&self, ctx: Handle, addr: u64, len: usize) -> Option<u64> {
+        self.pending.iter().filter(|p| p.ctx == ctx).find_map(|p| {
+            let lo = addr.max(p.dst);
+            let hi = addr.saturating_add(len as u64).min(p.dst + p.data.len() as u64);
+            (lo < hi).then_some(lo)
+        })
+    }
+
+    /// Says on stderr that `what`, issued on a stream that does not follow the legacy
+    /// stream, touches `addr` while a legacy-stream copy to it has not landed: on a GPU
+    /// it may see the bytes from before that copy, and here it does.
+    pub fn warn_unordered(&self, ctx: Handle, what: &str, addr: u64) {
+        if let Some(p) = self.pending_at(ctx, addr) {
+            eprintln!(
+                "mp-emu: {what} on a non-blocking stream reads memory still being written by an unordered \
+                 legacy-stream copy (host to device, {} bytes to {:#x}): a CU_STREAM_NON_BLOCKING stream does \
+                 not wait for the legacy stream, so it sees the old bytes (copy on the same stream, or synchronize \
+                 the context or the legacy stream before issuing it)",
+                p.data.len(),
+                p.dst
+            );
         }
     }
 
@@ -403,12 +483,20 @@ impl State {
 
     /// Records `node` into the stream's capture when it is capturing (true), after the
     /// legacy-stream check; false means the caller executes it now.
+    ///
+    /// Work about to run is ordered against the legacy stream's pending host-to-device
+    /// copies first ([`State::order`]); on a non-blocking stream it runs without them, and
+    /// a kernel given a pointer into one, or a copy reading one, is reported on stderr.
     pub fn record(&mut self, s: StreamRef, node: Node) -> Result<bool, CuResult> {
         let StreamRef::Created(h) = s else {
             self.check_legacy(s)?;
+            self.order_node(s, &node);
             return Ok(false);
         };
-        let Some(id) = self.capture_of(s) else { return Ok(false) };
+        let Some(id) = self.capture_of(s) else {
+            self.order_node(s, &node);
+            return Ok(false);
+        };
         let c = self.captures.get_mut(&id).ok_or(UNKNOWN)?;
         if c.invalidated.is_some() {
             return Err(STREAM_CAPTURE_INVALIDATED);
@@ -421,6 +509,46 @@ impl State {
         Ok(true)
     }
 
+    /// [`State::order`] for a node about to run on `s`, with the report of
+    /// [`State::warn_unordered`] when it does not follow the legacy stream.
+    fn order_node(&mut self, s: StreamRef, node: &Node) {
+        let ctx = match s {
+            StreamRef::Legacy(c) | StreamRef::PerThread(c) => c,
+            StreamRef::Created(h) => match self.streams.get(&h) {
+                Some(x) => x.ctx,
+                None => return,
+            },
+        };
+        if self.follows_legacy(s) {
+            self.land_copies(ctx);
+            return;
+        }
+        if !self.pending.iter().any(|p| p.ctx == ctx) {
+            return;
+        }
+        match node {
+            // Pointers are 8-byte parameters at 8-byte offsets; any such value inside a
+            // pending destination is reported (a kernel may be given a pointer it does
+            // not read, so this is a report, not an error: the data decides).
+            Node::Kernel { module, kernel, params, .. } => {
+                let name = module.kernels.get(*kernel).map_or("?", |k| k.name.as_str());
+                for chunk in params.chunks_exact(8) {
+                    let addr = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+                    if self.pending_at(ctx, addr).is_some() {
+                        self.warn_unordered(ctx, &format!("kernel {name}"), addr);
+                        break;
+                    }
+                }
+            }
+            &Node::Copy { src, len, .. } => {
+                if let Some(addr) = self.pending_overlap(ctx, src, len) {
+                    self.warn_unordered(ctx, "a device-to-device copy", addr);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Destroys everything context `ctx` owns: its streams (and their captures), events,
     /// modules and functions, graphs and execs, and the memory it allocated. The context
     /// entry itself is left to the caller (a primary context stays, inactive).
@@ -429,6 +557,7 @@ impl State {
         for id in captures {
             self.captures.remove(&id);
         }
+        self.pending.retain(|p| p.ctx != ctx);
         self.streams.retain(|_, s| s.ctx != ctx);
         self.events.retain(|_, e| e.ctx != ctx);
         let modules: Vec<Handle> = self.modules.iter().filter(|(_, m)| m.ctx == ctx).map(|(h, _)| *h).collect();

@@ -3,6 +3,10 @@
 //! Work runs when it is issued, so a stream is only a context, its flags and its capture
 //! state, and an event only a timestamp (host time: meaningless as a kernel time, and
 //! benchmarks refuse the emulator anyway) or the capture position it was recorded at.
+//! The one exception, host-to-device copies on the legacy stream that land only when
+//! something is ordered after them, is described in `driver::mem`; here, recording an
+//! event on or making a stream that follows the legacy stream wait, and synchronizing
+//! the legacy stream, land them.
 
 use std::time::Instant;
 
@@ -50,12 +54,19 @@ pub fn destroy(stream: Handle) -> Result<(), CuResult> {
     })
 }
 
-/// cuStreamSynchronize and cuStreamQuery: all work is done already; on a capturing stream
-/// this is a host synchronization, which invalidates the capture.
+/// cuStreamSynchronize and cuStreamQuery: all work is done already, except the legacy
+/// stream's pending host-to-device copies, which land when the legacy stream is the one
+/// synchronized (a created stream's synchronization does not wait for the legacy
+/// stream); on a capturing stream this is a host synchronization, which invalidates the
+/// capture.
 pub fn synchronize(stream: Handle, what: &'static str) -> Result<(), CuResult> {
     with_init(|s| {
-        let (_, st) = s.stream(stream)?;
-        s.forbid_in_capture(st, STREAM_CAPTURE_UNSUPPORTED, what)
+        let (ctx, st) = s.stream(stream)?;
+        s.forbid_in_capture(st, STREAM_CAPTURE_UNSUPPORTED, what)?;
+        if let StreamRef::Legacy(_) = st {
+            s.land_copies(ctx);
+        }
+        Ok(())
     })
 }
 
@@ -71,7 +82,7 @@ pub fn wait_event(stream: Handle, event: Handle, flags: u32) -> Result<(), CuRes
             return Err(INVALID_VALUE);
         }
         let recorded = s.events.get(&event).ok_or(INVALID_HANDLE)?.recorded;
-        let (_, st) = s.stream(stream)?;
+        let (ctx, st) = s.stream(stream)?;
         let mine = s.capture_of(st);
         match recorded {
             Recorded::Captured { capture, stream: from, seq } if s.captures.contains_key(&capture) => match mine {
@@ -108,7 +119,11 @@ pub fn wait_event(stream: Handle, event: Handle, flags: u32) -> Result<(), CuRes
                 );
                 Err(STREAM_CAPTURE_ISOLATION)
             }
-            _ => s.check_legacy(st),
+            _ => {
+                s.check_legacy(st)?;
+                s.order(ctx, st);
+                Ok(())
+            }
         }
     })
 }
@@ -159,6 +174,7 @@ pub fn event_record(event: Handle, stream: Handle) -> Result<(), CuResult> {
             }
             _ => {
                 s.check_legacy(st)?;
+                s.order(ctx, st);
                 Recorded::At(Instant::now())
             }
         };
