@@ -2,12 +2,33 @@
 // not fused into a GEMM epilogue and for every linear layer's backward.
 //
 //   activation_forward_f16:   y[i]  = (f16) act((f32) x[i])
-//   activation_backward_f16:  dx[i] = (f16) (dy[i] * act'(pre[i]))      in f32, rounded once
+//   activation_backward_f16:  dx[i] = (f16) grad(pre[i], dy[i])          in f32, rounded once
 //
 // act: 0 none, 1 ReLU, 2 GELU (tanh form, PyTorch's approximate='tanh'), the same codes
 // and the same formula as the GEMM epilogue (cuda/gemm.cu), so the derivative is taken at
-// exactly the pre-activation the forward used. ReLU'(0) = 0, as in PyTorch.
-//   GELU'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) k0 (1 + 3 k1 x^2),  t = tanh(k0 (x + k1 x^3))
+// exactly the pre-activation the forward used.
+//   none: grad(x, dy) = dy
+//   ReLU: grad(x, dy) = x <= 0 ? 0 : dy        a select, not dy * relu'(x)
+//   GELU: grad(x, dy) = dy * GELU'(x),
+//         GELU'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) k0 (1 + 3 k1 x^2),  t = tanh(k0 (x + k1 x^3))
+//
+// Non-finite values (issue 14, item 7). ReLU backward is PyTorch's threshold_backward
+// (grad_input = x <= threshold ? 0 : grad, threshold 0), not the product dy * relu'(x):
+//  - an inf or NaN dy at a dead unit (x <= 0, ReLU'(0) = 0 included) gives 0, where the
+//    product gives inf * 0 = NaN. The choice decides which steps are skipped: an fp16
+//    input gradient that overflows only at dead units reaches no parameter's gradient,
+//    so with the select the step goes on (as in PyTorch AMP), while the product would
+//    turn it into NaN, set found_inf and skip a step PyTorch takes. We follow PyTorch: the
+//    output does not depend on x at a dead unit, so 0 is the exact gradient there, and a
+//    run then skips the same steps as its PyTorch twin. A live unit (x > 0) passes dy
+//    through, inf and NaN included, so those still reach the weight gradients.
+//  - NaN x: the comparison x <= 0 is false, so dy passes through (as in PyTorch, whose
+//    relu keeps NaN in the forward as well). A NaN pre-activation has already made the
+//    forward output NaN, so the loss and the gradients are NaN and the step is skipped.
+// GELU keeps the product (as PyTorch's gelu_backward does): a non-finite dy always gives a
+// non-finite dx (inf * GELU'(x) is +-inf, or NaN where GELU'(x) is 0, which in f32 it is
+// for x below about -5.2), and an inf or NaN x gives NaN (inf * 0 and NaN propagate in
+// GELU'), so a non-finite value anywhere through a GELU skips the step.
 //
 // Layout: contiguous 1-D ranges of n elements; outputs do not overlap inputs.
 // Bytes moved per element: forward 4, backward 6. Each thread handles 8 elements per
@@ -33,14 +54,15 @@ __device__ __forceinline__ float act_forward(float x, int32_t act) {
     return x;
 }
 
-__device__ __forceinline__ float act_derivative(float x, int32_t act) {
+// The gradient of act at x given the incoming gradient dy (the header's grad(x, dy)).
+__device__ __forceinline__ float act_backward(float x, float dy, int32_t act) {
     const float k0 = 0.7978845608f, k1 = 0.044715f;
-    if (act == ACT_RELU) return x > 0.0f ? 1.0f : 0.0f;
+    if (act == ACT_RELU) return x <= 0.0f ? 0.0f : dy;  // threshold_backward: no inf * 0
     if (act == ACT_GELU) {
         const float t = tanhf(k0 * (x + k1 * x * x * x));
-        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k0 * (1.0f + 3.0f * k1 * x * x);
+        return dy * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k0 * (1.0f + 3.0f * k1 * x * x));
     }
-    return 1.0f;
+    return dy;
 }
 
 __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -76,9 +98,9 @@ extern "C" __global__ void activation_backward_f16(const __half* __restrict__ pr
         g.u = reinterpret_cast<const uint4*>(dy)[v];
 #pragma unroll
         for (int j = 0; j < ACT_VEC; j++)
-            out.h[j] = __float2half_rn(__half2float(g.h[j]) * act_derivative(__half2float(p.h[j]), act));
+            out.h[j] = __float2half_rn(act_backward(__half2float(p.h[j]), __half2float(g.h[j]), act));
         reinterpret_cast<uint4*>(dx)[v] = out.u;
     }
     for (uint64_t i = tail + tid; i < n; i += stride)
-        dx[i] = __float2half_rn(__half2float(dy[i]) * act_derivative(__half2float(pre[i]), act));
+        dx[i] = __float2half_rn(act_backward(__half2float(pre[i]), __half2float(dy[i]), act));
 }

@@ -213,7 +213,8 @@ pub fn activation(x: f32, act: Activation) -> f32 {
     }
 }
 
-/// `act'(x)`, as `activation_backward_f16` computes it (ReLU'(0) = 0, as in PyTorch).
+/// `act'(x)` (ReLU'(0) = 0, as in PyTorch), for finite `x`. The backward does not always
+/// multiply by it: see [`activation_grad`] for ReLU with non-finite values.
 pub fn activation_derivative(x: f32, act: Activation) -> f32 {
     match act {
         Activation::None => 1.0,
@@ -231,14 +232,47 @@ pub fn activation_derivative(x: f32, act: Activation) -> f32 {
     }
 }
 
+/// The gradient of `act` at `x` for an incoming gradient `dy`, as `act_backward` in
+/// cuda/activation.cu computes it (in f32, before any f16 rounding):
+///
+/// - none: `dy`;
+/// - ReLU: `if x <= 0 { 0 } else { dy }`, PyTorch's `threshold_backward`, a select rather
+///   than `dy * relu'(x)`. An inf or NaN `dy` at a dead unit (`x <= 0`) gives 0, not
+///   `inf * 0 = NaN`: the output does not depend on `x` there, so 0 is the exact gradient,
+///   and an fp16 gradient that overflows only at dead units (it reaches no parameter)
+///   does not set `found_inf`, so the step is taken, as in PyTorch AMP; the product would
+///   skip it. A live unit passes `dy` through, inf and NaN included. A NaN `x` passes `dy`
+///   through too (`NaN <= 0` is false, as in PyTorch; the forward already made the
+///   output NaN, so the step is skipped anyway);
+/// - GELU: `dy * gelu'(x)`, as PyTorch's `gelu_backward`: a non-finite `dy` always gives
+///   a non-finite result (NaN where `gelu'(x)` is 0 in f32, which it is for `x` below
+///   about -5.2), and an inf or NaN `x` gives NaN.
+///
+/// The CUDA kernel, both [`Precision`] modes and the autograd's fused linear backward all
+/// go through this one function on the CPU side.
+pub fn activation_grad(x: f32, dy: f32, act: Activation) -> f32 {
+    match act {
+        Activation::None => dy,
+        Activation::Relu => {
+            if x <= 0.0 {
+                0.0
+            } else {
+                dy
+            }
+        }
+        Activation::Gelu => dy * activation_derivative(x, act),
+    }
+}
+
 /// CPU reference of [`kernels::activation::activation_backward_f16`](crate::kernels::activation::activation_backward_f16)
-/// before the f16 rounding: `dx = dy * act'(pre)`.
+/// before the f16 rounding: `dx = activation_grad(pre, dy)` elementwise (`dy * act'(pre)`
+/// for finite values; see [`activation_grad`] for ReLU with inf and NaN).
 pub fn activation_backward(pre: &[f32], dy: &[f32], dx: &mut [f32], act: Activation) -> Result<()> {
     const OP: &str = "cpu::activation_backward";
     check_lengths(OP, pre.len(), dy.len())?;
     check_lengths(OP, pre.len(), dx.len())?;
     for ((d, &p), &g) in dx.iter_mut().zip(pre).zip(dy) {
-        *d = g * activation_derivative(p, act);
+        *d = activation_grad(p, g, act);
     }
     Ok(())
 }

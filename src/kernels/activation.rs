@@ -45,6 +45,14 @@ pub fn activation_forward_f16(
 
 /// `dx = (f16) (dy * act'(pre))`, computed in f32: the backward of an activation whose
 /// input (the pre-activation) was `pre`. All three must have the same length.
+///
+/// ReLU is PyTorch's `threshold_backward`, a select rather than a product:
+/// `dx = pre <= 0 ? 0 : dy`. An inf or NaN `dy` at a dead unit gives 0 (the product would
+/// give `inf * 0 = NaN` and skip a step PyTorch AMP takes); a live unit, or a NaN `pre`,
+/// passes `dy` through. GELU keeps the product, so a non-finite `dy` always gives a
+/// non-finite `dx`. The reasons, and the non-finite cases one by one, are in
+/// cuda/activation.cu's header and at [`cpu::activation_grad`](crate::backend::cpu::activation_grad),
+/// the CPU reference this kernel matches bit for bit for none and ReLU.
 pub fn activation_backward_f16(
     dev: &Device,
     pre: &impl DevicePtr<f16>,

@@ -62,6 +62,12 @@ fn check_len(op: &'static str, what: &'static str, expected: usize, got: usize) 
 /// `losses[r] = logsumexp(z[r, :]) - z[r, labels[r]]` in f32. Labels must lie in
 /// `[0, cols)`; the kernel cannot return an error, so check them on the host
 /// (a label outside gives a NaN loss, never an out-of-bounds read).
+///
+/// exp is `expf`, as in PyTorch, not the `__expf` intrinsic. Each loss is within
+/// `1.01 u (4 + ln cols + ceil(cols / 32) + 5 + 2 |ln s| + |ln s + m| + |loss|)` of the
+/// exact value (u = 2^-24, m the row max, s = sum exp(z - m)); cuda/loss.cu's header
+/// gives the derivation and the measured difference against `__expf` (at most 3.8e-6 in
+/// the loss for logits in [-30, 30]).
 pub fn cross_entropy_forward_f16(
     dev: &Device,
     shape: LossShape,
