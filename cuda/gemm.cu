@@ -5,6 +5,13 @@
 //   v += bias[n]                              (optional, f32 or f16)
 //   pre[m, n] = (f16) v                       (optional: the pre-activation, kept for backward)
 //   C[m, n] = act(v)                          act: none, ReLU, or GELU (tanh form)
+//   *found_inf = 1 if any C[m, n] as stored is inf or NaN   (optional; never cleared)
+//
+// found_inf is how a training step checks its weight gradients for overflow without a
+// separate pass over them: the weight-gradient GEMM (beta = 1 over micro-batches) raises
+// the flag as it writes. A value that ends non-finite was non-finite when last written
+// (inf and NaN survive every later accumulation), so checking at each write finds exactly
+// the gradients a pass after the backward would.
 //
 // Layouts, all row-major, M x N output:
 //   op(A) is M x K: A stored M x K (lda >= K) when not transposed, K x M (lda >= M) when it is
@@ -54,6 +61,7 @@ struct GemmParams {
     void* c;             // f32 or f16, by kernel
     const void* bias;    // nullptr, or N values of f32 or f16 (bias_f16)
     __half* pre;         // nullptr, or M x N with leading dimension ldc
+    float* found_inf;    // nullptr, or set to 1 when a value written to C is inf or NaN
     int64_t m, n, k, lda, ldb, ldc;
     float alpha, beta;
     int32_t act;
@@ -129,8 +137,16 @@ __device__ __forceinline__ float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(k0 * (x + k1 * x * x * x)));
 }
 
-__device__ __forceinline__ void store_out(float* c, int64_t i, float v) { c[i] = v; }
-__device__ __forceinline__ void store_out(__half* c, int64_t i, float v) { c[i] = __float2half_rn(v); }
+// store_out returns the value as stored (f16 rounding included), for the found_inf check.
+__device__ __forceinline__ float store_out(float* c, int64_t i, float v) {
+    c[i] = v;
+    return v;
+}
+__device__ __forceinline__ float store_out(__half* c, int64_t i, float v) {
+    const __half h = __float2half_rn(v);
+    c[i] = h;
+    return __half2float(h);
+}
 __device__ __forceinline__ float load_out(const float* c, int64_t i) { return c[i]; }
 __device__ __forceinline__ float load_out(const __half* c, int64_t i) { return __half2float(c[i]); }
 
@@ -238,7 +254,11 @@ __device__ __forceinline__ void gemm_body(const GemmParams& p, __half* smem) {
                     if (p.pre) p.pre[o] = __float2half_rn(v);
                     if (p.act == GEMM_ACT_RELU) v = v < 0.0f ? 0.0f : v;  // NaN passes through, as torch.relu
                     else if (p.act == GEMM_ACT_GELU) v = gelu_tanh(v);
-                    store_out(c, o, v);
+                    const float stored = store_out(c, o, v);
+                    // Sticky: only ever raised. Every writer writes the same value, so no
+                    // atomic is needed. Written at once rather than carried to the end of
+                    // the kernel: a flag live across the loop made ptxas spill on sm_90.
+                    if (p.found_inf && !isfinite(stored)) *p.found_inf = 1.0f;
                 }
             }
             __syncwarp();

@@ -2,6 +2,8 @@
 //
 //   bias_grad_f16:  db[c] = beta * db[c] + sum_r dz[r, c]      dz rows x cols f16, db f32
 //                   (a linear layer's bias gradient; beta = 1 accumulates micro-batches)
+//                   *found_inf = 1 if any db[c] written is inf or NaN (optional; sticky):
+//                   the training step's overflow check, made as the gradient is written
 //   sum_f32:        out[0] = beta * out[0] + factor * sum_i x[i]
 //                   (the mean loss from per-row losses; accumulation across micro-batches)
 //
@@ -27,7 +29,7 @@
 #define SUM_THREADS 1024
 
 extern "C" __global__ void bias_grad_f16(const __half* __restrict__ dz, float* __restrict__ db, int64_t rows,
-                                         int64_t cols, float beta) {
+                                         int64_t cols, float beta, float* __restrict__ found_inf) {
     __shared__ float partial[BIAS_GRAD_ROWS][BIAS_GRAD_COLS + 1];
     const int64_t c = (int64_t)blockIdx.x * BIAS_GRAD_COLS + threadIdx.x;
     float s = 0.0f;
@@ -40,7 +42,10 @@ extern "C" __global__ void bias_grad_f16(const __half* __restrict__ dz, float* _
         float total = 0.0f;
 #pragma unroll
         for (int y = 0; y < BIAS_GRAD_ROWS; y++) total += partial[y][threadIdx.x];
-        db[c] = beta == 0.0f ? total : beta * db[c] + total;
+        const float v = beta == 0.0f ? total : beta * db[c] + total;
+        db[c] = v;
+        // Sticky, same value from every writer: no atomic needed.
+        if (found_inf && !isfinite(v)) *found_inf = 1.0f;
     }
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use mixed_precision::backend::cpu;
 use mixed_precision::half::f16;
-use mixed_precision::kernels::gemm::{gemm, Activation, Bias, Epilogue, GemmShape, Transpose};
+use mixed_precision::kernels::gemm::{gemm, gemm_checking, Activation, Bias, Epilogue, GemmShape, Transpose};
 use mixed_precision::rng::Rng;
 use mixed_precision::{Element, Error, Tensor};
 
@@ -267,6 +267,89 @@ fn gemm_zero_dimensions() {
     for s in [GemmShape::dense(0, 2, 4, N, N), GemmShape::dense(2, 0, 4, N, N)] {
         gemm(&dev, &s, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()).unwrap();
         assert_eq!(c.to_host().unwrap(), [1.0; 4]);
+    }
+}
+
+/// gemm_checking raises found_inf exactly when a value it stores is inf or NaN (as
+/// stored: an f16 overflow counts, the same value in f32 does not), never clears it, and
+/// writes the same C as gemm. Both loading paths (k multiple of 8 or not), beta = 1 over
+/// a C holding a NaN (the micro-batch accumulation), several blocks.
+#[test]
+fn gemm_checking_raises_found_inf_on_nonfinite_stores_only() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(41);
+    for (m, n, k) in [(130, 140, 64), (33, 65, 47)] {
+        let s = GemmShape::dense(m, n, k, T, N);
+        let ((ar, ac), (br, bc)) = s.stored();
+        let mut a = random_f16(&mut rng, ar * ac);
+        let b = random_f16(&mut rng, br * bc);
+        let ad = |a: &[f16]| Tensor::from_host(&dev, a, &[a.len()]).unwrap();
+        let bd = ad(&b);
+        let flag = |v: f32| Tensor::from_host(&dev, &[v], &[1]).unwrap();
+        // Finite inputs: C matches gemm's bit for bit and the flag stays 0.
+        let mut want = Tensor::from_host(&dev, &vec![0.0f32; m * n], &[m * n]).unwrap();
+        gemm(&dev, &s, &ad(&a).view(), &bd.view(), &mut want.view_mut(), Epilogue::default()).unwrap();
+        let mut got = Tensor::from_host(&dev, &vec![0.0f32; m * n], &[m * n]).unwrap();
+        let mut found = flag(0.0);
+        gemm_checking(
+            &dev,
+            &s,
+            &ad(&a).view(),
+            &bd.view(),
+            &mut got.view_mut(),
+            Epilogue::default(),
+            &mut found.view_mut(),
+        )
+        .unwrap();
+        assert_eq!(got.to_host().unwrap(), want.to_host().unwrap(), "{m}x{n}x{k}");
+        assert_eq!(found.to_host().unwrap(), [0.0], "{m}x{n}x{k}: finite outputs raised found_inf");
+        // Sticky: a raised flag stays raised over a clean GEMM.
+        let mut raised = flag(1.0);
+        gemm_checking(
+            &dev,
+            &s,
+            &ad(&a).view(),
+            &bd.view(),
+            &mut got.view_mut(),
+            Epilogue::default(),
+            &mut raised.view_mut(),
+        )
+        .unwrap();
+        assert_eq!(raised.to_host().unwrap(), [1.0]);
+        // One large entry of A (stored k x m: A^T) (times alpha 16) makes row 3 of C about 5e5 times a sum of B:
+        // finite in f32, past f16's range in f16.
+        let big = f16::from_f32(30000.0);
+        for x in a[3..].iter_mut().step_by(ac).take(ar) {
+            *x = big;
+        }
+        let epi = || Epilogue { alpha: 16.0, ..Epilogue::default() };
+        let mut c32 = Tensor::from_host(&dev, &vec![0.0f32; m * n], &[m * n]).unwrap();
+        let mut f32_flag = flag(0.0);
+        gemm_checking(&dev, &s, &ad(&a).view(), &bd.view(), &mut c32.view_mut(), epi(), &mut f32_flag.view_mut())
+            .unwrap();
+        let c = c32.to_host().unwrap();
+        assert!(
+            c.iter().all(|x| x.is_finite()) && c.iter().any(|x| x.abs() > 65504.0),
+            "{m}x{n}x{k}: the case must overflow f16 only"
+        );
+        assert_eq!(f32_flag.to_host().unwrap(), [0.0], "{m}x{n}x{k}: finite f32 outputs raised found_inf");
+        let mut c16 = Tensor::from_host(&dev, &vec![f16::ZERO; m * n], &[m * n]).unwrap();
+        let mut f16_flag = flag(0.0);
+        gemm_checking(&dev, &s, &ad(&a).view(), &bd.view(), &mut c16.view_mut(), epi(), &mut f16_flag.view_mut())
+            .unwrap();
+        assert_eq!(
+            f16_flag.to_host().unwrap(),
+            [1.0],
+            "{m}x{n}x{k}: an f16 store overflowing to inf must raise found_inf"
+        );
+        // beta = 1 over a C holding a NaN: that element stays NaN and raises the flag.
+        let mut c0 = vec![0.5f32; m * n];
+        c0[m * n - 1] = f32::NAN;
+        let mut cn = Tensor::from_host(&dev, &c0, &[m * n]).unwrap();
+        let mut nan_flag = flag(0.0);
+        let acc = Epilogue { beta: 1.0, ..Epilogue::default() };
+        gemm_checking(&dev, &s, &ad(&a).view(), &bd.view(), &mut cn.view_mut(), acc, &mut nan_flag.view_mut()).unwrap();
+        assert_eq!(nan_flag.to_host().unwrap(), [1.0], "{m}x{n}x{k}: an accumulated NaN must raise found_inf");
     }
 }
 

@@ -4,11 +4,38 @@ mod common;
 
 use mixed_precision::backend::cpu;
 use mixed_precision::half::f16;
-use mixed_precision::kernels::reduce::{bias_grad_f16, sum_f32};
+use mixed_precision::kernels::reduce::{bias_grad_f16, bias_grad_f16_checking, sum_f32};
 use mixed_precision::rng::Rng;
 use mixed_precision::{Error, Tensor};
 
 const SHAPES: &[(usize, usize)] = &[(0, 5), (1, 1), (7, 33), (64, 128), (129, 10), (1000, 17), (4096, 64)];
+
+/// bias_grad_f16_checking raises found_inf exactly when a db it writes is inf or NaN,
+/// never clears it, and writes what bias_grad_f16 writes.
+#[test]
+fn bias_grad_checking_raises_found_inf_on_nonfinite_only() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(42);
+    let (rows, cols) = (129, 70);
+    let mut dz: Vec<f16> = (0..rows * cols).map(|_| f16::from_f32(rng.normal())).collect();
+    let run = |dz: &[f16], start: f32| {
+        let d = Tensor::from_host(&dev, dz, &[dz.len()]).unwrap();
+        let mut db = Tensor::from_host(&dev, &vec![1.0f32; cols], &[cols]).unwrap();
+        let mut found = Tensor::from_host(&dev, &[start], &[1]).unwrap();
+        bias_grad_f16_checking(&dev, &d.view(), &mut db.view_mut(), rows, cols, 1.0, &mut found.view_mut()).unwrap();
+        let mut plain = Tensor::from_host(&dev, &vec![1.0f32; cols], &[cols]).unwrap();
+        bias_grad_f16(&dev, &d.view(), &mut plain.view_mut(), rows, cols, 1.0).unwrap();
+        let (db, plain) = (db.to_host().unwrap(), plain.to_host().unwrap());
+        assert!(db.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan()));
+        found.to_host().unwrap()[0]
+    };
+    assert_eq!(run(&dz, 0.0), 0.0, "finite gradients raised found_inf");
+    assert_eq!(run(&dz, 1.0), 1.0, "found_inf is never cleared");
+    dz[5 * cols + 69] = f16::INFINITY;
+    assert_eq!(run(&dz, 0.0), 1.0, "an inf in the last column must raise found_inf");
+    dz[5 * cols + 69] = f16::NAN;
+    assert_eq!(run(&dz, 0.0), 1.0, "a NaN must raise found_inf");
+}
 
 #[test]
 fn cpu_bias_grad_sums_columns() {

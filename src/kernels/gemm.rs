@@ -4,7 +4,7 @@
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::f16;
 
-use super::check_device;
+use super::{check_device, check_scalar};
 use crate::device::Device;
 use crate::dtype::{DType, Element};
 use crate::error::{DriverContext, Error, Result};
@@ -152,7 +152,7 @@ pub enum Bias<'a> {
     F16(CudaView<'a, f16>),
 }
 
-/// Mirrors `struct GemmParams` in cuda/gemm.cu (104 bytes).
+/// Mirrors `struct GemmParams` in cuda/gemm.cu (112 bytes).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct GemmParams {
@@ -161,6 +161,7 @@ struct GemmParams {
     c: u64,
     bias: u64,
     pre: u64,
+    found_inf: u64,
     m: i64,
     n: i64,
     k: i64,
@@ -173,7 +174,7 @@ struct GemmParams {
     bias_f16: i32,
 }
 
-// SAFETY: plain `repr(C)` numbers with the layout of the CUDA struct (five pointers as u64,
+// SAFETY: plain `repr(C)` numbers with the layout of the CUDA struct (six pointers as u64,
 // six i64, two f32, two i32), passed by value as a kernel parameter.
 unsafe impl DeviceRepr for GemmParams {}
 
@@ -208,7 +209,40 @@ pub fn gemm<C: Element>(
     c: &mut CudaViewMut<'_, C>,
     epilogue: Epilogue<'_, '_>,
 ) -> Result<()> {
+    launch_gemm(dev, shape, a, b, c, epilogue, None)
+}
+
+/// [`gemm`] that also sets `found_inf` (one f32) to 1 when a value it writes to C (as
+/// stored) is inf or NaN, and never clears it: a training step's overflow check on its
+/// weight gradients, made while the GEMM writes them instead of in a pass after the
+/// backward. A value that ends non-finite was non-finite when last written (inf and NaN
+/// survive accumulation with beta = 1), so nothing a later pass would find is missed.
+pub fn gemm_checking<C: Element>(
+    dev: &Device,
+    shape: &GemmShape,
+    a: &CudaView<'_, f16>,
+    b: &CudaView<'_, f16>,
+    c: &mut CudaViewMut<'_, C>,
+    epilogue: Epilogue<'_, '_>,
+    found_inf: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    launch_gemm(dev, shape, a, b, c, epilogue, Some(found_inf))
+}
+
+fn launch_gemm<C: Element>(
+    dev: &Device,
+    shape: &GemmShape,
+    a: &CudaView<'_, f16>,
+    b: &CudaView<'_, f16>,
+    c: &mut CudaViewMut<'_, C>,
+    epilogue: Epilogue<'_, '_>,
+    found_inf: Option<&mut CudaViewMut<'_, f32>>,
+) -> Result<()> {
     let op = kernel_name::<C>(shape)?;
+    if let Some(f) = &found_inf {
+        check_scalar(op, "found_inf", &**f)?;
+        check_device(op, dev, &**f)?;
+    }
     let bias_len = epilogue.bias.as_ref().map(|b| match b {
         Bias::F32(v) => v.len(),
         Bias::F16(v) => v.len(),
@@ -249,6 +283,13 @@ pub fn gemm<C: Element>(
         }
         None => (0, 0, None),
     };
+    let (found_ptr, _found) = match found_inf {
+        Some(f) => {
+            let (ptr, sync) = f.device_ptr_mut(stream);
+            (ptr, Some(sync))
+        }
+        None => (0, None),
+    };
     let (pre_ptr, _pre) = match epilogue.pre {
         Some(p) => {
             let (ptr, s) = p.device_ptr_mut(stream);
@@ -263,6 +304,7 @@ pub fn gemm<C: Element>(
         c: c_ptr,
         bias: bias_ptr,
         pre: pre_ptr,
+        found_inf: found_ptr,
         m: shape.m as i64,
         n: shape.n as i64,
         k: shape.k as i64,
@@ -287,7 +329,8 @@ pub fn gemm<C: Element>(
     launch.arg(&params).arg(&vec);
     // SAFETY: arguments match `gemm_<ta><tb>_<C>(GemmParams, int32_t)` in cuda/gemm.cu (the
     // name follows the layouts and C above); every buffer holds at least the elements the
-    // shape addresses and lives in this device's context (validated above); the 16-byte
+    // shape addresses and lives in this device's context (validated above), found_inf
+    // one element or null; the 16-byte
     // path is taken only with dimensions, leading dimensions and pointers it needs.
     unsafe { launch.launch(cfg) }.op(op)?;
     Ok(())

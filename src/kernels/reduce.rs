@@ -1,6 +1,6 @@
 //! Launchers for `cuda/reduce.cu`: the deterministic reductions of a training step.
 
-use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use half::f16;
 
 use super::{check_device, check_scalar};
@@ -25,7 +25,38 @@ pub fn bias_grad_f16(
     cols: usize,
     beta: f32,
 ) -> Result<()> {
+    launch_bias_grad(dev, dz, db, rows, cols, beta, None)
+}
+
+/// [`bias_grad_f16`] that also sets `found_inf` (one f32) to 1 when a `db[c]` it writes
+/// is inf or NaN, and never clears it: the training step's overflow check on its bias
+/// gradients, made as they are written (see [`super::gemm::gemm_checking`]).
+pub fn bias_grad_f16_checking(
+    dev: &Device,
+    dz: &impl DevicePtr<f16>,
+    db: &mut impl DevicePtrMut<f32>,
+    rows: usize,
+    cols: usize,
+    beta: f32,
+    found_inf: &mut CudaViewMut<'_, f32>,
+) -> Result<()> {
+    launch_bias_grad(dev, dz, db, rows, cols, beta, Some(found_inf))
+}
+
+fn launch_bias_grad(
+    dev: &Device,
+    dz: &impl DevicePtr<f16>,
+    db: &mut impl DevicePtrMut<f32>,
+    rows: usize,
+    cols: usize,
+    beta: f32,
+    found_inf: Option<&mut CudaViewMut<'_, f32>>,
+) -> Result<()> {
     const OP: &str = "bias_grad_f16";
+    if let Some(f) = &found_inf {
+        check_scalar(OP, "found_inf", &**f)?;
+        check_device(OP, dev, &**f)?;
+    }
     let need = rows.checked_mul(cols).ok_or_else(|| Error::InvalidArgument {
         op: OP,
         what: "shape",
@@ -54,17 +85,25 @@ pub fn bias_grad_f16(
     let stream = dev.stream();
     let (dz_ptr, _dz) = dz.device_ptr(stream);
     let (db_ptr, _db) = db.device_ptr_mut(stream);
+    let (found_ptr, _found) = match found_inf {
+        Some(f) => {
+            let (ptr, sync) = f.device_ptr_mut(stream);
+            (ptr, Some(sync))
+        }
+        None => (0, None),
+    };
     let (rows64, cols64) = (rows as i64, cols as i64);
     let mut launch = stream.launch_builder(&func);
-    launch.arg(&dz_ptr).arg(&db_ptr).arg(&rows64).arg(&cols64).arg(&beta);
+    launch.arg(&dz_ptr).arg(&db_ptr).arg(&rows64).arg(&cols64).arg(&beta).arg(&found_ptr);
     let cfg = LaunchConfig {
         grid_dim: (blocks, 1, 1),
         block_dim: (BIAS_GRAD_COLS as u32, BIAS_GRAD_ROWS, 1),
         shared_mem_bytes: 0,
     };
     // SAFETY: arguments match `bias_grad_f16(const __half*, float*, int64_t, int64_t,
-    // float)`; dz holds rows * cols elements and db cols, in this device's context
-    // (checked above); the kernel's block shape is the 32 x 8 it is written for.
+    // float, float*)`; dz holds rows * cols elements, db cols and found_inf one (or it is
+    // null), in this device's context (checked above); the kernel's block shape is the
+    // 32 x 8 it is written for.
     unsafe { launch.launch(cfg) }.op(OP)?;
     Ok(())
 }
