@@ -29,6 +29,15 @@ pub struct DeviceInfo {
 /// A CUDA device with one stream. Every kernel this crate launches through a `Device`
 /// goes onto that stream, in order, so a training step needs no host synchronization.
 ///
+/// Ownership rule: a buffer belongs to the stream it was allocated on, and a launcher
+/// accepts only buffers of its `Device`'s own stream; anything else returns
+/// [`Error::DeviceMismatch`] naming the operation, before anything is queued. Two
+/// `Device`s on one context (two [`Device::new`] calls open the same primary context,
+/// each with a stream of its own) therefore cannot read each other's buffers: the crate
+/// turns cudarc's per-buffer event tracking off, so nothing would order the two streams.
+/// To hand data across, copy it through the host or record and wait on an event
+/// yourself, into a buffer of the other device.
+///
 /// Cheap to share: it is always handed out as `Arc<Device>`.
 pub struct Device {
     ctx: Arc<CudaContext>,
@@ -147,10 +156,16 @@ impl Device {
         Ok(f)
     }
 
-    /// True when `stream` belongs to this device's context: operands allocated on
-    /// another device cannot be passed to its kernels.
+    /// True when `stream` is this device's stream: the ownership rule every launcher
+    /// checks (see [`Device`]). The same context is not enough: with event tracking off
+    /// nothing orders a kernel on this stream after the work another `Device`'s stream
+    /// queued on the buffer, nor the buffer's free (queued on its own stream at drop)
+    /// after this stream's kernels. Two `Device`s that adopted the same raw stream
+    /// ([`Device::from_current_context`]) share it, and their buffers are accepted.
     pub(crate) fn owns(&self, stream: &CudaStream) -> bool {
-        Arc::ptr_eq(stream.context(), &self.ctx) || **stream.context() == *self.ctx
+        // cudarc's equality: the same CUstream handle in the same context (the legacy
+        // default stream is the null handle of each context).
+        *stream == *self.stream
     }
 }
 

@@ -15,15 +15,26 @@
 //! Replay gives bit-identical results to eager execution (the same kernels on the same
 //! buffers). Settings baked into the graph (the learning rate) are changed through
 //! [`TrainStep::set_adam`], which drops the graph so the next step captures a new one.
+//! When the capture fails (the driver refuses to capture the legacy default stream that
+//! a `Device` adopted with a null stream uses, or a stream the caller is already
+//! capturing; or the step cannot be recorded) the reason is kept in
+//! [`TrainStep::graph_error`] and every step from then on runs eagerly, with the same
+//! results.
+//!
+//! [`TrainStep::state`] reads the whole parameter and optimizer state by parameter name,
+//! the same on every backend, and [`TrainStep::evaluate`] the loss and accuracy on a
+//! batch without training: what a peer needs to compare the run with PyTorch step by step.
 //!
 //! Inputs with NaN or inf are not rejected: like PyTorch AMP, the step sees non-finite
 //! gradients, `found_inf` is set, the optimizer skips the step (no weight, moment or step
 //! count changes) and the loss scale backs off. Labels out of range and mismatched
 //! shapes are errors, returned before anything is queued.
 
+use std::collections::BTreeMap;
+
 use crate::autograd::Tape;
 use crate::backend::cpu::check_labels;
-use crate::backend::Backend;
+use crate::backend::{Backend, ParamsSnapshot};
 use crate::error::{Error, Result};
 use crate::kernels::adam::AdamConfig;
 use crate::nn::Mlp;
@@ -168,8 +179,15 @@ impl<B: Backend> TrainStep<B> {
     /// when the capture failed; the caller then runs the step eagerly.
     fn capture(&mut self) -> Result<bool> {
         self.clear_tapes();
-        if !self.be.begin_capture()? {
-            return Ok(false);
+        match self.be.begin_capture() {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            // The driver refused and nothing was captured: the step runs eagerly, now and
+            // from now on, as when the capture itself fails below.
+            Err(e) => {
+                self.graph_error = Some(e.to_string());
+                return Ok(false);
+            }
         }
         let body = self.body();
         let graph = self.be.end_capture();
@@ -249,6 +267,12 @@ impl<B: Backend> TrainStep<B> {
         self.be.master_to_host(&self.params)
     }
 
+    /// The whole parameter and optimizer state, by parameter name (see [`TrainState`];
+    /// synchronizes). The same on every backend.
+    pub fn state(&self) -> Result<TrainState> {
+        TrainState::from_snapshot(self.be.snapshot(&self.params)?)
+    }
+
     /// Changes the optimizer settings (a learning-rate schedule) from the next step on.
     /// Drops a captured graph, whose kernels carry the old settings.
     pub fn set_adam(&mut self, cfg: AdamConfig) -> Result<()> {
@@ -313,28 +337,172 @@ impl<B: Backend> TrainStep<B> {
 
     /// The predicted class of each row of `x` (the argmax of the logits; synchronizes).
     pub fn predict(&self, x: &[f32]) -> Result<Vec<u32>> {
-        let classes = self.model.out_features();
-        let logits = self.logits(x)?;
-        Ok(logits
-            .chunks(classes)
-            .map(|row| {
-                let mut best = 0;
-                for (i, &v) in row.iter().enumerate() {
-                    if v > row[best] {
-                        best = i;
-                    }
-                }
-                best as u32
-            })
-            .collect())
+        Ok(argmax_rows(&self.logits(x)?, self.model.out_features()))
     }
 
     /// The fraction of rows of `x` whose predicted class is the label (synchronizes).
     pub fn accuracy(&self, x: &[f32], labels: &[u32]) -> Result<f32> {
         self.validate("TrainStep::accuracy", x, labels, false)?;
-        let predicted = self.predict(x)?;
-        let correct = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
-        Ok(correct as f32 / labels.len() as f32)
+        Ok(accuracy_of(&self.predict(x)?, labels))
+    }
+
+    /// The mean softmax cross-entropy and the accuracy of the current weights on a batch
+    /// (`x` is `labels.len() x in_features`, any number of rows), with no weight or
+    /// optimizer change (synchronizes). The loss is computed exactly as the training loss
+    /// is (the same forward and loss ops: on the mixed path f32 from the fp16 logits), so
+    /// evaluating a batch and then training on it with one micro-batch gives the same
+    /// loss twice, bit for bit (micro-batches sum their means in another order); the
+    /// accuracy counts rows whose argmax of those logits is the label. Bad shapes or
+    /// labels are errors returned before anything is queued.
+    pub fn evaluate(&self, x: &[f32], labels: &[u32]) -> Result<(f32, f32)> {
+        const OP: &str = "TrainStep::evaluate";
+        self.validate(OP, x, labels, false)?;
+        let (rows, classes) = (labels.len(), self.model.out_features());
+        let input = self.be.tensor(x, rows, self.model.in_features())?;
+        let targets = self.be.labels(labels, classes)?;
+        let mut loss = self.be.scalar()?;
+        let mut tape = Tape::new();
+        let result = (|| {
+            let v = tape.input(&self.be, &input)?;
+            let logits = self.model.forward(&mut tape, &self.be, &self.params, v)?;
+            let z = tape.value(logits)?;
+            self.be.cross_entropy(z, &targets, &mut loss, 1.0, 0.0)?;
+            let predicted = argmax_rows(&self.be.to_host(z)?, classes);
+            Ok((self.be.scalar_to_host(&loss)?, accuracy_of(&predicted, labels)))
+        })();
+        tape.clear(&self.be);
+        result
+    }
+}
+
+/// The index of the largest value of each `classes`-wide row (the first on ties).
+fn argmax_rows(logits: &[f32], classes: usize) -> Vec<u32> {
+    logits
+        .chunks(classes.max(1))
+        .map(|row| {
+            let mut best = 0;
+            for (i, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        })
+        .collect()
+}
+
+fn accuracy_of(predicted: &[u32], labels: &[u32]) -> f32 {
+    let correct = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
+    correct as f32 / labels.len().max(1) as f32
+}
+
+/// One parameter's state in a [`TrainState`]: each `Vec` holds exactly the parameter's
+/// elements (row-major, `shape`), without the arena's alignment padding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamState {
+    /// Row-major shape: `[out, in]` for a weight (PyTorch's `nn.Linear` layout), `[out]`
+    /// for a bias.
+    pub shape: Vec<usize>,
+    /// fp32 master weights.
+    pub master: Vec<f32>,
+    /// The weights the forward reads, as f32: the fp16 working copy (exact) on `Cuda` and
+    /// `Cpu::mixed()`, always the round-to-nearest-even of `master`; on `Cpu::fp32()`
+    /// `master` itself.
+    pub working: Vec<f32>,
+    /// The gradients as the last step left them: still multiplied by the loss scale
+    /// [`TrainState::grad_scale`] (see there, and [`TrainState::unscaled_grad`]).
+    pub grad: Vec<f32>,
+    /// AdamW's first moment (of the unscaled gradients).
+    pub m: Vec<f32>,
+    /// AdamW's second moment.
+    pub v: Vec<f32>,
+}
+
+/// The whole state of a [`TrainStep`] on the host, by parameter name: what a peer needs to
+/// check a run against PyTorch step by step ([`TrainStep::state`]).
+///
+/// Names follow PyTorch's `named_parameters()` for a module holding the layers in an
+/// `nn.ModuleList` called `layers`: `"layers.0.weight"`, `"layers.0.bias"`,
+/// `"layers.1.weight"`, ...
+///
+/// Gradients are still scaled when read. The step checks them for inf/NaN without
+/// writing them (`GradScaler::check`, not `unscale`), and AdamW divides by the scale
+/// inside its own pass, so after a step the gradients are the backward's, multiplied by
+/// the loss scale that backward was seeded with: [`grad_scale`](Self::grad_scale). That
+/// is the scale before the step's scale update, so it can differ from
+/// [`loss_scale`](Self::loss_scale) (after a backoff or a growth). PyTorch's `p.grad`
+/// after `scaler.step` holds the unscaled values: [`unscaled_grad`](Self::unscaled_grad).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainState {
+    /// Every parameter by name.
+    pub params: BTreeMap<String, ParamState>,
+    /// Optimizer steps taken, skipped ones not counted (torch's `state["step"]`).
+    pub step: f32,
+    /// The loss scale the next step's backward is seeded with (`GradScaler.get_scale()`;
+    /// 1 with the scaler off).
+    pub loss_scale: f32,
+    /// Clean steps since the last scale change (`GradScaler._growth_tracker`).
+    pub growth_tracker: i32,
+    /// Whether the last step found an inf or NaN gradient, and so changed no weight,
+    /// moment or step count.
+    pub found_inf: bool,
+    /// The loss scale the stored gradients are multiplied by; `None` when the scaler is
+    /// off and they are unscaled. Before the first step the gradients are zero and this is
+    /// the initial scale.
+    pub grad_scale: Option<f32>,
+}
+
+impl TrainState {
+    /// Splits a backend's flat snapshot by the names of its layout.
+    fn from_snapshot(s: ParamsSnapshot) -> Result<Self> {
+        const OP: &str = "TrainStep::state";
+        let total = s.layout.total();
+        let roles = [("master", &s.master), ("working", &s.working), ("grad", &s.grad), ("m", &s.m), ("v", &s.v)];
+        for (what, buf) in roles {
+            if buf.len() != total {
+                return Err(Error::LengthMismatch { op: OP, what, expected: total, got: buf.len() });
+            }
+        }
+        let params = s
+            .layout
+            .params()
+            .iter()
+            .map(|p| {
+                // In range: offset + len <= total for every parameter of a layout.
+                let view = |buf: &Vec<f32>| buf[p.offset..p.offset + p.len].to_vec();
+                let state = ParamState {
+                    shape: p.shape.clone(),
+                    master: view(&s.master),
+                    working: view(&s.working),
+                    grad: view(&s.grad),
+                    m: view(&s.m),
+                    v: view(&s.v),
+                };
+                (p.name.clone(), state)
+            })
+            .collect();
+        Ok(TrainState {
+            params,
+            step: s.step,
+            loss_scale: s.loss_scale,
+            growth_tracker: s.growth_tracker,
+            found_inf: s.found_inf,
+            grad_scale: s.grad_scale,
+        })
+    }
+
+    /// The gradients of parameter `name` divided by [`grad_scale`](Self::grad_scale) the
+    /// way PyTorch's `GradScaler.unscale_` does it (`g * (f32)(1 / (f64)scale)`, bit for
+    /// bit); as stored when the scaler is off. `None` for an unknown name.
+    pub fn unscaled_grad(&self, name: &str) -> Option<Vec<f32>> {
+        let p = self.params.get(name)?;
+        Some(match self.grad_scale {
+            Some(scale) => {
+                let inv = (1.0 / scale as f64) as f32;
+                p.grad.iter().map(|g| g * inv).collect()
+            }
+            None => p.grad.clone(),
+        })
     }
 }
 

@@ -16,7 +16,7 @@
 
 use half::f16;
 
-use crate::backend::{check_same_shape, Backend};
+use crate::backend::{check_same_shape, Backend, ParamsSnapshot};
 use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::kernels::adam::{AdamConfig, AdamMode};
@@ -420,7 +420,8 @@ pub struct CpuParams {
     pub master: Vec<f32>,
     /// The weights the forward reads: the master weights rounded to f16 in Mixed.
     pub working: Vec<f32>,
-    /// fp32 gradients, multiplied by the loss scale until the optimizer divides it out.
+    /// fp32 gradients, multiplied by the loss scale their backward was seeded with
+    /// (`grad_scale`); the optimizer divides it out inside its update and leaves them so.
     pub grad: Vec<f32>,
     /// AdamW first moments.
     pub m: Vec<f32>,
@@ -438,6 +439,9 @@ pub struct CpuParams {
     pub growth_tracker: i32,
     /// Set by the last optimizer step when a gradient was inf or NaN.
     pub found_inf: f32,
+    /// The loss scale `grad` is multiplied by: `scale` as it was before the last
+    /// optimizer step's scale update (1 with the scaler off).
+    pub grad_scale: f32,
 }
 
 impl CpuParams {
@@ -608,6 +612,7 @@ impl Backend for Cpu {
         scaler.validate(OP)?;
         let master = ParamArena::pack(OP, &layout, init)?;
         let n = master.len();
+        let scale = if scaler.enabled { scaler.init_scale } else { 1.0 };
         let mut p = CpuParams {
             layout,
             working: Vec::new(),
@@ -617,10 +622,11 @@ impl Backend for Cpu {
             v: vec![0.0; n],
             step: 0.0,
             adam,
-            scale: if scaler.enabled { scaler.init_scale } else { 1.0 },
+            scale,
             scaler,
             growth_tracker: 0,
             found_inf: 0.0,
+            grad_scale: scale,
         };
         self.refresh_working(&mut p);
         Ok(p)
@@ -651,6 +657,7 @@ impl Backend for Cpu {
             &p.adam,
         )?;
         self.refresh_working(p);
+        p.grad_scale = p.scale;
         if enabled {
             update_scale(&mut p.scale, &mut p.growth_tracker, p.found_inf, &p.scaler.rule);
         }
@@ -681,6 +688,22 @@ impl Backend for Cpu {
         cfg.validate("Cpu::set_adam")?;
         p.adam = cfg;
         Ok(())
+    }
+
+    fn snapshot(&self, p: &CpuParams) -> Result<ParamsSnapshot> {
+        Ok(ParamsSnapshot {
+            layout: p.layout.clone(),
+            master: p.master.clone(),
+            working: p.working.clone(),
+            grad: p.grad.clone(),
+            m: p.m.clone(),
+            v: p.v.clone(),
+            step: p.step,
+            loss_scale: p.scale,
+            growth_tracker: p.growth_tracker,
+            found_inf: p.found_inf != 0.0,
+            grad_scale: p.scaler.enabled.then_some(p.grad_scale),
+        })
     }
 
     fn linear(

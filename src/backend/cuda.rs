@@ -17,7 +17,7 @@ use cudarc::driver::{sys, CudaGraph, CudaSlice, CudaViewMut, DeviceRepr, ValidAs
 use half::f16;
 
 use crate::backend::cpu::{check_labels, linear_dims, param_spec};
-use crate::backend::{check_same_shape, Backend};
+use crate::backend::{check_same_shape, Backend, ParamsSnapshot};
 use crate::device::Device;
 use crate::error::{DriverContext, Error, Result};
 use crate::kernels::activation::{activation_backward_f16, activation_forward_f16};
@@ -102,6 +102,10 @@ pub struct CudaParams {
     pub adam: AdamW,
     /// Loss scale, growth tracker and found_inf.
     pub scaler: GradScaler,
+    /// The loss scale the gradients in the arena are multiplied by: copied from the
+    /// scaler's scale at the start of each optimizer step, before the scale update
+    /// changes it, so [`Backend::snapshot`] can say how to unscale them.
+    grad_scale: CudaSlice<f32>,
 }
 
 /// A captured training step and the buffers it reads and writes.
@@ -151,6 +155,16 @@ impl Cuda {
 
     fn tensor_out(&self, op: &'static str, rows: usize, cols: usize) -> Result<CudaTensor> {
         Ok(CudaTensor { data: self.take_f16(op, rows * cols)?, rows, cols })
+    }
+
+    /// Checks that `buf` is on this backend's stream: a tensor of another `Cuda` on
+    /// another `Device` is unordered with this stream (see [`Device`]).
+    fn check_owned<T>(&self, op: &'static str, buf: &CudaSlice<T>) -> Result<()> {
+        if self.dev.owns(buf.stream()) {
+            Ok(())
+        } else {
+            Err(Error::DeviceMismatch { op })
+        }
     }
 
     fn check_labels_shape(op: &'static str, z: &CudaTensor, l: &CudaLabels) -> Result<()> {
@@ -207,6 +221,7 @@ impl Backend for Cuda {
         if data.len() != t.data.len() {
             return Err(Error::ShapeMismatch { op: OP, expected: vec![t.rows, t.cols], got: vec![data.len()] });
         }
+        self.check_owned(OP, &t.data)?;
         self.dev.stream().memcpy_htod(&to_f16(data), &mut t.data).op(OP)
     }
 
@@ -220,6 +235,7 @@ impl Backend for Cuda {
     fn write_labels(&self, l: &mut CudaLabels, labels: &[u32]) -> Result<()> {
         const OP: &str = "Cuda::write_labels";
         check_labels(OP, labels, l.data.len(), l.classes)?;
+        self.check_owned(OP, &l.data)?;
         let host: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
         self.dev.stream().memcpy_htod(&host, &mut l.data).op(OP)
     }
@@ -234,6 +250,7 @@ impl Backend for Cuda {
 
     fn to_host(&self, t: &CudaTensor) -> Result<Vec<f32>> {
         const OP: &str = "Cuda::to_host";
+        self.check_owned(OP, &t.data)?;
         Ok(self.dev.to_host(OP, &t.data)?.into_iter().map(f16::to_f32).collect())
     }
 
@@ -242,11 +259,14 @@ impl Backend for Cuda {
     }
 
     fn scalar_to_host(&self, s: &CudaScalar) -> Result<f32> {
-        Ok(self.dev.to_host("Cuda::scalar_to_host", &s.data)?[0])
+        const OP: &str = "Cuda::scalar_to_host";
+        self.check_owned(OP, &s.data)?;
+        Ok(self.dev.to_host(OP, &s.data)?[0])
     }
 
     fn copy(&self, t: &CudaTensor) -> Result<CudaTensor> {
         const OP: &str = "Cuda::copy";
+        self.check_owned(OP, &t.data)?;
         let mut out = self.tensor_out(OP, t.rows, t.cols)?;
         self.dev.stream().memcpy_dtod(&t.data, &mut out.data).op(OP)?;
         Ok(out)
@@ -254,17 +274,24 @@ impl Backend for Cuda {
 
     fn copy_labels(&self, l: &CudaLabels) -> Result<CudaLabels> {
         const OP: &str = "Cuda::copy_labels";
+        self.check_owned(OP, &l.data)?;
         let mut data = self.take(OP, l.data.len(), |p| &mut p.i32)?;
         self.dev.stream().memcpy_dtod(&l.data, &mut data).op(OP)?;
         Ok(CudaLabels { data, classes: l.classes })
     }
 
+    // A buffer of another stream is dropped (freed on its own stream), not pooled: the
+    // pool must hand out only buffers the launchers accept.
     fn recycle(&self, t: CudaTensor) {
-        self.pools().f16.put(t.data);
+        if self.dev.owns(t.data.stream()) {
+            self.pools().f16.put(t.data);
+        }
     }
 
     fn recycle_labels(&self, l: CudaLabels) {
-        self.pools().i32.put(l.data);
+        if self.dev.owns(l.data.stream()) {
+            self.pools().i32.put(l.data);
+        }
     }
 
     fn params(
@@ -279,7 +306,9 @@ impl Backend for Cuda {
         let arena = ParamArena::new(&self.dev, layout, init)?;
         let adam = AdamW::new(&arena, adam)?;
         let scaler = GradScaler::new(&self.dev, scaler)?;
-        Ok(CudaParams { arena, adam, scaler })
+        let initial = if scaler.config().enabled { scaler.config().init_scale } else { 1.0 };
+        let grad_scale = self.dev.stream().clone_htod(&[initial]).op("Cuda::params")?;
+        Ok(CudaParams { arena, adam, scaler, grad_scale })
     }
 
     fn zero_grad(&self, p: &mut CudaParams) -> Result<()> {
@@ -287,7 +316,13 @@ impl Backend for Cuda {
     }
 
     fn optimizer_step(&self, p: &mut CudaParams) -> Result<()> {
-        let CudaParams { arena, adam, scaler } = p;
+        const OP: &str = "Cuda::optimizer_step";
+        let CudaParams { arena, adam, scaler, grad_scale } = p;
+        // 4 bytes on the stream (a copy node in a graph), so the state can say how to
+        // unscale the gradients after update() has changed the scale.
+        if scaler.config().enabled {
+            self.dev.stream().memcpy_dtod(&scaler.scale_view(), grad_scale).op(OP)?;
+        }
         scaler.check(&mut arena.grad_mut())?;
         adam.step(arena, Some(scaler))?;
         scaler.update()
@@ -315,6 +350,28 @@ impl Backend for Cuda {
 
     fn set_adam(&self, p: &mut CudaParams, cfg: AdamConfig) -> Result<()> {
         p.adam.set_config(cfg)
+    }
+
+    fn snapshot(&self, p: &CudaParams) -> Result<ParamsSnapshot> {
+        const OP: &str = "Cuda::snapshot";
+        let (m, v) = p.adam.moments_to_host()?;
+        let grad_scale = match p.scaler.config().enabled {
+            true => Some(self.dev.to_host(OP, &p.grad_scale)?[0]),
+            false => None,
+        };
+        Ok(ParamsSnapshot {
+            layout: p.arena.layout().clone(),
+            master: p.arena.master_to_host()?,
+            working: p.arena.working_to_host()?.into_iter().map(f16::to_f32).collect(),
+            grad: p.arena.grad_to_host()?,
+            m,
+            v,
+            step: p.adam.steps_taken()?,
+            loss_scale: p.scaler.scale()?,
+            growth_tracker: p.scaler.growth_tracker()?,
+            found_inf: p.scaler.found_inf()?,
+            grad_scale,
+        })
     }
 
     fn linear(
@@ -493,6 +550,8 @@ impl Backend for Cuda {
         Ok(d)
     }
 
+    /// `Err` when the driver refuses: the legacy default stream (a `Device` adopted with
+    /// a null stream) cannot be captured, nor a stream the caller is already capturing.
     fn begin_capture(&self) -> Result<bool> {
         const OP: &str = "Cuda::begin_capture";
         // Thread-local mode: other threads' unrelated CUDA calls do not invalidate it.

@@ -87,6 +87,9 @@ pub trait Backend {
     fn steps_taken(&self, p: &Self::Params) -> Result<f32>;
     /// Changes the optimizer settings from the next step on.
     fn set_adam(&self, p: &mut Self::Params, cfg: AdamConfig) -> Result<()>;
+    /// Every buffer and scalar of the parameters and optimizer state, copied to the host
+    /// (synchronizes). [`TrainStep::state`](crate::TrainStep::state) reads it by name.
+    fn snapshot(&self, p: &Self::Params) -> Result<ParamsSnapshot>;
 
     /// `y = act(x W^T + b)` with `pre = x W^T + b` kept when `act` is not `None`.
     fn linear(
@@ -155,7 +158,10 @@ pub trait Backend {
     ) -> Result<Self::Tensor>;
 
     /// Starts recording the ops queued from now on into a graph instead of running them.
-    /// Returns false (and records nothing) when the backend has no graphs.
+    /// Returns false (and records nothing) when the backend has no graphs, and `Err`
+    /// (capturing nothing, changing nothing) when the driver refuses to capture the
+    /// stream: the legacy default stream, or a stream the caller is already capturing.
+    /// Either way the caller can run the same ops eagerly.
     fn begin_capture(&self) -> Result<bool>;
     /// Ends a capture begun with [`begin_capture`](Self::begin_capture).
     fn end_capture(&self) -> Result<Self::Graph>;
@@ -163,6 +169,38 @@ pub trait Backend {
     fn replay(&self, g: &Self::Graph) -> Result<()>;
     /// Frees a graph and gives the buffers it kept back to the pool.
     fn release_graph(&self, g: Self::Graph);
+}
+
+/// A backend's parameters and optimizer state on the host, as flat as the backend keeps
+/// them: each `Vec` is one role's whole arena (`layout.total()` elements, alignment
+/// padding included, parameter `i` at `layout.params()[i].offset`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamsSnapshot {
+    /// Where each parameter lives.
+    pub layout: ArenaLayout,
+    /// fp32 master weights.
+    pub master: Vec<f32>,
+    /// The weights the forward reads, as f32: the fp16 working copy on `Cuda` and on
+    /// `Cpu::mixed()` (exact), the master weights themselves on `Cpu::fp32()`.
+    pub working: Vec<f32>,
+    /// The gradients as stored: multiplied by `grad_scale` when that is `Some`.
+    pub grad: Vec<f32>,
+    /// AdamW first moments.
+    pub m: Vec<f32>,
+    /// AdamW second moments.
+    pub v: Vec<f32>,
+    /// Optimizer steps taken, skipped ones not counted.
+    pub step: f32,
+    /// The loss scale the next step's backward is seeded with (1 with the scaler off).
+    pub loss_scale: f32,
+    /// Clean steps since the last scale change.
+    pub growth_tracker: i32,
+    /// Whether the last step found an inf or NaN gradient and was skipped.
+    pub found_inf: bool,
+    /// The factor the stored gradients carry: the loss scale their backward was seeded
+    /// with (the scale before the last step's scale update; before any step, the
+    /// current scale). `None` when the scaler is off and the gradients are unscaled.
+    pub grad_scale: Option<f32>,
 }
 
 /// Checks that two tensors have the same shape, for the elementwise ops.

@@ -21,9 +21,10 @@ pub(crate) fn driver_present() -> bool {
 /// Turns cudarc's per-buffer event tracking off. With one stream per device, ordering is
 /// already guaranteed by the stream, and tracking would add two driver calls per launch.
 pub(crate) fn disable_event_tracking(ctx: &CudaContext) {
-    // SAFETY: called right after the context is created, before anything is allocated
-    // on it, and this crate issues all its work on the one stream of the `Device`, so
-    // no buffer is ever used from two streams (cudarc's requirement for turning it off).
+    // SAFETY: called right after the context is created, before this crate allocates
+    // anything on it; every launcher rejects a buffer that was not allocated on its
+    // `Device`'s own stream (`Device::owns`), so no buffer of this crate is used from
+    // two streams (cudarc's requirement for turning tracking off).
     unsafe { ctx.disable_event_tracking() }
 }
 

@@ -42,7 +42,8 @@ fn grid_stride_config(dev: &Device, items: usize) -> LaunchConfig {
     }
 }
 
-/// Checks that `buf` was allocated in `dev`'s context.
+/// Checks that `buf` was allocated on `dev`'s stream (the ownership rule of [`Device`]:
+/// the same context is not enough, event tracking is off and two streams are unordered).
 fn check_device<T>(op: &'static str, dev: &Device, buf: &impl DeviceSlice<T>) -> Result<()> {
     if dev.owns(buf.stream()) {
         Ok(())

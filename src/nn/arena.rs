@@ -19,7 +19,7 @@ pub const PARAM_ALIGN: usize = 8;
 /// One parameter's place in the arena.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamSpec {
-    /// A name unique within the arena ("layer0.weight").
+    /// A name unique within the arena ("layers.0.weight").
     pub name: String,
     /// Row-major shape.
     pub shape: Vec<usize>,

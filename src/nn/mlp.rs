@@ -18,7 +18,9 @@ pub struct Mlp {
 
 impl Mlp {
     /// The layers for `widths` (at least two, none zero), parameters named
-    /// `layer<i>.weight` and `layer<i>.bias` in a fresh arena layout.
+    /// `layers.<i>.weight` and `layers.<i>.bias` in a fresh arena layout: the names
+    /// PyTorch's `named_parameters()` gives a module whose `nn.Linear`s are in an
+    /// `nn.ModuleList` called `layers`.
     pub fn new(widths: &[usize], activation: Activation) -> Result<Self> {
         const OP: &str = "Mlp::new";
         if widths.len() < 2 || widths.contains(&0) {
@@ -32,7 +34,7 @@ impl Mlp {
         let layers = widths
             .windows(2)
             .enumerate()
-            .map(|(i, w)| Linear::new(&mut layout, &format!("layer{i}"), w[0], w[1], true))
+            .map(|(i, w)| Linear::new(&mut layout, &format!("layers.{i}"), w[0], w[1], true))
             .collect::<Result<Vec<_>>>()?;
         Ok(Mlp { layers, activation, layout })
     }

@@ -72,12 +72,17 @@ impl AdamW {
         Ok(self.dev.to_host("AdamW::steps_taken", &self.step)?[0])
     }
 
+    /// The first and second moments, the whole arena each (synchronizes).
+    pub fn moments_to_host(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        const OP: &str = "AdamW::moments_to_host";
+        Ok((self.dev.to_host(OP, &self.m)?, self.dev.to_host(OP, &self.v)?))
+    }
+
     /// The whole training state on the host (synchronizes).
     pub fn checkpoint(&self, arena: &ParamArena, scaler: Option<&GradScaler>) -> Result<Checkpoint> {
         const OP: &str = "AdamW::checkpoint";
         self.check_arena(OP, arena)?;
-        let m = self.dev.to_host(OP, &self.m)?;
-        let v = self.dev.to_host(OP, &self.v)?;
+        let (m, v) = self.moments_to_host()?;
         Ok(Checkpoint {
             layout: arena.layout().clone(),
             adam: self.cfg,
