@@ -94,8 +94,9 @@ pub enum Error {
         align: usize,
     },
 
-    /// Operands belong to different devices or contexts.
-    #[error("{op}: operands live on different devices or contexts")]
+    /// An operand belongs to another `Device` (another stream, or another context): its
+    /// work would not be ordered with this launch.
+    #[error("{op}: operands live on different devices, contexts or streams")]
     DeviceMismatch {
         /// The operation.
         op: &'static str,

@@ -23,11 +23,11 @@ use crate::error::{DriverContext, Error, Result};
 use crate::kernels::activation::{activation_backward_f16, activation_forward_f16};
 use crate::kernels::adam::AdamConfig;
 use crate::kernels::add::{add_assign_f16, add_f16};
-use crate::kernels::gemm::{gemm, Activation, Bias, Epilogue, GemmShape, Transpose};
+use crate::kernels::gemm::{gemm, gemm_checking, Activation, Bias, Epilogue, GemmShape, Transpose};
 use crate::kernels::loss::{
     cross_entropy_backward_f16, cross_entropy_forward_f16, mse_backward_f16, mse_forward_f16, LossShape,
 };
-use crate::kernels::reduce::sum_f32;
+use crate::kernels::reduce::{bias_grad_f16, bias_grad_f16_checking, sum_f32};
 use crate::nn::{ArenaLayout, ParamArena};
 use crate::optim::{AdamW, GradScaler, GradScalerConfig};
 
@@ -311,8 +311,12 @@ impl Backend for Cuda {
         Ok(CudaParams { arena, adam, scaler, grad_scale })
     }
 
+    /// Zeroes the gradients and clears `found_inf`: the weight- and bias-gradient kernels
+    /// of the backward raise it as they write (the fused check), so the optimizer phase
+    /// reads the gradients once, in AdamW, instead of once more in a check pass.
     fn zero_grad(&self, p: &mut CudaParams) -> Result<()> {
-        p.arena.zero_grad()
+        p.arena.zero_grad()?;
+        p.scaler.clear_found_inf()
     }
 
     fn optimizer_step(&self, p: &mut CudaParams) -> Result<()> {
@@ -323,7 +327,8 @@ impl Backend for Cuda {
         if scaler.config().enabled {
             self.dev.stream().memcpy_dtod(&scaler.scale_view(), grad_scale).op(OP)?;
         }
-        scaler.check(&mut arena.grad_mut())?;
+        // No check pass: the backward's gradient kernels raised found_inf as they wrote
+        // (zero_grad cleared it), and AdamW skips on it and divides by the scale.
         adam.step(arena, Some(scaler))?;
         scaler.update()
     }
@@ -442,17 +447,26 @@ impl Backend for Cuda {
         let dz = dz_owned.as_ref().unwrap_or(dy);
         let result = (|| {
             let (mut grad, working) = p.arena.grad_and_working();
+            // The fused overflow check: the gradient kernels raise found_inf as they write.
+            let mut found_inf = p.scaler.found_inf_view_mut();
             let range_err = || Error::InvalidArgument { op: OP, what: "parameter", why: "outside the arena".into() };
             {
                 // dW += dz^T x, straight from the f32 accumulators into the gradient arena.
                 let mut dw = grad.try_slice_mut(w.offset..w.offset + w.len).ok_or_else(range_err)?;
                 let shape = GemmShape::dense(out, inp, x.rows, Transpose::T, Transpose::N);
                 let epilogue = Epilogue { beta: 1.0, ..Default::default() };
-                gemm(&self.dev, &shape, &dz.data.as_view(), &x.data.as_view(), &mut dw, epilogue)?;
+                let (a, xv) = (dz.data.as_view(), x.data.as_view());
+                match found_inf.as_mut() {
+                    Some(f) => gemm_checking(&self.dev, &shape, &a, &xv, &mut dw, epilogue, f)?,
+                    None => gemm(&self.dev, &shape, &a, &xv, &mut dw, epilogue)?,
+                }
             }
             if let Some(b) = &b {
                 let mut db = grad.try_slice_mut(b.offset..b.offset + b.len).ok_or_else(range_err)?;
-                crate::kernels::reduce::bias_grad_f16(&self.dev, &dz.data, &mut db, x.rows, out, 1.0)?;
+                match found_inf.as_mut() {
+                    Some(f) => bias_grad_f16_checking(&self.dev, &dz.data, &mut db, x.rows, out, 1.0, f)?,
+                    None => bias_grad_f16(&self.dev, &dz.data, &mut db, x.rows, out, 1.0)?,
+                }
             }
             if !need_dx {
                 return Ok(None);

@@ -70,10 +70,15 @@ pub trait Backend {
         adam: AdamConfig,
         scaler: GradScalerConfig,
     ) -> Result<Self::Params>;
-    /// Zeroes the gradients.
+    /// Zeroes the gradients and clears found_inf: it starts a step (on Cuda the
+    /// backward's gradient kernels raise found_inf as they write).
     fn zero_grad(&self, p: &mut Self::Params) -> Result<()>;
-    /// unscale_check over all gradients, AdamW gated by found_inf (writing the working
-    /// copy), loss-scale update: the optimizer phase of DESIGN.md, steps 5 to 7.
+    /// The overflow check over all gradients, AdamW gated by found_inf (writing the
+    /// working copy), loss-scale update: the optimizer phase of DESIGN.md, steps 5 to 7.
+    /// On Cuda the check was made by the backward's gradient kernels as they wrote (fused:
+    /// the phase reads each gradient once, in AdamW); on the CPU it is a pass here. Both
+    /// see the same values: a gradient that ends non-finite was non-finite when last
+    /// written.
     fn optimizer_step(&self, p: &mut Self::Params) -> Result<()>;
     /// The fp32 master weights, the whole arena (synchronizes).
     fn master_to_host(&self, p: &Self::Params) -> Result<Vec<f32>>;
@@ -116,7 +121,8 @@ pub trait Backend {
     ) -> Result<Option<Self::Tensor>>;
     /// `act(x)`.
     fn activation(&self, x: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
-    /// `dy * act'(x)`.
+    /// `dy * act'(x)`; ReLU as PyTorch's `threshold_backward` (`x <= 0 ? 0 : dy`, so an
+    /// inf `dy` at a dead unit gives 0): see [`cpu::activation_grad`].
     fn activation_backward(&self, x: &Self::Tensor, dy: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
     /// `a + b`.
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;

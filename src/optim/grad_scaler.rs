@@ -96,6 +96,21 @@ impl GradScaler {
         (self.cfg.enabled && !self.unscaled).then(|| self.scale.as_view())
     }
 
+    /// Clears `found_inf` for a step whose gradients are checked as they are written
+    /// (the fused check: [`gemm_checking`](crate::kernels::gemm::gemm_checking) and
+    /// [`bias_grad_f16_checking`](crate::kernels::reduce::bias_grad_f16_checking) raise
+    /// it through [`GradScaler::found_inf_view_mut`]), instead of by a pass over them
+    /// after the backward ([`GradScaler::check`]). Call it before the backward.
+    pub fn clear_found_inf(&mut self) -> Result<()> {
+        self.dev.stream().memset_zeros(&mut self.found_inf).op("GradScaler::clear_found_inf")
+    }
+
+    /// `found_inf`, for the kernels that raise it as they write gradients; `None` when the
+    /// scaler is off (nothing is skipped then, as in PyTorch without a GradScaler).
+    pub fn found_inf_view_mut(&mut self) -> Option<CudaViewMut<'_, f32>> {
+        self.cfg.enabled.then(|| self.found_inf.as_view_mut())
+    }
+
     /// Clears `found_inf`, then reads `grads` once and raises it on any inf or NaN;
     /// writes nothing else. The optimizer divides by the scale itself.
     pub fn check<G: Element>(&mut self, grads: &mut CudaViewMut<'_, G>) -> Result<()> {
