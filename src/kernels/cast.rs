@@ -10,7 +10,7 @@ use crate::error::{DriverContext, Error, Result};
 use crate::ptx;
 
 /// Elements each thread converts per iteration (`CAST_VEC` in cast.cu).
-const CAST_VEC: usize = 8;
+const CAST_VEC: usize = 4;
 
 /// `y[i] = (f16) x[i]`, round to nearest even; |x| >= 65520 gives ±inf; NaN stays NaN.
 /// `x` and `y` must have the same length.
