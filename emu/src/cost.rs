@@ -4,7 +4,8 @@
 //!
 //! - Global memory, per warp instruction (the lanes' n-th execution of one instruction
 //!   form one warp instruction: exact for converged warps, an over-count where lanes
-//!   diverge): bytes requested and 32-byte sectors touched. L2-equivalent bytes are every
+//!   diverge): bytes requested, distinct bytes and 32-byte sectors touched; coalescing
+//!   is distinct bytes over sector bytes. L2-equivalent bytes are every
 //!   requested sector summed; DRAM-equivalent bytes are the distinct sectors of the
 //!   launch, i.e. an L2 that holds the launch's working set.
 //! - Shared memory, per warp instruction: wavefronts, with 32 banks of 4 bytes; a
@@ -33,7 +34,12 @@ pub struct Counters {
     pub thread_insts: [u64; 4],
     /// Tensor-core multiply-adds (16 * 16 * 16 per warp mma).
     pub macs: u64,
+    /// Bytes the lanes asked for, a byte asked for by several lanes of one warp
+    /// instruction counted each time.
     pub global_bytes: u64,
+    /// Distinct bytes per warp instruction, summed: what coalescing is judged against
+    /// (lanes reading the same scalar share its sector).
+    pub global_unique_bytes: u64,
     pub global_warp_insts: u64,
     /// Sectors touched, summed over warp instructions (L2-equivalent traffic / 32).
     pub global_sectors: u64,
@@ -52,6 +58,7 @@ impl Counters {
         }
         self.macs += o.macs;
         self.global_bytes += o.global_bytes;
+        self.global_unique_bytes += o.global_unique_bytes;
         self.global_warp_insts += o.global_warp_insts;
         self.global_sectors += o.global_sectors;
         self.shared_bytes += o.shared_bytes;
@@ -66,6 +73,8 @@ struct Group {
     bytes: u64,
     /// Global: sector numbers; shared: 4-byte word numbers.
     units: Vec<u64>,
+    /// Global: the bytes used of each sector in `units`, as a 32-bit mask.
+    masks: Vec<u32>,
 }
 
 /// One worker's counters while its blocks run.
@@ -97,7 +106,10 @@ impl CostState {
         let g = self.global.entry(key).or_default();
         g.bytes += n;
         for s in addr / 32..(addr + n).div_ceil(32) {
+            let (lo, hi) = (addr.max(s * 32) - s * 32, (addr + n).min(s * 32 + 32) - s * 32);
+            let mask = if hi - lo == 32 { u32::MAX } else { ((1u32 << (hi - lo)) - 1) << lo };
             g.units.push(s);
+            g.masks.push(mask);
         }
     }
 
@@ -127,13 +139,27 @@ impl CostState {
     /// Folds the warp instructions of a finished block into the counters.
     pub fn end_block(&mut self) {
         let c = &mut self.counters;
-        for (_, mut g) in self.global.drain() {
-            g.units.sort_unstable();
-            g.units.dedup();
+        for (_, g) in self.global.drain() {
+            let mut used: Vec<(u64, u32)> = g.units.into_iter().zip(g.masks).collect();
+            used.sort_unstable_by_key(|&(s, _)| s);
+            let mut sectors = 0u64;
+            let mut unique = 0u64;
+            let mut i = 0;
+            while i < used.len() {
+                let (s, mut mask) = used[i];
+                while i + 1 < used.len() && used[i + 1].0 == s {
+                    i += 1;
+                    mask |= used[i].1;
+                }
+                sectors += 1;
+                unique += mask.count_ones() as u64;
+                self.sectors.insert(s);
+                i += 1;
+            }
             c.global_warp_insts += 1;
             c.global_bytes += g.bytes;
-            c.global_sectors += g.units.len() as u64;
-            self.sectors.extend(g.units.iter().copied());
+            c.global_unique_bytes += unique;
+            c.global_sectors += sectors;
         }
         for (_, mut g) in self.shared.drain() {
             c.shared_warp_insts += 1;
@@ -166,7 +192,7 @@ pub fn output() -> Option<String> {
 /// on stderr, never fails the launch).
 pub fn record(path: &str, kernel: &str, grid: [u32; 3], block: [u32; 3], c: &Counters) {
     let line = format!(
-        "{{\"kernel\":\"{kernel}\",\"grid\":[{},{},{}],\"block\":[{},{},{}],\"thread_insts\":{{\"memory\":{},\"arithmetic\":{},\"tensor\":{},\"control\":{}}},\"macs\":{},\"global_bytes\":{},\"global_warp_insts\":{},\"global_sectors\":{},\"dram_sectors\":{},\"shared_bytes\":{},\"shared_warp_insts\":{},\"shared_wavefronts\":{},\"shared_ideal_wavefronts\":{}}}\n",
+        "{{\"kernel\":\"{kernel}\",\"grid\":[{},{},{}],\"block\":[{},{},{}],\"thread_insts\":{{\"memory\":{},\"arithmetic\":{},\"tensor\":{},\"control\":{}}},\"macs\":{},\"global_bytes\":{},\"global_unique_bytes\":{},\"global_warp_insts\":{},\"global_sectors\":{},\"dram_sectors\":{},\"shared_bytes\":{},\"shared_warp_insts\":{},\"shared_wavefronts\":{},\"shared_ideal_wavefronts\":{}}}\n",
         grid[0],
         grid[1],
         grid[2],
@@ -179,6 +205,7 @@ pub fn record(path: &str, kernel: &str, grid: [u32; 3], block: [u32; 3], c: &Cou
         c.thread_insts[CONTROL],
         c.macs,
         c.global_bytes,
+        c.global_unique_bytes,
         c.global_warp_insts,
         c.global_sectors,
         c.dram_sectors,
