@@ -28,7 +28,9 @@ fn gemm(c: &mut Criterion) {
     let b: Vec<u8> = (0..kk * n).flat_map(|i| half(i + 1).to_le_bytes()).collect();
     let (pa, pb, pc) = (upload(&mut mem, &a), upload(&mut mem, &b), mem.alloc(m * n * 4));
     let mut p = Vec::new();
-    for v in [pa, pb, pc, 0, 0] {
+    // GemmParams (cuda/gemm.cu, 112 bytes): a, b, c, bias, pre, found_inf; m n k lda ldb
+    // ldc; alpha, beta; act, bias_f16. Then the `vec` argument.
+    for v in [pa, pb, pc, 0, 0, 0] {
         p.extend_from_slice(&v.to_le_bytes());
     }
     for v in [m, n, kk, kk, n, n] {

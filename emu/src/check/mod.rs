@@ -69,6 +69,12 @@ struct Cell {
     reads: [Access; 2],
     /// A cp.async that will write this byte when its group completes.
     pending: Access,
+    /// The first read of this byte in the current block epoch, and the latest read in it
+    /// by a warp other than the first one's: together they name an unordered reader of
+    /// another warp for any writer, however many threads read since the barrier, where
+    /// `reads` keeps only the last two.
+    first: Access,
+    other: Access,
     init: bool,
 }
 
@@ -171,6 +177,12 @@ impl SharedShadow {
                 cell.reads[1] = cell.reads[0];
             }
             cell.reads[0] = now;
+            if cell.first.none() || cell.first.block_epoch != now.block_epoch {
+                cell.first = now;
+                cell.other = Access::default();
+            } else if cell.first.thread / 32 != thread / 32 {
+                cell.other = now;
+            }
         }
         Ok(())
     }
@@ -187,6 +199,14 @@ impl SharedShadow {
                 }
                 if let Some(r) = c.reads.iter().find(|r| !r.none() && r.thread != thread && Self::unordered(r, &now)) {
                     return Err(self.hazard("Write-after-read", r, "read", &now, a));
+                }
+                // A read of this epoch by another warp: `first` if its warp is not the
+                // writer's, else `other` (whose warp differs from first's).
+                let far = [c.first, c.other]
+                    .into_iter()
+                    .find(|r| !r.none() && r.block_epoch == now.block_epoch && r.thread / 32 != thread / 32);
+                if let Some(r) = far {
+                    return Err(self.hazard("Write-after-read", &r, "read", &now, a));
                 }
             }
             let cell = &mut self.cells[a];

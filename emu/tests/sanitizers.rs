@@ -1,0 +1,1012 @@
+//! Planted-bug tests for the sanitizers (crate::check; issue 15, "Sanitizers" items 1-4):
+//! one small hand-written kernel per hazard kind that is caught, with the report naming
+//! the check, the hazard, both threads, both PTX lines and the address; the same launch
+//! with that one check switched off, which does not report it (the evidence that the
+//! test fails when its check is disabled); and the corrected twin, which runs clean under
+//! every check and gives the right result. Last, real kernels of the repository run clean
+//! under every check.
+//!
+//! Which kind a hazard is reported as depends on the order of the two accesses, and the
+//! emulator runs the threads of a block in index order up to their next synchronizing
+//! instruction; the kernels are written so that the planted access comes second in that
+//! order. Where the bug gives the right answer in that schedule anyway (as a missing
+//! barrier often does), the test says so: racecheck finds it from synchronization
+//! epochs, not from the values.
+
+mod common;
+use common::*;
+use half::f16;
+use mp_emu::check::Checks;
+use mp_emu::exec::{FaultKind, LaunchError};
+
+fn b64(v: u64) -> [u8; 8] {
+    v.to_le_bytes()
+}
+
+/// The 1-based line of `ptx` that contains `needle` (exactly one must).
+fn line_of(ptx: &str, needle: &str) -> usize {
+    let hits: Vec<usize> = ptx.lines().enumerate().filter(|(_, l)| l.contains(needle)).map(|(i, _)| i + 1).collect();
+    assert_eq!(hits.len(), 1, "`{needle}` must occur once in the test kernel");
+    hits[0]
+}
+
+/// `HEADER` and `kernel` with each `{NAME}` placeholder replaced.
+fn kernel_ptx(kernel: &str, subst: &[(&str, &str)]) -> String {
+    let mut k = kernel.to_string();
+    for (name, text) in subst {
+        k = k.replace(&format!("{{{name}}}"), text);
+    }
+    let unfilled = k.split('{').skip(1).find_map(|rest| {
+        let name = rest.split('}').next().unwrap_or("");
+        (!name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')).then_some(name)
+    });
+    assert!(unfilled.is_none(), "unfilled placeholder {unfilled:?}");
+    format!("{HEADER}{k}")
+}
+
+fn assert_report(e: &LaunchError, kind: FaultKind, parts: &[&str]) {
+    assert_eq!(e.kind, kind, "{}", e.report);
+    for p in parts {
+        assert!(e.report.contains(p), "report lacks `{p}`:\n{}", e.report);
+    }
+}
+
+fn pl(line: usize) -> String {
+    format!("PTX line {line}")
+}
+
+const NO_RACE: Checks = Checks { race: false, ..Checks::ALL };
+const NO_INIT: Checks = Checks { init: false, ..Checks::ALL };
+const NO_SYNC: Checks = Checks { sync: false, ..Checks::ALL };
+
+// ---------------------------------------------------------------------------------------
+// racecheck
+// ---------------------------------------------------------------------------------------
+
+/// Thread t stores 3t + 1 to s[t], then reads s[(4t {OP} {MASK}) / 4] into out[t] (with
+/// `and` 124: s[t & 31], the threads of warp 1 read what warp 0 wrote). `{SYNC}`: the
+/// synchronization between the two (none: the planted bug).
+const EXCHANGE: &str = "
+.visible .entry exchange(
+\t.param .u64 exchange_param_0
+)
+{
+\t.reg .pred \t%p<2>;
+\t.reg .b32 \t%r<10>;
+\t.reg .b64 \t%rd<5>;
+\t.shared .align 4 .b8 s[256];
+
+\tld.param.u64 \t%rd1, [exchange_param_0];
+\tcvta.to.global.u64 \t%rd2, %rd1;
+\tmov.u32 \t%r1, %tid.x;
+\tmov.u32 \t%r2, s;
+\tshl.b32 \t%r3, %r1, 2;
+\tadd.s32 \t%r4, %r2, %r3;
+\tmad.lo.s32 \t%r5, %r1, 3, 1;
+\tst.shared.u32 \t[%r4], %r5; // the store
+{SYNC}
+\t{OP}.b32 \t%r6, %r3, {MASK};
+\tadd.s32 \t%r7, %r2, %r6;
+\tld.shared.u32 \t%r8, [%r7]; // the load
+\tmul.wide.u32 \t%rd3, %r1, 4;
+\tadd.s64 \t%rd4, %rd2, %rd3;
+\tst.global.u32 \t[%rd4], %r8;
+\tret;
+}
+";
+
+/// Runs `exchange` on `threads` threads reading s[t & (mask / 4)], with `sync` between
+/// the store and the load, under `checks`; the result when it ran.
+fn exchange(threads: u32, mask: u32, sync: &str, checks: Checks) -> (String, Result<Vec<u32>, LaunchError>) {
+    exchange_op("and", threads, mask, sync, checks)
+}
+
+fn exchange_op(
+    op: &str,
+    threads: u32,
+    mask: u32,
+    sync: &str,
+    checks: Checks,
+) -> (String, Result<Vec<u32>, LaunchError>) {
+    let mask = mask.to_string();
+    let ptx = kernel_ptx(EXCHANGE, &[("SYNC", sync), ("OP", op), ("MASK", &mask)]);
+    let mut r = Rig::new(&ptx);
+    let out = r.upload(&vec![0u32; threads as usize]);
+    let res = r.launch_checks("exchange", [1, 1, 1], [threads, 1, 1], 0, &[&b64(out)], checks);
+    (ptx.clone(), res.map(|()| r.download(out, threads as usize)))
+}
+
+/// What `exchange` gives when every thread's store is seen by every load.
+fn exchanged(threads: u32, mask: u32) -> Vec<u32> {
+    (0..threads).map(|t| ((t * 4) & mask) / 4 * 3 + 1).collect()
+}
+
+#[test]
+fn racecheck_read_after_write_across_warps() {
+    // Warp 1 reads s[0..32), which warp 0 wrote, with no bar.sync between.
+    let (ptx, res) = exchange(64, 124, "", Checks::ALL);
+    let e = res.unwrap_err();
+    let (st, ld) = (line_of(&ptx, "the store"), line_of(&ptx, "the load"));
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &[
+            "racecheck: Read-after-write hazard on __shared__ byte 0x0:",
+            &format!("written by thread (0,0,0) at {} and thread (32,0,0) at {}", pl(st), pl(ld)),
+            "no barrier between them",
+            "kernel exchange",
+            "by thread (32,0,0) in block (0,0,0)",
+        ],
+    );
+    // Without racecheck the launch passes, and in the emulator's schedule (warp 0 runs
+    // first) even gives the right answer: the bug is found from the epochs, not the values.
+    let (_, res) = exchange(64, 124, "", NO_RACE);
+    assert_eq!(res.unwrap(), exchanged(64, 124));
+    // A warp barrier orders nothing across warps.
+    let (_, res) = exchange(64, 124, "\tbar.warp.sync \t-1;", Checks::ALL);
+    assert_report(&res.unwrap_err(), FaultKind::Sanitizer, &["racecheck: Read-after-write hazard", "thread (32,0,0)"]);
+    // The corrected twin: a block barrier between the store and the load.
+    let (_, res) = exchange(64, 124, "\tbar.sync \t0;", Checks::ALL);
+    assert_eq!(res.unwrap(), exchanged(64, 124));
+}
+
+#[test]
+fn racecheck_read_after_write_within_a_warp() {
+    // One warp; lane l reads s[l & 30], so each odd lane reads its even neighbour's word
+    // with no warp-synchronizing instruction between (lanes of a warp run independently
+    // from Volta on).
+    let (ptx, res) = exchange(32, 120, "", Checks::ALL);
+    let e = res.unwrap_err();
+    let (st, ld) = (line_of(&ptx, "the store"), line_of(&ptx, "the load"));
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &[
+            "racecheck: Read-after-write hazard on __shared__ byte 0x0:",
+            &format!("written by thread (0,0,0) at {} and thread (1,0,0) at {}", pl(st), pl(ld)),
+            "by thread (1,0,0) in block (0,0,0)",
+        ],
+    );
+    let (_, res) = exchange(32, 120, "", NO_RACE);
+    assert_eq!(res.unwrap(), exchanged(32, 120));
+    // The corrected twins: __syncwarp(), or a shuffle (any warp-synchronizing
+    // instruction over the whole warp), or a block barrier.
+    for sync in ["\tbar.warp.sync \t-1;", "\tshfl.sync.idx.b32 \t%r9|%p1, %r1, 0, 31, -1;", "\tbar.sync \t0;"] {
+        let (_, res) = exchange(32, 120, sync, Checks::ALL);
+        assert_eq!(res.unwrap(), exchanged(32, 120), "{sync}");
+    }
+}
+
+#[test]
+fn racecheck_symmetric_exchange_is_caught_whichever_order() {
+    // s[t] then s[t ^ 32] (across warps) and s[t] then s[t ^ 1] (within a warp): each
+    // thread also reads a word its partner writes only later in the emulator's schedule.
+    // Thread 0 runs first and reads its partner's word before anything wrote it: with
+    // every check on, initcheck names that; without initcheck, racecheck finds the
+    // partner's store after the unsynchronized read (Write-after-read); only with both off
+    // does the launch pass. With the barrier it is clean.
+    for (threads, mask, partner, sync) in [(64u32, 128u32, 32, "\tbar.sync \t0;"), (32, 4, 1, "\tbar.warp.sync \t-1;")]
+    {
+        let (ptx, res) = exchange_op("xor", threads, mask, "", Checks::ALL);
+        let (st, ld) = (line_of(&ptx, "the store"), line_of(&ptx, "the load"));
+        let byte = format!("{:#x}", partner * 4);
+        assert_report(
+            &res.unwrap_err(),
+            FaultKind::Sanitizer,
+            &[&format!(
+                "initcheck: Uninitialized __shared__ memory read of byte {byte} by thread (0,0,0) at {}",
+                pl(ld)
+            )],
+        );
+        let (_, res) = exchange_op("xor", threads, mask, "", NO_INIT);
+        assert_report(
+            &res.unwrap_err(),
+            FaultKind::Sanitizer,
+            &[
+                &format!("racecheck: Write-after-read hazard on __shared__ byte {byte}:"),
+                &format!("read by thread (0,0,0) at {} and thread ({partner},0,0) at {}", pl(ld), pl(st)),
+            ],
+        );
+        let (_, res) = exchange_op("xor", threads, mask, "", Checks { race: false, init: false, sync: true });
+        res.unwrap();
+        let want: Vec<u32> = (0..threads).map(|t| (t ^ partner) * 3 + 1).collect();
+        assert_eq!(exchange_op("xor", threads, mask, sync, Checks::ALL).1.unwrap(), want);
+    }
+}
+
+/// Thread 0 stores 7 to s[0]; after a barrier every thread reads it into out[t]; then
+/// thread 63 overwrites it with 9. `{SYNC}`: between the reads and the overwrite.
+const OVERWRITE: &str = "
+.visible .entry overwrite(
+\t.param .u64 overwrite_param_0
+)
+{
+\t.reg .pred \t%p<3>;
+\t.reg .b32 \t%r<8>;
+\t.reg .b64 \t%rd<5>;
+\t.shared .align 4 .b8 s[4];
+
+\tld.param.u64 \t%rd1, [overwrite_param_0];
+\tcvta.to.global.u64 \t%rd2, %rd1;
+\tmov.u32 \t%r1, %tid.x;
+\tmov.u32 \t%r2, s;
+\tmov.u32 \t%r3, 7;
+\tmov.u32 \t%r4, 9;
+\tsetp.eq.u32 \t%p1, %r1, 0;
+\t@%p1 st.shared.u32 \t[%r2], %r3; // the first store
+\tbar.sync \t0;
+\tld.shared.u32 \t%r5, [%r2]; // the load
+{SYNC}
+\tsetp.eq.u32 \t%p2, %r1, 63;
+\t@%p2 st.shared.u32 \t[%r2], %r4; // the overwrite
+\tmul.wide.u32 \t%rd3, %r1, 4;
+\tadd.s64 \t%rd4, %rd2, %rd3;
+\tst.global.u32 \t[%rd4], %r5;
+\tret;
+}
+";
+
+fn overwrite(sync: &str, checks: Checks) -> (String, Result<Vec<u32>, LaunchError>) {
+    let ptx = kernel_ptx(OVERWRITE, &[("SYNC", sync)]);
+    let mut r = Rig::new(&ptx);
+    let out = r.upload(&[0u32; 64]);
+    let res = r.launch_checks("overwrite", [1, 1, 1], [64, 1, 1], 0, &[&b64(out)], checks);
+    (ptx.clone(), res.map(|()| r.download(out, 64)))
+}
+
+#[test]
+fn racecheck_write_after_read() {
+    let (ptx, res) = overwrite("", Checks::ALL);
+    let e = res.unwrap_err();
+    let (ld, st) = (line_of(&ptx, "the load"), line_of(&ptx, "the overwrite"));
+    // The last reader before the overwrite is thread 62, of the overwriter's own warp:
+    // with no __syncwarp between them, that is a hazard too.
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &[
+            "racecheck: Write-after-read hazard on __shared__ byte 0x0:",
+            &format!("read by thread (62,0,0) at {} and thread (63,0,0) at {}", pl(ld), pl(st)),
+            "by thread (63,0,0) in block (0,0,0)",
+        ],
+    );
+    // Without racecheck: no report, and every thread read 7 in this schedule.
+    assert_eq!(overwrite("", NO_RACE).1.unwrap(), vec![7; 64]);
+    // The corrected twin: a barrier before the overwrite.
+    assert_eq!(overwrite("\tbar.sync \t0;", Checks::ALL).1.unwrap(), vec![7; 64]);
+}
+
+/// Threads 0 (warp 0) and 32 (warp 1) both write s[0]; after a barrier every thread reads
+/// it into out[t]. `{SYNC}`: between the two writes.
+const TWO_WRITERS: &str = "
+.visible .entry two_writers(
+\t.param .u64 two_writers_param_0
+)
+{
+\t.reg .pred \t%p<3>;
+\t.reg .b32 \t%r<8>;
+\t.reg .b64 \t%rd<5>;
+\t.shared .align 4 .b8 s[4];
+
+\tld.param.u64 \t%rd1, [two_writers_param_0];
+\tcvta.to.global.u64 \t%rd2, %rd1;
+\tmov.u32 \t%r1, %tid.x;
+\tmov.u32 \t%r2, s;
+\tmov.u32 \t%r3, 1;
+\tmov.u32 \t%r4, 2;
+\tsetp.eq.u32 \t%p1, %r1, 0;
+\t@%p1 st.shared.u32 \t[%r2], %r3; // the first write
+{SYNC}
+\tsetp.eq.u32 \t%p2, %r1, 32;
+\t@%p2 st.shared.u32 \t[%r2], %r4; // the second write
+\tbar.sync \t0;
+\tld.shared.u32 \t%r5, [%r2];
+\tmul.wide.u32 \t%rd3, %r1, 4;
+\tadd.s64 \t%rd4, %rd2, %rd3;
+\tst.global.u32 \t[%rd4], %r5;
+\tret;
+}
+";
+
+fn two_writers(sync: &str, checks: Checks) -> (String, Result<Vec<u32>, LaunchError>) {
+    let ptx = kernel_ptx(TWO_WRITERS, &[("SYNC", sync)]);
+    let mut r = Rig::new(&ptx);
+    let out = r.upload(&[0u32; 64]);
+    let res = r.launch_checks("two_writers", [1, 1, 1], [64, 1, 1], 0, &[&b64(out)], checks);
+    (ptx.clone(), res.map(|()| r.download(out, 64)))
+}
+
+#[test]
+fn racecheck_write_after_write() {
+    let (ptx, res) = two_writers("", Checks::ALL);
+    let e = res.unwrap_err();
+    let (w1, w2) = (line_of(&ptx, "the first write"), line_of(&ptx, "the second write"));
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &[
+            "racecheck: Write-after-write hazard on __shared__ byte 0x0:",
+            &format!("written by thread (0,0,0) at {} and thread (32,0,0) at {}", pl(w1), pl(w2)),
+            "by thread (32,0,0) in block (0,0,0)",
+        ],
+    );
+    assert_eq!(two_writers("", NO_RACE).1.unwrap(), vec![2; 64]);
+    // The corrected twin: a barrier between the writes orders them.
+    assert_eq!(two_writers("\tbar.sync \t0;", Checks::ALL).1.unwrap(), vec![2; 64]);
+}
+
+/// Thread t zeroes its 16 bytes s[16t, 16t + 16), copies src[4t..4t + 4) there with
+/// cp.async, and stores the first word it reads back to out[t]. `{EARLY}`: the load
+/// before cp.async.wait_group (the planted bug); `{LATE}`: after it.
+const CP_ASYNC: &str = "
+.visible .entry cp_async_read(
+\t.param .u64 cp_async_read_param_0,
+\t.param .u64 cp_async_read_param_1
+)
+{
+\t.reg .b32 \t%r<12>;
+\t.reg .b64 \t%rd<10>;
+\t.shared .align 16 .b8 s[512];
+
+\tld.param.u64 \t%rd1, [cp_async_read_param_0];
+\tld.param.u64 \t%rd2, [cp_async_read_param_1];
+\tcvta.to.global.u64 \t%rd3, %rd1;
+\tcvta.to.global.u64 \t%rd4, %rd2;
+\tmov.u32 \t%r1, %tid.x;
+\tmov.u32 \t%r2, s;
+\tshl.b32 \t%r3, %r1, 4;
+\tadd.s32 \t%r4, %r2, %r3;
+\tmov.u32 \t%r5, 0;
+\tst.shared.v4.u32 \t[%r4], {%r5, %r5, %r5, %r5};
+\tmul.wide.u32 \t%rd5, %r1, 16;
+\tadd.s64 \t%rd6, %rd3, %rd5;
+\tcp.async.cg.shared.global \t[%r4], [%rd6], 16; // the copy
+\tcp.async.commit_group;
+{EARLY}
+\tcp.async.wait_group \t0;
+{LATE}
+\tmul.wide.u32 \t%rd7, %r1, 4;
+\tadd.s64 \t%rd8, %rd4, %rd7;
+\tst.global.u32 \t[%rd8], %r6;
+\tret;
+}
+";
+
+const CP_LOAD: &str = "\tld.shared.u32 \t%r6, [%r4]; // the load";
+
+fn cp_async_read(early: &str, late: &str, checks: Checks) -> (String, Result<Vec<u32>, LaunchError>) {
+    let ptx = kernel_ptx(CP_ASYNC, &[("EARLY", early), ("LATE", late)]);
+    let mut r = Rig::new(&ptx);
+    let src: Vec<u32> = (0..128).map(|i| 1000 + i).collect();
+    let src = r.upload(&src);
+    let out = r.upload(&[0u32; 32]);
+    let res = r.launch_checks("cp_async_read", [1, 1, 1], [32, 1, 1], 0, &[&b64(src), &b64(out)], checks);
+    (ptx.clone(), res.map(|()| r.download(out, 32)))
+}
+
+#[test]
+fn racecheck_cp_async_destination_read_before_wait_group() {
+    let (ptx, res) = cp_async_read(CP_LOAD, "", Checks::ALL);
+    let e = res.unwrap_err();
+    let (cp, ld) = (line_of(&ptx, "the copy"), line_of(&ptx, "the load"));
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &[
+            "racecheck: Read-after-write hazard on __shared__ byte 0x0:",
+            &format!(
+                "thread (0,0,0) at {} reads the destination of the cp.async issued by thread (0,0,0) at {}",
+                pl(ld),
+                pl(cp)
+            ),
+            "before a cp.async.wait_group completed it",
+            "kernel cp_async_read",
+        ],
+    );
+    // Without racecheck it runs, and reads the zeros the copy has not yet replaced.
+    assert_eq!(cp_async_read(CP_LOAD, "", NO_RACE).1.unwrap(), vec![0; 32]);
+    // The corrected twin: the load after wait_group 0.
+    let want: Vec<u32> = (0..32).map(|t| 1000 + 4 * t).collect();
+    assert_eq!(cp_async_read("", CP_LOAD, Checks::ALL).1.unwrap(), want);
+}
+
+#[test]
+fn racecheck_cp_async_destination_read_by_another_thread() {
+    // Lane t reads the destination of lane t & 30 after its own wait_group: lane 0's
+    // wait_group completed lane 0's copy, which lane 1 may read only after a warp or block
+    // barrier. The write is attributed to the thread and line that issued the copy.
+    let ld = "\tand.b32 \t%r7, %r1, 30;\n\tshl.b32 \t%r8, %r7, 4;\n\tadd.s32 \t%r9, %r2, %r8;\n\tld.shared.u32 \t%r6, [%r9]; // the load";
+    let (ptx, res) = cp_async_read("", ld, Checks::ALL);
+    let e = res.unwrap_err();
+    let (cp, ld_line) = (line_of(&ptx, "the copy"), line_of(&ptx, "the load"));
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &[
+            "racecheck: Read-after-write hazard on __shared__ byte 0x0:",
+            &format!("written by thread (0,0,0) at {} and thread (1,0,0) at {}", pl(cp), pl(ld_line)),
+            "by thread (1,0,0) in block (0,0,0)",
+        ],
+    );
+    let want: Vec<u32> = (0..32).map(|t| 1000 + 4 * (t & 30)).collect();
+    assert_eq!(cp_async_read("", ld, NO_RACE).1.unwrap(), want);
+    // The corrected twin: wait_group, then a barrier, then the read.
+    let twin = format!("\tbar.sync \t0;\n{ld}");
+    assert_eq!(cp_async_read("", &twin, Checks::ALL).1.unwrap(), want);
+}
+
+#[test]
+fn racecheck_cp_async_into_a_pending_destination() {
+    // A second cp.async into the bytes of one not yet waited for: the two writes are
+    // unordered (Write-after-write), even in one thread.
+    let again = "\tcp.async.cg.shared.global \t[%r4], [%rd6], 16; // the second copy";
+    let (ptx, res) = cp_async_read(again, CP_LOAD, Checks::ALL);
+    let (cp, cp2) = (line_of(&ptx, "the copy"), line_of(&ptx, "the second copy"));
+    assert_report(
+        &res.unwrap_err(),
+        FaultKind::Sanitizer,
+        &[
+            "racecheck: Write-after-write hazard on __shared__ byte 0x0:",
+            &format!(
+                "targeted by a pending cp.async by thread (0,0,0) at {} and thread (0,0,0) at {}",
+                pl(cp),
+                pl(cp2)
+            ),
+        ],
+    );
+    let want: Vec<u32> = (0..32).map(|t| 1000 + 4 * t).collect();
+    assert_eq!(cp_async_read(again, CP_LOAD, NO_RACE).1.unwrap(), want);
+    // The corrected twin: the first copy waited for before the second is issued.
+    let twin = format!("\tcp.async.wait_group \t0;\n{again}\n\tcp.async.commit_group;");
+    assert_eq!(cp_async_read(&twin, CP_LOAD, Checks::ALL).1.unwrap(), want);
+}
+
+/// Thread 0 stores 7 to s[0]; after a barrier every thread reads it; then warp 1 (only)
+/// takes a __syncwarp and thread 63 overwrites s[0]. The warp barrier orders the reads of
+/// warp 1 before the overwrite, not those of warp 0: thread 0's read and thread 63's
+/// write are a Write-after-read hazard.
+const EVICTED: &str = "
+.visible .entry evicted(
+\t.param .u64 evicted_param_0
+)
+{
+\t.reg .pred \t%p<4>;
+\t.reg .b32 \t%r<8>;
+\t.reg .b64 \t%rd<5>;
+\t.shared .align 4 .b8 s[4];
+
+\tld.param.u64 \t%rd1, [evicted_param_0];
+\tcvta.to.global.u64 \t%rd2, %rd1;
+\tmov.u32 \t%r1, %tid.x;
+\tmov.u32 \t%r2, s;
+\tmov.u32 \t%r3, 7;
+\tmov.u32 \t%r4, 9;
+\tsetp.eq.u32 \t%p1, %r1, 0;
+\t@%p1 st.shared.u32 \t[%r2], %r3;
+\tbar.sync \t0;
+\tld.shared.u32 \t%r5, [%r2]; // every thread reads
+\tsetp.lt.u32 \t%p3, %r1, 32;
+\t@%p3 bra \t$L_skip;
+\tbar.warp.sync \t-1; // warp 1 only
+\tsetp.eq.u32 \t%p2, %r1, 63;
+\t@%p2 st.shared.u32 \t[%r2], %r4; // the overwrite: unordered with warp 0's reads
+$L_skip:
+\tmul.wide.u32 \t%rd3, %r1, 4;
+\tadd.s64 \t%rd4, %rd2, %rd3;
+\tst.global.u32 \t[%rd4], %r5;
+\tret;
+}
+";
+
+#[test]
+fn racecheck_write_after_read_by_an_earlier_reader_of_another_warp() {
+    let ptx = format!("{HEADER}{EVICTED}");
+    let (ld, st) = (line_of(&ptx, "every thread reads"), line_of(&ptx, "the overwrite"));
+    let mut r = Rig::new(&ptx);
+    let out = r.upload(&[0u32; 64]);
+    let e = r.launch("evicted", [1, 1, 1], [64, 1, 1], &[&b64(out)]).unwrap_err();
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &[
+            "racecheck: Write-after-read hazard on __shared__ byte 0x0:",
+            &format!("at {} and thread (63,0,0) at {}", pl(ld), pl(st)),
+        ],
+    );
+    r.launch_checks("evicted", [1, 1, 1], [64, 1, 1], 0, &[&b64(out)], NO_RACE).unwrap();
+    // The corrected twin (a block barrier before the overwrite) is `overwrite` above.
+}
+
+/// 64 threads zero the 16 x 16 f32 tile d in shared memory; after a barrier warp 1
+/// reads it into out, and warp 0 computes a tile with wmma (A = B = 1, C = 0: every
+/// element 16) and stores it over d with wmma.store. `{SYNC}`: between warp 1's reads
+/// and warp 0's store.
+fn wmma_overwrite_ptx(sync: &str) -> String {
+    let frag = |p: &str| (0..8).map(|i| format!("%{p}{i}")).collect::<Vec<_>>().join(", ");
+    let (fa, fc, fd) = (frag("ra"), frag("fc"), frag("fd"));
+    let movs: String =
+        (0..8).map(|i| format!("\tmov.b32 \t%ra{i}, 0x3C003C00;\n\tmov.f32 \t%fc{i}, 0f00000000;\n")).collect();
+    format!(
+        "{HEADER}
+.visible .entry wmma_overwrite(
+\t.param .u64 wmma_overwrite_param_0
+)
+{{
+\t.reg .pred \t%p<3>;
+\t.reg .b32 \t%r<12>;
+\t.reg .b32 \t%ra<8>;
+\t.reg .f32 \t%fc<8>;
+\t.reg .f32 \t%fd<8>;
+\t.reg .b64 \t%rd<5>;
+\t.shared .align 16 .b8 d[1024];
+
+\tld.param.u64 \t%rd1, [wmma_overwrite_param_0];
+\tcvta.to.global.u64 \t%rd2, %rd1;
+\tmov.u32 \t%r1, %tid.x;
+\tmov.u32 \t%r2, d;
+\tshl.b32 \t%r3, %r1, 4;
+\tadd.s32 \t%r4, %r2, %r3;
+\tmov.u32 \t%r5, 0;
+\tst.shared.v4.u32 \t[%r4], {{%r5, %r5, %r5, %r5}};
+\tbar.sync \t0;
+\tsetp.lt.u32 \t%p1, %r1, 32;
+\t@%p1 bra \t$L_read_done;
+\tsub.s32 \t%r6, %r1, 32;
+\tshl.b32 \t%r7, %r6, 2;
+\tadd.s32 \t%r8, %r2, %r7;
+\tld.shared.u32 \t%r9, [%r8]; // the load
+\tmul.wide.u32 \t%rd3, %r6, 4;
+\tadd.s64 \t%rd4, %rd2, %rd3;
+\tst.global.u32 \t[%rd4], %r9;
+$L_read_done:
+{sync}
+\t@!%p1 bra \t$L_end;
+{movs}\twmma.mma.sync.aligned.row.col.m16n16k16.f32.f32 \t{{{fd}}}, {{{fa}}}, {{{fa}}}, {{{fc}}};
+\tmov.u32 \t%r10, 16;
+\twmma.store.d.sync.aligned.row.m16n16k16.shared.f32 \t[%r2], {{{fd}}}, %r10; // the wmma store
+$L_end:
+\tret;
+}}
+"
+    )
+}
+
+#[test]
+fn racecheck_wmma_store_over_words_another_warp_reads() {
+    // A wmma access is the warp's, attributed to its lane 0: warp 0's wmma.store over the
+    // words warp 1 has just read, with no barrier between, is a Write-after-read hazard.
+    let run = |sync: &str, checks: Checks| {
+        let ptx = wmma_overwrite_ptx(sync);
+        let mut r = Rig::new(&ptx);
+        let out = r.upload(&[7u32; 32]);
+        let res = r.launch_checks("wmma_overwrite", [1, 1, 1], [64, 1, 1], 0, &[&b64(out)], checks);
+        (ptx.clone(), res.map(|()| r.download::<u32>(out, 32)))
+    };
+    let (ptx, res) = run("", Checks::ALL);
+    let (ld, st) = (line_of(&ptx, "the load"), line_of(&ptx, "the wmma store"));
+    assert_report(
+        &res.unwrap_err(),
+        FaultKind::Sanitizer,
+        &[
+            "racecheck: Write-after-read hazard on __shared__ byte 0x0:",
+            &format!("read by thread (32,0,0) at {} and thread (0,0,0) at {}", pl(ld), pl(st)),
+            "kernel wmma_overwrite",
+        ],
+    );
+    assert_eq!(run("", NO_RACE).1.unwrap(), vec![0; 32]);
+    // The corrected twin: one barrier, which both warps reach, between the reads and the store.
+    assert_eq!(run("\tbar.sync \t0;", Checks::ALL).1.unwrap(), vec![0; 32]);
+}
+
+// ---------------------------------------------------------------------------------------
+// initcheck
+// ---------------------------------------------------------------------------------------
+
+/// out[t] = in[t]; `{SYNC}` (here: an earlier store of the same thread) before the load.
+const COPY: &str = "
+.visible .entry copy(
+\t.param .u64 copy_param_0,
+\t.param .u64 copy_param_1
+)
+{
+\t.reg .b32 \t%r<4>;
+\t.reg .b64 \t%rd<8>;
+
+\tld.param.u64 \t%rd1, [copy_param_0];
+\tld.param.u64 \t%rd2, [copy_param_1];
+\tcvta.to.global.u64 \t%rd3, %rd1;
+\tcvta.to.global.u64 \t%rd4, %rd2;
+\tmov.u32 \t%r1, %tid.x;
+\tmul.wide.u32 \t%rd5, %r1, 4;
+\tadd.s64 \t%rd6, %rd3, %rd5;
+{SYNC}
+\tld.global.u32 \t%r2, [%rd6]; // the load
+\tadd.s64 \t%rd7, %rd4, %rd5;
+\tst.global.u32 \t[%rd7], %r2;
+\tret;
+}
+";
+
+#[test]
+fn initcheck_global_load_of_unwritten_allocation() {
+    let ptx = kernel_ptx(COPY, &[("SYNC", "")]);
+    let ld = line_of(&ptx, "the load");
+    let mut r = Rig::new(&ptx);
+    let input = r.mem.alloc(64 * 4); // never written
+    let out = r.upload(&[0u32; 64]);
+    let e = r.launch("copy", [1, 1, 1], [64, 1, 1], &[&b64(input), &b64(out)]).unwrap_err();
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &[
+            &format!(
+                "initcheck: Uninitialized __global__ memory read of size 4 bytes at address {input:#x}: byte {input:#x} was never written"
+            ),
+            &pl(ld),
+            "kernel copy",
+            "by thread (0,0,0) in block (0,0,0)",
+        ],
+    );
+    // Without initcheck it runs.
+    r.launch_checks("copy", [1, 1, 1], [64, 1, 1], 0, &[&b64(input), &b64(out)], NO_INIT).unwrap();
+    // Only the bytes never written count: an allocation written in part faults at the
+    // first unwritten byte.
+    let part = r.mem.alloc(64 * 4);
+    r.mem.slice_mut(part, 40 * 4).unwrap().copy_from_slice(&[1u8; 160]);
+    let e = r.launch("copy", [1, 1, 1], [64, 1, 1], &[&b64(part), &b64(out)]).unwrap_err();
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &[&format!("byte {:#x} was never written", part + 160), "by thread (40,0,0) in block (0,0,0)"],
+    );
+    // The corrected twins: the input copied from the host first ...
+    let data: Vec<u32> = (0..64).map(|i| i * 5).collect();
+    let input = r.upload(&data);
+    r.launch("copy", [1, 1, 1], [64, 1, 1], &[&b64(input), &b64(out)]).unwrap();
+    assert_eq!(r.download::<u32>(out, 64), data);
+    // ... or written by an earlier kernel store (here, of the same thread).
+    let ptx = kernel_ptx(COPY, &[("SYNC", "\tst.global.u32 \t[%rd6], %r1;")]);
+    let mut r = Rig::new(&ptx);
+    let input = r.mem.alloc(64 * 4);
+    let out = r.upload(&[0u32; 64]);
+    r.launch("copy", [1, 1, 1], [64, 1, 1], &[&b64(input), &b64(out)]).unwrap();
+    assert_eq!(r.download::<u32>(out, 64), (0..64).collect::<Vec<u32>>());
+}
+
+/// Thread t stores to the 8 bytes s[8t, 8t + 8) (`{STORE}`), and after a barrier loads
+/// the 8 bytes of thread (t + 1) % 64 into out[t].
+const SHARED_INIT: &str = "
+.visible .entry shared_init(
+\t.param .u64 shared_init_param_0
+)
+{
+\t.reg .b32 \t%r<10>;
+\t.reg .b64 \t%rd<8>;
+\t.shared .align 8 .b8 s[512];
+
+\tld.param.u64 \t%rd1, [shared_init_param_0];
+\tcvta.to.global.u64 \t%rd2, %rd1;
+\tmov.u32 \t%r1, %tid.x;
+\tmov.u32 \t%r2, s;
+\tshl.b32 \t%r3, %r1, 3;
+\tadd.s32 \t%r4, %r2, %r3;
+\tmad.lo.s32 \t%r5, %r1, 3, 1;
+\tcvt.u64.u32 \t%rd3, %r5;
+{STORE}
+\tbar.sync \t0;
+\tadd.s32 \t%r6, %r1, 1;
+\tand.b32 \t%r7, %r6, 63;
+\tshl.b32 \t%r8, %r7, 3;
+\tadd.s32 \t%r9, %r2, %r8;
+\tld.shared.u64 \t%rd4, [%r9]; // the load
+\tmul.wide.u32 \t%rd5, %r1, 8;
+\tadd.s64 \t%rd6, %rd2, %rd5;
+\tst.global.u64 \t[%rd6], %rd4;
+\tret;
+}
+";
+
+#[test]
+fn initcheck_shared_load_of_unwritten_bytes() {
+    // Each thread stores only the low 4 of its 8 bytes: thread 0's load of thread 1's
+    // word finds byte 0xc unwritten (bytes 0x8..0xc were written).
+    let ptx = kernel_ptx(SHARED_INIT, &[("STORE", "\tst.shared.u32 \t[%r4], %r5;")]);
+    let ld = line_of(&ptx, "the load");
+    let mut r = Rig::new(&ptx);
+    let out = r.upload(&[0u64; 64]);
+    let e = r.launch("shared_init", [1, 1, 1], [64, 1, 1], &[&b64(out)]).unwrap_err();
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &[
+            &format!(
+                "initcheck: Uninitialized __shared__ memory read of byte 0xc by thread (0,0,0) at {}: nothing wrote it since the block started",
+                pl(ld)
+            ),
+            "kernel shared_init",
+            "by thread (0,0,0) in block (0,0,0)",
+        ],
+    );
+    r.launch_checks("shared_init", [1, 1, 1], [64, 1, 1], 0, &[&b64(out)], NO_INIT).unwrap();
+    // The corrected twin: all 8 bytes stored before the barrier.
+    let ptx = kernel_ptx(SHARED_INIT, &[("STORE", "\tst.shared.u64 \t[%r4], %rd3;")]);
+    let mut r = Rig::new(&ptx);
+    let out = r.upload(&[0u64; 64]);
+    r.launch("shared_init", [1, 1, 1], [64, 1, 1], &[&b64(out)]).unwrap();
+    assert_eq!(r.download::<u64>(out, 64), (0..64u64).map(|t| (t + 1) % 64 * 3 + 1).collect::<Vec<_>>());
+}
+
+/// Shared memory starts unwritten in every block: block 0 stores s[t] before the barrier,
+/// every block loads it.
+const FIRST_BLOCK_STORES: &str = "
+.visible .entry first_block_stores(
+\t.param .u64 first_block_stores_param_0
+)
+{
+\t.reg .pred \t%p<2>;
+\t.reg .b32 \t%r<10>;
+\t.reg .b64 \t%rd<8>;
+\t.shared .align 4 .b8 s[128];
+
+\tld.param.u64 \t%rd1, [first_block_stores_param_0];
+\tcvta.to.global.u64 \t%rd2, %rd1;
+\tmov.u32 \t%r1, %tid.x;
+\tmov.u32 \t%r2, %ctaid.x;
+\tmov.u32 \t%r3, s;
+\tshl.b32 \t%r4, %r1, 2;
+\tadd.s32 \t%r5, %r3, %r4;
+\tsetp.{CMP}.u32 \t%p1, %r2, 0;
+\t@%p1 st.shared.u32 \t[%r5], %r1;
+\tbar.sync \t0;
+\tld.shared.u32 \t%r6, [%r5]; // the load
+\tmad.lo.s32 \t%r7, %r2, 32, %r1;
+\tmul.wide.u32 \t%rd3, %r7, 4;
+\tadd.s64 \t%rd4, %rd2, %rd3;
+\tst.global.u32 \t[%rd4], %r6;
+\tret;
+}
+";
+
+#[test]
+fn initcheck_shared_memory_starts_unwritten_in_every_block() {
+    let ptx = kernel_ptx(FIRST_BLOCK_STORES, &[("CMP", "eq")]);
+    let ld = line_of(&ptx, "the load");
+    let mut r = Rig::new(&ptx);
+    let out = r.upload(&[0u32; 64]);
+    let e = r.launch("first_block_stores", [2, 1, 1], [32, 1, 1], &[&b64(out)]).unwrap_err();
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &["initcheck: Uninitialized __shared__ memory read of byte 0x0", &pl(ld), "by thread (0,0,0) in block (1,0,0)"],
+    );
+    r.launch_checks("first_block_stores", [2, 1, 1], [32, 1, 1], 0, &[&b64(out)], NO_INIT).unwrap();
+    // Twin: every block stores.
+    let ptx = kernel_ptx(FIRST_BLOCK_STORES, &[("CMP", "ge")]);
+    let mut r = Rig::new(&ptx);
+    let out = r.upload(&[0u32; 64]);
+    r.launch("first_block_stores", [2, 1, 1], [32, 1, 1], &[&b64(out)]).unwrap();
+    assert_eq!(r.download::<u32>(out, 64), (0..64).map(|i| i % 32).collect::<Vec<u32>>());
+}
+
+// ---------------------------------------------------------------------------------------
+// synccheck
+// ---------------------------------------------------------------------------------------
+
+/// Threads 0..15 write 1 to out[t] and wait at one bar.sync, the others write 2 and wait
+/// at another.
+const DIVERGENT: &str = "
+.visible .entry divergent(
+\t.param .u64 divergent_param_0
+)
+{
+\t.reg .pred \t%p<2>;
+\t.reg .b32 \t%r<4>;
+\t.reg .b64 \t%rd<5>;
+
+\tld.param.u64 \t%rd1, [divergent_param_0];
+\tcvta.to.global.u64 \t%rd2, %rd1;
+\tmov.u32 \t%r1, %tid.x;
+\tmul.wide.u32 \t%rd3, %r1, 4;
+\tadd.s64 \t%rd4, %rd2, %rd3;
+\tsetp.lt.u32 \t%p1, %r1, 16;
+\t@%p1 bra \t$L_low;
+\tmov.u32 \t%r2, 2;
+\tst.global.u32 \t[%rd4], %r2;
+\tbar.sync \t0; // the upper barrier
+\tbra.uni \t$L_end;
+$L_low:
+\tmov.u32 \t%r2, 1;
+\tst.global.u32 \t[%rd4], %r2;
+\tbar.sync \t0; // the lower barrier
+$L_end:
+\tret;
+}
+";
+
+/// The corrected twin: the branches rejoin before the one barrier.
+const CONVERGENT: &str = "
+.visible .entry convergent(
+\t.param .u64 convergent_param_0
+)
+{
+\t.reg .pred \t%p<2>;
+\t.reg .b32 \t%r<4>;
+\t.reg .b64 \t%rd<5>;
+
+\tld.param.u64 \t%rd1, [convergent_param_0];
+\tcvta.to.global.u64 \t%rd2, %rd1;
+\tmov.u32 \t%r1, %tid.x;
+\tmul.wide.u32 \t%rd3, %r1, 4;
+\tadd.s64 \t%rd4, %rd2, %rd3;
+\tsetp.lt.u32 \t%p1, %r1, 16;
+\t@%p1 bra \t$L_low;
+\tmov.u32 \t%r2, 2;
+\tbra.uni \t$L_join;
+$L_low:
+\tmov.u32 \t%r2, 1;
+$L_join:
+\tst.global.u32 \t[%rd4], %r2;
+\tbar.sync \t0;
+\tret;
+}
+";
+
+#[test]
+fn synccheck_divergent_barrier() {
+    let ptx = format!("{HEADER}{DIVERGENT}");
+    let (up, low) = (line_of(&ptx, "the upper barrier"), line_of(&ptx, "the lower barrier"));
+    let mut r = Rig::new(&ptx);
+    let out = r.upload(&[0u32; 32]);
+    let e = r.launch("divergent", [1, 1, 1], [32, 1, 1], &[&b64(out)]).unwrap_err();
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &[
+            &format!(
+                "synccheck: divergent barrier: thread (0,0,0) waits at the bar.sync at {}, thread (16,0,0) at the one at {}",
+                pl(low),
+                pl(up)
+            ),
+            "kernel divergent",
+            "by thread (16,0,0) in block (0,0,0)",
+        ],
+    );
+    // Without synccheck the two barriers complete as one (as they would on most GPUs).
+    r.launch_checks("divergent", [1, 1, 1], [32, 1, 1], 0, &[&b64(out)], NO_SYNC).unwrap();
+    let want: Vec<u32> = (0..32).map(|t| if t < 16 { 1 } else { 2 }).collect();
+    assert_eq!(r.download::<u32>(out, 32), want);
+    let mut r = Rig::new(&format!("{HEADER}{CONVERGENT}"));
+    let out = r.upload(&[0u32; 32]);
+    r.launch("convergent", [1, 1, 1], [32, 1, 1], &[&b64(out)]).unwrap();
+    assert_eq!(r.download::<u32>(out, 32), want);
+}
+
+/// Lanes 0..15 wait at bar.sync; lanes 16..31 execute `{WARP_SYNC}` with member mask
+/// `{MASK}` and store what they got to out[t].
+const HALF_WARP: &str = "
+.visible .entry half_warp(
+\t.param .u64 half_warp_param_0
+)
+{
+\t.reg .pred \t%p<3>;
+\t.reg .b32 \t%r<6>;
+\t.reg .b64 \t%rd<5>;
+
+\tld.param.u64 \t%rd1, [half_warp_param_0];
+\tcvta.to.global.u64 \t%rd2, %rd1;
+\tmov.u32 \t%r1, %tid.x;
+\tsetp.lt.u32 \t%p1, %r1, 16;
+\t@%p1 bra \t$L_low;
+\tmov.u32 \t%r2, {MASK};
+\tmov.u32 \t%r3, %r1;
+{WARP_SYNC}
+\tmul.wide.u32 \t%rd3, %r1, 4;
+\tadd.s64 \t%rd4, %rd2, %rd3;
+\tst.global.u32 \t[%rd4], %r3;
+\tbra.uni \t$L_end;
+$L_low:
+\tbar.sync \t0; // the barrier
+$L_end:
+\tret;
+}
+";
+
+fn half_warp(mask: &str, warp_sync: &str, checks: Checks) -> (String, Result<Vec<u32>, LaunchError>) {
+    let ptx = kernel_ptx(HALF_WARP, &[("MASK", mask), ("WARP_SYNC", warp_sync)]);
+    let mut r = Rig::new(&ptx);
+    let out = r.upload(&[0u32; 32]);
+    let res = r.launch_checks("half_warp", [1, 1, 1], [32, 1, 1], 0, &[&b64(out)], checks);
+    (ptx.clone(), res.map(|()| r.download(out, 32)))
+}
+
+#[test]
+fn synccheck_member_mask_naming_a_lane_at_a_block_barrier() {
+    // The shfl.sync form of this bug, and what happens without synccheck (the scheduler's
+    // deadlock report), are in faults.rs (barrier_deadlock_is_reported); here the
+    // __syncwarp form, and the corrected twins of both.
+    let sync = "\tbar.warp.sync \t%r2; // the warp sync";
+    let (ptx, res) = half_warp("-1", sync, Checks::ALL);
+    let bar = line_of(&ptx, "the barrier");
+    assert_report(
+        &res.unwrap_err(),
+        FaultKind::Sanitizer,
+        &[
+            &format!(
+                "synccheck: member mask 0xffffffff names lane 0, which waits at the block barrier at {} instead",
+                pl(bar)
+            ),
+            &pl(line_of(&ptx, "the warp sync")),
+            "kernel half_warp",
+            "by thread (16,0,0) in block (0,0,0)",
+        ],
+    );
+    // Without synccheck nothing names the mask: the launch still fails, as the deadlock
+    // it is, found by the scheduler.
+    let e = half_warp("-1", sync, NO_SYNC).1.unwrap_err();
+    assert_report(&e, FaultKind::IllegalInstruction, &["deadlock in kernel half_warp", &format!("16 at {}", pl(bar))]);
+    assert!(!e.report.contains("synccheck"), "{}", e.report);
+    // The corrected twins: masks naming only the lanes that arrive (16..31); the lanes
+    // at the barrier pass it once the others have exited.
+    let want: Vec<u32> = (0..32).map(|t| if t < 16 { 0 } else { t }).collect();
+    assert_eq!(half_warp("0xffff0000", sync, Checks::ALL).1.unwrap(), want);
+    let shfl = "\tshfl.sync.bfly.b32 \t%r3|%p2, %r1, 1, 31, %r2; // the shuffle";
+    let (ptx, res) = half_warp("-1", shfl, Checks::ALL);
+    assert_report(
+        &res.unwrap_err(),
+        FaultKind::Sanitizer,
+        &["synccheck: member mask 0xffffffff names lane 0", &pl(line_of(&ptx, "the barrier"))],
+    );
+    let want: Vec<u32> = (0..32).map(|t| if t < 16 { 0 } else { t ^ 1 }).collect();
+    assert_eq!(half_warp("0xffff0000", shfl, Checks::ALL).1.unwrap(), want);
+}
+
+// ---------------------------------------------------------------------------------------
+// Real kernels run clean under every check
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn repo_sum_f32_is_clean_under_all_checks() {
+    let mut r = Rig::new(&repo_ptx("reduce.sm_75.ptx"));
+    let n = 3001usize;
+    let x: Vec<f32> = (0..n).map(|i| ((i * 31) % 17) as f32 - 8.0).collect();
+    let px = r.upload(&x);
+    let pout = r.upload(&[0.0f32]);
+    let args: [&[u8]; 5] = [&b64(px), &b64(pout), &b64(n as u64), &1f32.to_le_bytes(), &0f32.to_le_bytes()];
+    r.launch_checks("sum_f32", [1, 1, 1], [1024, 1, 1], 0, &args, Checks::ALL).unwrap();
+    assert_eq!(r.download::<f32>(pout, 1)[0], x.iter().sum::<f32>());
+}
+
+#[test]
+fn repo_gemm_cp_async_path_is_clean_under_all_checks() {
+    // cuda/gemm.cu gemm_nn_f32(GemmParams p, int32_t vec): C = A B, row-major, f16 in,
+    // f32 out; vec = 1 takes the cp.async path. k = 96 is three k-tiles of 32 through the
+    // two shared-memory stages, so a stage is refilled while other warps may still read it.
+    // C is a fresh, unwritten allocation: with beta = 0 the kernel must not read it.
+    let mut r = Rig::new(&repo_ptx("gemm.sm_80.ptx"));
+    let (m, n, k) = (128usize, 128usize, 96usize);
+    let av = |i: usize| ((i * 7) % 5) as f32 - 2.0;
+    let bv = |i: usize| ((i * 3) % 7) as f32 - 3.0;
+    let half = |v: f32| f16::from_f32(v).to_bits();
+    let a: Vec<u16> = (0..m * k).map(|i| half(av(i))).collect();
+    let b: Vec<u16> = (0..k * n).map(|i| half(bv(i))).collect();
+    let (pa, pb, pc) = (r.upload(&a), r.upload(&b), r.mem.alloc(m * n * 4));
+    let mut p = Vec::new();
+    for v in [pa, pb, pc, 0, 0, 0] {
+        p.extend_from_slice(&v.to_le_bytes()); // a, b, c, bias, pre, found_inf
+    }
+    for v in [m, n, k, k, n, n] {
+        p.extend_from_slice(&(v as i64).to_le_bytes()); // m, n, k, lda, ldb, ldc
+    }
+    p.extend_from_slice(&1f32.to_le_bytes()); // alpha
+    p.extend_from_slice(&0f32.to_le_bytes()); // beta
+    p.extend_from_slice(&[0u8; 8]); // act (none), bias_f16
+    assert_eq!(p.len(), 112);
+    r.launch_checks("gemm_nn_f32", [1, 1, 1], [256, 1, 1], 0, &[&p, &1i32.to_le_bytes()], Checks::ALL).unwrap();
+    let c: Vec<f32> = r.download(pc, m * n);
+    for i in 0..m {
+        for j in 0..n {
+            let want: f32 = (0..k).map(|l| av(i * k + l) * bv(l * n + j)).sum();
+            assert_eq!(c[i * n + j], want, "C[{i}][{j}]");
+        }
+    }
+}
