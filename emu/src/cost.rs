@@ -6,8 +6,9 @@
 //!   form one warp instruction: exact for converged warps, an over-count where lanes
 //!   diverge): bytes requested, distinct bytes and 32-byte sectors touched; coalescing
 //!   is distinct bytes over sector bytes. L2-equivalent bytes are every
-//!   requested sector summed; DRAM-equivalent bytes are the distinct sectors of the
-//!   launch, i.e. an L2 that holds the launch's working set.
+//!   requested sector summed; DRAM-equivalent bytes are the distinct sectors the launch
+//!   reads plus the distinct sectors it writes, i.e. an L2 that holds the launch's
+//!   working set (a sector updated in place moves twice: read, then written back).
 //! - Shared memory, per warp instruction: wavefronts, with 32 banks of 4 bytes; a
 //!   wavefront serves any set of words in distinct banks (one word per bank; lanes
 //!   reading the same word share it). The ideal is the distinct bytes over 128. wmma
@@ -43,8 +44,12 @@ pub struct Counters {
     pub global_warp_insts: u64,
     /// Sectors touched, summed over warp instructions (L2-equivalent traffic / 32).
     pub global_sectors: u64,
-    /// Distinct sectors of the launch (DRAM-equivalent traffic / 32).
+    /// Distinct sectors of the launch read plus distinct sectors written (DRAM-equivalent
+    /// traffic / 32): a sector read and written back counts twice, as it moves twice.
     pub dram_sectors: u64,
+    /// Of those, the sectors read and the sectors written.
+    pub dram_read_sectors: u64,
+    pub dram_write_sectors: u64,
     pub shared_bytes: u64,
     pub shared_warp_insts: u64,
     pub shared_wavefronts: u64,
@@ -75,6 +80,8 @@ struct Group {
     units: Vec<u64>,
     /// Global: the bytes used of each sector in `units`, as a 32-bit mask.
     masks: Vec<u32>,
+    /// Global: whether the instruction writes (a store) or reads.
+    write: bool,
 }
 
 /// One worker's counters while its blocks run.
@@ -83,7 +90,8 @@ pub struct CostState {
     pub counters: Counters,
     global: HashMap<(u32, u32, u32), Group>,
     shared: HashMap<(u32, u32, u32), Group>,
-    sectors: HashSet<u64>,
+    read: HashSet<u64>,
+    written: HashSet<u64>,
 }
 
 /// Wavefronts for one warp-wide shared access touching these words: the most distinct
@@ -100,11 +108,12 @@ fn wavefronts(words: &mut Vec<u64>) -> (u64, u64) {
 }
 
 impl CostState {
-    /// One lane's global access of `n` bytes at `addr`, part of warp instruction `key`
-    /// (warp, pc, the lane's count of memory instructions so far).
-    pub fn global(&mut self, key: (u32, u32, u32), addr: u64, n: u64) {
+    /// One lane's global access of `n` bytes at `addr`, a read or a `write`, part of warp
+    /// instruction `key` (warp, pc, the lane's count of memory instructions so far).
+    pub fn global(&mut self, key: (u32, u32, u32), addr: u64, n: u64, write: bool) {
         let g = self.global.entry(key).or_default();
         g.bytes += n;
+        g.write = write;
         for s in addr / 32..(addr + n).div_ceil(32) {
             let (lo, hi) = (addr.max(s * 32) - s * 32, (addr + n).min(s * 32 + 32) - s * 32);
             let mask = if hi - lo == 32 { u32::MAX } else { ((1u32 << (hi - lo)) - 1) << lo };
@@ -140,7 +149,7 @@ impl CostState {
     pub fn end_block(&mut self) {
         let c = &mut self.counters;
         for (_, g) in self.global.drain() {
-            let mut used: Vec<(u64, u32)> = g.units.into_iter().zip(g.masks).collect();
+            let mut used: Vec<(u64, u32)> = g.units.iter().copied().zip(g.masks.iter().copied()).collect();
             used.sort_unstable_by_key(|&(s, _)| s);
             let mut sectors = 0u64;
             let mut unique = 0u64;
@@ -153,7 +162,11 @@ impl CostState {
                 }
                 sectors += 1;
                 unique += mask.count_ones() as u64;
-                self.sectors.insert(s);
+                if g.write {
+                    self.written.insert(s);
+                } else {
+                    self.read.insert(s);
+                }
                 i += 1;
             }
             c.global_warp_insts += 1;
@@ -174,12 +187,15 @@ impl CostState {
 /// The counters of a whole launch from its workers' states.
 pub fn merge(states: Vec<CostState>) -> Counters {
     let mut total = Counters::default();
-    let mut sectors = HashSet::new();
+    let (mut read, mut written) = (HashSet::new(), HashSet::new());
     for s in states {
         total.add(&s.counters);
-        sectors.extend(s.sectors);
+        read.extend(s.read);
+        written.extend(s.written);
     }
-    total.dram_sectors = sectors.len() as u64;
+    total.dram_read_sectors = read.len() as u64;
+    total.dram_write_sectors = written.len() as u64;
+    total.dram_sectors = total.dram_read_sectors + total.dram_write_sectors;
     total
 }
 
@@ -192,7 +208,7 @@ pub fn output() -> Option<String> {
 /// on stderr, never fails the launch).
 pub fn record(path: &str, kernel: &str, grid: [u32; 3], block: [u32; 3], c: &Counters) {
     let line = format!(
-        "{{\"kernel\":\"{kernel}\",\"grid\":[{},{},{}],\"block\":[{},{},{}],\"thread_insts\":{{\"memory\":{},\"arithmetic\":{},\"tensor\":{},\"control\":{}}},\"macs\":{},\"global_bytes\":{},\"global_unique_bytes\":{},\"global_warp_insts\":{},\"global_sectors\":{},\"dram_sectors\":{},\"shared_bytes\":{},\"shared_warp_insts\":{},\"shared_wavefronts\":{},\"shared_ideal_wavefronts\":{}}}\n",
+        "{{\"kernel\":\"{kernel}\",\"grid\":[{},{},{}],\"block\":[{},{},{}],\"thread_insts\":{{\"memory\":{},\"arithmetic\":{},\"tensor\":{},\"control\":{}}},\"macs\":{},\"global_bytes\":{},\"global_unique_bytes\":{},\"global_warp_insts\":{},\"global_sectors\":{},\"dram_sectors\":{},\"dram_read_sectors\":{},\"dram_write_sectors\":{},\"shared_bytes\":{},\"shared_warp_insts\":{},\"shared_wavefronts\":{},\"shared_ideal_wavefronts\":{}}}\n",
         grid[0],
         grid[1],
         grid[2],
@@ -209,6 +225,8 @@ pub fn record(path: &str, kernel: &str, grid: [u32; 3], block: [u32; 3], c: &Cou
         c.global_warp_insts,
         c.global_sectors,
         c.dram_sectors,
+        c.dram_read_sectors,
+        c.dram_write_sectors,
         c.shared_bytes,
         c.shared_warp_insts,
         c.shared_wavefronts,

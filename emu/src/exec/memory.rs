@@ -162,11 +162,11 @@ fn read_elem(b: &[u8], ty: Ty) -> u64 {
 
 /// Counts one lane's access for the cost model, as part of the warp instruction the
 /// lane's pc and memory-instruction count name.
-fn cost(blk: &mut Block, t: &mut Thread, space: Space, addr: u64, n: u64) {
+fn cost(blk: &mut Block, t: &mut Thread, space: Space, addr: u64, n: u64, write: bool) {
     if let Some(c) = &mut blk.cost {
         let key = (t.linear / 32, t.pc, t.mem_seq);
         match space {
-            Space::Global => c.global(key, addr, n),
+            Space::Global => c.global(key, addr, n, write),
             Space::Shared => c.shared(key, addr, n),
             Space::Param => {}
         }
@@ -178,7 +178,7 @@ pub fn ld(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(),
     let n = es * i.v.len();
     let addr = t.regs[i.a as usize].wrapping_add(i.off as u64);
     let loc = locate(blk, t, space, addr, n as u64, false)?;
-    cost(blk, t, space, addr, n as u64);
+    cost(blk, t, space, addr, n as u64, false);
     t.mem_seq += 1;
     let mut buf = [0u8; 32];
     read(blk, loc, &mut buf[..n], Who { thread: t.linear, line: i.line })?;
@@ -197,7 +197,7 @@ pub fn st(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(),
         buf[k * es..(k + 1) * es].copy_from_slice(&t.regs[r as usize].to_le_bytes()[..es]);
     }
     let loc = locate(blk, t, space, addr, n as u64, true)?;
-    cost(blk, t, space, addr, n as u64);
+    cost(blk, t, space, addr, n as u64, true);
     t.mem_seq += 1;
     write(blk, loc, &buf[..n], Who { thread: t.linear, line: i.line })?;
     Ok(())
@@ -227,9 +227,9 @@ pub fn cp_async(i: &Inst, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> 
             return Err(fault(FaultKind::MisalignedAddress, Space::Global, false, size as u64, src, ""));
         }
         locate(blk, t, Space::Global, src, src_size as u64, false)?;
-        cost(blk, t, Space::Global, src, src_size as u64);
+        cost(blk, t, Space::Global, src, src_size as u64, false);
     }
-    cost(blk, t, Space::Shared, dst, size as u64);
+    cost(blk, t, Space::Shared, dst, size as u64, true);
     t.mem_seq += 1;
     t.cp_pending.push(AsyncCopy { dst, src, size, src_size, line: i.line });
     Ok(())

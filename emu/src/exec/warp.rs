@@ -111,7 +111,7 @@ fn elem_index(layout: Layout, r: u64, c: u64, stride: u64) -> u64 {
 /// of 16 * elem bytes at `stride` elements apart (whatever the layout). Shared memory in
 /// phases of 128 bytes: for f16 loads the four 8 x 8 sub-matrices as ldmatrix reads them
 /// (8 rows of 16 bytes each), for f32 stores pairs of 64-byte rows.
-fn cost_tile(blk: &mut Block, lane0: &Thread, sp: Space, base: u64, stride: u64, elem: u64) {
+fn cost_tile(blk: &mut Block, lane0: &Thread, sp: Space, base: u64, stride: u64, elem: u64, write: bool) {
     let Some(c) = &mut blk.cost else { return };
     let row = |r: u64| base + r * stride * elem;
     match sp {
@@ -129,7 +129,7 @@ fn cost_tile(blk: &mut Block, lane0: &Thread, sp: Space, base: u64, stride: u64,
         _ => {
             let key = (lane0.linear / 32, lane0.pc, u32::MAX);
             for r in 0..16 {
-                c.global(key, row(r), 16 * elem);
+                c.global(key, row(r), 16 * elem, write);
             }
         }
     }
@@ -146,7 +146,7 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
         Op::WmmaLoadA(layout) | Op::WmmaLoadB(layout) => {
             let (base, stride) = uniform_address(lanes, i)?;
             let sp = space(i);
-            cost_tile(blk, &lanes[0], sp, base, stride, 2);
+            cost_tile(blk, &lanes[0], sp, base, stride, 2, false);
             let mut m = [0u16; 256];
             for (e, slot) in m.iter_mut().enumerate() {
                 let (r, c) = ((e / 16) as u64, (e % 16) as u64);
@@ -168,7 +168,7 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
         Op::WmmaStoreD(layout) => {
             let (base, stride) = uniform_address(lanes, i)?;
             let sp = space(i);
-            cost_tile(blk, &lanes[0], sp, base, stride, 4);
+            cost_tile(blk, &lanes[0], sp, base, stride, 4, true);
             for l in 0..32 {
                 for j in 0..8 {
                     let e = 8 * l + j;

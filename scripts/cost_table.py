@@ -1,0 +1,479 @@
+#!/usr/bin/env python3
+"""Turns the emulator's per-launch cost lines into the cost report (issue 15, "Cost model").
+
+    scripts/cost_table.py OUTDIR [--commit HASH] [--tree TEXT] [--date YYYY-MM-DD]
+
+Reads OUTDIR/raw/<case>.jsonl (the lines MP_EMU_COST=<file> appended, one per launch, in
+launch order) and OUTDIR/raw/cases.log (examples/cost_cases.rs's stdout: `case`, `info`,
+`begin NAME OFFSET`, `end NAME OFFSET` lines) and writes OUTDIR/cost.md. Only a case's
+launches between its last begin/end marks count; set-up before them is kept in the raw
+file but left out of the table. Python 3 standard library only.
+
+Every figure is modelled: bytes, sectors, wavefronts and instructions the emulator
+counted (emu/src/cost.rs), and H100 times derived from them; nothing is measured on a GPU.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections import OrderedDict
+
+# The modelled H100 (SXM): HBM3 bandwidth and dense fp16 tensor-core rate (989.4 TFLOP/s).
+H100_BYTES_PER_S = 3.35e12
+H100_MACS_PER_S = 494.7e12
+
+# Goals of issue 15.
+COALESCING_GOAL = 0.95
+BYTES_GOAL = 1.05
+
+SIZE = {"f32": 4, "f16": 2}
+
+
+def parse_log(path):
+    """case name -> {"desc", "info": {k: v}, "begin", "end", "notes": [..]}, in order."""
+    cases = OrderedDict()
+    device = None
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("device "):
+                device = line[len("device "):]
+                continue
+            m = re.match(r"case (\S+): (.*)$", line)
+            if m:
+                cases.setdefault(m.group(1), {"info": {}, "notes": []})["desc"] = m.group(2)
+                continue
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] in ("info", "begin", "end", "note"):
+                c = cases.setdefault(parts[1], {"info": {}, "notes": []})
+                if parts[0] == "info":
+                    for kv in parts[2:]:
+                        k, _, v = kv.partition("=")
+                        c["info"][k] = v
+                elif parts[0] == "note":
+                    c["notes"].append(" ".join(parts[2:]))
+                else:
+                    if len(parts) < 3 or parts[2] == "-":
+                        sys.exit(f"cost_table.py: {path}: {line!r}: no cost-file offset (MP_EMU_COST unset?)")
+                    c[parts[0]] = int(parts[2])
+    return device, cases
+
+
+def read_launches(path, begin, end):
+    with open(path) as f:
+        lines = [l for l in f.read().split("\n") if l.strip()]
+    if end > len(lines) or begin > end:
+        sys.exit(f"cost_table.py: {path}: marks [{begin}, {end}) but {len(lines)} lines")
+    return [json.loads(l) for l in lines[begin:end]]
+
+
+def minimum(kernel, info):
+    """(footprint, traffic, what) in bytes: the least a kernel must touch (distinct bytes)
+    and move (reads plus writes), from the byte counts in its cuda/*.cu header, or None
+    where the case gives no shape for it. An array read and written in place is one
+    footprint but two transfers."""
+    n = int(info.get("n", 0))
+    dt = info.get("dtype")
+    if kernel.startswith("cast_"):
+        return 6 * n, 6 * n, "6 B/elem (read 4 + write 2, or read 2 + write 4)"
+    if kernel.startswith("unscale_check"):
+        g = SIZE[kernel.rsplit("_", 1)[1]]
+        if info.get("mode") == "unscale":
+            return g * n, 2 * g * n, f"{2 * g} B/elem (read + write {g}, in place)"
+        return g * n, g * n, f"{g} B/elem (check only: read {g})"
+    if kernel.startswith("adamw_step"):
+        n = int(info.get("n", info.get("params", 0)))
+        g = SIZE[kernel.rsplit("_", 1)[1]]
+        return (12 + g + 2) * n, (24 + g + 2) * n, f"{24 + g + 2} B/elem (p m v read+write 24, g {g}, copy 2)"
+    if kernel.startswith("gemm_") and "m" in info:
+        m, nn, k = int(info["m"]), int(info["n"]), int(info["k"])
+        c = SIZE[info["out"]]
+        b = SIZE.get(info.get("bias"), 0)
+        pre = 2 * m * nn if info.get("pre") == "1" else 0
+        total = 2 * (m * k + k * nn) + c * m * nn + b * nn + pre
+        what = f"2(MK+KN) + {c}MN" + (f" + {b}N bias" if b else "") + (" + 2MN pre" if pre else "")
+        return total, total, what
+    if kernel == "update_scale":
+        return 12, 12, "12 B: found_inf, growth tracker, scale (4 B each)"
+    if kernel == "adam_count_step":
+        return 8, 8, "8 B: step, found_inf"
+    return None
+
+
+def memory_bound(kernel):
+    return kernel.startswith(("cast_", "unscale_check", "adamw_step"))
+
+
+def modelled_us(traffic, macs):
+    return max(traffic / H100_BYTES_PER_S, macs / H100_MACS_PER_S) * 1e6
+
+
+def fmt_bytes(b):
+    if b is None:
+        return "—"
+    if b >= 1 << 20:
+        return f"{b / (1 << 20):.2f} MiB"
+    if b >= 1 << 10:
+        return f"{b / (1 << 10):.1f} KiB"
+    return f"{b} B"
+
+
+def fmt_int(x):
+    return f"{x:,}"
+
+
+def fmt_ratio(x, digits=2):
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def fmt_pct(x):
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def fmt_warp(thread_insts):
+    w = thread_insts / 32
+    return f"{w:.2f}" if 0 < w < 100 else fmt_int(round(w))
+
+
+def fmt_us(x):
+    return f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
+class Row:
+    """One (case, kernel): its launches summed."""
+
+    def __init__(self, case, kernel):
+        self.case, self.kernel = case, kernel
+        self.launches = 0
+        self.c = {k: 0 for k in ("macs", "global_bytes", "global_warp_insts", "global_sectors", "dram_sectors",
+                                  "shared_bytes", "shared_warp_insts", "shared_wavefronts",
+                                  "shared_ideal_wavefronts", "global_unique_bytes")}
+        # Emulators that count distinct bytes per warp instruction report
+        # global_unique_bytes; coalescing is then judged on it (broadcasts share a sector).
+        self.unique = None
+        self.insts = {k: 0 for k in ("memory", "arithmetic", "tensor", "control")}
+        self.us = 0.0
+        self.min = None
+        self.goal = "—"
+        self.why = ""
+
+    def add(self, launch):
+        self.launches += 1
+        self.unique = "global_unique_bytes" in launch if self.unique is None else self.unique
+        for k in self.c:
+            self.c[k] += launch.get(k, 0)
+        for k in self.insts:
+            self.insts[k] += launch["thread_insts"][k]
+
+    @property
+    def dram(self):
+        return 32 * self.c["dram_sectors"]
+
+    @property
+    def traffic(self):
+        # The emulator counts the sectors read and the sectors written apart, so an
+        # array updated in place counts twice: DRAM-eq. is the traffic.
+        return self.dram
+
+    @property
+    def l2(self):
+        return 32 * self.c["global_sectors"]
+
+    @property
+    def coalescing(self):
+        b = self.c["global_unique_bytes"] if self.unique else self.c["global_bytes"]
+        return b / self.l2 if self.l2 else None
+
+    @property
+    def bank(self):
+        i = self.c["shared_ideal_wavefronts"]
+        return self.c["shared_wavefronts"] / i if i else None
+
+    @property
+    def ratio(self):
+        return self.dram / self.min[1] if self.min and self.min[1] else None
+
+
+def build_rows(raw, cases):
+    rows = []
+    for name, c in cases.items():
+        if "begin" not in c or "end" not in c:
+            sys.exit(f"cost_table.py: case {name} has no begin/end marks (did it fail?)")
+        launches = read_launches(os.path.join(raw, f"{name}.jsonl"), c["begin"], c["end"])
+        by_kernel = OrderedDict()
+        for l in launches:
+            r = by_kernel.get(l["kernel"])
+            if r is None:
+                r = by_kernel[l["kernel"]] = Row(name, l["kernel"])
+            r.add(l)
+        for r in by_kernel.values():
+            r.min = minimum(r.kernel, c["info"])
+        # Modelled time, launch by launch, then summed per kernel.
+        for l in launches:
+            by_kernel[l["kernel"]].us += modelled_us(32 * l["dram_sectors"], l["macs"])
+        c["launches"] = launches
+        rows.extend(by_kernel.values())
+    return rows
+
+
+def judge(rows, cases):
+    """Sets each row's goal column; returns the GEMM main-loop derivations."""
+    k0 = {}
+    for r in rows:
+        if r.case.startswith("gemm_k0_"):
+            k0[r.case[len("gemm_k0_"):]] = r
+    derived = []
+    for r in rows:
+        if r.kernel in ("update_scale", "adam_count_step"):
+            r.goal, r.why = "n/a", "scalar kernel: one sector per scalar touched"
+        elif memory_bound(r.kernel):
+            if r.min is None:
+                r.goal = "—"
+                continue
+            misses = []
+            if r.coalescing < COALESCING_GOAL:
+                misses.append(f"coalescing {fmt_pct(r.coalescing)} < 95%")
+            if r.ratio > BYTES_GOAL:
+                misses.append(f"{r.ratio:.3f}x the minimum traffic > 1.05x")
+            r.goal = "misses" if misses else "meets"
+            r.why = "; ".join(misses)
+        elif r.kernel.startswith("gemm_") and r.case.startswith("gemm_") and not r.case.startswith("gemm_k0_"):
+            epi = r.case.split("_", 2)[2]  # gemm_<layout>_<epilogue>
+            e = k0.get(epi)
+            if e is None:
+                continue
+            wf = r.c["shared_wavefronts"] - e.c["shared_wavefronts"]
+            ideal = r.c["shared_ideal_wavefronts"] - e.c["shared_ideal_wavefronts"]
+            key = "global_unique_bytes" if r.unique else "global_bytes"
+            bytes_ = r.c[key] - e.c[key]
+            sectors = r.c["global_sectors"] - e.c["global_sectors"]
+            main_bank = wf / ideal if ideal else None
+            main_coal = bytes_ / (32 * sectors) if sectors else None
+            derived.append((r, e, main_bank, main_coal))
+            r.goal = "meets" if main_bank is not None and abs(main_bank - 1.0) < 1e-9 else "misses"
+            r.why = (f"main loop: shared factor {fmt_ratio(main_bank, 3)}, coalescing {fmt_pct(main_coal)}; "
+                     f"epilogue (no goal): shared factor {fmt_ratio(e.bank, 3)}, coalescing {fmt_pct(e.coalescing)}")
+    return derived
+
+
+def min_max(values, fmt):
+    v = [x for x in values if x is not None]
+    if not v:
+        return "—"
+    lo, hi = min(v), max(v)
+    return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)} to {fmt(hi)}"
+
+
+def table(headers, rows):
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("outdir")
+    ap.add_argument("--commit", default="unknown")
+    ap.add_argument("--tree", default="", help="what the checkout held beyond the commit")
+    ap.add_argument("--date", default="")
+    ap.add_argument("--script", default="scripts/emu-profile.sh")
+    a = ap.parse_args()
+    raw = os.path.join(a.outdir, "raw")
+    device, cases = parse_log(os.path.join(raw, "cases.log"))
+    rows = build_rows(raw, cases)
+    derived = judge(rows, cases)
+
+    md = []
+    md.append("# Modelled cost of the kernels (emulator)")
+    md.append("")
+    md.append(f"Produced by `{a.script}` from commit `{a.commit}` on {a.date or 'an unrecorded date'}"
+              + (f" ({a.tree})" if a.tree else "") + f", on {device or 'an unnamed device'}.")
+    md.append("")
+    md.append(
+        "**Every figure here is modelled, not measured on a GPU.** Bytes, sectors, shared-memory "
+        "wavefronts and instructions are counted by the CUDA driver emulator (`emu/`, "
+        "`MP_EMU_COST`; the model is documented in `emu/src/cost.rs`) as it executes our PTX "
+        "thread by thread; the H100 times are derived from those counts. In particular:")
+    md.append("")
+    md.append(
+        "- *DRAM-eq.* is (the launch's distinct 32-byte sectors read + its distinct sectors "
+        "written) x 32: the DRAM traffic of an L2 that holds the launch's whole working set (a "
+        "sector updated in place counts twice: it is read, then written back). It is compared "
+        "with the *minimum traffic*, from the bytes per element in each `cuda/*.cu` header.")
+    if all(r.unique for r in rows):
+        md.append(
+            "- *L2-eq.* is every sector each warp instruction touches, summed. *Coalescing* is the "
+            "distinct bytes each warp instruction asks for / L2-eq. bytes (lanes reading the same "
+            "scalar share its sector).")
+    else:
+        md.append(
+            "- *L2-eq.* is every sector each warp instruction touches, summed. *Coalescing* is "
+            "requested bytes / L2-eq. bytes, per warp instruction as the issue defines it; lanes "
+            "reading the same word (a broadcast scalar) count once per lane in the requested bytes, "
+            "so a kernel that broadcasts can exceed 100% (this emulator does not count distinct "
+            "bytes per warp instruction).")
+    md.append(
+        "- *Bank factor* is shared-memory wavefronts / the conflict-free ideal (32 banks of 4 "
+        "bytes; ideal = distinct bytes / 128 per warp instruction). wmma loads are modelled as "
+        "ldmatrix does them (each 8x8 f16 sub-matrix, 8 rows of 16 bytes, one phase), wmma f32 "
+        "stores as 8 phases of two 64-byte rows.")
+    md.append(
+        f"- *H100 lower bound* = max(traffic / {H100_BYTES_PER_S / 1e12:.2f} TB/s, tensor MACs / "
+        f"{H100_MACS_PER_S / 1e12:.1f} T MAC/s fp16 dense), per launch, summed: modelled, with "
+        "no launch overhead, latency, occupancy or tail effects.")
+    md.append(
+        "- *Warp insts* are thread-instructions by class / 32 (warp-instruction equivalents; "
+        "lanes that diverge or sit idle in a partial warp make the real count higher).")
+    md.append(
+        "- Memory copies and memsets (uploads, `memcpy_dtod`) are not kernel launches and are not "
+        "counted.")
+    md.append("")
+
+    # Summary.
+    md.append("## Summary (modelled)")
+    md.append("")
+    mem = [r for r in rows if memory_bound(r.kernel) and r.goal in ("meets", "misses")]
+    mem_miss = [r for r in mem if r.goal == "misses"]
+    md.append(f"- Memory-bound kernels (cast, unscale_check, adamw): {len(mem) - len(mem_miss)} of {len(mem)} "
+              "rows meet >= 95% coalescing and <= 1.05x the minimum traffic"
+              + ("" if not mem_miss else "; missing: " + ", ".join(f"`{r.case}`" for r in mem_miss)) + "; "
+              + f"coalescing {min_max((r.coalescing for r in mem), fmt_pct)}, DRAM-eq. / minimum "
+              + f"{min_max((r.ratio for r in mem), lambda x: f'{x:.3f}x')}.")
+    if derived:
+        banks = [d[2] for d in derived]
+        md.append(f"- GEMM 1024^3, {len(derived)} layout/epilogue pairs: main-loop shared bank factor "
+                  f"{min_max(banks, lambda x: f'{x:.3f}')} "
+                  f"({sum(1 for b in banks if b is not None and abs(b - 1) < 1e-9)} of {len(banks)} conflict-free); "
+                  f"DRAM-eq. {min_max((r.ratio for r, *_ in derived), lambda x: f'{x:.3f}x')} the minimum; "
+                  f"{min_max((r.c['macs'] / r.l2 for r, *_ in derived), lambda x: f'{x:.1f}')} MACs per L2 byte; "
+                  f"epilogue (C stores) coalescing {min_max((d[1].coalescing for d in derived), fmt_pct)}, "
+                  f"epilogue bank factor {min_max((d[1].bank for d in derived), lambda x: f'{x:.2f}')}; "
+                  f"modelled H100 lower bound {min_max((r.us for r, *_ in derived), fmt_us)} µs "
+                  f"(DRAM {min_max((r.traffic / H100_BYTES_PER_S * 1e6 for r, *_ in derived), fmt_us)} µs, "
+                  f"tensor cores {min_max((r.c['macs'] / H100_MACS_PER_S * 1e6 for r, *_ in derived), fmt_us)} µs).")
+    for name, c in cases.items():
+        if "params" in c["info"]:
+            params = int(c["info"]["params"])
+            opt = [r for r in rows if r.case == name and r.kernel.startswith(("unscale_check", "adam"))]
+            md.append(f"- Training step's optimizer phase ({', '.join(sorted({r.kernel for r in opt}))}): "
+                      f"{sum(r.dram for r in opt) / params:.2f} B/param DRAM-eq., counted (reads + writes); "
+                      "issue 15: 34 with the check pass, goal 30.")
+    md.append("")
+
+    # Cases.
+    md.append("## Cases")
+    md.append("")
+    md.append("Each case ran once, in its own process, on the emulator (`examples/cost_cases.rs`; "
+              "random non-zero data, fixed seeds); only the launches between its marks count.")
+    md.append("")
+    md.append(table(["case", "what ran", "launches"],
+                    [[f"`{n}`", c.get("desc", ""), len(c["launches"])] for n, c in cases.items()]))
+    md.append("")
+
+    # Goals summary.
+    md.append("## Against the goals of issue 15")
+    md.append("")
+    md.append("Memory-bound kernels: >= 95% coalescing and DRAM-eq. <= 1.05x the minimum traffic. "
+              "GEMM: the main loop's shared-memory accesses conflict-free (bank factor 1.0), the main "
+              "loop's figures being the full GEMM's minus those of the same epilogue run alone "
+              "(`gemm_k0_*`: K = 0, no tiles).")
+    md.append("")
+    goal_rows = []
+    for r in rows:
+        if r.goal in ("meets", "misses"):
+            goal_rows.append([f"`{r.case}`", f"`{r.kernel}`", fmt_pct(r.coalescing), fmt_ratio(r.ratio, 3),
+                              fmt_ratio(r.bank, 3), r.goal, r.why])
+    md.append(table(["case", "kernel", "coalescing", "DRAM-eq. / min traffic", "bank factor (all)",
+                     "goal", "why"], goal_rows))
+    md.append("")
+
+    # Main table.
+    md.append("## Per case and kernel")
+    md.append("")
+    main_rows = []
+    for r in rows:
+        mn = r.min
+        main_rows.append([
+            f"`{r.case}`", f"`{r.kernel}`", r.launches, fmt_bytes(r.dram),
+            fmt_bytes(mn[1]) if mn else "—", fmt_ratio(r.ratio, 3),
+            fmt_bytes(r.l2), fmt_pct(r.coalescing), fmt_ratio(r.bank, 3),
+            fmt_int(r.c["macs"]) if r.c["macs"] else "0", fmt_us(r.us), r.goal,
+        ])
+    md.append(table(["case", "kernel", "launches", "DRAM-eq.", "min traffic", "ratio",
+                     "L2-eq.", "coalescing", "bank factor", "MACs",
+                     "H100 lower bound, µs (modelled)", "goal"], main_rows))
+    md.append("")
+    md.append("Minimums, from the headers: " + "; ".join(sorted({
+        f"`{r.kernel}` {r.min[2]}" for r in rows if r.min and not r.case.startswith("train")})) + ".")
+    md.append("")
+
+    # GEMM.
+    if derived:
+        md.append("## GEMM: main loop and epilogue")
+        md.append("")
+        md.append("Main loop = full GEMM minus the epilogue-only run with the same epilogue. MACs per "
+                  "L2 byte: the arithmetic intensity the tiling achieves against L2-eq. traffic (per "
+                  "DRAM-eq. byte in the next column).")
+        md.append("")
+        grows = []
+        for r, e, main_bank, main_coal in derived:
+            grows.append([
+                f"`{r.case}`", fmt_ratio(r.c["macs"] / r.l2, 1), fmt_ratio(r.c["macs"] / r.dram, 1),
+                fmt_pct(main_coal), fmt_ratio(main_bank, 3), fmt_pct(e.coalescing), fmt_ratio(e.bank, 3),
+                fmt_ratio(r.bank, 3),
+            ])
+        md.append(table(["case", "MACs / L2 byte", "MACs / DRAM byte", "main-loop coalescing",
+                         "main-loop bank factor", "epilogue coalescing", "epilogue bank factor",
+                         "bank factor (all)"], grows))
+        md.append("")
+
+    # Training step.
+    for name, c in cases.items():
+        if "params" not in c["info"]:
+            continue
+        params = int(c["info"]["params"])
+        trs = [r for r in rows if r.case == name]
+        opt = [r for r in trs if r.kernel.startswith(("unscale_check", "adam"))]
+        traffic = sum(r.dram for r in opt)
+        total_us = sum(r.us for r in trs)
+        md.append("## The training step's optimizer phase")
+        md.append("")
+        md.append(
+            f"`{name}`: {c.get('desc', '')}; {params:,} parameters; {len(c['launches'])} launches, "
+            f"modelled H100 lower bound {fmt_us(total_us)} µs for the kernels (launch overhead not "
+            "modelled). " + " ".join(f"({n})" for n in c["notes"]))
+        md.append("")
+        md.append(table(["optimizer-phase kernels", "DRAM-eq. (reads + writes)", "B/param", "issue 15"], [[
+                             ", ".join(f"`{r.kernel}` x{r.launches}" for r in opt), fmt_bytes(traffic),
+                             f"{traffic / params:.2f}", "34 B/param with the check pass; goal 30"]]))
+        md.append("")
+        md.append("Bytes per parameter = the DRAM-eq. bytes of the unscale_check and adam kernels "
+                  "of the step (sectors read plus sectors written, as counted) over the parameter count.")
+        md.append("")
+
+    # Instructions.
+    md.append("## Warp instructions by class")
+    md.append("")
+    md.append("Thread-instructions counted by the emulator / 32.")
+    md.append("")
+    irows = []
+    for r in rows:
+        irows.append([f"`{r.case}`", f"`{r.kernel}`"] + [fmt_warp(r.insts[k])
+                                                       for k in ("memory", "arithmetic", "tensor", "control")]
+                     + [fmt_int(r.c["global_warp_insts"]), fmt_int(r.c["shared_warp_insts"])])
+    md.append(table(["case", "kernel", "memory", "arithmetic", "tensor", "control", "global warp accesses",
+                     "shared warp accesses"], irows))
+    md.append("")
+    md.append(f"Raw counters: `raw/<case>.jsonl` (one line per launch, set-up launches included; the "
+              "marks in `raw/cases.log` say which lines count).")
+    md.append("")
+
+    with open(os.path.join(a.outdir, "cost.md"), "w") as f:
+        f.write("\n".join(md))
+    print(os.path.join(a.outdir, "cost.md"))
+
+
+if __name__ == "__main__":
+    main()
