@@ -241,11 +241,16 @@ __device__ __forceinline__ void gemm_body(const GemmParams& p, __half* smem) {
             // an inlined tanhf) made the PTX 24 MB and every binary 50 MB, and cost the
             // driver's JIT seconds per load; the loop reads shared memory only, so
             // keeping it rolled forces no fragment into local memory.
+            // Element idx = e * 32 + lane: each pass of the warp covers two whole rows of
+            // the fragment, so the scratch reads are 32 consecutive words (conflict-free)
+            // and the C stores two contiguous 16-element runs. With idx = lane * 8 + e
+            // the emulator's cost model counted 12.5% coalesced stores and 8-way bank
+            // conflicts on the scratch (bench/results/2026-11-23-emulated/cost.md).
+            const int64_t gn = bn + wn + j * 16 + lane % 16;  // the same column every pass
 #pragma unroll 1
             for (int e = 0; e < 8; e++) {
-                const int idx = lane * 8 + e;
+                const int idx = e * 32 + lane;
                 const int64_t gm = bm + wm + i * 16 + idx / 16;
-                const int64_t gn = bn + wn + j * 16 + idx % 16;
                 if (gm < p.m && gn < p.n) {
                     const int64_t o = gm * p.ldc + gn;
                     float v = p.alpha * scratch[idx];
