@@ -7,26 +7,8 @@
 mod common;
 use common::*;
 use mp_emu::check::Checks;
-use mp_emu::exec::{FaultKind, LaunchError};
+use mp_emu::exec::FaultKind;
 use mp_emu::ptx::Module;
-
-fn b64(v: u64) -> [u8; 8] {
-    v.to_le_bytes()
-}
-
-/// The 1-based line of `ptx` that contains `needle` (exactly one must).
-fn line_of(ptx: &str, needle: &str) -> usize {
-    let hits: Vec<usize> = ptx.lines().enumerate().filter(|(_, l)| l.contains(needle)).map(|(i, _)| i + 1).collect();
-    assert_eq!(hits.len(), 1, "`{needle}` must occur once in the test kernel");
-    hits[0]
-}
-
-fn assert_report(e: &LaunchError, kind: FaultKind, parts: &[&str]) {
-    assert_eq!(e.kind, kind, "{}", e.report);
-    for p in parts {
-        assert!(e.report.contains(p), "report lacks `{p}`:\n{}", e.report);
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Memory faults

@@ -19,17 +19,6 @@ use half::f16;
 use mp_emu::check::Checks;
 use mp_emu::exec::{FaultKind, LaunchError};
 
-fn b64(v: u64) -> [u8; 8] {
-    v.to_le_bytes()
-}
-
-/// The 1-based line of `ptx` that contains `needle` (exactly one must).
-fn line_of(ptx: &str, needle: &str) -> usize {
-    let hits: Vec<usize> = ptx.lines().enumerate().filter(|(_, l)| l.contains(needle)).map(|(i, _)| i + 1).collect();
-    assert_eq!(hits.len(), 1, "`{needle}` must occur once in the test kernel");
-    hits[0]
-}
-
 /// `HEADER` and `kernel` with each `{NAME}` placeholder replaced.
 fn kernel_ptx(kernel: &str, subst: &[(&str, &str)]) -> String {
     let mut k = kernel.to_string();
@@ -42,13 +31,6 @@ fn kernel_ptx(kernel: &str, subst: &[(&str, &str)]) -> String {
     });
     assert!(unfilled.is_none(), "unfilled placeholder {unfilled:?}");
     format!("{HEADER}{k}")
-}
-
-fn assert_report(e: &LaunchError, kind: FaultKind, parts: &[&str]) {
-    assert_eq!(e.kind, kind, "{}", e.report);
-    for p in parts {
-        assert!(e.report.contains(p), "report lacks `{p}`:\n{}", e.report);
-    }
 }
 
 fn pl(line: usize) -> String {

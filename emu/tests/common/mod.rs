@@ -3,7 +3,7 @@
 
 use mp_emu::check::Checks;
 use mp_emu::driver::memory::Memory;
-use mp_emu::exec::{launch_checked, LaunchConfig, LaunchError};
+use mp_emu::exec::{launch_checked, FaultKind, LaunchConfig, LaunchError};
 use mp_emu::ptx::Module;
 
 pub struct Rig {
@@ -76,3 +76,23 @@ pub fn repo_ptx(name: &str) -> String {
 
 /// The PTX header every hand-written test kernel starts with.
 pub const HEADER: &str = ".version 7.8\n.target sm_80\n.address_size 64\n";
+
+/// A kernel's u64 parameter as launch bytes.
+pub fn b64(v: u64) -> [u8; 8] {
+    v.to_le_bytes()
+}
+
+/// The 1-based line of `ptx` that contains `needle` (exactly one must).
+pub fn line_of(ptx: &str, needle: &str) -> usize {
+    let hits: Vec<usize> = ptx.lines().enumerate().filter(|(_, l)| l.contains(needle)).map(|(i, _)| i + 1).collect();
+    assert_eq!(hits.len(), 1, "`{needle}` must occur once in the test kernel");
+    hits[0]
+}
+
+/// The launch failed with `kind` and a report that contains every one of `parts`.
+pub fn assert_report(e: &LaunchError, kind: FaultKind, parts: &[&str]) {
+    assert_eq!(e.kind, kind, "{}", e.report);
+    for p in parts {
+        assert!(e.report.contains(p), "report lacks `{p}`:\n{}", e.report);
+    }
+}
