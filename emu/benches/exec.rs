@@ -40,7 +40,7 @@ fn gemm(c: &mut Criterion) {
     p.extend_from_slice(&0f32.to_le_bytes());
     p.extend_from_slice(&[0u8; 8]);
     p.extend_from_slice(&1i32.to_le_bytes());
-    let cfg = LaunchConfig { grid: [1, 1, 1], block: [256, 1, 1], dynamic_shared: 0 };
+    let cfg = LaunchConfig::new([1, 1, 1], [256, 1, 1], 0);
     let count = launch_stats(&module, k, &cfg, &p, &mut mem).unwrap().thread_instructions;
     let mut g = c.benchmark_group("exec");
     g.throughput(Throughput::Elements(count));
@@ -56,7 +56,7 @@ fn gemm(c: &mut Criterion) {
     for v in [px, py, len as u64] {
         p.extend_from_slice(&v.to_le_bytes());
     }
-    let cfg = LaunchConfig { grid: [64, 1, 1], block: [256, 1, 1], dynamic_shared: 0 };
+    let cfg = LaunchConfig::new([64, 1, 1], [256, 1, 1], 0);
     let count = launch_stats(&module, k, &cfg, &p, &mut mem).unwrap().thread_instructions;
     g.throughput(Throughput::Elements(count));
     g.bench_function("cast_f32_f16_256k", |bch| bch.iter(|| launch_stats(&module, k, &cfg, &p, &mut mem).unwrap()));

@@ -849,6 +849,12 @@ fn launch_configuration_is_checked() {
         err(cuFuncGetAttribute(&mut v, 0, f.cast::<u8>().add(1).cast()), e::INVALID_HANDLE);
         // Nothing above ran: y is still uninitialized (all-ones bytes).
         assert_eq!(download(y, 4), [u32::MAX; 4]);
+        // Opted in to 60000 bytes above: 50000 of dynamic shared memory now launches and
+        // runs (the executor once re-checked against the default 48 KiB and refused it).
+        ok(launch(1, [32, 1, 1], 50_000, args.as_mut_ptr()));
+        ok(cuStreamSynchronize(s));
+        assert_ne!(download(y, 4), [u32::MAX; 4], "the opted-in launch ran");
+        err(launch(1, [32, 1, 1], 60_001, args.as_mut_ptr()), e::INVALID_VALUE);
         ok(cuModuleUnload(m));
     }
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use super::device::{shared_optin, DEFAULT_SHARED_PER_BLOCK};
 use super::error::*;
-use super::graph::run_node;
+use super::graph::{fault_code, run_node};
 use super::state::{with_init, Function, Handle, ModuleEntry, Node};
-use crate::exec::LaunchConfig;
+use crate::exec::{self, LaunchConfig};
 use crate::ptx::{Kernel, Module};
 
 /// What cuModuleLoadData was given, as far as the emulator can tell.
@@ -172,34 +172,17 @@ pub fn launch(
         if module_ctx != ctx {
             return Err(INVALID_CONTEXT);
         }
-        let grid_ok = grid.iter().all(|&d| d > 0) && grid[0] <= i32::MAX as u32 && grid[1] <= 65535 && grid[2] <= 65535;
-        let block_ok = block.iter().all(|&d| d > 0)
-            && block[0] <= 1024
-            && block[1] <= 1024
-            && block[2] <= 64
-            && block.iter().map(|&d| d as u64).product::<u64>() <= 1024;
-        if !grid_ok || !block_ok {
-            return Err(INVALID_VALUE);
-        }
-        if let Some(n) = k.max_ntid {
-            let threads: u64 = block.iter().map(|&d| d as u64).product();
-            if threads > n.iter().map(|&d| d as u64).product() || (0..3).any(|d| block[d] > n[d]) {
-                eprintln!("mp-emu: kernel {}: block {block:?} ({threads} threads) exceeds .maxntid {n:?}", k.name);
-                return Err(LAUNCH_OUT_OF_RESOURCES);
-            }
-        }
-        if dynamic_shared > max_dyn || k.static_shared.saturating_add(dynamic_shared) > shared_optin(s.cc()?) {
-            eprintln!(
-                "mp-emu: kernel {}: {dynamic_shared} bytes of dynamic shared memory exceed the limit of {max_dyn}",
-                k.name
-            );
-            return Err(INVALID_VALUE);
+        // Over the opt-in maximum of the device, or over what the function allows.
+        let shared_limit = k.static_shared.saturating_add(max_dyn).min(shared_optin(s.cc()?));
+        let cfg = LaunchConfig { grid, block, dynamic_shared, shared_limit };
+        if let Err(e) = exec::check_shape(k, &cfg) {
+            eprintln!("mp-emu: {}", e.report);
+            return Err(fault_code(e.kind));
         }
         let params = params(k)?;
         if params.len() != k.param_bytes {
             return Err(INVALID_VALUE);
         }
-        let cfg = LaunchConfig { grid, block, dynamic_shared };
         let node = Node::Kernel { module, kernel, cfg, params };
         if s.record(st, node.clone())? {
             return Ok(());

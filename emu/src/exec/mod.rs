@@ -32,6 +32,16 @@ pub struct LaunchConfig {
     pub grid: [u32; 3],
     pub block: [u32; 3],
     pub dynamic_shared: u32,
+    /// The most shared memory (static + dynamic) the launch may use: the default 48 KiB,
+    /// or what the driver allows after cuFuncSetAttribute opted the kernel in to more.
+    pub shared_limit: u32,
+}
+
+impl LaunchConfig {
+    /// A launch with the default shared-memory limit.
+    pub fn new(grid: [u32; 3], block: [u32; 3], dynamic_shared: u32) -> Self {
+        LaunchConfig { grid, block, dynamic_shared, shared_limit: MAX_SHARED_PER_BLOCK }
+    }
 }
 
 /// What went wrong in a launch, in the driver's terms.
@@ -140,7 +150,11 @@ fn invalid(kind: FaultKind, msg: String) -> LaunchError {
     LaunchError { kind, report: msg }
 }
 
-fn check_config(k: &Kernel, cfg: &LaunchConfig, params: &[u8]) -> Result<u32, LaunchError> {
+/// The checks the driver makes before a launch runs (or is recorded into a graph): grid
+/// and block limits, `.maxntid`, shared memory against `cfg.shared_limit`. Returns the
+/// threads per block. The one place these limits are checked, for the driver and for
+/// [`launch`] alike.
+pub fn check_shape(k: &Kernel, cfg: &LaunchConfig) -> Result<u32, LaunchError> {
     let name = &k.name;
     for d in 0..3 {
         if cfg.grid[d] == 0 || cfg.grid[d] > MAX_GRID[d] || cfg.block[d] == 0 || cfg.block[d] > MAX_BLOCK[d] {
@@ -166,12 +180,18 @@ fn check_config(k: &Kernel, cfg: &LaunchConfig, params: &[u8]) -> Result<u32, La
         }
     }
     let shared = k.static_shared as u64 + cfg.dynamic_shared as u64;
-    if shared > MAX_SHARED_PER_BLOCK as u64 {
+    if shared > cfg.shared_limit as u64 {
         return Err(invalid(
             FaultKind::InvalidValue,
-            format!("launch of {name}: {shared} bytes of shared memory per block (at most {MAX_SHARED_PER_BLOCK})"),
+            format!("launch of {name}: {shared} bytes of shared memory per block (at most {})", cfg.shared_limit),
         ));
     }
+    Ok(n)
+}
+
+fn check_config(k: &Kernel, cfg: &LaunchConfig, params: &[u8]) -> Result<u32, LaunchError> {
+    let n = check_shape(k, cfg)?;
+    let name = &k.name;
     if params.len() != k.param_bytes {
         return Err(invalid(
             FaultKind::InvalidValue,

@@ -65,7 +65,7 @@ impl Rig {
         for (p, a) in kern.params.iter().zip(args) {
             buf[p.offset..p.offset + a.len()].copy_from_slice(a);
         }
-        let cfg = LaunchConfig { grid, block, dynamic_shared };
+        let cfg = LaunchConfig::new(grid, block, dynamic_shared);
         launch_checked(&self.module, k, &cfg, &buf, &mut self.mem, checks).map(|_| ())
     }
 }
