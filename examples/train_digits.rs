@@ -165,7 +165,7 @@ fn main_with(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     // The CUDA driver emulator (emu/, README "The emulator") runs the same code on the
     // CPU: its run is labelled so, and its time is not printed as if it were a GPU's.
-    let emulated = device.as_ref().is_some_and(|d| d.info().name.to_ascii_lowercase().contains("emulator"));
+    let emulated = device.as_ref().is_some_and(|d| d.info().is_emulator());
     let started = Instant::now();
     let (mixed_label, (mixed, scales, mixed_acc)) = match device {
         Some(dev) => {

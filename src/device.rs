@@ -26,6 +26,15 @@ pub struct DeviceInfo {
     pub total_memory: usize,
 }
 
+impl DeviceInfo {
+    /// True on the CUDA driver emulator (emu/, README "The emulator"), whose device name
+    /// says "emulator": what runs there takes CPU time, so benchmarks refuse it and
+    /// examples do not print its times as GPU times.
+    pub fn is_emulator(&self) -> bool {
+        self.name.to_ascii_lowercase().contains("emulator")
+    }
+}
+
 /// A CUDA device with one stream. Every kernel this crate launches through a `Device`
 /// goes onto that stream, in order, so a training step needs no host synchronization.
 ///

@@ -17,7 +17,7 @@ pub fn gpu(bench: &str) -> Option<Arc<Device>> {
     match Device::new(0) {
         Ok(dev) => {
             let i = dev.info();
-            if i.name.to_ascii_lowercase().contains("emulator") {
+            if i.is_emulator() {
                 eprintln!("{bench}: device {:?}", i.name);
                 eprintln!("refusing to benchmark on the emulator: figures would not be GPU times");
                 std::process::exit(1);

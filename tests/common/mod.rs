@@ -53,7 +53,7 @@ macro_rules! gpu_or_skip {
 /// True when `dev` is the CUDA driver emulator (emu/, selected by putting target/emu on
 /// `LD_LIBRARY_PATH`; README, "The emulator"): its device name says "emulator".
 pub fn emulated(dev: &Device) -> bool {
-    dev.info().name.to_ascii_lowercase().contains("emulator")
+    dev.info().is_emulator()
 }
 
 /// `full` on a real GPU, `emulated` on the emulator, which runs on the order of 10^7
