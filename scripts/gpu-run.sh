@@ -7,6 +7,14 @@
 # and writes one log per step into LOGDIR.
 #
 #   scripts/gpu-run.sh LOGDIR [STEP...]   STEP: tests sanitize benches pytorch examples (default all)
+#
+# A lease is short (the device tool gives a session 15 minutes, 10 per command), so every
+# step runs under `timeout` and none starts after the deadline; a step cut short is a
+# FAIL with exit 124, one never started is listed as not run. Both are in the summary.
+#   STEP_TIMEOUT  seconds one step may take (default 240)
+#   DEADLINE      seconds after which no further step starts (default: none)
+#   BENCH_ARGS    criterion options (default: 1 s warm-up, 2 s measurement per function;
+#                 the tables the benches print are their own medians of CUDA-event times)
 set -uo pipefail
 
 log=${1:?usage: scripts/gpu-run.sh LOGDIR [tests|sanitize|benches|pytorch|examples]...}
@@ -38,14 +46,24 @@ export MIXED_PRECISION_CAPI_C_BIN=$bundle/c/capi_test
 # bench/pytorch/: the shared library the bundle carries.
 export MIXED_PRECISION_LIB=$bundle/lib/libmixed_precision.so
 
+step_timeout=${STEP_TIMEOUT:-240}
+deadline=${DEADLINE:-0}
+read -r -a bench_args <<<"${BENCH_ARGS:---warm-up-time 1 --measurement-time 2}"
+
 passed=0
 failed=0
 failures=()
+not_run=()
 step() {
   local name=$1
   shift
+  if [[ $deadline -gt 0 && $SECONDS -ge $deadline ]]; then
+    not_run+=("$name")
+    echo "NOT RUN $name (deadline of $deadline s reached)"
+    return
+  fi
   local t0=$SECONDS
-  if "$@" >"$log/$name.log" 2>&1; then
+  if timeout --kill-after=10 "$step_timeout" "$@" >"$log/$name.log" 2>&1; then
     passed=$((passed + 1))
     echo "PASS $name ($((SECONDS - t0)) s)"
   else
@@ -87,7 +105,7 @@ for s in $steps; do
       step "racecheck-capi_test" "$sanitizer" --tool racecheck --error-exitcode 1 "$MIXED_PRECISION_CAPI_C_BIN" ;;
     benches)
       for b in "$bundle"/benches/*; do
-        step "bench-$(basename "$b")" env CRITERION_HOME="$log/criterion" "$b" --bench
+        step "bench-$(basename "$b")" env CRITERION_HOME="${TMPDIR:-/tmp}/mp-criterion" "$b" --bench "${bench_args[@]}"
       done ;;
     pytorch)
       # PyTorch on the same GPU calling our kernels through the C ABI (issue 6, part 2).
@@ -102,5 +120,5 @@ for s in $steps; do
   esac
 done
 
-echo "gpu-run: $passed passed, $failed failed${failures[*]:+ (${failures[*]})}"
-[[ $failed -eq 0 ]]
+echo "gpu-run: $passed passed, $failed failed${failures[*]:+ (${failures[*]})}, ${#not_run[@]} not run${not_run[*]:+ (${not_run[*]})}"
+[[ $failed -eq 0 && ${#not_run[@]} -eq 0 ]]
