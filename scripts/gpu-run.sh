@@ -114,7 +114,10 @@ for s in $steps; do
     examples)
       for e in "$bundle"/examples/*; do
         # Run inside LOGDIR so whatever an example writes (images) lands beside its log.
-        step "example-$(basename "$e")" bash -c 'cd "$1" && exec "$2"' _ "$log" "$e"
+        # cost_cases takes the cases to run; on a GPU it is a fixed workload, run whole.
+        args=()
+        [[ "$(basename "$e")" == cost_cases ]] && args=(all)
+        step "example-$(basename "$e")" bash -c 'cd "$1" && shift && exec "$@"' _ "$log" "$e" "${args[@]}"
       done ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac
