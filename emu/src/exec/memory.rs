@@ -49,6 +49,20 @@ pub enum Loc {
 /// Checks an access of `size` bytes at `addr` in `space` and says where it lives.
 pub fn locate(blk: &Block, t: &mut Thread, space: Space, addr: u64, size: u64, write: bool) -> Result<Loc, Fault> {
     let align = if size.is_power_of_two() { size } else { 1 };
+    locate_span(blk, t, space, addr, size, align, write)
+}
+
+/// As [`locate`] for a span of `size` bytes whose elements need only `align`: one check
+/// for a run of elements that a single instruction touches together (a wmma row).
+pub fn locate_span(
+    blk: &Block,
+    t: &mut Thread,
+    space: Space,
+    addr: u64,
+    size: u64,
+    align: u64,
+    write: bool,
+) -> Result<Loc, Fault> {
     if addr % align != 0 {
         return Err(fault(FaultKind::MisalignedAddress, space, write, size, addr, ""));
     }

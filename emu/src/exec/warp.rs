@@ -17,7 +17,7 @@
 
 use half::f16;
 
-use super::memory::{locate, read, write, Who};
+use super::memory::{locate, locate_span, read, Who};
 use super::{Block, Fault, Thread};
 use crate::exec::FaultKind;
 use crate::ir::{Inst, Layout, Op, ShflMode, Space};
@@ -99,14 +99,6 @@ fn space(i: &Inst) -> Space {
     }
 }
 
-/// Element (r, c) of a 16x16 matrix stored with `layout` and `stride` (in elements).
-fn elem_index(layout: Layout, r: u64, c: u64, stride: u64) -> u64 {
-    match layout {
-        Layout::Row => r * stride + c,
-        Layout::Col => c * stride + r,
-    }
-}
-
 /// Counts a wmma load or store of a 16x16 tile of `elem`-byte elements: 16 memory rows
 /// of 16 * elem bytes at `stride` elements apart (whatever the layout). Shared memory in
 /// phases of 128 bytes: for f16 loads the four 8 x 8 sub-matrices as ldmatrix reads them
@@ -135,26 +127,69 @@ fn cost_tile(blk: &mut Block, lane0: &Thread, sp: Space, base: u64, stride: u64,
     }
 }
 
+/// f16 bits to f32, for the products: a table, since converting in software costs more
+/// than the 16 multiply-adds each element takes part in.
+fn f16_to_f32(bits: u16) -> f32 {
+    static TABLE: std::sync::OnceLock<Box<[f32]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| (0..=u16::MAX).map(|b| f16::from_bits(b).to_f32()).collect())[bits as usize]
+}
+
+#[allow(clippy::too_many_arguments)] // one access's what, where and who, as memory::locate_span takes them
+/// Reads or writes one memory row of a tile (`buf.len()` bytes of `elem`-byte elements)
+/// with one memory check. When the span is refused, the elements are checked one by one so
+/// that the fault names the first bad element, as a per-element access would.
+fn tile_row(
+    blk: &mut Block,
+    t: &mut Thread,
+    sp: Space,
+    addr: u64,
+    buf: &mut [u8],
+    elem: u64,
+    write: bool,
+    who: Who,
+) -> Result<(), Fault> {
+    let loc = match locate_span(blk, t, sp, addr, buf.len() as u64, elem, write) {
+        Ok(loc) => loc,
+        Err(f) => {
+            for k in 0..buf.len() as u64 / elem {
+                locate(blk, t, sp, addr + k * elem, elem, write)?;
+            }
+            return Err(f);
+        }
+    };
+    if write {
+        super::memory::write(blk, loc, buf, who)
+    } else {
+        read(blk, loc, buf, who)
+    }
+}
+
 /// Executes one wmma instruction for a whole warp (`lanes`, 32 threads, all at `i`).
 ///
 /// Its memory accesses are attributed to lane 0 and happen between two warp epochs (the
 /// scheduler advances the warp's epoch before and after): the warp has synchronized on
-/// entry, so they are ordered with every lane's accesses before and after it.
+/// entry, so they are ordered with every lane's accesses before and after it. A tile is
+/// 16 memory rows of 16 contiguous elements (logical rows for a row-major layout,
+/// columns for a column-major one), each checked and accessed as one span.
 pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault> {
     let who = Who { thread: lanes[0].linear, line: i.line };
+    // Logical element (row-major index) of element `c` of memory row `r`.
+    let logical = |layout: Layout, r: usize, c: usize| match layout {
+        Layout::Row => r * 16 + c,
+        Layout::Col => c * 16 + r,
+    };
     match i.op {
         Op::WmmaLoadA(layout) | Op::WmmaLoadB(layout) => {
             let (base, stride) = uniform_address(lanes, i)?;
             let sp = space(i);
             cost_tile(blk, &lanes[0], sp, base, stride, 2, false);
             let mut m = [0u16; 256];
-            for (e, slot) in m.iter_mut().enumerate() {
-                let (r, c) = ((e / 16) as u64, (e % 16) as u64);
-                let addr = base + 2 * elem_index(layout, r, c, stride);
-                let loc = locate(blk, &mut lanes[0], sp, addr, 2, false)?;
-                let mut b = [0u8; 2];
-                read(blk, loc, &mut b, who)?;
-                *slot = u16::from_le_bytes(b);
+            let mut row = [0u8; 32];
+            for r in 0..16 {
+                tile_row(blk, &mut lanes[0], sp, base + 2 * r as u64 * stride, &mut row, 2, false, who)?;
+                for c in 0..16 {
+                    m[logical(layout, r, c)] = u16::from_le_bytes([row[2 * c], row[2 * c + 1]]);
+                }
             }
             for (l, t) in lanes.iter_mut().enumerate() {
                 for k in 0..4 {
@@ -169,40 +204,44 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
             let (base, stride) = uniform_address(lanes, i)?;
             let sp = space(i);
             cost_tile(blk, &lanes[0], sp, base, stride, 4, true);
-            for l in 0..32 {
+            let mut d = [0u32; 256];
+            for (l, t) in lanes.iter().enumerate() {
                 for j in 0..8 {
-                    let e = 8 * l + j;
-                    let (r, c) = ((e / 16) as u64, (e % 16) as u64);
-                    let v = lanes[l].regs[i.v[j] as usize] as u32;
-                    let addr = base + 4 * elem_index(layout, r, c, stride);
-                    let loc = locate(blk, &mut lanes[0], sp, addr, 4, true)?;
-                    write(blk, loc, &v.to_le_bytes(), who)?;
+                    d[8 * l + j] = t.regs[i.v[j] as usize] as u32;
                 }
+            }
+            let mut row = [0u8; 64];
+            for r in 0..16 {
+                for c in 0..16 {
+                    row[4 * c..4 * c + 4].copy_from_slice(&d[logical(layout, r, c)].to_le_bytes());
+                }
+                tile_row(blk, &mut lanes[0], sp, base + 4 * r as u64 * stride, &mut row, 4, true, who)?;
             }
         }
         Op::WmmaMma(..) => {
-            let (mut a, mut b, mut acc) = ([0f32; 256], [0f32; 256], [0f32; 256]);
+            let (mut a, mut b, mut d) = ([0f32; 256], [0f32; 256], [0f32; 256]);
             for (l, t) in lanes.iter().enumerate() {
                 for j in 0..8 {
                     let e = 8 * l + j;
-                    let half = |reg: u32| f16::from_bits((t.regs[reg as usize] >> (16 * (j % 2))) as u16).to_f32();
+                    let half = |reg: u32| f16_to_f32((t.regs[reg as usize] >> (16 * (j % 2))) as u16);
                     a[e] = half(i.v[8 + j / 2]);
                     b[e] = half(i.v[16 + j / 2]);
-                    acc[e] = f32::from_bits(t.regs[i.v[24 + j] as usize] as u32);
+                    d[e] = f32::from_bits(t.regs[i.v[24 + j] as usize] as u32);
                 }
             }
             if let Some(c) = &mut blk.cost {
                 c.counters.macs += 16 * 16 * 16;
             }
-            let mut d = [0f32; 256];
+            // d[m][n] = c[m][n] + a[m][0] b[0][n] + ... + a[m][15] b[15][n], added in k
+            // order; the k loop outside the n loop keeps that order per element and lets
+            // the compiler vectorize over n.
             for m in 0..16 {
-                for n in 0..16 {
-                    let mut s = acc[m * 16 + n];
-                    for k in 0..16 {
+                for k in 0..16 {
+                    let x = a[m * 16 + k];
+                    for n in 0..16 {
                         // fp16 x fp16 is exact in f32.
-                        s += a[m * 16 + k] * b[k * 16 + n];
+                        d[m * 16 + n] += x * b[k * 16 + n];
                     }
-                    d[m * 16 + n] = s;
                 }
             }
             for (l, t) in lanes.iter_mut().enumerate() {
