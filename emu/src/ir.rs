@@ -355,14 +355,10 @@ pub fn lower_kernel(ast: &Ast, f: &Function, shared: &HashMap<String, u64>) -> R
     for (n, &i) in &l.callee_index {
         names[i] = n.clone();
     }
-    let kernel = Kernel {
-        name: f.name.clone(),
-        params,
-        param_bytes: offset,
-        max_ntid: f.max_ntid,
-        static_shared: 0,
-        code: Code { insts: l.insts, callees: l.callees, nregs, consts, names },
-    };
+    let mut code = Code { insts: l.insts, callees: l.callees, nregs, consts, names };
+    crate::regalloc::compact(&mut code);
+    let kernel =
+        Kernel { name: f.name.clone(), params, param_bytes: offset, max_ntid: f.max_ntid, static_shared: 0, code };
     Ok(kernel)
 }
 

@@ -54,3 +54,4 @@ pub mod driver;
 pub mod exec;
 pub mod ir;
 pub mod ptx;
+mod regalloc;
