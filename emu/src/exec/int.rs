@@ -22,6 +22,7 @@ pub fn sx(v: u64, bits: u32) -> i64 {
     ((v << s) as i64) >> s
 }
 
+#[inline(always)]
 pub fn exec(i: &Inst, r: &mut [u64]) {
     let ty = i.ty;
     let bits = if ty == Ty::Pred { 1 } else { ty.bits() };
