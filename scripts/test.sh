@@ -18,7 +18,13 @@
 #      target (cuda/ptx/<module>.sm_80.ptx: today the GEMM, whose sm_75 variant loads its
 #      tiles without cp.async) and the C program (tests/capi.rs), which calls the GEMM too.
 #      Every other module has sm_75 PTX only, which pass 3 already ran. MP_TEST_CC75=all
-#      runs every test target here instead. With ARGS, this pass runs ARGS again.
+#      runs every test target here instead. With ARGS, this pass runs ARGS again;
+#   5. at compute capability 8.0 with MP_EMU_SM_COUNT=1, the test targets of the kernels
+#      whose launchers size their grid from the SM count (those in src/kernels/ that call
+#      grid_stride_config: today add, activation, adam, cast, unscale). At a real part's
+#      count (108 at 8.0) most of the tests' sizes fit in one pass of the grid-stride
+#      loop, so a wrong stride would never be used; at 1 SM (8 blocks of 256 threads)
+#      their length sweeps take several passes. With ARGS, this pass runs ARGS again.
 #
 # --release because the GPU tests check against f64 references computed on the host: one
 # 256x384x512 GEMM reference takes 7 s unoptimized and the GEMM sweep has 48 of them.
@@ -123,6 +129,20 @@ case "$mode" in
     fi
     run "cargo test --release ${cc75[*]}, on the emulator at compute capability 7.5" \
       env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=7.5 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${cc75[@]}"
+
+    if [[ $# -gt 0 ]]; then
+      sm1=("$@")
+    else
+      sm1=()
+      for launcher in src/kernels/*.rs; do
+        module=$(basename "$launcher" .rs)
+        if [[ "$module" != mod && -f "tests/$module.rs" ]] && grep -q 'grid_stride_config(dev' "$launcher"; then
+          sm1+=(--test "$module")
+        fi
+      done
+    fi
+    run "cargo test --release ${sm1[*]}, on the emulator at compute capability 8.0 with 1 SM" \
+      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MP_EMU_SM_COUNT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${sm1[@]}"
     ;;
   *)
     echo "error: MP_TEST_DEVICE=$mode: expected gpu or emulator" >&2

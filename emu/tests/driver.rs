@@ -12,6 +12,7 @@ use std::ptr::null_mut;
 use std::sync::{Mutex, MutexGuard};
 
 use mp_emu::api::*;
+use mp_emu::driver::device;
 use mp_emu::driver::error::{self as e, name};
 
 type P = *mut c_void;
@@ -87,7 +88,9 @@ fn capture_status(s: P) -> u32 {
 
 /// Runs test `name` again in a child process with `env` set and returns true in the
 /// parent (after checking the child passed); returns false in the child, which then runs
-/// the test body. For what needs a fresh process: calls before cuInit, MP_EMU_CC.
+/// the test body. For what needs a fresh process: calls before cuInit, MP_EMU_CC,
+/// MP_EMU_SM_COUNT. The child starts from the emulator's defaults (neither variable set)
+/// plus `env`, whatever this process was run with.
 fn in_child(name: &str, env: &[(&str, &str)]) -> bool {
     if std::env::var_os("MP_EMU_DRIVER_CHILD").is_some() {
         return false;
@@ -95,6 +98,7 @@ fn in_child(name: &str, env: &[(&str, &str)]) -> bool {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["--exact", name, "--test-threads=1"]).env("MP_EMU_DRIVER_CHILD", "1");
+    cmd.env_remove(device::CC_VAR).env_remove(device::SM_COUNT_VAR);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -143,11 +147,12 @@ fn compute_capability_comes_from_the_environment() {
     }
     unsafe {
         ok(cuInit(0));
-        let (mut major, mut minor, mut optin) = (0, 0, 0);
+        let (mut major, mut minor, mut optin, mut sms) = (0, 0, 0, 0);
         ok(cuDeviceGetAttribute(&mut major, 75, 0));
         ok(cuDeviceGetAttribute(&mut minor, 76, 0));
         ok(cuDeviceGetAttribute(&mut optin, 97, 0));
-        assert_eq!((major, minor, optin), (7, 5, 65536));
+        ok(cuDeviceGetAttribute(&mut sms, 16, 0));
+        assert_eq!((major, minor, optin, sms), (7, 5, 65536, 40), "a T4's limits and SM count");
         let mut buf = [0 as c_char; 64];
         ok(cuDeviceGetName(buf.as_mut_ptr(), 64, 0));
         assert_eq!(CStr::from_ptr(buf.as_ptr()).to_str().unwrap(), "mp-emu emulator (sm_75)");
@@ -155,7 +160,33 @@ fn compute_capability_comes_from_the_environment() {
 }
 
 #[test]
-fn device_reports_an_emulated_h100() {
+fn sm_count_comes_from_the_environment() {
+    if in_child("sm_count_comes_from_the_environment", &[("MP_EMU_CC", "9.0"), ("MP_EMU_SM_COUNT", "1")]) {
+        return;
+    }
+    unsafe {
+        ok(cuInit(0));
+        let (mut sms, mut threads, mut blocks) = (0, 0, 0);
+        ok(cuDeviceGetAttribute(&mut sms, 16, 0));
+        ok(cuDeviceGetAttribute(&mut threads, 39, 0));
+        ok(cuDeviceGetAttribute(&mut blocks, 106, 0));
+        // One SM, and still an sm_90 SM: the per-SM limits do not follow the count.
+        assert_eq!((sms, threads, blocks), (1, 2048, 32));
+    }
+}
+
+#[test]
+fn invalid_sm_count_fails_init() {
+    if in_child("invalid_sm_count_fails_init", &[("MP_EMU_SM_COUNT", "0")]) {
+        return;
+    }
+    err(unsafe { cuInit(0) }, e::NO_DEVICE);
+    let mut n = 0;
+    err(unsafe { cuDeviceGetCount(&mut n) }, e::NOT_INITIALIZED);
+}
+
+#[test]
+fn device_reports_its_attributes() {
     let _rig = Rig::new();
     unsafe {
         let mut dev = -1;
@@ -177,7 +208,8 @@ fn device_reports_an_emulated_h100() {
             ok(cuDeviceGetAttribute(&mut v, a, 0));
             v
         };
-        assert_eq!(attr(16), 132); // SMs
+        // SMs: the part's at the capability this process runs at, or MP_EMU_SM_COUNT.
+        assert_eq!(attr(16) as u32, device::Device::from_env().unwrap().sm_count);
         assert_eq!(attr(1), 1024); // threads per block
         assert_eq!(attr(8), 49152); // shared per block
         assert_eq!(attr(10), 32); // warp size

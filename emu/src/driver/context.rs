@@ -4,19 +4,20 @@ use super::device;
 use super::error::*;
 use super::state::{self, with, with_init, Context, Handle, State};
 
-/// cuInit: reads `MP_EMU_CC` once; a value that is not a supported compute capability
-/// fails with NO_DEVICE, saying why on stderr, every time it is called.
+/// cuInit: reads `MP_EMU_CC` and `MP_EMU_SM_COUNT` once; a value that is not a supported
+/// compute capability or an SM count fails with NO_DEVICE, saying why on stderr, every
+/// time it is called.
 pub fn init(flags: u32) -> Result<(), CuResult> {
     if flags != 0 {
         return Err(INVALID_VALUE);
     }
     with(|s| {
-        if s.cc.is_some() {
+        if s.device.is_some() {
             return Ok(());
         }
-        match device::cc_from_env() {
-            Ok(cc) => {
-                s.cc = Some(cc);
+        match device::Device::from_env() {
+            Ok(dev) => {
+                s.device = Some(dev);
                 Ok(())
             }
             Err(why) => {
@@ -58,7 +59,23 @@ pub fn device_total_mem(dev: i32) -> Result<u64, CuResult> {
 pub fn device_attribute(attr: i32, dev: i32) -> Result<i32, CuResult> {
     with_init(|s| {
         check_device(dev)?;
-        device::attribute(attr, s.cc()?)
+        device::attribute(attr, &s.device()?)
+    })
+}
+
+/// Sets the device's SM count, as `MP_EMU_SM_COUNT` would have at cuInit (not part of the
+/// CUDA API). For tests that compare SM counts in one process: the variable is read once
+/// per process, and setting it from a multi-threaded test races with every other thread
+/// reading the environment. Work already launched is unaffected; what a caller sizes from
+/// the count after this call sees the new one. INVALID_VALUE outside
+/// [`device::SM_COUNT_RANGE`].
+pub fn set_sm_count(sm_count: u32) -> Result<(), CuResult> {
+    if !device::SM_COUNT_RANGE.contains(&sm_count) {
+        return Err(INVALID_VALUE);
+    }
+    with_init(|s| {
+        s.device.as_mut().ok_or(NOT_INITIALIZED)?.sm_count = sm_count;
+        Ok(())
     })
 }
 

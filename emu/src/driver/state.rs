@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::ThreadId;
 use std::time::Instant;
 
+use super::device::Device;
 use super::error::*;
 use super::memory::Memory;
 use crate::exec::LaunchConfig;
@@ -238,8 +239,8 @@ pub struct Capture {
 
 #[derive(Default)]
 pub struct State {
-    /// The compute capability, once cuInit succeeded.
-    pub cc: Option<(u32, u32)>,
+    /// The emulated device (compute capability, SM count), once cuInit succeeded.
+    pub device: Option<Device>,
     next_handle: usize,
     next_capture: u64,
     pub primary: Option<Handle>,
@@ -264,7 +265,12 @@ pub struct State {
 impl State {
     /// The compute capability; NOT_INITIALIZED before a successful cuInit.
     pub fn cc(&self) -> Result<(u32, u32), CuResult> {
-        self.cc.ok_or(NOT_INITIALIZED)
+        self.device().map(|d| d.cc)
+    }
+
+    /// The emulated device; NOT_INITIALIZED before a successful cuInit.
+    pub fn device(&self) -> Result<Device, CuResult> {
+        self.device.ok_or(NOT_INITIALIZED)
     }
 
     /// A fresh handle, never handed out before. Starts far from the small values the
