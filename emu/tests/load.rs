@@ -26,3 +26,17 @@ fn unknown_instruction_is_rejected_with_its_line() {
     assert_eq!(e.line, 7, "{e}");
     assert!(e.message.contains("popc.b32"), "{e}");
 }
+
+#[test]
+fn version_is_kept() {
+    let ptx = ".version 8.7\n.target sm_80\n.address_size 64\n.visible .entry a()\n{\n\tret;\n}\n";
+    let m = Module::load(ptx).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.version, (8, 7));
+    // Comments may precede `.version`; nothing else may.
+    let commented = format!("//\n// Generated\n/* block\n comment */\n{ptx}");
+    assert_eq!(Module::load(&commented).unwrap_or_else(|e| panic!("{e}")).version, (8, 7));
+    let e = Module::load(&ptx.replace(".version 8.7\n", "")).err().expect("no .version");
+    assert!(e.message.contains(".version"), "{e}");
+    let e = Module::load(&ptx.replace(".version 8.7\n", ".target sm_80\n.version 8.7\n")).err().expect("late .version");
+    assert!(e.message.contains(".version"), "{e}");
+}

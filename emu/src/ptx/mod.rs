@@ -13,6 +13,8 @@ use parse::{Operand, Stmt};
 
 /// A loaded module: its kernels, lowered.
 pub struct Module {
+    /// The `.version` directive: the PTX ISA version (major, minor) the text is written in.
+    pub version: (u32, u32),
     /// The `.target` architecture as a number (75 for sm_75, 80 for sm_80, 90 for sm_90a).
     pub target: u32,
     pub kernels: Vec<Kernel>,
@@ -56,7 +58,11 @@ impl std::fmt::Display for LoadError {
 impl Module {
     /// Parses and lowers `text`. Any directive, instruction form or operand syntax the
     /// emulator does not implement fails the load, naming the form and the line.
+    ///
+    /// The text must begin with `.version` (the ISA requires it first in a module); which
+    /// versions a driver accepts is the driver's business ([`declared_version`]).
     pub fn load(text: &str) -> Result<Module, LoadError> {
+        let (version, _) = declared_version(text)?;
         let tokens = lex::lex(text)?;
         let ast = parse::parse(&tokens)?;
         if ast.target == 0 {
@@ -69,13 +75,53 @@ impl Module {
             k.static_shared = size;
             kernels.push(k);
         }
-        Ok(Module { target: ast.target, kernels })
+        Ok(Module { version, target: ast.target, kernels })
     }
 
     /// Index of the kernel named `name`.
     pub fn kernel(&self, name: &str) -> Option<usize> {
         self.kernels.iter().position(|k| k.name == name)
     }
+}
+
+/// The PTX ISA version the text declares, as (major, minor), and the line of its
+/// `.version` directive. Read from the start of the text only (comments and white space
+/// may precede it), so a driver can refuse a module written for a newer ISA before trying
+/// to parse syntax that ISA may have added. A module that does not begin with `.version`
+/// is malformed (PTX ISA, "Module Directives: .version": "Each PTX module must begin with
+/// a .version directive").
+pub fn declared_version(text: &str) -> Result<((u32, u32), usize), LoadError> {
+    let mut line = 1;
+    let mut rest = text;
+    loop {
+        let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() && c != '\n');
+        if let Some(r) = trimmed.strip_prefix('\n') {
+            line += 1;
+            rest = r;
+        } else if let Some(r) = trimmed.strip_prefix("//") {
+            rest = r.find('\n').map_or("", |i| &r[i..]);
+        } else if let Some(r) = trimmed.strip_prefix("/*") {
+            let end = r.find("*/").map_or(r.len(), |i| i + 2);
+            line += r[..end].matches('\n').count();
+            rest = &r[end..];
+        } else {
+            rest = trimmed;
+            break;
+        }
+    }
+    let missing = || LoadError { line, message: "the module does not begin with a .version directive".into() };
+    let r = rest.strip_prefix(".version").ok_or_else(missing)?;
+    if !r.starts_with([' ', '\t']) {
+        return Err(missing());
+    }
+    let word: &str = r.trim_start_matches([' ', '\t']).split(|c: char| c.is_whitespace()).next().unwrap_or("");
+    let bad = || LoadError { line, message: format!("bad .version `{word}`") };
+    let (major, minor) = word.split_once('.').ok_or_else(bad)?;
+    let ok = |s: &str| !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit());
+    if !ok(major) || !ok(minor) {
+        return Err(bad());
+    }
+    Ok(((major.parse().map_err(|_| bad())?, minor.parse().map_err(|_| bad())?), line))
 }
 
 /// Offsets in the block's shared memory of the module-level `.shared` variables that
