@@ -754,6 +754,19 @@ impl Lower<'_> {
                 {
                     return Err(err(line, form()));
                 }
+                // ISA: integer `.sat` "is illegal in cases where saturation is not possible
+                // based on the source and destination types" (the destination's range
+                // contains the source's).
+                if flags & SAT != 0 && !dt.is_float() && !st.is_float() {
+                    let contains = match (dt.is_signed(), st.is_signed()) {
+                        (true, false) => dt.size() > st.size(),
+                        (false, true) => false,
+                        _ => dt.size() >= st.size(),
+                    };
+                    if contains {
+                        return Err(err(line, form()));
+                    }
+                }
                 inst.op = Op::Cvt;
                 inst.ty = dt;
                 inst.ty2 = st;

@@ -1454,3 +1454,179 @@ fn cvt_narrowing_integers() {
         Want::Bits(c[0] as u8 as i8 as i32 as u32 as u64)
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// cvt.sat between integer types (ISA 9.7.9.21 cvt, "Saturation modifier": "For integer
+// destination types, .sat limits the result to MININT..MAXINT for the size of the
+// operation. Note that saturation applies to both signed and unsigned integer types.
+// The saturation modifier is allowed only in cases where the destination type's value
+// range is not a superset of the source type's value range")
+// ---------------------------------------------------------------------------------------
+
+const INT_TYPES: [&str; 8] = ["u8", "s8", "u16", "s16", "u32", "s32", "u64", "s64"];
+
+/// The value range of integer type `t` ("s16": -32768..=32767).
+fn int_range(t: &str) -> (i128, i128) {
+    let bits: u32 = t[1..].parse().unwrap();
+    if t.starts_with('s') {
+        (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+    } else {
+        (0, (1i128 << bits) - 1)
+    }
+}
+
+/// The value of the low bits of `raw` read as integer type `t`.
+fn int_value(raw: u64, t: &str) -> i128 {
+    let bits: u32 = t[1..].parse().unwrap();
+    let low = if bits == 64 { raw } else { raw & ((1u64 << bits) - 1) };
+    if t.starts_with('s') && low >> (bits - 1) & 1 == 1 {
+        low as i128 - (1i128 << bits)
+    } else {
+        low as i128
+    }
+}
+
+/// Whether `cvt.sat.{dt}.{st}` is legal: `dt`'s range does not contain `st`'s.
+fn int_sat_legal(dt: &str, st: &str) -> bool {
+    let (dlo, dhi) = int_range(dt);
+    let (slo, shi) = int_range(st);
+    !(dlo <= slo && shi <= dhi)
+}
+
+/// Runs `cvt.sat.{dt}.{st}` on the low bits of each value and returns what it wrote, as
+/// the value of type `dt`. 8-bit operands travel through 32-bit registers (converted to
+/// and from them without `.sat`), as nvcc's PTX keeps them.
+fn run_cvt_sat(dt: &str, st: &str, vals: &[u64]) -> Vec<i128> {
+    let wide = |t: &str| if t.starts_with('s') { "s32" } else { "u32" };
+    let (load_ty, pre, src) = if st.ends_with('8') {
+        (wide(st), format!(".reg .{st} %qs; cvt.{st}.{w} %qs, %a; ", w = wide(st)), "%qs")
+    } else {
+        (st, String::new(), "%a")
+    };
+    let (out_ty, body) = if dt.ends_with('8') {
+        let w = wide(dt);
+        (w, format!("{pre}.reg .{dt} %qd; cvt.sat.{dt}.{st} %qd, {src}; cvt.{w}.{dt} %d, %qd;"))
+    } else {
+        (dt, format!("{pre}cvt.sat.{dt}.{st} %d, {src};"))
+    };
+    let got = run(&[load_ty], out_ty, &body, &singles(vals));
+    got.iter().map(|&g| int_value(g, dt)).collect()
+}
+
+#[test]
+fn cvt_sat_int_to_int_clamps_to_the_destination_range() {
+    let vals: Vec<u64> = [
+        0u64,
+        1,
+        0x7f,
+        0x80,
+        0xff,
+        0x100,
+        0x7fff,
+        0x8000,
+        0xffff,
+        0x1_0000,
+        0xffff_ff80, // -128 as s32
+        0xffff_ff7f, // -129
+        0xffff_8000, // -32768
+        0xffff_7fff, // -32769
+        0x7fff_ffff,
+        0x8000_0000,
+        0xffff_ffff,
+        0x1_0000_0000,
+        0xffff_ffff_8000_0000,
+        0xffff_ffff_7fff_ffff,
+        0x7fff_ffff_ffff_ffff,
+        0x8000_0000_0000_0000,
+        u64::MAX,
+    ]
+    .to_vec();
+    let mut legal = 0;
+    for dt in INT_TYPES {
+        for st in INT_TYPES {
+            if !int_sat_legal(dt, st) {
+                continue;
+            }
+            legal += 1;
+            let (lo, hi) = int_range(dt);
+            let got = run_cvt_sat(dt, st, &vals);
+            let bad: Vec<String> = vals
+                .iter()
+                .zip(&got)
+                .filter_map(|(&v, &g)| {
+                    let want = int_value(v, st).clamp(lo, hi);
+                    (g != want).then(|| format!("  {v:#x} ({}) -> {g}, want {want}", int_value(v, st)))
+                })
+                .collect();
+            assert!(bad.is_empty(), "cvt.sat.{dt}.{st}:\n{}", bad.join("\n"));
+        }
+    }
+    assert_eq!(legal, 38, "legal integer .sat pairs");
+    // Hand-checked.
+    let hand: &[(&str, &str, u64, i128)] = &[
+        ("u8", "s32", -5i32 as u32 as u64, 0),
+        ("u8", "s32", 300, 255),
+        ("u8", "s32", 255, 255),
+        ("u8", "u16", 0x1234, 255),
+        ("s8", "s32", 200, 127),
+        ("s8", "s32", -200i32 as u32 as u64, -128),
+        ("s8", "u8", 0xff, 127),
+        ("u8", "s8", 0x80, 0),
+        ("s16", "s32", 40000, 32767),
+        ("s16", "s32", -40000i32 as u32 as u64, -32768),
+        ("s16", "s32", -32768i32 as u32 as u64, -32768),
+        ("s16", "s32", 32767, 32767),
+        ("u16", "u32", 0x1_0000, 0xffff),
+        ("u32", "s64", u64::MAX, 0),
+        ("u32", "s64", 1 << 33, 0xffff_ffff),
+        ("u32", "s64", 0x1234, 0x1234),
+        ("s32", "u32", 0x8000_0000, 0x7fff_ffff),
+        ("u32", "s32", 0xffff_ffff, 0),
+        ("s32", "s64", 0xffff_ffff, 0x7fff_ffff),
+        ("s32", "s64", 0xffff_ffff_0000_0000, -0x8000_0000),
+        ("u64", "s64", u64::MAX, 0),
+        ("s64", "u64", u64::MAX, i64::MAX as i128),
+    ];
+    for &(dt, st, v, want) in hand {
+        assert_eq!(run_cvt_sat(dt, st, &[v])[0], want, "cvt.sat.{dt}.{st} {v:#x}");
+    }
+}
+
+#[test]
+fn cvt_sat_int_to_int_where_it_cannot_saturate_is_refused() {
+    let mut refused = 0;
+    for dt in INT_TYPES {
+        for st in INT_TYPES {
+            let ptx = format!(
+                "{HEADER}.visible .entry k()\n{{\n\t.reg .{st} %a;\n\t.reg .{dt} %d;\n\tmov.{st} %a, 1;\n\tcvt.sat.{dt}.{st} %d, %a;\n\tret;\n}}\n"
+            );
+            let loaded = mp_emu::ptx::Module::load(&ptx);
+            if int_sat_legal(dt, st) {
+                loaded.unwrap_or_else(|e| panic!("cvt.sat.{dt}.{st}: {e}"));
+            } else {
+                let e = loaded.err().unwrap_or_else(|| panic!("cvt.sat.{dt}.{st} cannot saturate and must not load"));
+                assert!(e.message.contains("cvt.sat"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    // The same type (8), a wider type of the same signedness (6 + 6), a wider signed
+    // type from unsigned (6).
+    assert_eq!(refused, 26);
+}
+
+#[test]
+fn cvt_sat_int_to_float_clamps_to_zero_and_one() {
+    // ISA cvt: "For floating-point destination types, .sat limits the result to the range
+    // [0.0, 1.0]".
+    let v = [0u64, 1, 2, 0xffff_ffff, 0x7fff_ffff, 0x8000_0000];
+    check("cvt.rn.sat.f32.s32", &["s32"], "f32", "cvt.rn.sat.f32.s32 %d, %a;", &singles(&v), |c| {
+        w32((c[0] as u32 as i32 as f32).clamp(0.0, 1.0))
+    });
+    check("cvt.rn.sat.f64.u32", &["u32"], "f64", "cvt.rn.sat.f64.u32 %d, %a;", &singles(&v), |c| {
+        w64((c[0] as u32 as f64).clamp(0.0, 1.0))
+    });
+    check("cvt.rn.sat.f16.s32", &["s32"], "f16", "cvt.rn.sat.f16.s32 %d, %a;", &singles(&v), |c| {
+        Want::Bits(f16::from_f64((c[0] as u32 as i32 as f64).clamp(0.0, 1.0)).to_bits() as u64)
+    });
+}

@@ -1,7 +1,8 @@
 //! `cvt` between every integer and float type pair the loader accepts. Float to f16 and
 //! f64 to f32 round to nearest even and overflow to infinity; float to integer rounds
 //! as the modifier says and saturates (NaN gives 0), as the ISA specifies; integer to
-//! integer sign- or zero-extends from the source type, or truncates.
+//! integer sign- or zero-extends from the source type, or truncates, or with `.sat`
+//! clamps to the destination type's range.
 
 use half::f16;
 
@@ -75,14 +76,29 @@ pub fn exec(i: &Inst, r: &mut [u64]) {
         let v = if st.is_signed() { sx(raw, st.bits()) as u64 } else { raw };
         if dt.is_float() {
             // Integer to float: one rounding to nearest even.
-            match (dt, st.is_signed()) {
+            let bits = match (dt, st.is_signed()) {
                 (Ty::F16, true) => f16::from_f64(v as i64 as f64).to_bits() as u64,
                 (Ty::F16, false) => f16::from_f64(v as f64).to_bits() as u64,
                 (Ty::F32, true) => (v as i64 as f32).to_bits() as u64,
                 (Ty::F32, false) => (v as f32).to_bits() as u64,
                 (_, true) => (v as i64 as f64).to_bits(),
                 (_, false) => (v as f64).to_bits(),
+            };
+            if i.flags & SAT != 0 {
+                // ISA: "For floating-point destination types, .sat limits the result to
+                // the range [0.0, 1.0]": an integer gives 0 or 1.
+                let positive = if st.is_signed() { v as i64 > 0 } else { v > 0 };
+                match (positive, dt) {
+                    (false, _) => 0,
+                    (true, Ty::F16) => 0x3c00,
+                    (true, Ty::F32) => 0x3f80_0000,
+                    (true, _) => 0x3ff0_0000_0000_0000,
+                }
+            } else {
+                bits
             }
+        } else if i.flags & SAT != 0 {
+            sat_int(v, st.is_signed(), dt)
         } else {
             v
         }
@@ -104,6 +120,20 @@ fn f64_to_f16(x: f64) -> f16 {
         b -= 1; // the neighbour toward zero (inf becomes the largest finite value)
     }
     f16::from_f32(f32::from_bits(b | 1))
+}
+
+/// Integer to integer with `.sat`: `v` (the source value, sign-extended when `signed`)
+/// clamped to the range of `dt`. ISA (cvt, "Saturation modifier"): "For integer
+/// destination types, .sat limits the result to MININT..MAXINT for the size of the
+/// operation. Note that saturation applies to both signed and unsigned integer types."
+/// (The loader refuses `.sat` where `dt`'s range contains the source's, as the ISA makes
+/// it illegal there.)
+fn sat_int(v: u64, signed: bool, dt: Ty) -> u64 {
+    let x = if signed { v as i64 as i128 } else { v as i128 };
+    let bits = dt.bits();
+    let (lo, hi) =
+        if dt.is_signed() { (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1) } else { (0, (1i128 << bits) - 1) };
+    x.clamp(lo, hi) as u64
 }
 
 fn sat(x: f64) -> f64 {
