@@ -5,8 +5,9 @@
 //! three operands from 8-byte slots of a global buffer, applies the instruction under
 //! test and stores its result to an 8-byte slot. Results are compared bit for bit with
 //! the host's IEEE arithmetic (Rust's f32/f64 operations round to nearest even, as the
-//! PTX `.rn` forms do); a NaN result is checked only for being a NaN (the ISA leaves the
-//! payload to the implementation).
+//! PTX `.rn` forms do); a NaN result is checked only for being a NaN there, and its bits
+//! (the GPU's canonical f32 and f16 NaNs, f64 payloads) in the tests of the "NaN results"
+//! section.
 //!
 //! Section numbers refer to the PTX ISA 8.x ("Parallel Thread Execution ISA"), chapter 9.7.
 
@@ -1629,4 +1630,157 @@ fn cvt_sat_int_to_float_clamps_to_zero_and_one() {
     check("cvt.rn.sat.f16.s32", &["s32"], "f16", "cvt.rn.sat.f16.s32 %d, %a;", &singles(&v), |c| {
         Want::Bits(f16::from_f64((c[0] as u32 as i32 as f64).clamp(0.0, 1.0)).to_bits() as u64)
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// NaN results (ISA 9.7.3 "Floating-Point Instructions": "NaN payloads are supported for
+// double-precision instructions (except for rcp.approx.ftz.f64 and rsqrt.approx.ftz.f64,
+// which maps input NaNs to a canonical NaN). Single-precision instructions return an
+// unspecified NaN."; 9.7.4: "Half-precision instructions return an unspecified NaN").
+// The GPU's f32 NaN is the canonical 0x7fffffff whatever the inputs' payloads, its f16
+// NaN 0x7fff (CUDART_NAN_FP16); the host keeps an input's payload and sign instead.
+// ---------------------------------------------------------------------------------------
+
+const CANON32: u64 = 0x7fff_ffff;
+const CANON16: u64 = 0x7fff;
+
+/// NaNs with payloads and signs, quiet and signalling, none of them canonical.
+const F32_NANS: &[u64] = &[0x7fc0_0000, 0xffc0_0001, 0x7f80_0001, 0xff80_1234, 0x7fc1_2345];
+
+/// The edge values and the NaNs above.
+fn f32_edges_and_nans() -> Vec<u64> {
+    f32_edges().into_iter().chain(F32_NANS.iter().copied()).collect()
+}
+
+type Un32 = fn(f32) -> f32;
+
+#[test]
+fn f32_nan_results_are_the_canonical_nan() {
+    let cases = pairs(&f32_edges_and_nans());
+    let ops: [(&str, Bin32); 10] = [
+        ("add.f32", |a, b| a + b),
+        ("add.rz.f32", |a, b| a + b),
+        ("sub.f32", |a, b| a - b),
+        ("sub.rm.f32", |a, b| a - b),
+        ("mul.f32", |a, b| a * b),
+        ("mul.rp.ftz.f32", |a, b| ftz(a) * ftz(b)),
+        ("div.rn.f32", |a, b| a / b),
+        ("div.full.f32", |a, b| a / b),
+        ("min.f32", |a, b| if a.is_nan() && b.is_nan() { f32::NAN } else { a.min(b) }),
+        ("max.f32", |a, b| if a.is_nan() && b.is_nan() { f32::NAN } else { a.max(b) }),
+    ];
+    for (op, host) in ops {
+        // Only the cases whose result is NaN: the rest is checked elsewhere.
+        let nan: Vec<[u64; 3]> = cases.iter().copied().filter(|c| host(f(c[0]), f(c[1])).is_nan()).collect();
+        assert!(nan.len() > 20, "{op}: {} NaN cases", nan.len());
+        check(op, &["f32", "f32"], "f32", &format!("{op} %d, %a, %b;"), &nan, |_| Want::Bits(CANON32));
+    }
+    let vals: Vec<u64> =
+        [0u64, 0x3f80_0000, 0x7f80_0000, 0xff80_0000].into_iter().chain(F32_NANS.iter().copied()).collect();
+    for op in ["fma.rn.f32", "fma.rz.f32", "fma.rn.ftz.f32"] {
+        let nan: Vec<[u64; 3]> =
+            triples(&vals).into_iter().filter(|c| f(c[0]).mul_add(f(c[1]), f(c[2])).is_nan()).collect();
+        check(op, &["f32", "f32", "f32"], "f32", &format!("{op} %d, %a, %b, %c;"), &nan, |_| Want::Bits(CANON32));
+    }
+    let unary: [(&str, Un32); 7] = [
+        ("rcp.rn.f32", |a| 1.0 / a),
+        ("rcp.approx.ftz.f32", |a| 1.0 / ftz(a)),
+        ("sqrt.rn.f32", f32::sqrt),
+        ("sqrt.approx.f32", f32::sqrt),
+        ("ex2.approx.ftz.f32", |a| ftz(a).exp2()),
+        ("lg2.approx.f32", f32::log2),
+        ("lg2.approx.ftz.f32", |a| ftz(a).log2()),
+    ];
+    for (op, host) in unary {
+        let nan: Vec<[u64; 3]> =
+            singles(&f32_edges_and_nans()).into_iter().filter(|c| host(f(c[0])).is_nan()).collect();
+        check(op, &["f32"], "f32", &format!("{op} %d, %a;"), &nan, |_| Want::Bits(CANON32));
+    }
+    // Hand-checked: inf - inf, 0 * inf, 0 / 0, sqrt(-1) make a NaN (the host's is
+    // 0xffc00000 on x86); a payload NaN operand does not pass its payload or sign on.
+    let hand: &[(&str, u64, u64)] = &[
+        ("add.f32", 0x7f80_0000, 0xff80_0000),
+        ("mul.f32", 0x0000_0000, 0x7f80_0000),
+        ("div.rn.f32", 0x0000_0000, 0x8000_0000),
+        ("add.f32", 0xffc0_0001, 0x3f80_0000),
+        ("mul.f32", 0x3f80_0000, 0x7f80_0001),
+        ("min.f32", 0xffc0_0001, 0x7fc1_2345),
+    ];
+    for &(op, a, b) in hand {
+        check(op, &["f32", "f32"], "f32", &format!("{op} %d, %a, %b;"), &[[a, b, 0]], |_| Want::Bits(CANON32));
+    }
+    check("sqrt -1", &["f32"], "f32", "sqrt.rn.f32 %d, %a;", &[[0xbf80_0000, 0, 0]], |_| Want::Bits(CANON32));
+}
+
+#[test]
+fn abs_neg_copysign_and_mov_keep_nan_payloads() {
+    // Bit operations: only the sign bit changes (or nothing), signalling NaNs stay
+    // signalling.
+    let c = singles(F32_NANS);
+    check("abs.f32", &["f32"], "f32", "abs.f32 %d, %a;", &c, |c| Want::Bits(c[0] & 0x7fff_ffff));
+    check("abs.ftz.f32", &["f32"], "f32", "abs.ftz.f32 %d, %a;", &c, |c| Want::Bits(c[0] & 0x7fff_ffff));
+    check("neg.f32", &["f32"], "f32", "neg.f32 %d, %a;", &c, |c| Want::Bits(c[0] ^ 0x8000_0000));
+    check("mov.f32", &["f32"], "f32", "mov.f32 %d, %a;", &c, |c| Want::Bits(c[0]));
+    let c: Vec<[u64; 3]> = F32_NANS.iter().map(|&n| [0xbf80_0000, n, 0]).collect();
+    check("copysign.f32", &["f32", "f32"], "f32", "copysign.f32 %d, %a, %b;", &c, |c| Want::Bits(c[1] | 0x8000_0000));
+    let c64 = singles(&[0x7ff8_0000_0000_0123, 0xfff4_0000_0000_0001]);
+    check("neg.f64", &["f64"], "f64", "neg.f64 %d, %a;", &c64, |c| Want::Bits(c[0] ^ (1 << 63)));
+    check("abs.f64", &["f64"], "f64", "abs.f64 %d, %a;", &c64, |c| Want::Bits(c[0] & !(1 << 63)));
+}
+
+#[test]
+fn f64_nan_payloads_are_kept_but_not_by_rcp_approx() {
+    // One quiet NaN operand with a payload: the result is that NaN.
+    let nan = 0x7ff8_0000_0000_0123u64;
+    let one = 0x3ff0_0000_0000_0000u64;
+    for op in ["add.f64", "sub.rn.f64", "mul.rn.f64", "div.rn.f64"] {
+        check(op, &["f64", "f64"], "f64", &format!("{op} %d, %a, %b;"), &[[nan, one, 0], [one, nan, 0]], |_| {
+            Want::Bits(nan)
+        });
+    }
+    check("fma.rn.f64", &["f64", "f64", "f64"], "f64", "fma.rn.f64 %d, %a, %b, %c;", &[[one, one, nan]], |_| {
+        Want::Bits(nan)
+    });
+    check("sqrt.rn.f64", &["f64"], "f64", "sqrt.rn.f64 %d, %a;", &[[nan, 0, 0]], |_| Want::Bits(nan));
+    // rcp.approx.ftz.f64: "Input NaNs map to a canonical NaN with encoding
+    // 0x7fffffff00000000".
+    check(
+        "rcp.approx.ftz.f64",
+        &["f64"],
+        "f64",
+        "rcp.approx.ftz.f64 %d, %a;",
+        &singles(&[nan, 0xfff8_0000_0000_0000, 0x7ff0_0000_0000_0001]),
+        |_| Want::Bits(0x7fff_ffff_0000_0000),
+    );
+}
+
+#[test]
+fn cvt_nan_results_are_the_canonical_nan_of_the_destination() {
+    // To f32 and f16: the canonical NaN, whatever the source NaN.
+    check(
+        "cvt.rn.f32.f64",
+        &["f64"],
+        "f32",
+        "cvt.rn.f32.f64 %d, %a;",
+        &singles(&[0x7ff8_0000_0000_0123, 0xfff8_0000_0000_0000, 0x7ff0_0000_0000_0001, 0x7fff_ffff_ffff_ffff]),
+        |_| Want::Bits(CANON32),
+    );
+    let h: Vec<u64> = vec![0x7e00, 0xfe00, 0x7c01, 0x7e55, 0xffff];
+    check("cvt.f32.f16", &["f16"], "f32", "cvt.f32.f16 %d, %a;", &singles(&h), |_| Want::Bits(CANON32));
+    check("cvt.rn.f16.f32", &["f32"], "f16", "cvt.rn.f16.f32 %d, %a;", &singles(F32_NANS), |_| Want::Bits(CANON16));
+    check(
+        "cvt.rn.f16.f64",
+        &["f64"],
+        "f16",
+        "cvt.rn.f16.f64 %d, %a;",
+        &singles(&[0x7ff8_0000_0000_0123, 0xfff8_0000_0000_0000]),
+        |_| Want::Bits(CANON16),
+    );
+    for op in ["cvt.rni.f32.f32", "cvt.rzi.ftz.f32.f32"] {
+        check(op, &["f32"], "f32", &format!("{op} %d, %a;"), &singles(F32_NANS), |_| Want::Bits(CANON32));
+    }
+    // With .sat a NaN is +0.
+    check("cvt.sat.f32.f32", &["f32"], "f32", "cvt.sat.f32.f32 %d, %a;", &singles(F32_NANS), |_| Want::Bits(0));
+    // To f64: a NaN (its payload is the hardware's business; the ISA supports f64 payloads).
+    check("cvt.f64.f32", &["f32"], "f64", "cvt.f64.f32 %d, %a;", &singles(F32_NANS), |_| Want::Nan64);
 }

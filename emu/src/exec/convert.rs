@@ -6,8 +6,12 @@
 
 use half::f16;
 
+use super::float::CANONICAL_NAN_F32;
 use super::int::{mask, sx};
 use crate::ir::{Inst, Round, Ty, FTZ, SAT};
+
+/// The GPU's half-precision NaN (CUDA's CUDART_NAN_FP16).
+pub const CANONICAL_NAN_F16: u16 = 0x7fff;
 
 fn round_int(x: f64, r: Round) -> f64 {
     match r {
@@ -57,7 +61,16 @@ pub fn exec(i: &Inst, r: &mut [u64]) {
                     _ => sat(f64::from_bits(bits)).to_bits(),
                 };
             }
-            bits
+            // A NaN result is the GPU's canonical NaN of the destination type (f32
+            // 0x7fffffff, f16 0x7fff), not the source's payload shifted into it (PTX ISA
+            // 9.7.3 and 9.7.4: single- and half-precision instructions "return an
+            // unspecified NaN"; the GPU's is the canonical one). An f64 result keeps the
+            // payload, as f64 instructions do (see exec/float.rs).
+            match dt {
+                Ty::F32 if f32::from_bits(bits as u32).is_nan() => CANONICAL_NAN_F32 as u64,
+                Ty::F16 if f16::from_bits(bits as u16).is_nan() => CANONICAL_NAN_F16 as u64,
+                _ => bits,
+            }
         } else {
             let x = round_int(x, i.round);
             // Rust's float-to-int `as` saturates and maps NaN to 0, as cvt does.
