@@ -88,7 +88,14 @@ pub unsafe extern "C" fn cuInit(flags: c_uint) -> CuResult {
 #[no_mangle]
 pub unsafe extern "C" fn cuDriverGetVersion(version: *mut c_int) -> CuResult {
     guard("cuDriverGetVersion", || {
-        out(version)?.write(device::DRIVER_VERSION);
+        let p = out(version)?;
+        // An unsupported MP_EMU_DRIVER_VERSION: there is no version to report (cuInit fails
+        // too, with the same message).
+        let v = device::driver_version().map_err(|why| {
+            eprintln!("mp-emu: {why}");
+            INVALID_VALUE
+        })?;
+        p.write(v);
         Ok(())
     })
 }

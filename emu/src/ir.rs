@@ -357,8 +357,15 @@ pub fn lower_kernel(ast: &Ast, f: &Function, shared: &HashMap<String, u64>) -> R
     }
     let mut code = Code { insts: l.insts, callees: l.callees, nregs, consts, names };
     crate::regalloc::compact(&mut code);
-    let kernel =
-        Kernel { name: f.name.clone(), params, param_bytes: offset, max_ntid: f.max_ntid, static_shared: 0, code };
+    let kernel = Kernel {
+        name: f.name.clone(),
+        params,
+        param_bytes: offset,
+        max_ntid: f.max_ntid,
+        req_ntid: None,
+        static_shared: 0,
+        code,
+    };
     Ok(kernel)
 }
 
@@ -748,6 +755,19 @@ impl Lower<'_> {
                     && !matches!(round, Round::Rni | Round::Rzi | Round::Rmi | Round::Rpi | Round::Default)
                 {
                     return Err(err(line, form()));
+                }
+                // ISA: integer `.sat` "is illegal in cases where saturation is not possible
+                // based on the source and destination types" (the destination's range
+                // contains the source's).
+                if flags & SAT != 0 && !dt.is_float() && !st.is_float() {
+                    let contains = match (dt.is_signed(), st.is_signed()) {
+                        (true, false) => dt.size() > st.size(),
+                        (false, true) => false,
+                        _ => dt.size() >= st.size(),
+                    };
+                    if contains {
+                        return Err(err(line, form()));
+                    }
                 }
                 inst.op = Op::Cvt;
                 inst.ty = dt;

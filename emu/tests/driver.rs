@@ -92,20 +92,25 @@ fn capture_status(s: P) -> u32 {
 /// MP_EMU_SM_COUNT. The child starts from the emulator's defaults (neither variable set)
 /// plus `env`, whatever this process was run with.
 fn in_child(name: &str, env: &[(&str, &str)]) -> bool {
+    child(name, env).is_some()
+}
+
+/// As [`in_child`], returning the child's stderr in the parent (None in the child).
+fn child(name: &str, env: &[(&str, &str)]) -> Option<String> {
     if std::env::var_os("MP_EMU_DRIVER_CHILD").is_some() {
-        return false;
+        return None;
     }
     let exe = std::env::current_exe().unwrap();
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["--exact", name, "--test-threads=1"]).env("MP_EMU_DRIVER_CHILD", "1");
-    cmd.env_remove(device::CC_VAR).env_remove(device::SM_COUNT_VAR);
+    cmd.args(["--exact", name, "--test-threads=1", "--nocapture"]).env("MP_EMU_DRIVER_CHILD", "1");
+    cmd.env_remove(device::CC_VAR).env_remove(device::SM_COUNT_VAR).env_remove(device::DRIVER_VAR);
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "child {name} failed:\n{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"), "child ran no test");
-    true
+    Some(String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -1064,4 +1069,178 @@ fn legacy_stream_copies_reach_a_non_blocking_stream_only_when_ordered() {
         ok(cuStreamDestroy_v2(blocking));
         ok(cuModuleUnload(m));
     }
+}
+
+// ---- the driver version and the PTX ISA versions it loads ----
+
+/// The vendored PTX of the crate (ISA 9.0, what CUDA 13.0's nvcc writes).
+fn vendored_cast_ptx() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../cuda/ptx/cast.sm_75.ptx")).unwrap()
+}
+
+/// Sets the emulated driver version for the rest of a test and back to the default
+/// (the environment's) when dropped, failing or not.
+struct DriverVersion;
+
+impl DriverVersion {
+    fn set(v: i32) -> DriverVersion {
+        mp_emu::driver::device::set_driver_version(Some(v)).unwrap();
+        DriverVersion
+    }
+}
+
+impl Drop for DriverVersion {
+    fn drop(&mut self) {
+        mp_emu::driver::device::set_driver_version(None).unwrap();
+    }
+}
+
+fn driver_version() -> i32 {
+    let mut v = 0;
+    ok(unsafe { cuDriverGetVersion(&mut v) });
+    v
+}
+
+/// A driver JIT-compiles PTX up to the ISA version its CUDA release introduced (PTX ISA
+/// release history: 9.0 with CUDA 13.0, 8.7 with 12.8) and refuses a newer `.version`
+/// with UNSUPPORTED_PTX_VERSION, as a machine whose driver is older than the toolkit that
+/// wrote the PTX does. Before, the emulator loaded any `.version`.
+#[test]
+fn ptx_newer_than_the_driver_is_refused() {
+    let _rig = Rig::new();
+    let cast = vendored_cast_ptx();
+    assert!(cast.contains("\n.version 9.0\n"), "cast.sm_75.ptx is expected to be ISA 9.0");
+    let cast87 = cast.replace("\n.version 9.0\n", "\n.version 8.7\n");
+    {
+        let _v = DriverVersion::set(13000);
+        assert_eq!(driver_version(), 13000);
+        let m = load(&cast).expect("ISA 9.0 loads at CUDA 13.0");
+        ok(unsafe { cuModuleUnload(m) });
+    }
+    {
+        let _v = DriverVersion::set(12080);
+        assert_eq!(driver_version(), 12080);
+        err(load(&cast).unwrap_err(), e::UNSUPPORTED_PTX_VERSION);
+        let m = load(&cast87).expect("ISA 8.7 loads at CUDA 12.8");
+        ok(unsafe { cuModuleUnload(m) });
+        // cuModuleLoadDataEx answers the same.
+        let text = CString::new(cast.as_str()).unwrap();
+        let mut m = null_mut();
+        let r = unsafe { cuModuleLoadDataEx(&mut m, text.as_ptr().cast(), 0, null_mut(), null_mut()) };
+        err(r, e::UNSUPPORTED_PTX_VERSION);
+        // The version is checked before the rest is parsed: a newer ISA may bring syntax
+        // the emulator does not know, and the driver's answer is still the version.
+        err(
+            load(&PTX.replace(".version 7.8", ".version 8.8").replace("ret;", "newfangled.op;")).unwrap_err(),
+            e::UNSUPPORTED_PTX_VERSION,
+        );
+        // CUDA 12.6 introduced no ISA version: it loads 8.5, not 8.6.
+        let _v = DriverVersion::set(12060);
+        assert!(load(&PTX.replace(".version 7.8", ".version 8.5")).is_ok());
+        err(load(&PTX.replace(".version 7.8", ".version 8.6")).unwrap_err(), e::UNSUPPORTED_PTX_VERSION);
+    }
+    // Newer than any driver the emulator poses as.
+    err(load(&PTX.replace(".version 7.8", ".version 9.9")).unwrap_err(), e::UNSUPPORTED_PTX_VERSION);
+    // A module must begin with `.version`.
+    err(load(&PTX.replace(".version 7.8", "")).unwrap_err(), e::INVALID_PTX);
+    err(load(&PTX.replace(".version 7.8", ".version 7")).unwrap_err(), e::INVALID_PTX);
+    // Unknown versions are refused by the setter.
+    assert!(mp_emu::driver::device::set_driver_version(Some(12345)).is_err());
+}
+
+/// The refusal names both versions.
+#[test]
+fn the_ptx_version_message_names_both_versions() {
+    let why = mp_emu::driver::device::check_ptx_version((9, 0), 12080).unwrap_err();
+    assert!(why.contains("9.0") && why.contains("12.8") && why.contains("8.7"), "{why}");
+    assert!(mp_emu::driver::device::check_ptx_version((8, 7), 12080).is_ok());
+}
+
+#[test]
+fn driver_version_comes_from_the_environment() {
+    if let Some(stderr) = child("driver_version_comes_from_the_environment", &[("MP_EMU_DRIVER_VERSION", "12.8")]) {
+        // The refusal names the PTX's version and the driver's, as the JIT log does.
+        assert!(
+            stderr.contains(
+                "cuModuleLoadData: PTX line 9: unsupported .version 9.0: CUDA driver 12.8 loads PTX ISA 8.7 at most"
+            ),
+            "{stderr}"
+        );
+        return;
+    }
+    assert_eq!(driver_version(), 12080);
+    let _rig = Rig::new();
+    err(load(&vendored_cast_ptx()).unwrap_err(), e::UNSUPPORTED_PTX_VERSION);
+    assert!(load(PTX).is_ok());
+}
+
+#[test]
+fn invalid_driver_version_fails_init() {
+    if in_child("invalid_driver_version_fails_init", &[("MP_EMU_DRIVER_VERSION", "11.8")]) {
+        return;
+    }
+    let mut v = 0;
+    err(unsafe { cuDriverGetVersion(&mut v) }, e::INVALID_VALUE);
+    err(unsafe { cuInit(0) }, e::NO_DEVICE);
+}
+
+// ---- .reqntid ----
+
+const REQNTID_PTX: &str = "
+.version 7.8
+.target sm_75
+.address_size 64
+
+.visible .entry fill_req(
+	.param .u64 fill_req_param_0
+)
+.reqntid 64, 2
+{
+	.reg .b32 	%r<4>;
+	.reg .f32 	%f<2>;
+	.reg .b64 	%rd<5>;
+
+	ld.param.u64 	%rd1, [fill_req_param_0];
+	cvta.to.global.u64 	%rd2, %rd1;
+	mov.u32 	%r1, %tid.y;
+	mov.u32 	%r2, %tid.x;
+	mad.lo.s32 	%r1, %r1, 64, %r2;
+	mul.wide.u32 	%rd3, %r1, 4;
+	add.s64 	%rd4, %rd2, %rd3;
+	mov.f32 	%f1, 0f3F800000;
+	st.global.f32 	[%rd4], %f1;
+	ret;
+}
+";
+
+/// `.reqntid` is the block shape exactly: a launch with any other shape, smaller or
+/// larger, is INVALID_VALUE (before, it was taken as `.maxntid`: smaller blocks ran, larger
+/// ones were LAUNCH_OUT_OF_RESOURCES).
+#[test]
+fn reqntid_is_the_only_block_shape() {
+    let rig = Rig::new();
+    let s = rig.stream();
+    let m = load(REQNTID_PTX).expect("the .reqntid PTX loads");
+    let f = function(m, "fill_req");
+    let mut y = alloc(128 * 4);
+    let mut args = [(&mut y as *mut u64).cast::<c_void>()];
+    unsafe {
+        let launch = |block: [u32; 3], args: *mut P| {
+            cuLaunchKernel(f, 1, 1, 1, block[0], block[1], block[2], 0, s, args, null_mut())
+        };
+        for block in [[32, 2, 1], [64, 1, 1], [128, 1, 1], [64, 2, 2], [64, 4, 1], [2, 64, 1]] {
+            err(launch(block, args.as_mut_ptr()), e::INVALID_VALUE);
+        }
+        assert_eq!(download(y, 4), [u32::MAX; 4], "nothing ran");
+        ok(launch([64, 2, 1], args.as_mut_ptr()));
+        ok(cuStreamSynchronize(s));
+        assert_eq!(download_f32(y, 128), vec![1.0; 128]);
+        let mut v = 0;
+        ok(cuFuncGetAttribute(&mut v, 0, f)); // MAX_THREADS_PER_BLOCK
+        assert_eq!(v, 128);
+        ok(cuModuleUnload(m));
+    }
+    // ptxas: ".maxntid and .reqntid cannot both be specified".
+    let both = REQNTID_PTX.replace(".reqntid 64, 2", ".reqntid 64, 2\n.maxntid 128");
+    err(load(&both).unwrap_err(), e::INVALID_PTX);
 }

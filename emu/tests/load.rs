@@ -26,3 +26,39 @@ fn unknown_instruction_is_rejected_with_its_line() {
     assert_eq!(e.line, 7, "{e}");
     assert!(e.message.contains("popc.b32"), "{e}");
 }
+
+#[test]
+fn version_is_kept() {
+    let ptx = ".version 8.7\n.target sm_80\n.address_size 64\n.visible .entry a()\n{\n\tret;\n}\n";
+    let m = Module::load(ptx).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.version, (8, 7));
+    // Comments may precede `.version`; nothing else may.
+    let commented = format!("//\n// Generated\n/* block\n comment */\n{ptx}");
+    assert_eq!(Module::load(&commented).unwrap_or_else(|e| panic!("{e}")).version, (8, 7));
+    let e = Module::load(&ptx.replace(".version 8.7\n", "")).err().expect("no .version");
+    assert!(e.message.contains(".version"), "{e}");
+    let e = Module::load(&ptx.replace(".version 8.7\n", ".target sm_80\n.version 8.7\n")).err().expect("late .version");
+    assert!(e.message.contains(".version"), "{e}");
+}
+
+#[test]
+fn reqntid_is_kept_apart_from_maxntid() {
+    let ptx = ".version 8.7\n.target sm_80\n.address_size 64\n.visible .entry a()\n.reqntid 128\n{\n\tret;\n}\n.visible .entry b()\n.maxntid 256, 1, 1\n{\n\tret;\n}\n.visible .entry c(.param .u32 c_n)\n.reqntid 8, 4, 2\n{\n\tret;\n}\n";
+    let m = Module::load(ptx).unwrap_or_else(|e| panic!("{e}"));
+    let k = |n: &str| &m.kernels[m.kernel(n).unwrap()];
+    assert_eq!(k("a").req_ntid, Some([128, 1, 1]));
+    assert_eq!(k("a").max_ntid, Some([128, 1, 1]), ".reqntid implies the .maxntid bound");
+    assert_eq!(k("b").req_ntid, None);
+    assert_eq!(k("b").max_ntid, Some([256, 1, 1]));
+    assert_eq!(k("c").req_ntid, Some([8, 4, 2]));
+    assert!(k("c").check_req_ntid([8, 4, 2]).is_ok());
+    assert!(k("c").check_req_ntid([4, 4, 2]).is_err());
+    assert!(k("c").check_req_ntid([64, 1, 1]).is_err());
+    assert!(k("b").check_req_ntid([1, 1, 1]).is_ok());
+    let e =
+        Module::load(&ptx.replace(".reqntid 128\n", ".reqntid 128\n.maxntid 128\n")).err().expect("both directives");
+    assert!(e.message.contains(".maxntid and .reqntid"), "{e}");
+    assert!(Module::load(&ptx.replace(".reqntid 128\n", ".reqntid 0\n")).is_err());
+    let hex = Module::load(&ptx.replace(".reqntid 128\n", ".reqntid 0x80\n")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(hex.kernels[0].req_ntid, Some([128, 1, 1]));
+}

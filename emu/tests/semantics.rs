@@ -5,8 +5,9 @@
 //! three operands from 8-byte slots of a global buffer, applies the instruction under
 //! test and stores its result to an 8-byte slot. Results are compared bit for bit with
 //! the host's IEEE arithmetic (Rust's f32/f64 operations round to nearest even, as the
-//! PTX `.rn` forms do); a NaN result is checked only for being a NaN (the ISA leaves the
-//! payload to the implementation).
+//! PTX `.rn` forms do); a NaN result is checked only for being a NaN there, and its bits
+//! (the GPU's canonical f32 and f16 NaNs, f64 payloads) in the tests of the "NaN results"
+//! section.
 //!
 //! Section numbers refer to the PTX ISA 8.x ("Parallel Thread Execution ISA"), chapter 9.7.
 
@@ -1453,4 +1454,333 @@ fn cvt_narrowing_integers() {
     check("cvt.s8.s32", &["s32"], "s32", ".reg .s8 %q; cvt.s8.s32 %q, %a; cvt.s32.s8 %d, %q;", &singles(&v), |c| {
         Want::Bits(c[0] as u8 as i8 as i32 as u32 as u64)
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// cvt.sat between integer types (ISA 9.7.9.21 cvt, "Saturation modifier": "For integer
+// destination types, .sat limits the result to MININT..MAXINT for the size of the
+// operation. Note that saturation applies to both signed and unsigned integer types.
+// The saturation modifier is allowed only in cases where the destination type's value
+// range is not a superset of the source type's value range")
+// ---------------------------------------------------------------------------------------
+
+const INT_TYPES: [&str; 8] = ["u8", "s8", "u16", "s16", "u32", "s32", "u64", "s64"];
+
+/// The value range of integer type `t` ("s16": -32768..=32767).
+fn int_range(t: &str) -> (i128, i128) {
+    let bits: u32 = t[1..].parse().unwrap();
+    if t.starts_with('s') {
+        (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+    } else {
+        (0, (1i128 << bits) - 1)
+    }
+}
+
+/// The value of the low bits of `raw` read as integer type `t`.
+fn int_value(raw: u64, t: &str) -> i128 {
+    let bits: u32 = t[1..].parse().unwrap();
+    let low = if bits == 64 { raw } else { raw & ((1u64 << bits) - 1) };
+    if t.starts_with('s') && low >> (bits - 1) & 1 == 1 {
+        low as i128 - (1i128 << bits)
+    } else {
+        low as i128
+    }
+}
+
+/// Whether `cvt.sat.{dt}.{st}` is legal: `dt`'s range does not contain `st`'s.
+fn int_sat_legal(dt: &str, st: &str) -> bool {
+    let (dlo, dhi) = int_range(dt);
+    let (slo, shi) = int_range(st);
+    !(dlo <= slo && shi <= dhi)
+}
+
+/// Runs `cvt.sat.{dt}.{st}` on the low bits of each value and returns what it wrote, as
+/// the value of type `dt`. 8-bit operands travel through 32-bit registers (converted to
+/// and from them without `.sat`), as nvcc's PTX keeps them.
+fn run_cvt_sat(dt: &str, st: &str, vals: &[u64]) -> Vec<i128> {
+    let wide = |t: &str| if t.starts_with('s') { "s32" } else { "u32" };
+    let (load_ty, pre, src) = if st.ends_with('8') {
+        (wide(st), format!(".reg .{st} %qs; cvt.{st}.{w} %qs, %a; ", w = wide(st)), "%qs")
+    } else {
+        (st, String::new(), "%a")
+    };
+    let (out_ty, body) = if dt.ends_with('8') {
+        let w = wide(dt);
+        (w, format!("{pre}.reg .{dt} %qd; cvt.sat.{dt}.{st} %qd, {src}; cvt.{w}.{dt} %d, %qd;"))
+    } else {
+        (dt, format!("{pre}cvt.sat.{dt}.{st} %d, {src};"))
+    };
+    let got = run(&[load_ty], out_ty, &body, &singles(vals));
+    got.iter().map(|&g| int_value(g, dt)).collect()
+}
+
+#[test]
+fn cvt_sat_int_to_int_clamps_to_the_destination_range() {
+    let vals: Vec<u64> = [
+        0u64,
+        1,
+        0x7f,
+        0x80,
+        0xff,
+        0x100,
+        0x7fff,
+        0x8000,
+        0xffff,
+        0x1_0000,
+        0xffff_ff80, // -128 as s32
+        0xffff_ff7f, // -129
+        0xffff_8000, // -32768
+        0xffff_7fff, // -32769
+        0x7fff_ffff,
+        0x8000_0000,
+        0xffff_ffff,
+        0x1_0000_0000,
+        0xffff_ffff_8000_0000,
+        0xffff_ffff_7fff_ffff,
+        0x7fff_ffff_ffff_ffff,
+        0x8000_0000_0000_0000,
+        u64::MAX,
+    ]
+    .to_vec();
+    let mut legal = 0;
+    for dt in INT_TYPES {
+        for st in INT_TYPES {
+            if !int_sat_legal(dt, st) {
+                continue;
+            }
+            legal += 1;
+            let (lo, hi) = int_range(dt);
+            let got = run_cvt_sat(dt, st, &vals);
+            let bad: Vec<String> = vals
+                .iter()
+                .zip(&got)
+                .filter_map(|(&v, &g)| {
+                    let want = int_value(v, st).clamp(lo, hi);
+                    (g != want).then(|| format!("  {v:#x} ({}) -> {g}, want {want}", int_value(v, st)))
+                })
+                .collect();
+            assert!(bad.is_empty(), "cvt.sat.{dt}.{st}:\n{}", bad.join("\n"));
+        }
+    }
+    assert_eq!(legal, 38, "legal integer .sat pairs");
+    // Hand-checked.
+    let hand: &[(&str, &str, u64, i128)] = &[
+        ("u8", "s32", -5i32 as u32 as u64, 0),
+        ("u8", "s32", 300, 255),
+        ("u8", "s32", 255, 255),
+        ("u8", "u16", 0x1234, 255),
+        ("s8", "s32", 200, 127),
+        ("s8", "s32", -200i32 as u32 as u64, -128),
+        ("s8", "u8", 0xff, 127),
+        ("u8", "s8", 0x80, 0),
+        ("s16", "s32", 40000, 32767),
+        ("s16", "s32", -40000i32 as u32 as u64, -32768),
+        ("s16", "s32", -32768i32 as u32 as u64, -32768),
+        ("s16", "s32", 32767, 32767),
+        ("u16", "u32", 0x1_0000, 0xffff),
+        ("u32", "s64", u64::MAX, 0),
+        ("u32", "s64", 1 << 33, 0xffff_ffff),
+        ("u32", "s64", 0x1234, 0x1234),
+        ("s32", "u32", 0x8000_0000, 0x7fff_ffff),
+        ("u32", "s32", 0xffff_ffff, 0),
+        ("s32", "s64", 0xffff_ffff, 0x7fff_ffff),
+        ("s32", "s64", 0xffff_ffff_0000_0000, -0x8000_0000),
+        ("u64", "s64", u64::MAX, 0),
+        ("s64", "u64", u64::MAX, i64::MAX as i128),
+    ];
+    for &(dt, st, v, want) in hand {
+        assert_eq!(run_cvt_sat(dt, st, &[v])[0], want, "cvt.sat.{dt}.{st} {v:#x}");
+    }
+}
+
+#[test]
+fn cvt_sat_int_to_int_where_it_cannot_saturate_is_refused() {
+    let mut refused = 0;
+    for dt in INT_TYPES {
+        for st in INT_TYPES {
+            let ptx = format!(
+                "{HEADER}.visible .entry k()\n{{\n\t.reg .{st} %a;\n\t.reg .{dt} %d;\n\tmov.{st} %a, 1;\n\tcvt.sat.{dt}.{st} %d, %a;\n\tret;\n}}\n"
+            );
+            let loaded = mp_emu::ptx::Module::load(&ptx);
+            if int_sat_legal(dt, st) {
+                loaded.unwrap_or_else(|e| panic!("cvt.sat.{dt}.{st}: {e}"));
+            } else {
+                let e = loaded.err().unwrap_or_else(|| panic!("cvt.sat.{dt}.{st} cannot saturate and must not load"));
+                assert!(e.message.contains("cvt.sat"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    // The same type (8), a wider type of the same signedness (6 + 6), a wider signed
+    // type from unsigned (6).
+    assert_eq!(refused, 26);
+}
+
+#[test]
+fn cvt_sat_int_to_float_clamps_to_zero_and_one() {
+    // ISA cvt: "For floating-point destination types, .sat limits the result to the range
+    // [0.0, 1.0]".
+    let v = [0u64, 1, 2, 0xffff_ffff, 0x7fff_ffff, 0x8000_0000];
+    check("cvt.rn.sat.f32.s32", &["s32"], "f32", "cvt.rn.sat.f32.s32 %d, %a;", &singles(&v), |c| {
+        w32((c[0] as u32 as i32 as f32).clamp(0.0, 1.0))
+    });
+    check("cvt.rn.sat.f64.u32", &["u32"], "f64", "cvt.rn.sat.f64.u32 %d, %a;", &singles(&v), |c| {
+        w64((c[0] as u32 as f64).clamp(0.0, 1.0))
+    });
+    check("cvt.rn.sat.f16.s32", &["s32"], "f16", "cvt.rn.sat.f16.s32 %d, %a;", &singles(&v), |c| {
+        Want::Bits(f16::from_f64((c[0] as u32 as i32 as f64).clamp(0.0, 1.0)).to_bits() as u64)
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// NaN results (ISA 9.7.3 "Floating-Point Instructions": "NaN payloads are supported for
+// double-precision instructions (except for rcp.approx.ftz.f64 and rsqrt.approx.ftz.f64,
+// which maps input NaNs to a canonical NaN). Single-precision instructions return an
+// unspecified NaN."; 9.7.4: "Half-precision instructions return an unspecified NaN").
+// The GPU's f32 NaN is the canonical 0x7fffffff whatever the inputs' payloads, its f16
+// NaN 0x7fff (CUDART_NAN_FP16); the host keeps an input's payload and sign instead.
+// ---------------------------------------------------------------------------------------
+
+const CANON32: u64 = 0x7fff_ffff;
+const CANON16: u64 = 0x7fff;
+
+/// NaNs with payloads and signs, quiet and signalling, none of them canonical.
+const F32_NANS: &[u64] = &[0x7fc0_0000, 0xffc0_0001, 0x7f80_0001, 0xff80_1234, 0x7fc1_2345];
+
+/// The edge values and the NaNs above.
+fn f32_edges_and_nans() -> Vec<u64> {
+    f32_edges().into_iter().chain(F32_NANS.iter().copied()).collect()
+}
+
+type Un32 = fn(f32) -> f32;
+
+#[test]
+fn f32_nan_results_are_the_canonical_nan() {
+    let cases = pairs(&f32_edges_and_nans());
+    let ops: [(&str, Bin32); 10] = [
+        ("add.f32", |a, b| a + b),
+        ("add.rz.f32", |a, b| a + b),
+        ("sub.f32", |a, b| a - b),
+        ("sub.rm.f32", |a, b| a - b),
+        ("mul.f32", |a, b| a * b),
+        ("mul.rp.ftz.f32", |a, b| ftz(a) * ftz(b)),
+        ("div.rn.f32", |a, b| a / b),
+        ("div.full.f32", |a, b| a / b),
+        ("min.f32", |a, b| if a.is_nan() && b.is_nan() { f32::NAN } else { a.min(b) }),
+        ("max.f32", |a, b| if a.is_nan() && b.is_nan() { f32::NAN } else { a.max(b) }),
+    ];
+    for (op, host) in ops {
+        // Only the cases whose result is NaN: the rest is checked elsewhere.
+        let nan: Vec<[u64; 3]> = cases.iter().copied().filter(|c| host(f(c[0]), f(c[1])).is_nan()).collect();
+        assert!(nan.len() > 20, "{op}: {} NaN cases", nan.len());
+        check(op, &["f32", "f32"], "f32", &format!("{op} %d, %a, %b;"), &nan, |_| Want::Bits(CANON32));
+    }
+    let vals: Vec<u64> =
+        [0u64, 0x3f80_0000, 0x7f80_0000, 0xff80_0000].into_iter().chain(F32_NANS.iter().copied()).collect();
+    for op in ["fma.rn.f32", "fma.rz.f32", "fma.rn.ftz.f32"] {
+        let nan: Vec<[u64; 3]> =
+            triples(&vals).into_iter().filter(|c| f(c[0]).mul_add(f(c[1]), f(c[2])).is_nan()).collect();
+        check(op, &["f32", "f32", "f32"], "f32", &format!("{op} %d, %a, %b, %c;"), &nan, |_| Want::Bits(CANON32));
+    }
+    let unary: [(&str, Un32); 7] = [
+        ("rcp.rn.f32", |a| 1.0 / a),
+        ("rcp.approx.ftz.f32", |a| 1.0 / ftz(a)),
+        ("sqrt.rn.f32", f32::sqrt),
+        ("sqrt.approx.f32", f32::sqrt),
+        ("ex2.approx.ftz.f32", |a| ftz(a).exp2()),
+        ("lg2.approx.f32", f32::log2),
+        ("lg2.approx.ftz.f32", |a| ftz(a).log2()),
+    ];
+    for (op, host) in unary {
+        let nan: Vec<[u64; 3]> =
+            singles(&f32_edges_and_nans()).into_iter().filter(|c| host(f(c[0])).is_nan()).collect();
+        check(op, &["f32"], "f32", &format!("{op} %d, %a;"), &nan, |_| Want::Bits(CANON32));
+    }
+    // Hand-checked: inf - inf, 0 * inf, 0 / 0, sqrt(-1) make a NaN (the host's is
+    // 0xffc00000 on x86); a payload NaN operand does not pass its payload or sign on.
+    let hand: &[(&str, u64, u64)] = &[
+        ("add.f32", 0x7f80_0000, 0xff80_0000),
+        ("mul.f32", 0x0000_0000, 0x7f80_0000),
+        ("div.rn.f32", 0x0000_0000, 0x8000_0000),
+        ("add.f32", 0xffc0_0001, 0x3f80_0000),
+        ("mul.f32", 0x3f80_0000, 0x7f80_0001),
+        ("min.f32", 0xffc0_0001, 0x7fc1_2345),
+    ];
+    for &(op, a, b) in hand {
+        check(op, &["f32", "f32"], "f32", &format!("{op} %d, %a, %b;"), &[[a, b, 0]], |_| Want::Bits(CANON32));
+    }
+    check("sqrt -1", &["f32"], "f32", "sqrt.rn.f32 %d, %a;", &[[0xbf80_0000, 0, 0]], |_| Want::Bits(CANON32));
+}
+
+#[test]
+fn abs_neg_copysign_and_mov_keep_nan_payloads() {
+    // Bit operations: only the sign bit changes (or nothing), signalling NaNs stay
+    // signalling.
+    let c = singles(F32_NANS);
+    check("abs.f32", &["f32"], "f32", "abs.f32 %d, %a;", &c, |c| Want::Bits(c[0] & 0x7fff_ffff));
+    check("abs.ftz.f32", &["f32"], "f32", "abs.ftz.f32 %d, %a;", &c, |c| Want::Bits(c[0] & 0x7fff_ffff));
+    check("neg.f32", &["f32"], "f32", "neg.f32 %d, %a;", &c, |c| Want::Bits(c[0] ^ 0x8000_0000));
+    check("mov.f32", &["f32"], "f32", "mov.f32 %d, %a;", &c, |c| Want::Bits(c[0]));
+    let c: Vec<[u64; 3]> = F32_NANS.iter().map(|&n| [0xbf80_0000, n, 0]).collect();
+    check("copysign.f32", &["f32", "f32"], "f32", "copysign.f32 %d, %a, %b;", &c, |c| Want::Bits(c[1] | 0x8000_0000));
+    let c64 = singles(&[0x7ff8_0000_0000_0123, 0xfff4_0000_0000_0001]);
+    check("neg.f64", &["f64"], "f64", "neg.f64 %d, %a;", &c64, |c| Want::Bits(c[0] ^ (1 << 63)));
+    check("abs.f64", &["f64"], "f64", "abs.f64 %d, %a;", &c64, |c| Want::Bits(c[0] & !(1 << 63)));
+}
+
+#[test]
+fn f64_nan_payloads_are_kept_but_not_by_rcp_approx() {
+    // One quiet NaN operand with a payload: the result is that NaN.
+    let nan = 0x7ff8_0000_0000_0123u64;
+    let one = 0x3ff0_0000_0000_0000u64;
+    for op in ["add.f64", "sub.rn.f64", "mul.rn.f64", "div.rn.f64"] {
+        check(op, &["f64", "f64"], "f64", &format!("{op} %d, %a, %b;"), &[[nan, one, 0], [one, nan, 0]], |_| {
+            Want::Bits(nan)
+        });
+    }
+    check("fma.rn.f64", &["f64", "f64", "f64"], "f64", "fma.rn.f64 %d, %a, %b, %c;", &[[one, one, nan]], |_| {
+        Want::Bits(nan)
+    });
+    check("sqrt.rn.f64", &["f64"], "f64", "sqrt.rn.f64 %d, %a;", &[[nan, 0, 0]], |_| Want::Bits(nan));
+    // rcp.approx.ftz.f64: "Input NaNs map to a canonical NaN with encoding
+    // 0x7fffffff00000000".
+    check(
+        "rcp.approx.ftz.f64",
+        &["f64"],
+        "f64",
+        "rcp.approx.ftz.f64 %d, %a;",
+        &singles(&[nan, 0xfff8_0000_0000_0000, 0x7ff0_0000_0000_0001]),
+        |_| Want::Bits(0x7fff_ffff_0000_0000),
+    );
+}
+
+#[test]
+fn cvt_nan_results_are_the_canonical_nan_of_the_destination() {
+    // To f32 and f16: the canonical NaN, whatever the source NaN.
+    check(
+        "cvt.rn.f32.f64",
+        &["f64"],
+        "f32",
+        "cvt.rn.f32.f64 %d, %a;",
+        &singles(&[0x7ff8_0000_0000_0123, 0xfff8_0000_0000_0000, 0x7ff0_0000_0000_0001, 0x7fff_ffff_ffff_ffff]),
+        |_| Want::Bits(CANON32),
+    );
+    let h: Vec<u64> = vec![0x7e00, 0xfe00, 0x7c01, 0x7e55, 0xffff];
+    check("cvt.f32.f16", &["f16"], "f32", "cvt.f32.f16 %d, %a;", &singles(&h), |_| Want::Bits(CANON32));
+    check("cvt.rn.f16.f32", &["f32"], "f16", "cvt.rn.f16.f32 %d, %a;", &singles(F32_NANS), |_| Want::Bits(CANON16));
+    check(
+        "cvt.rn.f16.f64",
+        &["f64"],
+        "f16",
+        "cvt.rn.f16.f64 %d, %a;",
+        &singles(&[0x7ff8_0000_0000_0123, 0xfff8_0000_0000_0000]),
+        |_| Want::Bits(CANON16),
+    );
+    for op in ["cvt.rni.f32.f32", "cvt.rzi.ftz.f32.f32"] {
+        check(op, &["f32"], "f32", &format!("{op} %d, %a;"), &singles(F32_NANS), |_| Want::Bits(CANON32));
+    }
+    // With .sat a NaN is +0.
+    check("cvt.sat.f32.f32", &["f32"], "f32", "cvt.sat.f32.f32 %d, %a;", &singles(F32_NANS), |_| Want::Bits(0));
+    // To f64: a NaN (its payload is the hardware's business; the ISA supports f64 payloads).
+    check("cvt.f64.f32", &["f32"], "f64", "cvt.f64.f32 %d, %a;", &singles(F32_NANS), |_| Want::Nan64);
 }

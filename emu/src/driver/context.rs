@@ -6,10 +6,15 @@ use super::state::{self, with, with_init, Context, Handle, State};
 
 /// cuInit: reads `MP_EMU_CC` and `MP_EMU_SM_COUNT` once; a value that is not a supported
 /// compute capability or an SM count fails with NO_DEVICE, saying why on stderr, every
-/// time it is called.
+/// time it is called. So does an `MP_EMU_DRIVER_VERSION` that is not a supported driver
+/// version.
 pub fn init(flags: u32) -> Result<(), CuResult> {
     if flags != 0 {
         return Err(INVALID_VALUE);
+    }
+    if let Err(why) = device::driver_version() {
+        eprintln!("mp-emu: {why}");
+        return Err(NO_DEVICE);
     }
     with(|s| {
         if s.device.is_some() {

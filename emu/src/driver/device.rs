@@ -31,8 +31,36 @@ pub const SM_COUNT_RANGE: std::ops::RangeInclusive<u32> = 1..=1024;
 /// Device memory reported by cuDeviceTotalMem and cuMemGetInfo: an H100's 80 GiB. The
 /// real limit is what the host can allocate; cuMemAlloc fails with OUT_OF_MEMORY there.
 pub const TOTAL_MEM: u64 = 80 << 30;
-/// The driver version cuDriverGetVersion reports: the CUDA 13.0 API our bindings target.
-pub const DRIVER_VERSION: i32 = 13000;
+/// The environment variable that selects the emulated driver's version ("12.8", "13.0").
+pub const DRIVER_VAR: &str = "MP_EMU_DRIVER_VERSION";
+/// The driver version when `MP_EMU_DRIVER_VERSION` is unset, as cuDriverGetVersion reports
+/// it: CUDA 13.0, the API our bindings target.
+pub const DEFAULT_DRIVER_VERSION: i32 = 13000;
+/// The newest PTX ISA version (major, minor) each driver version the emulator can pose as
+/// JIT-compiles, newest first. A driver refuses PTX whose `.version` is newer with
+/// CUDA_ERROR_UNSUPPORTED_PTX_VERSION.
+///
+/// From NVIDIA's "PTX ISA Release History" table, which names the CUDA release that
+/// introduced each PTX ISA version (PTX ISA, chapter "Release Notes",
+/// <https://docs.nvidia.com/cuda/parallel-thread-execution/#release-notes-ptx-release-history>;
+/// the same table as NVIDIA's cuda-python transcribes it in
+/// `cuda/bindings/utils/_ptx_utils.py`): ISA 8.0 to 8.5 came with CUDA 12.0 to 12.5, 8.6 with
+/// 12.7, 8.7 with 12.8, 8.8 with 12.9, 9.0 with 13.0 and 9.1 with 13.1. CUDA 12.6 introduced
+/// no ISA version, so it loads up to 8.5.
+pub const DRIVER_PTX: &[(i32, (u32, u32))] = &[
+    (13010, (9, 1)),
+    (13000, (9, 0)),
+    (12090, (8, 8)),
+    (12080, (8, 7)),
+    (12070, (8, 6)),
+    (12060, (8, 5)),
+    (12050, (8, 5)),
+    (12040, (8, 4)),
+    (12030, (8, 3)),
+    (12020, (8, 2)),
+    (12010, (8, 1)),
+    (12000, (8, 0)),
+];
 /// Shared memory a block may use without opting in (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).
 pub const DEFAULT_SHARED_PER_BLOCK: u32 = 49152;
 
@@ -98,6 +126,85 @@ impl Device {
         };
         Ok(Device { cc, sm_count })
     }
+}
+
+/// Parses `MP_EMU_DRIVER_VERSION`'s value ("12.8") to cuDriverGetVersion's form (12080):
+/// None unless it is one of [`DRIVER_PTX`]'s versions.
+pub fn parse_driver_version(s: &str) -> Option<i32> {
+    let (major, minor) = s.trim().split_once('.')?;
+    let (major, minor): (i32, i32) = (major.parse().ok()?, minor.parse().ok()?);
+    if !(0..10).contains(&minor) {
+        return None;
+    }
+    let v = major.checked_mul(1000)? + minor * 10;
+    DRIVER_PTX.iter().any(|&(d, _)| d == v).then_some(v)
+}
+
+/// "12.8" for 12080.
+pub fn driver_version_name(v: i32) -> String {
+    format!("{}.{}", v / 1000, v % 1000 / 10)
+}
+
+/// The version `MP_EMU_DRIVER_VERSION` asks for, or a message saying why the value is not
+/// one. The one place the variable is read.
+fn driver_version_from_env() -> Result<i32, String> {
+    match std::env::var(DRIVER_VAR) {
+        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_DRIVER_VERSION),
+        Err(std::env::VarError::NotUnicode(v)) => Err(format!("{DRIVER_VAR}={v:?} is not a driver version")),
+        Ok(v) => parse_driver_version(&v).ok_or_else(|| {
+            let known: Vec<String> = DRIVER_PTX.iter().rev().map(|&(d, _)| driver_version_name(d)).collect();
+            format!("{DRIVER_VAR}={v:?} is not a supported driver version (one of {})", known.join(", "))
+        }),
+    }
+}
+
+/// What [`set_driver_version`] set (0: nothing, the environment decides).
+static DRIVER_OVERRIDE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The emulated driver's version, as cuDriverGetVersion reports it: what
+/// [`set_driver_version`] set, else `MP_EMU_DRIVER_VERSION` (read once per process), else
+/// [`DEFAULT_DRIVER_VERSION`]. An unsupported value in the environment is an error (cuInit
+/// then fails, as for `MP_EMU_CC`: a misspelt setting must not silently run the default).
+pub fn driver_version() -> Result<i32, String> {
+    static FROM_ENV: std::sync::OnceLock<Result<i32, String>> = std::sync::OnceLock::new();
+    match DRIVER_OVERRIDE.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => FROM_ENV.get_or_init(driver_version_from_env).clone(),
+        v => Ok(v),
+    }
+}
+
+/// Sets the emulated driver's version for this process, over the environment (`None`: back
+/// to the environment's). For tests, which must not change environment variables while
+/// other threads run. Fails for a version not in [`DRIVER_PTX`].
+pub fn set_driver_version(v: Option<i32>) -> Result<(), String> {
+    let v = v.unwrap_or(0);
+    if v != 0 && !DRIVER_PTX.iter().any(|&(d, _)| d == v) {
+        return Err(format!("{v} is not a driver version the emulator knows"));
+    }
+    DRIVER_OVERRIDE.store(v, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+/// The newest PTX ISA version driver `driver` loads.
+pub fn max_ptx_version(driver: i32) -> (u32, u32) {
+    DRIVER_PTX.iter().find(|&&(d, _)| driver >= d).map_or((0, 0), |&(_, isa)| isa)
+}
+
+/// Whether driver `driver` loads PTX of ISA version `isa` (a module's `.version`); if not,
+/// the message that names both versions.
+pub fn check_ptx_version(isa: (u32, u32), driver: i32) -> Result<(), String> {
+    let max = max_ptx_version(driver);
+    if isa <= max {
+        return Ok(());
+    }
+    Err(format!(
+        "unsupported .version {}.{}: CUDA driver {} loads PTX ISA {}.{} at most",
+        isa.0,
+        isa.1,
+        driver_version_name(driver),
+        max.0,
+        max.1
+    ))
 }
 
 /// The name cuDeviceGetName reports. It says "emulator" so that tests and benchmarks can
@@ -219,6 +326,25 @@ mod tests {
         assert_eq!(parse_sm_count("-1"), None);
         assert_eq!(parse_sm_count("8x"), None);
         assert_eq!(parse_sm_count(""), None);
+    }
+
+    #[test]
+    fn driver_versions_and_the_ptx_they_load() {
+        assert_eq!(parse_driver_version("13.0"), Some(13000));
+        assert_eq!(parse_driver_version(" 12.8 "), Some(12080));
+        assert_eq!(parse_driver_version("12.6"), Some(12060));
+        assert_eq!(parse_driver_version("13"), None);
+        assert_eq!(parse_driver_version("11.8"), None);
+        assert_eq!(parse_driver_version("12.10"), None);
+        assert_eq!(parse_driver_version("13000"), None);
+        assert_eq!(max_ptx_version(13000), (9, 0));
+        assert_eq!(max_ptx_version(12080), (8, 7));
+        assert_eq!(max_ptx_version(12060), (8, 5));
+        assert_eq!(max_ptx_version(12000), (8, 0));
+        assert!(check_ptx_version((9, 0), 13000).is_ok());
+        assert!(check_ptx_version((8, 7), 12080).is_ok());
+        let e = check_ptx_version((9, 0), 12080).unwrap_err();
+        assert!(e.contains("9.0") && e.contains("12.8") && e.contains("8.7"), "{e}");
     }
 
     #[test]

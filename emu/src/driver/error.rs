@@ -18,6 +18,7 @@ pub const INVALID_IMAGE: CuResult = 200;
 pub const INVALID_CONTEXT: CuResult = 201;
 pub const NO_BINARY_FOR_GPU: CuResult = 209;
 pub const INVALID_PTX: CuResult = 218;
+pub const UNSUPPORTED_PTX_VERSION: CuResult = 222;
 pub const INVALID_SOURCE: CuResult = 300;
 pub const FILE_NOT_FOUND: CuResult = 301;
 pub const INVALID_HANDLE: CuResult = 400;

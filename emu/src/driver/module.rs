@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::device::{shared_optin, DEFAULT_SHARED_PER_BLOCK};
+use super::device::{self, shared_optin, DEFAULT_SHARED_PER_BLOCK};
 use super::error::*;
 use super::graph::{fault_code, run_node};
 use super::state::{with_init, Function, Handle, ModuleEntry, Node};
@@ -19,8 +19,11 @@ pub enum Image<'a> {
 }
 
 /// cuModuleLoadData(Ex) / cuModuleLoad. The PTX is parsed outside the lock (it is the
-/// slow part, and needs no state). A load error is INVALID_PTX with the parser's message
-/// on stderr; a module whose `.target` is above the device's compute capability is
+/// slow part, and needs no state). A module whose `.version` is newer than the emulated
+/// driver's JIT accepts (`MP_EMU_DRIVER_VERSION`, [`device::DRIVER_PTX`]) is
+/// UNSUPPORTED_PTX_VERSION, decided before the rest is parsed (a newer ISA may bring
+/// syntax this one lacks); a load error is INVALID_PTX with the parser's message on
+/// stderr; a module whose `.target` is above the device's compute capability is
 /// NO_BINARY_FOR_GPU, as the driver answers for PTX it cannot JIT for this device.
 pub fn load(image: Image<'_>) -> Result<Handle, CuResult> {
     with_init(|s| s.current().map(|_| ()))?;
@@ -34,6 +37,18 @@ pub fn load(image: Image<'_>) -> Result<Handle, CuResult> {
             INVALID_PTX
         })?,
     };
+    let (version, line) = crate::ptx::declared_version(text).map_err(|e| {
+        eprintln!("mp-emu: cuModuleLoadData: {e}");
+        INVALID_PTX
+    })?;
+    let driver = device::driver_version().map_err(|why| {
+        eprintln!("mp-emu: {why}");
+        NOT_INITIALIZED
+    })?;
+    if let Err(why) = device::check_ptx_version(version, driver) {
+        eprintln!("mp-emu: cuModuleLoadData: PTX line {line}: {why}");
+        return Err(UNSUPPORTED_PTX_VERSION);
+    }
     let module = Module::load(text).map_err(|e| {
         eprintln!("mp-emu: cuModuleLoadData: {e}");
         INVALID_PTX
@@ -151,7 +166,7 @@ pub fn set_attribute(func: Handle, attr: i32, value: i32) -> Result<(), CuResult
 }
 
 /// cuLaunchKernel. Checks what the driver checks before anything runs (handles, grid and
-/// block limits, `.maxntid`, shared memory), builds the parameter buffer with
+/// block limits, `.reqntid`, `.maxntid`, shared memory), builds the parameter buffer with
 /// `params` (which reads the caller's kernelParams or extra), then runs the kernel now or
 /// records it, with its parameters copied, on a capturing stream.
 pub fn launch(

@@ -1,12 +1,17 @@
 //! `cvt` between every integer and float type pair the loader accepts. Float to f16 and
 //! f64 to f32 round to nearest even and overflow to infinity; float to integer rounds
 //! as the modifier says and saturates (NaN gives 0), as the ISA specifies; integer to
-//! integer sign- or zero-extends from the source type, or truncates.
+//! integer sign- or zero-extends from the source type, or truncates, or with `.sat`
+//! clamps to the destination type's range.
 
 use half::f16;
 
+use super::float::CANONICAL_NAN_F32;
 use super::int::{mask, sx};
 use crate::ir::{Inst, Round, Ty, FTZ, SAT};
+
+/// The GPU's half-precision NaN (CUDA's CUDART_NAN_FP16).
+pub const CANONICAL_NAN_F16: u16 = 0x7fff;
 
 fn round_int(x: f64, r: Round) -> f64 {
     match r {
@@ -56,7 +61,16 @@ pub fn exec(i: &Inst, r: &mut [u64]) {
                     _ => sat(f64::from_bits(bits)).to_bits(),
                 };
             }
-            bits
+            // A NaN result is the GPU's canonical NaN of the destination type (f32
+            // 0x7fffffff, f16 0x7fff), not the source's payload shifted into it (PTX ISA
+            // 9.7.3 and 9.7.4: single- and half-precision instructions "return an
+            // unspecified NaN"; the GPU's is the canonical one). An f64 result keeps the
+            // payload, as f64 instructions do (see exec/float.rs).
+            match dt {
+                Ty::F32 if f32::from_bits(bits as u32).is_nan() => CANONICAL_NAN_F32 as u64,
+                Ty::F16 if f16::from_bits(bits as u16).is_nan() => CANONICAL_NAN_F16 as u64,
+                _ => bits,
+            }
         } else {
             let x = round_int(x, i.round);
             // Rust's float-to-int `as` saturates and maps NaN to 0, as cvt does.
@@ -75,14 +89,29 @@ pub fn exec(i: &Inst, r: &mut [u64]) {
         let v = if st.is_signed() { sx(raw, st.bits()) as u64 } else { raw };
         if dt.is_float() {
             // Integer to float: one rounding to nearest even.
-            match (dt, st.is_signed()) {
+            let bits = match (dt, st.is_signed()) {
                 (Ty::F16, true) => f16::from_f64(v as i64 as f64).to_bits() as u64,
                 (Ty::F16, false) => f16::from_f64(v as f64).to_bits() as u64,
                 (Ty::F32, true) => (v as i64 as f32).to_bits() as u64,
                 (Ty::F32, false) => (v as f32).to_bits() as u64,
                 (_, true) => (v as i64 as f64).to_bits(),
                 (_, false) => (v as f64).to_bits(),
+            };
+            if i.flags & SAT != 0 {
+                // ISA: "For floating-point destination types, .sat limits the result to
+                // the range [0.0, 1.0]": an integer gives 0 or 1.
+                let positive = if st.is_signed() { v as i64 > 0 } else { v > 0 };
+                match (positive, dt) {
+                    (false, _) => 0,
+                    (true, Ty::F16) => 0x3c00,
+                    (true, Ty::F32) => 0x3f80_0000,
+                    (true, _) => 0x3ff0_0000_0000_0000,
+                }
+            } else {
+                bits
             }
+        } else if i.flags & SAT != 0 {
+            sat_int(v, st.is_signed(), dt)
         } else {
             v
         }
@@ -104,6 +133,20 @@ fn f64_to_f16(x: f64) -> f16 {
         b -= 1; // the neighbour toward zero (inf becomes the largest finite value)
     }
     f16::from_f32(f32::from_bits(b | 1))
+}
+
+/// Integer to integer with `.sat`: `v` (the source value, sign-extended when `signed`)
+/// clamped to the range of `dt`. ISA (cvt, "Saturation modifier"): "For integer
+/// destination types, .sat limits the result to MININT..MAXINT for the size of the
+/// operation. Note that saturation applies to both signed and unsigned integer types."
+/// (The loader refuses `.sat` where `dt`'s range contains the source's, as the ISA makes
+/// it illegal there.)
+fn sat_int(v: u64, signed: bool, dt: Ty) -> u64 {
+    let x = if signed { v as i64 as i128 } else { v as i128 };
+    let bits = dt.bits();
+    let (lo, hi) =
+        if dt.is_signed() { (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1) } else { (0, (1i128 << bits) - 1) };
+    x.clamp(lo, hi) as u64
 }
 
 fn sat(x: f64) -> f64 {

@@ -6,6 +6,17 @@
 //! instructions are computed to within far less than the ISA's stated error (the exact
 //! result rounded, or the host's libm): a real GPU remains the authority on their last
 //! bits.
+//!
+//! NaN results. PTX ISA 9.7.3 ("Floating-Point Instructions"): "NaN payloads are
+//! supported for double-precision instructions (except for rcp.approx.ftz.f64 and
+//! rsqrt.approx.ftz.f64, which maps input NaNs to a canonical NaN). Single-precision
+//! instructions return an unspecified NaN." The GPU's single-precision NaN is the one
+//! canonical quiet NaN 0x7fffffff, whatever the inputs' payloads or signs (there is no
+//! f32 payload on the GPU), so every f32 arithmetic NaN result here is 0x7fffffff, not
+//! the host's (which keeps an input's payload and sign, or makes 0xffc00000 on x86).
+//! `abs`, `neg` and `copysign` are bit operations and keep payloads, as `mov` does.
+//! f64 results keep the host's payload propagation, which is what the ISA promises;
+//! rcp.approx.ftz.f64 of a NaN is 0x7fffffff00000000, its canonical NaN.
 
 use std::cmp::Ordering;
 
@@ -78,7 +89,7 @@ fn directed_f32(op: Op, a: f32, b: f32, c: f32, round: Round) -> f32 {
 }
 
 macro_rules! float_impl {
-    ($name:ident, $f:ty, $bits:ty, $sign:expr, $qnan:expr) => {
+    ($name:ident, $f:ty, $bits:ty, $sign:expr, $qnan:expr, $canonical:expr) => {
         pub fn $name(i: &Inst, r: &mut [u64]) {
             let ftz = i.flags & FTZ != 0;
             let load = |reg: u32| -> $f {
@@ -154,7 +165,6 @@ macro_rules! float_impl {
                 }
                 _ => unreachable!("not a float instruction: {:?}", i.op),
             };
-            let _ = APPROX;
             let mut v = v;
             if i.flags & SAT != 0 {
                 v = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
@@ -162,17 +172,35 @@ macro_rules! float_impl {
             if ftz && v.is_subnormal() {
                 v = <$f>::from_bits(v.to_bits() & $sign);
             }
+            let canonical: Option<$bits> = $canonical;
+            if let Some(c) = canonical {
+                if v.is_nan() && !matches!(i.op, Op::FAbs | Op::FNeg | Op::Copysign) {
+                    v = <$f>::from_bits(c);
+                }
+            }
             r[i.d as usize] = v.to_bits() as u64;
         }
     };
 }
 
-float_impl!(exec_f32, f32, u32, 0x8000_0000u32, 0x7fff_ffffu32);
-float_impl!(exec_f64, f64, u64, 0x8000_0000_0000_0000u64, 0x7fff_ffff_ffff_ffffu64);
+/// The GPU's single-precision NaN: every f32 arithmetic NaN result.
+pub const CANONICAL_NAN_F32: u32 = 0x7fff_ffff;
+/// rcp.approx.ftz.f64's NaN (ISA 9.7.3: "Input NaNs map to a canonical NaN with encoding
+/// 0x7fffffff00000000").
+pub const CANONICAL_NAN_RCP_APPROX_F64: u64 = 0x7fff_ffff_0000_0000;
+
+float_impl!(exec_f32, f32, u32, 0x8000_0000u32, CANONICAL_NAN_F32, Some(CANONICAL_NAN_F32));
+float_impl!(exec_f64, f64, u64, 0x8000_0000_0000_0000u64, 0x7fff_ffff_ffff_ffffu64, None);
 
 pub fn exec(i: &Inst, r: &mut [u64]) {
     match i.ty {
         Ty::F32 => exec_f32(i, r),
-        _ => exec_f64(i, r),
+        _ => {
+            exec_f64(i, r);
+            let d = i.d as usize;
+            if i.op == Op::Rcp && i.flags & APPROX != 0 && f64::from_bits(r[d]).is_nan() {
+                r[d] = CANONICAL_NAN_RCP_APPROX_F64;
+            }
+        }
     }
 }

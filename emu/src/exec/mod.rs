@@ -171,6 +171,9 @@ pub fn check_shape(k: &Kernel, cfg: &LaunchConfig) -> Result<u32, LaunchError> {
             format!("launch of {name}: {n} threads per block (at most {MAX_THREADS_PER_BLOCK})"),
         ));
     }
+    // Any block shape but `.reqntid`'s is refused, before the `.maxntid` bound it implies
+    // (which would answer LAUNCH_OUT_OF_RESOURCES for a larger block).
+    k.check_req_ntid(cfg.block).map_err(|m| invalid(FaultKind::InvalidValue, m))?;
     if let Some(m) = k.max_ntid {
         if n > m.iter().product::<u32>() || (0..3).any(|d| cfg.block[d] > m[d]) {
             return Err(invalid(
