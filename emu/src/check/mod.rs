@@ -2,10 +2,13 @@
 //!
 //! - racecheck: shared-memory hazards (write-write, write-read, read-write) between two
 //!   threads with no synchronization between them. Threads of different warps are
-//!   ordered only by a block barrier (`bar.sync`, `bar.red`); threads of one warp also by
-//!   a warp-synchronizing instruction (`bar.warp.sync`, `shfl.sync`, `wmma.*`), as on
-//!   Volta and later, where lanes of a warp run independently. A read of a cp.async
-//!   destination before the wait_group that completes the copy is a hazard too.
+//!   ordered only by a block barrier (`bar.sync`, `bar.red`); lanes of one warp also by a
+//!   `bar.warp.sync` (`__syncwarp`) that both took part in, and by nothing else: the PTX
+//!   ISA gives `bar.warp.sync` memory ordering among its participating threads, while
+//!   `shfl.sync` and `wmma.*.sync` only wait for the warp's lanes to arrive. On Volta and
+//!   later the lanes of a warp run independently, so a lane outside a `__syncwarp`'s
+//!   member mask is not ordered by it. A read of a cp.async destination before the
+//!   wait_group that completes the copy is a hazard too.
 //! - initcheck: a load of global or shared bytes nobody wrote (global: since the
 //!   allocation; memsets, copies from the host and kernel stores count as writes; shared:
 //!   since the block started).
@@ -14,8 +17,10 @@
 //!
 //! Hazards are found from synchronization epochs, not from the order the emulator
 //! happened to run threads in: every shared access records the block's barrier epoch and
-//! its warp's epoch, and two accesses by different threads conflict when no barrier they
-//! both took part in separates them. So a missing `__syncthreads` is found even where the
+//! its lane's own component of a vector clock over the lanes of its warp (advanced by
+//! each `bar.warp.sync` the lane takes part in, merged over the participants), and two
+//! accesses by different threads conflict when no barrier they both took part in
+//! separates them. So a missing `__syncthreads` or `__syncwarp` is found even where the
 //! emulator's schedule would have given the right answer.
 //!
 //! `MP_EMU_RACECHECK=0`, `MP_EMU_INITCHECK=0` and `MP_EMU_SYNCCHECK=0` switch a check off.
@@ -45,13 +50,14 @@ impl Checks {
 }
 
 /// One recorded shared-memory access: who, where in the PTX, and the synchronization
-/// epochs it happened in. `line == 0`: none.
+/// epochs it happened in: the block's barrier epoch and the accessing lane's own clock
+/// (its component of its vector clock). `line == 0`: none.
 #[derive(Clone, Copy, Debug, Default)]
 struct Access {
     thread: u32,
     line: u32,
     block_epoch: u32,
-    warp_epoch: u32,
+    clock: u32,
 }
 
 impl Access {
@@ -89,7 +95,10 @@ pub struct Finding {
 pub struct SharedShadow {
     cells: Vec<Cell>,
     block_epoch: u32,
-    warp_epochs: Vec<u32>,
+    /// Per thread, a vector clock over the 32 lanes of its warp: component `l` is the
+    /// latest clock of lane `l` this thread is ordered after (its own: how many
+    /// `bar.warp.sync`s it took part in, plus one).
+    clocks: Vec<[u32; 32]>,
     /// Threads per block, for naming threads in reports.
     block: [u32; 3],
 }
@@ -105,8 +114,12 @@ impl SharedShadow {
         self.cells.clear();
         self.cells.resize(bytes, Cell::default());
         let threads = block.iter().product::<u32>();
-        self.warp_epochs.clear();
-        self.warp_epochs.resize(threads.div_ceil(32) as usize, 0);
+        self.clocks.clear();
+        self.clocks.extend((0..threads).map(|t| {
+            let mut c = [0u32; 32];
+            c[(t % 32) as usize] = 1;
+            c
+        }));
         self.block_epoch = 0;
         self.block = block;
     }
@@ -116,19 +129,33 @@ impl SharedShadow {
         self.block_epoch += 1;
     }
 
-    /// A warp-synchronizing instruction of warp `w` completed.
-    pub fn warp_sync(&mut self, w: usize) {
-        self.warp_epochs[w] += 1;
+    /// A `bar.warp.sync` of warp `w` completed for the lanes in `members`: each is now
+    /// ordered after everything every other member did before it.
+    pub fn warp_sync(&mut self, w: usize, members: u32) {
+        let n = self.clocks.len();
+        let lanes =
+            || (0..32usize).filter(move |l| members & (1 << l) != 0).map(move |l| w * 32 + l).filter(move |&t| t < n);
+        let mut joined = [0u32; 32];
+        for t in lanes() {
+            joined.iter_mut().zip(&self.clocks[t]).for_each(|(j, c)| *j = (*j).max(*c));
+        }
+        for t in lanes() {
+            self.clocks[t] = joined;
+            self.clocks[t][t % 32] += 1;
+        }
     }
 
     fn now(&self, thread: u32, line: u32) -> Access {
-        Access { thread, line, block_epoch: self.block_epoch, warp_epoch: self.warp_epochs[(thread / 32) as usize] }
+        let clock = self.clocks[thread as usize][(thread % 32) as usize];
+        Access { thread, line, block_epoch: self.block_epoch, clock }
     }
 
-    /// True when `a` and `b` (by different threads) are not separated by a
-    /// synchronization both took part in.
-    fn unordered(a: &Access, b: &Access) -> bool {
-        a.block_epoch == b.block_epoch && (a.thread / 32 != b.thread / 32 || a.warp_epoch == b.warp_epoch)
+    /// True when the earlier access `a` and `b`, made now (by different threads), are not
+    /// separated by a synchronization both took part in: a block barrier, or for lanes of
+    /// one warp a `bar.warp.sync` that `a`'s lane joined after `a` and `b`'s before `b`.
+    fn unordered(&self, a: &Access, b: &Access) -> bool {
+        a.block_epoch == b.block_epoch
+            && (a.thread / 32 != b.thread / 32 || self.clocks[b.thread as usize][(a.thread % 32) as usize] < a.clock)
     }
 
     fn hazard(&self, kind: &str, earlier: &Access, what: &str, now: &Access, addr: usize) -> Finding {
@@ -170,7 +197,7 @@ impl SharedShadow {
                     ),
                 });
             }
-            if !c.write.none() && c.write.thread != thread && Self::unordered(&c.write, &now) {
+            if !c.write.none() && c.write.thread != thread && self.unordered(&c.write, &now) {
                 return Err(self.hazard("Read-after-write", &c.write, "written", &now, a));
             }
             let cell = &mut self.cells[a];
@@ -195,10 +222,10 @@ impl SharedShadow {
         for a in addr..addr + n {
             if checks.race {
                 let c = &self.cells[a];
-                if !c.write.none() && c.write.thread != thread && Self::unordered(&c.write, &now) {
+                if !c.write.none() && c.write.thread != thread && self.unordered(&c.write, &now) {
                     return Err(self.hazard("Write-after-write", &c.write, "written", &now, a));
                 }
-                if let Some(r) = c.reads.iter().find(|r| !r.none() && r.thread != thread && Self::unordered(r, &now)) {
+                if let Some(r) = c.reads.iter().find(|r| !r.none() && r.thread != thread && self.unordered(r, &now)) {
                     return Err(self.hazard("Write-after-read", r, "read", &now, a));
                 }
                 // A read of this epoch by another warp: `first` if its warp is not the

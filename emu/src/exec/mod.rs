@@ -99,10 +99,11 @@ pub const MAX_GRID: [u32; 3] = [i32::MAX as u32, 65535, 65535];
 pub const MAX_SHARED_PER_BLOCK: u32 = 48 * 1024;
 
 impl Block<'_> {
-    /// A warp-synchronizing instruction of warp `w` completed (for racecheck).
-    fn shadow_warp_sync(&mut self, w: usize) {
+    /// A `bar.warp.sync` of warp `w` completed for the lanes in `members` (for
+    /// racecheck; shuffles and wmma wait for the lanes but do not order memory).
+    fn shadow_warp_sync(&mut self, w: usize, members: u32) {
         if self.checks.race || self.checks.init {
-            self.shadow.warp_sync(w);
+            self.shadow.warp_sync(w, members);
         }
     }
 }
@@ -512,9 +513,7 @@ fn resolve_warp(code: &Code, w: usize, lanes: &mut [Thread], blk: &mut Block) ->
                 return Ok(false);
             }
             let inst = &code.insts[pc as usize];
-            blk.shadow_warp_sync(w);
             warp::wmma(inst, lanes, blk).map_err(|f| (Some(first), f))?;
-            blk.shadow_warp_sync(w);
             for t in lanes.iter_mut() {
                 t.pc += 1;
                 t.state = State::Ready;
@@ -572,7 +571,9 @@ fn resolve_warp(code: &Code, w: usize, lanes: &mut [Thread], blk: &mut Block) ->
                     t.state = State::Ready;
                 }
             }
-            blk.shadow_warp_sync(w);
+            if op == Op::BarWarpSync {
+                blk.shadow_warp_sync(w, members);
+            }
             Ok(true)
         }
     }

@@ -166,9 +166,9 @@ fn tile_row(
 
 /// Executes one wmma instruction for a whole warp (`lanes`, 32 threads, all at `i`).
 ///
-/// Its memory accesses are attributed to lane 0 and happen between two warp epochs (the
-/// scheduler advances the warp's epoch before and after): the warp has synchronized on
-/// entry, so they are ordered with every lane's accesses before and after it. A tile is
+/// Its memory accesses are attributed to lane 0. The `.sync` of wmma only makes the lanes
+/// wait for one another; like a GPU, it orders no memory among them, so another lane's
+/// access to the tile needs a `__syncwarp` (or a block barrier) between. A tile is
 /// 16 memory rows of 16 contiguous elements (logical rows for a row-major layout,
 /// columns for a column-major one), each checked and accessed as one span.
 pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault> {
