@@ -374,6 +374,9 @@ fn body(p: &mut P) -> Result<Vec<Stmt>, LoadError> {
             Some(Tok::Word(w)) if w == ".pragma" => {
                 p.i += 1;
                 while !p.eat_punct(';') {
+                    if p.peek().is_none() {
+                        return Err(LoadError { line, message: "`.pragma` without its `;`".into() });
+                    }
                     p.i += 1;
                 }
             }
