@@ -287,3 +287,25 @@ fn pragma_without_semicolon_at_the_end_fails() {
         assert_eq!(e.line, 6, "{e}");
     }
 }
+
+/// Forms the random mutants reach rarely or never: ends of input inside a construct and
+/// numbers at the limits of what the loader converts them to.
+#[test]
+fn hand_picked_malformed_ptx_fails_with_a_line() {
+    let entry = |params: &str, body: &str| format!("{HEAD}.visible .entry k({params})\n{{\n{body}\n\tret;\n}}\n");
+    let huge = "18446744073709551615";
+    let texts = [
+        // Ends of input.
+        format!("{HEAD}.visible .entry k() .maxnreg\n"),
+        format!("{HEAD}.visible .entry k()\n{{\n\t.pragma \"nounroll\n;\n\tret;\n}}\n"),
+        "\"".to_string(),
+        "/*".to_string(),
+        // Register counts: one `%r<N>` is unbounded work.
+        entry("", "\t.reg .b32 %r<4294967295>;"),
+        entry("", "\t.reg .b32 %r<4294967296>;"),
+        entry("", &format!("\t.reg .b32 %r<{huge}>;")),
+        entry("", &"\t.reg .b32 %r<200000>;\n".repeat(2)),
+    ];
+    let failures: Vec<String> = texts.iter().filter_map(|t| fails_with_a_line(t)).collect();
+    assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), texts.len(), failures.join("\n"));
+}

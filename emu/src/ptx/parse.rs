@@ -158,6 +158,13 @@ impl P<'_> {
         let w = self.word()?;
         parse_int(&w).ok_or_else(|| LoadError { line: self.line(), message: format!("expected a number, found `{w}`") })
     }
+    /// A number that must fit in a u32: a silent truncation would load something other
+    /// than what the text says.
+    fn number_u32(&mut self) -> Result<u32, LoadError> {
+        let line = self.line();
+        let n = self.number()?;
+        u32::try_from(n).map_err(|_| LoadError { line, message: format!("{n} is out of range") })
+    }
 }
 
 /// Decimal, `0x` hex, with an optional `U` suffix.
@@ -347,7 +354,7 @@ fn body(p: &mut P) -> Result<Vec<Stmt>, LoadError> {
                 loop {
                     let n = p.word()?;
                     let count = if p.eat_punct('<') {
-                        let c = p.number()? as u32;
+                        let c = p.number_u32()?;
                         p.expect_punct('>')?;
                         Some(c)
                     } else {
