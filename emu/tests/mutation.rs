@@ -288,8 +288,9 @@ fn pragma_without_semicolon_at_the_end_fails() {
     }
 }
 
-/// Forms the random mutants reach rarely or never: ends of input inside a construct and
-/// numbers at the limits of what the loader converts them to.
+/// Forms the random mutants reach rarely or never: ends of input inside a construct,
+/// numbers at the limits of what the loader converts them to, and nesting deep enough to
+/// exhaust a recursive parser's stack (an abort, which no `catch_unwind` sees).
 #[test]
 fn hand_picked_malformed_ptx_fails_with_a_line() {
     let entry = |params: &str, body: &str| format!("{HEAD}.visible .entry k({params})\n{{\n{body}\n\tret;\n}}\n");
@@ -305,6 +306,9 @@ fn hand_picked_malformed_ptx_fails_with_a_line() {
         entry("", "\t.reg .b32 %r<4294967296>;"),
         entry("", &format!("\t.reg .b32 %r<{huge}>;")),
         entry("", &"\t.reg .b32 %r<200000>;\n".repeat(2)),
+        // Nesting.
+        entry("", &format!("\t.reg .b32 %r<2>;\n\tmov.b32 %r1, {};", "{".repeat(1_000_000))),
+        entry("", &format!("\tcall f, {};", "(".repeat(1_000_000))),
     ];
     let failures: Vec<String> = texts.iter().filter_map(|t| fails_with_a_line(t)).collect();
     assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), texts.len(), failures.join("\n"));

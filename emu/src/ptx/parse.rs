@@ -451,7 +451,7 @@ fn operand(p: &mut P) -> Result<Operand, LoadError> {
             p.i += 1;
             let mut v = Vec::new();
             loop {
-                v.push(operand(p)?);
+                v.push(element(p)?);
                 if p.eat_punct('}') {
                     return Ok(Operand::Vector(v));
                 }
@@ -465,7 +465,7 @@ fn operand(p: &mut P) -> Result<Operand, LoadError> {
                 return Ok(Operand::List(v));
             }
             loop {
-                v.push(operand(p)?);
+                v.push(element(p)?);
                 if p.eat_punct(')') {
                     return Ok(Operand::List(v));
                 }
@@ -501,6 +501,16 @@ fn operand(p: &mut P) -> Result<Operand, LoadError> {
         }
         other => p.err(format!("unexpected {other:?} in an operand")),
     }
+}
+
+/// An element of a `{}` vector or a `()` call list, which PTX never nests: recursing
+/// only one level keeps a text of many `{` from overflowing the stack, which would abort
+/// the process rather than fail the load.
+fn element(p: &mut P) -> Result<Operand, LoadError> {
+    if p.is_punct('{') || p.is_punct('(') {
+        return p.err(format!("nested {:?} in an operand", p.peek()));
+    }
+    operand(p)
 }
 
 fn int_of(i: Imm) -> i64 {
