@@ -309,7 +309,33 @@ fn hand_picked_malformed_ptx_fails_with_a_line() {
         // Nesting.
         entry("", &format!("\t.reg .b32 %r<2>;\n\tmov.b32 %r1, {};", "{".repeat(1_000_000))),
         entry("", &format!("\tcall f, {};", "(".repeat(1_000_000))),
+        // Alignments, sizes and thread counts.
+        entry(&format!(".param .u32 a, .param .align {huge} .b8 b[8]"), ""),
+        entry(".param .u32 a, .param .align 4294967296 .b8 b[8]", ""),
+        entry(".param .u32 a, .param .align 3 .b8 b[8]", ""),
+        entry(".param .u32 a, .param .align 0 .b8 b[8]", ""),
+        entry(&format!(".param .u32 a, .param .b64 b[{huge}]"), ""),
+        entry(&format!(".param .u32 a, .param .b8 b[{huge}]"), ""),
+        entry(".param .u32 a, .param .b8 b[4294967296]", ""),
+        format!("{HEAD}.shared .b64 s[{huge}];\n.visible .entry k()\n{{\n\tret;\n}}\n"),
+        format!("{HEAD}.shared .align {huge} .b8 s[4];\n.visible .entry k()\n{{\n\tret;\n}}\n"),
+        entry("", &format!("\t.shared .b8 s[{huge}];")),
+        entry("", "\t.shared .b8 s[4294967296];\n\t.reg .b64 %rd<2>;\n\tmov.u64 %rd1, s;"),
+        entry(
+            "",
+            "\t.shared .b8 s[4294967295];\n\t.shared .b8 t[4294967295];\n\t.reg .b64 %rd<2>;\n\tmov.u64 %rd1, s;\n\tmov.u64 %rd1, t;",
+        ),
+        format!("{HEAD}.visible .entry k() .maxntid {huge}, 1, 1\n{{\n\tret;\n}}\n"),
+        format!("{HEAD}.visible .entry k() .maxntid 65536, 65536, 1\n{{\n\tret;\n}}\n"),
+        format!("{HEAD}.target sm_{huge}\n"),
     ];
     let failures: Vec<String> = texts.iter().filter_map(|t| fails_with_a_line(t)).collect();
     assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), texts.len(), failures.join("\n"));
+}
+
+/// A number that is not one names its own line, not the next token's.
+#[test]
+fn bad_number_names_its_line() {
+    let e = Module::load(&format!("{HEAD}.visible .entry k() .maxntid x\n{{\n\tret;\n}}\n")).err().unwrap();
+    assert_eq!(e.line, 4, "{e}");
 }

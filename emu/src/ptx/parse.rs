@@ -155,8 +155,9 @@ impl P<'_> {
         yes
     }
     fn number(&mut self) -> Result<u64, LoadError> {
+        let line = self.line();
         let w = self.word()?;
-        parse_int(&w).ok_or_else(|| LoadError { line: self.line(), message: format!("expected a number, found `{w}`") })
+        parse_int(&w).ok_or_else(|| LoadError { line, message: format!("expected a number, found `{w}`") })
     }
     /// A number that must fit in a u32: a silent truncation would load something other
     /// than what the text says.
@@ -164,6 +165,16 @@ impl P<'_> {
         let line = self.line();
         let n = self.number()?;
         u32::try_from(n).map_err(|_| LoadError { line, message: format!("{n} is out of range") })
+    }
+    /// The N of `.align N`: a power of two, as PTX requires. Zero or a huge value would
+    /// divide by zero or overflow where the loader lays out parameters and variables.
+    fn align(&mut self) -> Result<u32, LoadError> {
+        let line = self.line();
+        let a = self.number_u32()?;
+        if !a.is_power_of_two() {
+            return Err(LoadError { line, message: format!("alignment {a} is not a power of two") });
+        }
+        Ok(a)
     }
 }
 
@@ -239,12 +250,16 @@ fn top_level(p: &mut P, ast: &mut Ast) -> Result<(), LoadError> {
                     Some(".maxntid") | Some(".reqntid") => {
                         p.i += 1;
                         let mut d = [1u32; 3];
-                        d[0] = p.number()? as u32;
+                        d[0] = p.number_u32()?;
                         for slot in d.iter_mut().skip(1) {
                             if !p.eat_punct(',') {
                                 break;
                             }
-                            *slot = p.number()? as u32;
+                            *slot = p.number_u32()?;
+                        }
+                        // The launch checks multiply the three.
+                        if d.iter().try_fold(1u32, |a, &b| a.checked_mul(b)).is_none() {
+                            return p.err(format!("{d:?} threads per block do not fit in 32 bits"));
                         }
                         max_ntid = Some(d);
                     }
@@ -267,7 +282,7 @@ fn top_level(p: &mut P, ast: &mut Ast) -> Result<(), LoadError> {
 fn shared_decl(p: &mut P, is_extern: bool, line: usize) -> Result<SharedVar, LoadError> {
     let mut align = 1;
     if p.eat_word(".align") {
-        align = p.number()? as u32;
+        align = p.align()?;
     }
     let ty = p.word()?;
     let elem = type_size(&ty).ok_or_else(|| LoadError { line, message: format!("unsupported type `{ty}`") })?;
@@ -287,7 +302,16 @@ fn shared_decl(p: &mut P, is_extern: bool, line: usize) -> Result<SharedVar, Loa
         return p.err("only `.extern .shared name[]` (dynamic shared memory) may be extern");
     }
     p.expect_punct(';')?;
-    Ok(SharedVar { name, align, size: (count * elem as u64) as u32, dynamic })
+    Ok(SharedVar { name, align, size: bytes(count, elem, line)?, dynamic })
+}
+
+/// Bytes of `count` elements of `elem` bytes. Sizes are u32 wherever the loader and the
+/// driver use them; a wider one would wrap into a small, wrong size.
+fn bytes(count: u64, elem: usize, line: usize) -> Result<u32, LoadError> {
+    count
+        .checked_mul(elem as u64)
+        .and_then(|b| u32::try_from(b).ok())
+        .ok_or_else(|| LoadError { line, message: format!("{count} elements of {elem} bytes do not fit in 4 GiB") })
 }
 
 fn param_decl(p: &mut P) -> Result<ParamDecl, LoadError> {
@@ -297,7 +321,7 @@ fn param_decl(p: &mut P) -> Result<ParamDecl, LoadError> {
     }
     let mut align = 0;
     if p.eat_word(".align") {
-        align = p.number()? as usize;
+        align = p.align()? as usize;
     }
     let ty = p.word()?;
     let elem =
@@ -305,11 +329,11 @@ fn param_decl(p: &mut P) -> Result<ParamDecl, LoadError> {
     let name = p.word()?;
     let mut count = 1;
     if p.eat_punct('[') {
-        count = p.number()? as usize;
+        count = p.number()?;
         p.expect_punct(']')?;
     }
     let align = if align == 0 { elem } else { align };
-    Ok(ParamDecl { name, size: elem * count, align, line })
+    Ok(ParamDecl { name, size: bytes(count, elem, line)? as usize, align, line })
 }
 
 fn param_list(p: &mut P) -> Result<Vec<ParamDecl>, LoadError> {
