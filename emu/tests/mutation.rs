@@ -339,3 +339,15 @@ fn bad_number_names_its_line() {
     let e = Module::load(&format!("{HEAD}.visible .entry k() .maxntid x\n{{\n\tret;\n}}\n")).err().unwrap();
     assert_eq!(e.line, 4, "{e}");
 }
+
+/// A string that does not end on its line is an error there; read on, it hid the lines
+/// it spanned and a later error named a line too early.
+#[test]
+fn unterminated_string_fails_on_its_line() {
+    let text = format!(
+        "{HEAD}.visible .entry k()\n{{\n\t.reg .b32 %r<2>;\n\t.pragma \"nounroll;\n\tret;\n\t\";\n\tpopc.b32 %r1, %r1;\n}}\n"
+    );
+    let e = Module::load(&text).err().expect("must not load");
+    assert_eq!(e.line, 7, "{e}");
+    assert!(e.message.contains("string"), "{e}");
+}
