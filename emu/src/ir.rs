@@ -25,6 +25,9 @@ pub mod special {
     pub const COUNT: u32 = 16;
 }
 
+/// Registers a kernel (with its callees) may declare.
+pub const MAX_REGS: u32 = 1 << 18;
+
 /// No register (an absent guard, an unused operand).
 pub const NONE: u32 = u32::MAX;
 
@@ -440,6 +443,12 @@ impl Lower<'_> {
                                 self.next_reg += 1;
                             }
                             Some(c) => {
+                                // A count is the one place a few characters of text make
+                                // unbounded work; nvcc's largest here (the GEMMs) declare
+                                // about 8,000 registers in all.
+                                if self.next_reg as u64 + *c as u64 > MAX_REGS as u64 {
+                                    return Err(err(*line, format!("more than {MAX_REGS} registers in one kernel")));
+                                }
                                 for i in 0..*c {
                                     top.insert(format!("{name}{i}"), Sym::Reg(self.next_reg));
                                     self.next_reg += 1;

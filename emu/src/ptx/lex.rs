@@ -51,6 +51,11 @@ pub fn lex(text: &str) -> Result<Vec<Token>, LoadError> {
             let start = i + 1;
             i += 1;
             while i < chars.len() && chars[i] != '"' {
+                // PTX strings are one line. Reading on would hide the newlines and every
+                // later error would name a line too early.
+                if chars[i] == '\n' {
+                    return Err(LoadError { line, message: "unterminated string".into() });
+                }
                 i += 1;
             }
             out.push(Token { tok: Tok::Str(chars[start..i.min(chars.len())].iter().collect()), line });

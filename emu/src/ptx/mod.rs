@@ -73,7 +73,7 @@ impl Module {
         let reqntid = req_ntid(&tokens)?;
         let mut kernels = Vec::new();
         for f in ast.funcs.iter().filter(|f| f.is_entry) {
-            let (layout, size) = shared_layout(&ast, f);
+            let (layout, size) = shared_layout(&ast, f)?;
             let mut k = ir::lower_kernel(&ast, f, &layout)?;
             k.static_shared = size;
             k.req_ntid = reqntid.get(&k.name).copied();
@@ -209,7 +209,7 @@ fn req_ntid(tokens: &[lex::Token]) -> Result<HashMap<String, [u32; 3]>, LoadErro
 /// kernel `f` (or a function it calls) names, and the static size. Variables the kernel
 /// does not name take no space, as ptxas lays them out. The dynamic (`.extern`) array
 /// starts after the static ones.
-fn shared_layout(ast: &parse::Ast, f: &parse::Function) -> (HashMap<String, u64>, u32) {
+fn shared_layout(ast: &parse::Ast, f: &parse::Function) -> Result<(HashMap<String, u64>, u32), LoadError> {
     let mut named = std::collections::HashSet::new();
     let mut seen = std::collections::HashSet::new();
     let mut todo = vec![f];
@@ -246,7 +246,11 @@ fn shared_layout(ast: &parse::Ast, f: &parse::Function) -> (HashMap<String, u64>
         let a = v.align.max(16) as u64;
         layout.insert(v.name.clone(), size.div_ceil(a) * a);
     }
-    (layout, size as u32)
+    let size = u32::try_from(size).map_err(|_| LoadError {
+        line: f.line,
+        message: format!("the static .shared variables of `{}` do not fit in 4 GiB", f.name),
+    })?;
+    Ok((layout, size))
 }
 
 fn collect_names<'a>(ops: &'a [Operand], out: &mut Vec<&'a str>) {

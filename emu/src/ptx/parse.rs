@@ -155,8 +155,26 @@ impl P<'_> {
         yes
     }
     fn number(&mut self) -> Result<u64, LoadError> {
+        let line = self.line();
         let w = self.word()?;
-        parse_int(&w).ok_or_else(|| LoadError { line: self.line(), message: format!("expected a number, found `{w}`") })
+        parse_int(&w).ok_or_else(|| LoadError { line, message: format!("expected a number, found `{w}`") })
+    }
+    /// A number that must fit in a u32: a silent truncation would load something other
+    /// than what the text says.
+    fn number_u32(&mut self) -> Result<u32, LoadError> {
+        let line = self.line();
+        let n = self.number()?;
+        u32::try_from(n).map_err(|_| LoadError { line, message: format!("{n} is out of range") })
+    }
+    /// The N of `.align N`: a power of two, as PTX requires. Zero or a huge value would
+    /// divide by zero or overflow where the loader lays out parameters and variables.
+    fn align(&mut self) -> Result<u32, LoadError> {
+        let line = self.line();
+        let a = self.number_u32()?;
+        if !a.is_power_of_two() {
+            return Err(LoadError { line, message: format!("alignment {a} is not a power of two") });
+        }
+        Ok(a)
     }
 }
 
@@ -232,12 +250,16 @@ fn top_level(p: &mut P, ast: &mut Ast) -> Result<(), LoadError> {
                     Some(".maxntid") | Some(".reqntid") => {
                         p.i += 1;
                         let mut d = [1u32; 3];
-                        d[0] = p.number()? as u32;
+                        d[0] = p.number_u32()?;
                         for slot in d.iter_mut().skip(1) {
                             if !p.eat_punct(',') {
                                 break;
                             }
-                            *slot = p.number()? as u32;
+                            *slot = p.number_u32()?;
+                        }
+                        // The launch checks multiply the three.
+                        if d.iter().try_fold(1u32, |a, &b| a.checked_mul(b)).is_none() {
+                            return p.err(format!("{d:?} threads per block do not fit in 32 bits"));
                         }
                         max_ntid = Some(d);
                     }
@@ -260,7 +282,7 @@ fn top_level(p: &mut P, ast: &mut Ast) -> Result<(), LoadError> {
 fn shared_decl(p: &mut P, is_extern: bool, line: usize) -> Result<SharedVar, LoadError> {
     let mut align = 1;
     if p.eat_word(".align") {
-        align = p.number()? as u32;
+        align = p.align()?;
     }
     let ty = p.word()?;
     let elem = type_size(&ty).ok_or_else(|| LoadError { line, message: format!("unsupported type `{ty}`") })?;
@@ -280,7 +302,16 @@ fn shared_decl(p: &mut P, is_extern: bool, line: usize) -> Result<SharedVar, Loa
         return p.err("only `.extern .shared name[]` (dynamic shared memory) may be extern");
     }
     p.expect_punct(';')?;
-    Ok(SharedVar { name, align, size: (count * elem as u64) as u32, dynamic })
+    Ok(SharedVar { name, align, size: bytes(count, elem, line)?, dynamic })
+}
+
+/// Bytes of `count` elements of `elem` bytes. Sizes are u32 wherever the loader and the
+/// driver use them; a wider one would wrap into a small, wrong size.
+fn bytes(count: u64, elem: usize, line: usize) -> Result<u32, LoadError> {
+    count
+        .checked_mul(elem as u64)
+        .and_then(|b| u32::try_from(b).ok())
+        .ok_or_else(|| LoadError { line, message: format!("{count} elements of {elem} bytes do not fit in 4 GiB") })
 }
 
 fn param_decl(p: &mut P) -> Result<ParamDecl, LoadError> {
@@ -290,7 +321,7 @@ fn param_decl(p: &mut P) -> Result<ParamDecl, LoadError> {
     }
     let mut align = 0;
     if p.eat_word(".align") {
-        align = p.number()? as usize;
+        align = p.align()? as usize;
     }
     let ty = p.word()?;
     let elem =
@@ -298,11 +329,11 @@ fn param_decl(p: &mut P) -> Result<ParamDecl, LoadError> {
     let name = p.word()?;
     let mut count = 1;
     if p.eat_punct('[') {
-        count = p.number()? as usize;
+        count = p.number()?;
         p.expect_punct(']')?;
     }
     let align = if align == 0 { elem } else { align };
-    Ok(ParamDecl { name, size: elem * count, align, line })
+    Ok(ParamDecl { name, size: bytes(count, elem, line)? as usize, align, line })
 }
 
 fn param_list(p: &mut P) -> Result<Vec<ParamDecl>, LoadError> {
@@ -347,7 +378,7 @@ fn body(p: &mut P) -> Result<Vec<Stmt>, LoadError> {
                 loop {
                     let n = p.word()?;
                     let count = if p.eat_punct('<') {
-                        let c = p.number()? as u32;
+                        let c = p.number_u32()?;
                         p.expect_punct('>')?;
                         Some(c)
                     } else {
@@ -374,6 +405,9 @@ fn body(p: &mut P) -> Result<Vec<Stmt>, LoadError> {
             Some(Tok::Word(w)) if w == ".pragma" => {
                 p.i += 1;
                 while !p.eat_punct(';') {
+                    if p.peek().is_none() {
+                        return Err(LoadError { line, message: "`.pragma` without its `;`".into() });
+                    }
                     p.i += 1;
                 }
             }
@@ -441,7 +475,7 @@ fn operand(p: &mut P) -> Result<Operand, LoadError> {
             p.i += 1;
             let mut v = Vec::new();
             loop {
-                v.push(operand(p)?);
+                v.push(element(p)?);
                 if p.eat_punct('}') {
                     return Ok(Operand::Vector(v));
                 }
@@ -455,7 +489,7 @@ fn operand(p: &mut P) -> Result<Operand, LoadError> {
                 return Ok(Operand::List(v));
             }
             loop {
-                v.push(operand(p)?);
+                v.push(element(p)?);
                 if p.eat_punct(')') {
                     return Ok(Operand::List(v));
                 }
@@ -491,6 +525,16 @@ fn operand(p: &mut P) -> Result<Operand, LoadError> {
         }
         other => p.err(format!("unexpected {other:?} in an operand")),
     }
+}
+
+/// An element of a `{}` vector or a `()` call list, which PTX never nests: recursing
+/// only one level keeps a text of many `{` from overflowing the stack, which would abort
+/// the process rather than fail the load.
+fn element(p: &mut P) -> Result<Operand, LoadError> {
+    if p.is_punct('{') || p.is_punct('(') {
+        return p.err(format!("nested {:?} in an operand", p.peek()));
+    }
+    operand(p)
 }
 
 fn int_of(i: Imm) -> i64 {
