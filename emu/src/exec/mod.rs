@@ -11,6 +11,7 @@
 //! this one runs each thread as far as it can. Blocks run one after another.
 
 mod convert;
+mod fast;
 mod float;
 mod int;
 mod memory;
@@ -111,6 +112,8 @@ impl Block<'_> {
 /// Per-block state the instructions reach: global memory, shared memory, parameters.
 pub(crate) struct Block<'g> {
     pub checks: Checks,
+    /// The pre-decoded fast form of each instruction, by pc.
+    pub fast: &'g [fast::Fast],
     pub shadow: SharedShadow,
     pub global: &'g GlobalView<'g>,
     pub shared: Vec<u8>,
@@ -252,11 +255,12 @@ pub fn launch_checked(
     let n = check_config(k, cfg, params)?;
     let nblocks = cfg.grid.iter().map(|&g| g as u64).product::<u64>();
     let view = mem.view();
+    let fast = fast::decode(&k.code);
     let workers = workers(nblocks, n);
     let costing = cost::output();
     type Outcome = (Result<Stats, (u64, LaunchError)>, Option<CostState>);
     let run = |blocks: &mut dyn Iterator<Item = u64>| -> Outcome {
-        let mut w = Worker::new(k, cfg, params, &view, n, checks, costing.is_some());
+        let mut w = Worker::new(k, cfg, params, &view, &fast, n, checks, costing.is_some());
         let r = w.run(blocks);
         (r, w.blk.cost.take())
     };
@@ -333,11 +337,13 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
+    #[allow(clippy::too_many_arguments)] // the launch's parts, each borrowed for the worker's life
     fn new(
         k: &'a Kernel,
         cfg: &'a LaunchConfig,
         params: &[u8],
         view: &'a GlobalView<'a>,
+        fast: &'a [fast::Fast],
         n: u32,
         checks: Checks,
         costing: bool,
@@ -376,6 +382,7 @@ impl<'a> Worker<'a> {
             .collect();
         let blk = Block {
             checks,
+            fast,
             shadow: SharedShadow::default(),
             global: view,
             shared: Vec::new(),
@@ -686,6 +693,12 @@ fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Res
             c.counters.thread_insts[class(i.op)] += 1;
         }
         if i.guard != NONE && ((t.regs[i.guard as usize] & 1 != 0) == i.guard_neg) {
+            t.pc += 1;
+            continue;
+        }
+        let f = blk.fast[t.pc as usize];
+        if !matches!(f, fast::Fast::Generic) {
+            fast::exec(f, &mut t.regs);
             t.pc += 1;
             continue;
         }

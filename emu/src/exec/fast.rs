@@ -1,0 +1,270 @@
+//! Pre-decoded forms of the commonest integer instructions (32- and 64-bit add, sub,
+//! mul.lo, mad.lo, mul.wide, and, or, xor, shifts, mov, setp, selp), one variant per
+//! operation and width with its register operands in place: the executor runs these
+//! without int.rs's generic decoding of width, signedness and absent operands, which
+//! costs several times the operation itself. Every other instruction is `Generic` and
+//! goes through the general path. Each variant computes exactly what int.rs computes for
+//! that form: the tests below run both on edge values for every fast form.
+
+use std::cmp::Ordering;
+
+use super::int::sx;
+use crate::ir::{Cmp, Code, Inst, Op, Ty, NONE};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bin {
+    Add,
+    Sub,
+    Mul,
+    And,
+    Or,
+    Xor,
+    Shl,
+    ShrU,
+    ShrS,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Fast {
+    Generic,
+    /// d = a op b at 32 bits (`w32`) or 64.
+    Bin {
+        op: Bin,
+        w32: bool,
+        d: u32,
+        a: u32,
+        b: u32,
+    },
+    /// d = a * b + c (mad.lo) at 32 or 64 bits.
+    Mad {
+        w32: bool,
+        d: u32,
+        a: u32,
+        b: u32,
+        c: u32,
+    },
+    /// d = a * b, 32-bit operands to a 64-bit result (mul.wide.u32 / .s32).
+    MulWide {
+        signed: bool,
+        d: u32,
+        a: u32,
+        b: u32,
+    },
+    /// d = a at 32 or 64 bits.
+    Mov {
+        w32: bool,
+        d: u32,
+        a: u32,
+    },
+    /// d = a cmp b (integer setp), 32 or 64 bits.
+    Setp {
+        cmp: Cmp,
+        signed: bool,
+        w32: bool,
+        d: u32,
+        a: u32,
+        b: u32,
+    },
+    /// d = c ? a : b at 32 or 64 bits.
+    Selp {
+        w32: bool,
+        d: u32,
+        a: u32,
+        b: u32,
+        c: u32,
+    },
+}
+
+/// The fast form of `i`, or `Generic`.
+fn decode_one(i: &Inst) -> Fast {
+    let w32 = match i.ty {
+        Ty::B32 | Ty::U32 | Ty::S32 => true,
+        Ty::B64 | Ty::U64 | Ty::S64 => false,
+        _ => return Fast::Generic,
+    };
+    let signed = i.ty.is_signed();
+    let set = |r: u32| r != NONE;
+    if !set(i.d) || !set(i.a) || (i.op != Op::Mov && !set(i.b)) {
+        return Fast::Generic;
+    }
+    let (d, a, b, c) = (i.d, i.a, i.b, i.c);
+    let bin = |op| Fast::Bin { op, w32, d, a, b };
+    match i.op {
+        Op::Add => bin(Bin::Add),
+        Op::Sub => bin(Bin::Sub),
+        Op::MulLo => bin(Bin::Mul),
+        Op::And => bin(Bin::And),
+        Op::Or => bin(Bin::Or),
+        Op::Xor => bin(Bin::Xor),
+        Op::Shl => bin(Bin::Shl),
+        Op::Shr if signed => bin(Bin::ShrS),
+        Op::Shr => bin(Bin::ShrU),
+        Op::MadLo if set(c) => Fast::Mad { w32, d, a, b, c },
+        Op::MulWide if w32 => Fast::MulWide { signed, d, a, b },
+        Op::Mov if !set(b) => Fast::Mov { w32, d, a },
+        Op::Setp(cmp) if matches!(cmp, Cmp::Eq | Cmp::Ne | Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge) => {
+            Fast::Setp { cmp, signed, w32, d, a, b }
+        }
+        Op::Selp if set(c) => Fast::Selp { w32, d, a, b, c },
+        _ => Fast::Generic,
+    }
+}
+
+/// The fast form of every instruction of `code`, by pc.
+pub fn decode(code: &Code) -> Vec<Fast> {
+    code.insts.iter().map(decode_one).collect()
+}
+
+#[inline(always)]
+fn width(w32: bool) -> (u32, u64) {
+    if w32 {
+        (32, u32::MAX as u64)
+    } else {
+        (64, u64::MAX)
+    }
+}
+
+/// Executes a fast form (never `Generic`) on one thread's registers.
+#[inline(always)]
+pub fn exec(f: Fast, r: &mut [u64]) {
+    match f {
+        Fast::Generic => unreachable!("generic instructions take the general path"),
+        Fast::Bin { op, w32, d, a, b } => {
+            let (bits, m) = width(w32);
+            let (x, y) = (r[a as usize] & m, r[b as usize] & m);
+            let v = match op {
+                Bin::Add => x.wrapping_add(y),
+                Bin::Sub => x.wrapping_sub(y),
+                Bin::Mul => x.wrapping_mul(y),
+                Bin::And => x & y,
+                Bin::Or => x | y,
+                Bin::Xor => x ^ y,
+                // Shift amounts are the unsigned 32-bit register, clamped at the width.
+                Bin::Shl => {
+                    let s = r[b as usize] as u32;
+                    if s >= bits {
+                        0
+                    } else {
+                        x << s
+                    }
+                }
+                Bin::ShrU => {
+                    let s = r[b as usize] as u32;
+                    if s >= bits {
+                        0
+                    } else {
+                        x >> s
+                    }
+                }
+                Bin::ShrS => {
+                    let s = (r[b as usize] as u32).min(bits).min(63);
+                    (sx(x, bits) >> s) as u64
+                }
+            };
+            r[d as usize] = v & m;
+        }
+        Fast::Mad { w32, d, a, b, c } => {
+            let (_, m) = width(w32);
+            r[d as usize] = (r[a as usize] & m).wrapping_mul(r[b as usize] & m).wrapping_add(r[c as usize]) & m;
+        }
+        Fast::MulWide { signed, d, a, b } => {
+            let (x, y) = (r[a as usize] & 0xffff_ffff, r[b as usize] & 0xffff_ffff);
+            r[d as usize] = if signed { sx(x, 32).wrapping_mul(sx(y, 32)) as u64 } else { x.wrapping_mul(y) };
+        }
+        Fast::Mov { w32, d, a } => r[d as usize] = r[a as usize] & width(w32).1,
+        Fast::Setp { cmp, signed, w32, d, a, b } => {
+            let (bits, m) = width(w32);
+            let (x, y) = (r[a as usize] & m, r[b as usize] & m);
+            let o = if signed { sx(x, bits).cmp(&sx(y, bits)) } else { x.cmp(&y) };
+            r[d as usize] = compare(cmp, o) as u64;
+        }
+        Fast::Selp { w32, d, a, b, c } => {
+            let m = width(w32).1;
+            r[d as usize] = if r[c as usize] & 1 != 0 { r[a as usize] & m } else { r[b as usize] & m };
+        }
+    }
+}
+
+#[inline(always)]
+fn compare(c: Cmp, o: Ordering) -> bool {
+    match c {
+        Cmp::Eq => o.is_eq(),
+        Cmp::Ne => o.is_ne(),
+        Cmp::Lt => o.is_lt(),
+        Cmp::Le => o.is_le(),
+        Cmp::Gt => o.is_gt(),
+        _ => o.is_ge(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Inst, Round};
+
+    fn inst(op: Op, ty: Ty, c: bool) -> Inst {
+        Inst {
+            op,
+            ty,
+            ty2: ty,
+            round: Round::Default,
+            flags: 0,
+            guard: NONE,
+            guard_neg: false,
+            d: 0,
+            a: 1,
+            b: if op == Op::Mov { NONE } else { 2 },
+            c: if c { 3 } else { NONE },
+            v: Box::new([]),
+            off: 0,
+            line: 1,
+        }
+    }
+
+    #[test]
+    fn every_fast_form_computes_what_int_rs_computes() {
+        let edges: [u64; 12] =
+            [0, 1, 2, 31, 32, 63, 64, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 0x8000_0000_0000_0000, u64::MAX];
+        let cmps = [Cmp::Eq, Cmp::Ne, Cmp::Lt, Cmp::Le, Cmp::Gt, Cmp::Ge];
+        let mut ops = vec![
+            (Op::Add, false),
+            (Op::Sub, false),
+            (Op::MulLo, false),
+            (Op::And, false),
+            (Op::Or, false),
+            (Op::Xor, false),
+            (Op::Shl, false),
+            (Op::Shr, false),
+            (Op::MadLo, true),
+            (Op::MulWide, false),
+            (Op::Mov, false),
+            (Op::Selp, true),
+        ];
+        ops.extend(cmps.iter().map(|&c| (Op::Setp(c), false)));
+        let mut checked = 0;
+        for ty in [Ty::B32, Ty::U32, Ty::S32, Ty::B64, Ty::U64, Ty::S64] {
+            for &(op, c) in &ops {
+                let i = inst(op, ty, c);
+                let f = decode_one(&i);
+                if matches!(f, Fast::Generic) {
+                    // mul.wide of 64-bit operands has no fast form.
+                    assert!(op == Op::MulWide && !matches!(ty, Ty::B32 | Ty::U32 | Ty::S32), "{op:?} {ty:?}");
+                    continue;
+                }
+                for &a in &edges {
+                    for &b in &edges {
+                        for &cv in &[0u64, 1, 0xffff_ffff_0000_0001] {
+                            let mut want = [0xdead_beef_u64, a, b, cv];
+                            let mut got = want;
+                            super::super::int::exec(&i, &mut want);
+                            exec(f, &mut got);
+                            assert_eq!(got, want, "{op:?}.{ty:?} a={a:#x} b={b:#x} c={cv:#x}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 10_000);
+    }
+}
