@@ -18,7 +18,7 @@
 //! driver's codes; everything runs synchronously at call time except on a capturing
 //! stream, where launches, memsets and device-to-device copies are recorded.
 //!
-//! - Initialization and errors: `cuInit`, `cuDriverGetVersion` (13000), `cuGetErrorName`,
+//! - Initialization and errors: `cuInit`, `cuDriverGetVersion` (13000, or `MP_EMU_DRIVER_VERSION`), `cuGetErrorName`,
 //!   `cuGetErrorString`.
 //! - Device: `cuDeviceGet`, `cuDeviceGetCount`, `cuDeviceGetName`, `cuDeviceTotalMem_v2`,
 //!   `cuDeviceGetAttribute`.
