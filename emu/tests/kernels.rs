@@ -6,6 +6,7 @@
 mod common;
 use common::*;
 use half::f16;
+use mp_emu::exec::FaultKind;
 
 fn b64(v: u64) -> [u8; 8] {
     v.to_le_bytes()
@@ -809,4 +810,25 @@ fn bar_red_or_gives_every_thread_the_block_wide_or() {
         r.launch("any_flag", [1, 1, 1], [160, 1, 1], &[&b64(p), &flag.to_le_bytes()]).unwrap();
         assert_eq!(r.download::<u32>(p, 160), vec![want; 160], "flag {flag}");
     }
+}
+
+#[test]
+fn wmma_stride_must_be_a_multiple_of_16_bytes() {
+    // ldm 20 halves (40 bytes) for A and B, then ldm 18 floats (72 bytes) for D: rows that
+    // do not start 16-byte aligned, which load_matrix_sync / store_matrix_sync forbid. The
+    // tile's data stay in bounds either way; before the check both ran and gave a result.
+    let ptx = wmma_ptx("row", "row", "row", false);
+    for (from, to, what) in [
+        ("\tmov.u32 \t%r9, 24;", "\tmov.u32 \t%r9, 20;", "wmma stride 20 (40 bytes of 2-byte elements)"),
+        ("\tmov.u32 \t%r20, 16;", "\tmov.u32 \t%r20, 18;", "wmma stride 18 (72 bytes of 4-byte elements)"),
+    ] {
+        assert!(ptx.contains(from));
+        let mut r = Rig::new(&ptx.replace(from, to));
+        let (pa, pb) = (r.upload(&[0u16; 16 * 24]), r.upload(&[0u16; 16 * 24]));
+        let pd = r.upload(&[0f32; 256]);
+        let e = r.launch("wmma_tile", [1, 1, 1], [32, 1, 1], &[&b64(pa), &b64(pb), &b64(pd)]).unwrap_err();
+        assert_eq!(e.kind, FaultKind::MisalignedAddress, "{}", e.report);
+        assert!(e.report.contains(what) && e.report.contains("not a multiple of 16 bytes"), "{}", e.report);
+    }
+    // The clean twin is wmma_tile_in_every_layout: ldm 24 halves (48 bytes), 16 floats.
 }

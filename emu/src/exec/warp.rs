@@ -68,10 +68,13 @@ pub fn shfl(mode: ShflMode, lanes: &mut [Thread], members: u32, insts: &[Option<
     }
 }
 
-/// The warp-uniform address and stride of a wmma load or store: every lane must give
-/// the same ones (the ISA makes anything else undefined), and the address must be
-/// 256-bit aligned.
-fn uniform_address(lanes: &[Thread], i: &Inst) -> Result<(u64, u64), Fault> {
+/// The warp-uniform address and stride of a wmma load or store of `elem`-byte elements:
+/// every lane must give the same ones (the ISA makes anything else undefined), the address
+/// must be 256-bit aligned, and the stride (`ldm`, in elements) a multiple of 16 bytes, as
+/// the CUDA C++ Programming Guide's `load_matrix_sync` / `store_matrix_sync` require
+/// ("a multiple of 8 for __half element type or multiple of 4 for float element type"):
+/// every memory row of the tile then starts 16-byte aligned, as the hardware loads it.
+fn uniform_address(lanes: &[Thread], i: &Inst, elem: u64) -> Result<(u64, u64), Fault> {
     let addr = |t: &Thread| t.regs[i.a as usize].wrapping_add(i.off as u64);
     let stride = |t: &Thread| t.regs[i.b as usize] & 0xffff_ffff;
     let (a0, s0) = (addr(&lanes[0]), stride(&lanes[0]));
@@ -85,6 +88,15 @@ fn uniform_address(lanes: &[Thread], i: &Inst) -> Result<(u64, u64), Fault> {
         return Err(Fault {
             kind: FaultKind::MisalignedAddress,
             msg: format!("wmma address {a0:#x} is not 256-bit aligned"),
+        });
+    }
+    if (s0 * elem) % 16 != 0 {
+        return Err(Fault {
+            kind: FaultKind::MisalignedAddress,
+            msg: format!(
+                "wmma stride {s0} ({} bytes of {elem}-byte elements) is not a multiple of 16 bytes",
+                s0 * elem
+            ),
         });
     }
     Ok((a0, s0))
@@ -180,7 +192,7 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
     };
     match i.op {
         Op::WmmaLoadA(layout) | Op::WmmaLoadB(layout) => {
-            let (base, stride) = uniform_address(lanes, i)?;
+            let (base, stride) = uniform_address(lanes, i, 2)?;
             let sp = space(i);
             cost_tile(blk, &lanes[0], sp, base, stride, 2, false);
             let mut m = [0u16; 256];
@@ -201,7 +213,7 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
             }
         }
         Op::WmmaStoreD(layout) => {
-            let (base, stride) = uniform_address(lanes, i)?;
+            let (base, stride) = uniform_address(lanes, i, 4)?;
             let sp = space(i);
             cost_tile(blk, &lanes[0], sp, base, stride, 4, true);
             let mut d = [0u32; 256];
