@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI's PTX gate, with the pinned nvcc:
-#  1. regenerates the PTX and fails if cuda/ptx/ differs (stale vendored PTX);
+#  1. regenerates the PTX and fails if cuda/ptx/ differs (stale vendored PTX, or a stale
+#     resources.txt: ptxas's registers per kernel, which the CUDA driver emulator reads);
 #  2. assembles every vendored PTX with ptxas and fails on any error: sm_75 and sm_80
 #     PTX for sm_80 and sm_90, sm_90a PTX for sm_90a;
 #  3. prints registers, stack and spills per kernel, and fails on any spill or stack

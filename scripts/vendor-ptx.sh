@@ -5,6 +5,12 @@
 #
 #   scripts/vendor-ptx.sh            refresh cuda/ptx/ (commit the result)
 #   scripts/vendor-ptx.sh DIR        write into DIR instead (check-ptx.sh compares)
+#
+# It also writes resources.txt beside the PTX: the registers per thread ptxas gives each
+# kernel for each architecture the PTX can be assembled for (from the PTX's own target up
+# to sm_90). The CUDA driver emulator (emu/) reads it to refuse, as a GPU does, a launch
+# whose block needs more registers than an SM has; check-ptx.sh's comparison of the whole
+# folder keeps it current.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,3 +39,25 @@ mkdir -p "$dest"
 rm -f "$dest"/*.ptx
 cp "$out_dir"/*.ptx "$dest"/
 ls "$dest"/*.ptx | sed "s|^|wrote |" >&2
+
+ptxas="$(dirname "$nvcc")/ptxas"
+{
+  echo "# Registers per thread, by ptxas $("$ptxas" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'): file arch kernel registers."
+  echo "# Written by scripts/vendor-ptx.sh; read by the CUDA driver emulator (emu/src/driver/resources.rs)."
+  for ptx in "$dest"/*.ptx; do
+    file=$(basename "$ptx")
+    target=${file%.ptx}; target=${target##*.}
+    case "$target" in
+      sm_75) archs=(sm_75 sm_80 sm_90) ;;
+      sm_80) archs=(sm_80 sm_90) ;;
+      *) archs=("$target") ;;
+    esac
+    for arch in "${archs[@]}"; do
+      # ptxas -v prints "Compiling entry function 'k'" then "Used N registers" per kernel.
+      "$ptxas" -arch="$arch" -v "$ptx" -o /dev/null 2>&1 | awk -v file="$file" -v arch="$arch" '
+        /Compiling entry function/ { match($0, /'"'"'[^'"'"']+'"'"'/); k = substr($0, RSTART + 1, RLENGTH - 2) }
+        /Used [0-9]+ registers/ { match($0, /Used [0-9]+/); print file, arch, k, substr($0, RSTART + 5, RLENGTH - 5) }'
+    done
+  done | sort
+} >"$dest/resources.txt"
+echo "wrote $dest/resources.txt" >&2

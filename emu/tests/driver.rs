@@ -1244,3 +1244,47 @@ fn reqntid_is_the_only_block_shape() {
     let both = REQNTID_PTX.replace(".reqntid 64, 2", ".reqntid 64, 2\n.maxntid 128");
     err(load(&both).unwrap_err(), e::INVALID_PTX);
 }
+
+/// A block needs registers per thread x threads (in warps, 8 registers at a time) of the
+/// SM's 65536; ptxas's count of each vendored kernel comes from cuda/ptx/resources.txt,
+/// and MP_EMU_RESOURCES adds rows for others. With `axpy` at 255 registers (as if ptxas
+/// had given it that many), a block of 256 threads fits exactly and one of 288 is
+/// LAUNCH_OUT_OF_RESOURCES; cuFuncGetAttribute reports both limits. Before, every kernel
+/// was taken at 32 registers and such a launch ran.
+#[test]
+fn a_block_over_the_register_file_is_out_of_resources() {
+    let rows = std::env::temp_dir().join(format!("mp-emu-resources-{}.txt", std::process::id()));
+    if std::env::var_os("MP_EMU_DRIVER_CHILD").is_none() {
+        std::fs::write(&rows, "# file arch kernel registers\ndriver_test.sm_75.ptx sm_80 axpy 255\n").unwrap();
+    }
+    let child = in_child(
+        "a_block_over_the_register_file_is_out_of_resources",
+        &[("MP_EMU_CC", "8.0"), ("MP_EMU_RESOURCES", rows.to_str().unwrap())],
+    );
+    if child {
+        std::fs::remove_file(&rows).ok();
+        return;
+    }
+    let rig = Rig::new();
+    let s = rig.stream();
+    let m = load(PTX).expect("the test PTX loads");
+    let f = function(m, "axpy");
+    let mut v = 0;
+    unsafe {
+        ok(cuFuncGetAttribute(&mut v, 4, f)); // NUM_REGS
+        assert_eq!(v, 255);
+        ok(cuFuncGetAttribute(&mut v, 0, f)); // MAX_THREADS_PER_BLOCK
+        assert_eq!(v, 256);
+        let (x, y) = (alloc(4 * 288), alloc(4 * 288));
+        ok(cuMemsetD32_v2(x, 0, 288));
+        ok(cuMemsetD32_v2(y, 0, 288));
+        let (mut px, mut py, mut n) = (x, y, 288u32);
+        let mut args =
+            [(&mut px as *mut u64).cast::<c_void>(), (&mut py as *mut u64).cast(), (&mut n as *mut u32).cast()];
+        err(cuLaunchKernel(f, 1, 1, 1, 288, 1, 1, 0, s, args.as_mut_ptr(), null_mut()), e::LAUNCH_OUT_OF_RESOURCES);
+        ok(cuLaunchKernel(f, 2, 1, 1, 256, 1, 1, 0, s, args.as_mut_ptr(), null_mut()));
+        ok(cuStreamSynchronize(s));
+        ok(cuModuleUnload(m));
+    }
+    drop(rig);
+}

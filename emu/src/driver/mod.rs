@@ -11,5 +11,6 @@ pub mod graph;
 pub mod mem;
 pub mod memory;
 pub mod module;
+pub mod resources;
 pub mod state;
 pub mod stream;

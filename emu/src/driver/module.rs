@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::device::{self, shared_optin, DEFAULT_SHARED_PER_BLOCK};
 use super::error::*;
 use super::graph::{fault_code, run_node};
+use super::resources;
 use super::state::{with_init, Function, Handle, ModuleEntry, Node};
 use crate::exec::{self, LaunchConfig};
 use crate::ptx::{Kernel, Module};
@@ -116,8 +117,9 @@ fn max_dynamic_shared(f: &Function, k: &Kernel) -> u32 {
     f.max_dynamic_shared.unwrap_or(DEFAULT_SHARED_PER_BLOCK.saturating_sub(k.static_shared))
 }
 
-/// cuFuncGetAttribute. Register and local-memory counts are not modelled: 32 registers
-/// and no local memory are answered so occupancy arithmetic stays sane.
+/// cuFuncGetAttribute. Registers per thread are ptxas's for the vendored kernels
+/// (driver::resources); local memory is not modelled (none: the vendored kernels have no
+/// stack frame or spills, which scripts/check-ptx.sh enforces).
 pub fn get_attribute(attr: i32, func: Handle) -> Result<i32, CuResult> {
     with_init(|s| {
         let f = s.functions.get(&func).ok_or(INVALID_HANDLE)?;
@@ -125,10 +127,14 @@ pub fn get_attribute(attr: i32, func: Handle) -> Result<i32, CuResult> {
         let k = m.module.kernels.get(f.kernel).ok_or(UNKNOWN)?;
         let cc = s.cc()?;
         Ok(match attr {
-            ATTR_MAX_THREADS_PER_BLOCK => k.max_ntid.map_or(1024, |n| n.iter().product::<u32>().min(1024)) as i32,
+            ATTR_MAX_THREADS_PER_BLOCK => {
+                let regs = resources::registers(m.module.target, cc, &k.name);
+                k.max_ntid.map_or(1024, |n| n.iter().product::<u32>().min(1024)).min(resources::max_threads(regs))
+                    as i32
+            }
             ATTR_SHARED_SIZE_BYTES => k.static_shared as i32,
             ATTR_CONST_SIZE_BYTES | ATTR_LOCAL_SIZE_BYTES | ATTR_CACHE_MODE_CA => 0,
-            ATTR_NUM_REGS => 32,
+            ATTR_NUM_REGS => resources::registers(m.module.target, cc, &k.name) as i32,
             ATTR_PTX_VERSION => m.module.target as i32,
             ATTR_BINARY_VERSION => (cc.0 * 10 + cc.1) as i32,
             ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES => max_dynamic_shared(f, k) as i32,
@@ -193,6 +199,18 @@ pub fn launch(
         if let Err(e) = exec::check_shape(k, &cfg) {
             eprintln!("mp-emu: {}", e.report);
             return Err(fault_code(e.kind));
+        }
+        // Registers are a property of the binary the driver built for this device, so the
+        // driver checks them rather than exec::check_shape.
+        let regs = resources::registers(module.target, s.cc()?, &k.name);
+        let threads = block.iter().product::<u32>();
+        if !resources::fits(regs, threads) {
+            eprintln!(
+                "mp-emu: launch of {}: {threads} threads x {regs} registers need {} registers, more than an SM's 65536",
+                k.name,
+                resources::block_registers(regs, threads)
+            );
+            return Err(LAUNCH_OUT_OF_RESOURCES);
         }
         let params = params(k)?;
         if params.len() != k.param_bytes {
