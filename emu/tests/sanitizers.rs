@@ -1042,3 +1042,101 @@ fn racecheck_gemm_epilogue_without_each_syncwarp() {
         assert_eq!(repo_gemm(&edited, NO_RACE).unwrap(), repo_gemm_want(), "{hazard}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// racecheck on global memory, across the blocks of one launch
+// ---------------------------------------------------------------------------------------
+
+/// Thread t of block b writes out[32 b + t] = 32 b + t + 100 when bit 0 of `mode` is set,
+/// then, when bit 1 is, reads res[32 b + t] = out[(32 b + t + 32) % 64]: the element the
+/// other block writes. Nothing orders two blocks of one launch, so with both bits the read
+/// races with the other block's write.
+const OTHER_BLOCK: &str = "
+.visible .entry other_block(
+\t.param .u64 other_block_param_0,
+\t.param .u64 other_block_param_1,
+\t.param .u32 other_block_param_2
+)
+{
+\t.reg .pred \t%p<3>;
+\t.reg .b32 \t%r<12>;
+\t.reg .b64 \t%rd<10>;
+
+\tld.param.u64 \t%rd1, [other_block_param_0];
+\tld.param.u64 \t%rd2, [other_block_param_1];
+\tld.param.u32 \t%r10, [other_block_param_2];
+\tand.b32 \t%r11, %r10, 1;
+\tsetp.eq.u32 \t%p1, %r11, 0;
+\tand.b32 \t%r11, %r10, 2;
+\tsetp.eq.u32 \t%p2, %r11, 0;
+\tcvta.to.global.u64 \t%rd3, %rd1;
+\tcvta.to.global.u64 \t%rd4, %rd2;
+\tmov.u32 \t%r1, %tid.x;
+\tmov.u32 \t%r2, %ctaid.x;
+\tshl.b32 \t%r3, %r2, 5;
+\tadd.s32 \t%r4, %r3, %r1;
+\tmul.wide.u32 \t%rd5, %r4, 4;
+\tadd.s64 \t%rd6, %rd3, %rd5;
+\tadd.s32 \t%r5, %r4, 100;
+\t@!%p1 st.global.u32 \t[%rd6], %r5; // the store
+\t@%p2 bra \t$L_done;
+\tadd.s32 \t%r6, %r4, 32;
+\tand.b32 \t%r7, %r6, 63;
+\tmul.wide.u32 \t%rd7, %r7, 4;
+\tadd.s64 \t%rd8, %rd3, %rd7;
+\tld.global.u32 \t%r8, [%rd8]; // the load
+\tadd.s64 \t%rd9, %rd4, %rd5;
+\tst.global.u32 \t[%rd9], %r8;
+$L_done:
+\tret;
+}
+";
+
+fn other_block(r: &mut Rig, mode: u32, checks: Checks, out: u64, res: u64) -> Result<(), LaunchError> {
+    r.launch_checks("other_block", [2, 1, 1], [32, 1, 1], 0, &[&b64(out), &b64(res), &mode.to_le_bytes()], checks)
+}
+
+#[test]
+fn racecheck_global_read_of_another_blocks_output_in_one_launch() {
+    let ptx = kernel_ptx(OTHER_BLOCK, &[]);
+    let mut r = Rig::new(&ptx);
+    let (out, res) = (r.upload(&[7u32; 64]), r.upload(&[0u32; 64]));
+    // Block 0 reads out[32..64) before block 1 writes it (the emulator runs blocks in
+    // index order): a write-after-read race between the blocks of one launch. Before the
+    // global racecheck nothing was reported and the launch gave an answer that depends on
+    // the block order, which a GPU does not fix.
+    let e = other_block(&mut r, 3, Checks::ALL, out, res).unwrap_err();
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &[
+            "racecheck: Write-after-read hazard on __global__ address",
+            "block (0,0,0) read it and block (1,0,0) writes it in the same launch",
+            &format!("{} of kernel other_block", pl(line_of(&ptx, "the store"))),
+            "by thread (0,0,0) in block (1,0,0)",
+        ],
+    );
+    let mut r = Rig::new(&ptx);
+    let (out, res) = (r.upload(&[7u32; 64]), r.upload(&[0u32; 64]));
+    other_block(&mut r, 3, NO_RACE, out, res).unwrap();
+    let want: Vec<u32> = (0..64).map(|i| if i < 32 { 7 } else { i - 32 + 100 }).collect();
+    assert_eq!(r.download::<u32>(res, 64), want, "the emulator's block order, which a GPU need not follow");
+    // The corrected twin: the writes in one launch and the reads in the next (the launch
+    // boundary orders them): every read sees the other block's value, and the read of
+    // bytes the previous launch wrote is no race.
+    let mut r = Rig::new(&ptx);
+    let (out, res) = (r.upload(&[7u32; 64]), r.upload(&[0u32; 64]));
+    other_block(&mut r, 1, Checks::ALL, out, res).unwrap();
+    other_block(&mut r, 2, Checks::ALL, out, res).unwrap();
+    let want: Vec<u32> = (0..64).map(|i| (i + 32) % 64 + 100).collect();
+    assert_eq!(r.download::<u32>(res, 64), want);
+    // Many blocks writing the same value into one word (as the gradient producers raise
+    // found_inf) is no race: the same kernel with every thread storing 100 into out[0].
+    let same = ptx
+        .replace("\tadd.s64 \t%rd6, %rd3, %rd5;", "\tmov.u64 \t%rd6, %rd3;")
+        .replace("\tadd.s32 \t%r5, %r4, 100;", "\tmov.u32 \t%r5, 100;");
+    let mut r = Rig::new(&same);
+    let (out, res) = (r.upload(&[7u32; 64]), r.upload(&[0u32; 64]));
+    other_block(&mut r, 1, Checks::ALL, out, res).unwrap();
+    assert_eq!(r.download::<u32>(out, 1), [100]);
+}

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// First device address handed out: far from zero, so a null or small integer used as a
 /// pointer is never inside an allocation.
@@ -27,6 +27,9 @@ pub struct Allocation {
     /// initcheck's shadow: 1 for each byte written since the allocation (by a memset, a
     /// copy or a kernel store), 0 for the others.
     pub init: Vec<u8>,
+    /// racecheck's shadow of global memory within one launch, one word per 2-byte granule
+    /// (see [`GlobalView::race`]); made at the first launch that checks races.
+    race: Vec<AtomicU64>,
 }
 
 /// Every live allocation of a context, by base address.
@@ -35,6 +38,9 @@ pub struct Memory {
     next: u64,
     /// Bytes currently allocated (for cuMemGetInfo).
     pub used: u64,
+    /// The launch generation of the global race shadows: a granule's state belongs to the
+    /// current launch only when it carries this number, so no launch has to clear them.
+    race_gen: u16,
 }
 
 impl Default for Memory {
@@ -45,7 +51,7 @@ impl Default for Memory {
 
 impl Memory {
     pub fn new() -> Self {
-        Memory { allocs: BTreeMap::new(), next: BASE, used: 0 }
+        Memory { allocs: BTreeMap::new(), next: BASE, used: 0, race_gen: 0 }
     }
 
     /// A new allocation of `size` bytes (at least one), filled with [`UNINIT_BYTE`].
@@ -53,7 +59,7 @@ impl Memory {
         let base = self.next;
         let span = (size.max(1) as u64).div_ceil(ALIGN) * ALIGN;
         self.next = base + span + GUARD;
-        self.allocs.insert(base, Allocation { data: vec![UNINIT_BYTE; size], init: vec![0; size] });
+        self.allocs.insert(base, Allocation { data: vec![UNINIT_BYTE; size], init: vec![0; size], race: Vec::new() });
         self.used += size as u64;
         base
     }
@@ -70,7 +76,7 @@ impl Memory {
         let mut init = Vec::new();
         init.try_reserve_exact(size).ok()?;
         init.resize(size, 0);
-        self.allocs.insert(base, Allocation { data, init });
+        self.allocs.insert(base, Allocation { data, init, race: Vec::new() });
         self.used += size as u64;
         Some(base)
     }
@@ -127,12 +133,75 @@ impl Memory {
     /// The view a kernel launch reads and writes global memory through, from as many
     /// host threads as it runs blocks on.
     pub fn view(&mut self) -> GlobalView<'_> {
+        self.view_checked(false)
+    }
+
+    /// As [`Memory::view`]; with `race`, a new launch generation of the global race
+    /// shadows, which [`GlobalView::race`] then checks and records.
+    pub fn view_checked(&mut self, race: bool) -> GlobalView<'_> {
+        if race {
+            self.race_gen = self.race_gen.wrapping_add(1);
+            if self.race_gen == 0 {
+                // Once in 65535 launches: states of the launch that had this number before
+                // must not be taken for this one's.
+                for a in self.allocs.values_mut() {
+                    a.race.iter_mut().for_each(|w| *w.get_mut() = 0);
+                }
+                self.race_gen = 1;
+            }
+            for a in self.allocs.values_mut().filter(|a| a.race.is_empty()) {
+                a.race.resize_with(a.data.len().div_ceil(2), || AtomicU64::new(0));
+            }
+        }
         let regions = self
             .allocs
             .iter_mut()
-            .map(|(&base, a)| Region { base, ptr: a.data.as_mut_ptr(), init: a.init.as_mut_ptr(), len: a.data.len() })
+            .map(|(&base, a)| Region {
+                base,
+                ptr: a.data.as_mut_ptr(),
+                init: a.init.as_mut_ptr(),
+                race: if race { a.race.as_ptr() } else { std::ptr::null() },
+                len: a.data.len(),
+            })
             .collect();
-        GlobalView { regions, _borrow: PhantomData }
+        GlobalView { regions, gen: if race { self.race_gen as u64 } else { 0 }, _borrow: PhantomData }
+    }
+}
+
+/// A cross-block hazard on global memory found by [`GlobalView::race`]: what happened,
+/// the address, and the other block (linear index; None: several blocks read it).
+pub struct GlobalRace {
+    pub kind: &'static str,
+    pub addr: u64,
+    pub other: Option<u64>,
+}
+
+// A granule's race state, one u64: launch generation (16 bits) | writer block + 1 (22) |
+// bytes written (2) | reader block + 1 (22; MANY: several) | bytes read (2). Blocks from
+// 2^22 - 2 on are not tracked. Granules of 2 bytes: the smallest elements our kernels
+// store are f16, and two blocks whose outputs meet inside a 4-byte word (an odd-width f16
+// tile) each read and write their own half; with 4-byte granules the word's second reader
+// made it "read by several blocks" and the owner's own write a false race.
+const FIELD: u64 = (1 << 22) - 1;
+const MANY: u64 = FIELD;
+
+#[derive(Clone, Copy)]
+struct RaceState {
+    writer: u64,
+    wmask: u64,
+    reader: u64,
+    rmask: u64,
+}
+
+impl RaceState {
+    fn decode(w: u64, gen: u64) -> RaceState {
+        if w >> 48 != gen {
+            return RaceState { writer: 0, wmask: 0, reader: 0, rmask: 0 };
+        }
+        RaceState { writer: (w >> 26) & FIELD, wmask: (w >> 24) & 3, reader: (w >> 2) & FIELD, rmask: w & 3 }
+    }
+    fn encode(self, gen: u64) -> u64 {
+        gen << 48 | self.writer << 26 | self.wmask << 24 | self.reader << 2 | self.rmask
     }
 }
 
@@ -142,6 +211,8 @@ struct Region {
     ptr: *mut u8,
     /// initcheck's shadow of the same bytes.
     init: *mut u8,
+    /// racecheck's granules (null when the launch does not check races).
+    race: *const AtomicU64,
     len: usize,
 }
 
@@ -155,6 +226,8 @@ struct Region {
 /// different blocks see one another in no particular order.
 pub struct GlobalView<'a> {
     regions: Vec<Region>,
+    /// The launch generation of the race shadows (0: races not checked).
+    gen: u64,
     _borrow: PhantomData<&'a mut Memory>,
 }
 
@@ -210,6 +283,91 @@ impl GlobalView<'_> {
         for (o, b) in out.iter_mut().zip(self.bytes(i, addr, n, false)) {
             *o = b.load(Ordering::Relaxed);
         }
+    }
+
+    /// racecheck across the blocks of one launch, which nothing orders (the PTX memory
+    /// model orders threads of different CTAs only through fences and atomics, which our
+    /// kernels do not use for data): records an access of `n` bytes at `addr` of region
+    /// `i` by block `block` (linear index) and fails when another block of this launch
+    /// wrote bytes it reads, read bytes it writes, or wrote other values into bytes it
+    /// writes. `data`: the bytes of a write (None for a read). A write that leaves the
+    /// bytes as they were (many blocks raising found_inf to 1.0) changes nothing and is
+    /// not a race. Per 2-byte granule with the bytes each side touched, so blocks writing
+    /// neighbouring f16 elements do not conflict. Keeps one writer and one reader (or
+    /// "several") per granule: a race is never invented, but one can be missed after a
+    /// granule was shared without conflict, and the block named is the word's first writer
+    /// or reader, which for a word whose bytes several blocks wrote apart need not be the
+    /// one that wrote the bytes in question.
+    pub fn race(&self, i: usize, addr: u64, n: usize, block: u64, data: Option<&[u8]>) -> Result<(), GlobalRace> {
+        let r = self.regions[i];
+        if self.gen == 0 || r.race.is_null() || block + 1 >= MANY {
+            return Ok(());
+        }
+        if n > 64 {
+            // Wider than any one access (a wmma row is 64 bytes at most): in pieces.
+            for k in (0..n).step_by(64) {
+                let m = 64.min(n - k);
+                self.race(i, addr + k as u64, m, block, data.map(|d| &d[k..k + m]))?;
+            }
+            return Ok(());
+        }
+        let me = block + 1;
+        let off = (addr - r.base) as usize;
+        let mut same = [false; 64];
+        if let Some(d) = data {
+            let mut cur = [0u8; 64];
+            self.read(i, addr, &mut cur[..n]);
+            for k in 0..n {
+                same[k] = cur[k] == d[k];
+            }
+        }
+        let mut k = 0;
+        while k < n {
+            let g = (off + k) / 2;
+            let first = off + k - 2 * g;
+            let last = (2 - first).min(n - k);
+            let mask = ((1u64 << last) - 1) << first;
+            let unchanged = data.is_some() && (k..k + last).all(|j| same[j]);
+            let at = r.base + (2 * g + first) as u64;
+            // SAFETY: g < len.div_ceil(2), the granules of this region's shadow, which the
+            // view borrows for the launch (the access was bounds-checked by the caller).
+            let word = unsafe { &*r.race.add(g) };
+            let mut old = word.load(Ordering::Relaxed);
+            loop {
+                let mut st = RaceState::decode(old, self.gen);
+                let other_wrote = st.writer != 0 && st.writer != me && st.wmask & mask != 0;
+                let other_read = st.reader != 0 && st.reader != me && st.rmask & mask != 0;
+                match data {
+                    None => {
+                        if other_wrote {
+                            return Err(GlobalRace { kind: "Read-after-write", addr: at, other: Some(st.writer - 1) });
+                        }
+                        st.reader = if st.reader == 0 || st.reader == me { me } else { MANY };
+                        st.rmask |= mask;
+                    }
+                    Some(_) if unchanged => break,
+                    Some(_) => {
+                        if other_read {
+                            let other = (st.reader != MANY).then(|| st.reader - 1);
+                            return Err(GlobalRace { kind: "Write-after-read", addr: at, other });
+                        }
+                        if other_wrote {
+                            return Err(GlobalRace { kind: "Write-after-write", addr: at, other: Some(st.writer - 1) });
+                        }
+                        if st.writer == 0 {
+                            st.writer = me;
+                        }
+                        st.wmask |= mask;
+                    }
+                }
+                match word.compare_exchange_weak(old, st.encode(self.gen), Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => break,
+                    Err(now) => old = now,
+                }
+            }
+            k += last;
+        }
+        Ok(())
     }
 
     /// Writes `data` at `addr` of region `i`.

@@ -111,6 +111,29 @@ fn finding(f: crate::check::Finding) -> Fault {
     Fault { kind: FaultKind::Sanitizer, msg: f.msg }
 }
 
+/// The global racecheck's finding, in racecheck's terms (the executor adds this thread and
+/// block).
+fn global_race(blk: &Block, r: crate::driver::memory::GlobalRace) -> Fault {
+    let name = |b: u64| {
+        let [gx, gy, _] = blk.grid.map(|g| g as u64);
+        format!("block ({},{},{})", b % gx, (b / gx) % gy, b / (gx * gy))
+    };
+    let other = r.other.map_or_else(|| "several other blocks".to_string(), name);
+    let me = name(blk.block);
+    let what = match r.kind {
+        "Read-after-write" => format!("{other} wrote it and {me} reads it"),
+        "Write-after-read" => format!("{other} read it and {me} writes it"),
+        _ => format!("{other} wrote it and {me} writes another value"),
+    };
+    Fault {
+        kind: FaultKind::Sanitizer,
+        msg: format!(
+            "racecheck: {} hazard on __global__ address {:#x}: {what} in the same launch, with nothing ordering them (blocks of one launch are not ordered)",
+            r.kind, r.addr
+        ),
+    }
+}
+
 /// Reads `out.len()` bytes at a checked location; initcheck and racecheck look at it
 /// first.
 pub fn read(blk: &mut Block, loc: Loc, out: &mut [u8], who: Who) -> Result<(), Fault> {
@@ -127,6 +150,9 @@ pub fn read(blk: &mut Block, loc: Loc, out: &mut [u8], who: Who) -> Result<(), F
                         ),
                     });
                 }
+            }
+            if checks.race {
+                blk.global.race(i, addr, out.len(), blk.block, None).map_err(|r| global_race(blk, r))?;
             }
             blk.global.read(i, addr, out);
         }
@@ -147,6 +173,9 @@ pub fn write(blk: &mut Block, loc: Loc, data: &[u8], who: Who) -> Result<(), Fau
     let checks = blk.checks;
     match loc {
         Loc::Global(i, addr) => {
+            if checks.race {
+                blk.global.race(i, addr, data.len(), blk.block, Some(data)).map_err(|r| global_race(blk, r))?;
+            }
             blk.global.write(i, addr, data);
             if checks.init {
                 blk.global.mark_init(i, addr, data.len());

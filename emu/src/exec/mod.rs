@@ -114,6 +114,9 @@ pub(crate) struct Block<'g> {
     pub checks: Checks,
     /// The pre-decoded fast form of each instruction, by pc.
     pub fast: &'g [fast::Fast],
+    /// The block running (linear index, x fastest) and the grid, for the global racecheck.
+    pub block: u64,
+    pub grid: [u32; 3],
     pub shadow: SharedShadow,
     pub global: &'g GlobalView<'g>,
     pub shared: Vec<u8>,
@@ -254,7 +257,7 @@ pub fn launch_checked(
     let k = &module.kernels[kernel];
     let n = check_config(k, cfg, params)?;
     let nblocks = cfg.grid.iter().map(|&g| g as u64).product::<u64>();
-    let view = mem.view();
+    let view = mem.view_checked(checks.race);
     let fast = fast::decode(&k.code);
     let workers = workers(nblocks, n);
     let costing = cost::output();
@@ -383,6 +386,8 @@ impl<'a> Worker<'a> {
         let blk = Block {
             checks,
             fast,
+            block: 0,
+            grid: cfg.grid,
             shadow: SharedShadow::default(),
             global: view,
             shared: Vec::new(),
@@ -402,6 +407,7 @@ impl<'a> Worker<'a> {
         for b in blocks {
             let (x, y, z) = (b % gx, (b / gx) % gy, b / (gx * gy));
             let ctaid = [x, y, z];
+            self.blk.block = b;
             self.blk.shared.clear();
             self.blk.shared.resize(shared_bytes, UNINIT_BYTE);
             if self.blk.checks.race || self.blk.checks.init {
