@@ -21,7 +21,8 @@ use std::thread::ThreadId;
 use std::time::Instant;
 
 use super::device::Device;
-use super::error::*;
+use super::error::{self, *};
+use super::faults::{self, Faults};
 use super::memory::Memory;
 use crate::exec::LaunchConfig;
 use crate::ptx::Module;
@@ -117,6 +118,28 @@ pub struct Context {
     /// The error a kernel fault left behind: every later call on this context returns it,
     /// as on a GPU, until the context is destroyed (or the primary context fully released).
     pub sticky: Option<CuResult>,
+    /// A fault of the context's device work not yet returned to the caller: it becomes
+    /// `sticky` at the next synchronizing call ([`State::sync_point`]; `driver::faults`).
+    pub deferred: Option<Deferred>,
+}
+
+impl Context {
+    pub fn new(primary: bool, active: bool) -> Context {
+        Context { primary, refs: 0, active, sticky: None, deferred: None }
+    }
+
+    /// Clears the context's fault, reported or not (it was torn down).
+    pub fn clear_fault(&mut self) {
+        self.sticky = None;
+        self.deferred = None;
+    }
+}
+
+/// A fault of device work kept for the next synchronizing call: its code, and what
+/// faulted (for the line that call prints).
+pub struct Deferred {
+    pub code: CuResult,
+    pub what: String,
 }
 
 pub struct Stream {
@@ -306,6 +329,57 @@ impl State {
     pub fn current(&self) -> Result<Handle, CuResult> {
         let ctx = current_handle().ok_or(INVALID_CONTEXT)?;
         self.usable(ctx)?;
+        Ok(ctx)
+    }
+
+    /// A fault of `ctx`'s device work (a kernel, a replayed graph node),
+    /// its report already on stderr. By `MP_EMU_FAULTS` (`driver::faults`): at the launch,
+    /// the fault is sticky at once and is the calling operation's error; at the next
+    /// synchronizing call (the default), it is kept on the context, the operation succeeds,
+    /// and no later device work of the context runs ([`State::faulted`]) until a
+    /// synchronizing call returns it ([`State::sync_point`]).
+    pub fn fault(&mut self, ctx: Handle, code: CuResult, what: String) -> Result<(), CuResult> {
+        let Some(c) = self.contexts.get_mut(&ctx) else { return Err(code) };
+        if faults::faults().unwrap_or(Faults::Sync) == Faults::Launch {
+            c.sticky.get_or_insert(code);
+            return Err(code);
+        }
+        if c.sticky.is_none() && c.deferred.is_none() {
+            c.deferred = Some(Deferred { code, what });
+        }
+        Ok(())
+    }
+
+    /// Whether `ctx`'s device work faulted, reported yet or not: work issued after that
+    /// does not run, as on a GPU whose context took a fault.
+    pub fn faulted(&self, ctx: Handle) -> bool {
+        self.contexts.get(&ctx).is_some_and(|c| c.sticky.is_some() || c.deferred.is_some())
+    }
+
+    /// The first step of every call that waits for `ctx`'s device work (`call` names it):
+    /// a fault kept for it ([`State::fault`]) becomes the context's sticky error, said on
+    /// stderr; then, like every call, it fails with the sticky error if there is one.
+    pub fn sync_point(&mut self, ctx: Handle, call: &str) -> Result<(), CuResult> {
+        if let Some(c) = self.contexts.get_mut(&ctx) {
+            if let Some(d) = c.deferred.take() {
+                eprintln!(
+                    "mp-emu: {call} returns {} from {}, issued earlier: a fault is reported at the next call \
+                     that waits for the device, as on a GPU (MP_EMU_FAULTS=launch reports it at the launch)",
+                    error::name(d.code).unwrap_or("?"),
+                    d.what
+                );
+                c.sticky.get_or_insert(d.code);
+            }
+        }
+        self.usable(ctx)
+    }
+
+    /// As [`State::current`], for a call that waits for the device: the current
+    /// context's kept fault is returned now ([`State::sync_point`]).
+    pub fn current_synced(&mut self, call: &str) -> Result<Handle, CuResult> {
+        let ctx = current_handle().ok_or(INVALID_CONTEXT)?;
+        self.live_context(ctx)?;
+        self.sync_point(ctx, call)?;
         Ok(ctx)
     }
 
