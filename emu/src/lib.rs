@@ -18,7 +18,7 @@
 //! driver's codes; everything runs synchronously at call time except on a capturing
 //! stream, where launches, memsets and device-to-device copies are recorded. A kernel's
 //! fault is nevertheless returned by the next call that waits for the device, as on a GPU,
-//! not by its launch (`driver::faults`, `MP_EMU_FAULTS`).
+//! not by its launch (`driver::faults`: `MP_EMU_FAULTS`, `MP_EMU_STRICT`).
 //!
 //! - Initialization and errors: `cuInit`, `cuDriverGetVersion` (13000, or `MP_EMU_DRIVER_VERSION`), `cuGetErrorName`,
 //!   `cuGetErrorString`.

@@ -81,14 +81,16 @@ fn download(src: u64, n: usize) -> Vec<u32> {
     v
 }
 
-/// Sets when faults are reported (`MP_EMU_FAULTS`) for the rest of a test (`None`: the
-/// environment's), and back to the environment's when dropped, failing or not. Take it
-/// after [`Rig`], which serializes the tests that change it.
+/// Sets when faults are reported (`MP_EMU_FAULTS`) and whether findings fail the work
+/// (`MP_EMU_STRICT`) for the rest of a test (`None`: the environment's), and both back to
+/// the environment's when dropped, failing or not. Take it after [`Rig`], which serializes
+/// the tests that change them.
 struct Settings;
 
 impl Settings {
-    fn set(fault_mode: Option<Faults>) -> Settings {
+    fn set(fault_mode: Option<Faults>, strict: Option<bool>) -> Settings {
         faults::set_faults(fault_mode);
+        faults::set_strict(strict);
         Settings
     }
 }
@@ -96,6 +98,7 @@ impl Settings {
 impl Drop for Settings {
     fn drop(&mut self) {
         faults::set_faults(None);
+        faults::set_strict(None);
     }
 }
 
@@ -123,7 +126,7 @@ fn child(name: &str, env: &[(&str, &str)]) -> Option<String> {
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["--exact", name, "--test-threads=1", "--nocapture"]).env("MP_EMU_DRIVER_CHILD", "1");
     cmd.env_remove(device::CC_VAR).env_remove(device::SM_COUNT_VAR).env_remove(device::DRIVER_VAR);
-    cmd.env_remove(faults::FAULTS_VAR);
+    cmd.env_remove(faults::FAULTS_VAR).env_remove(faults::STRICT_VAR);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -960,7 +963,7 @@ fn captured_launch_replays_with_recorded_parameters() {
 #[test]
 fn a_kernel_fault_is_sticky() {
     let rig = Rig::new();
-    let _set = Settings::set(Some(Faults::Launch));
+    let _set = Settings::set(Some(Faults::Launch), None);
     unsafe {
         let mut ctx = null_mut();
         ok(cuCtxCreate_v2(&mut ctx, 0, 0));
@@ -991,7 +994,7 @@ fn a_kernel_fault_is_sticky() {
 fn replaying_onto_freed_memory_faults() {
     let _rig = Rig::new();
     for mode in [Faults::Sync, Faults::Launch] {
-        let _set = Settings::set(Some(mode));
+        let _set = Settings::set(Some(mode), None);
         unsafe {
             let mut ctx = null_mut();
             ok(cuCtxCreate_v2(&mut ctx, 0, 0));
@@ -1022,9 +1025,13 @@ fn replaying_onto_freed_memory_faults() {
 /// it does. Anything that orders the copy first makes the kernel see the new bytes: an
 /// operation on the legacy stream or on a blocking stream, cuStreamSynchronize of the
 /// legacy stream, cuCtxSynchronize; a copy on the kernel's own stream needs nothing.
+///
+/// Without `MP_EMU_STRICT` (set off here) the kernel that reads the stale bytes is only
+/// reported; `unordered_copies_fail_the_work_under_strict` shows the strict side.
 #[test]
 fn legacy_stream_copies_reach_a_non_blocking_stream_only_when_ordered() {
     let rig = Rig::new();
+    let _set = Settings::set(None, Some(false));
     let s = rig.stream();
     let mut blocking = null_mut();
     ok(unsafe { cuStreamCreate(&mut blocking, 0) });
@@ -1102,7 +1109,7 @@ fn legacy_stream_copies_reach_a_non_blocking_stream_only_when_ordered() {
     }
 }
 
-// ---- when faults are reported (MP_EMU_FAULTS) ----
+// ---- when faults are reported (MP_EMU_FAULTS) and strict findings (MP_EMU_STRICT) ----
 
 /// A created context, current, whose device work has faulted: `fill` (fill_unchecked)
 /// launched on `s` over 1024 threads into `y`, 1000 floats. `ev` is an event, `m` the
@@ -1142,7 +1149,7 @@ unsafe fn faulted_context() -> (Faulted, u32) {
 #[test]
 fn a_kernel_fault_is_reported_at_the_next_synchronizing_call() {
     let rig = Rig::new();
-    let _set = Settings::set(Some(Faults::Sync));
+    let _set = Settings::set(Some(Faults::Sync), Some(false));
     unsafe {
         // Checked before anything runs: the launch fails, nothing is kept for later.
         let s = rig.stream();
@@ -1230,15 +1237,77 @@ fn fault_reporting_comes_from_the_environment() {
     }
 }
 
-/// A misspelt `MP_EMU_FAULTS` fails cuInit, as a misspelt `MP_EMU_CC` does, rather than
-/// silently running the default.
+/// A misspelt `MP_EMU_FAULTS` or `MP_EMU_STRICT` fails cuInit, as a misspelt `MP_EMU_CC`
+/// does, rather than silently running the default.
 #[test]
 fn invalid_fault_settings_fail_init() {
     let test = "invalid_fault_settings_fail_init";
-    if in_child(test, &[(faults::FAULTS_VAR, "later")]) {
+    if in_child(test, &[(faults::FAULTS_VAR, "later")]) && in_child(test, &[(faults::STRICT_VAR, "yes")]) {
         return;
     }
     err(unsafe { cuInit(0) }, e::NO_DEVICE);
+}
+
+/// `MP_EMU_STRICT=1` turns the finding that work on a non-blocking stream uses memory a
+/// legacy-stream host-to-device copy has not landed in yet (a kernel given it, a
+/// device-to-device or device-to-host copy from it) from a line on stderr into a fault of
+/// that work: CUDA_ERROR_LAUNCH_FAILED, sticky, reported as `MP_EMU_FAULTS` says (the
+/// device-to-host copy waits for itself, so it returns it in both modes). Without it the
+/// same calls succeed and the work runs on the old bytes
+/// (`legacy_stream_copies_reach_a_non_blocking_stream_only_when_ordered`). Before, every
+/// call here succeeded whatever the setting.
+#[test]
+fn unordered_copies_fail_the_work_under_strict() {
+    let _rig = Rig::new();
+    const N: usize = 256;
+    let ones = [1.0f32; N];
+    // In a new context: x and y zeroed, then uploaded with cuMemcpyHtoD (pending on the
+    // legacy stream), then `work` on a non-blocking stream; its result and cuStreamSynchronize's.
+    let run = |work: &dyn Fn(P, P, u64, u64) -> u32| -> (u32, u32) {
+        unsafe {
+            let mut ctx = null_mut();
+            ok(cuCtxCreate_v2(&mut ctx, 0, 0));
+            let mut s = null_mut();
+            ok(cuStreamCreate(&mut s, 1));
+            let m = load(PTX).expect("the test PTX loads");
+            let f = function(m, "axpy");
+            let (x, y) = (alloc(N * 4), alloc(N * 4));
+            // Written once (initcheck would fault a read of the fresh allocations).
+            ok(cuMemsetD32Async(x, 0, N, s));
+            ok(cuMemsetD32Async(y, 0, N, s));
+            ok(cuStreamSynchronize(s));
+            ok(cuMemcpyHtoD_v2(x, ones.as_ptr().cast(), N * 4));
+            ok(cuMemcpyHtoD_v2(y, ones.as_ptr().cast(), N * 4));
+            let r = work(f, s, x, y);
+            let synced = cuStreamSynchronize(s);
+            ok(cuCtxDestroy_v2(ctx));
+            (r, synced)
+        }
+    };
+    let kernel: &dyn Fn(P, P, u64, u64) -> u32 = &|f, s, x, y| unsafe { axpy(f, s, x, y, N as u32) };
+    let dtod: &dyn Fn(P, P, u64, u64) -> u32 = &|_, s, x, y| unsafe { cuMemcpyDtoDAsync_v2(y, x, N * 4, s) };
+    let dtoh: &dyn Fn(P, P, u64, u64) -> u32 = &|_, s, x, _| unsafe {
+        let mut v = [0f32; N];
+        cuMemcpyDtoHAsync_v2(v.as_mut_ptr().cast(), x, N * 4, s)
+    };
+    let ordered: &dyn Fn(P, P, u64, u64) -> u32 = &|f, s, x, y| unsafe {
+        ok(cuStreamSynchronize(null_mut()));
+        axpy(f, s, x, y, N as u32)
+    };
+    let failed = e::LAUNCH_FAILED;
+    // (what, mode, strict, (the call's result, cuStreamSynchronize's) for each work).
+    type Case = (&'static str, Faults, bool, [(u32, u32); 4]);
+    let cases: [Case; 4] = [
+        ("not strict", Faults::Sync, false, [(0, 0); 4]),
+        ("not strict, launch mode", Faults::Launch, false, [(0, 0); 4]),
+        ("strict", Faults::Sync, true, [(0, failed), (0, failed), (failed, failed), (0, 0)]),
+        ("strict, launch mode", Faults::Launch, true, [(failed, failed), (failed, failed), (failed, failed), (0, 0)]),
+    ];
+    for (what, mode, strict, want) in cases {
+        let _set = Settings::set(Some(mode), Some(strict));
+        let got = [run(kernel), run(dtod), run(dtoh), run(ordered)];
+        assert_eq!(got, want, "{what}: (call, cuStreamSynchronize) for a kernel, a device-to-device copy, a device-to-host copy, ordered work");
+    }
 }
 
 // ---- the driver version and the PTX ISA versions it loads ----

@@ -7,7 +7,7 @@ use super::{device, faults};
 /// cuInit: reads `MP_EMU_CC` and `MP_EMU_SM_COUNT` once; a value that is not a supported
 /// compute capability or an SM count fails with NO_DEVICE, saying why on stderr, every
 /// time it is called. So does an `MP_EMU_DRIVER_VERSION` that is not a supported driver
-/// version, and an `MP_EMU_FAULTS` that is not one of its values.
+/// version, and an `MP_EMU_FAULTS` or `MP_EMU_STRICT` that is not one of their values.
 pub fn init(flags: u32) -> Result<(), CuResult> {
     if flags != 0 {
         return Err(INVALID_VALUE);

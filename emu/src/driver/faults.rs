@@ -1,6 +1,6 @@
-//! When the caller hears of a fault: `MP_EMU_FAULTS`, read here only, once per process
-//! (the setter is for tests, which must not change environment variables while other
-//! threads run).
+//! When the caller hears of a fault, and whether the emulator's own findings are faults:
+//! `MP_EMU_FAULTS` and `MP_EMU_STRICT`, read here only, once per process (the setters are
+//! for tests, which must not change environment variables while other threads run).
 //!
 //! # `MP_EMU_FAULTS`: at the next synchronizing call (`sync`, the default) or at the launch
 //!
@@ -38,11 +38,24 @@
 //! Errors found before anything runs (an invalid configuration: INVALID_VALUE,
 //! LAUNCH_OUT_OF_RESOURCES, a parameter buffer of the wrong size, a bad handle) are the
 //! launch's own result in both modes, and not sticky, as on the driver.
+//!
+//! # `MP_EMU_STRICT`: findings fail the work (`1`) or only print (`0`, the default)
+//!
+//! Some things the emulator finds are races a GPU may or may not lose, not faults: today,
+//! work on a CU_STREAM_NON_BLOCKING stream that is given, or copies from, memory a
+//! legacy-stream host-to-device copy has not landed in yet (`driver::mem`). Without
+//! `MP_EMU_STRICT` they are reported on stderr and the work runs on the old bytes. With
+//! `MP_EMU_STRICT=1` each such finding is a fault of that work: CUDA_ERROR_LAUNCH_FAILED
+//! ("unspecified launch failure", what the sanitizer findings already give), sticky, and
+//! reported as `MP_EMU_FAULTS` says (the work does not run). The project's test runs set
+//! it (scripts/test.sh, .ci/run): a finding printed in a passing test's output would go
+//! unread.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 pub const FAULTS_VAR: &str = "MP_EMU_FAULTS";
+pub const STRICT_VAR: &str = "MP_EMU_STRICT";
 
 /// When a fault of device work reaches the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +76,20 @@ fn faults_from_env() -> Result<Faults, String> {
     }
 }
 
+fn strict_from_env() -> Result<bool, String> {
+    match std::env::var(STRICT_VAR) {
+        Err(std::env::VarError::NotPresent) => Ok(false),
+        Ok(v) if v == "0" => Ok(false),
+        Ok(v) if v == "1" => Ok(true),
+        Ok(v) => Err(format!("{STRICT_VAR}={v:?}: expected 1 (findings fail the work) or 0 (they only print)")),
+        Err(std::env::VarError::NotUnicode(v)) => Err(format!("{STRICT_VAR}={v:?}: expected 1 or 0")),
+    }
+}
+
 /// What [`set_faults`] set: 0 nothing (the environment decides), 1 sync, 2 launch.
 static FAULTS_OVERRIDE: AtomicU8 = AtomicU8::new(0);
+/// What [`set_strict`] set: 0 nothing, 1 off, 2 on.
+static STRICT_OVERRIDE: AtomicU8 = AtomicU8::new(0);
 
 /// When faults are reported: what [`set_faults`] set, else `MP_EMU_FAULTS`, else `sync`. A
 /// value in the environment that is neither is an error (cuInit then fails, as for
@@ -89,7 +114,26 @@ pub fn set_faults(f: Option<Faults>) {
     FAULTS_OVERRIDE.store(v, Ordering::SeqCst);
 }
 
-/// The setting checked, for cuInit.
+/// Whether findings fail the work: what [`set_strict`] set, else `MP_EMU_STRICT`, else
+/// off. A value that is neither `0` nor `1` is an error, as for [`faults`].
+pub fn strict() -> Result<bool, String> {
+    static FROM_ENV: OnceLock<Result<bool, String>> = OnceLock::new();
+    match STRICT_OVERRIDE.load(Ordering::SeqCst) {
+        1 => Ok(false),
+        2 => Ok(true),
+        _ => FROM_ENV.get_or_init(strict_from_env).clone(),
+    }
+}
+
+/// Sets whether findings fail the work for this process, over the environment (`None`:
+/// back to the environment's).
+pub fn set_strict(on: Option<bool>) {
+    STRICT_OVERRIDE.store(on.map_or(0, |on| if on { 2 } else { 1 }), Ordering::SeqCst);
+}
+
+/// Both settings checked, for cuInit: the first one set to something unsupported.
 pub fn check() -> Result<(), String> {
-    faults().map(|_| ())
+    faults()?;
+    strict()?;
+    Ok(())
 }

@@ -31,7 +31,8 @@
 //!   kernel, a device-to-device or device-to-host copy there sees the destination's old
 //!   bytes (uninitialized, for a fresh allocation), as a GPU may. A kernel given a
 //!   pointer into a pending destination, or a copy reading one, is reported on stderr
-//!   ("reads memory still being written by an unordered legacy-stream copy").
+//!   ("reads memory still being written by an unordered legacy-stream copy"), and with
+//!   `MP_EMU_STRICT=1` that work fails instead (`driver::faults`).
 //!
 //! Landing a copy as late as this is one legal schedule of the real driver, so a
 //! program correct on a GPU is correct here; one that relies on the copy having landed
@@ -265,9 +266,10 @@ pub fn copy_htod(dst: u64, src: &[u8], stream: Option<Handle>) -> Result<(), CuR
 }
 
 /// cuMemcpyDtoH, synchronous when `stream` is None (the legacy stream: pending copies
-/// land first). On a non-blocking stream it reads what is there now. Either form returns
-/// only once the copy is done (host memory is pageable here), so it returns a fault of
-/// the device's work.
+/// land first). On a non-blocking stream it reads what is there now (a finding when a
+/// pending copy is writing it, `State::unordered`). Either form returns only once the
+/// copy is done (host memory is pageable here), so it returns a fault of the device's
+/// work, its own under `MP_EMU_STRICT` included.
 pub fn copy_dtoh(dst: &mut [u8], src: u64, stream: Option<Handle>) -> Result<(), CuResult> {
     let call = if stream.is_none() { "cuMemcpyDtoH" } else { "cuMemcpyDtoHAsync" };
     with_init(|s| {
@@ -280,7 +282,8 @@ pub fn copy_dtoh(dst: &mut [u8], src: u64, stream: Option<Handle>) -> Result<(),
         if s.follows_legacy(st) {
             s.land_copies(ctx);
         } else if let Some(addr) = s.pending_overlap(ctx, src, dst.len()) {
-            s.warn_unordered(ctx, "a device-to-host copy", addr);
+            s.unordered(ctx, "a device-to-host copy", addr)?;
+            s.sync_point(ctx, call)?;
         }
         dst.copy_from_slice(s.memory.slice(src, dst.len()).ok_or(INVALID_VALUE)?);
         Ok(())

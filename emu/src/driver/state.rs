@@ -332,7 +332,7 @@ impl State {
         Ok(ctx)
     }
 
-    /// A fault of `ctx`'s device work (a kernel, a replayed graph node),
+    /// A fault of `ctx`'s device work (a kernel, a replayed graph node, a strict finding),
     /// its report already on stderr. By `MP_EMU_FAULTS` (`driver::faults`): at the launch,
     /// the fault is sticky at once and is the calling operation's error; at the next
     /// synchronizing call (the default), it is kept on the context, the operation succeeds,
@@ -454,20 +454,28 @@ impl State {
         })
     }
 
-    /// Says on stderr that `what`, issued on a stream that does not follow the legacy
+    /// The finding that `what`, issued on a stream that does not follow the legacy
     /// stream, touches `addr` while a legacy-stream copy to it has not landed: on a GPU
-    /// it may see the bytes from before that copy, and here it does.
-    pub fn warn_unordered(&self, ctx: Handle, what: &str, addr: u64) {
-        if let Some(p) = self.pending_at(ctx, addr) {
-            eprintln!(
-                "mp-emu: {what} on a non-blocking stream reads memory still being written by an unordered \
-                 legacy-stream copy (host to device, {} bytes to {:#x}): a CU_STREAM_NON_BLOCKING stream does \
-                 not wait for the legacy stream, so it sees the old bytes (copy on the same stream, or synchronize \
-                 the context or the legacy stream before issuing it)",
-                p.data.len(),
-                p.dst
-            );
+    /// it may see the bytes from before that copy, and here it does. Said on stderr; under
+    /// `MP_EMU_STRICT` it is also a fault of that work (CUDA_ERROR_LAUNCH_FAILED, reported
+    /// as [`State::fault`] says, and the work must not run: the caller checks
+    /// [`State::faulted`]).
+    pub fn unordered(&mut self, ctx: Handle, what: &str, addr: u64) -> Result<(), CuResult> {
+        let Some(p) = self.pending_at(ctx, addr) else { return Ok(()) };
+        let strict = faults::strict().unwrap_or(false);
+        eprintln!(
+            "mp-emu: {what} on a non-blocking stream reads memory still being written by an unordered \
+             legacy-stream copy (host to device, {} bytes to {:#x}): a CU_STREAM_NON_BLOCKING stream does \
+             not wait for the legacy stream, so it sees the old bytes (copy on the same stream, or synchronize \
+             the context or the legacy stream before issuing it){}",
+            p.data.len(),
+            p.dst,
+            if strict { "; MP_EMU_STRICT=1: it fails with CUDA_ERROR_LAUNCH_FAILED" } else { "" }
+        );
+        if strict {
+            return self.fault(ctx, LAUNCH_FAILED, what.to_string());
         }
+        Ok(())
     }
 
     /// The capture sequence a created stream belongs to.
@@ -566,15 +574,16 @@ impl State {
     ///
     /// Work about to run is ordered against the legacy stream's pending host-to-device
     /// copies first ([`State::order`]); on a non-blocking stream it runs without them, and
-    /// a kernel given a pointer into one, or a copy reading one, is reported on stderr.
+    /// a kernel given a pointer into one, or a copy reading one, is a finding
+    /// ([`State::unordered`]).
     pub fn record(&mut self, s: StreamRef, node: Node) -> Result<bool, CuResult> {
         let StreamRef::Created(h) = s else {
             self.check_legacy(s)?;
-            self.order_node(s, &node);
+            self.order_node(s, &node)?;
             return Ok(false);
         };
         let Some(id) = self.capture_of(s) else {
-            self.order_node(s, &node);
+            self.order_node(s, &node)?;
             return Ok(false);
         };
         let c = self.captures.get_mut(&id).ok_or(UNKNOWN)?;
@@ -589,43 +598,44 @@ impl State {
         Ok(true)
     }
 
-    /// [`State::order`] for a node about to run on `s`, with the report of
-    /// [`State::warn_unordered`] when it does not follow the legacy stream.
-    fn order_node(&mut self, s: StreamRef, node: &Node) {
+    /// [`State::order`] for a node about to run on `s`, with the finding of
+    /// [`State::unordered`] when it does not follow the legacy stream.
+    fn order_node(&mut self, s: StreamRef, node: &Node) -> Result<(), CuResult> {
         let ctx = match s {
             StreamRef::Legacy(c) | StreamRef::PerThread(c) => c,
             StreamRef::Created(h) => match self.streams.get(&h) {
                 Some(x) => x.ctx,
-                None => return,
+                None => return Ok(()),
             },
         };
         if self.follows_legacy(s) {
             self.land_copies(ctx);
-            return;
+            return Ok(());
         }
         if !self.pending.iter().any(|p| p.ctx == ctx) {
-            return;
+            return Ok(());
         }
         match node {
             // Pointers are 8-byte parameters at 8-byte offsets; any such value inside a
-            // pending destination is reported (a kernel may be given a pointer it does
-            // not read, so this is a report, not an error: the data decides).
+            // pending destination is a finding: a kernel that touches memory a copy is
+            // still writing races with it, reading stale bytes or having the copy land
+            // over what it wrote. (A pointer the kernel never uses would be a false
+            // finding under MP_EMU_STRICT; the executor does not tell the two apart.)
             Node::Kernel { module, kernel, params, .. } => {
                 let name = module.kernels.get(*kernel).map_or("?", |k| k.name.as_str());
                 for chunk in params.chunks_exact(8) {
                     let addr = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
                     if self.pending_at(ctx, addr).is_some() {
-                        self.warn_unordered(ctx, &format!("kernel {name}"), addr);
-                        break;
+                        return self.unordered(ctx, &format!("kernel {name}"), addr);
                     }
                 }
+                Ok(())
             }
-            &Node::Copy { src, len, .. } => {
-                if let Some(addr) = self.pending_overlap(ctx, src, len) {
-                    self.warn_unordered(ctx, "a device-to-device copy", addr);
-                }
-            }
-            _ => {}
+            &Node::Copy { src, len, .. } => match self.pending_overlap(ctx, src, len) {
+                Some(addr) => self.unordered(ctx, "a device-to-device copy", addr),
+                None => Ok(()),
+            },
+            _ => Ok(()),
         }
     }
 
