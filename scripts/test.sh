@@ -26,6 +26,12 @@
 #      loop, so a wrong stride would never be used; at 1 SM (8 blocks of 256 threads)
 #      their length sweeps take several passes. With ARGS, this pass runs ARGS again.
 #
+# Every emulated pass runs with MP_EMU_STRICT=1: what the emulator finds and would only
+# print (today: work on a non-blocking stream reading memory an unordered legacy-stream
+# copy is still writing) fails the work with CUDA_ERROR_LAUNCH_FAILED instead, so no
+# finding passes unread in a green run (README, "The emulator"). Its own tests set what
+# they depend on themselves; they get it too, so they are shown to pass under it.
+#
 # --release because the GPU tests check against f64 references computed on the host: one
 # 256x384x512 GEMM reference takes 7 s unoptimized and the GEMM sweep has 48 of them.
 # CI runs the unoptimized `cargo test` (overflow checks, debug assertions) separately.
@@ -87,7 +93,7 @@ case "$mode" in
       env LD_LIBRARY_PATH="$clean_ld_path" MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "$@"
     if [[ $# -eq 0 ]]; then
       run "the emulator's own tests (cargo test -p mp-emu --release; CPU only)" \
-        env LD_LIBRARY_PATH="$clean_ld_path" cargo test -p mp-emu --release --no-fail-fast
+        env LD_LIBRARY_PATH="$clean_ld_path" MP_EMU_STRICT=1 cargo test -p mp-emu --release --no-fail-fast
     fi
     ;;
   emulator)
@@ -106,11 +112,11 @@ case "$mode" in
 
     if [[ $# -eq 0 ]]; then
       run "the emulator's own tests (cargo test -p mp-emu --release)" \
-        env LD_LIBRARY_PATH="$clean_ld_path" cargo test -p mp-emu --release --no-fail-fast
+        env LD_LIBRARY_PATH="$clean_ld_path" MP_EMU_STRICT=1 cargo test -p mp-emu --release --no-fail-fast
     fi
 
     run "cargo test --release$args_text, on the emulator at compute capability 8.0" \
-      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "$@"
+      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "$@"
 
     if [[ $# -gt 0 ]]; then
       cc75=("$@")
@@ -128,7 +134,7 @@ case "$mode" in
       cc75+=(--test capi)
     fi
     run "cargo test --release ${cc75[*]}, on the emulator at compute capability 7.5" \
-      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=7.5 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${cc75[@]}"
+      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=7.5 MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${cc75[@]}"
 
     if [[ $# -gt 0 ]]; then
       sm1=("$@")
@@ -142,7 +148,7 @@ case "$mode" in
       done
     fi
     run "cargo test --release ${sm1[*]}, on the emulator at compute capability 8.0 with 1 SM" \
-      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MP_EMU_SM_COUNT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${sm1[@]}"
+      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MP_EMU_SM_COUNT=1 MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${sm1[@]}"
     ;;
   *)
     echo "error: MP_TEST_DEVICE=$mode: expected gpu or emulator" >&2

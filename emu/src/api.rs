@@ -432,12 +432,14 @@ pub unsafe extern "C" fn cuStreamDestroy_v2(s: Ptr) -> CuResult {
 
 #[no_mangle]
 pub unsafe extern "C" fn cuStreamSynchronize(s: Ptr) -> CuResult {
-    guard("cuStreamSynchronize", || stream::synchronize(handle(s), "cuStreamSynchronize on a capturing stream"))
+    guard("cuStreamSynchronize", || {
+        stream::synchronize(handle(s), "cuStreamSynchronize", "cuStreamSynchronize on a capturing stream")
+    })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuStreamQuery(s: Ptr) -> CuResult {
-    guard("cuStreamQuery", || stream::synchronize(handle(s), "cuStreamQuery on a capturing stream"))
+    guard("cuStreamQuery", || stream::synchronize(handle(s), "cuStreamQuery", "cuStreamQuery on a capturing stream"))
 }
 
 #[no_mangle]
@@ -514,12 +516,12 @@ pub unsafe extern "C" fn cuEventRecord(event: Ptr, s: Ptr) -> CuResult {
 
 #[no_mangle]
 pub unsafe extern "C" fn cuEventQuery(event: Ptr) -> CuResult {
-    guard("cuEventQuery", || stream::event_wait(handle(event)))
+    guard("cuEventQuery", || stream::event_wait(handle(event), "cuEventQuery"))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuEventSynchronize(event: Ptr) -> CuResult {
-    guard("cuEventSynchronize", || stream::event_wait(handle(event)))
+    guard("cuEventSynchronize", || stream::event_wait(handle(event), "cuEventSynchronize"))
 }
 
 #[no_mangle]

@@ -16,7 +16,9 @@
 //! `tests/c/capi_test.c`, plus a few neighbours that make the surface coherent (events,
 //! synchronization, capture queries, context push/pop). Every one returns the CUDA 13
 //! driver's codes; everything runs synchronously at call time except on a capturing
-//! stream, where launches, memsets and device-to-device copies are recorded.
+//! stream, where launches, memsets and device-to-device copies are recorded. A kernel's
+//! fault is nevertheless returned by the next call that waits for the device, as on a GPU,
+//! not by its launch (`driver::faults`: `MP_EMU_FAULTS`, `MP_EMU_STRICT`).
 //!
 //! - Initialization and errors: `cuInit`, `cuDriverGetVersion` (13000, or `MP_EMU_DRIVER_VERSION`), `cuGetErrorName`,
 //!   `cuGetErrorString`.

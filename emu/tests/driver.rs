@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use mp_emu::api::*;
 use mp_emu::driver::device;
 use mp_emu::driver::error::{self as e, name};
+use mp_emu::driver::faults::{self, Faults};
 
 type P = *mut c_void;
 
@@ -80,6 +81,27 @@ fn download(src: u64, n: usize) -> Vec<u32> {
     v
 }
 
+/// Sets when faults are reported (`MP_EMU_FAULTS`) and whether findings fail the work
+/// (`MP_EMU_STRICT`) for the rest of a test (`None`: the environment's), and both back to
+/// the environment's when dropped, failing or not. Take it after [`Rig`], which serializes
+/// the tests that change them.
+struct Settings;
+
+impl Settings {
+    fn set(fault_mode: Option<Faults>, strict: Option<bool>) -> Settings {
+        faults::set_faults(fault_mode);
+        faults::set_strict(strict);
+        Settings
+    }
+}
+
+impl Drop for Settings {
+    fn drop(&mut self) {
+        faults::set_faults(None);
+        faults::set_strict(None);
+    }
+}
+
 fn capture_status(s: P) -> u32 {
     let mut st = 99;
     ok(unsafe { cuStreamIsCapturing(s, &mut st) });
@@ -89,8 +111,8 @@ fn capture_status(s: P) -> u32 {
 /// Runs test `name` again in a child process with `env` set and returns true in the
 /// parent (after checking the child passed); returns false in the child, which then runs
 /// the test body. For what needs a fresh process: calls before cuInit, MP_EMU_CC,
-/// MP_EMU_SM_COUNT. The child starts from the emulator's defaults (neither variable set)
-/// plus `env`, whatever this process was run with.
+/// MP_EMU_SM_COUNT. The child starts from the emulator's defaults (none of the variables
+/// below set) plus `env`, whatever this process was run with.
 fn in_child(name: &str, env: &[(&str, &str)]) -> bool {
     child(name, env).is_some()
 }
@@ -104,6 +126,7 @@ fn child(name: &str, env: &[(&str, &str)]) -> Option<String> {
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["--exact", name, "--test-threads=1", "--nocapture"]).env("MP_EMU_DRIVER_CHILD", "1");
     cmd.env_remove(device::CC_VAR).env_remove(device::SM_COUNT_VAR).env_remove(device::DRIVER_VAR);
+    cmd.env_remove(faults::FAULTS_VAR).env_remove(faults::STRICT_VAR);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -933,12 +956,14 @@ fn captured_launch_replays_with_recorded_parameters() {
     }
 }
 
-/// An out-of-bounds write faults the launch with ILLEGAL_ADDRESS and leaves the context
-/// unusable: every later call on it returns the same error. Run in a created context so
-/// the primary context other tests use stays healthy.
+/// With `MP_EMU_FAULTS=launch` (the diagnostic mode) an out-of-bounds write fails the
+/// launch itself with ILLEGAL_ADDRESS and leaves the context unusable: every later call on
+/// it returns the same error. Run in a created context so the primary context other tests
+/// use stays healthy.
 #[test]
 fn a_kernel_fault_is_sticky() {
     let rig = Rig::new();
+    let _set = Settings::set(Some(Faults::Launch), None);
     unsafe {
         let mut ctx = null_mut();
         ok(cuCtxCreate_v2(&mut ctx, 0, 0));
@@ -962,26 +987,35 @@ fn a_kernel_fault_is_sticky() {
     }
 }
 
-/// A graph whose memset target was freed after capture faults on replay as a GPU would.
+/// A graph whose memset target was freed after capture faults on replay as a GPU would:
+/// at the next synchronization (the default), or at cuGraphLaunch with
+/// `MP_EMU_FAULTS=launch`.
 #[test]
 fn replaying_onto_freed_memory_faults() {
     let _rig = Rig::new();
-    unsafe {
-        let mut ctx = null_mut();
-        ok(cuCtxCreate_v2(&mut ctx, 0, 0));
-        let mut s = null_mut();
-        ok(cuStreamCreate(&mut s, 1));
-        let a = alloc(64);
-        ok(cuStreamBeginCapture_v2(s, 1));
-        ok(cuMemsetD8Async(a, 0, 64, s));
-        let (mut g, mut x) = (null_mut(), null_mut());
-        ok(cuStreamEndCapture(s, &mut g));
-        ok(cuGraphInstantiateWithFlags(&mut x, g, 0));
-        ok(cuGraphLaunch(x, s));
-        ok(cuMemFree_v2(a));
-        err(cuGraphLaunch(x, s), e::ILLEGAL_ADDRESS);
-        err(cuStreamSynchronize(s), e::ILLEGAL_ADDRESS);
-        ok(cuCtxDestroy_v2(ctx));
+    for mode in [Faults::Sync, Faults::Launch] {
+        let _set = Settings::set(Some(mode), None);
+        unsafe {
+            let mut ctx = null_mut();
+            ok(cuCtxCreate_v2(&mut ctx, 0, 0));
+            let mut s = null_mut();
+            ok(cuStreamCreate(&mut s, 1));
+            let a = alloc(64);
+            ok(cuStreamBeginCapture_v2(s, 1));
+            ok(cuMemsetD8Async(a, 0, 64, s));
+            let (mut g, mut x) = (null_mut(), null_mut());
+            ok(cuStreamEndCapture(s, &mut g));
+            ok(cuGraphInstantiateWithFlags(&mut x, g, 0));
+            ok(cuGraphLaunch(x, s));
+            ok(cuMemFree_v2(a));
+            if mode == Faults::Sync {
+                ok(cuGraphLaunch(x, s));
+            } else {
+                err(cuGraphLaunch(x, s), e::ILLEGAL_ADDRESS);
+            }
+            err(cuStreamSynchronize(s), e::ILLEGAL_ADDRESS);
+            ok(cuCtxDestroy_v2(ctx));
+        }
     }
 }
 
@@ -991,9 +1025,13 @@ fn replaying_onto_freed_memory_faults() {
 /// it does. Anything that orders the copy first makes the kernel see the new bytes: an
 /// operation on the legacy stream or on a blocking stream, cuStreamSynchronize of the
 /// legacy stream, cuCtxSynchronize; a copy on the kernel's own stream needs nothing.
+///
+/// Without `MP_EMU_STRICT` (set off here) the kernel that reads the stale bytes is only
+/// reported; `unordered_copies_fail_the_work_under_strict` shows the strict side.
 #[test]
 fn legacy_stream_copies_reach_a_non_blocking_stream_only_when_ordered() {
     let rig = Rig::new();
+    let _set = Settings::set(None, Some(false));
     let s = rig.stream();
     let mut blocking = null_mut();
     ok(unsafe { cuStreamCreate(&mut blocking, 0) });
@@ -1068,6 +1106,207 @@ fn legacy_stream_copies_reach_a_non_blocking_stream_only_when_ordered() {
         ok(cuEventDestroy_v2(ev));
         ok(cuStreamDestroy_v2(blocking));
         ok(cuModuleUnload(m));
+    }
+}
+
+// ---- when faults are reported (MP_EMU_FAULTS) and strict findings (MP_EMU_STRICT) ----
+
+/// A created context, current, whose device work has faulted: `fill` (fill_unchecked)
+/// launched on `s` over 1024 threads into `y`, 1000 floats. `ev` is an event, `m` the
+/// module.
+struct Faulted {
+    ctx: P,
+    s: P,
+    m: P,
+    fill: P,
+    ev: P,
+    y: u64,
+}
+
+/// The launch that faults, in a new context; the launch's own result is returned with it.
+unsafe fn faulted_context() -> (Faulted, u32) {
+    let mut ctx = null_mut();
+    ok(cuCtxCreate_v2(&mut ctx, 0, 0));
+    let mut s = null_mut();
+    ok(cuStreamCreate(&mut s, 1));
+    let m = load(PTX).expect("the test PTX loads");
+    let fill = function(m, "fill_unchecked");
+    let mut ev = null_mut();
+    ok(cuEventCreate(&mut ev, 0));
+    let y = alloc(1000 * 4);
+    let mut arg = y;
+    let mut args = [(&mut arg as *mut u64).cast::<c_void>()];
+    let r = cuLaunchKernel(fill, 4, 1, 1, 256, 1, 1, 0, s, args.as_mut_ptr(), null_mut());
+    (Faulted { ctx, s, m, fill, ev, y }, r)
+}
+
+/// On a GPU a kernel runs after its launch returned, so its fault cannot be the launch's
+/// result: cuLaunchKernel returns CUDA_SUCCESS, calls that do not wait for the device go on
+/// succeeding (the work they issue does not run), and the next call that waits for the
+/// device returns the fault, which is sticky from then on. Each waiting call in turn, in
+/// a context of its own. Errors found before the kernel runs are still the launch's own,
+/// and not sticky. (Before, the launch itself returned the fault.)
+#[test]
+fn a_kernel_fault_is_reported_at_the_next_synchronizing_call() {
+    let rig = Rig::new();
+    let _set = Settings::set(Some(Faults::Sync), Some(false));
+    unsafe {
+        // Checked before anything runs: the launch fails, nothing is kept for later.
+        let s = rig.stream();
+        let m = load(PTX).expect("the test PTX loads");
+        let fill = function(m, "fill_unchecked");
+        let mut y = alloc(64);
+        let mut args = [(&mut y as *mut u64).cast::<c_void>()];
+        err(cuLaunchKernel(fill, 1, 1, 1, 512, 1, 1, 0, s, args.as_mut_ptr(), null_mut()), e::LAUNCH_OUT_OF_RESOURCES);
+        err(cuLaunchKernel(fill, 0, 1, 1, 16, 1, 1, 0, s, args.as_mut_ptr(), null_mut()), e::INVALID_VALUE);
+        ok(cuCtxSynchronize());
+        ok(cuMemFree_v2(y));
+        ok(cuModuleUnload(m));
+    }
+    let mut host = [0u32; 4];
+    let h = host.as_mut_ptr().cast::<c_void>();
+    type Wait<'a> = &'a dyn Fn(&Faulted) -> u32;
+    let waits: [(&str, Wait); 12] = [
+        ("cuCtxSynchronize", &|_| unsafe { cuCtxSynchronize() }),
+        ("cuStreamSynchronize", &|f| unsafe { cuStreamSynchronize(f.s) }),
+        ("cuStreamSynchronize of the legacy stream", &|_| unsafe { cuStreamSynchronize(null_mut()) }),
+        ("cuStreamQuery", &|f| unsafe { cuStreamQuery(f.s) }),
+        ("cuEventSynchronize", &|f| unsafe { cuEventSynchronize(f.ev) }),
+        ("cuEventQuery", &|f| unsafe { cuEventQuery(f.ev) }),
+        ("cuMemcpyDtoH", &|f| unsafe { cuMemcpyDtoH_v2(h, f.y, 16) }),
+        ("cuMemcpyDtoHAsync", &|f| unsafe { cuMemcpyDtoHAsync_v2(h, f.y, 16, f.s) }),
+        ("cuMemcpyHtoD", &|f| unsafe { cuMemcpyHtoD_v2(f.y, h, 16) }),
+        ("cuMemFree", &|f| unsafe { cuMemFree_v2(f.y) }),
+        ("cuModuleUnload", &|f| unsafe { cuModuleUnload(f.m) }),
+        ("cuEventElapsedTime", &|f| unsafe {
+            let mut ms = 0.0;
+            cuEventElapsedTime(&mut ms, f.ev, f.ev)
+        }),
+    ];
+    for (call, wait) in waits {
+        unsafe {
+            let (f, launched) = faulted_context();
+            assert_eq!(launched, 0, "the faulting launch returned {}", name(launched).unwrap_or("?"));
+            // Calls that do not wait for the device succeed.
+            let mut p = 0;
+            ok(cuMemAlloc_v2(&mut p, 16));
+            ok(cuMemsetD32Async(p, 7, 4, f.s));
+            ok(cuMemsetD32_v2(p, 7, 4));
+            ok(cuMemcpyDtoD_v2(p, f.y, 16));
+            ok(cuMemcpyHtoDAsync_v2(p, h, 16, f.s));
+            let mut arg = p;
+            let mut args = [(&mut arg as *mut u64).cast::<c_void>()];
+            ok(cuLaunchKernel(f.fill, 1, 1, 1, 4, 1, 1, 0, f.s, args.as_mut_ptr(), null_mut()));
+            ok(cuEventRecord(f.ev, f.s));
+            let r = wait(&f);
+            assert_eq!(r, e::ILLEGAL_ADDRESS, "{call} returned {}, not the fault", name(r).unwrap_or("?"));
+            // Sticky from then on.
+            err(cuMemAlloc_v2(&mut p, 16), e::ILLEGAL_ADDRESS);
+            err(cuLaunchKernel(f.fill, 1, 1, 1, 4, 1, 1, 0, f.s, args.as_mut_ptr(), null_mut()), e::ILLEGAL_ADDRESS);
+            err(cuCtxSynchronize(), e::ILLEGAL_ADDRESS);
+            err(cuStreamQuery(f.s), e::ILLEGAL_ADDRESS);
+            ok(cuCtxDestroy_v2(f.ctx));
+            // The context is the unit: the primary context is unaffected.
+            ok(cuCtxSynchronize());
+        }
+    }
+}
+
+/// `MP_EMU_FAULTS` from the environment: unset is `sync` (the report goes to stderr when
+/// the kernel faults, and the call that returns the fault later says so); `launch` makes
+/// the launch return it.
+#[test]
+fn fault_reporting_comes_from_the_environment() {
+    let test = "fault_reporting_comes_from_the_environment";
+    if let Some(stderr) = child(test, &[]) {
+        let at = |what: &str| stderr.find(what).unwrap_or_else(|| panic!("no `{what}` in:\n{stderr}"));
+        let report = at("mp-emu: kernel fill_unchecked: CUDA_ERROR_ILLEGAL_ADDRESS");
+        let launched = at("test: the launch returned CUDA_SUCCESS");
+        let returned = at("mp-emu: cuCtxSynchronize returns CUDA_ERROR_ILLEGAL_ADDRESS from kernel fill_unchecked");
+        assert!(report < launched && launched < returned, "{stderr}");
+        let stderr = child(test, &[(faults::FAULTS_VAR, "launch")]).unwrap_or_default();
+        assert!(stderr.contains("test: the launch returned CUDA_ERROR_ILLEGAL_ADDRESS"), "{stderr}");
+        return;
+    }
+    let _rig = Rig::new();
+    unsafe {
+        let (f, r) = faulted_context();
+        eprintln!("test: the launch returned {}", name(r).unwrap_or("?"));
+        err(cuCtxSynchronize(), e::ILLEGAL_ADDRESS);
+        ok(cuCtxDestroy_v2(f.ctx));
+    }
+}
+
+/// A misspelt `MP_EMU_FAULTS` or `MP_EMU_STRICT` fails cuInit, as a misspelt `MP_EMU_CC`
+/// does, rather than silently running the default.
+#[test]
+fn invalid_fault_settings_fail_init() {
+    let test = "invalid_fault_settings_fail_init";
+    if in_child(test, &[(faults::FAULTS_VAR, "later")]) && in_child(test, &[(faults::STRICT_VAR, "yes")]) {
+        return;
+    }
+    err(unsafe { cuInit(0) }, e::NO_DEVICE);
+}
+
+/// `MP_EMU_STRICT=1` turns the finding that work on a non-blocking stream uses memory a
+/// legacy-stream host-to-device copy has not landed in yet (a kernel given it, a
+/// device-to-device or device-to-host copy from it) from a line on stderr into a fault of
+/// that work: CUDA_ERROR_LAUNCH_FAILED, sticky, reported as `MP_EMU_FAULTS` says (the
+/// device-to-host copy waits for itself, so it returns it in both modes). Without it the
+/// same calls succeed and the work runs on the old bytes
+/// (`legacy_stream_copies_reach_a_non_blocking_stream_only_when_ordered`). Before, every
+/// call here succeeded whatever the setting.
+#[test]
+fn unordered_copies_fail_the_work_under_strict() {
+    let _rig = Rig::new();
+    const N: usize = 256;
+    let ones = [1.0f32; N];
+    // In a new context: x and y zeroed, then uploaded with cuMemcpyHtoD (pending on the
+    // legacy stream), then `work` on a non-blocking stream; its result and cuStreamSynchronize's.
+    let run = |work: &dyn Fn(P, P, u64, u64) -> u32| -> (u32, u32) {
+        unsafe {
+            let mut ctx = null_mut();
+            ok(cuCtxCreate_v2(&mut ctx, 0, 0));
+            let mut s = null_mut();
+            ok(cuStreamCreate(&mut s, 1));
+            let m = load(PTX).expect("the test PTX loads");
+            let f = function(m, "axpy");
+            let (x, y) = (alloc(N * 4), alloc(N * 4));
+            // Written once (initcheck would fault a read of the fresh allocations).
+            ok(cuMemsetD32Async(x, 0, N, s));
+            ok(cuMemsetD32Async(y, 0, N, s));
+            ok(cuStreamSynchronize(s));
+            ok(cuMemcpyHtoD_v2(x, ones.as_ptr().cast(), N * 4));
+            ok(cuMemcpyHtoD_v2(y, ones.as_ptr().cast(), N * 4));
+            let r = work(f, s, x, y);
+            let synced = cuStreamSynchronize(s);
+            ok(cuCtxDestroy_v2(ctx));
+            (r, synced)
+        }
+    };
+    let kernel: &dyn Fn(P, P, u64, u64) -> u32 = &|f, s, x, y| unsafe { axpy(f, s, x, y, N as u32) };
+    let dtod: &dyn Fn(P, P, u64, u64) -> u32 = &|_, s, x, y| unsafe { cuMemcpyDtoDAsync_v2(y, x, N * 4, s) };
+    let dtoh: &dyn Fn(P, P, u64, u64) -> u32 = &|_, s, x, _| unsafe {
+        let mut v = [0f32; N];
+        cuMemcpyDtoHAsync_v2(v.as_mut_ptr().cast(), x, N * 4, s)
+    };
+    let ordered: &dyn Fn(P, P, u64, u64) -> u32 = &|f, s, x, y| unsafe {
+        ok(cuStreamSynchronize(null_mut()));
+        axpy(f, s, x, y, N as u32)
+    };
+    let failed = e::LAUNCH_FAILED;
+    // (what, mode, strict, (the call's result, cuStreamSynchronize's) for each work).
+    type Case = (&'static str, Faults, bool, [(u32, u32); 4]);
+    let cases: [Case; 4] = [
+        ("not strict", Faults::Sync, false, [(0, 0); 4]),
+        ("not strict, launch mode", Faults::Launch, false, [(0, 0); 4]),
+        ("strict", Faults::Sync, true, [(0, failed), (0, failed), (failed, failed), (0, 0)]),
+        ("strict, launch mode", Faults::Launch, true, [(failed, failed), (failed, failed), (failed, failed), (0, 0)]),
+    ];
+    for (what, mode, strict, want) in cases {
+        let _set = Settings::set(Some(mode), Some(strict));
+        let got = [run(kernel), run(dtod), run(dtoh), run(ordered)];
+        assert_eq!(got, want, "{what}: (call, cuStreamSynchronize) for a kernel, a device-to-device copy, a device-to-host copy, ordered work");
     }
 }
 

@@ -1,18 +1,18 @@
 //! Initialization, the device, and contexts (primary and created).
 
-use super::device;
 use super::error::*;
 use super::state::{self, with, with_init, Context, Handle, State};
+use super::{device, faults};
 
 /// cuInit: reads `MP_EMU_CC` and `MP_EMU_SM_COUNT` once; a value that is not a supported
 /// compute capability or an SM count fails with NO_DEVICE, saying why on stderr, every
 /// time it is called. So does an `MP_EMU_DRIVER_VERSION` that is not a supported driver
-/// version.
+/// version, and an `MP_EMU_FAULTS` or `MP_EMU_STRICT` that is not one of their values.
 pub fn init(flags: u32) -> Result<(), CuResult> {
     if flags != 0 {
         return Err(INVALID_VALUE);
     }
-    if let Err(why) = device::driver_version() {
+    if let Err(why) = device::driver_version().map(|_| ()).and_then(|()| faults::check()) {
         eprintln!("mp-emu: {why}");
         return Err(NO_DEVICE);
     }
@@ -93,7 +93,7 @@ pub fn primary_retain(dev: i32) -> Result<Handle, CuResult> {
             Some(h) => h,
             None => {
                 let h = s.new_handle();
-                s.contexts.insert(h, Context { primary: true, refs: 0, active: false, sticky: None });
+                s.contexts.insert(h, Context::new(true, false));
                 s.primary = Some(h);
                 h
             }
@@ -119,7 +119,7 @@ pub fn primary_release(dev: i32) -> Result<(), CuResult> {
         c.refs -= 1;
         if c.refs == 0 {
             c.active = false;
-            c.sticky = None;
+            c.clear_fault();
             s.destroy_resources(h);
         }
         Ok(())
@@ -134,7 +134,7 @@ pub fn primary_reset(dev: i32) -> Result<(), CuResult> {
         if let Some(h) = s.primary {
             s.destroy_resources(h);
             if let Some(c) = s.contexts.get_mut(&h) {
-                c.sticky = None;
+                c.clear_fault();
                 c.active = c.refs > 0;
             }
         }
@@ -157,7 +157,7 @@ pub fn ctx_create(dev: i32) -> Result<Handle, CuResult> {
     with_init(|s| {
         check_device(dev)?;
         let h = s.new_handle();
-        s.contexts.insert(h, Context { primary: false, refs: 0, active: true, sticky: None });
+        s.contexts.insert(h, Context::new(false, true));
         state::push_current(h);
         Ok(h)
     })
@@ -225,12 +225,13 @@ pub fn ctx_get_device() -> Result<i32, CuResult> {
     })
 }
 
-/// cuCtxSynchronize: waits for all the context's streams; illegal while any of them is
-/// capturing (each such capture is invalidated), whatever the capture mode, since it
-/// would wait on work that is being recorded rather than run.
+/// cuCtxSynchronize: waits for all the context's streams (returning a fault of their work,
+/// `driver::faults`); illegal while any of them is capturing (each such capture is
+/// invalidated), whatever the capture mode, since it would wait on work that is being
+/// recorded rather than run.
 pub fn ctx_synchronize() -> Result<(), CuResult> {
     with_init(|s| {
-        let ctx = s.current()?;
+        let ctx = s.current_synced("cuCtxSynchronize")?;
         let ids: Vec<u64> = s.captures.iter().filter(|(_, c)| c.ctx == ctx).map(|(id, _)| *id).collect();
         if ids.is_empty() {
             return Ok(());

@@ -20,29 +20,29 @@ pub fn fault_code(kind: FaultKind) -> CuResult {
     }
 }
 
-/// Leaves `code` on the context: every later call on it fails so, as after a fault on a GPU.
-fn poison(s: &mut State, ctx: Handle, code: CuResult) -> CuResult {
-    if let Some(c) = s.contexts.get_mut(&ctx) {
-        c.sticky.get_or_insert(code);
-    }
-    code
-}
-
 /// A memset or copy node whose memory is gone. Issued eagerly, the call was validated
 /// already, so this only happens on replay, where the GPU would fault on the freed
-/// memory: ILLEGAL_ADDRESS, sticky, with what and where on stderr.
+/// memory: ILLEGAL_ADDRESS, sticky, with what and where on stderr, reported as
+/// [`State::fault`] says.
 fn bad_node(s: &mut State, ctx: Handle, replay: bool, what: String) -> Result<(), CuResult> {
     if !replay {
         return Err(INVALID_VALUE);
     }
     eprintln!("mp-emu: graph replay: {what} is not inside a live allocation (freed after capture?)");
-    Err(poison(s, ctx, ILLEGAL_ADDRESS))
+    s.fault(ctx, ILLEGAL_ADDRESS, format!("a graph's {what}"))
 }
 
 /// Runs one node on context `ctx`'s memory. `replay` is true when the node comes from a
 /// graph (its arguments were checked at record time, against memory that may since have
-/// been freed).
+/// been freed). Nothing runs once the context's work has faulted ([`State::faulted`]):
+/// a GPU context that took a fault runs no more work, and a second report would only
+/// bury the first. A kernel's fault is reported as [`State::fault`] says (by default at
+/// the next synchronizing call); an error of the launch itself (an invalid
+/// configuration, found before any thread runs) is returned at once and is not sticky.
 pub fn run_node(s: &mut State, ctx: Handle, node: &Node, replay: bool) -> Result<(), CuResult> {
+    if s.faulted(ctx) {
+        return Ok(());
+    }
     match node {
         Node::Kernel { module, kernel, cfg, params } => match exec::launch(module, *kernel, cfg, params, &mut s.memory)
         {
@@ -51,7 +51,11 @@ pub fn run_node(s: &mut State, ctx: Handle, node: &Node, replay: bool) -> Result
                 let code = fault_code(e.kind);
                 let name = module.kernels.get(*kernel).map_or("?", |k| k.name.as_str());
                 eprintln!("mp-emu: kernel {name}: {}: {}", error::name(code).unwrap_or("?"), e.report);
-                Err(if e.kind.is_sticky() { poison(s, ctx, code) } else { code })
+                if e.kind.is_sticky() {
+                    s.fault(ctx, code, format!("kernel {name}"))
+                } else {
+                    Err(code)
+                }
             }
         },
         &Node::Memset { dst, value, elem, count } => {

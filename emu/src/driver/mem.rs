@@ -31,7 +31,8 @@
 //!   kernel, a device-to-device or device-to-host copy there sees the destination's old
 //!   bytes (uninitialized, for a fresh allocation), as a GPU may. A kernel given a
 //!   pointer into a pending destination, or a copy reading one, is reported on stderr
-//!   ("reads memory still being written by an unordered legacy-stream copy").
+//!   ("reads memory still being written by an unordered legacy-stream copy"), and with
+//!   `MP_EMU_STRICT=1` that work fails instead (`driver::faults`).
 //!
 //! Landing a copy as late as this is one legal schedule of the real driver, so a
 //! program correct on a GPU is correct here; one that relies on the copy having landed
@@ -97,7 +98,17 @@ impl State {
 
     /// The stream a call names (`Some`) or, for the synchronous forms (`None`), the
     /// current context's legacy stream after the "unsafe call during capture" check.
-    fn target(&mut self, stream: Option<Handle>, what: &'static str) -> Result<(Handle, StreamRef), CuResult> {
+    /// `waits` names a call that waits for the device's work, which returns a fault of
+    /// it first (`driver::faults`).
+    fn target(
+        &mut self,
+        stream: Option<Handle>,
+        what: &'static str,
+        waits: Option<&str>,
+    ) -> Result<(Handle, StreamRef), CuResult> {
+        if let Some(call) = waits {
+            self.current_synced(call)?;
+        }
         match stream {
             Some(h) => self.stream(h),
             None => {
@@ -136,9 +147,10 @@ pub fn alloc_async(size: usize, stream: Handle) -> Result<u64, CuResult> {
 
 /// cuMemFree_v2. A null pointer is a no-op; anything but the base of a live allocation
 /// is INVALID_VALUE. The context's pending legacy-stream copies land first (module docs).
+/// It waits for the device's work, so a fault of that work is returned here.
 pub fn free(ptr: u64) -> Result<(), CuResult> {
     with_init(|s| {
-        let ctx = s.current()?;
+        let ctx = s.current_synced("cuMemFree")?;
         s.check_unsafe_call("cuMemFree during capture")?;
         if ptr == 0 {
             return Ok(());
@@ -170,7 +182,7 @@ pub fn free_async(ptr: u64, stream: Handle) -> Result<(), CuResult> {
 /// cuMemsetD8/D16/D32 (`elem` 1, 2, 4 bytes), synchronous when `stream` is None.
 pub fn memset(dst: u64, value: u32, elem: usize, count: usize, stream: Option<Handle>) -> Result<(), CuResult> {
     with_init(|s| {
-        let (ctx, st) = s.target(stream, "synchronous cuMemset during capture")?;
+        let (ctx, st) = s.target(stream, "synchronous cuMemset during capture", None)?;
         let len = count.checked_mul(elem).ok_or(INVALID_VALUE)?;
         if dst % elem as u64 != 0 {
             return Err(INVALID_VALUE);
@@ -186,7 +198,7 @@ pub fn memset(dst: u64, value: u32, elem: usize, count: usize, stream: Option<Ha
 /// cuMemcpyDtoD (and cuMemcpyPeer within the one device), synchronous when `stream` is None.
 pub fn copy_dtod(dst: u64, src: u64, len: usize, stream: Option<Handle>) -> Result<(), CuResult> {
     with_init(|s| {
-        let (ctx, st) = s.target(stream, "synchronous cuMemcpyDtoD during capture")?;
+        let (ctx, st) = s.target(stream, "synchronous cuMemcpyDtoD during capture", None)?;
         s.check_range(dst, len)?;
         s.check_range(src, len)?;
         if len == 0 {
@@ -216,13 +228,14 @@ pub fn copy_peer(
 
 /// The check host copies make: on a capturing stream they are illegal (all host memory
 /// is treated as pageable, and a pageable copy cannot be captured). Returns the context
-/// and the stream the copy is ordered on.
+/// and the stream the copy is ordered on. `waits`: as for `State::target`.
 fn host_copy_target(
     s: &mut State,
     stream: Option<Handle>,
     what: &'static str,
+    waits: Option<&str>,
 ) -> Result<(Handle, StreamRef), CuResult> {
-    let (ctx, st) = s.target(stream, what)?;
+    let (ctx, st) = s.target(stream, what, waits)?;
     s.forbid_in_capture(st, STREAM_CAPTURE_UNSUPPORTED, what)?;
     Ok((ctx, st))
 }
@@ -230,10 +243,13 @@ fn host_copy_target(
 /// cuMemcpyHtoD, synchronous when `stream` is None. On the legacy stream the copy is
 /// staged and stays pending until something is ordered after it (module docs); on any
 /// other stream it lands now, after the legacy stream's pending copies when that stream
-/// follows the legacy stream.
+/// follows the legacy stream. The synchronous form synchronizes the stream before it
+/// copies ("API synchronization behavior"), so it returns a fault of the device's work;
+/// the asynchronous form does not wait.
 pub fn copy_htod(dst: u64, src: &[u8], stream: Option<Handle>) -> Result<(), CuResult> {
     with_init(|s| {
-        let (ctx, st) = host_copy_target(s, stream, "host-to-device copy from pageable memory during capture")?;
+        let waits = stream.is_none().then_some("cuMemcpyHtoD");
+        let (ctx, st) = host_copy_target(s, stream, "host-to-device copy from pageable memory during capture", waits)?;
         if src.is_empty() {
             return Ok(());
         }
@@ -250,10 +266,15 @@ pub fn copy_htod(dst: u64, src: &[u8], stream: Option<Handle>) -> Result<(), CuR
 }
 
 /// cuMemcpyDtoH, synchronous when `stream` is None (the legacy stream: pending copies
-/// land first). On a non-blocking stream it reads what is there now.
+/// land first). On a non-blocking stream it reads what is there now (a finding when a
+/// pending copy is writing it, `State::unordered`). Either form returns only once the
+/// copy is done (host memory is pageable here), so it returns a fault of the device's
+/// work, its own under `MP_EMU_STRICT` included.
 pub fn copy_dtoh(dst: &mut [u8], src: u64, stream: Option<Handle>) -> Result<(), CuResult> {
+    let call = if stream.is_none() { "cuMemcpyDtoH" } else { "cuMemcpyDtoHAsync" };
     with_init(|s| {
-        let (ctx, st) = host_copy_target(s, stream, "device-to-host copy to pageable memory during capture")?;
+        let (ctx, st) =
+            host_copy_target(s, stream, "device-to-host copy to pageable memory during capture", Some(call))?;
         if dst.is_empty() {
             return Ok(());
         }
@@ -261,7 +282,8 @@ pub fn copy_dtoh(dst: &mut [u8], src: u64, stream: Option<Handle>) -> Result<(),
         if s.follows_legacy(st) {
             s.land_copies(ctx);
         } else if let Some(addr) = s.pending_overlap(ctx, src, dst.len()) {
-            s.warn_unordered(ctx, "a device-to-host copy", addr);
+            s.unordered(ctx, "a device-to-host copy", addr)?;
+            s.sync_point(ctx, call)?;
         }
         dst.copy_from_slice(s.memory.slice(src, dst.len()).ok_or(INVALID_VALUE)?);
         Ok(())

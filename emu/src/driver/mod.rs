@@ -7,6 +7,7 @@
 pub mod context;
 pub mod device;
 pub mod error;
+pub mod faults;
 pub mod graph;
 pub mod mem;
 pub mod memory;

@@ -77,8 +77,20 @@ pub fn load_file(path: &str) -> Result<Handle, CuResult> {
     load(Image::Text(&bytes[..end]))
 }
 
+/// cuModuleUnload. It waits for the work that may still run the module's code, so a
+/// fault of the context's work is returned here (`driver::faults`), and the module stays.
 pub fn unload(module: Handle) -> Result<(), CuResult> {
-    with_init(|s| if s.unload(module) { Ok(()) } else { Err(INVALID_HANDLE) })
+    with_init(|s| {
+        let ctx = s.modules.get(&module).ok_or(INVALID_HANDLE)?.ctx;
+        if s.contexts.contains_key(&ctx) {
+            s.sync_point(ctx, "cuModuleUnload")?;
+        }
+        if s.unload(module) {
+            Ok(())
+        } else {
+            Err(INVALID_HANDLE)
+        }
+    })
 }
 
 /// cuModuleGetFunction: one handle per kernel, the same on every call.

@@ -21,7 +21,8 @@ use std::thread::ThreadId;
 use std::time::Instant;
 
 use super::device::Device;
-use super::error::*;
+use super::error::{self, *};
+use super::faults::{self, Faults};
 use super::memory::Memory;
 use crate::exec::LaunchConfig;
 use crate::ptx::Module;
@@ -117,6 +118,28 @@ pub struct Context {
     /// The error a kernel fault left behind: every later call on this context returns it,
     /// as on a GPU, until the context is destroyed (or the primary context fully released).
     pub sticky: Option<CuResult>,
+    /// A fault of the context's device work not yet returned to the caller: it becomes
+    /// `sticky` at the next synchronizing call ([`State::sync_point`]; `driver::faults`).
+    pub deferred: Option<Deferred>,
+}
+
+impl Context {
+    pub fn new(primary: bool, active: bool) -> Context {
+        Context { primary, refs: 0, active, sticky: None, deferred: None }
+    }
+
+    /// Clears the context's fault, reported or not (it was torn down).
+    pub fn clear_fault(&mut self) {
+        self.sticky = None;
+        self.deferred = None;
+    }
+}
+
+/// A fault of device work kept for the next synchronizing call: its code, and what
+/// faulted (for the line that call prints).
+pub struct Deferred {
+    pub code: CuResult,
+    pub what: String,
 }
 
 pub struct Stream {
@@ -309,6 +332,57 @@ impl State {
         Ok(ctx)
     }
 
+    /// A fault of `ctx`'s device work (a kernel, a replayed graph node, a strict finding),
+    /// its report already on stderr. By `MP_EMU_FAULTS` (`driver::faults`): at the launch,
+    /// the fault is sticky at once and is the calling operation's error; at the next
+    /// synchronizing call (the default), it is kept on the context, the operation succeeds,
+    /// and no later device work of the context runs ([`State::faulted`]) until a
+    /// synchronizing call returns it ([`State::sync_point`]).
+    pub fn fault(&mut self, ctx: Handle, code: CuResult, what: String) -> Result<(), CuResult> {
+        let Some(c) = self.contexts.get_mut(&ctx) else { return Err(code) };
+        if faults::faults().unwrap_or(Faults::Sync) == Faults::Launch {
+            c.sticky.get_or_insert(code);
+            return Err(code);
+        }
+        if c.sticky.is_none() && c.deferred.is_none() {
+            c.deferred = Some(Deferred { code, what });
+        }
+        Ok(())
+    }
+
+    /// Whether `ctx`'s device work faulted, reported yet or not: work issued after that
+    /// does not run, as on a GPU whose context took a fault.
+    pub fn faulted(&self, ctx: Handle) -> bool {
+        self.contexts.get(&ctx).is_some_and(|c| c.sticky.is_some() || c.deferred.is_some())
+    }
+
+    /// The first step of every call that waits for `ctx`'s device work (`call` names it):
+    /// a fault kept for it ([`State::fault`]) becomes the context's sticky error, said on
+    /// stderr; then, like every call, it fails with the sticky error if there is one.
+    pub fn sync_point(&mut self, ctx: Handle, call: &str) -> Result<(), CuResult> {
+        if let Some(c) = self.contexts.get_mut(&ctx) {
+            if let Some(d) = c.deferred.take() {
+                eprintln!(
+                    "mp-emu: {call} returns {} from {}, issued earlier: a fault is reported at the next call \
+                     that waits for the device, as on a GPU (MP_EMU_FAULTS=launch reports it at the launch)",
+                    error::name(d.code).unwrap_or("?"),
+                    d.what
+                );
+                c.sticky.get_or_insert(d.code);
+            }
+        }
+        self.usable(ctx)
+    }
+
+    /// As [`State::current`], for a call that waits for the device: the current
+    /// context's kept fault is returned now ([`State::sync_point`]).
+    pub fn current_synced(&mut self, call: &str) -> Result<Handle, CuResult> {
+        let ctx = current_handle().ok_or(INVALID_CONTEXT)?;
+        self.live_context(ctx)?;
+        self.sync_point(ctx, call)?;
+        Ok(ctx)
+    }
+
     /// Resolves a stream handle for a call made by this thread: the special handles mean
     /// the current context's default streams; a created stream must belong to the
     /// current context. Returns the stream's context too.
@@ -380,20 +454,28 @@ impl State {
         })
     }
 
-    /// Says on stderr that `what`, issued on a stream that does not follow the legacy
+    /// The finding that `what`, issued on a stream that does not follow the legacy
     /// stream, touches `addr` while a legacy-stream copy to it has not landed: on a GPU
-    /// it may see the bytes from before that copy, and here it does.
-    pub fn warn_unordered(&self, ctx: Handle, what: &str, addr: u64) {
-        if let Some(p) = self.pending_at(ctx, addr) {
-            eprintln!(
-                "mp-emu: {what} on a non-blocking stream reads memory still being written by an unordered \
-                 legacy-stream copy (host to device, {} bytes to {:#x}): a CU_STREAM_NON_BLOCKING stream does \
-                 not wait for the legacy stream, so it sees the old bytes (copy on the same stream, or synchronize \
-                 the context or the legacy stream before issuing it)",
-                p.data.len(),
-                p.dst
-            );
+    /// it may see the bytes from before that copy, and here it does. Said on stderr; under
+    /// `MP_EMU_STRICT` it is also a fault of that work (CUDA_ERROR_LAUNCH_FAILED, reported
+    /// as [`State::fault`] says, and the work must not run: the caller checks
+    /// [`State::faulted`]).
+    pub fn unordered(&mut self, ctx: Handle, what: &str, addr: u64) -> Result<(), CuResult> {
+        let Some(p) = self.pending_at(ctx, addr) else { return Ok(()) };
+        let strict = faults::strict().unwrap_or(false);
+        eprintln!(
+            "mp-emu: {what} on a non-blocking stream reads memory still being written by an unordered \
+             legacy-stream copy (host to device, {} bytes to {:#x}): a CU_STREAM_NON_BLOCKING stream does \
+             not wait for the legacy stream, so it sees the old bytes (copy on the same stream, or synchronize \
+             the context or the legacy stream before issuing it){}",
+            p.data.len(),
+            p.dst,
+            if strict { "; MP_EMU_STRICT=1: it fails with CUDA_ERROR_LAUNCH_FAILED" } else { "" }
+        );
+        if strict {
+            return self.fault(ctx, LAUNCH_FAILED, what.to_string());
         }
+        Ok(())
     }
 
     /// The capture sequence a created stream belongs to.
@@ -492,15 +574,16 @@ impl State {
     ///
     /// Work about to run is ordered against the legacy stream's pending host-to-device
     /// copies first ([`State::order`]); on a non-blocking stream it runs without them, and
-    /// a kernel given a pointer into one, or a copy reading one, is reported on stderr.
+    /// a kernel given a pointer into one, or a copy reading one, is a finding
+    /// ([`State::unordered`]).
     pub fn record(&mut self, s: StreamRef, node: Node) -> Result<bool, CuResult> {
         let StreamRef::Created(h) = s else {
             self.check_legacy(s)?;
-            self.order_node(s, &node);
+            self.order_node(s, &node)?;
             return Ok(false);
         };
         let Some(id) = self.capture_of(s) else {
-            self.order_node(s, &node);
+            self.order_node(s, &node)?;
             return Ok(false);
         };
         let c = self.captures.get_mut(&id).ok_or(UNKNOWN)?;
@@ -515,43 +598,44 @@ impl State {
         Ok(true)
     }
 
-    /// [`State::order`] for a node about to run on `s`, with the report of
-    /// [`State::warn_unordered`] when it does not follow the legacy stream.
-    fn order_node(&mut self, s: StreamRef, node: &Node) {
+    /// [`State::order`] for a node about to run on `s`, with the finding of
+    /// [`State::unordered`] when it does not follow the legacy stream.
+    fn order_node(&mut self, s: StreamRef, node: &Node) -> Result<(), CuResult> {
         let ctx = match s {
             StreamRef::Legacy(c) | StreamRef::PerThread(c) => c,
             StreamRef::Created(h) => match self.streams.get(&h) {
                 Some(x) => x.ctx,
-                None => return,
+                None => return Ok(()),
             },
         };
         if self.follows_legacy(s) {
             self.land_copies(ctx);
-            return;
+            return Ok(());
         }
         if !self.pending.iter().any(|p| p.ctx == ctx) {
-            return;
+            return Ok(());
         }
         match node {
             // Pointers are 8-byte parameters at 8-byte offsets; any such value inside a
-            // pending destination is reported (a kernel may be given a pointer it does
-            // not read, so this is a report, not an error: the data decides).
+            // pending destination is a finding: a kernel that touches memory a copy is
+            // still writing races with it, reading stale bytes or having the copy land
+            // over what it wrote. (A pointer the kernel never uses would be a false
+            // finding under MP_EMU_STRICT; the executor does not tell the two apart.)
             Node::Kernel { module, kernel, params, .. } => {
                 let name = module.kernels.get(*kernel).map_or("?", |k| k.name.as_str());
                 for chunk in params.chunks_exact(8) {
                     let addr = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
                     if self.pending_at(ctx, addr).is_some() {
-                        self.warn_unordered(ctx, &format!("kernel {name}"), addr);
-                        break;
+                        return self.unordered(ctx, &format!("kernel {name}"), addr);
                     }
                 }
+                Ok(())
             }
-            &Node::Copy { src, len, .. } => {
-                if let Some(addr) = self.pending_overlap(ctx, src, len) {
-                    self.warn_unordered(ctx, "a device-to-device copy", addr);
-                }
-            }
-            _ => {}
+            &Node::Copy { src, len, .. } => match self.pending_overlap(ctx, src, len) {
+                Some(addr) => self.unordered(ctx, "a device-to-device copy", addr),
+                None => Ok(()),
+            },
+            _ => Ok(()),
         }
     }
 

@@ -54,13 +54,15 @@ pub fn destroy(stream: Handle) -> Result<(), CuResult> {
     })
 }
 
-/// cuStreamSynchronize and cuStreamQuery: all work is done already, except the legacy
-/// stream's pending host-to-device copies, which land when the legacy stream is the one
-/// synchronized (a created stream's synchronization does not wait for the legacy
+/// cuStreamSynchronize and cuStreamQuery (`call`): all work is done already, except the
+/// legacy stream's pending host-to-device copies, which land when the legacy stream is the
+/// one synchronized (a created stream's synchronization does not wait for the legacy
 /// stream); on a capturing stream this is a host synchronization, which invalidates the
-/// capture.
-pub fn synchronize(stream: Handle, what: &'static str) -> Result<(), CuResult> {
+/// capture (`what` says why). A fault of the context's work is returned here
+/// (`driver::faults`; the context is the unit, as its faults are sticky for all of it).
+pub fn synchronize(stream: Handle, call: &'static str, what: &'static str) -> Result<(), CuResult> {
     with_init(|s| {
+        s.current_synced(call)?;
         let (ctx, st) = s.stream(stream)?;
         s.forbid_in_capture(st, STREAM_CAPTURE_UNSUPPORTED, what)?;
         if let StreamRef::Legacy(_) = st {
@@ -185,12 +187,14 @@ pub fn event_record(event: Handle, stream: Handle) -> Result<(), CuResult> {
     })
 }
 
-/// The host-side wait every event call makes: an event recorded into a capture that is
+/// The host-side wait every event call makes (`call`): a fault of the event's context's
+/// work is returned here (`driver::faults`); an event recorded into a capture that is
 /// still going on cannot be waited for (CAPTURED_EVENT, capture invalidated).
-fn host_wait(s: &mut State, event: Handle) -> Result<Recorded, CuResult> {
+fn host_wait(s: &mut State, event: Handle, call: &str) -> Result<Recorded, CuResult> {
     let e = s.events.get(&event).ok_or(INVALID_HANDLE)?;
     let (ctx, recorded) = (e.ctx, e.recorded);
-    s.usable(ctx)?;
+    s.live_context(ctx)?;
+    s.sync_point(ctx, call)?;
     if let Recorded::Captured { capture, .. } = recorded {
         if s.captures.contains_key(&capture) {
             s.invalidate(capture, "an event recorded in the capture was waited for or queried from the host");
@@ -200,17 +204,17 @@ fn host_wait(s: &mut State, event: Handle) -> Result<Recorded, CuResult> {
     Ok(recorded)
 }
 
-/// cuEventSynchronize and cuEventQuery: complete (SUCCESS) unless captured.
-pub fn event_wait(event: Handle) -> Result<(), CuResult> {
-    with_init(|s| host_wait(s, event).map(|_| ()))
+/// cuEventSynchronize and cuEventQuery (`call`): complete (SUCCESS) unless captured.
+pub fn event_wait(event: Handle, call: &str) -> Result<(), CuResult> {
+    with_init(|s| host_wait(s, event, call).map(|_| ()))
 }
 
 /// cuEventElapsedTime(_v2): host milliseconds between two recorded events. An event
 /// created with DISABLE_TIMING, or not recorded: INVALID_HANDLE, as the driver answers.
 pub fn event_elapsed(start: Handle, end: Handle) -> Result<f32, CuResult> {
     with_init(|s| {
-        let a = host_wait(s, start)?;
-        let b = host_wait(s, end)?;
+        let a = host_wait(s, start, "cuEventElapsedTime")?;
+        let b = host_wait(s, end, "cuEventElapsedTime")?;
         let timed = |h: Handle| s.events.get(&h).is_some_and(|e| e.flags & EVENT_DISABLE_TIMING == 0);
         match (a, b) {
             (Recorded::At(a), Recorded::At(b)) if timed(start) && timed(end) => {
