@@ -313,21 +313,19 @@ impl GlobalView<'_> {
         }
         let me = block + 1;
         let off = (addr - r.base) as usize;
-        let mut same = [false; 64];
-        if let Some(d) = data {
-            let mut cur = [0u8; 64];
-            self.read(i, addr, &mut cur[..n]);
-            for k in 0..n {
-                same[k] = cur[k] == d[k];
-            }
-        }
+        // Whether a write leaves bytes [k, k + len) of the access as they are; asked only
+        // when the write would conflict, so the common write reads nothing back.
+        let unchanged = |k: usize, len: usize| {
+            let mut cur = [0u8; 2];
+            self.read(i, addr + k as u64, &mut cur[..len]);
+            data.is_some_and(|d| cur[..len] == d[k..k + len])
+        };
         let mut k = 0;
         while k < n {
             let g = (off + k) / 2;
             let first = off + k - 2 * g;
             let last = (2 - first).min(n - k);
             let mask = ((1u64 << last) - 1) << first;
-            let unchanged = data.is_some() && (k..k + last).all(|j| same[j]);
             let at = r.base + (2 * g + first) as u64;
             // SAFETY: g < len.div_ceil(2), the granules of this region's shadow, which the
             // view borrows for the launch (the access was bounds-checked by the caller).
@@ -345,7 +343,7 @@ impl GlobalView<'_> {
                         st.reader = if st.reader == 0 || st.reader == me { me } else { MANY };
                         st.rmask |= mask;
                     }
-                    Some(_) if unchanged => break,
+                    Some(_) if (other_read || other_wrote) && unchanged(k, last) => break,
                     Some(_) => {
                         if other_read {
                             let other = (st.reader != MANY).then(|| st.reader - 1);
@@ -360,7 +358,11 @@ impl GlobalView<'_> {
                         st.wmask |= mask;
                     }
                 }
-                match word.compare_exchange_weak(old, st.encode(self.gen), Ordering::Relaxed, Ordering::Relaxed) {
+                let new = st.encode(self.gen);
+                if new == old {
+                    break; // already recorded (the same block touching its bytes again)
+                }
+                match word.compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed) {
                     Ok(_) => break,
                     Err(now) => old = now,
                 }
