@@ -6,9 +6,7 @@
 //! goes through the general path. Each variant computes exactly what int.rs computes for
 //! that form: the tests below run both on edge values for every fast form.
 
-use std::cmp::Ordering;
-
-use super::int::sx;
+use super::int::{cmp, sx};
 use crate::ir::{Cmp, Code, Inst, Op, Ty, NONE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,28 +170,16 @@ pub fn exec(f: Fast, r: &mut [u64]) {
             r[d as usize] = if signed { sx(x, 32).wrapping_mul(sx(y, 32)) as u64 } else { x.wrapping_mul(y) };
         }
         Fast::Mov { w32, d, a } => r[d as usize] = r[a as usize] & width(w32).1,
-        Fast::Setp { cmp, signed, w32, d, a, b } => {
+        Fast::Setp { cmp: c, signed, w32, d, a, b } => {
             let (bits, m) = width(w32);
             let (x, y) = (r[a as usize] & m, r[b as usize] & m);
             let o = if signed { sx(x, bits).cmp(&sx(y, bits)) } else { x.cmp(&y) };
-            r[d as usize] = compare(cmp, o) as u64;
+            r[d as usize] = cmp(c, o) as u64;
         }
         Fast::Selp { w32, d, a, b, c } => {
             let m = width(w32).1;
             r[d as usize] = if r[c as usize] & 1 != 0 { r[a as usize] & m } else { r[b as usize] & m };
         }
-    }
-}
-
-#[inline(always)]
-fn compare(c: Cmp, o: Ordering) -> bool {
-    match c {
-        Cmp::Eq => o.is_eq(),
-        Cmp::Ne => o.is_ne(),
-        Cmp::Lt => o.is_lt(),
-        Cmp::Le => o.is_le(),
-        Cmp::Gt => o.is_gt(),
-        _ => o.is_ge(),
     }
 }
 

@@ -117,7 +117,8 @@ pub fn exec(i: &Inst, r: &mut [u64]) {
     r[i.d as usize] = v & mask(dbits);
 }
 
-fn cmp(c: Cmp, o: Ordering) -> bool {
+#[inline(always)]
+pub(super) fn cmp(c: Cmp, o: Ordering) -> bool {
     match c {
         Cmp::Eq => o.is_eq(),
         Cmp::Ne => o.is_ne(),
