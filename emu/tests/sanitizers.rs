@@ -1140,3 +1140,59 @@ fn racecheck_global_read_of_another_blocks_output_in_one_launch() {
     other_block(&mut r, 1, Checks::ALL, out, res).unwrap();
     assert_eq!(r.download::<u32>(out, 1), [100]);
 }
+
+/// Thread t writes out[t] = t + 1, then reads it back through `{LD}` (ld.global.nc: the
+/// non-coherent path, which the PTX ISA reserves for data read-only during the kernel, or
+/// a plain ld.global) into res[t].
+const NC_AFTER_WRITE: &str = "
+.visible .entry nc_after_write(
+\t.param .u64 nc_after_write_param_0,
+\t.param .u64 nc_after_write_param_1
+)
+{
+\t.reg .b32 \t%r<5>;
+\t.reg .b64 \t%rd<8>;
+
+\tld.param.u64 \t%rd1, [nc_after_write_param_0];
+\tld.param.u64 \t%rd2, [nc_after_write_param_1];
+\tcvta.to.global.u64 \t%rd3, %rd1;
+\tcvta.to.global.u64 \t%rd4, %rd2;
+\tmov.u32 \t%r1, %tid.x;
+\tmul.wide.u32 \t%rd5, %r1, 4;
+\tadd.s64 \t%rd6, %rd3, %rd5;
+\tadd.s32 \t%r2, %r1, 1;
+\tst.global.u32 \t[%rd6], %r2; // the store
+\t{LD}.u32 \t%r3, [%rd6]; // the load
+\tadd.s64 \t%rd7, %rd4, %rd5;
+\tst.global.u32 \t[%rd7], %r3;
+\tret;
+}
+";
+
+#[test]
+fn racecheck_nc_load_of_bytes_written_in_the_same_launch() {
+    // The same thread reads back what it wrote, through the read-only path: on a GPU the
+    // non-coherent cache may hold the old bytes. The emulator's memory is coherent, so the
+    // answer is right with racecheck off; before this check nothing was reported.
+    let run = |ld: &str, checks: Checks| {
+        let ptx = kernel_ptx(NC_AFTER_WRITE, &[("LD", ld)]);
+        let mut r = Rig::new(&ptx);
+        let (out, res) = (r.upload(&[0u32; 32]), r.upload(&[0u32; 32]));
+        let done = r.launch_checks("nc_after_write", [1, 1, 1], [32, 1, 1], 0, &[&b64(out), &b64(res)], checks);
+        (ptx, done.map(|()| r.download::<u32>(res, 32)))
+    };
+    let want: Vec<u32> = (1..=32).collect();
+    let (ptx, res) = run("ld.global.nc", Checks::ALL);
+    assert_report(
+        &res.unwrap_err(),
+        FaultKind::Sanitizer,
+        &[
+            "racecheck: Non-coherent read-after-write hazard on __global__ address",
+            "block (0,0,0) reads it with ld.global.nc after block (0,0,0) wrote it in the same launch",
+            &format!("{} of kernel nc_after_write", pl(line_of(&ptx, "the load"))),
+        ],
+    );
+    assert_eq!(run("ld.global.nc", NO_RACE).1.unwrap(), want);
+    // The corrected twin: a plain (coherent) load.
+    assert_eq!(run("ld.global", Checks::ALL).1.unwrap(), want);
+}

@@ -140,9 +140,10 @@ impl Memory {
     /// shadows, which [`GlobalView::race`] then checks and records.
     pub fn view_checked(&mut self, race: bool) -> GlobalView<'_> {
         if race {
-            self.race_gen = self.race_gen.wrapping_add(1);
+            // 15 bits of the state word hold it.
+            self.race_gen = (self.race_gen + 1) & 0x7fff;
             if self.race_gen == 0 {
-                // Once in 65535 launches: states of the launch that had this number before
+                // Once in 32767 launches: states of the launch that had this number before
                 // must not be taken for this one's.
                 for a in self.allocs.values_mut() {
                     a.race.iter_mut().for_each(|w| *w.get_mut() = 0);
@@ -176,8 +177,9 @@ pub struct GlobalRace {
     pub other: Option<u64>,
 }
 
-// A granule's race state, one u64: launch generation (16 bits) | writer block + 1 (22) |
-// bytes written (2) | reader block + 1 (22; MANY: several) | bytes read (2). Blocks from
+// A granule's race state, one u64: launch generation (15 bits) | read through ld.global.nc
+// (1) | writer block + 1 (22) | bytes written (2) | reader block + 1 (22; MANY: several) |
+// bytes read (2). Blocks from
 // 2^22 - 2 on are not tracked. Granules of 2 bytes: the smallest elements our kernels
 // store are f16, and two blocks whose outputs meet inside a 4-byte word (an odd-width f16
 // tile) each read and write their own half; with 4-byte granules the word's second reader
@@ -187,6 +189,7 @@ const MANY: u64 = FIELD;
 
 #[derive(Clone, Copy)]
 struct RaceState {
+    nc: u64,
     writer: u64,
     wmask: u64,
     reader: u64,
@@ -195,13 +198,14 @@ struct RaceState {
 
 impl RaceState {
     fn decode(w: u64, gen: u64) -> RaceState {
-        if w >> 48 != gen {
-            return RaceState { writer: 0, wmask: 0, reader: 0, rmask: 0 };
+        if w >> 49 != gen {
+            return RaceState { nc: 0, writer: 0, wmask: 0, reader: 0, rmask: 0 };
         }
-        RaceState { writer: (w >> 26) & FIELD, wmask: (w >> 24) & 3, reader: (w >> 2) & FIELD, rmask: w & 3 }
+        let f = |shift: u32, mask: u64| (w >> shift) & mask;
+        RaceState { nc: f(48, 1), writer: f(26, FIELD), wmask: f(24, 3), reader: f(2, FIELD), rmask: f(0, 3) }
     }
     fn encode(self, gen: u64) -> u64 {
-        gen << 48 | self.writer << 26 | self.wmask << 24 | self.reader << 2 | self.rmask
+        gen << 49 | self.nc << 48 | self.writer << 26 | self.wmask << 24 | self.reader << 2 | self.rmask
     }
 }
 
@@ -298,7 +302,19 @@ impl GlobalView<'_> {
     /// granule was shared without conflict, and the block named is the word's first writer
     /// or reader, which for a word whose bytes several blocks wrote apart need not be the
     /// one that wrote the bytes in question.
-    pub fn race(&self, i: usize, addr: u64, n: usize, block: u64, data: Option<&[u8]>) -> Result<(), GlobalRace> {
+    ///
+    /// `nc`: a read through `ld.global.nc`, which the PTX ISA allows only for data that
+    /// stay read-only for the kernel's whole run: such a read of bytes the launch wrote
+    /// (any block, the reader's own included), or a later write of bytes so read, fails.
+    pub fn race(
+        &self,
+        i: usize,
+        addr: u64,
+        n: usize,
+        block: u64,
+        data: Option<&[u8]>,
+        nc: bool,
+    ) -> Result<(), GlobalRace> {
         let r = self.regions[i];
         if self.gen == 0 || r.race.is_null() || block + 1 >= MANY {
             return Ok(());
@@ -307,7 +323,7 @@ impl GlobalView<'_> {
             // Wider than any one access (a wmma row is 64 bytes at most): in pieces.
             for k in (0..n).step_by(64) {
                 let m = 64.min(n - k);
-                self.race(i, addr + k as u64, m, block, data.map(|d| &d[k..k + m]))?;
+                self.race(i, addr + k as u64, m, block, data.map(|d| &d[k..k + m]), nc)?;
             }
             return Ok(());
         }
@@ -337,6 +353,11 @@ impl GlobalView<'_> {
                 let other_read = st.reader != 0 && st.reader != me && st.rmask & mask != 0;
                 match data {
                     None => {
+                        if nc && st.writer != 0 && st.wmask & mask != 0 {
+                            let other = Some(st.writer - 1);
+                            return Err(GlobalRace { kind: "Non-coherent read-after-write", addr: at, other });
+                        }
+                        st.nc |= nc as u64;
                         if other_wrote {
                             return Err(GlobalRace { kind: "Read-after-write", addr: at, other: Some(st.writer - 1) });
                         }
@@ -345,6 +366,10 @@ impl GlobalView<'_> {
                     }
                     Some(_) if (other_read || other_wrote) && unchanged(k, last) => break,
                     Some(_) => {
+                        if st.nc != 0 && st.rmask & mask != 0 && !unchanged(k, last) {
+                            let other = (st.reader != MANY).then(|| st.reader - 1);
+                            return Err(GlobalRace { kind: "Non-coherent write-after-read", addr: at, other });
+                        }
                         if other_read {
                             let other = (st.reader != MANY).then(|| st.reader - 1);
                             return Err(GlobalRace { kind: "Write-after-read", addr: at, other });

@@ -105,6 +105,8 @@ pub fn locate_span(
 pub struct Who {
     pub thread: u32,
     pub line: u32,
+    /// A read through `ld.global.nc` (for the global racecheck).
+    pub nc: bool,
 }
 
 fn finding(f: crate::check::Finding) -> Fault {
@@ -123,6 +125,24 @@ fn global_race(blk: &Block, r: crate::driver::memory::GlobalRace) -> Fault {
     let what = match r.kind {
         "Read-after-write" => format!("{other} wrote it and {me} reads it"),
         "Write-after-read" => format!("{other} read it and {me} writes it"),
+        "Non-coherent read-after-write" => {
+            return Fault {
+                kind: FaultKind::Sanitizer,
+                msg: format!(
+                    "racecheck: {} hazard on __global__ address {:#x}: {me} reads it with ld.global.nc after {other} wrote it in the same launch; the non-coherent path is for data read-only during the kernel (PTX ISA, ld) and may return the old bytes",
+                    r.kind, r.addr
+                ),
+            }
+        }
+        "Non-coherent write-after-read" => {
+            return Fault {
+                kind: FaultKind::Sanitizer,
+                msg: format!(
+                    "racecheck: {} hazard on __global__ address {:#x}: {me} writes it after {other} read it with ld.global.nc in the same launch; the non-coherent path is for data read-only during the kernel (PTX ISA, ld)",
+                    r.kind, r.addr
+                ),
+            }
+        }
         _ => format!("{other} wrote it and {me} writes another value"),
     };
     Fault {
@@ -152,7 +172,7 @@ pub fn read(blk: &mut Block, loc: Loc, out: &mut [u8], who: Who) -> Result<(), F
                 }
             }
             if checks.race {
-                blk.global.race(i, addr, out.len(), blk.block, None).map_err(|r| global_race(blk, r))?;
+                blk.global.race(i, addr, out.len(), blk.block, None, who.nc).map_err(|r| global_race(blk, r))?;
             }
             blk.global.read(i, addr, out);
         }
@@ -174,7 +194,7 @@ pub fn write(blk: &mut Block, loc: Loc, data: &[u8], who: Who) -> Result<(), Fau
     match loc {
         Loc::Global(i, addr) => {
             if checks.race {
-                blk.global.race(i, addr, data.len(), blk.block, Some(data)).map_err(|r| global_race(blk, r))?;
+                blk.global.race(i, addr, data.len(), blk.block, Some(data), false).map_err(|r| global_race(blk, r))?;
             }
             blk.global.write(i, addr, data);
             if checks.init {
@@ -224,7 +244,8 @@ pub fn ld(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(),
     cost(blk, t, space, addr, n as u64, false);
     t.mem_seq += 1;
     let mut buf = [0u8; 32];
-    read(blk, loc, &mut buf[..n], Who { thread: t.linear, line: i.line })?;
+    let nc = i.flags & crate::ir::NC != 0;
+    read(blk, loc, &mut buf[..n], Who { thread: t.linear, line: i.line, nc })?;
     for (k, &d) in i.v.iter().enumerate() {
         t.regs[d as usize] = read_elem(&buf[k * es..(k + 1) * es], i.ty);
     }
@@ -242,7 +263,7 @@ pub fn st(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(),
     let loc = locate(blk, t, space, addr, n as u64, true)?;
     cost(blk, t, space, addr, n as u64, true);
     t.mem_seq += 1;
-    write(blk, loc, &buf[..n], Who { thread: t.linear, line: i.line })?;
+    write(blk, loc, &buf[..n], Who { thread: t.linear, line: i.line, nc: false })?;
     Ok(())
 }
 
@@ -302,7 +323,7 @@ fn complete(c: &AsyncCopy, blk: &mut Block, t: &mut Thread) -> Result<(), Fault>
         f.msg = format!("{} (completing the cp.async issued at PTX line {})", f.msg, c.line);
         f
     };
-    let who = Who { thread: t.linear, line: c.line };
+    let who = Who { thread: t.linear, line: c.line, nc: false };
     if c.src_size > 0 {
         let loc = locate(blk, t, Space::Global, c.src, c.src_size as u64, false).map_err(issued)?;
         read(blk, loc, &mut buf[..c.src_size as usize], who).map_err(issued)?;

@@ -184,7 +184,7 @@ fn tile_row(
 /// 16 memory rows of 16 contiguous elements (logical rows for a row-major layout,
 /// columns for a column-major one), each checked and accessed as one span.
 pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault> {
-    let who = Who { thread: lanes[0].linear, line: i.line };
+    let who = Who { thread: lanes[0].linear, line: i.line, nc: false };
     // Logical element (row-major index) of element `c` of memory row `r`.
     let logical = |layout: Layout, r: usize, c: usize| match layout {
         Layout::Row => r * 16 + c,

@@ -42,6 +42,9 @@ impl Lower<'_> {
             return Ok(true);
         }
         inst.op = if base == "ld" { Op::Ld(space) } else { Op::St(space) };
+        if x.words.contains(&"nc") {
+            inst.flags |= super::NC;
+        }
         let (a, off) = self.address(x, mbase.as_deref(), *offset, space)?;
         inst.a = a;
         inst.off = off;

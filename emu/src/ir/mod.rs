@@ -259,6 +259,8 @@ impl Op {
 pub const FTZ: u8 = 1;
 pub const SAT: u8 = 2;
 pub const APPROX: u8 = 4;
+/// `ld.global.nc`: the non-coherent path, for data read-only during the kernel.
+pub const NC: u8 = 8;
 
 /// One lowered instruction.
 #[derive(Clone, Debug)]
