@@ -336,6 +336,15 @@ impl GlobalView<'_> {
             self.read(i, addr + k as u64, &mut cur[..len]);
             data.is_some_and(|d| cur[..len] == d[k..k + len])
         };
+        // The state a whole granule takes when this launch had not touched it (the common
+        // case: most bytes are touched by one block once or a few times), and the states
+        // that need no change: written in one compare-and-swap, or nothing, without the
+        // general path's decoding.
+        let fresh = match data {
+            None => RaceState { nc: nc as u64, writer: 0, wmask: 0, reader: me, rmask: 3 },
+            Some(_) => RaceState { nc: 0, writer: me, wmask: 3, reader: 0, rmask: 0 },
+        }
+        .encode(self.gen);
         let mut k = 0;
         while k < n {
             let g = (off + k) / 2;
@@ -347,6 +356,19 @@ impl GlobalView<'_> {
             // view borrows for the launch (the access was bounds-checked by the caller).
             let word = unsafe { &*r.race.add(g) };
             let mut old = word.load(Ordering::Relaxed);
+            if mask == 3 {
+                if old == fresh {
+                    k += last;
+                    continue;
+                }
+                if old >> 49 != self.gen
+                    && word.compare_exchange(old, fresh, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+                {
+                    k += last;
+                    continue;
+                }
+                old = word.load(Ordering::Relaxed);
+            }
             loop {
                 let mut st = RaceState::decode(old, self.gen);
                 let other_wrote = st.writer != 0 && st.writer != me && st.wmask & mask != 0;
