@@ -7,7 +7,7 @@
 mod cases;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use mp_emu::driver::memory::Memory;
+use mp_emu::driver::allocations::Memory;
 use mp_emu::exec::launch_stats;
 
 fn exec(c: &mut Criterion) {

@@ -6,7 +6,7 @@
 #[path = "../benches/common/cases.rs"]
 mod cases;
 
-use mp_emu::driver::memory::Memory;
+use mp_emu::driver::allocations::Memory;
 use mp_emu::exec::launch_stats;
 
 fn main() {

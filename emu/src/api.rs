@@ -16,7 +16,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::driver::error::{self, CuResult, INVALID_VALUE, NOT_SUPPORTED, SUCCESS, UNKNOWN};
 use crate::driver::module::Image;
 use crate::driver::state::Handle;
-use crate::driver::{context, device, graph, mem, module, state, stream};
+use crate::driver::{context, device, graph, memcalls, module, state, stream};
 
 type CUdevice = c_int;
 type CUdeviceptr = u64;
@@ -288,7 +288,7 @@ pub unsafe extern "C" fn cuCtxGetDevice(device: *mut CUdevice) -> CuResult {
 pub unsafe extern "C" fn cuCtxSynchronize() -> CuResult {
     guard("cuCtxSynchronize", || {
         context::ctx_synchronize()?;
-        mem::land_legacy_copies()
+        memcalls::land_legacy_copies()
     })
 }
 
@@ -298,7 +298,7 @@ pub unsafe extern "C" fn cuCtxSynchronize() -> CuResult {
 pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytes: usize) -> CuResult {
     guard("cuMemAlloc_v2", || {
         let p = out(dptr)?;
-        p.write(mem::alloc(bytes)?);
+        p.write(memcalls::alloc(bytes)?);
         Ok(())
     })
 }
@@ -307,26 +307,26 @@ pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytes: usize) -> 
 pub unsafe extern "C" fn cuMemAllocAsync(dptr: *mut CUdeviceptr, bytes: usize, stream: Ptr) -> CuResult {
     guard("cuMemAllocAsync", || {
         let p = out(dptr)?;
-        p.write(mem::alloc_async(bytes, handle(stream))?);
+        p.write(memcalls::alloc_async(bytes, handle(stream))?);
         Ok(())
     })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemFree_v2(dptr: CUdeviceptr) -> CuResult {
-    guard("cuMemFree_v2", || mem::free(dptr))
+    guard("cuMemFree_v2", || memcalls::free(dptr))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemFreeAsync(dptr: CUdeviceptr, stream: Ptr) -> CuResult {
-    guard("cuMemFreeAsync", || mem::free_async(dptr, handle(stream)))
+    guard("cuMemFreeAsync", || memcalls::free_async(dptr, handle(stream)))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CuResult {
     guard("cuMemGetInfo_v2", || {
         let (f, t) = (out(free)?, out(total)?);
-        let (fr, to) = mem::get_info()?;
+        let (fr, to) = memcalls::get_info()?;
         f.write(fr as usize);
         t.write(to as usize);
         Ok(())
@@ -335,62 +335,62 @@ pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) ->
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemsetD8_v2(dst: CUdeviceptr, value: u8, n: usize) -> CuResult {
-    guard("cuMemsetD8_v2", || mem::memset(dst, value.into(), 1, n, None))
+    guard("cuMemsetD8_v2", || memcalls::memset(dst, value.into(), 1, n, None))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemsetD16_v2(dst: CUdeviceptr, value: u16, n: usize) -> CuResult {
-    guard("cuMemsetD16_v2", || mem::memset(dst, value.into(), 2, n, None))
+    guard("cuMemsetD16_v2", || memcalls::memset(dst, value.into(), 2, n, None))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemsetD32_v2(dst: CUdeviceptr, value: c_uint, n: usize) -> CuResult {
-    guard("cuMemsetD32_v2", || mem::memset(dst, value, 4, n, None))
+    guard("cuMemsetD32_v2", || memcalls::memset(dst, value, 4, n, None))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemsetD8Async(dst: CUdeviceptr, value: u8, n: usize, stream: Ptr) -> CuResult {
-    guard("cuMemsetD8Async", || mem::memset(dst, value.into(), 1, n, Some(handle(stream))))
+    guard("cuMemsetD8Async", || memcalls::memset(dst, value.into(), 1, n, Some(handle(stream))))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemsetD16Async(dst: CUdeviceptr, value: u16, n: usize, stream: Ptr) -> CuResult {
-    guard("cuMemsetD16Async", || mem::memset(dst, value.into(), 2, n, Some(handle(stream))))
+    guard("cuMemsetD16Async", || memcalls::memset(dst, value.into(), 2, n, Some(handle(stream))))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemsetD32Async(dst: CUdeviceptr, value: c_uint, n: usize, stream: Ptr) -> CuResult {
-    guard("cuMemsetD32Async", || mem::memset(dst, value, 4, n, Some(handle(stream))))
+    guard("cuMemsetD32Async", || memcalls::memset(dst, value, 4, n, Some(handle(stream))))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const c_void, n: usize) -> CuResult {
-    guard("cuMemcpyHtoD_v2", || mem::copy_htod(dst, host(src, n)?, None))
+    guard("cuMemcpyHtoD_v2", || memcalls::copy_htod(dst, host(src, n)?, None))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(dst: CUdeviceptr, src: *const c_void, n: usize, stream: Ptr) -> CuResult {
-    guard("cuMemcpyHtoDAsync_v2", || mem::copy_htod(dst, host(src, n)?, Some(handle(stream))))
+    guard("cuMemcpyHtoDAsync_v2", || memcalls::copy_htod(dst, host(src, n)?, Some(handle(stream))))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: CUdeviceptr, n: usize) -> CuResult {
-    guard("cuMemcpyDtoH_v2", || mem::copy_dtoh(host_mut(dst, n)?, src, None))
+    guard("cuMemcpyDtoH_v2", || memcalls::copy_dtoh(host_mut(dst, n)?, src, None))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: CUdeviceptr, n: usize, stream: Ptr) -> CuResult {
-    guard("cuMemcpyDtoHAsync_v2", || mem::copy_dtoh(host_mut(dst, n)?, src, Some(handle(stream))))
+    guard("cuMemcpyDtoHAsync_v2", || memcalls::copy_dtoh(host_mut(dst, n)?, src, Some(handle(stream))))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> CuResult {
-    guard("cuMemcpyDtoD_v2", || mem::copy_dtod(dst, src, n, None))
+    guard("cuMemcpyDtoD_v2", || memcalls::copy_dtod(dst, src, n, None))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpyDtoDAsync_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize, stream: Ptr) -> CuResult {
-    guard("cuMemcpyDtoDAsync_v2", || mem::copy_dtod(dst, src, n, Some(handle(stream))))
+    guard("cuMemcpyDtoDAsync_v2", || memcalls::copy_dtod(dst, src, n, Some(handle(stream))))
 }
 
 #[no_mangle]
@@ -402,7 +402,7 @@ pub unsafe extern "C" fn cuMemcpyPeerAsync(
     n: usize,
     stream: Ptr,
 ) -> CuResult {
-    guard("cuMemcpyPeerAsync", || mem::copy_peer(dst, handle(dst_ctx), src, handle(src_ctx), n, handle(stream)))
+    guard("cuMemcpyPeerAsync", || memcalls::copy_peer(dst, handle(dst_ctx), src, handle(src_ctx), n, handle(stream)))
 }
 
 // ---- streams and capture ----

@@ -4,7 +4,7 @@
 //! memory-bound cast kernel on 256 Ki elements. Emulator speed on this host only; nothing
 //! here is a GPU figure.
 
-use mp_emu::driver::memory::Memory;
+use mp_emu::driver::allocations::Memory;
 use mp_emu::exec::LaunchConfig;
 use mp_emu::ptx::Module;
 

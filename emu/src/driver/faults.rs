@@ -43,7 +43,7 @@
 //!
 //! Some things the emulator finds are races a GPU may or may not lose, not faults: today,
 //! work on a CU_STREAM_NON_BLOCKING stream that is given, or copies from, memory a
-//! legacy-stream host-to-device copy has not landed in yet (`driver::mem`). Without
+//! legacy-stream host-to-device copy has not landed in yet (`driver::memcalls`). Without
 //! `MP_EMU_STRICT` they are reported on stderr and the work runs on the old bytes. With
 //! `MP_EMU_STRICT=1` each such finding is a fault of that work: CUDA_ERROR_LAUNCH_FAILED
 //! ("unspecified launch failure", what the sanitizer findings already give), sticky, and

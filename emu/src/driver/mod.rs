@@ -4,13 +4,13 @@
 //! lock ([`state::with`]) and return `Result<_, CuResult>`; the `extern "C"` layer
 //! (`crate::api`) only translates C arguments into them.
 
+pub mod allocations;
 pub mod context;
 pub mod device;
 pub mod error;
 pub mod faults;
 pub mod graph;
-pub mod mem;
-pub mod memory;
+pub mod memcalls;
 pub mod module;
 pub mod resources;
 pub mod state;

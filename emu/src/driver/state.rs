@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::ThreadId;
 use std::time::Instant;
 
+use super::allocations::Memory;
 use super::device::Device;
 use super::error::{self, *};
 use super::faults::{self, Faults};
-use super::memory::Memory;
 use crate::exec::LaunchConfig;
 use crate::ptx::Module;
 
@@ -227,7 +227,7 @@ pub struct Graph {
 }
 
 /// A host-to-device copy issued on a context's legacy default stream whose DMA has not
-/// landed yet: the staged bytes and where they go (see `driver::mem`, "Host-to-device
+/// landed yet: the staged bytes and where they go (see `driver::memcalls`, "Host-to-device
 /// copies on the legacy stream").
 pub struct PendingCopy {
     pub ctx: Handle,

@@ -4,7 +4,7 @@
 //! state, and an event only a timestamp (host time: meaningless as a kernel time, and
 //! benchmarks refuse the emulator anyway) or the capture position it was recorded at.
 //! The one exception, host-to-device copies on the legacy stream that land only when
-//! something is ordered after them, is described in `driver::mem`; here, recording an
+//! something is ordered after them, is described in `driver::memcalls`; here, recording an
 //! event on or making a stream that follows the legacy stream wait, and synchronizing
 //! the legacy stream, land them.
 

@@ -10,11 +10,11 @@
 //! and the launch fails. Any interleaving is a legal schedule for a race-free kernel;
 //! this one runs each thread as far as it can. Blocks run one after another.
 
+mod access;
 mod convert;
 mod fast;
 mod float;
 mod int;
-mod memory;
 mod warp;
 
 use std::collections::VecDeque;
@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::check::{Checks, SharedShadow};
 use crate::cost::{self, CostState};
-use crate::driver::memory::{GlobalView, Memory, UNINIT_BYTE};
+use crate::driver::allocations::{GlobalView, Memory, UNINIT_BYTE};
 use crate::ir::{special, Code, Op, NONE};
 use crate::ptx::{Kernel, Module};
-use memory::AsyncCopy;
+use access::AsyncCopy;
 
 /// Grid and block shape and dynamic shared memory of one launch.
 #[derive(Clone, Copy, Debug)]
@@ -734,14 +734,14 @@ fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Res
                     continue;
                 }
                 _ => {
-                    memory::cp_drain(blk, t)?;
+                    access::cp_drain(blk, t)?;
                     t.state = State::Exited;
                     return Ok(());
                 }
             },
-            Op::Ld(s) => memory::ld(i, s, blk, t)?,
-            Op::St(s) => memory::st(i, s, blk, t)?,
-            Op::CpAsync => memory::cp_async(i, blk, t)?,
+            Op::Ld(s) => access::ld(i, s, blk, t)?,
+            Op::St(s) => access::st(i, s, blk, t)?,
+            Op::CpAsync => access::cp_async(i, blk, t)?,
             Op::CpAsyncCommit => {
                 let g = std::mem::take(&mut t.cp_pending);
                 t.cp_groups.push_back(g);
@@ -751,7 +751,7 @@ fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Res
                     let g = std::mem::take(&mut t.cp_pending);
                     t.cp_groups.push_back(g);
                 }
-                memory::cp_wait(i.off as usize, blk, t)?;
+                access::cp_wait(i.off as usize, blk, t)?;
             }
             Op::BarSync
             | Op::BarRedOr

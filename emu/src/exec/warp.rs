@@ -17,7 +17,7 @@
 
 use half::f16;
 
-use super::memory::{locate, locate_span, read, Who};
+use super::access::{locate, locate_span, read, Who};
 use super::{Block, Fault, Thread};
 use crate::exec::FaultKind;
 use crate::ir::{Inst, Layout, Op, ShflMode, Space};
@@ -146,7 +146,7 @@ fn f16_to_f32(bits: u16) -> f32 {
     TABLE.get_or_init(|| (0..=u16::MAX).map(|b| f16::from_bits(b).to_f32()).collect())[bits as usize]
 }
 
-#[allow(clippy::too_many_arguments)] // one access's what, where and who, as memory::locate_span takes them
+#[allow(clippy::too_many_arguments)] // one access's what, where and who, as access::locate_span takes them
 /// Reads or writes one memory row of a tile (`buf.len()` bytes of `elem`-byte elements)
 /// with one memory check. When the span is refused, the elements are checked one by one so
 /// that the fault names the first bad element, as a per-element access would.
@@ -170,7 +170,7 @@ fn tile_row(
         }
     };
     if write {
-        super::memory::write(blk, loc, buf, who)
+        super::access::write(blk, loc, buf, who)
     } else {
         read(blk, loc, buf, who)
     }

@@ -211,7 +211,7 @@ pub enum Op {
     Setp(Cmp),
     /// `cvt.dst.src`: `ty` the destination type, `ty2` the source type.
     Cvt,
-    // Memory (exec/memory.rs). Address = regs[a] + off; value(s) in d / v.
+    // Memory (exec/access.rs). Address = regs[a] + off; value(s) in d / v.
     Ld(Space),
     St(Space),
     CpAsync,

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use mp_emu::check::Checks;
-use mp_emu::driver::memory::Memory;
+use mp_emu::driver::allocations::Memory;
 use mp_emu::exec::{launch_checked, FaultKind, LaunchConfig, LaunchError};
 use mp_emu::ptx::Module;
 

@@ -115,7 +115,7 @@ fn finding(f: crate::check::Finding) -> Fault {
 
 /// The global racecheck's finding, in racecheck's terms (the executor adds this thread and
 /// block).
-fn global_race(blk: &Block, r: crate::driver::memory::GlobalRace) -> Fault {
+fn global_race(blk: &Block, r: crate::driver::allocations::GlobalRace) -> Fault {
     let name = |b: u64| {
         let [gx, gy, _] = blk.grid.map(|g| g as u64);
         format!("block ({},{},{})", b % gx, (b / gx) % gy, b / (gx * gy))
