@@ -169,10 +169,34 @@ impl Memory {
     }
 }
 
+/// What a global-memory hazard is: the order of the two accesses, and whether the read
+/// went through `ld.global.nc`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RaceKind {
+    ReadAfterWrite,
+    WriteAfterRead,
+    WriteAfterWrite,
+    NcReadAfterWrite,
+    NcWriteAfterRead,
+}
+
+impl RaceKind {
+    /// The hazard as racecheck's reports name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RaceKind::ReadAfterWrite => "Read-after-write",
+            RaceKind::WriteAfterRead => "Write-after-read",
+            RaceKind::WriteAfterWrite => "Write-after-write",
+            RaceKind::NcReadAfterWrite => "Non-coherent read-after-write",
+            RaceKind::NcWriteAfterRead => "Non-coherent write-after-read",
+        }
+    }
+}
+
 /// A cross-block hazard on global memory found by [`GlobalView::race`]: what happened,
 /// the address, and the other block (linear index; None: several blocks read it).
 pub struct GlobalRace {
-    pub kind: &'static str,
+    pub kind: RaceKind,
     pub addr: u64,
     pub other: Option<u64>,
 }
@@ -319,14 +343,6 @@ impl GlobalView<'_> {
         if self.gen == 0 || r.race.is_null() || block + 1 >= MANY {
             return Ok(());
         }
-        if n > 64 {
-            // Wider than any one access (a wmma row is 64 bytes at most): in pieces.
-            for k in (0..n).step_by(64) {
-                let m = 64.min(n - k);
-                self.race(i, addr + k as u64, m, block, data.map(|d| &d[k..k + m]), nc)?;
-            }
-            return Ok(());
-        }
         let me = block + 1;
         let off = (addr - r.base) as usize;
         // Whether a write leaves bytes [k, k + len) of the access as they are; asked only
@@ -377,27 +393,28 @@ impl GlobalView<'_> {
                     None => {
                         if nc && st.writer != 0 && st.wmask & mask != 0 {
                             let other = Some(st.writer - 1);
-                            return Err(GlobalRace { kind: "Non-coherent read-after-write", addr: at, other });
+                            return Err(GlobalRace { kind: RaceKind::NcReadAfterWrite, addr: at, other });
                         }
                         st.nc |= nc as u64;
                         if other_wrote {
-                            return Err(GlobalRace { kind: "Read-after-write", addr: at, other: Some(st.writer - 1) });
+                            let other = Some(st.writer - 1);
+                            return Err(GlobalRace { kind: RaceKind::ReadAfterWrite, addr: at, other });
                         }
                         st.reader = if st.reader == 0 || st.reader == me { me } else { MANY };
                         st.rmask |= mask;
                     }
                     Some(_) if (other_read || other_wrote) && unchanged(k, last) => break,
                     Some(_) => {
+                        let reader = (st.reader != MANY).then(|| st.reader - 1);
                         if st.nc != 0 && st.rmask & mask != 0 && !unchanged(k, last) {
-                            let other = (st.reader != MANY).then(|| st.reader - 1);
-                            return Err(GlobalRace { kind: "Non-coherent write-after-read", addr: at, other });
+                            return Err(GlobalRace { kind: RaceKind::NcWriteAfterRead, addr: at, other: reader });
                         }
                         if other_read {
-                            let other = (st.reader != MANY).then(|| st.reader - 1);
-                            return Err(GlobalRace { kind: "Write-after-read", addr: at, other });
+                            return Err(GlobalRace { kind: RaceKind::WriteAfterRead, addr: at, other: reader });
                         }
                         if other_wrote {
-                            return Err(GlobalRace { kind: "Write-after-write", addr: at, other: Some(st.writer - 1) });
+                            let other = Some(st.writer - 1);
+                            return Err(GlobalRace { kind: RaceKind::WriteAfterWrite, addr: at, other });
                         }
                         if st.writer == 0 {
                             st.writer = me;

@@ -5,6 +5,7 @@
 //! that ends the launch, reported in compute-sanitizer's terms.
 
 use super::{Block, Fault, Thread};
+use crate::driver::allocations::{GlobalRace, RaceKind};
 use crate::exec::FaultKind;
 use crate::ir::{Inst, Space, Ty};
 
@@ -115,42 +116,29 @@ fn finding(f: crate::check::Finding) -> Fault {
 
 /// The global racecheck's finding, in racecheck's terms (the executor adds this thread and
 /// block).
-fn global_race(blk: &Block, r: crate::driver::allocations::GlobalRace) -> Fault {
+fn global_race(blk: &Block, r: GlobalRace) -> Fault {
     let name = |b: u64| {
         let [gx, gy, _] = blk.grid.map(|g| g as u64);
         format!("block ({},{},{})", b % gx, (b / gx) % gy, b / (gx * gy))
     };
     let other = r.other.map_or_else(|| "several other blocks".to_string(), name);
     let me = name(blk.block);
+    let unordered = "in the same launch, with nothing ordering them (blocks of one launch are not ordered)";
+    let nc = "the non-coherent path is for data read-only during the kernel (PTX ISA, ld)";
     let what = match r.kind {
-        "Read-after-write" => format!("{other} wrote it and {me} reads it"),
-        "Write-after-read" => format!("{other} read it and {me} writes it"),
-        "Non-coherent read-after-write" => {
-            return Fault {
-                kind: FaultKind::Sanitizer,
-                msg: format!(
-                    "racecheck: {} hazard on __global__ address {:#x}: {me} reads it with ld.global.nc after {other} wrote it in the same launch; the non-coherent path is for data read-only during the kernel (PTX ISA, ld) and may return the old bytes",
-                    r.kind, r.addr
-                ),
-            }
+        RaceKind::ReadAfterWrite => format!("{other} wrote it and {me} reads it {unordered}"),
+        RaceKind::WriteAfterRead => format!("{other} read it and {me} writes it {unordered}"),
+        RaceKind::WriteAfterWrite => format!("{other} wrote it and {me} writes another value {unordered}"),
+        RaceKind::NcReadAfterWrite => {
+            format!("{me} reads it with ld.global.nc after {other} wrote it in the same launch; {nc} and may return the old bytes")
         }
-        "Non-coherent write-after-read" => {
-            return Fault {
-                kind: FaultKind::Sanitizer,
-                msg: format!(
-                    "racecheck: {} hazard on __global__ address {:#x}: {me} writes it after {other} read it with ld.global.nc in the same launch; the non-coherent path is for data read-only during the kernel (PTX ISA, ld)",
-                    r.kind, r.addr
-                ),
-            }
+        RaceKind::NcWriteAfterRead => {
+            format!("{me} writes it after {other} read it with ld.global.nc in the same launch; {nc}")
         }
-        _ => format!("{other} wrote it and {me} writes another value"),
     };
     Fault {
         kind: FaultKind::Sanitizer,
-        msg: format!(
-            "racecheck: {} hazard on __global__ address {:#x}: {what} in the same launch, with nothing ordering them (blocks of one launch are not ordered)",
-            r.kind, r.addr
-        ),
+        msg: format!("racecheck: {} hazard on __global__ address {:#x}: {what}", r.kind.name(), r.addr),
     }
 }
 
