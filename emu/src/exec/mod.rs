@@ -112,8 +112,6 @@ impl Block<'_> {
 /// Per-block state the instructions reach: global memory, shared memory, parameters.
 pub(crate) struct Block<'g> {
     pub checks: Checks,
-    /// The pre-decoded fast form of each instruction, by pc.
-    pub fast: &'g [fast::Fast],
     /// The block running (linear index, x fastest) and the grid, for the global racecheck.
     pub block: u64,
     pub grid: [u32; 3],
@@ -258,12 +256,11 @@ pub fn launch_checked(
     let n = check_config(k, cfg, params)?;
     let nblocks = cfg.grid.iter().map(|&g| g as u64).product::<u64>();
     let view = mem.view_checked(checks.race);
-    let fast = fast::decode(&k.code);
     let workers = workers(nblocks, n);
     let costing = cost::output();
     type Outcome = (Result<Stats, (u64, LaunchError)>, Option<CostState>);
     let run = |blocks: &mut dyn Iterator<Item = u64>| -> Outcome {
-        let mut w = Worker::new(k, cfg, params, &view, &fast, n, checks, costing.is_some());
+        let mut w = Worker::new(k, cfg, params, &view, n, checks, costing.is_some());
         let r = w.run(blocks);
         (r, w.blk.cost.take())
     };
@@ -340,13 +337,11 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    #[allow(clippy::too_many_arguments)] // the launch's parts, each borrowed for the worker's life
     fn new(
         k: &'a Kernel,
         cfg: &'a LaunchConfig,
         params: &[u8],
         view: &'a GlobalView<'a>,
-        fast: &'a [fast::Fast],
         n: u32,
         checks: Checks,
         costing: bool,
@@ -385,7 +380,6 @@ impl<'a> Worker<'a> {
             .collect();
         let blk = Block {
             checks,
-            fast,
             block: 0,
             grid: cfg.grid,
             shadow: SharedShadow::default(),
@@ -702,8 +696,8 @@ fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Res
             t.pc += 1;
             continue;
         }
-        let f = blk.fast[t.pc as usize];
-        if !matches!(f, fast::Fast::Generic) {
+        let f = code.fast[t.pc as usize];
+        if !matches!(f, crate::ir::fast::Fast::Generic) {
             fast::exec(f, &mut t.regs);
             t.pc += 1;
             continue;

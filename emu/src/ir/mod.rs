@@ -20,6 +20,7 @@ mod collective;
 mod compare;
 mod control;
 mod convert;
+pub mod fast;
 mod inst;
 mod memory;
 
@@ -302,6 +303,8 @@ pub struct Code {
     pub consts: Vec<(u32, u64)>,
     /// The `.func`s called from this kernel, by name, for error messages.
     pub names: Vec<String>,
+    /// The fast form of each instruction, by pc ([`fast`]).
+    pub fast: Vec<fast::Fast>,
 }
 
 #[derive(Clone, Copy)]
@@ -375,8 +378,9 @@ pub fn lower_kernel(ast: &Ast, f: &Function, shared: &HashMap<String, u64>) -> R
     for (n, &i) in &l.callee_index {
         names[i] = n.clone();
     }
-    let mut code = Code { insts: l.insts, callees: l.callees, nregs, consts, names };
+    let mut code = Code { insts: l.insts, callees: l.callees, nregs, consts, names, fast: Vec::new() };
     crate::regalloc::compact(&mut code);
+    code.fast = fast::decode(&code.insts);
     let kernel = Kernel {
         name: f.name.clone(),
         params,
