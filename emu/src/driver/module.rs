@@ -61,8 +61,9 @@ pub fn load(image: Image<'_>) -> Result<Handle, CuResult> {
             eprintln!("mp-emu: cuModuleLoadData: PTX for sm_{} does not run on sm_{}{}", module.target, cc.0, cc.1);
             return Err(NO_BINARY_FOR_GPU);
         }
+        let registers = module.kernels.iter().map(|k| resources::registers(module.target, cc, &k.name)).collect();
         let h = s.new_handle();
-        s.modules.insert(h, ModuleEntry { ctx, module: Arc::new(module), functions: HashMap::new() });
+        s.modules.insert(h, ModuleEntry { ctx, module: Arc::new(module), functions: HashMap::new(), registers });
         Ok(h)
     })
 }
@@ -139,14 +140,13 @@ pub fn get_attribute(attr: i32, func: Handle) -> Result<i32, CuResult> {
         let k = m.module.kernels.get(f.kernel).ok_or(UNKNOWN)?;
         let cc = s.cc()?;
         Ok(match attr {
-            ATTR_MAX_THREADS_PER_BLOCK => {
-                let regs = resources::registers(m.module.target, cc, &k.name);
-                k.max_ntid.map_or(1024, |n| n.iter().product::<u32>().min(1024)).min(resources::max_threads(regs))
-                    as i32
-            }
+            ATTR_MAX_THREADS_PER_BLOCK => k
+                .max_ntid
+                .map_or(1024, |n| n.iter().product::<u32>().min(1024))
+                .min(resources::max_threads(m.registers[f.kernel])) as i32,
             ATTR_SHARED_SIZE_BYTES => k.static_shared as i32,
             ATTR_CONST_SIZE_BYTES | ATTR_LOCAL_SIZE_BYTES | ATTR_CACHE_MODE_CA => 0,
-            ATTR_NUM_REGS => resources::registers(m.module.target, cc, &k.name) as i32,
+            ATTR_NUM_REGS => m.registers[f.kernel] as i32,
             ATTR_PTX_VERSION => m.module.target as i32,
             ATTR_BINARY_VERSION => (cc.0 * 10 + cc.1) as i32,
             ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES => max_dynamic_shared(f, k) as i32,
@@ -200,6 +200,7 @@ pub fn launch(
         let m = s.modules.get(&f.module).ok_or(INVALID_HANDLE)?;
         let (module, kernel, module_ctx) = (m.module.clone(), f.kernel, m.ctx);
         let k = module.kernels.get(kernel).ok_or(UNKNOWN)?;
+        let regs = m.registers[kernel];
         let max_dyn = max_dynamic_shared(f, k);
         let (ctx, st) = s.stream(stream)?;
         if module_ctx != ctx {
@@ -214,7 +215,6 @@ pub fn launch(
         }
         // Registers are a property of the binary the driver built for this device, so the
         // driver checks them rather than exec::check_shape.
-        let regs = resources::registers(module.target, s.cc()?, &k.name);
         let threads = block.iter().product::<u32>();
         if !resources::fits(regs, threads) {
             eprintln!(

@@ -164,6 +164,9 @@ pub struct ModuleEntry {
     /// The function handle of each kernel index already asked for, so cuModuleGetFunction
     /// returns the same handle each time, as the driver does.
     pub functions: HashMap<usize, Handle>,
+    /// Registers per thread of each kernel, by kernel index, on this device
+    /// (driver::resources): found once, when the module is loaded.
+    pub registers: Vec<u32>,
 }
 
 pub struct Function {
