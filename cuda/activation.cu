@@ -1,8 +1,9 @@
 // activation: elementwise activation and its derivative, for the autograd ops that are
 // not fused into a GEMM epilogue and for every linear layer's backward.
 //
-//   activation_forward_f16:   y[i]  = (f16) act((f32) x[i])
-//   activation_backward_f16:  dx[i] = (f16) grad(pre[i], dy[i])          in f32, rounded once
+//   activation_forward_<h>:   y[i]  = (h) act((f32) x[i])
+//   activation_backward_<h>:  dx[i] = (h) grad(pre[i], dy[i])          in f32, rounded once
+// for h = f16 and bf16 (cuda/half.cuh): one body, two instantiations.
 //
 // act: 0 none, 1 ReLU, 2 GELU (tanh form, PyTorch's approximate='tanh'), the same codes
 // and the same formula as the GEMM epilogue (cuda/gemm.cu), so the derivative is taken at
@@ -35,10 +36,11 @@
 // iteration with 16-byte loads and stores when every pointer is 16-byte aligned; the last
 // n % 8 elements (and every element of an unaligned range) take the scalar path.
 
-// ptx-targets: sm_75
+// ptx-targets: sm_75 sm_80
 
-#include <cuda_fp16.h>
 #include <stdint.h>
+
+#include "half.cuh"
 
 // ----------------------------------------------------------------------------
 // kernels
@@ -67,13 +69,9 @@ __device__ __forceinline__ float act_backward(float x, float dy, int32_t act) {
 
 __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-union Half8 {
-    uint4 u;
-    __half h[ACT_VEC];
-};
-
-extern "C" __global__ void activation_forward_f16(const __half* __restrict__ x, __half* __restrict__ y, uint64_t n,
-                                                  int32_t act) {
+template <typename H>
+__device__ __forceinline__ void activation_forward(const H* __restrict__ x, H* __restrict__ y, uint64_t n,
+                                                   int32_t act) {
     const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
     const uint64_t tid = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     const uint64_t tail = aligned16(x) && aligned16(y) ? n - n % ACT_VEC : 0;
@@ -81,14 +79,18 @@ extern "C" __global__ void activation_forward_f16(const __half* __restrict__ x, 
         Half8 in, out;
         in.u = reinterpret_cast<const uint4*>(x)[v];
 #pragma unroll
-        for (int j = 0; j < ACT_VEC; j++) out.h[j] = __float2half_rn(act_forward(__half2float(in.h[j]), act));
+        for (int k = 0; k < ACT_VEC / 2; k++) {
+            const float2 f = unpack2<H>(in.w[k]);
+            out.w[k] = pack2<H>(act_forward(f.x, act), act_forward(f.y, act));
+        }
         reinterpret_cast<uint4*>(y)[v] = out.u;
     }
-    for (uint64_t i = tail + tid; i < n; i += stride) y[i] = __float2half_rn(act_forward(__half2float(x[i]), act));
+    for (uint64_t i = tail + tid; i < n; i += stride) y[i] = from_f32<H>(act_forward(to_f32(x[i]), act));
 }
 
-extern "C" __global__ void activation_backward_f16(const __half* __restrict__ pre, const __half* __restrict__ dy,
-                                                   __half* __restrict__ dx, uint64_t n, int32_t act) {
+template <typename H>
+__device__ __forceinline__ void activation_backward(const H* __restrict__ pre, const H* __restrict__ dy,
+                                                    H* __restrict__ dx, uint64_t n, int32_t act) {
     const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
     const uint64_t tid = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     const uint64_t tail = aligned16(pre) && aligned16(dy) && aligned16(dx) ? n - n % ACT_VEC : 0;
@@ -97,10 +99,25 @@ extern "C" __global__ void activation_backward_f16(const __half* __restrict__ pr
         p.u = reinterpret_cast<const uint4*>(pre)[v];
         g.u = reinterpret_cast<const uint4*>(dy)[v];
 #pragma unroll
-        for (int j = 0; j < ACT_VEC; j++)
-            out.h[j] = __float2half_rn(act_backward(__half2float(p.h[j]), __half2float(g.h[j]), act));
+        for (int k = 0; k < ACT_VEC / 2; k++) {
+            const float2 x = unpack2<H>(p.w[k]), d = unpack2<H>(g.w[k]);
+            out.w[k] = pack2<H>(act_backward(x.x, d.x, act), act_backward(x.y, d.y, act));
+        }
         reinterpret_cast<uint4*>(dx)[v] = out.u;
     }
     for (uint64_t i = tail + tid; i < n; i += stride)
-        dx[i] = __float2half_rn(act_backward(__half2float(pre[i]), __half2float(dy[i]), act));
+        dx[i] = from_f32<H>(act_backward(to_f32(pre[i]), to_f32(dy[i]), act));
 }
+
+#define ACTIVATION_KERNELS(h, H)                                                                               \
+    extern "C" __global__ void activation_forward_##h(const H* __restrict__ x, H* __restrict__ y, uint64_t n,  \
+                                                      int32_t act) {                                           \
+        activation_forward(x, y, n, act);                                                                      \
+    }                                                                                                          \
+    extern "C" __global__ void activation_backward_##h(const H* __restrict__ pre, const H* __restrict__ dy,    \
+                                                       H* __restrict__ dx, uint64_t n, int32_t act) {          \
+        activation_backward(pre, dy, dx, n, act);                                                              \
+    }
+
+ACTIVATION_KERNELS(f16, __half)
+ACTIVATION_KERNELS(bf16, bf16_t)

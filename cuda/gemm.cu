@@ -1,9 +1,9 @@
-// gemm: tensor-core GEMM with fp16 operands and fp32 accumulation, with the epilogue a
-// linear layer needs.
+// gemm: tensor-core GEMM with half-precision operands (f16, or bf16 on sm_80 and newer) and
+// fp32 accumulation, with the epilogue a linear layer needs.
 //
 //   v = alpha * op(A) op(B) + beta * C        (C not read when beta == 0)
-//   v += bias[n]                              (optional, f32 or f16)
-//   pre[m, n] = (f16) v                       (optional: the pre-activation, kept for backward)
+//   v += bias[n]                              (optional, f32 or the operands' half type)
+//   pre[m, n] = (half) v                      (optional: the pre-activation, kept for backward)
 //   C[m, n] = act(v)                          act: none, ReLU, or GELU (tanh form)
 //   *found_inf = 1 if any C[m, n] as stored is inf or NaN   (optional; never cleared)
 //
@@ -18,12 +18,16 @@
 //   op(B) is K x N: B stored K x N (ldb >= N) when not transposed, N x K (ldb >= K) when it is
 //   C and pre are M x N with leading dimension ldc >= N
 // so a linear layer's forward X W^T is (N, T), its input gradient dY W is (N, N) and its
-// weight gradient dY^T X is (T, N): no transpose copies. Kernel names: gemm_<ta><tb>_<out>,
-// e.g. gemm_nt_f16.
+// weight gradient dY^T X is (T, N): no transpose copies. Kernel names: gemm_<ta><tb>_<out>
+// for f16 operands (gemm_nt_f16, gemm_tn_f32) and gemm_bf16_<ta><tb>_<out> for bf16
+// operands (gemm_bf16_nt_bf16, gemm_bf16_tn_f32).
 //
-// Precision: A and B f16; products and sums in f32 (tensor cores, then the epilogue); C is
-// f32 or f16 (rounded to nearest even at the store); pre is f16. Deterministic: every
-// output element is written by exactly one thread, no atomics, no split-K.
+// Precision: A and B f16 or bf16; products and sums in f32 (tensor cores, then the
+// epilogue); C is f32 or the operands' half type (rounded to nearest even at the store);
+// pre is the half type. Deterministic: every output element is written by exactly one
+// thread, no atomics, no split-K. bf16 tensor cores (wmma .bf16) exist from sm_80: the
+// bf16 kernels are compiled into the sm_80 PTX only, and the launcher refuses a bf16 GEMM
+// on sm_75 with Error::Unsupported before anything is queued.
 //
 // Tiling: a block of 8 warps computes a 128 x 128 tile of C, each warp a 64 x 32 tile as
 // 4 x 2 WMMA 16x16x16 fragments with f32 accumulators. K advances 32 at a time through two
@@ -37,9 +41,10 @@
 
 // ptx-targets: sm_75 sm_80
 
-#include <cuda_fp16.h>
 #include <mma.h>
 #include <stdint.h>
+
+#include "half.cuh"
 
 using namespace nvcuda;
 
@@ -56,11 +61,11 @@ using namespace nvcuda;
 enum GemmAct : int32_t { GEMM_ACT_NONE = 0, GEMM_ACT_RELU = 1, GEMM_ACT_GELU = 2 };
 
 struct GemmParams {
-    const __half* a;
-    const __half* b;
-    void* c;             // f32 or f16, by kernel
-    const void* bias;    // nullptr, or N values of f32 or f16 (bias_f16)
-    __half* pre;         // nullptr, or M x N with leading dimension ldc
+    const void* a;       // the kernel's operand type T (f16 or bf16)
+    const void* b;       // T
+    void* c;             // f32 or T, by kernel
+    const void* bias;    // nullptr, or N values of f32 or T (bias_f16: bias is of type T)
+    void* pre;           // nullptr, or M x N values of T with leading dimension ldc
     float* found_inf;    // nullptr, or set to 1 when a value written to C is inf or NaN
     int64_t m, n, k, lda, ldb, ldc;
     float alpha, beta;
@@ -106,8 +111,8 @@ __device__ __forceinline__ void cp_async_wait() {
 // Copies the stored tile rows [row0, row0 + ROWS) x cols [col0, col0 + COLS) of a
 // row-major matrix with `rows` x `cols` valid elements and leading dimension ld into
 // shared memory with row stride COLS + PAD; out-of-range elements become zero.
-template <int ROWS, int COLS, bool VEC>
-__device__ __forceinline__ void load_tile(__half* smem, const __half* g, int64_t ld, int64_t rows, int64_t cols,
+template <int ROWS, int COLS, bool VEC, typename T>
+__device__ __forceinline__ void load_tile(T* smem, const T* g, int64_t ld, int64_t rows, int64_t cols,
                                           int64_t row0, int64_t col0) {
     constexpr int STRIDE = COLS + GEMM_PAD;
     if (VEC) {
@@ -118,7 +123,7 @@ __device__ __forceinline__ void load_tile(__half* smem, const __half* g, int64_t
             const int k = (c % (COLS / 8)) * 8;
             const int64_t gr = row0 + r, gc = col0 + k;
             const bool valid = gr < rows && gc < cols;
-            const __half* src = valid ? g + gr * ld + gc : g;
+            const T* src = valid ? g + gr * ld + gc : g;
             cp_async_16(smem + r * STRIDE + k, src, valid);
         }
     } else {
@@ -126,10 +131,42 @@ __device__ __forceinline__ void load_tile(__half* smem, const __half* g, int64_t
             const int r = e / COLS;
             const int k = e % COLS;
             const int64_t gr = row0 + r, gc = col0 + k;
-            smem[r * STRIDE + k] = (gr < rows && gc < cols) ? g[gr * ld + gc] : __float2half(0.0f);
+            smem[r * STRIDE + k] = (gr < rows && gc < cols) ? g[gr * ld + gc] : from_f32<T>(0.0f);
         }
     }
 }
+
+// A fragment load from shared memory. f16: the library's load_matrix_sync, which nvcc
+// emits as wmma.load...shared.f16 with 32-bit shared addresses. bf16: nvcc 13.0 emits the
+// library's bf16 loads with generic 64-bit addresses, which cost the registers that made
+// ptxas spill at the 128-register bound (16-24 bytes per kernel); the same instruction
+// with the .shared state space, written out, does not (fragment layout: 4 registers of
+// two bf16 each for m16n16k16 a and b, PTX ISA "Matrix fragments for WMMA").
+template <typename Frag>
+__device__ __forceinline__ void load_frag(Frag& f, const __half* src, unsigned ldm) {
+    wmma::load_matrix_sync(f, src, ldm);
+}
+
+#if __CUDA_ARCH__ >= 800
+#define GEMM_BF16_LOAD(ab, layout)                                                                        \
+    asm volatile("wmma.load." ab ".sync.aligned." layout ".m16n16k16.shared.bf16 {%0, %1, %2, %3}, [%4], %5;\n" \
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])                                         \
+                 : "r"(addr), "r"(ldm))
+
+template <typename Use, typename Layout>
+__device__ __forceinline__ void load_frag(wmma::fragment<Use, 16, 16, 16, bf16_t, Layout>& f, const bf16_t* src,
+                                          unsigned ldm) {
+    static_assert(sizeof(f.x) == 16, "m16n16k16 bf16 a/b fragments are four 32-bit registers");
+    const unsigned addr = (unsigned)__cvta_generic_to_shared(src);
+    unsigned* r = reinterpret_cast<unsigned*>(&f.x[0]);
+    constexpr bool is_a = __is_same(Use, wmma::matrix_a);
+    constexpr bool col = __is_same(Layout, wmma::col_major);
+    if (is_a && !col) GEMM_BF16_LOAD("a", "row");
+    else if (is_a) GEMM_BF16_LOAD("a", "col");
+    else if (!col) GEMM_BF16_LOAD("b", "row");
+    else GEMM_BF16_LOAD("b", "col");
+}
+#endif
 
 __device__ __forceinline__ float gelu_tanh(float x) {
     // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), PyTorch's approximate='tanh'
@@ -142,13 +179,15 @@ __device__ __forceinline__ float store_out(float* c, int64_t i, float v) {
     c[i] = v;
     return v;
 }
-__device__ __forceinline__ float store_out(__half* c, int64_t i, float v) {
-    const __half h = __float2half_rn(v);
+template <typename H>
+__device__ __forceinline__ float store_out(H* c, int64_t i, float v) {
+    const H h = from_f32<H>(v);
     c[i] = h;
-    return __half2float(h);
+    return to_f32(h);
 }
 __device__ __forceinline__ float load_out(const float* c, int64_t i) { return c[i]; }
-__device__ __forceinline__ float load_out(const __half* c, int64_t i) { return __half2float(c[i]); }
+template <typename H>
+__device__ __forceinline__ float load_out(const H* c, int64_t i) { return to_f32(c[i]); }
 
 // std::conditional without the host standard library.
 template <bool C, typename T, typename F> struct pick { using type = T; };
@@ -158,8 +197,8 @@ template <typename T, typename F> struct pick<false, T, F> { using type = F; };
 // holds each warp's 16 x 16 f32 epilogue scratch (8 warps x 1 KiB, well inside).
 #define GEMM_SMEM (2 * (GEMM_A_STAGE + GEMM_B_STAGE))
 
-template <bool TA, bool TB, bool VEC, typename OutT>
-__device__ __forceinline__ void gemm_body(const GemmParams& p, __half* smem) {
+template <bool TA, bool TB, bool VEC, typename T, typename OutT>
+__device__ __forceinline__ void gemm_body(const GemmParams& p, T* smem) {
     // Stage s of A at smem + s * A_STAGE, of B after both A stages. Pointer arithmetic, not
     // arrays of pointers: a runtime index into a local array would spill it to local memory.
     auto As = [&](int s) { return smem + s * GEMM_A_STAGE; };
@@ -180,11 +219,13 @@ __device__ __forceinline__ void gemm_body(const GemmParams& p, __half* smem) {
 #pragma unroll
         for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.0f);
 
+    // Operands cast at each use, not held in locals: two more pointers live across the
+    // main loop made ptxas spill at the 128-register bound.
     auto load_stage = [&](int s, int64_t k0) {
-        if (TA) load_tile<GEMM_BK, GEMM_BM, VEC>(As(s), p.a, p.lda, p.k, p.m, k0, bm);
-        else load_tile<GEMM_BM, GEMM_BK, VEC>(As(s), p.a, p.lda, p.m, p.k, bm, k0);
-        if (TB) load_tile<GEMM_BN, GEMM_BK, VEC>(Bs(s), p.b, p.ldb, p.n, p.k, bn, k0);
-        else load_tile<GEMM_BK, GEMM_BN, VEC>(Bs(s), p.b, p.ldb, p.k, p.n, k0, bn);
+        if (TA) load_tile<GEMM_BK, GEMM_BM, VEC>(As(s), static_cast<const T*>(p.a), p.lda, p.k, p.m, k0, bm);
+        else load_tile<GEMM_BM, GEMM_BK, VEC>(As(s), static_cast<const T*>(p.a), p.lda, p.m, p.k, bm, k0);
+        if (TB) load_tile<GEMM_BN, GEMM_BK, VEC>(Bs(s), static_cast<const T*>(p.b), p.ldb, p.n, p.k, bn, k0);
+        else load_tile<GEMM_BK, GEMM_BN, VEC>(Bs(s), static_cast<const T*>(p.b), p.ldb, p.k, p.n, k0, bn);
         cp_async_commit();
     };
 
@@ -201,22 +242,22 @@ __device__ __forceinline__ void gemm_body(const GemmParams& p, __half* smem) {
         __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk += 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, LayoutA> fa[4];
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, LayoutB> fb[2];
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, T, LayoutA> fa[4];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, LayoutB> fb[2];
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 const int mr = wm + i * 16;
                 // element (m, k) of the tile: row-major at m * (BK + PAD) + k,
                 // column-major (stored k-major) at k * (BM + PAD) + m
-                const __half* src = TA ? As(s) + kk * (GEMM_BM + GEMM_PAD) + mr : As(s) + mr * (GEMM_BK + GEMM_PAD) + kk;
-                wmma::load_matrix_sync(fa[i], src, TA ? GEMM_BM + GEMM_PAD : GEMM_BK + GEMM_PAD);
+                const T* src = TA ? As(s) + kk * (GEMM_BM + GEMM_PAD) + mr : As(s) + mr * (GEMM_BK + GEMM_PAD) + kk;
+                load_frag(fa[i], src, TA ? GEMM_BM + GEMM_PAD : GEMM_BK + GEMM_PAD);
             }
 #pragma unroll
             for (int j = 0; j < 2; j++) {
                 const int nc = wn + j * 16;
                 // element (k, n): row-major at k * (BN + PAD) + n, column-major at n * (BK + PAD) + k
-                const __half* src = TB ? Bs(s) + nc * (GEMM_BK + GEMM_PAD) + kk : Bs(s) + kk * (GEMM_BN + GEMM_PAD) + nc;
-                wmma::load_matrix_sync(fb[j], src, TB ? GEMM_BK + GEMM_PAD : GEMM_BN + GEMM_PAD);
+                const T* src = TB ? Bs(s) + nc * (GEMM_BK + GEMM_PAD) + kk : Bs(s) + kk * (GEMM_BN + GEMM_PAD) + nc;
+                load_frag(fb[j], src, TB ? GEMM_BK + GEMM_PAD : GEMM_BN + GEMM_PAD);
             }
 #pragma unroll
             for (int i = 0; i < 4; i++)
@@ -230,7 +271,7 @@ __device__ __forceinline__ void gemm_body(const GemmParams& p, __half* smem) {
     float* scratch = reinterpret_cast<float*>(smem) + warp * 256;
     OutT* c = reinterpret_cast<OutT*>(p.c);
     const float* bias32 = reinterpret_cast<const float*>(p.bias);
-    const __half* bias16 = reinterpret_cast<const __half*>(p.bias);
+    const T* bias16 = reinterpret_cast<const T*>(p.bias);
 #pragma unroll
     for (int i = 0; i < 4; i++) {
 #pragma unroll
@@ -255,8 +296,8 @@ __device__ __forceinline__ void gemm_body(const GemmParams& p, __half* smem) {
                     const int64_t o = gm * p.ldc + gn;
                     float v = p.alpha * scratch[idx];
                     if (p.beta != 0.0f) v += p.beta * load_out(c, o);
-                    if (p.bias) v += p.bias_f16 ? __half2float(bias16[gn]) : bias32[gn];
-                    if (p.pre) p.pre[o] = __float2half_rn(v);
+                    if (p.bias) v += p.bias_f16 ? to_f32(bias16[gn]) : bias32[gn];
+                    if (p.pre) static_cast<T*>(p.pre)[o] = from_f32<T>(v);
                     if (p.act == GEMM_ACT_RELU) v = v < 0.0f ? 0.0f : v;  // NaN passes through, as torch.relu
                     else if (p.act == GEMM_ACT_GELU) v = gelu_tanh(v);
                     const float stored = store_out(c, o, v);
@@ -271,20 +312,31 @@ __device__ __forceinline__ void gemm_body(const GemmParams& p, __half* smem) {
     }
 }
 
-// One entry point per (layout pair, output type); the fast or element-wise loading path
-// is a uniform branch on a launch argument.
-#define GEMM_KERNEL(name, TA, TB, OutT)                                                       \
+// One entry point per (operand type, layout pair, output type); the fast or element-wise
+// loading path is a uniform branch on a launch argument.
+#define GEMM_KERNEL(name, TA, TB, T, OutT)                                                    \
     extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 2) name(GemmParams p, int32_t vec) {  \
-        __shared__ __align__(128) __half smem[GEMM_SMEM];                                     \
-        if (vec) gemm_body<TA, TB, true, OutT>(p, smem);                                      \
-        else gemm_body<TA, TB, false, OutT>(p, smem);                                         \
+        __shared__ __align__(128) T smem[GEMM_SMEM];                                          \
+        if (vec) gemm_body<TA, TB, true, T, OutT>(p, smem);                                   \
+        else gemm_body<TA, TB, false, T, OutT>(p, smem);                                      \
     }
 
-GEMM_KERNEL(gemm_nn_f32, false, false, float)
-GEMM_KERNEL(gemm_nt_f32, false, true, float)
-GEMM_KERNEL(gemm_tn_f32, true, false, float)
-GEMM_KERNEL(gemm_tt_f32, true, true, float)
-GEMM_KERNEL(gemm_nn_f16, false, false, __half)
-GEMM_KERNEL(gemm_nt_f16, false, true, __half)
-GEMM_KERNEL(gemm_tn_f16, true, false, __half)
-GEMM_KERNEL(gemm_tt_f16, true, true, __half)
+GEMM_KERNEL(gemm_nn_f32, false, false, __half, float)
+GEMM_KERNEL(gemm_nt_f32, false, true, __half, float)
+GEMM_KERNEL(gemm_tn_f32, true, false, __half, float)
+GEMM_KERNEL(gemm_tt_f32, true, true, __half, float)
+GEMM_KERNEL(gemm_nn_f16, false, false, __half, __half)
+GEMM_KERNEL(gemm_nt_f16, false, true, __half, __half)
+GEMM_KERNEL(gemm_tn_f16, true, false, __half, __half)
+GEMM_KERNEL(gemm_tt_f16, true, true, __half, __half)
+
+#if __CUDA_ARCH__ >= 800
+GEMM_KERNEL(gemm_bf16_nn_f32, false, false, bf16_t, float)
+GEMM_KERNEL(gemm_bf16_nt_f32, false, true, bf16_t, float)
+GEMM_KERNEL(gemm_bf16_tn_f32, true, false, bf16_t, float)
+GEMM_KERNEL(gemm_bf16_tt_f32, true, true, bf16_t, float)
+GEMM_KERNEL(gemm_bf16_nn_bf16, false, false, bf16_t, bf16_t)
+GEMM_KERNEL(gemm_bf16_nt_bf16, false, true, bf16_t, bf16_t)
+GEMM_KERNEL(gemm_bf16_tn_bf16, true, false, bf16_t, bf16_t)
+GEMM_KERNEL(gemm_bf16_tt_bf16, true, true, bf16_t, bf16_t)
+#endif

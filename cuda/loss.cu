@@ -1,4 +1,5 @@
-// loss: the losses of a training step in fp32 from fp16 outputs, and their gradients with
+// loss: the losses of a training step in fp32 from half-precision outputs (f16 or bf16:
+// every kernel below exists as `_f16` and `_bf16`, one templated body), and their gradients with
 // the loss-scale seed fused in (DESIGN.md, step 4).
 //
 //   cross_entropy_forward_f16:   losses[r] = logsumexp(z[r, :]) - z[r, label[r]]
@@ -40,10 +41,11 @@
 // (exp 2 ulp, the rounded arguments z - m, the sum, logf 1 ulp, the two additions; 1% for
 // the second-order terms). The CPU reference's sequential sum has depth cols - 1.
 
-// ptx-targets: sm_75
+// ptx-targets: sm_75 sm_80
 
-#include <cuda_fp16.h>
 #include <stdint.h>
+
+#include "half.cuh"
 
 // ----------------------------------------------------------------------------
 // kernels
@@ -64,36 +66,39 @@ __device__ __forceinline__ float warp_max(float v) {
 
 // max and sum of exp(z - max) over one row, in every lane. fmaxf ignores NaN, so a NaN
 // logit is carried by the sum instead (exp(NaN - max) is NaN).
-__device__ __forceinline__ void row_softmax_stats(const __half* z, int64_t cols, float* max_out, float* sum_out) {
+template <typename H>
+__device__ __forceinline__ void row_softmax_stats(const H* z, int64_t cols, float* max_out, float* sum_out) {
     const int lane = threadIdx.x % 32;
     float m = -INFINITY;
-    for (int64_t c = lane; c < cols; c += 32) m = fmaxf(m, __half2float(z[c]));
+    for (int64_t c = lane; c < cols; c += 32) m = fmaxf(m, to_f32(z[c]));
     m = warp_max(m);
     float s = 0.0f;
-    for (int64_t c = lane; c < cols; c += 32) s += expf(__half2float(z[c]) - m);
+    for (int64_t c = lane; c < cols; c += 32) s += expf(to_f32(z[c]) - m);
     *max_out = m;
     *sum_out = warp_sum(s);
 }
 
-extern "C" __global__ void cross_entropy_forward_f16(const __half* __restrict__ z, const int32_t* __restrict__ labels,
+template <typename H>
+__device__ __forceinline__ void cross_entropy_forward(const H* __restrict__ z, const int32_t* __restrict__ labels,
                                                      float* __restrict__ losses, int64_t rows, int64_t cols) {
     const int64_t r = (int64_t)blockIdx.x * LOSS_WARPS + threadIdx.x / 32;
     if (r >= rows) return;
-    const __half* zr = z + r * cols;
+    const H* zr = z + r * cols;
     float m, s;
     row_softmax_stats(zr, cols, &m, &s);
     if (threadIdx.x % 32 == 0) {
         const int32_t y = labels[r];
-        losses[r] = (y >= 0 && y < cols) ? logf(s) + m - __half2float(zr[y]) : NAN;
+        losses[r] = (y >= 0 && y < cols) ? logf(s) + m - to_f32(zr[y]) : NAN;
     }
 }
 
-extern "C" __global__ void cross_entropy_backward_f16(const __half* __restrict__ z, const int32_t* __restrict__ labels,
-                                                      const float* __restrict__ scale, __half* __restrict__ dz,
+template <typename H>
+__device__ __forceinline__ void cross_entropy_backward(const H* __restrict__ z, const int32_t* __restrict__ labels,
+                                                      const float* __restrict__ scale, H* __restrict__ dz,
                                                       int64_t rows, int64_t cols, float factor) {
     const int64_t r = (int64_t)blockIdx.x * LOSS_WARPS + threadIdx.x / 32;
     if (r >= rows) return;
-    const __half* zr = z + r * cols;
+    const H* zr = z + r * cols;
     float m, s;
     row_softmax_stats(zr, cols, &m, &s);
     const float seed = factor * (scale != nullptr ? *scale : 1.0f);
@@ -101,33 +106,59 @@ extern "C" __global__ void cross_entropy_backward_f16(const __half* __restrict__
     const bool valid = y >= 0 && y < cols;
     const float inv = 1.0f / s;
     for (int64_t c = threadIdx.x % 32; c < cols; c += 32) {
-        const float p = expf(__half2float(zr[c]) - m) * inv;
+        const float p = expf(to_f32(zr[c]) - m) * inv;
         const float g = valid ? seed * (p - (c == y ? 1.0f : 0.0f)) : NAN;
-        dz[r * cols + c] = __float2half_rn(g);
+        dz[r * cols + c] = from_f32<H>(g);
     }
 }
 
-extern "C" __global__ void mse_forward_f16(const __half* __restrict__ p, const __half* __restrict__ t,
+template <typename H>
+__device__ __forceinline__ void mse_forward(const H* __restrict__ p, const H* __restrict__ t,
                                            float* __restrict__ losses, int64_t rows, int64_t cols) {
     const int64_t r = (int64_t)blockIdx.x * LOSS_WARPS + threadIdx.x / 32;
     if (r >= rows) return;
     float s = 0.0f;
     for (int64_t c = threadIdx.x % 32; c < cols; c += 32) {
-        const float d = __half2float(p[r * cols + c]) - __half2float(t[r * cols + c]);
+        const float d = to_f32(p[r * cols + c]) - to_f32(t[r * cols + c]);
         s += d * d;
     }
     s = warp_sum(s);
     if (threadIdx.x % 32 == 0) losses[r] = s;
 }
 
-extern "C" __global__ void mse_backward_f16(const __half* __restrict__ p, const __half* __restrict__ t,
-                                            const float* __restrict__ scale, __half* __restrict__ dp, int64_t rows,
+template <typename H>
+__device__ __forceinline__ void mse_backward(const H* __restrict__ p, const H* __restrict__ t,
+                                            const float* __restrict__ scale, H* __restrict__ dp, int64_t rows,
                                             int64_t cols, float factor) {
     const int64_t r = (int64_t)blockIdx.x * LOSS_WARPS + threadIdx.x / 32;
     if (r >= rows) return;
     const float seed = factor * (scale != nullptr ? *scale : 1.0f);
     for (int64_t c = threadIdx.x % 32; c < cols; c += 32) {
         const int64_t i = r * cols + c;
-        dp[i] = __float2half_rn(seed * 2.0f * (__half2float(p[i]) - __half2float(t[i])));
+        dp[i] = from_f32<H>(seed * 2.0f * (to_f32(p[i]) - to_f32(t[i])));
     }
 }
+
+#define LOSS_KERNELS(h, H)                                                                                      \
+    extern "C" __global__ void cross_entropy_forward_##h(const H* __restrict__ z, const int32_t* __restrict__ labels, \
+                                                         float* __restrict__ losses, int64_t rows, int64_t cols) {  \
+        cross_entropy_forward(z, labels, losses, rows, cols);                                                   \
+    }                                                                                                           \
+    extern "C" __global__ void cross_entropy_backward_##h(const H* __restrict__ z,                              \
+                                                          const int32_t* __restrict__ labels,                   \
+                                                          const float* __restrict__ scale, H* __restrict__ dz,  \
+                                                          int64_t rows, int64_t cols, float factor) {           \
+        cross_entropy_backward(z, labels, scale, dz, rows, cols, factor);                                       \
+    }                                                                                                           \
+    extern "C" __global__ void mse_forward_##h(const H* __restrict__ p, const H* __restrict__ t,                \
+                                               float* __restrict__ losses, int64_t rows, int64_t cols) {        \
+        mse_forward(p, t, losses, rows, cols);                                                                  \
+    }                                                                                                           \
+    extern "C" __global__ void mse_backward_##h(const H* __restrict__ p, const H* __restrict__ t,               \
+                                                const float* __restrict__ scale, H* __restrict__ dp, int64_t rows, \
+                                                int64_t cols, float factor) {                                   \
+        mse_backward(p, t, scale, dp, rows, cols, factor);                                                      \
+    }
+
+LOSS_KERNELS(f16, __half)
+LOSS_KERNELS(bf16, bf16_t)

@@ -1,6 +1,6 @@
 // reduce: the deterministic reductions of a training step.
 //
-//   bias_grad_f16:  db[c] = beta * db[c] + sum_r dz[r, c]      dz rows x cols f16, db f32
+//   bias_grad_<h>:  db[c] = beta * db[c] + sum_r dz[r, c]      dz rows x cols f16 or bf16, db f32
 //                   (a linear layer's bias gradient; beta = 1 accumulates micro-batches)
 //                   *found_inf = 1 if any db[c] written is inf or NaN (optional; sticky):
 //                   the training step's overflow check, made as the gradient is written
@@ -17,9 +17,11 @@
 // sum_f32: one block of 1024 threads; meant for short ranges (one value per row).
 
 // ptx-targets: sm_75
+// (bf16 -> f32 is a shift: an sm_80 variant would be the same PTX)
 
-#include <cuda_fp16.h>
 #include <stdint.h>
+
+#include "half.cuh"
 
 // ----------------------------------------------------------------------------
 // kernels
@@ -28,13 +30,14 @@
 #define BIAS_GRAD_ROWS 8
 #define SUM_THREADS 1024
 
-extern "C" __global__ void bias_grad_f16(const __half* __restrict__ dz, float* __restrict__ db, int64_t rows,
-                                         int64_t cols, float beta, float* __restrict__ found_inf) {
+template <typename H>
+__device__ __forceinline__ void bias_grad(const H* __restrict__ dz, float* __restrict__ db, int64_t rows, int64_t cols,
+                                          float beta, float* __restrict__ found_inf) {
     __shared__ float partial[BIAS_GRAD_ROWS][BIAS_GRAD_COLS + 1];
     const int64_t c = (int64_t)blockIdx.x * BIAS_GRAD_COLS + threadIdx.x;
     float s = 0.0f;
     if (c < cols) {
-        for (int64_t r = threadIdx.y; r < rows; r += BIAS_GRAD_ROWS) s += __half2float(dz[r * cols + c]);
+        for (int64_t r = threadIdx.y; r < rows; r += BIAS_GRAD_ROWS) s += to_f32(dz[r * cols + c]);
     }
     partial[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
@@ -47,6 +50,15 @@ extern "C" __global__ void bias_grad_f16(const __half* __restrict__ dz, float* _
         // Sticky, same value from every writer: no atomic needed.
         if (found_inf && !isfinite(v)) *found_inf = 1.0f;
     }
+}
+
+extern "C" __global__ void bias_grad_f16(const __half* __restrict__ dz, float* __restrict__ db, int64_t rows,
+                                         int64_t cols, float beta, float* __restrict__ found_inf) {
+    bias_grad(dz, db, rows, cols, beta, found_inf);
+}
+extern "C" __global__ void bias_grad_bf16(const bf16_t* __restrict__ dz, float* __restrict__ db, int64_t rows,
+                                          int64_t cols, float beta, float* __restrict__ found_inf) {
+    bias_grad(dz, db, rows, cols, beta, found_inf);
 }
 
 extern "C" __global__ void sum_f32(const float* __restrict__ x, float* __restrict__ out, uint64_t n, float factor,

@@ -9,15 +9,17 @@
 // the scale as torch's fused AdamW does), so the gradients are read once here and once
 // there and never written.
 //
-// Layouts: contiguous ranges. Gradients f32 or f16; arithmetic in f32; f16 results are
-// rounded to nearest even.
-// Minimum bytes per element: unscale f32 8 (read 4 + write 4), f16 4; check only f32 4,
-// f16 2. 16-byte loads and stores when the range is 16-byte aligned, scalar otherwise.
+// Layouts: contiguous ranges. Gradients f32, f16 or bf16 (kernels `_f32`, `_f16`,
+// `_bf16`); arithmetic in f32; half results are rounded to nearest even.
+// Minimum bytes per element: unscale f32 8 (read 4 + write 4), f16 and bf16 4; check only
+// f32 4, f16 and bf16 2. 16-byte loads and stores when the range is 16-byte aligned, scalar otherwise.
 // found_inf: one write per block at most, after a block-wide OR (__syncthreads_or).
 
-#include <cuda_fp16.h>
+// ptx-targets: sm_75 sm_80
+
 #include <stdint.h>
 
+#include "half.cuh"
 #include "multi_tensor.cuh"
 
 // ----------------------------------------------------------------------------
@@ -59,8 +61,9 @@ __device__ __forceinline__ bool unscale_range_f32(float* g, uint64_t begin, uint
     return bad;
 }
 
-__device__ __forceinline__ bool unscale_range_f16(__half* g, uint64_t begin, uint64_t end, uint64_t first,
-                                                  uint64_t step, float inv, bool write) {
+template <typename H>
+__device__ __forceinline__ bool unscale_range_half(H* g, uint64_t begin, uint64_t end, uint64_t first, uint64_t step,
+                                                   float inv, bool write) {
     bool bad = false;
     const bool vec = ((reinterpret_cast<uintptr_t>(g + begin) & 15) == 0);
     uint64_t tail = begin;
@@ -68,22 +71,22 @@ __device__ __forceinline__ bool unscale_range_f16(__half* g, uint64_t begin, uin
         const uint64_t nvec = (end - begin) / 8;
         uint4* gv = reinterpret_cast<uint4*>(g + begin);
         for (uint64_t i = first; i < nvec; i += step) {
-            union { uint4 u; __half2 h[4]; } v;
+            Half8 v;
             v.u = gv[i];
 #pragma unroll
             for (int k = 0; k < 4; k++) {
-                float2 f = __half22float2(v.h[k]);
+                const float2 f = unpack2<H>(v.w[k]);
                 bad |= nonfinite(f.x) | nonfinite(f.y);
-                v.h[k] = __floats2half2_rn(f.x * inv, f.y * inv);
+                v.w[k] = pack2<H>(f.x * inv, f.y * inv);
             }
             if (write) gv[i] = v.u;
         }
         tail = begin + nvec * 8;
     }
     for (uint64_t i = tail + first; i < end; i += step) {
-        const float v = __half2float(g[i]);
+        const float v = to_f32(g[i]);
         bad |= nonfinite(v);
-        if (write) g[i] = __float2half_rn(v * inv);
+        if (write) g[i] = from_f32<H>(v * inv);
     }
     return bad;
 }
@@ -100,12 +103,16 @@ extern "C" __global__ void unscale_check_f32(float* g, uint64_t n, const float* 
     raise_found_inf(bad, found_inf);
 }
 
-extern "C" __global__ void unscale_check_f16(__half* g, uint64_t n, const float* scale, float* found_inf) {
-    const uint64_t first = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const uint64_t step = (uint64_t)gridDim.x * blockDim.x;
-    const bool bad = unscale_range_f16(g, 0, n, first, step, inv_scale_of(scale), scale != nullptr);
-    raise_found_inf(bad, found_inf);
-}
+#define UNSCALE_FLAT_HALF(name, H)                                                                 \
+    extern "C" __global__ void name(H* g, uint64_t n, const float* scale, float* found_inf) {          \
+        const uint64_t first = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;                        \
+        const uint64_t step = (uint64_t)gridDim.x * blockDim.x;                                        \
+        const bool bad = unscale_range_half(g, 0, n, first, step, inv_scale_of(scale), scale != nullptr); \
+        raise_found_inf(bad, found_inf);                                                               \
+    }
+
+UNSCALE_FLAT_HALF(unscale_check_f16, __half)
+UNSCALE_FLAT_HALF(unscale_check_bf16, bf16_t)
 
 // Multi-tensor: up to UNSCALE_MT_TENSORS gradient tensors per launch.
 #define UNSCALE_MT_TENSORS 64
@@ -127,11 +134,15 @@ extern "C" __global__ void unscale_check_multi_f32(UnscaleList list, const float
     raise_found_inf(bad, found_inf);
 }
 
-extern "C" __global__ void unscale_check_multi_f16(UnscaleList list, const float* scale, float* found_inf) {
-    const int t = list.blocks.tensor[blockIdx.x];
-    uint64_t begin, end;
-    mt_chunk_range(list.blocks, list.len[t], &begin, &end);
-    const bool bad = unscale_range_f16(reinterpret_cast<__half*>(list.ptr[t]), begin, end, threadIdx.x, blockDim.x,
-                                       inv_scale_of(scale), scale != nullptr);
-    raise_found_inf(bad, found_inf);
-}
+#define UNSCALE_MULTI_HALF(name, H)                                                                \
+    extern "C" __global__ void name(UnscaleList list, const float* scale, float* found_inf) {          \
+        const int t = list.blocks.tensor[blockIdx.x];                                                  \
+        uint64_t begin, end;                                                                           \
+        mt_chunk_range(list.blocks, list.len[t], &begin, &end);                                        \
+        const bool bad = unscale_range_half(reinterpret_cast<H*>(list.ptr[t]), begin, end, threadIdx.x, \
+                                            blockDim.x, inv_scale_of(scale), scale != nullptr);        \
+        raise_found_inf(bad, found_inf);                                                               \
+    }
+
+UNSCALE_MULTI_HALF(unscale_check_multi_f16, __half)
+UNSCALE_MULTI_HALF(unscale_check_multi_bf16, bf16_t)

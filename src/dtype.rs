@@ -100,3 +100,11 @@ impl Element for f32 {
         x
     }
 }
+
+/// A working half-precision type: `f16` or `bf16` (DESIGN.md, "Two half types"). Every
+/// kernel family that takes half-precision data has one kernel per half type, named
+/// `<family>_f16` and `<family>_bf16`; the launchers are generic over this trait.
+pub trait Half: Element {}
+
+impl Half for f16 {}
+impl Half for bf16 {}

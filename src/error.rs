@@ -46,6 +46,20 @@ pub enum Error {
         targets: String,
     },
 
+    /// The device has no hardware for what the operation asks (bf16 tensor cores on
+    /// sm_75): refused before anything is queued.
+    #[error("{op}: {what} needs compute capability {}.{} or newer; this device is {}.{}", needs.0, needs.1, capability.0, capability.1)]
+    Unsupported {
+        /// The operation.
+        op: &'static str,
+        /// What is missing, e.g. "bf16 tensor cores".
+        what: &'static str,
+        /// The capability it needs.
+        needs: (u32, u32),
+        /// The device's compute capability.
+        capability: (u32, u32),
+    },
+
     /// A tensor's shape does not match what the operation needs.
     #[error("{op}: shape mismatch: expected {expected:?}, got {got:?}")]
     ShapeMismatch {

@@ -62,7 +62,7 @@ mod tensor;
 pub mod train;
 
 pub use device::{device_count, Device, DeviceInfo};
-pub use dtype::{DType, Element};
+pub use dtype::{DType, Element, Half};
 pub use error::{Error, Result};
 pub use tensor::Tensor;
 pub use train::{TrainConfig, TrainStep};

@@ -6,7 +6,7 @@ use mixed_precision::backend::cpu::{self, Cpu};
 use mixed_precision::backend::cuda::Cuda;
 use mixed_precision::backend::Backend;
 use mixed_precision::half::f16;
-use mixed_precision::kernels::activation::{activation_backward_f16, activation_forward_f16};
+use mixed_precision::kernels::activation::{activation_backward, activation_forward};
 use mixed_precision::kernels::gemm::Activation;
 use mixed_precision::nn::ArenaLayout;
 use mixed_precision::optim::{AdamConfig, GradScalerConfig};
@@ -57,8 +57,8 @@ fn forward_and_backward_match_cpu() {
             let dyd = Tensor::from_host(&dev, &dy, &[n]).unwrap();
             let mut y = Tensor::from_host(&dev, &vec![f16::NAN; n], &[n]).unwrap();
             let mut dx = Tensor::from_host(&dev, &vec![f16::NAN; n], &[n]).unwrap();
-            activation_forward_f16(&dev, &xd.view(), &mut y.view_mut(), act).unwrap();
-            activation_backward_f16(&dev, &xd.view(), &dyd.view(), &mut dx.view_mut(), act).unwrap();
+            activation_forward(&dev, &xd.view(), &mut y.view_mut(), act).unwrap();
+            activation_backward(&dev, &xd.view(), &dyd.view(), &mut dx.view_mut(), act).unwrap();
             let (y, dx) = (y.to_host().unwrap(), dx.to_host().unwrap());
             for i in 0..n {
                 let xf = x[i].to_f32();
@@ -80,7 +80,7 @@ fn unaligned_views_take_the_scalar_path() {
     let mut y = Tensor::from_host(&dev, &[f16::NAN; 40], &[40]).unwrap();
     let xv = xd.view();
     let mut yv = y.view_mut();
-    activation_forward_f16(&dev, &xv.slice(1..34), &mut yv.slice_mut(3..36), Activation::Relu).unwrap();
+    activation_forward(&dev, &xv.slice(1..34), &mut yv.slice_mut(3..36), Activation::Relu).unwrap();
     let y = y.to_host().unwrap();
     for i in 0..33 {
         assert_eq!(y[3 + i], f16::from_f32(x[1 + i].to_f32().max(0.0)), "i={i}");
@@ -93,9 +93,9 @@ fn length_mismatch_is_an_error() {
     let dev = gpu_or_skip!();
     let x = Tensor::<f16>::zeros(&dev, &[8]).unwrap();
     let mut y = Tensor::<f16>::zeros(&dev, &[7]).unwrap();
-    let e = activation_forward_f16(&dev, &x.view(), &mut y.view_mut(), Activation::Relu).unwrap_err();
+    let e = activation_forward(&dev, &x.view(), &mut y.view_mut(), Activation::Relu).unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { op: "activation_forward_f16", .. }), "{e}");
-    let e = activation_backward_f16(
+    let e = activation_backward(
         &dev,
         &x.view(),
         &y.view(),
@@ -211,10 +211,10 @@ fn relu_backward_nonfinite_matches_cpu_bit_for_bit() {
     let dyd = Tensor::from_host(&dev, &dy, &[n]).unwrap();
     for act in ACTS {
         let mut dx = Tensor::from_host(&dev, &vec![f16::from_f32(-7.0); n], &[n]).unwrap();
-        activation_backward_f16(&dev, &xd.view(), &dyd.view(), &mut dx.view_mut(), act).unwrap();
+        activation_backward(&dev, &xd.view(), &dyd.view(), &mut dx.view_mut(), act).unwrap();
         let mut dxu = Tensor::from_host(&dev, &vec![f16::from_f32(-7.0); n], &[n]).unwrap();
         let (xv, gv, mut dv) = (xd.view(), dyd.view(), dxu.view_mut());
-        activation_backward_f16(&dev, &xv.slice(1..n), &gv.slice(1..n), &mut dv.slice_mut(1..n), act).unwrap();
+        activation_backward(&dev, &xv.slice(1..n), &gv.slice(1..n), &mut dv.slice_mut(1..n), act).unwrap();
         let (dx, dxu) = (dx.to_host().unwrap(), dxu.to_host().unwrap());
         for i in 0..n {
             let want = f16::from_f32(cpu::activation_grad(x[i].to_f32(), dy[i].to_f32(), act));

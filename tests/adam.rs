@@ -94,11 +94,12 @@ fn thousand_steps<G: Element>(name: &str, mut step: impl FnMut(&mut State, &[G],
 fn cpu_reference_within_1e6_of_f64_for_1000_steps() {
     thousand_steps::<f32>("cpu f32 grads", |s, g, cfg| {
         cpu::adam_count_step(&mut s.step, Some(0.0));
-        cpu::adamw_update(&mut s.p, g, &mut s.m, &mut s.v, None, s.step, Some(SCALE), Some(0.0), cfg).unwrap();
+        cpu::adamw_update(&mut s.p, g, &mut s.m, &mut s.v, None::<&mut [f16]>, s.step, Some(SCALE), Some(0.0), cfg)
+            .unwrap();
     });
     thousand_steps::<f16>("cpu f16 grads", |s, g, cfg| {
         cpu::adam_count_step(&mut s.step, None);
-        cpu::adamw_update(&mut s.p, g, &mut s.m, &mut s.v, None, s.step, Some(SCALE), None, cfg).unwrap();
+        cpu::adamw_update(&mut s.p, g, &mut s.m, &mut s.v, None::<&mut [f16]>, s.step, Some(SCALE), None, cfg).unwrap();
     });
 }
 
@@ -184,8 +185,18 @@ fn adamw_step_matches_cpu_reference() {
                 let g = scaled_grads::<f32>(&mut rng, n);
                 gpu_step(&dev, &mut s, &g, &cfg, 0.0);
                 cpu::adam_count_step(&mut c.step, Some(0.0));
-                cpu::adamw_update(&mut c.p, &g, &mut c.m, &mut c.v, None, c.step, Some(SCALE), Some(0.0), &cfg)
-                    .unwrap();
+                cpu::adamw_update(
+                    &mut c.p,
+                    &g,
+                    &mut c.m,
+                    &mut c.v,
+                    None::<&mut [f16]>,
+                    c.step,
+                    Some(SCALE),
+                    Some(0.0),
+                    &cfg,
+                )
+                .unwrap();
             }
             // The same operations in the same precisions: only pow() may differ by an ulp.
             let e = rel_err(&s.p, &c.p.iter().map(|&x| x as f64).collect::<Vec<_>>());
@@ -272,7 +283,8 @@ fn adamw_step_rejects_bad_input_before_any_launch() {
     let mut v = Tensor::<f32>::zeros(&dev, &[8]).unwrap();
     let mut step = Tensor::from_host(&dev, &[0.0f32], &[1]).unwrap();
     {
-        let mut t = AdamTensors { params: p.view_mut(), grads: g.view(), m: m.view_mut(), v: v.view_mut(), copy: None };
+        let mut t: AdamTensors<_, f16> =
+            AdamTensors { params: p.view_mut(), grads: g.view(), m: m.view_mut(), v: v.view_mut(), copy: None };
         let mut sc = AdamScalars { step: step.view_mut(), scale: None, found_inf: None };
         let err = adamw_step(&dev, &mut t, &mut sc, &AdamConfig::default()).unwrap_err();
         assert!(
@@ -287,7 +299,8 @@ fn adamw_step_rejects_bad_input_before_any_launch() {
         AdamConfig { eps: 0.0, ..AdamConfig::default() },
         AdamConfig { weight_decay: -1.0, ..AdamConfig::default() },
     ] {
-        let mut t = AdamTensors { params: p.view_mut(), grads: g.view(), m: m.view_mut(), v: v.view_mut(), copy: None };
+        let mut t: AdamTensors<_, f16> =
+            AdamTensors { params: p.view_mut(), grads: g.view(), m: m.view_mut(), v: v.view_mut(), copy: None };
         let mut sc = AdamScalars { step: step.view_mut(), scale: None, found_inf: None };
         assert!(matches!(adamw_step(&dev, &mut t, &mut sc, &bad), Err(Error::InvalidArgument { .. })), "{bad:?}");
     }

@@ -3,7 +3,7 @@
 mod common;
 
 use mixed_precision::half::f16;
-use mixed_precision::kernels::add::{add_assign_f16, add_f16};
+use mixed_precision::kernels::add::{add, add_assign};
 use mixed_precision::rng::Rng;
 use mixed_precision::{Error, Tensor};
 
@@ -30,9 +30,9 @@ fn add_and_accumulate_are_exact() {
         let ad = Tensor::from_host(&dev, &a, &[n]).unwrap();
         let bd = Tensor::from_host(&dev, &b, &[n]).unwrap();
         let mut y = Tensor::from_host(&dev, &vec![f16::NAN; n], &[n]).unwrap();
-        add_f16(&dev, &ad.view(), &bd.view(), &mut y.view_mut()).unwrap();
+        add(&dev, &ad.view(), &bd.view(), &mut y.view_mut()).unwrap();
         let mut acc = Tensor::from_host(&dev, &a, &[n]).unwrap();
-        add_assign_f16(&dev, &mut acc.view_mut(), &bd.view()).unwrap();
+        add_assign(&dev, &mut acc.view_mut(), &bd.view()).unwrap();
         let (y, acc) = (y.to_host().unwrap(), acc.to_host().unwrap());
         for i in 0..n {
             let want = sum(a[i], b[i]);
@@ -48,8 +48,8 @@ fn length_mismatch_is_an_error() {
     let a = Tensor::<f16>::zeros(&dev, &[8]).unwrap();
     let b = Tensor::<f16>::zeros(&dev, &[9]).unwrap();
     let mut y = Tensor::<f16>::zeros(&dev, &[8]).unwrap();
-    let e = add_f16(&dev, &a.view(), &b.view(), &mut y.view_mut()).unwrap_err();
+    let e = add(&dev, &a.view(), &b.view(), &mut y.view_mut()).unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { op: "add_f16", what: "b", .. }), "{e}");
-    let e = add_assign_f16(&dev, &mut y.view_mut(), &b.view()).unwrap_err();
+    let e = add_assign(&dev, &mut y.view_mut(), &b.view()).unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { op: "add_f16", what: "x", .. }), "{e}");
 }

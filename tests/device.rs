@@ -7,7 +7,7 @@ use half::f16;
 use mixed_precision::backend::cuda::Cuda;
 use mixed_precision::backend::Backend;
 use mixed_precision::kernels::adam::{adamw_step, AdamConfig, AdamScalars, AdamTensors};
-use mixed_precision::kernels::add::add_f16;
+use mixed_precision::kernels::add::add;
 use mixed_precision::kernels::cast::cast_f32_f16;
 use mixed_precision::kernels::gemm::{gemm, Epilogue, GemmShape, Transpose};
 use mixed_precision::kernels::loss_scale::{update_scale, ScaleRule};
@@ -45,7 +45,7 @@ fn a_launch_on_another_devices_buffer_is_refused_before_it_runs() {
     assert_refused("cast, input on A", cast_f32_f16(&b, &x_a.view(), &mut y_b.view_mut()), "cast_f32_f16");
     assert_refused("cast, output on A", cast_f32_f16(&b, &x_b.view(), &mut y_a.view_mut()), "cast_f32_f16");
     let h_b = Tensor::<f16>::from_host(&b, &[f16::ONE; 4], &[4]).unwrap();
-    assert_refused("add", add_f16(&b, &h_b.view(), &h_a.view(), &mut y_b.view_mut()), "add_f16");
+    assert_refused("add", add(&b, &h_b.view(), &h_a.view(), &mut y_b.view_mut()), "add_f16");
 
     // GEMM 2x2x2: A's operand on B.
     let shape = GemmShape::dense(2, 2, 2, Transpose::N, Transpose::N);
@@ -69,7 +69,7 @@ fn a_launch_on_another_devices_buffer_is_refused_before_it_runs() {
     let mut v_b = Tensor::<f32>::zeros(&b, &[4]).unwrap();
     let mut step_b = Tensor::<f32>::zeros(&b, &[1]).unwrap();
     {
-        let mut t = AdamTensors {
+        let mut t: AdamTensors<_, f16> = AdamTensors {
             params: params_b.view_mut(),
             grads: grads_a.view(),
             m: m_b.view_mut(),

@@ -127,7 +127,7 @@ fn run_case<C: Element>(
         bias: match epi {
             Epi::Plain => None,
             Epi::BiasRelu => Some(Bias::F32(bias_d.view())),
-            Epi::BiasF16GeluPre => Some(Bias::F16(bias16_d.view())),
+            Epi::BiasF16GeluPre => Some(Bias::Half(bias16_d.view())),
         },
         pre: matches!(epi, Epi::BiasF16GeluPre).then_some(&mut pre_view),
         activation: act,

@@ -6,7 +6,7 @@ mod common;
 use mixed_precision::backend::cpu;
 use mixed_precision::half::f16;
 use mixed_precision::kernels::loss::{
-    cross_entropy_backward_f16, cross_entropy_forward_f16, mse_backward_f16, mse_forward_f16, LossShape,
+    cross_entropy_backward, cross_entropy_forward, mse_backward, mse_forward, LossShape,
 };
 use mixed_precision::rng::Rng;
 use mixed_precision::{Error, Tensor};
@@ -50,7 +50,7 @@ fn cross_entropy_matches_cpu() {
         let zd = Tensor::from_host(&dev, &z, &[rows * cols]).unwrap();
         let ld_i32 = dev.stream().clone_htod(&li).unwrap();
         let mut losses = Tensor::from_host(&dev, &vec![f32::NAN; rows], &[rows]).unwrap();
-        cross_entropy_forward_f16(&dev, shape, &zd.view(), &ld_i32, &mut losses.view_mut()).unwrap();
+        cross_entropy_forward(&dev, shape, &zd.view(), &ld_i32, &mut losses.view_mut()).unwrap();
         let want = cpu::cross_entropy_forward(&to_f32(&z), &labels, rows, cols).unwrap();
         for (r, (&g, &w)) in losses.to_host().unwrap().iter().zip(&want).enumerate() {
             assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{rows}x{cols} row {r}: {g} vs {w}");
@@ -60,7 +60,7 @@ fn cross_entropy_matches_cpu() {
             let mut dz = Tensor::from_host(&dev, &vec![f16::NAN; rows * cols], &[rows * cols]).unwrap();
             let s = scale.view();
             let s = with_scale.then_some(&s);
-            cross_entropy_backward_f16(&dev, shape, &zd.view(), &ld_i32, s, &mut dz.view_mut(), factor).unwrap();
+            cross_entropy_backward(&dev, shape, &zd.view(), &ld_i32, s, &mut dz.view_mut(), factor).unwrap();
             let seed = factor * if with_scale { SCALE } else { 1.0 };
             let want = cpu::cross_entropy_backward(&to_f32(&z), &labels, rows, cols, seed).unwrap();
             for (i, (&g, &w)) in dz.to_host().unwrap().iter().zip(&want).enumerate() {
@@ -77,10 +77,10 @@ fn out_of_range_labels_give_nan_not_a_fault() {
     let labels = dev.stream().clone_htod(&[7i32, -1]).unwrap();
     let shape = LossShape { rows: 2, cols: 3 };
     let mut losses = Tensor::<f32>::zeros(&dev, &[2]).unwrap();
-    cross_entropy_forward_f16(&dev, shape, &z.view(), &labels, &mut losses.view_mut()).unwrap();
+    cross_entropy_forward(&dev, shape, &z.view(), &labels, &mut losses.view_mut()).unwrap();
     assert!(losses.to_host().unwrap().iter().all(|v| v.is_nan()));
     let mut dz = Tensor::<f16>::zeros(&dev, &[6]).unwrap();
-    cross_entropy_backward_f16(&dev, shape, &z.view(), &labels, None, &mut dz.view_mut(), 1.0).unwrap();
+    cross_entropy_backward(&dev, shape, &z.view(), &labels, None, &mut dz.view_mut(), 1.0).unwrap();
     assert!(dz.to_host().unwrap().iter().all(|v| v.is_nan()));
 }
 
@@ -94,7 +94,7 @@ fn mse_matches_cpu() {
         let pd = Tensor::from_host(&dev, &p, &[rows * cols]).unwrap();
         let td = Tensor::from_host(&dev, &t, &[rows * cols]).unwrap();
         let mut losses = Tensor::from_host(&dev, &vec![f32::NAN; rows], &[rows]).unwrap();
-        mse_forward_f16(&dev, shape, &pd.view(), &td.view(), &mut losses.view_mut()).unwrap();
+        mse_forward(&dev, shape, &pd.view(), &td.view(), &mut losses.view_mut()).unwrap();
         let want = cpu::mse_forward(&to_f32(&p), &to_f32(&t), rows, cols).unwrap();
         for (r, (&g, &w)) in losses.to_host().unwrap().iter().zip(&want).enumerate() {
             assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{rows}x{cols} row {r}: {g} vs {w}");
@@ -103,7 +103,7 @@ fn mse_matches_cpu() {
         let factor = 1.0 / (rows * cols).max(1) as f32;
         let mut dp = Tensor::from_host(&dev, &vec![f16::NAN; rows * cols], &[rows * cols]).unwrap();
         let s = scale.view();
-        mse_backward_f16(&dev, shape, &pd.view(), &td.view(), Some(&s), &mut dp.view_mut(), factor).unwrap();
+        mse_backward(&dev, shape, &pd.view(), &td.view(), Some(&s), &mut dp.view_mut(), factor).unwrap();
         let want = cpu::mse_backward(&to_f32(&p), &to_f32(&t), rows, cols, factor * SCALE).unwrap();
         for (i, (&g, &w)) in dp.to_host().unwrap().iter().zip(&want).enumerate() {
             assert!(common::same_f16(g, f16::from_f32(w)) || close_f16(g, w, 0.0), "{rows}x{cols} i={i}: {g} vs {w}");
@@ -117,13 +117,13 @@ fn bad_shapes_are_errors() {
     let z = Tensor::<f16>::zeros(&dev, &[12]).unwrap();
     let labels = dev.stream().clone_htod(&[0i32, 1, 2]).unwrap();
     let mut losses = Tensor::<f32>::zeros(&dev, &[4]).unwrap();
-    let e = cross_entropy_forward_f16(&dev, LossShape { rows: 4, cols: 3 }, &z.view(), &labels, &mut losses.view_mut())
+    let e = cross_entropy_forward(&dev, LossShape { rows: 4, cols: 3 }, &z.view(), &labels, &mut losses.view_mut())
         .unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { what: "labels", .. }), "{e}");
-    let e = cross_entropy_forward_f16(&dev, LossShape { rows: 3, cols: 5 }, &z.view(), &labels, &mut losses.view_mut())
+    let e = cross_entropy_forward(&dev, LossShape { rows: 3, cols: 5 }, &z.view(), &labels, &mut losses.view_mut())
         .unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { op: "cross_entropy_forward_f16", .. }), "{e}");
-    let e = cross_entropy_forward_f16(&dev, LossShape { rows: 0, cols: 0 }, &z.view(), &labels, &mut losses.view_mut())
+    let e = cross_entropy_forward(&dev, LossShape { rows: 0, cols: 0 }, &z.view(), &labels, &mut losses.view_mut())
         .unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { what: "cols", .. }), "{e}");
 }
@@ -171,7 +171,7 @@ fn kernel_depth(cols: usize) -> usize {
     cols.div_ceil(32) + 5
 }
 
-/// One row as cross_entropy_forward_f16 / _backward_f16 compute it (lane-strided sums,
+/// One row as cross_entropy_forward / _backward_f16 compute it (lane-strided sums,
 /// the xor-shuffle tree, `logf(s) + m - z[y]`, `e * (1 / s)`), with `model` for exp.
 fn kernel_row(z: &[f32], y: usize, model: ExpModel, ulps: i32) -> (f32, Vec<f32>) {
     let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -286,12 +286,12 @@ fn cross_entropy_within_the_documented_bound_of_f64() {
         let zd = Tensor::from_host(&dev, &z16, &[rows * cols]).unwrap();
         let ld = dev.stream().clone_htod(&labels).unwrap();
         let mut losses = Tensor::from_host(&dev, &vec![f32::NAN; rows], &[rows]).unwrap();
-        cross_entropy_forward_f16(&dev, shape, &zd.view(), &ld, &mut losses.view_mut()).unwrap();
+        cross_entropy_forward(&dev, shape, &zd.view(), &ld, &mut losses.view_mut()).unwrap();
         let scale = Tensor::from_host(&dev, &[SCALE], &[1]).unwrap();
         let factor = 1.0 / rows as f32;
         let mut dz = Tensor::from_host(&dev, &vec![f16::NAN; rows * cols], &[rows * cols]).unwrap();
         let s = scale.view();
-        cross_entropy_backward_f16(&dev, shape, &zd.view(), &ld, Some(&s), &mut dz.view_mut(), factor).unwrap();
+        cross_entropy_backward(&dev, shape, &zd.view(), &ld, Some(&s), &mut dz.view_mut(), factor).unwrap();
         let (losses, dz) = (losses.to_host().unwrap(), dz.to_host().unwrap());
         let seed = (factor * SCALE) as f64;
         for r in 0..rows {

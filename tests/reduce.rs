@@ -4,14 +4,14 @@ mod common;
 
 use mixed_precision::backend::cpu;
 use mixed_precision::half::f16;
-use mixed_precision::kernels::reduce::{bias_grad_f16, bias_grad_f16_checking, sum_f32};
+use mixed_precision::kernels::reduce::{bias_grad, bias_grad_checking, sum_f32};
 use mixed_precision::rng::Rng;
 use mixed_precision::{Error, Tensor};
 
 const SHAPES: &[(usize, usize)] = &[(0, 5), (1, 1), (7, 33), (64, 128), (129, 10), (1000, 17), (4096, 64)];
 
-/// bias_grad_f16_checking raises found_inf exactly when a db it writes is inf or NaN,
-/// never clears it, and writes what bias_grad_f16 writes.
+/// bias_grad_checking raises found_inf exactly when a db it writes is inf or NaN,
+/// never clears it, and writes what bias_grad writes.
 #[test]
 fn bias_grad_checking_raises_found_inf_on_nonfinite_only() {
     let dev = gpu_or_skip!();
@@ -22,9 +22,9 @@ fn bias_grad_checking_raises_found_inf_on_nonfinite_only() {
         let d = Tensor::from_host(&dev, dz, &[dz.len()]).unwrap();
         let mut db = Tensor::from_host(&dev, &vec![1.0f32; cols], &[cols]).unwrap();
         let mut found = Tensor::from_host(&dev, &[start], &[1]).unwrap();
-        bias_grad_f16_checking(&dev, &d.view(), &mut db.view_mut(), rows, cols, 1.0, &mut found.view_mut()).unwrap();
+        bias_grad_checking(&dev, &d.view(), &mut db.view_mut(), rows, cols, 1.0, &mut found.view_mut()).unwrap();
         let mut plain = Tensor::from_host(&dev, &vec![1.0f32; cols], &[cols]).unwrap();
-        bias_grad_f16(&dev, &d.view(), &mut plain.view_mut(), rows, cols, 1.0).unwrap();
+        bias_grad(&dev, &d.view(), &mut plain.view_mut(), rows, cols, 1.0).unwrap();
         let (db, plain) = (db.to_host().unwrap(), plain.to_host().unwrap());
         assert!(db.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan()));
         found.to_host().unwrap()[0]
@@ -60,7 +60,7 @@ fn bias_grad_matches_f64_and_is_deterministic() {
             let mut runs = Vec::new();
             for _ in 0..2 {
                 let mut db = Tensor::from_host(&dev, &old, &[cols]).unwrap();
-                bias_grad_f16(&dev, &dzd.view(), &mut db.view_mut(), rows, cols, beta).unwrap();
+                bias_grad(&dev, &dzd.view(), &mut db.view_mut(), rows, cols, beta).unwrap();
                 runs.push(db.to_host().unwrap());
             }
             assert_eq!(
@@ -108,9 +108,9 @@ fn bad_shapes_are_errors() {
     let dev = gpu_or_skip!();
     let dz = Tensor::<f16>::zeros(&dev, &[12]).unwrap();
     let mut db = Tensor::<f32>::zeros(&dev, &[4]).unwrap();
-    let e = bias_grad_f16(&dev, &dz.view(), &mut db.view_mut(), 4, 4, 0.0).unwrap_err();
+    let e = bias_grad(&dev, &dz.view(), &mut db.view_mut(), 4, 4, 0.0).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { op: "bias_grad_f16", .. }), "{e}");
-    let e = bias_grad_f16(&dev, &dz.view(), &mut db.view_mut(), 4, 3, 0.0).unwrap_err();
+    let e = bias_grad(&dev, &dz.view(), &mut db.view_mut(), 4, 3, 0.0).unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { op: "bias_grad_f16", what: "db", .. }), "{e}");
     let mut two = Tensor::<f32>::zeros(&dev, &[2]).unwrap();
     let e = sum_f32(&dev, &db.view(), &mut two.view_mut(), 1.0, 0.0).unwrap_err();

@@ -14,10 +14,10 @@
 //! The optimizer references below are generic over the gradient type, for the f16
 //! gradients engines may pass to the kernels directly.
 
-use half::f16;
+use half::{bf16, f16};
 
 use crate::backend::{check_same_shape, Backend, ParamsSnapshot};
-use crate::dtype::Element;
+use crate::dtype::{Element, Half};
 use crate::error::{Error, Result};
 use crate::kernels::adam::{AdamConfig, AdamMode};
 use crate::kernels::gemm::{host_matmul, Activation, GemmShape, Transpose};
@@ -72,40 +72,103 @@ pub fn adam_count_step(step: &mut f32, found_inf: Option<f32>) {
 
 /// CPU reference of [`kernels::adam::adamw_step`](crate::kernels::adam::adamw_step)
 /// after the step count has been advanced: the same operations in the same mixed
-/// f64/f32 precision as cuda/adam.cu (which follows torch's fused AdamW).
+/// f64/f32 precision as cuda/adam.cu (which follows torch's fused AdamW). `copy`, the
+/// working copy, is f16 or bf16 (rounded to nearest even).
 #[allow(clippy::too_many_arguments)]
-pub fn adamw_update<G: Element>(
+pub fn adamw_update<G: Element, C: Half>(
     params: &mut [f32],
     grads: &[G],
     m: &mut [f32],
     v: &mut [f32],
-    mut copy: Option<&mut [f16]>,
+    mut copy: Option<&mut [C]>,
     step: f32,
     scale: Option<f32>,
     found_inf: Option<f32>,
     cfg: &AdamConfig,
 ) -> Result<()> {
     const OP: &str = "cpu::adamw_update";
-    cfg.validate(OP)?;
     let n = params.len();
-    for (what, got) in [("grads", grads.len()), ("m", m.len()), ("v", v.len())]
-        .into_iter()
-        .chain(copy.as_ref().map(|c| ("copy", c.len())))
-    {
-        if got != n {
-            return Err(Error::LengthMismatch { op: OP, what, expected: n, got });
-        }
-    }
+    check_adam_lengths(OP, cfg, n, grads.len(), m.len(), v.len(), copy.as_ref().map(|c| c.len()))?;
     if found_inf.is_some_and(|f| f != 0.0) {
         return Ok(());
     }
-    let bc1 = (1.0 - cfg.beta1.powf(step as f64)) as f32;
-    let bc2 = (1.0 - cfg.beta2.powf(step as f64)) as f32;
-    let step_size = (cfg.lr / bc1 as f64) as f32;
-    let bc2_sqrt = bc2.sqrt();
+    let k = AdamConsts::new(cfg, step);
     for i in 0..n {
-        let mut g = grads[i].to_f32();
-        let mut p = params[i];
+        params[i] = k.update(params[i], grads[i].to_f32(), &mut m[i], &mut v[i], scale, cfg);
+        if let Some(c) = copy.as_deref_mut() {
+            c[i] = C::from_f32(params[i]);
+        }
+    }
+    Ok(())
+}
+
+/// CPU reference of [`kernels::adam::adamw_pure`](crate::kernels::adam::adamw_pure)
+/// after the step count has been advanced: bf16 weights with no master copy, the same
+/// update as [`adamw_update`], each new weight rounded stochastically with the bits
+/// [`sr_bits`]`(seed, step, i)`, as cuda/adam.cu does.
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_pure_update<G: Element>(
+    params: &mut [bf16],
+    grads: &[G],
+    m: &mut [f32],
+    v: &mut [f32],
+    step: f32,
+    scale: Option<f32>,
+    found_inf: Option<f32>,
+    cfg: &AdamConfig,
+    seed: u64,
+) -> Result<()> {
+    const OP: &str = "cpu::adamw_pure_update";
+    let n = params.len();
+    check_adam_lengths(OP, cfg, n, grads.len(), m.len(), v.len(), None)?;
+    if found_inf.is_some_and(|f| f != 0.0) {
+        return Ok(());
+    }
+    let k = AdamConsts::new(cfg, step);
+    for i in 0..n {
+        let p = k.update(params[i].to_f32(), grads[i].to_f32(), &mut m[i], &mut v[i], scale, cfg);
+        params[i] = round_bf16_stochastic(p, sr_bits(seed, step as u32, i as u64));
+    }
+    Ok(())
+}
+
+/// The 16 random bits the pure-bf16 AdamW adds before truncating element `i` at
+/// (`seed`, `step`): splitmix64's finalizer, as `sr_bits` in cuda/adam.cu.
+pub fn sr_bits(seed: u64, step: u32, i: u64) -> u32 {
+    let mut z = seed
+        .wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i.wrapping_add(1)))
+        .wrapping_add(0xC2B2_AE3D_27D4_EB4Fu64.wrapping_mul(step as u64));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z & 0xffff) as u32
+}
+
+/// `x` rounded to bf16 stochastically with the 16 random bits `r`: `r` is added to the
+/// 16 bits bf16 drops and the sum truncated, so x rounds away from zero with probability
+/// (dropped bits) / 2^16. inf and NaN round to nearest, as in cuda/adam.cu.
+pub fn round_bf16_stochastic(x: f32, r: u32) -> bf16 {
+    if !x.is_finite() {
+        return bf16::from_f32(x);
+    }
+    bf16::from_bits((x.to_bits().wrapping_add(r) >> 16) as u16)
+}
+
+/// The per-step constants of the Adam update, as cuda/adam.cu's `adam_step_consts`.
+struct AdamConsts {
+    step_size: f32,
+    bc2_sqrt: f32,
+}
+
+impl AdamConsts {
+    fn new(cfg: &AdamConfig, step: f32) -> Self {
+        let bc1 = (1.0 - cfg.beta1.powf(step as f64)) as f32;
+        let bc2 = (1.0 - cfg.beta2.powf(step as f64)) as f32;
+        AdamConsts { step_size: (cfg.lr / bc1 as f64) as f32, bc2_sqrt: bc2.sqrt() }
+    }
+
+    /// One element: `adam_math` of cuda/adam.cu. Returns the new weight.
+    fn update(&self, mut p: f32, mut g: f32, m: &mut f32, v: &mut f32, scale: Option<f32>, cfg: &AdamConfig) -> f32 {
         if let Some(s) = scale {
             g = (g as f64 / s as f64) as f32;
         }
@@ -115,13 +178,26 @@ pub fn adamw_update<G: Element>(
                 AdamMode::Adam => g = (g as f64 + p as f64 * cfg.weight_decay) as f32,
             }
         }
-        m[i] = (cfg.beta1 * m[i] as f64 + (1.0 - cfg.beta1) * g as f64) as f32;
-        v[i] = (cfg.beta2 * v[i] as f64 + (1.0 - cfg.beta2) * g as f64 * g as f64) as f32;
-        let denom = ((v[i].sqrt() / bc2_sqrt) as f64 + cfg.eps) as f32;
-        p -= step_size * m[i] / denom;
-        params[i] = p;
-        if let Some(c) = copy.as_deref_mut() {
-            c[i] = f16::from_f32(p);
+        *m = (cfg.beta1 * *m as f64 + (1.0 - cfg.beta1) * g as f64) as f32;
+        *v = (cfg.beta2 * *v as f64 + (1.0 - cfg.beta2) * g as f64 * g as f64) as f32;
+        let denom = ((v.sqrt() / self.bc2_sqrt) as f64 + cfg.eps) as f32;
+        p - self.step_size * *m / denom
+    }
+}
+
+fn check_adam_lengths(
+    op: &'static str,
+    cfg: &AdamConfig,
+    n: usize,
+    grads: usize,
+    m: usize,
+    v: usize,
+    copy: Option<usize>,
+) -> Result<()> {
+    cfg.validate(op)?;
+    for (what, got) in [("grads", grads), ("m", m), ("v", v)].into_iter().chain(copy.map(|c| ("copy", c))) {
+        if got != n {
+            return Err(Error::LengthMismatch { op, what, expected: n, got });
         }
     }
     Ok(())
@@ -204,7 +280,7 @@ fn relu(x: f32) -> f32 {
     }
 }
 
-/// `act(x)`, as the GEMM epilogue and `activation_forward_f16` compute it.
+/// `act(x)`, as the GEMM epilogue and `activation_forward` compute it.
 pub fn activation(x: f32, act: Activation) -> f32 {
     match act {
         Activation::None => x,
@@ -264,7 +340,7 @@ pub fn activation_grad(x: f32, dy: f32, act: Activation) -> f32 {
     }
 }
 
-/// CPU reference of [`kernels::activation::activation_backward_f16`](crate::kernels::activation::activation_backward_f16)
+/// CPU reference of [`kernels::activation::activation_backward`](crate::kernels::activation::activation_backward)
 /// before the f16 rounding: `dx = activation_grad(pre, dy)` elementwise (`dy * act'(pre)`
 /// for finite values; see [`activation_grad`] for ReLU with inf and NaN).
 pub fn activation_backward(pre: &[f32], dy: &[f32], dx: &mut [f32], act: Activation) -> Result<()> {
@@ -277,7 +353,7 @@ pub fn activation_backward(pre: &[f32], dy: &[f32], dx: &mut [f32], act: Activat
     Ok(())
 }
 
-/// CPU reference of [`kernels::reduce::bias_grad_f16`](crate::kernels::reduce::bias_grad_f16):
+/// CPU reference of [`kernels::reduce::bias_grad`](crate::kernels::reduce::bias_grad):
 /// `db[c] = beta * db[c] + sum_r dz[r, c]` (the old value not read when beta is 0).
 pub fn bias_grad(dz: &[f32], rows: usize, cols: usize, db: &mut [f32], beta: f32) -> Result<()> {
     const OP: &str = "cpu::bias_grad";
@@ -315,7 +391,7 @@ fn check_loss_shape(op: &'static str, rows: usize, cols: usize, len: usize) -> R
     Ok(())
 }
 
-/// CPU reference of [`kernels::loss::cross_entropy_forward_f16`](crate::kernels::loss::cross_entropy_forward_f16):
+/// CPU reference of [`kernels::loss::cross_entropy_forward`](crate::kernels::loss::cross_entropy_forward):
 /// per-row `logsumexp(z) - z[label]` in f32.
 pub fn cross_entropy_forward(z: &[f32], labels: &[u32], rows: usize, cols: usize) -> Result<Vec<f32>> {
     const OP: &str = "cpu::cross_entropy_forward";
@@ -331,7 +407,7 @@ pub fn cross_entropy_forward(z: &[f32], labels: &[u32], rows: usize, cols: usize
         .collect())
 }
 
-/// CPU reference of [`kernels::loss::cross_entropy_backward_f16`](crate::kernels::loss::cross_entropy_backward_f16)
+/// CPU reference of [`kernels::loss::cross_entropy_backward`](crate::kernels::loss::cross_entropy_backward)
 /// before the f16 rounding: `dz = seed * (softmax(z) - onehot(label))`.
 pub fn cross_entropy_backward(z: &[f32], labels: &[u32], rows: usize, cols: usize, seed: f32) -> Result<Vec<f32>> {
     const OP: &str = "cpu::cross_entropy_backward";
@@ -350,7 +426,7 @@ pub fn cross_entropy_backward(z: &[f32], labels: &[u32], rows: usize, cols: usiz
     Ok(dz)
 }
 
-/// CPU reference of [`kernels::loss::mse_forward_f16`](crate::kernels::loss::mse_forward_f16):
+/// CPU reference of [`kernels::loss::mse_forward`](crate::kernels::loss::mse_forward):
 /// per-row `sum (p - t)^2`.
 pub fn mse_forward(p: &[f32], t: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
     const OP: &str = "cpu::mse_forward";
@@ -359,7 +435,7 @@ pub fn mse_forward(p: &[f32], t: &[f32], rows: usize, cols: usize) -> Result<Vec
     Ok((0..rows).map(|r| (r * cols..(r + 1) * cols).map(|i| (p[i] - t[i]) * (p[i] - t[i])).sum()).collect())
 }
 
-/// CPU reference of [`kernels::loss::mse_backward_f16`](crate::kernels::loss::mse_backward_f16)
+/// CPU reference of [`kernels::loss::mse_backward`](crate::kernels::loss::mse_backward)
 /// before the f16 rounding: `dp = seed * 2 (p - t)`.
 pub fn mse_backward(p: &[f32], t: &[f32], rows: usize, cols: usize, seed: f32) -> Result<Vec<f32>> {
     const OP: &str = "cpu::mse_backward";
@@ -650,7 +726,7 @@ impl Backend for Cpu {
             &p.grad,
             &mut p.m,
             &mut p.v,
-            None,
+            None::<&mut [f16]>,
             p.step,
             enabled.then_some(p.scale),
             found,

@@ -20,14 +20,12 @@ use crate::backend::cpu::{check_labels, linear_dims, param_spec};
 use crate::backend::{check_same_shape, Backend, ParamsSnapshot};
 use crate::device::Device;
 use crate::error::{DriverContext, Error, Result};
-use crate::kernels::activation::{activation_backward_f16, activation_forward_f16};
+use crate::kernels::activation::{activation_backward, activation_forward};
 use crate::kernels::adam::AdamConfig;
-use crate::kernels::add::{add_assign_f16, add_f16};
+use crate::kernels::add::{add, add_assign};
 use crate::kernels::gemm::{gemm, gemm_checking, Activation, Bias, Epilogue, GemmShape, Transpose};
-use crate::kernels::loss::{
-    cross_entropy_backward_f16, cross_entropy_forward_f16, mse_backward_f16, mse_forward_f16, LossShape,
-};
-use crate::kernels::reduce::{bias_grad_f16, bias_grad_f16_checking, sum_f32};
+use crate::kernels::loss::{cross_entropy_backward, cross_entropy_forward, mse_backward, mse_forward, LossShape};
+use crate::kernels::reduce::{bias_grad, bias_grad_checking, sum_f32};
 use crate::nn::{ArenaLayout, ParamArena};
 use crate::optim::{AdamW, GradScaler, GradScalerConfig};
 
@@ -396,7 +394,7 @@ impl Backend for Cuda {
         let bias = match bias {
             Some(b) => {
                 let b = param_spec(OP, layout, b)?;
-                Some(Bias::F16(working.slice(b.offset..b.offset + b.len)))
+                Some(Bias::Half(working.slice(b.offset..b.offset + b.len)))
             }
             None => None,
         };
@@ -437,7 +435,7 @@ impl Backend for Cuda {
             (_, Some(pre)) => {
                 check_same_shape(OP, (dy.rows, dy.cols), (pre.rows, pre.cols))?;
                 let mut dz = self.tensor_out(OP, dy.rows, dy.cols)?;
-                activation_backward_f16(&self.dev, &pre.data, &dy.data, &mut dz.data, act)?;
+                activation_backward(&self.dev, &pre.data, &dy.data, &mut dz.data, act)?;
                 Some(dz)
             }
             (_, None) => {
@@ -464,8 +462,8 @@ impl Backend for Cuda {
             if let Some(b) = &b {
                 let mut db = grad.try_slice_mut(b.offset..b.offset + b.len).ok_or_else(range_err)?;
                 match found_inf.as_mut() {
-                    Some(f) => bias_grad_f16_checking(&self.dev, &dz.data, &mut db, x.rows, out, 1.0, f)?,
-                    None => bias_grad_f16(&self.dev, &dz.data, &mut db, x.rows, out, 1.0)?,
+                    Some(f) => bias_grad_checking(&self.dev, &dz.data, &mut db, x.rows, out, 1.0, f)?,
+                    None => bias_grad(&self.dev, &dz.data, &mut db, x.rows, out, 1.0)?,
                 }
             }
             if !need_dx {
@@ -486,7 +484,7 @@ impl Backend for Cuda {
 
     fn activation(&self, x: &CudaTensor, act: Activation) -> Result<CudaTensor> {
         let mut y = self.tensor_out("Cuda::activation", x.rows, x.cols)?;
-        activation_forward_f16(&self.dev, &x.data, &mut y.data, act)?;
+        activation_forward(&self.dev, &x.data, &mut y.data, act)?;
         Ok(y)
     }
 
@@ -494,7 +492,7 @@ impl Backend for Cuda {
         const OP: &str = "Cuda::activation_backward";
         check_same_shape(OP, (x.rows, x.cols), (dy.rows, dy.cols))?;
         let mut dx = self.tensor_out(OP, x.rows, x.cols)?;
-        activation_backward_f16(&self.dev, &x.data, &dy.data, &mut dx.data, act)?;
+        activation_backward(&self.dev, &x.data, &dy.data, &mut dx.data, act)?;
         Ok(dx)
     }
 
@@ -502,13 +500,13 @@ impl Backend for Cuda {
         const OP: &str = "Cuda::add";
         check_same_shape(OP, (a.rows, a.cols), (b.rows, b.cols))?;
         let mut y = self.tensor_out(OP, a.rows, a.cols)?;
-        add_f16(&self.dev, &a.data, &b.data, &mut y.data)?;
+        add(&self.dev, &a.data, &b.data, &mut y.data)?;
         Ok(y)
     }
 
     fn accumulate(&self, acc: &mut CudaTensor, x: &CudaTensor) -> Result<()> {
         check_same_shape("Cuda::accumulate", (acc.rows, acc.cols), (x.rows, x.cols))?;
-        add_assign_f16(&self.dev, &mut acc.data, &x.data)
+        add_assign(&self.dev, &mut acc.data, &x.data)
     }
 
     fn cross_entropy(
@@ -523,7 +521,7 @@ impl Backend for Cuda {
         Self::check_labels_shape(OP, z, labels)?;
         let mut losses = self.take(OP, z.rows, |p| &mut p.f32)?;
         let shape = LossShape { rows: z.rows, cols: z.cols };
-        cross_entropy_forward_f16(&self.dev, shape, &z.data, &labels.data, &mut losses)?;
+        cross_entropy_forward(&self.dev, shape, &z.data, &labels.data, &mut losses)?;
         self.mean_into(OP, losses, z.rows, out, alpha, beta)
     }
 
@@ -540,7 +538,7 @@ impl Backend for Cuda {
         let shape = LossShape { rows: z.rows, cols: z.cols };
         let scale = p.scaler.scale_view();
         let factor = weight / z.rows.max(1) as f32;
-        cross_entropy_backward_f16(&self.dev, shape, &z.data, &labels.data, Some(&scale), &mut dz.data, factor)?;
+        cross_entropy_backward(&self.dev, shape, &z.data, &labels.data, Some(&scale), &mut dz.data, factor)?;
         Ok(dz)
     }
 
@@ -549,7 +547,7 @@ impl Backend for Cuda {
         check_same_shape(OP, (pred.rows, pred.cols), (target.rows, target.cols))?;
         let mut losses = self.take(OP, pred.rows, |p| &mut p.f32)?;
         let shape = LossShape { rows: pred.rows, cols: pred.cols };
-        mse_forward_f16(&self.dev, shape, &pred.data, &target.data, &mut losses)?;
+        mse_forward(&self.dev, shape, &pred.data, &target.data, &mut losses)?;
         self.mean_into(OP, losses, pred.data.len(), out, alpha, beta)
     }
 
@@ -560,7 +558,7 @@ impl Backend for Cuda {
         let shape = LossShape { rows: pred.rows, cols: pred.cols };
         let scale = p.scaler.scale_view();
         let factor = weight / pred.data.len().max(1) as f32;
-        mse_backward_f16(&self.dev, shape, &pred.data, &target.data, Some(&scale), &mut d.data, factor)?;
+        mse_backward(&self.dev, shape, &pred.data, &target.data, Some(&scale), &mut d.data, factor)?;
         Ok(d)
     }
 

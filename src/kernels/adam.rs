@@ -1,13 +1,14 @@
-//! Launchers for `cuda/adam.cu`: AdamW / Adam on fp32 master weights, writing the fp16
-//! working copy in the same pass, gated by the device flag `found_inf`.
+//! Launchers for `cuda/adam.cu`: AdamW / Adam on fp32 master weights, writing the
+//! half-precision working copy (f16 or bf16) in the same pass, and on pure-bf16 weights
+//! with stochastic rounding; all gated by the device flag `found_inf`.
 
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
-use half::f16;
+use half::{bf16, f16};
 
 use super::multi_tensor::{plan, MtBlocks};
 use super::{check_device, check_optional_scalar, check_scalar, grad_kernel, grid_stride_config, optional_ptr};
 use crate::device::Device;
-use crate::dtype::Element;
+use crate::dtype::{DType, Element, Half};
 use crate::error::{DriverContext, Error, Result};
 use crate::ptx;
 
@@ -65,7 +66,7 @@ impl AdamConfig {
         Ok(())
     }
 
-    fn hyper(&self) -> AdamHyper {
+    fn hyper(&self, copy: DType) -> AdamHyper {
         AdamHyper {
             lr: self.lr,
             beta1: self.beta1,
@@ -73,7 +74,7 @@ impl AdamConfig {
             eps: self.eps,
             weight_decay: self.weight_decay,
             mode: self.mode as i32,
-            _pad: 0,
+            copy_bf16: (copy == DType::BF16) as i32,
         }
     }
 }
@@ -88,11 +89,11 @@ struct AdamHyper {
     eps: f64,
     weight_decay: f64,
     mode: i32,
-    _pad: i32,
+    copy_bf16: i32,
 }
 
-// SAFETY: plain `repr(C)` numbers with the layout of the CUDA struct (five doubles, an
-// int32, padding to 48), passed by value as a kernel parameter.
+// SAFETY: plain `repr(C)` numbers with the layout of the CUDA struct (five doubles, two
+// int32, 48 bytes), passed by value as a kernel parameter.
 unsafe impl DeviceRepr for AdamHyper {}
 
 /// Tensors one multi-tensor launch carries (`ADAM_MT_TENSORS`).
@@ -114,18 +115,32 @@ struct AdamList {
 // SAFETY: plain `repr(C)` integers with the layout of the CUDA struct, passed by value.
 unsafe impl DeviceRepr for AdamList {}
 
-/// The per-parameter buffers of one tensor (or of the whole flat arena).
-pub struct AdamTensors<'a, G> {
+/// The per-parameter buffers of one tensor (or of the whole flat arena). `G` is the
+/// gradient type (`f32`, `f16` or `bf16`), `C` the working copy's half type.
+pub struct AdamTensors<'a, G, C: Half = f16> {
     /// fp32 master weights, updated in place.
     pub params: CudaViewMut<'a, f32>,
-    /// Gradients, `f32` or `f16`, possibly still multiplied by the loss scale.
+    /// Gradients, possibly still multiplied by the loss scale.
     pub grads: CudaView<'a, G>,
     /// First moments.
     pub m: CudaViewMut<'a, f32>,
     /// Second moments.
     pub v: CudaViewMut<'a, f32>,
-    /// The fp16 working copy, written as `(f16) params` after the update, if given.
-    pub copy: Option<CudaViewMut<'a, f16>>,
+    /// The half-precision working copy, written as `(C) params` (round to nearest even)
+    /// after the update, if given.
+    pub copy: Option<CudaViewMut<'a, C>>,
+}
+
+/// The buffers of a pure-bf16 update ([`adamw_pure`]): no master copy.
+pub struct AdamPureTensors<'a, G> {
+    /// The bf16 weights, updated in place with stochastic rounding.
+    pub params: CudaViewMut<'a, bf16>,
+    /// Gradients (`f32` or `bf16`), possibly still multiplied by the loss scale.
+    pub grads: CudaView<'a, G>,
+    /// First moments (f32).
+    pub m: CudaViewMut<'a, f32>,
+    /// Second moments (f32).
+    pub v: CudaViewMut<'a, f32>,
 }
 
 /// The device scalars that make the step free of host synchronization.
@@ -139,7 +154,7 @@ pub struct AdamScalars<'a> {
     pub found_inf: Option<CudaView<'a, f32>>,
 }
 
-impl<G> AdamTensors<'_, G> {
+impl<G, C: Half> AdamTensors<'_, G, C> {
     fn check(&self, op: &'static str, dev: &Device) -> Result<()> {
         let n = self.params.len();
         let lens = [("grads", self.grads.len()), ("m", self.m.len()), ("v", self.v.len())];
@@ -187,13 +202,13 @@ fn count_step(dev: &Device, s: &mut AdamScalars<'_>) -> Result<()> {
 /// One Adam/AdamW step over a flat range: advances the device step count, then updates
 /// master weights and moments and writes the fp16 copy, all unless `found_inf` is set.
 /// Every argument is checked before anything is launched.
-pub fn adamw_step<G: Element>(
+pub fn adamw_step<G: Element, C: Half>(
     dev: &Device,
-    t: &mut AdamTensors<'_, G>,
+    t: &mut AdamTensors<'_, G, C>,
     s: &mut AdamScalars<'_>,
     cfg: &AdamConfig,
 ) -> Result<()> {
-    let op = grad_kernel::<G>("adamw_step", "adamw_step_f32", "adamw_step_f16")?;
+    let op = grad_kernel::<G>(["adamw_step_f32", "adamw_step_f16", "adamw_step_bf16"]);
     cfg.validate(op)?;
     t.check(op, dev)?;
     s.check(op, dev)?;
@@ -219,13 +234,14 @@ pub fn adamw_step<G: Element>(
     let (scale, _scale) = optional_ptr(s.scale.as_ref(), stream);
     let (found, _found) = optional_ptr(s.found_inf.as_ref(), stream);
     let n64 = n as u64;
-    let hyper = cfg.hyper();
+    let hyper = cfg.hyper(C::DTYPE);
     let mut launch = stream.launch_builder(&func);
     launch.arg(&p).arg(&g).arg(&m).arg(&v).arg(&c).arg(&n64).arg(&step).arg(&scale).arg(&found).arg(&hyper);
-    // SAFETY: arguments match `adamw_step_<G>(float*, const G*, float*, float*, __half*,
-    // uint64_t, const float*, const float*, const float*, AdamHyper)` in cuda/adam.cu;
-    // params, grads, m, v and copy (or null) all hold n elements and the scalars one (or
-    // null), all in this device's context (checked above).
+    // SAFETY: arguments match `adamw_step_<G>(float*, const G*, float*, float*, void*,
+    // uint64_t, const float*, const float*, const float*, AdamHyper)` in cuda/adam.cu,
+    // with hyper.copy_bf16 naming C as the copy's type; params, grads, m, v and copy (or
+    // null) all hold n elements and the scalars one (or null), all in this device's
+    // context (checked above).
     unsafe { launch.launch(grid_stride_config(dev, n.div_ceil(4))) }.op(op)?;
     Ok(())
 }
@@ -233,13 +249,13 @@ pub fn adamw_step<G: Element>(
 /// [`adamw_step`] over a list of tensors (32 tensors and 256 chunks per launch), as
 /// torch's `_fused_adamw_` does for parameters that are separate tensors. One step
 /// count serves the whole list.
-pub fn adamw_step_multi<G: Element>(
+pub fn adamw_step_multi<G: Element, C: Half>(
     dev: &Device,
-    ts: &mut [AdamTensors<'_, G>],
+    ts: &mut [AdamTensors<'_, G, C>],
     s: &mut AdamScalars<'_>,
     cfg: &AdamConfig,
 ) -> Result<()> {
-    let op = grad_kernel::<G>("adamw_step_multi", "adamw_step_multi_f32", "adamw_step_multi_f16")?;
+    let op = grad_kernel::<G>(["adamw_step_multi_f32", "adamw_step_multi_f16", "adamw_step_multi_bf16"]);
     cfg.validate(op)?;
     for t in ts.iter() {
         t.check(op, dev)?;
@@ -271,7 +287,7 @@ pub fn adamw_step_multi<G: Element>(
     let (step, _step) = s.step.device_ptr(stream);
     let (scale, _scale) = optional_ptr(s.scale.as_ref(), stream);
     let (found, _found) = optional_ptr(s.found_inf.as_ref(), stream);
-    let hyper = cfg.hyper();
+    let hyper = cfg.hyper(C::DTYPE);
     for l in &launches {
         let z = [0u64; ADAM_MT_TENSORS];
         let mut list = AdamList { p: z, g: z, m: z, v: z, copy: z, len: z, blocks: l.map };
@@ -290,5 +306,61 @@ pub fn adamw_step_multi<G: Element>(
         unsafe { launch.launch(cfg) }.op(op)?;
     }
     drop(guards);
+    Ok(())
+}
+
+/// One AdamW step on pure-bf16 weights (issue 19's `master_weights: false`): advances the
+/// device step count, then updates the bf16 `params` in place, rounding each new weight
+/// stochastically, and the f32 moments, all unless `found_inf` is set. The rounding bits
+/// are a hash of (`seed`, step count after the increment, element index), so a run with
+/// the same seed reproduces bit for bit (cuda/adam.cu's header; the CPU reference is
+/// [`cpu::adamw_pure_update`](crate::backend::cpu::adamw_pure_update)). `G` is `f32` or
+/// `bf16`.
+pub fn adamw_pure<G: Element>(
+    dev: &Device,
+    t: &mut AdamPureTensors<'_, G>,
+    s: &mut AdamScalars<'_>,
+    cfg: &AdamConfig,
+    seed: u64,
+) -> Result<()> {
+    let op = match G::DTYPE {
+        DType::F32 => "adamw_pure_f32",
+        DType::BF16 => "adamw_pure_bf16",
+        dtype => return Err(Error::UnsupportedDtype { op: "adamw_pure", what: "grads", dtype }),
+    };
+    cfg.validate(op)?;
+    let n = t.params.len();
+    for (what, got) in [("grads", t.grads.len()), ("m", t.m.len()), ("v", t.v.len())] {
+        if got != n {
+            return Err(Error::LengthMismatch { op, what, expected: n, got });
+        }
+    }
+    check_device(op, dev, &t.params)?;
+    check_device(op, dev, &t.grads)?;
+    check_device(op, dev, &t.m)?;
+    check_device(op, dev, &t.v)?;
+    s.check(op, dev)?;
+    let func = dev.function(&ptx::ADAM, op)?;
+    count_step(dev, s)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let (p, _p) = t.params.device_ptr_mut(stream);
+    let (g, _g) = t.grads.device_ptr(stream);
+    let (m, _m) = t.m.device_ptr_mut(stream);
+    let (v, _v) = t.v.device_ptr_mut(stream);
+    let (step, _step) = s.step.device_ptr(stream);
+    let (scale, _scale) = optional_ptr(s.scale.as_ref(), stream);
+    let (found, _found) = optional_ptr(s.found_inf.as_ref(), stream);
+    let n64 = n as u64;
+    let hyper = cfg.hyper(DType::BF16);
+    let mut launch = stream.launch_builder(&func);
+    launch.arg(&p).arg(&g).arg(&m).arg(&v).arg(&n64).arg(&step).arg(&scale).arg(&found).arg(&hyper).arg(&seed);
+    // SAFETY: arguments match `adamw_pure_<G>(bf16_t*, const G*, float*, float*, uint64_t,
+    // const float*, const float*, const float*, AdamHyper, uint64_t)` in cuda/adam.cu;
+    // params, grads, m and v hold n elements and the scalars one (or null), all in this
+    // device's context (checked above).
+    unsafe { launch.launch(grid_stride_config(dev, n.div_ceil(4))) }.op(op)?;
     Ok(())
 }

@@ -187,7 +187,9 @@ fn status_of(e: &Error) -> MpStatus {
         Error::NoDriver => MpStatus::MP_ERR_NO_DRIVER,
         Error::NoDevice { .. } => MpStatus::MP_ERR_NO_DEVICE,
         Error::Driver { .. } | Error::Library { .. } => MpStatus::MP_ERR_CUDA,
-        Error::UnsupportedDevice { .. } | Error::UnsupportedDtype { .. } => MpStatus::MP_ERR_UNSUPPORTED,
+        Error::UnsupportedDevice { .. } | Error::Unsupported { .. } | Error::UnsupportedDtype { .. } => {
+            MpStatus::MP_ERR_UNSUPPORTED
+        }
         Error::Misaligned { ptr: 0, .. } => MpStatus::MP_ERR_NULL_POINTER,
         Error::Misaligned { .. } => MpStatus::MP_ERR_MISALIGNED,
         Error::InvalidArgument { what: "current context", .. } => MpStatus::MP_ERR_NO_DEVICE,
@@ -518,7 +520,7 @@ pub unsafe extern "C" fn mp_gemm(h: *const mp_handle, args: *const mp_gemm_args)
         let mut pre = if a.pre != 0 { Some(borrow::<f16>(OP, "pre", dev, a.pre, lc)?) } else { None };
         let bias = match (&bias32, &bias16) {
             (Some(b), _) => Some(Bias::F32(b.view())),
-            (_, Some(b)) => Some(Bias::F16(b.view())),
+            (_, Some(b)) => Some(Bias::Half(b.view())),
             _ => None,
         };
         let mut pre_view = pre.as_mut().map(|p| p.view_mut());

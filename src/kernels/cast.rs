@@ -1,7 +1,7 @@
-//! Launchers for `cuda/cast.cu`: f32 <-> f16 over a flat range.
+//! Launchers for `cuda/cast.cu`: f32 <-> f16 and f32 <-> bf16 over a flat range.
 
 use cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
-use half::f16;
+use half::{bf16, f16};
 
 use super::{check_device, grid_stride_config};
 use crate::device::Device;
@@ -23,7 +23,18 @@ pub fn cast_f16_f32(dev: &Device, x: &impl DevicePtr<f16>, y: &mut impl DevicePt
     launch_cast(dev, "cast_f16_f32", x, y)
 }
 
-/// Launches `cast_<S>_<D>`; `op` is that kernel's name, built only by the two public
+/// `y[i] = (bf16) x[i]`, round to nearest even (as PyTorch's `.bfloat16()`); overflows to
+/// ±inf only past the f32 range; NaN stays NaN. `x` and `y` must have the same length.
+pub fn cast_f32_bf16(dev: &Device, x: &impl DevicePtr<f32>, y: &mut impl DevicePtrMut<bf16>) -> Result<()> {
+    launch_cast(dev, "cast_f32_bf16", x, y)
+}
+
+/// `y[i] = (f32) x[i]`, exact. `x` and `y` must have the same length.
+pub fn cast_bf16_f32(dev: &Device, x: &impl DevicePtr<bf16>, y: &mut impl DevicePtrMut<f32>) -> Result<()> {
+    launch_cast(dev, "cast_bf16_f32", x, y)
+}
+
+/// Launches `cast_<S>_<D>`; `op` is that kernel's name, built only by the four public
 /// functions above so that S and D always match the kernel's parameter types.
 fn launch_cast<S: Element, D: Element>(
     dev: &Device,

@@ -1,12 +1,14 @@
 //! Launcher for `cuda/gemm.cu`: `C = act(alpha * op(A) op(B) + beta * C + bias)` on the
-//! tensor cores, fp16 operands, fp32 accumulation, every row-major layout pair.
+//! tensor cores, f16 or bf16 operands, fp32 accumulation, every row-major layout pair.
+//! bf16 needs sm_80 or newer (bf16 tensor cores); on sm_75 a bf16 GEMM returns
+//! [`Error::Unsupported`] before anything is queued.
 
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::f16;
 
 use super::{check_device, check_scalar};
 use crate::device::Device;
-use crate::dtype::{DType, Element};
+use crate::dtype::{DType, Element, Half};
 use crate::error::{DriverContext, Error, Result};
 use crate::ptx;
 
@@ -124,32 +126,33 @@ impl GemmShape {
 }
 
 /// The epilogue: scaling, optional bias, optional pre-activation output, activation.
-pub struct Epilogue<'a, 'b> {
+/// `T` is the operands' half type, which the bias (when not f32) and `pre` share.
+pub struct Epilogue<'a, 'b, T: Half = f16> {
     /// Multiplies op(A) op(B).
     pub alpha: f32,
     /// Multiplies the old C; with 0, C is not read (NaN in C does not propagate).
     pub beta: f32,
     /// Added per output column after scaling.
-    pub bias: Option<Bias<'a>>,
-    /// If given, receives `(f16)` of the value before the activation, for the backward
+    pub bias: Option<Bias<'a, T>>,
+    /// If given, receives `(T)` of the value before the activation, for the backward
     /// pass (the autograd keeps it instead of recomputing); same layout as C.
-    pub pre: Option<&'b mut CudaViewMut<'a, f16>>,
+    pub pre: Option<&'b mut CudaViewMut<'a, T>>,
     /// Applied last.
     pub activation: Activation,
 }
 
-impl Default for Epilogue<'_, '_> {
+impl<T: Half> Default for Epilogue<'_, '_, T> {
     fn default() -> Self {
         Epilogue { alpha: 1.0, beta: 0.0, bias: None, pre: None, activation: Activation::None }
     }
 }
 
-/// A bias vector in f32 or f16.
-pub enum Bias<'a> {
+/// A bias vector in f32 or in the operands' half type `T`.
+pub enum Bias<'a, T: Half = f16> {
     /// f32 bias.
     F32(CudaView<'a, f32>),
-    /// f16 bias.
-    F16(CudaView<'a, f16>),
+    /// Half-precision bias, of the operands' type.
+    Half(CudaView<'a, T>),
 }
 
 /// Mirrors `struct GemmParams` in cuda/gemm.cu (112 bytes).
@@ -182,8 +185,27 @@ const GEMM_BM: usize = 128;
 const GEMM_BN: usize = 128;
 const GEMM_THREADS: u32 = 256;
 
-fn kernel_name<C: Element>(shape: &GemmShape) -> Result<&'static str> {
+/// The kernel for operands `T`, output `C` and the shape's layouts; bf16 is refused below
+/// sm_80 (the sm_75 PTX has no bf16 kernels: bf16 tensor cores start with Ampere).
+fn kernel_name<H: Half, C: Element>(dev: &Device, shape: &GemmShape) -> Result<&'static str> {
     use Transpose::{N, T};
+    if H::DTYPE == DType::BF16 {
+        let capability = dev.info().compute_capability;
+        if capability < (8, 0) {
+            return Err(Error::Unsupported { op: "gemm", what: "bf16 tensor cores", needs: (8, 0), capability });
+        }
+        return Ok(match (C::DTYPE, shape.trans_a, shape.trans_b) {
+            (DType::F32, N, N) => "gemm_bf16_nn_f32",
+            (DType::F32, N, T) => "gemm_bf16_nt_f32",
+            (DType::F32, T, N) => "gemm_bf16_tn_f32",
+            (DType::F32, T, T) => "gemm_bf16_tt_f32",
+            (DType::BF16, N, N) => "gemm_bf16_nn_bf16",
+            (DType::BF16, N, T) => "gemm_bf16_nt_bf16",
+            (DType::BF16, T, N) => "gemm_bf16_tn_bf16",
+            (DType::BF16, T, T) => "gemm_bf16_tt_bf16",
+            (dtype, ..) => return Err(Error::UnsupportedDtype { op: "gemm", what: "c", dtype }),
+        });
+    }
     Ok(match (C::DTYPE, shape.trans_a, shape.trans_b) {
         (DType::F32, N, N) => "gemm_nn_f32",
         (DType::F32, N, T) => "gemm_nt_f32",
@@ -197,17 +219,17 @@ fn kernel_name<C: Element>(shape: &GemmShape) -> Result<&'static str> {
     })
 }
 
-/// `C = act(alpha * op(A) op(B) + beta * C + bias)` with A and B in f16, accumulation in
-/// f32 and C in f32 or f16. Any m, n, k >= 0 and any valid leading dimensions; m or n = 0
-/// does nothing, k = 0 still applies `beta * C`, bias and activation. Every argument is
-/// checked before the launch.
-pub fn gemm<C: Element>(
+/// `C = act(alpha * op(A) op(B) + beta * C + bias)` with A and B in `T` (f16, or bf16 on
+/// sm_80 and newer), accumulation in f32 and C in f32 or `T`. Any m, n, k >= 0 and any
+/// valid leading dimensions; m or n = 0 does nothing, k = 0 still applies `beta * C`,
+/// bias and activation. Every argument is checked before the launch.
+pub fn gemm<T: Half, C: Element>(
     dev: &Device,
     shape: &GemmShape,
-    a: &CudaView<'_, f16>,
-    b: &CudaView<'_, f16>,
+    a: &CudaView<'_, T>,
+    b: &CudaView<'_, T>,
     c: &mut CudaViewMut<'_, C>,
-    epilogue: Epilogue<'_, '_>,
+    epilogue: Epilogue<'_, '_, T>,
 ) -> Result<()> {
     launch_gemm(dev, shape, a, b, c, epilogue, None)
 }
@@ -217,35 +239,35 @@ pub fn gemm<C: Element>(
 /// weight gradients, made while the GEMM writes them instead of in a pass after the
 /// backward. A value that ends non-finite was non-finite when last written (inf and NaN
 /// survive accumulation with beta = 1), so nothing a later pass would find is missed.
-pub fn gemm_checking<C: Element>(
+pub fn gemm_checking<T: Half, C: Element>(
     dev: &Device,
     shape: &GemmShape,
-    a: &CudaView<'_, f16>,
-    b: &CudaView<'_, f16>,
+    a: &CudaView<'_, T>,
+    b: &CudaView<'_, T>,
     c: &mut CudaViewMut<'_, C>,
-    epilogue: Epilogue<'_, '_>,
+    epilogue: Epilogue<'_, '_, T>,
     found_inf: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
     launch_gemm(dev, shape, a, b, c, epilogue, Some(found_inf))
 }
 
-fn launch_gemm<C: Element>(
+fn launch_gemm<T: Half, C: Element>(
     dev: &Device,
     shape: &GemmShape,
-    a: &CudaView<'_, f16>,
-    b: &CudaView<'_, f16>,
+    a: &CudaView<'_, T>,
+    b: &CudaView<'_, T>,
     c: &mut CudaViewMut<'_, C>,
-    epilogue: Epilogue<'_, '_>,
+    epilogue: Epilogue<'_, '_, T>,
     found_inf: Option<&mut CudaViewMut<'_, f32>>,
 ) -> Result<()> {
-    let op = kernel_name::<C>(shape)?;
+    let op = kernel_name::<T, C>(dev, shape)?;
     if let Some(f) = &found_inf {
         check_scalar(op, "found_inf", &**f)?;
         check_device(op, dev, &**f)?;
     }
     let bias_len = epilogue.bias.as_ref().map(|b| match b {
         Bias::F32(v) => v.len(),
-        Bias::F16(v) => v.len(),
+        Bias::Half(v) => v.len(),
     });
     shape.validate(op, a.len(), b.len(), c.len(), bias_len, epilogue.pre.as_ref().map(|p| p.len()))?;
     for (what, ok) in [("alpha", epilogue.alpha.is_finite()), ("beta", epilogue.beta.is_finite())] {
@@ -258,7 +280,7 @@ fn launch_gemm<C: Element>(
     check_device(op, dev, c)?;
     match &epilogue.bias {
         Some(Bias::F32(v)) => check_device(op, dev, v)?,
-        Some(Bias::F16(v)) => check_device(op, dev, v)?,
+        Some(Bias::Half(v)) => check_device(op, dev, v)?,
         None => {}
     }
     if let Some(p) = &epilogue.pre {
@@ -277,7 +299,7 @@ fn launch_gemm<C: Element>(
             let (p, s) = v.device_ptr(stream);
             (p, 0, Some(s))
         }
-        Some(Bias::F16(v)) => {
+        Some(Bias::Half(v)) => {
             let (p, s) = v.device_ptr(stream);
             (p, 1, Some(s))
         }
@@ -327,8 +349,9 @@ fn launch_gemm<C: Element>(
     };
     let mut launch = stream.launch_builder(&func);
     launch.arg(&params).arg(&vec);
-    // SAFETY: arguments match `gemm_<ta><tb>_<C>(GemmParams, int32_t)` in cuda/gemm.cu (the
-    // name follows the layouts and C above); every buffer holds at least the elements the
+    // SAFETY: arguments match `gemm_[bf16_]<ta><tb>_<C>(GemmParams, int32_t)` in
+    // cuda/gemm.cu (the name follows T, the layouts and C above; bf16 kernels exist in the
+    // sm_80 PTX only, and kernel_name refused bf16 below sm_80); every buffer holds at least the elements the
     // shape addresses and lives in this device's context (validated above), found_inf
     // one element or null; the 16-byte
     // path is taken only with dimensions, leading dimensions and pointers it needs.
@@ -384,11 +407,10 @@ pub mod cublas {
 
     use cudarc::cublas::{result, sys, CudaBlas};
     use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
-    use half::f16;
 
     use super::{GemmShape, Transpose};
     use crate::device::Device;
-    use crate::dtype::{DType, Element};
+    use crate::dtype::{DType, Element, Half};
     use crate::error::{Error, Result};
 
     /// A cuBLAS handle on the device's stream.
@@ -405,25 +427,29 @@ pub mod cublas {
             Ok(CublasGemm { dev: dev.clone(), blas })
         }
 
-        /// `c = alpha * op(a) op(b) + beta * c` with cublasGemmEx: f16 inputs, f32 compute,
-        /// C in f32 or f16. Row-major C is column-major Cᵀ = op(B)ᵀ op(A)ᵀ, so the
+        /// `c = alpha * op(a) op(b) + beta * c` with cublasGemmEx: f16 or bf16 inputs, f32
+        /// compute, C in f32 or the input type. Row-major C is column-major Cᵀ = op(B)ᵀ op(A)ᵀ, so the
         /// operands swap and keep their transpose flags.
-        pub fn gemm<C: Element>(
+        pub fn gemm<T: Half, C: Element>(
             &self,
             shape: &GemmShape,
-            a: &CudaView<'_, f16>,
-            b: &CudaView<'_, f16>,
+            a: &CudaView<'_, T>,
+            b: &CudaView<'_, T>,
             c: &mut CudaViewMut<'_, C>,
             alpha: f32,
             beta: f32,
         ) -> Result<()> {
             const OP: &str = "CublasGemm::gemm";
             shape.validate(OP, a.len(), b.len(), c.len(), None, None)?;
-            let c_type = match C::DTYPE {
+            let cuda_type = |d: DType| match d {
                 DType::F32 => sys::cudaDataType::CUDA_R_32F,
                 DType::F16 => sys::cudaDataType::CUDA_R_16F,
-                dtype => return Err(Error::UnsupportedDtype { op: OP, what: "c", dtype }),
+                DType::BF16 => sys::cudaDataType::CUDA_R_16BF,
             };
+            if C::DTYPE != DType::F32 && C::DTYPE != T::DTYPE {
+                return Err(Error::UnsupportedDtype { op: OP, what: "c", dtype: C::DTYPE });
+            }
+            let (ab_type, c_type) = (cuda_type(T::DTYPE), cuda_type(C::DTYPE));
             let int = |x: usize| {
                 i32::try_from(x).map_err(|_| Error::InvalidArgument {
                     op: OP,
@@ -454,10 +480,10 @@ pub mod cublas {
                     k,
                     (&alpha) as *const f32 as *const _,
                     b_ptr as *const _,
-                    sys::cudaDataType::CUDA_R_16F,
+                    ab_type,
                     ldb,
                     a_ptr as *const _,
-                    sys::cudaDataType::CUDA_R_16F,
+                    ab_type,
                     lda,
                     (&beta) as *const f32 as *const _,
                     c_ptr as *mut _,

@@ -1,10 +1,10 @@
 //! Launchers for `cuda/loss.cu`: softmax cross-entropy and squared error in f32 from f16
 //! outputs, with the loss-scale seed fused into the gradient.
 
+use crate::dtype::Half;
 use cudarc::driver::{CudaFunction, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
-use half::f16;
 
-use super::{check_device, check_optional_scalar, optional_ptr};
+use super::{check_device, check_optional_scalar, half_kernel, optional_ptr};
 use crate::device::Device;
 use crate::error::{DriverContext, Error, Result};
 use crate::ptx;
@@ -68,24 +68,24 @@ fn check_len(op: &'static str, what: &'static str, expected: usize, got: usize) 
 /// exact value (u = 2^-24, m the row max, s = sum exp(z - m)); cuda/loss.cu's header
 /// gives the derivation and the measured difference against `__expf` (at most 3.8e-6 in
 /// the loss for logits in [-30, 30]).
-pub fn cross_entropy_forward_f16(
+pub fn cross_entropy_forward<H: Half>(
     dev: &Device,
     shape: LossShape,
-    z: &impl DevicePtr<f16>,
+    z: &impl DevicePtr<H>,
     labels: &impl DevicePtr<i32>,
     losses: &mut impl DevicePtrMut<f32>,
 ) -> Result<()> {
-    const OP: &str = "cross_entropy_forward_f16";
-    shape.check_matrix(OP, z.len())?;
-    check_len(OP, "labels", shape.rows, labels.len())?;
-    check_len(OP, "losses", shape.rows, losses.len())?;
-    check_device(OP, dev, z)?;
-    check_device(OP, dev, labels)?;
-    check_device(OP, dev, losses)?;
+    let op = half_kernel::<H>(["cross_entropy_forward_f16", "cross_entropy_forward_bf16"]);
+    shape.check_matrix(op, z.len())?;
+    check_len(op, "labels", shape.rows, labels.len())?;
+    check_len(op, "losses", shape.rows, losses.len())?;
+    check_device(op, dev, z)?;
+    check_device(op, dev, labels)?;
+    check_device(op, dev, losses)?;
     if shape.rows == 0 {
         return Ok(());
     }
-    let func = dev.function(&ptx::LOSS, OP)?;
+    let func = dev.function(&ptx::LOSS, op)?;
     let stream = dev.stream();
     let (z_ptr, _z) = z.device_ptr(stream);
     let (l_ptr, _l) = labels.device_ptr(stream);
@@ -96,50 +96,50 @@ pub fn cross_entropy_forward_f16(
     // SAFETY: arguments match `cross_entropy_forward_f16(const __half*, const int32_t*,
     // float*, int64_t, int64_t)`; z holds rows * cols elements, labels and losses rows, in
     // this device's context (checked above); labels are range-checked in the kernel.
-    unsafe { launch.launch(shape.config()?) }.op(OP)?;
+    unsafe { launch.launch(shape.config()?) }.op(op)?;
     Ok(())
 }
 
-/// `dz[r, c] = (f16) (factor * scale * (softmax(z[r, :])[c] - [c == labels[r]]))`: the
+/// `dz[r, c] = (half) (factor * scale * (softmax(z[r, :])[c] - [c == labels[r]]))`: the
 /// gradient of `factor * sum_r losses[r]`, seeded with the loss scale (`None`: 1).
-pub fn cross_entropy_backward_f16(
+pub fn cross_entropy_backward<H: Half>(
     dev: &Device,
     shape: LossShape,
-    z: &impl DevicePtr<f16>,
+    z: &impl DevicePtr<H>,
     labels: &impl DevicePtr<i32>,
     scale: Option<&CudaView<'_, f32>>,
-    dz: &mut impl DevicePtrMut<f16>,
+    dz: &mut impl DevicePtrMut<H>,
     factor: f32,
 ) -> Result<()> {
-    const OP: &str = "cross_entropy_backward_f16";
-    shape.check_matrix(OP, z.len())?;
-    check_len(OP, "labels", shape.rows, labels.len())?;
-    check_device(OP, dev, labels)?;
-    let func = dev.function(&ptx::LOSS, OP)?;
+    let op = half_kernel::<H>(["cross_entropy_backward_f16", "cross_entropy_backward_bf16"]);
+    shape.check_matrix(op, z.len())?;
+    check_len(op, "labels", shape.rows, labels.len())?;
+    check_device(op, dev, labels)?;
+    let func = dev.function(&ptx::LOSS, op)?;
     let stream = dev.stream();
     let (l_ptr, _l) = labels.device_ptr(stream);
-    launch_backward(dev, OP, &func, shape, z, l_ptr, scale, dz, factor)
+    launch_backward(dev, op, &func, shape, z, l_ptr, scale, dz, factor)
 }
 
 /// `losses[r] = sum_c (p[r, c] - t[r, c])^2` in f32.
-pub fn mse_forward_f16(
+pub fn mse_forward<H: Half>(
     dev: &Device,
     shape: LossShape,
-    p: &impl DevicePtr<f16>,
-    t: &impl DevicePtr<f16>,
+    p: &impl DevicePtr<H>,
+    t: &impl DevicePtr<H>,
     losses: &mut impl DevicePtrMut<f32>,
 ) -> Result<()> {
-    const OP: &str = "mse_forward_f16";
-    shape.check_matrix(OP, p.len())?;
-    shape.check_matrix(OP, t.len())?;
-    check_len(OP, "losses", shape.rows, losses.len())?;
-    check_device(OP, dev, p)?;
-    check_device(OP, dev, t)?;
-    check_device(OP, dev, losses)?;
+    let op = half_kernel::<H>(["mse_forward_f16", "mse_forward_bf16"]);
+    shape.check_matrix(op, p.len())?;
+    shape.check_matrix(op, t.len())?;
+    check_len(op, "losses", shape.rows, losses.len())?;
+    check_device(op, dev, p)?;
+    check_device(op, dev, t)?;
+    check_device(op, dev, losses)?;
     if shape.rows == 0 {
         return Ok(());
     }
-    let func = dev.function(&ptx::LOSS, OP)?;
+    let func = dev.function(&ptx::LOSS, op)?;
     let stream = dev.stream();
     let (p_ptr, _p) = p.device_ptr(stream);
     let (t_ptr, _t) = t.device_ptr(stream);
@@ -150,41 +150,41 @@ pub fn mse_forward_f16(
     // SAFETY: arguments match `mse_forward_f16(const __half*, const __half*, float*,
     // int64_t, int64_t)`; p and t hold rows * cols elements and losses rows, in this
     // device's context (checked above).
-    unsafe { launch.launch(shape.config()?) }.op(OP)?;
+    unsafe { launch.launch(shape.config()?) }.op(op)?;
     Ok(())
 }
 
-/// `dp = (f16) (factor * scale * 2 (p - t))`: the gradient of `factor * sum(losses)`.
-pub fn mse_backward_f16(
+/// `dp = (half) (factor * scale * 2 (p - t))`: the gradient of `factor * sum(losses)`.
+pub fn mse_backward<H: Half>(
     dev: &Device,
     shape: LossShape,
-    p: &impl DevicePtr<f16>,
-    t: &impl DevicePtr<f16>,
+    p: &impl DevicePtr<H>,
+    t: &impl DevicePtr<H>,
     scale: Option<&CudaView<'_, f32>>,
-    dp: &mut impl DevicePtrMut<f16>,
+    dp: &mut impl DevicePtrMut<H>,
     factor: f32,
 ) -> Result<()> {
-    const OP: &str = "mse_backward_f16";
-    shape.check_matrix(OP, t.len())?;
-    check_device(OP, dev, t)?;
-    let func = dev.function(&ptx::LOSS, OP)?;
+    let op = half_kernel::<H>(["mse_backward_f16", "mse_backward_bf16"]);
+    shape.check_matrix(op, t.len())?;
+    check_device(op, dev, t)?;
+    let func = dev.function(&ptx::LOSS, op)?;
     let stream = dev.stream();
     let (t_ptr, _t) = t.device_ptr(stream);
-    launch_backward(dev, OP, &func, shape, p, t_ptr, scale, dp, factor)
+    launch_backward(dev, op, &func, shape, p, t_ptr, scale, dp, factor)
 }
 
 /// The two backward kernels share their signature: (outputs, second operand, scale,
 /// gradient, rows, cols, factor); `second` (labels or targets) was checked by the caller.
 #[allow(clippy::too_many_arguments)]
-fn launch_backward(
+fn launch_backward<H: Half>(
     dev: &Device,
     op: &'static str,
     func: &CudaFunction,
     shape: LossShape,
-    z: &impl DevicePtr<f16>,
+    z: &impl DevicePtr<H>,
     second: u64,
     scale: Option<&CudaView<'_, f32>>,
-    dz: &mut impl DevicePtrMut<f16>,
+    dz: &mut impl DevicePtrMut<H>,
     factor: f32,
 ) -> Result<()> {
     shape.check_matrix(op, z.len())?;

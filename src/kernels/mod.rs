@@ -22,7 +22,7 @@ pub mod unscale;
 use cudarc::driver::{sys::CUdeviceptr, CudaStream, CudaView, DevicePtr, DeviceSlice, LaunchConfig, SyncOnDrop};
 
 use crate::device::Device;
-use crate::dtype::{DType, Element};
+use crate::dtype::{DType, Element, Half};
 use crate::error::{Error, Result};
 
 /// Threads per block for the elementwise kernels: a multiple of the warp size that
@@ -61,12 +61,22 @@ fn check_scalar<T>(op: &'static str, what: &'static str, buf: &impl DeviceSlice<
     }
 }
 
-/// The kernel of a family that takes gradients of type `G`: `f32` or `f16` only.
-fn grad_kernel<G: Element>(op: &'static str, f32_name: &'static str, f16_name: &'static str) -> Result<&'static str> {
+/// The kernel of a family for gradients of type `G`: `names` are the `f32`, `f16` and
+/// `bf16` kernels, in that order.
+fn grad_kernel<G: Element>(names: [&'static str; 3]) -> &'static str {
     match G::DTYPE {
-        DType::F32 => Ok(f32_name),
-        DType::F16 => Ok(f16_name),
-        dtype => Err(Error::UnsupportedDtype { op, what: "grads", dtype }),
+        DType::F32 => names[0],
+        DType::F16 => names[1],
+        DType::BF16 => names[2],
+    }
+}
+
+/// The kernel of a family for the half type `H`: `names` are the `f16` and `bf16`
+/// kernels, in that order.
+fn half_kernel<H: Half>(names: [&'static str; 2]) -> &'static str {
+    match H::DTYPE {
+        DType::BF16 => names[1],
+        _ => names[0],
     }
 }
 

@@ -1,9 +1,9 @@
 //! Launchers for `cuda/reduce.cu`: the deterministic reductions of a training step.
 
+use crate::dtype::Half;
 use cudarc::driver::{CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
-use half::f16;
 
-use super::{check_device, check_scalar};
+use super::{check_device, check_scalar, half_kernel};
 use crate::device::Device;
 use crate::error::{DriverContext, Error, Result};
 use crate::ptx;
@@ -17,9 +17,9 @@ const SUM_THREADS: u32 = 1024;
 /// `db[c] = beta * db[c] + sum_r dz[r, c]` for `dz` of `rows x cols` (f16, row-major) and
 /// `db` of `cols` (f32): a linear layer's bias gradient. `beta` is 0 (overwrite, the old
 /// value is not read) or any finite value (1 accumulates micro-batches).
-pub fn bias_grad_f16(
+pub fn bias_grad<H: Half>(
     dev: &Device,
-    dz: &impl DevicePtr<f16>,
+    dz: &impl DevicePtr<H>,
     db: &mut impl DevicePtrMut<f32>,
     rows: usize,
     cols: usize,
@@ -28,12 +28,12 @@ pub fn bias_grad_f16(
     launch_bias_grad(dev, dz, db, rows, cols, beta, None)
 }
 
-/// [`bias_grad_f16`] that also sets `found_inf` (one f32) to 1 when a `db[c]` it writes
+/// [`bias_grad`] that also sets `found_inf` (one f32) to 1 when a `db[c]` it writes
 /// is inf or NaN, and never clears it: the training step's overflow check on its bias
 /// gradients, made as they are written (see [`super::gemm::gemm_checking`]).
-pub fn bias_grad_f16_checking(
+pub fn bias_grad_checking<H: Half>(
     dev: &Device,
-    dz: &impl DevicePtr<f16>,
+    dz: &impl DevicePtr<H>,
     db: &mut impl DevicePtrMut<f32>,
     rows: usize,
     cols: usize,
@@ -43,45 +43,45 @@ pub fn bias_grad_f16_checking(
     launch_bias_grad(dev, dz, db, rows, cols, beta, Some(found_inf))
 }
 
-fn launch_bias_grad(
+fn launch_bias_grad<H: Half>(
     dev: &Device,
-    dz: &impl DevicePtr<f16>,
+    dz: &impl DevicePtr<H>,
     db: &mut impl DevicePtrMut<f32>,
     rows: usize,
     cols: usize,
     beta: f32,
     found_inf: Option<&mut CudaViewMut<'_, f32>>,
 ) -> Result<()> {
-    const OP: &str = "bias_grad_f16";
+    let op = half_kernel::<H>(["bias_grad_f16", "bias_grad_bf16"]);
     if let Some(f) = &found_inf {
-        check_scalar(OP, "found_inf", &**f)?;
-        check_device(OP, dev, &**f)?;
+        check_scalar(op, "found_inf", &**f)?;
+        check_device(op, dev, &**f)?;
     }
     let need = rows.checked_mul(cols).ok_or_else(|| Error::InvalidArgument {
-        op: OP,
+        op,
         what: "shape",
         why: format!("{rows} x {cols} overflows"),
     })?;
     if dz.len() != need {
-        return Err(Error::ShapeMismatch { op: OP, expected: vec![rows, cols], got: vec![dz.len()] });
+        return Err(Error::ShapeMismatch { op, expected: vec![rows, cols], got: vec![dz.len()] });
     }
     if db.len() != cols {
-        return Err(Error::LengthMismatch { op: OP, what: "db", expected: cols, got: db.len() });
+        return Err(Error::LengthMismatch { op, what: "db", expected: cols, got: db.len() });
     }
     if !beta.is_finite() {
-        return Err(Error::InvalidArgument { op: OP, what: "beta", why: "must be finite".into() });
+        return Err(Error::InvalidArgument { op, what: "beta", why: "must be finite".into() });
     }
-    check_device(OP, dev, dz)?;
-    check_device(OP, dev, db)?;
+    check_device(op, dev, dz)?;
+    check_device(op, dev, db)?;
     if cols == 0 {
         return Ok(());
     }
     let blocks = u32::try_from(cols.div_ceil(BIAS_GRAD_COLS)).map_err(|_| Error::InvalidArgument {
-        op: OP,
+        op,
         what: "cols",
         why: format!("{cols} columns exceed the grid limit"),
     })?;
-    let func = dev.function(&ptx::REDUCE, OP)?;
+    let func = dev.function(&ptx::REDUCE, op)?;
     let stream = dev.stream();
     let (dz_ptr, _dz) = dz.device_ptr(stream);
     let (db_ptr, _db) = db.device_ptr_mut(stream);
@@ -104,7 +104,7 @@ fn launch_bias_grad(
     // float, float*)`; dz holds rows * cols elements, db cols and found_inf one (or it is
     // null), in this device's context (checked above); the kernel's block shape is the
     // 32 x 8 it is written for.
-    unsafe { launch.launch(cfg) }.op(OP)?;
+    unsafe { launch.launch(cfg) }.op(op)?;
     Ok(())
 }
 

@@ -28,7 +28,7 @@ unsafe impl DeviceRepr for UnscaleList {}
 
 /// `grads *= 1 / scale` in place, and `found_inf = 1` if any gradient was inf or NaN.
 ///
-/// `grads` are `f32` or `f16`. With `scale == None` only the check runs and nothing but
+/// `grads` are `f32`, `f16` or `bf16`. With `scale == None` only the check runs and nothing but
 /// `found_inf` is written. `found_inf` is only ever raised: zero it before the step.
 pub fn unscale_check<G: Element>(
     dev: &Device,
@@ -36,7 +36,7 @@ pub fn unscale_check<G: Element>(
     scale: Option<&CudaView<'_, f32>>,
     found_inf: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    let op = grad_kernel::<G>("unscale_check", "unscale_check_f32", "unscale_check_f16")?;
+    let op = grad_kernel::<G>(["unscale_check_f32", "unscale_check_f16", "unscale_check_bf16"]);
     check_device(op, dev, grads)?;
     check_optional_scalar(op, "scale", dev, scale)?;
     check_scalar(op, "found_inf", found_inf)?;
@@ -70,7 +70,7 @@ pub fn unscale_check_multi<G: Element>(
     scale: Option<&CudaView<'_, f32>>,
     found_inf: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    let op = grad_kernel::<G>("unscale_check_multi", "unscale_check_multi_f32", "unscale_check_multi_f16")?;
+    let op = grad_kernel::<G>(["unscale_check_multi_f32", "unscale_check_multi_f16", "unscale_check_multi_bf16"]);
     for g in grads.iter() {
         check_device(op, dev, g)?;
     }

@@ -98,7 +98,7 @@ impl GradScaler {
 
     /// Clears `found_inf` for a step whose gradients are checked as they are written
     /// (the fused check: [`gemm_checking`](crate::kernels::gemm::gemm_checking) and
-    /// [`bias_grad_f16_checking`](crate::kernels::reduce::bias_grad_f16_checking) raise
+    /// [`bias_grad_checking`](crate::kernels::reduce::bias_grad_checking) raise
     /// it through [`GradScaler::found_inf_view_mut`]), instead of by a pass over them
     /// after the backward ([`GradScaler::check`]). Call it before the backward.
     pub fn clear_found_inf(&mut self) -> Result<()> {
