@@ -130,6 +130,9 @@ fn ptx_file_name(stem: &str, target: &str) -> String {
 }
 
 fn compile_all(nvcc: &Path, cuda_dir: &Path, sources: &[Source], out_dir: &Path) {
+    // PTX left in OUT_DIR by an earlier build (a target a file no longer asks for) would
+    // be copied into cuda/ptx/ by scripts/vendor-ptx.sh as if current.
+    remove_stale_ptx(out_dir);
     let jobs: Vec<(&Source, &str)> =
         sources.iter().flat_map(|s| s.targets.iter().map(move |t| (s, t.as_str()))).collect();
     let failures: Vec<String> = std::thread::scope(|scope| {
@@ -160,6 +163,16 @@ fn compile_one(nvcc: &Path, cuda_dir: &Path, src: &Source, target: &str, out_dir
             String::from_utf8_lossy(&o.stdout)
         )),
         Err(e) => Err(format!("command: {shown}\ncould not start nvcc: {e}")),
+    }
+}
+
+fn remove_stale_ptx(out_dir: &Path) {
+    let Ok(entries) = fs::read_dir(out_dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) == Some("ptx") {
+            fs::remove_file(&path).unwrap_or_else(|e| panic!("cannot remove {}: {e}", path.display()));
+        }
     }
 }
 

@@ -276,7 +276,7 @@ fn run_gemm(dev: &Arc<Device>, name: &str, ta: Transpose, tb: Transpose, epi: Ep
             Epilogue { bias: Some(Bias::F32(bias32.view())), activation: Activation::Relu, ..Epilogue::default() }
         }
         Epi::F16BiasGeluPre => Epilogue {
-            bias: Some(Bias::F16(bias16.view())),
+            bias: Some(Bias::Half(bias16.view())),
             pre: Some(pre_view),
             activation: Activation::Gelu,
             ..Epilogue::default()
