@@ -228,7 +228,7 @@ fn micro_batches_match_one_batch() {
     let no_scaler = GradScalerConfig { enabled: false, ..Default::default() };
     let mut results = Vec::new();
     for k in [1, 4] {
-        let tcfg = TrainConfig { micro_batches: k, scaler: no_scaler, adam: AdamConfig::default(), graphs: true };
+        let tcfg = TrainConfig { micro_batches: k, scaler: no_scaler, ..TrainConfig::default() };
         let mut step = TrainStep::new(Cpu::fp32(), model.clone(), &init, tcfg).unwrap();
         let mut losses = Vec::new();
         for _ in 0..3 {
