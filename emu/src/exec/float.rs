@@ -195,6 +195,7 @@ float_impl!(exec_f64, f64, u64, 0x8000_0000_0000_0000u64, 0x7fff_ffff_ffff_ffffu
 pub fn exec(i: &Inst, r: &mut [u64]) {
     match i.ty {
         Ty::F32 => exec_f32(i, r),
+        Ty::F16 | Ty::BF16 | Ty::BF16X2 => super::half::exec(i, r),
         _ => {
             exec_f64(i, r);
             let d = i.d as usize;

@@ -27,8 +27,7 @@ impl Lower<'_> {
             },
             _ => return Err(x.unsupported()),
         };
-        if !ty.is_float() && !matches!(cmp, Cmp::Eq | Cmp::Ne | Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge) || ty == Ty::F16
-        {
+        if !ty.is_float() && !matches!(cmp, Cmp::Eq | Cmp::Ne | Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge) || ty.is_half() {
             return Err(x.unsupported());
         }
         self.arith(x, inst, Op::Setp(cmp), ty, 2)
