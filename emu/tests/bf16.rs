@@ -496,6 +496,84 @@ fn nvcc_sm_80_lowering_of_hadd_hsub_hmul_is_exact() {
     }
 }
 
+fn fcmp(c: &str, a: u16, b: u16) -> bool {
+    let f = |v: u16| f32::from_bits((v as u32) << 16);
+    let (x, y) = (f(a), f(b));
+    let nan = x.is_nan() || y.is_nan();
+    match c {
+        "eq" => !nan && x == y,
+        "ne" => !nan && x != y,
+        "lt" => !nan && x < y,
+        "le" => !nan && x <= y,
+        "gt" => !nan && x > y,
+        "ge" => !nan && x >= y,
+        "equ" => nan || x == y,
+        "neu" => nan || x != y,
+        "ltu" => nan || x < y,
+        "leu" => nan || x <= y,
+        "gtu" => nan || x > y,
+        "geu" => nan || x >= y,
+        "num" => !nan,
+        "nan" => nan,
+        _ => unreachable!(),
+    }
+}
+
+const CMPS: [&str; 14] = ["eq", "ne", "lt", "le", "gt", "ge", "equ", "neu", "ltu", "leu", "gtu", "geu", "num", "nan"];
+
+#[test]
+fn setp_bf16_every_comparison_on_sm_90() {
+    let cases = triples(EDGES, EDGES, &[0]);
+    for c in CMPS {
+        let body = format!("{{ .reg .pred q; setp.{c}.bf16 q, %a, %b; selp.u16 %d, 1, 0, q; }}");
+        check(&body, "sm_90", "b16", "b16", &body, &cases, |k| fcmp(c, k[0] as u16, k[1] as u16) as u64);
+    }
+}
+
+#[test]
+fn set_f32_and_bf16_sources_give_one_or_all_ones() {
+    let cases = triples(EDGES, EDGES, &[0]);
+    for c in CMPS {
+        // nvcc's sm_80 comparison: the bf16 bits moved into the upper half of a .b32,
+        // compared as f32, 1.0f when true.
+        let body =
+            format!("{{ .reg .b32 x, y; mov.b32 x, {{0, %a}}; mov.b32 y, {{0, %b}}; set.{c}.f32.f32 %d, x, y; }}");
+        check(&body, "sm_80", "b16", "b32", &body, &cases, |k| {
+            if fcmp(c, k[0] as u16, k[1] as u16) {
+                0x3f80_0000
+            } else {
+                0
+            }
+        });
+        let body = format!("set.{c}.u32.bf16 %d, %a, %b;");
+        check(&body, "sm_90", "b16", "b32", &body, &cases, |k| {
+            if fcmp(c, k[0] as u16, k[1] as u16) {
+                0xffff_ffff
+            } else {
+                0
+            }
+        });
+    }
+    // __hisnan at sm_90: bf16 1.0 or 0.
+    check(
+        "set.nan.bf16.bf16",
+        "sm_90",
+        "b16",
+        "b16",
+        "set.nan.bf16.bf16 %d, %a, %a;",
+        &triples(EDGES, &[0], &[0]),
+        |k| {
+            if is_nan(k[0] as u16) {
+                0x3f80
+            } else {
+                0
+            }
+        },
+    );
+    let got = run_on("sm_90", "b16", "b16", "set.lt.s16.bf16 %d, %a, %b;", &[[0x3f80, 0x4000, 0], [0x4000, 0x3f80, 0]]);
+    assert_eq!(got, [0xffff, 0]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Conversions
 // ---------------------------------------------------------------------------------------
@@ -642,16 +720,19 @@ fn each_form_is_refused_below_its_target() {
         (90, "add.bf16 %h0, %h1, %h2;".into()),
         (90, "sub.rn.bf16x2 %r0, %r1, %r2;".into()),
         (90, "mul.bf16 %h0, %h1, %h2;".into()),
+        (90, "setp.gt.bf16 %x, %h1, %h2;".into()),
+        (90, "set.nan.bf16.bf16 %h0, %h1, %h1;".into()),
         (80, format!("wmma.load.a.sync.aligned.row.m16n16k16.global.bf16 {frag_ab}, [%rd1], 16;")),
         (80, format!("wmma.load.b.sync.aligned.col.m16n16k16.shared.bf16 {frag_ab}, [%rd1], 16;")),
         (80, mma),
     ];
     for (sm, body) in &forms {
+        let reg = if body.starts_with("setp") { "pred" } else { "bf16" };
         // Loads at its own target (so the refusal below is the target's doing)...
-        load(&format!("sm_{sm}"), "bf16", body).unwrap_or_else(|e| panic!("`{body}` at sm_{sm}: {e}"));
+        load(&format!("sm_{sm}"), reg, body).unwrap_or_else(|e| panic!("`{body}` at sm_{sm}: {e}"));
         // ...and is refused at the one before, naming what it needs.
         let older = if *sm == 90 { "sm_89" } else { "sm_75" };
-        let e = load(older, "bf16", body).expect_err(&format!("`{body}` loaded at {older}"));
+        let e = load(older, reg, body).expect_err(&format!("`{body}` loaded at {older}"));
         assert!(e.contains(&format!("requires sm_{sm}")), "`{body}` at {older}: {e}");
     }
 }
@@ -672,7 +753,10 @@ fn forms_nvcc_does_not_emit_are_refused() {
         "fma.rn.sat.f16 %h0, %h1, %h2, %h3;",
         "add.rz.bf16 %h0, %h1, %h2;",
         "min.xorsign.abs.bf16 %h0, %h1, %h2;",
-        "setp.lt.bf16 %x, %h1, %h2;",
+        "setp.lt.ftz.bf16 %x, %h1, %h2;",
+        "setp.lt.bf16x2 %x, %r1, %r2;",
+        "set.lt.and.u32.bf16 %r0, %h1, %h2, %x;",
+        "set.lt.f16.f16 %h0, %h1, %h2;",
         "mad.rn.bf16 %h0, %h1, %h2, %h3;",
         "div.rn.bf16 %h0, %h1, %h2;",
         "add.f16 %h0, %h1, %h2;",
@@ -1005,6 +1089,35 @@ fn nvcc_probe_conversions_and_arithmetic_run_as_the_reference() {
                     &c[2 * i..2 * i + 2]
                 );
             }
+        }
+        // cmp_k(a, b, o, n): __hgt, __heq, __hisnan, __hisinf, __hle, __hltu.
+        let pcmp = rig.upload(&vec![0u32; 6 * n]);
+        rig.launch(
+            "cmp_k",
+            [(n / 128) as u32, 1, 1],
+            [128, 1, 1],
+            &[&b64(pa), &b64(pb), &b64(pcmp), &(n as u32).to_le_bytes()],
+        )
+        .unwrap_or_else(|e| panic!("{file} cmp_k: {}", e.report));
+        let o: Vec<u32> = rig.download(pcmp, 6 * n);
+        for i in 0..n {
+            let (x, y) = (a[i], b[i]);
+            // __hisinf: -1 for -inf, 1 for +inf.
+            let inf = match (is_inf(x), x & 0x8000 != 0) {
+                (false, _) => 0,
+                (true, false) => 1,
+                (true, true) => u32::MAX,
+            };
+            let t = |b: bool| b as u32;
+            let want = [
+                t(fcmp("gt", x, y)),
+                t(fcmp("eq", x, y)),
+                t(is_nan(x)),
+                inf,
+                t(fcmp("le", x, y)),
+                t(fcmp("ltu", x, y)),
+            ];
+            assert_eq!(&o[6 * i..6 * i + 6], &want, "{file} cmp_k on {x:#06x}, {y:#06x}");
         }
         // misc_k(a, o, n): neg, abs, min.NaN(a[i], a[i+1]), max.NaN(a[i], a[i+1]).
         let po = rig.upload(&vec![0u16; 4 * n]);

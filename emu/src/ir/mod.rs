@@ -220,6 +220,9 @@ pub enum Op {
     FMax,
     Copysign,
     Setp(Cmp),
+    /// `set.cmp.dtype.stype d, a, b`: `ty` the destination type, `ty2` the source type
+    /// (f32 or bf16); d is 1.0 (a float dtype) or all ones (an integer one) when true.
+    Set(Cmp),
     /// `cvt.dst.src`: `ty` the destination type, `ty2` the source type.
     Cvt,
     // Memory (exec/access.rs). Address = regs[a] + off; value(s) in d / v.
