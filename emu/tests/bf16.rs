@@ -85,15 +85,32 @@ fn add(x: Exact, y: Exact) -> (bool, i128, i32) {
     (zero_neg, n, e)
 }
 
+/// A 16-bit float format for the reference: fraction bits, the exponent of the smallest
+/// subnormal, the exponent bias.
+#[derive(Clone, Copy)]
+struct Fmt {
+    frac: i32,
+    min_q: i32,
+    bias: i32,
+}
+
+const BF16: Fmt = Fmt { frac: 7, min_q: -133, bias: 127 };
+const F16: Fmt = Fmt { frac: 10, min_q: -24, bias: 15 };
+
 /// n * 2^e (the sign of a zero given by `zero_neg`) rounded to bf16, to nearest even.
 fn round_bf16(zero_neg: bool, n: i128, e: i32) -> u16 {
+    round_to(BF16, zero_neg, n, e)
+}
+
+/// n * 2^e rounded to `f`, to nearest even; overflow gives infinity.
+fn round_to(f: Fmt, zero_neg: bool, n: i128, e: i32) -> u16 {
     if n == 0 {
         return if zero_neg { 0x8000 } else { 0 };
     }
     let sign = if n < 0 { 0x8000u16 } else { 0 };
     let mag = n.unsigned_abs();
     let top = e + bitlen(mag); // value < 2^top
-    let q = (top - 8).max(-133); // the exponent of the result's last bit
+    let q = (top - f.frac - 1).max(f.min_q); // the exponent of the result's last bit
     let mut r = if q <= e {
         mag << (e - q)
     } else if q - e >= 128 {
@@ -108,18 +125,20 @@ fn round_bf16(zero_neg: bool, n: i128, e: i32) -> u16 {
         }
     };
     let mut q = q;
-    if r >= 0x100 {
+    let hidden = 1u128 << f.frac;
+    if r >= 2 * hidden {
         r >>= 1;
         q += 1;
     }
-    if r < 0x80 {
-        return sign | r as u16; // subnormal (q == -133) or zero
+    if r < hidden {
+        return sign | r as u16; // subnormal (q == min_q) or zero
     }
-    let biased = q + 7 + 127;
-    if biased >= 255 {
-        return sign | 0x7f80;
+    let biased = q + f.frac + f.bias;
+    let inf = ((2 * f.bias + 1) as u16) << f.frac;
+    if biased >= 2 * f.bias + 1 {
+        return sign | inf;
     }
-    sign | ((biased as u16) << 7) | (r as u16 - 0x80)
+    sign | ((biased as u16) << f.frac) | (r - hidden) as u16
 }
 
 const QNAN: u16 = 0x7fff;
@@ -424,6 +443,40 @@ fn fma_rn_bf16_hand_checked() {
     let got =
         run_on("sm_80", "b16", "b16", "fma.rn.bf16 %d, %a, %b, %c;", &[[0x3f81, 0x3fc0, 0x8d80], [0x3f81, 0x3fc0, 0]]);
     assert_eq!(got, [0x3fc1, 0x3fc2]);
+}
+
+/// A finite f16 as an exact value.
+fn exact_f16(b: u16) -> Exact {
+    let e = ((b >> 10) & 0x1f) as i32;
+    let f = (b & 0x3ff) as u128;
+    let (mag, exp) = if e == 0 { (f, -24) } else { (f | 0x400, e - 25) };
+    Exact { neg: b & 0x8000 != 0, mag, exp }
+}
+
+#[test]
+fn fma_rn_f16_rounds_once_in_the_same_code() {
+    // fma.rn.f16 runs in the bf16 code (exec/half.rs, one implementation for both
+    // formats); before it, the loader took it and ran it as f64 on f16 bits.
+    let finite: Vec<u16> = random(20000, 41).into_iter().filter(|b| b & 0x7c00 != 0x7c00).collect();
+    let n = finite.len() / 3;
+    let mut cases = zipped(&finite[..n], &finite[n..2 * n], &finite[2 * n..3 * n]);
+    let edges: &[u16] =
+        &[0x0000, 0x8000, 0x0001, 0x03ff, 0x0400, 0x3c00, 0x3c01, 0xbc00, 0x7bff, 0xfbff, 0x1400, 0x0200];
+    cases.extend(triples(edges, edges, edges));
+    check("fma.rn.f16", "sm_80", "b16", "b16", "fma.rn.f16 %d, %a, %b, %c;", &cases, |k| {
+        let (a, b, c) = (k[0] as u16, k[1] as u16, k[2] as u16);
+        let (zn, n, e) = add(product(exact_f16(a), exact_f16(b)), exact_f16(c));
+        round_to(F16, zn, n, e) as u64
+    });
+    // Hand-checked: max + max overflows; 1 + 2^-11 ties to 1; 2^-24 / 2 ties to 0.
+    let got = run_on(
+        "sm_80",
+        "b16",
+        "b16",
+        "fma.rn.f16 %d, %a, %b, %c;",
+        &[[0x3c00, 0x7bff, 0x7bff], [0x3c00, 0x1000, 0x3c00], [0x0001, 0x3800, 0x0000], [0x7c00, 0x0000, 0x3c00]],
+    );
+    assert_eq!(got, [0x7c00, 0x3c00, 0x0000, 0x7fff]);
 }
 
 #[test]

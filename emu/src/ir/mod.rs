@@ -204,7 +204,8 @@ pub enum Op {
     Pack,
     /// `mov.bN {a, b}, s`
     Unpack,
-    // Floating point (exec/float.rs); `ty` is F32 or F64.
+    // Floating point (exec/float.rs); `ty` is F32 or F64, or F16, BF16 or BF16X2, which
+    // float.rs hands to exec/half.rs.
     FAdd,
     FSub,
     FMul,
