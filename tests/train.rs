@@ -692,9 +692,11 @@ fn cuda_bf16_nonfinite_inputs_skip() {
     }
 }
 
-/// bf16 with loss scaling turned on from 2^127, the largest power of two in f32: the
-/// first steps overflow even in bf16's range and are skipped with nothing changed, the
-/// scale backs off, then the run converges.
+/// bf16 with loss scaling turned on at 2^127, the largest power of two in f32. bf16 has
+/// f32's range, so the digits batches do not overflow even there (measured: no step
+/// skipped in 300); the first batch is scaled by 10^6 so that its weight gradients
+/// overflow: that step is skipped with nothing changed and the scale halves, and the run
+/// then trains at 2^126 and converges.
 fn bf16_overflow_then_converge<B: Backend>(be: B, steps: usize) {
     let (train, test) = data();
     let tcfg = TrainConfig {
@@ -703,21 +705,25 @@ fn bf16_overflow_then_converge<B: Backend>(be: B, steps: usize) {
     };
     let cfg = RunConfig { steps: 0, ..RunConfig::default() };
     let mut step = digits::train(be, &train, &cfg, tcfg, |_, _, _| {}).unwrap();
-    let mut skipped = 0;
+    let mut skipped = Vec::new();
     let mut weights = step.master_weights().unwrap();
     for s in 0..steps {
-        let batch = train.gather(&(0..64).map(|r| (s * 64 + r) % train.len()).collect::<Vec<_>>());
+        let mut batch = train.gather(&(0..64).map(|r| (s * 64 + r) % train.len()).collect::<Vec<_>>());
+        if s == 0 {
+            batch.x.iter_mut().for_each(|x| *x *= 1e6);
+        }
         let scale = step.loss_scale().unwrap();
         step.step(&batch.x, &batch.y).unwrap();
         let now = step.master_weights().unwrap();
         if step.skipped().unwrap() {
-            skipped += 1;
+            skipped.push(s);
             assert!(now.iter().zip(&weights).all(|(a, b)| a.to_bits() == b.to_bits()), "step {s}");
             assert_eq!(step.loss_scale().unwrap(), scale * 0.5, "step {s}: back off by half");
         }
         weights = now;
     }
-    assert!(skipped >= 1, "a scale of 2^127 must overflow");
+    assert_eq!(skipped, [0], "the scaled batch overflows, no other");
+    assert_eq!(step.loss_scale().unwrap(), 2f32.powi(126));
     let acc = step.accuracy(&test.x, &test.y).unwrap();
     assert!(acc > 0.9, "after the overflow the run must still learn: accuracy {acc}");
 }
