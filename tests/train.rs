@@ -570,7 +570,11 @@ fn bf16_of(w: &[f32]) -> Vec<f32> {
 fn cuda_bf16_state_matches_cpu_mixed_bf16() {
     let dev = gpu_or_skip!();
     if dev.info().compute_capability < (8, 0) {
-        return; // bf16 GEMMs need sm_80 (tests/gemm.rs checks the refusal at 7.5)
+        // No bf16 tensor cores: the step is refused when it is made, nothing queued.
+        let model = Mlp::new(&digits::WIDTHS, Activation::Relu).unwrap();
+        let r = TrainStep::new(Cuda::<bf16>::with_half(&dev), model.clone(), &model.init(1), TrainConfig::bf16());
+        assert!(matches!(r, Err(Error::Unsupported { needs: (8, 0), .. })), "a bf16 step at 7.5 must be refused");
+        return;
     }
     let model = Mlp::new(&digits::WIDTHS, Activation::Relu).unwrap();
     let init = model.init(9);

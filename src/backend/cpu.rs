@@ -750,11 +750,12 @@ impl Backend for Cpu {
 
     fn optimizer_step(&self, p: &mut CpuParams) -> Result<()> {
         let enabled = p.scaler.enabled;
-        if enabled {
+        let checks = p.scaler.checks();
+        if checks {
             p.found_inf = 0.0;
             unscale_check(&mut p.grad, None, &mut p.found_inf);
         }
-        let found = enabled.then_some(p.found_inf);
+        let found = checks.then_some(p.found_inf);
         adam_count_step(&mut p.step, found);
         let scale = enabled.then_some(p.scale);
         match p.pure_seed {

@@ -327,6 +327,18 @@ impl<H: Half> Backend for Cuda<H> {
     ) -> Result<CudaParams<H>> {
         adam.validate("Cuda::params")?;
         scaler.validate("Cuda::params")?;
+        // Every linear layer is a GEMM: refuse a bf16 step on a device without bf16
+        // tensor cores here, before anything of the step exists, rather than at its
+        // first forward.
+        let capability = self.dev.info().compute_capability;
+        if H::DTYPE == DType::BF16 && capability < (8, 0) {
+            return Err(Error::Unsupported {
+                op: "Cuda::params",
+                what: "bf16 tensor cores",
+                needs: (8, 0),
+                capability,
+            });
+        }
         let arena = ParamArena::with_weights(&self.dev, layout, init, weights)?;
         let adam = AdamW::new(&arena, adam)?;
         let scaler = GradScaler::new(&self.dev, scaler)?;

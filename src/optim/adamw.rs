@@ -64,7 +64,7 @@ impl AdamW {
         let mut scalars = AdamScalars {
             step: self.step.as_view_mut(),
             scale: scaler.and_then(|s| s.pending_scale()),
-            found_inf: scaler.filter(|s| s.config().enabled).map(|s| s.found_inf_view()),
+            found_inf: scaler.and_then(|s| s.skip_flag()),
         };
         let (m, v) = (self.m.as_view_mut(), self.v.as_view_mut());
         match (master, weights) {

@@ -11,7 +11,8 @@
 //! step         f32      the device step count
 //! scaler       u8       0 absent, 1 present, then:
 //!                init_scale f32, growth f64, backoff f64, growth_interval i32,
-//!                enabled u8, scale f32, growth_tracker i32
+//!                flags u8 (bit 0 enabled, bit 1 skip_nonfinite), scale f32,
+//!                growth_tracker i32
 //! master       f32 x total
 //! m            f32 x total
 //! v            f32 x total
@@ -111,7 +112,7 @@ impl Checkpoint {
                 w.write_all(&s.config.rule.growth.to_le_bytes())?;
                 w.write_all(&s.config.rule.backoff.to_le_bytes())?;
                 w.write_all(&s.config.rule.growth_interval.to_le_bytes())?;
-                w.write_all(&[s.config.enabled as u8])?;
+                w.write_all(&[s.config.enabled as u8 | (s.config.skip_nonfinite as u8) << 1])?;
                 w.write_all(&s.scale.to_le_bytes())?;
                 w.write_all(&s.growth_tracker.to_le_bytes())?;
             }
@@ -167,8 +168,12 @@ impl Checkpoint {
             1 => {
                 let init_scale = f32::from_bits(rd.u32()?);
                 let rule = ScaleRule { growth: rd.f64()?, backoff: rd.f64()?, growth_interval: rd.u32()? as i32 };
-                let enabled = rd.bytes(1)?[0] != 0;
-                let config = GradScalerConfig { init_scale, rule, enabled };
+                let flags = rd.bytes(1)?[0];
+                if flags > 3 {
+                    return Err(bad(format!("bad scaler flags {flags}")));
+                }
+                let config =
+                    GradScalerConfig { init_scale, rule, enabled: flags & 1 != 0, skip_nonfinite: flags & 2 != 0 };
                 config.validate(OP)?;
                 Some(ScalerState { config, scale: f32::from_bits(rd.u32()?), growth_tracker: rd.u32()? as i32 })
             }

@@ -18,18 +18,29 @@ pub struct GradScalerConfig {
     pub init_scale: f32,
     /// Growth, backoff and interval.
     pub rule: ScaleRule,
-    /// When false the scale is 1, nothing is checked and the scale never changes (as a
-    /// disabled torch GradScaler, which passes everything through).
+    /// When false the scale is 1 and never changes (as a disabled torch GradScaler):
+    /// the training step of bf16, whose range is f32's.
     pub enabled: bool,
+    /// With scaling off, still check the gradients for inf and NaN and skip a step that
+    /// has any (the check is fused into the kernels that write the gradients, so it
+    /// costs no pass): default true, so a bf16 run skips a non-finite step as an f16 run
+    /// does. False with `enabled` false passes everything through, as PyTorch without a
+    /// GradScaler. Scaling on always checks.
+    pub skip_nonfinite: bool,
 }
 
 impl Default for GradScalerConfig {
     fn default() -> Self {
-        GradScalerConfig { init_scale: 65536.0, rule: ScaleRule::default(), enabled: true }
+        GradScalerConfig { init_scale: 65536.0, rule: ScaleRule::default(), enabled: true, skip_nonfinite: true }
     }
 }
 
 impl GradScalerConfig {
+    /// Whether the gradients are checked for inf and NaN (and a step that has any skipped).
+    pub fn checks(&self) -> bool {
+        self.enabled || self.skip_nonfinite
+    }
+
     /// Rejects settings PyTorch rejects: a non-positive or non-finite scale, growth <= 1,
     /// backoff outside (0, 1), an interval < 1.
     pub fn validate(&self, op: &'static str) -> Result<()> {
@@ -105,10 +116,16 @@ impl GradScaler {
         self.dev.stream().memset_zeros(&mut self.found_inf).op("GradScaler::clear_found_inf")
     }
 
-    /// `found_inf`, for the kernels that raise it as they write gradients; `None` when the
-    /// scaler is off (nothing is skipped then, as in PyTorch without a GradScaler).
+    /// `found_inf`, for the kernels that raise it as they write gradients; `None` when
+    /// nothing is checked (scaling off and `skip_nonfinite` false: nothing is skipped
+    /// then, as in PyTorch without a GradScaler).
     pub fn found_inf_view_mut(&mut self) -> Option<CudaViewMut<'_, f32>> {
-        self.cfg.enabled.then(|| self.found_inf.as_view_mut())
+        self.cfg.checks().then(|| self.found_inf.as_view_mut())
+    }
+
+    /// `found_inf` for the optimizer to skip on, `None` when nothing is checked.
+    pub(crate) fn skip_flag(&self) -> Option<CudaView<'_, f32>> {
+        self.cfg.checks().then(|| self.found_inf.as_view())
     }
 
     /// Clears `found_inf`, then reads `grads` once and raises it on any inf or NaN;
@@ -124,9 +141,11 @@ impl GradScaler {
     }
 
     fn check_or_unscale<G: Element>(&mut self, grads: &mut CudaViewMut<'_, G>, unscale: bool) -> Result<()> {
-        if !self.cfg.enabled {
+        if !self.cfg.checks() {
             return Ok(());
         }
+        // Scaling off: the scale is 1, so unscaling is only the check.
+        let unscale = unscale && self.cfg.enabled;
         if self.unscaled {
             return Err(Error::InvalidArgument {
                 op: "GradScaler::unscale",
