@@ -5,11 +5,11 @@ mod common;
 
 use mixed_precision::backend::cpu;
 use mixed_precision::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use mixed_precision::half::f16;
-use mixed_precision::nn::{ArenaLayout, ParamArena};
+use mixed_precision::half::{bf16, f16};
+use mixed_precision::nn::{ArenaLayout, ParamArena, Weights};
 use mixed_precision::optim::{AdamConfig, AdamW, Checkpoint, GradScaler, GradScalerConfig, ScaleRule, ScalerState};
 use mixed_precision::rng::Rng;
-use mixed_precision::{Device, Error};
+use mixed_precision::{Device, Error, Half};
 
 fn layout() -> ArenaLayout {
     let mut l = ArenaLayout::new();
@@ -160,8 +160,8 @@ fn grad_scaler_config_rejects_invalid_settings() {
 }
 
 /// A GPU run of `steps` steps from `seed`, optionally saving at `save_at` into `path`.
-struct Run {
-    arena: ParamArena,
+struct Run<H: Half = f16> {
+    arena: ParamArena<H>,
     adam: AdamW,
     scaler: GradScaler,
     rng: Rng,
@@ -169,9 +169,15 @@ struct Run {
 
 impl Run {
     fn new(dev: &std::sync::Arc<Device>) -> Self {
+        Run::with_weights(dev, Weights::Master)
+    }
+}
+
+impl<H: Half> Run<H> {
+    fn with_weights(dev: &std::sync::Arc<Device>, weights: Weights) -> Self {
         let mut rng = Rng::new(55);
         let l = layout();
-        let arena = ParamArena::new(dev, l.clone(), &init(&mut rng, &l)).unwrap();
+        let arena = ParamArena::with_weights(dev, l.clone(), &init(&mut rng, &l), weights).unwrap();
         let adam = AdamW::new(&arena, AdamConfig::default()).unwrap();
         let rule = ScaleRule { growth_interval: 5, ..Default::default() };
         let scaler = GradScaler::new(dev, GradScalerConfig { rule, ..Default::default() }).unwrap();
@@ -227,6 +233,46 @@ fn save_load_continue_is_bit_identical() {
     let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
     assert_eq!(bits(a.arena.master_to_host().unwrap()), bits(b.arena.master_to_host().unwrap()));
     assert_eq!(a.arena.working_to_host().unwrap(), b.arena.working_to_host().unwrap());
+    assert_eq!(
+        a.adam.checkpoint(&a.arena, Some(&a.scaler)).unwrap(),
+        b.adam.checkpoint(&b.arena, Some(&b.scaler)).unwrap()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Pure bf16 (issue 19): the bf16 weights are what the checkpoint saves (as f32, exact),
+/// and a reload with the same seed continues bit for bit, stochastic rounding included
+/// (its bits depend on the seed, the restored step count and the element index only).
+#[test]
+fn pure_bf16_save_load_continue_is_bit_identical() {
+    let dev = gpu_or_skip!();
+    let dir = std::env::temp_dir().join(format!("mp-ckpt-pure-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ckpt.bin");
+    let weights = Weights::PureBf16 { seed: 77 };
+
+    let mut a = Run::<bf16>::with_weights(&dev, weights);
+    assert!(a.arena.master().is_none(), "no f32 master buffer in pure mode");
+    for _ in 0..10 {
+        a.step();
+    }
+    let saved = a.adam.checkpoint(&a.arena, Some(&a.scaler)).unwrap();
+    assert!(saved.master.iter().all(|&x| bf16::from_f32(x).to_f32().to_bits() == x.to_bits()), "bf16 values");
+    a.adam.save(&path, &a.arena, Some(&a.scaler)).unwrap();
+    let rng_at_save = a.rng.clone();
+    for _ in 0..10 {
+        a.step();
+    }
+    assert_ne!(a.arena.master_to_host().unwrap(), saved.master, "the steps after the save moved the weights");
+
+    let mut b = Run::<bf16>::with_weights(&dev, weights);
+    b.adam.load(&path, &mut b.arena, Some(&mut b.scaler)).unwrap();
+    b.rng = rng_at_save;
+    for _ in 0..10 {
+        b.step();
+    }
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    assert_eq!(bits(a.arena.master_to_host().unwrap()), bits(b.arena.master_to_host().unwrap()));
     assert_eq!(
         a.adam.checkpoint(&a.arena, Some(&a.scaler)).unwrap(),
         b.adam.checkpoint(&b.arena, Some(&b.scaler)).unwrap()
