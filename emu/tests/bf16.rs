@@ -85,15 +85,32 @@ fn add(x: Exact, y: Exact) -> (bool, i128, i32) {
     (zero_neg, n, e)
 }
 
+/// A 16-bit float format for the reference: fraction bits, the exponent of the smallest
+/// subnormal, the exponent bias.
+#[derive(Clone, Copy)]
+struct Fmt {
+    frac: i32,
+    min_q: i32,
+    bias: i32,
+}
+
+const BF16: Fmt = Fmt { frac: 7, min_q: -133, bias: 127 };
+const F16: Fmt = Fmt { frac: 10, min_q: -24, bias: 15 };
+
 /// n * 2^e (the sign of a zero given by `zero_neg`) rounded to bf16, to nearest even.
 fn round_bf16(zero_neg: bool, n: i128, e: i32) -> u16 {
+    round_to(BF16, zero_neg, n, e)
+}
+
+/// n * 2^e rounded to `f`, to nearest even; overflow gives infinity.
+fn round_to(f: Fmt, zero_neg: bool, n: i128, e: i32) -> u16 {
     if n == 0 {
         return if zero_neg { 0x8000 } else { 0 };
     }
     let sign = if n < 0 { 0x8000u16 } else { 0 };
     let mag = n.unsigned_abs();
     let top = e + bitlen(mag); // value < 2^top
-    let q = (top - 8).max(-133); // the exponent of the result's last bit
+    let q = (top - f.frac - 1).max(f.min_q); // the exponent of the result's last bit
     let mut r = if q <= e {
         mag << (e - q)
     } else if q - e >= 128 {
@@ -108,18 +125,20 @@ fn round_bf16(zero_neg: bool, n: i128, e: i32) -> u16 {
         }
     };
     let mut q = q;
-    if r >= 0x100 {
+    let hidden = 1u128 << f.frac;
+    if r >= 2 * hidden {
         r >>= 1;
         q += 1;
     }
-    if r < 0x80 {
-        return sign | r as u16; // subnormal (q == -133) or zero
+    if r < hidden {
+        return sign | r as u16; // subnormal (q == min_q) or zero
     }
-    let biased = q + 7 + 127;
-    if biased >= 255 {
-        return sign | 0x7f80;
+    let biased = q + f.frac + f.bias;
+    let inf = ((2 * f.bias + 1) as u16) << f.frac;
+    if biased >= 2 * f.bias + 1 {
+        return sign | inf;
     }
-    sign | ((biased as u16) << 7) | (r as u16 - 0x80)
+    sign | ((biased as u16) << f.frac) | (r - hidden) as u16
 }
 
 const QNAN: u16 = 0x7fff;
@@ -426,6 +445,40 @@ fn fma_rn_bf16_hand_checked() {
     assert_eq!(got, [0x3fc1, 0x3fc2]);
 }
 
+/// A finite f16 as an exact value.
+fn exact_f16(b: u16) -> Exact {
+    let e = ((b >> 10) & 0x1f) as i32;
+    let f = (b & 0x3ff) as u128;
+    let (mag, exp) = if e == 0 { (f, -24) } else { (f | 0x400, e - 25) };
+    Exact { neg: b & 0x8000 != 0, mag, exp }
+}
+
+#[test]
+fn fma_rn_f16_rounds_once_in_the_same_code() {
+    // fma.rn.f16 runs in the bf16 code (exec/half.rs, one implementation for both
+    // formats); before it, the loader took it and ran it as f64 on f16 bits.
+    let finite: Vec<u16> = random(20000, 41).into_iter().filter(|b| b & 0x7c00 != 0x7c00).collect();
+    let n = finite.len() / 3;
+    let mut cases = zipped(&finite[..n], &finite[n..2 * n], &finite[2 * n..3 * n]);
+    let edges: &[u16] =
+        &[0x0000, 0x8000, 0x0001, 0x03ff, 0x0400, 0x3c00, 0x3c01, 0xbc00, 0x7bff, 0xfbff, 0x1400, 0x0200];
+    cases.extend(triples(edges, edges, edges));
+    check("fma.rn.f16", "sm_80", "b16", "b16", "fma.rn.f16 %d, %a, %b, %c;", &cases, |k| {
+        let (a, b, c) = (k[0] as u16, k[1] as u16, k[2] as u16);
+        let (zn, n, e) = add(product(exact_f16(a), exact_f16(b)), exact_f16(c));
+        round_to(F16, zn, n, e) as u64
+    });
+    // Hand-checked: max + max overflows; 1 + 2^-11 ties to 1; 2^-24 / 2 ties to 0.
+    let got = run_on(
+        "sm_80",
+        "b16",
+        "b16",
+        "fma.rn.f16 %d, %a, %b, %c;",
+        &[[0x3c00, 0x7bff, 0x7bff], [0x3c00, 0x1000, 0x3c00], [0x0001, 0x3800, 0x0000], [0x7c00, 0x0000, 0x3c00]],
+    );
+    assert_eq!(got, [0x7c00, 0x3c00, 0x0000, 0x7fff]);
+}
+
 #[test]
 fn add_sub_mul_bf16_on_sm_90() {
     let cases = cases2();
@@ -494,6 +547,84 @@ fn nvcc_sm_80_lowering_of_hadd_hsub_hmul_is_exact() {
     for (ch, body) in lowered {
         check(body, "sm_80", "b16", "b16", body, &cases, |c| reference(ch, c[0] as u16, c[1] as u16, 0) as u64);
     }
+}
+
+fn fcmp(c: &str, a: u16, b: u16) -> bool {
+    let f = |v: u16| f32::from_bits((v as u32) << 16);
+    let (x, y) = (f(a), f(b));
+    let nan = x.is_nan() || y.is_nan();
+    match c {
+        "eq" => !nan && x == y,
+        "ne" => !nan && x != y,
+        "lt" => !nan && x < y,
+        "le" => !nan && x <= y,
+        "gt" => !nan && x > y,
+        "ge" => !nan && x >= y,
+        "equ" => nan || x == y,
+        "neu" => nan || x != y,
+        "ltu" => nan || x < y,
+        "leu" => nan || x <= y,
+        "gtu" => nan || x > y,
+        "geu" => nan || x >= y,
+        "num" => !nan,
+        "nan" => nan,
+        _ => unreachable!(),
+    }
+}
+
+const CMPS: [&str; 14] = ["eq", "ne", "lt", "le", "gt", "ge", "equ", "neu", "ltu", "leu", "gtu", "geu", "num", "nan"];
+
+#[test]
+fn setp_bf16_every_comparison_on_sm_90() {
+    let cases = triples(EDGES, EDGES, &[0]);
+    for c in CMPS {
+        let body = format!("{{ .reg .pred q; setp.{c}.bf16 q, %a, %b; selp.u16 %d, 1, 0, q; }}");
+        check(&body, "sm_90", "b16", "b16", &body, &cases, |k| fcmp(c, k[0] as u16, k[1] as u16) as u64);
+    }
+}
+
+#[test]
+fn set_f32_and_bf16_sources_give_one_or_all_ones() {
+    let cases = triples(EDGES, EDGES, &[0]);
+    for c in CMPS {
+        // nvcc's sm_80 comparison: the bf16 bits moved into the upper half of a .b32,
+        // compared as f32, 1.0f when true.
+        let body =
+            format!("{{ .reg .b32 x, y; mov.b32 x, {{0, %a}}; mov.b32 y, {{0, %b}}; set.{c}.f32.f32 %d, x, y; }}");
+        check(&body, "sm_80", "b16", "b32", &body, &cases, |k| {
+            if fcmp(c, k[0] as u16, k[1] as u16) {
+                0x3f80_0000
+            } else {
+                0
+            }
+        });
+        let body = format!("set.{c}.u32.bf16 %d, %a, %b;");
+        check(&body, "sm_90", "b16", "b32", &body, &cases, |k| {
+            if fcmp(c, k[0] as u16, k[1] as u16) {
+                0xffff_ffff
+            } else {
+                0
+            }
+        });
+    }
+    // __hisnan at sm_90: bf16 1.0 or 0.
+    check(
+        "set.nan.bf16.bf16",
+        "sm_90",
+        "b16",
+        "b16",
+        "set.nan.bf16.bf16 %d, %a, %a;",
+        &triples(EDGES, &[0], &[0]),
+        |k| {
+            if is_nan(k[0] as u16) {
+                0x3f80
+            } else {
+                0
+            }
+        },
+    );
+    let got = run_on("sm_90", "b16", "b16", "set.lt.s16.bf16 %d, %a, %b;", &[[0x3f80, 0x4000, 0], [0x4000, 0x3f80, 0]]);
+    assert_eq!(got, [0xffff, 0]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -642,16 +773,19 @@ fn each_form_is_refused_below_its_target() {
         (90, "add.bf16 %h0, %h1, %h2;".into()),
         (90, "sub.rn.bf16x2 %r0, %r1, %r2;".into()),
         (90, "mul.bf16 %h0, %h1, %h2;".into()),
+        (90, "setp.gt.bf16 %x, %h1, %h2;".into()),
+        (90, "set.nan.bf16.bf16 %h0, %h1, %h1;".into()),
         (80, format!("wmma.load.a.sync.aligned.row.m16n16k16.global.bf16 {frag_ab}, [%rd1], 16;")),
         (80, format!("wmma.load.b.sync.aligned.col.m16n16k16.shared.bf16 {frag_ab}, [%rd1], 16;")),
         (80, mma),
     ];
     for (sm, body) in &forms {
+        let reg = if body.starts_with("setp") { "pred" } else { "bf16" };
         // Loads at its own target (so the refusal below is the target's doing)...
-        load(&format!("sm_{sm}"), "bf16", body).unwrap_or_else(|e| panic!("`{body}` at sm_{sm}: {e}"));
+        load(&format!("sm_{sm}"), reg, body).unwrap_or_else(|e| panic!("`{body}` at sm_{sm}: {e}"));
         // ...and is refused at the one before, naming what it needs.
         let older = if *sm == 90 { "sm_89" } else { "sm_75" };
-        let e = load(older, "bf16", body).expect_err(&format!("`{body}` loaded at {older}"));
+        let e = load(older, reg, body).expect_err(&format!("`{body}` loaded at {older}"));
         assert!(e.contains(&format!("requires sm_{sm}")), "`{body}` at {older}: {e}");
     }
 }
@@ -672,7 +806,10 @@ fn forms_nvcc_does_not_emit_are_refused() {
         "fma.rn.sat.f16 %h0, %h1, %h2, %h3;",
         "add.rz.bf16 %h0, %h1, %h2;",
         "min.xorsign.abs.bf16 %h0, %h1, %h2;",
-        "setp.lt.bf16 %x, %h1, %h2;",
+        "setp.lt.ftz.bf16 %x, %h1, %h2;",
+        "setp.lt.bf16x2 %x, %r1, %r2;",
+        "set.lt.and.u32.bf16 %r0, %h1, %h2, %x;",
+        "set.lt.f16.f16 %h0, %h1, %h2;",
         "mad.rn.bf16 %h0, %h1, %h2, %h3;",
         "div.rn.bf16 %h0, %h1, %h2;",
         "add.f16 %h0, %h1, %h2;",
@@ -1005,6 +1142,35 @@ fn nvcc_probe_conversions_and_arithmetic_run_as_the_reference() {
                     &c[2 * i..2 * i + 2]
                 );
             }
+        }
+        // cmp_k(a, b, o, n): __hgt, __heq, __hisnan, __hisinf, __hle, __hltu.
+        let pcmp = rig.upload(&vec![0u32; 6 * n]);
+        rig.launch(
+            "cmp_k",
+            [(n / 128) as u32, 1, 1],
+            [128, 1, 1],
+            &[&b64(pa), &b64(pb), &b64(pcmp), &(n as u32).to_le_bytes()],
+        )
+        .unwrap_or_else(|e| panic!("{file} cmp_k: {}", e.report));
+        let o: Vec<u32> = rig.download(pcmp, 6 * n);
+        for i in 0..n {
+            let (x, y) = (a[i], b[i]);
+            // __hisinf: -1 for -inf, 1 for +inf.
+            let inf = match (is_inf(x), x & 0x8000 != 0) {
+                (false, _) => 0,
+                (true, false) => 1,
+                (true, true) => u32::MAX,
+            };
+            let t = |b: bool| b as u32;
+            let want = [
+                t(fcmp("gt", x, y)),
+                t(fcmp("eq", x, y)),
+                t(is_nan(x)),
+                inf,
+                t(fcmp("le", x, y)),
+                t(fcmp("ltu", x, y)),
+            ];
+            assert_eq!(&o[6 * i..6 * i + 6], &want, "{file} cmp_k on {x:#06x}, {y:#06x}");
         }
         // misc_k(a, o, n): neg, abs, min.NaN(a[i], a[i+1]), max.NaN(a[i], a[i+1]).
         let po = rig.upload(&vec![0u16; 4 * n]);

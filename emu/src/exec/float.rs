@@ -1,4 +1,5 @@
-//! Floating-point instructions on f32 and f64, per the PTX ISA: IEEE operations with
+//! Floating-point instructions on f32 and f64 (those on f16, bf16 and bf16x2 go to
+//! exec/half.rs), per the PTX ISA: IEEE operations with
 //! round-to-nearest-even (and the directed roundings of f32 add, sub, mul and fma),
 //! `.ftz` flushing subnormal inputs and results to sign-preserving zero, `.sat` clamping
 //! to [0, 1] (NaN to 0), unordered comparisons true on NaN, min/max returning the

@@ -1,7 +1,7 @@
 //! 16-bit float arithmetic (PTX ISA 9.7.4, "Half Precision Floating-Point Instructions"):
 //! `fma.rn` on `.f16`, and on `.bf16` and `.bf16x2` `add`, `sub`, `mul` (`{.rn}`),
-//! `fma.rn`, `min`/`max` (`{.NaN}`), `abs`, `neg`; and the conversions to f16 and bf16
-//! that `cvt` shares with them. One implementation for both formats ([`Half`]); a
+//! `fma.rn`, `min`/`max` (`{.NaN}`), `abs`, `neg`, `setp`; `set` with f32 and bf16
+//! sources; and the conversions to f16 and bf16 that `cvt` shares with them. One implementation for both formats ([`Half`]); a
 //! `.bf16x2` operation is the `.bf16` one on each half of the .b32 (element 0 in bits
 //! 0..16).
 //!
@@ -31,7 +31,7 @@
 use half::f16;
 
 pub use super::convert::CANONICAL_NAN_F16;
-use crate::ir::{Inst, Op, Ty, NAN, NONE};
+use crate::ir::{Cmp, Inst, Op, Ty, NAN, NONE};
 /// The GPU's bfloat16 NaN (CUDA's CUDART_NAN_BF16; `cvt.rn.bf16.f32` of any NaN and
 /// min/max's canonical NaN).
 pub const CANONICAL_NAN_BF16: u16 = 0x7fff;
@@ -174,9 +174,54 @@ fn one(i: &Inst, h: Half, a: u16, b: u16, c: u16) -> u16 {
     }
 }
 
+/// `a cmp b` as setp and set compare floats: ordered comparisons false on NaN,
+/// unordered ones (`equ`...) true, `num` and `nan` on NaN-ness.
+fn compare(c: Cmp, a: f64, b: f64) -> bool {
+    let nan = a.is_nan() || b.is_nan();
+    match c {
+        Cmp::Eq => !nan && a == b,
+        Cmp::Ne => !nan && a != b,
+        Cmp::Lt => !nan && a < b,
+        Cmp::Le => !nan && a <= b,
+        Cmp::Gt => !nan && a > b,
+        Cmp::Ge => !nan && a >= b,
+        Cmp::Equ => nan || a == b,
+        Cmp::Neu => nan || a != b,
+        Cmp::Ltu => nan || a < b,
+        Cmp::Leu => nan || a <= b,
+        Cmp::Gtu => nan || a > b,
+        Cmp::Geu => nan || a >= b,
+        Cmp::Num => !nan,
+        Cmp::Nan => nan,
+    }
+}
+
+/// `set.cmp.dtype.stype d, a, b` (the loader takes f32 and bf16 sources): 1.0 of a float
+/// dtype, or all ones of an integer one, when `a cmp b`; else 0.
+pub fn set(i: &Inst, r: &mut [u64]) {
+    let Op::Set(c) = i.op else { unreachable!("not set") };
+    let value = |reg: u32| match i.ty2 {
+        Ty::BF16 => Half::BF16.to_f64(r[reg as usize] as u16),
+        _ => f32::from_bits(r[reg as usize] as u32) as f64,
+    };
+    let t = compare(c, value(i.a), value(i.b));
+    r[i.d as usize] = match (t, i.ty) {
+        (false, _) => 0,
+        (true, Ty::F32) => 0x3f80_0000,
+        (true, Ty::BF16) => 0x3f80,
+        (true, ty) => super::int::mask(ty.bits()),
+    };
+}
+
 /// Executes a 16-bit float instruction (`i.ty` F16, BF16 or BF16X2).
 pub fn exec(i: &Inst, r: &mut [u64]) {
     let h = Half::of(i.ty).expect("a 16-bit float type");
+    if let Op::Setp(c) = i.op {
+        // setp.cmp.bf16 (the loader takes no other 16-bit setp).
+        let x = |reg: u32| h.to_f64(r[reg as usize] as u16);
+        r[i.d as usize] = compare(c, x(i.a), x(i.b)) as u64;
+        return;
+    }
     let n = if i.ty == Ty::BF16X2 { 2 } else { 1 };
     let mut out = 0u64;
     for k in 0..n {

@@ -769,6 +769,7 @@ fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Res
             }
             Op::Cvt => convert::exec(i, &mut t.regs),
             Op::Setp(_) if i.ty.is_float() => float::exec(i, &mut t.regs),
+            Op::Set(_) => half::set(i, &mut t.regs),
             op if op.is_float_arith() => float::exec(i, &mut t.regs),
             _ => int::exec(i, &mut t.regs),
         }

@@ -154,6 +154,7 @@ impl Lower<'_> {
             "shl" | "shr" => self.shift(&x, &mut inst)?,
             // Comparisons and selects (compare.rs).
             "setp" => self.setp(&x, &mut inst)?,
+            "set" => self.set(&x, &mut inst)?,
             "selp" => self.selp(&x, &mut inst)?,
             // Moves and conversions (convert.rs).
             "cvt" => self.cvt(&x, &mut inst)?,

@@ -204,7 +204,8 @@ pub enum Op {
     Pack,
     /// `mov.bN {a, b}, s`
     Unpack,
-    // Floating point (exec/float.rs); `ty` is F32 or F64.
+    // Floating point (exec/float.rs); `ty` is F32 or F64, or F16, BF16 or BF16X2, which
+    // float.rs hands to exec/half.rs.
     FAdd,
     FSub,
     FMul,
@@ -220,6 +221,9 @@ pub enum Op {
     FMax,
     Copysign,
     Setp(Cmp),
+    /// `set.cmp.dtype.stype d, a, b`: `ty` the destination type, `ty2` the source type
+    /// (f32 or bf16); d is 1.0 (a float dtype) or all ones (an integer one) when true.
+    Set(Cmp),
     /// `cvt.dst.src`: `ty` the destination type, `ty2` the source type.
     Cvt,
     // Memory (exec/access.rs). Address = regs[a] + off; value(s) in d / v.

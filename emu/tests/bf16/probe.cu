@@ -59,3 +59,14 @@ __device__ void mm(const __nv_bfloat16* A, const __nv_bfloat16* B, float* C, int
 }
 extern "C" __global__ void wmma_rr(const __nv_bfloat16* A, const __nv_bfloat16* B, float* C, int lda, int ldb, int ldc) { mm<wmma::row_major, wmma::row_major>(A,B,C,lda,ldb,ldc); }
 extern "C" __global__ void wmma_cc(const __nv_bfloat16* A, const __nv_bfloat16* B, float* C, int lda, int ldb, int ldc) { mm<wmma::col_major, wmma::col_major>(A,B,C,lda,ldb,ldc); }
+extern "C" __global__ void cmp_k(const __nv_bfloat16* a, const __nv_bfloat16* b, int* o, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) {
+    o[6*i+0] = __hgt(a[i], b[i]);
+    o[6*i+1] = __heq(a[i], b[i]);
+    o[6*i+2] = __hisnan(a[i]);
+    o[6*i+3] = __hisinf(a[i]);
+    o[6*i+4] = __hle(a[i], b[i]);
+    o[6*i+5] = __hltu(a[i], b[i]);
+  }
+}
