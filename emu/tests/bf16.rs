@@ -135,7 +135,7 @@ fn round_to(f: Fmt, zero_neg: bool, n: i128, e: i32) -> u16 {
     }
     let biased = q + f.frac + f.bias;
     let inf = ((2 * f.bias + 1) as u16) << f.frac;
-    if biased >= 2 * f.bias + 1 {
+    if biased > 2 * f.bias {
         return sign | inf;
     }
     sign | ((biased as u16) << f.frac) | (r - hidden) as u16
@@ -860,7 +860,7 @@ fn wmma_inputs(n: usize, seed: u64, spread: u32) -> Vec<u16> {
         .into_iter()
         .map(|r| {
             let e = 127 + (r as u32 % (2 * spread + 1)) as i32 - spread as i32;
-            ((r & 0x8000) | ((e as u16) << 7) | ((r >> 3) & 0x70)) as u16
+            (r & 0x8000) | ((e as u16) << 7) | ((r >> 3) & 0x70)
         })
         .collect()
 }
