@@ -11,6 +11,14 @@
    with and without an inf, multi-tensor AdamW with its found_inf skip, update_scale),
    and rejected before any launch: misaligned or overlapping pointers (within a tensor
    list too), out-of-range enumeration values, shapes whose byte counts overflow.
+   Then bf16, against host references whose bf16 rounding is written out below (round
+   to nearest even on the f32 bits, NaN kept): both casts bit for bit on edge values;
+   the bf16 GEMM in every layout with its epilogues on compute capability 8.0 and newer,
+   and below 8.0 its MP_ERR_UNSUPPORTED with C untouched (tests/capi.rs runs this program
+   on whatever device the driver offers: run it at MP_EMU_CC=8.0 and 7.5 on the
+   emulator); unscale on bf16 gradients, flat and multi; AdamW writing bf16 copies
+   from bf16 or f32 gradients; pure-bf16 AdamW (stochastic rounding, seeded); and the
+   error paths of each.
 
    Ordering: the kernels run on a CU_STREAM_NON_BLOCKING stream, which does not wait for
    the legacy default stream, so every upload is a cuMemcpyHtoDAsync on that same stream.
