@@ -503,12 +503,12 @@ def torch_unscale_bf16(torch, grads, found, inv):
     try:
         torch._amp_foreach_non_finite_check_and_unscale_(grads, found, inv)
         return "torch._amp_foreach_non_finite_check_and_unscale_"
-    except RuntimeError:
+    except RuntimeError as e:
         for g in grads:
             if not bool(torch.isfinite(g).all()):
                 found.fill_(1.0)
             g.copy_((g.float() * inv).bfloat16())
-        return "its formula in fp32 (this torch's kernel refuses bf16)"
+        return f"its formula in fp32 (this torch's kernel refuses bf16: {str(e).splitlines()[0][:100]})"
 
 
 def check_unscale_bf16(torch, lib, dev, gen):
