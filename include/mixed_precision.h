@@ -37,21 +37,25 @@ typedef enum MpStatus {
   MP_ERR_INTERNAL = 8,
 } MpStatus;
 
-// Element types of the buffers that can be either: the values of
-// `mp_gemm_args.c_dtype` and `.bias_dtype` (fields declared `int32_t`, so that any
-// integer a caller passes is a defined value that mp_gemm can reject).
+// Element types of the GEMM's buffers: the values of `mp_gemm_args.ab_dtype`,
+// `.c_dtype` and `.bias_dtype` (fields declared `int32_t`, so that any integer a caller
+// passes is a defined value that mp_gemm can reject). The other functions name their
+// types in their names (`_f16`, `_bf16`).
 typedef enum MpDtype {
   // IEEE binary32.
   MP_F32 = 0,
   // IEEE binary16.
   MP_F16 = 1,
+  // bfloat16: the upper half of a binary32 (8 exponent bits, 7 mantissa bits).
+  MP_BF16 = 2,
 } MpDtype;
 
 // An opaque handle: the adopted context and stream, and the loaded kernels.
 typedef struct mp_handle mp_handle;
 
 // Everything a GEMM call takes: `C = act(alpha * op(A) op(B) + beta * C + bias)`,
-// row-major, fp16 A and B, fp32 accumulation (see kernels::gemm).
+// row-major, A and B both f16 or both bf16 (`ab_dtype`; bf16 needs compute capability
+// 8.0 or newer), fp32 accumulation (see kernels::gemm).
 typedef struct mp_gemm_args {
   // Rows of op(A) and C.
   uint64_t m;
@@ -69,14 +73,15 @@ typedef struct mp_gemm_args {
   uint64_t ldb;
   // Row stride of C (and pre).
   uint64_t ldc;
-  // A, f16.
+  // A, of ab_dtype.
   uint64_t a;
-  // B, f16.
+  // B, of ab_dtype.
   uint64_t b;
   // C, of c_dtype.
   uint64_t c;
-  // C's element type: MP_F32 (0) or MP_F16 (1), an MpDtype value; anything else is
-  // MP_ERR_INVALID_ARGUMENT.
+  // C's element type, an MpDtype value: MP_F32 or ab_dtype. Not an MpDtype value:
+  // MP_ERR_INVALID_ARGUMENT; the other half type (MP_F16 C with MP_BF16 operands):
+  // MP_ERR_UNSUPPORTED.
   int32_t c_dtype;
   // Multiplies op(A) op(B).
   float alpha;
@@ -84,26 +89,32 @@ typedef struct mp_gemm_args {
   float beta;
   // n bias values of bias_dtype, or 0 for none.
   uint64_t bias;
-  // The bias's element type: MP_F32 (0) or MP_F16 (1), an MpDtype value; anything
-  // else is MP_ERR_INVALID_ARGUMENT (checked even when bias is 0).
+  // The bias's element type, MP_F32 or ab_dtype, checked as c_dtype is (even when
+  // bias is 0).
   int32_t bias_dtype;
-  // f16 pre-activation output (same layout as C), or 0 for none.
+  // Pre-activation output of ab_dtype (same layout as C), or 0 for none.
   uint64_t pre;
   // 0 none, 1 ReLU, 2 GELU (tanh form).
   int32_t activation;
+  // A's and B's element type: MP_F16 (1) or MP_BF16 (2), an MpDtype value; MP_F32 or
+  // anything else is MP_ERR_INVALID_ARGUMENT. MP_BF16 on a device below compute
+  // capability 8.0 (no bf16 tensor cores) is MP_ERR_UNSUPPORTED. Last, in what was
+  // the struct's tail padding: the offsets and size of the other fields are those of
+  // the f16-only ABI.
+  int32_t ab_dtype;
 } mp_gemm_args;
 
 // One tensor of a multi-tensor AdamW step: `len` elements each.
 typedef struct mp_adam_tensor {
   // fp32 master weights (updated).
   uint64_t params;
-  // Gradients, f32 or f16 (as the function's name says).
+  // Gradients, f32, f16 or bf16 (as the function's name says).
   uint64_t grads;
   // First moments, f32.
   uint64_t m;
   // Second moments, f32.
   uint64_t v;
-  // The f16 working copy to write, or 0.
+  // The working copy to write, f16 or bf16 (as the function's name says), or 0.
   uint64_t copy;
   // Elements.
   uint64_t len;
@@ -124,6 +135,21 @@ typedef struct mp_adam_config {
   // 0: AdamW (decoupled decay); 1: Adam (L2 decay).
   int32_t mode;
 } mp_adam_config;
+
+// The tensor of a pure-bf16 AdamW step (mp_adamw_pure_*): bf16 weights and no fp32
+// master copy, `len` elements each.
+typedef struct mp_adam_pure_tensor {
+  // bf16 weights (updated, stochastically rounded).
+  uint64_t params;
+  // Gradients, f32 or bf16 (as the function's name says).
+  uint64_t grads;
+  // First moments, f32.
+  uint64_t m;
+  // Second moments, f32.
+  uint64_t v;
+  // Elements.
+  uint64_t len;
+} mp_adam_pure_tensor;
 
 #ifdef __cplusplus
 extern "C" {
@@ -147,6 +173,13 @@ enum MpStatus mp_cast_f32_f16(const struct mp_handle *h, uint64_t x, uint64_t y,
 // `y[i] = (f32) x[i]` for n elements (exact).
 enum MpStatus mp_cast_f16_f32(const struct mp_handle *h, uint64_t x, uint64_t y, uint64_t n);
 
+// `y[i] = (bf16) x[i]` for n elements (round to nearest even, overflow to ±inf, NaN
+// kept NaN), PyTorch's `.bfloat16()`.
+enum MpStatus mp_cast_f32_bf16(const struct mp_handle *h, uint64_t x, uint64_t y, uint64_t n);
+
+// `y[i] = (f32) x[i]` for n bf16 elements (exact).
+enum MpStatus mp_cast_bf16_f32(const struct mp_handle *h, uint64_t x, uint64_t y, uint64_t n);
+
 // The GEMM with its epilogue (see mp_gemm_args).
 enum MpStatus mp_gemm(const struct mp_handle *h, const struct mp_gemm_args *args);
 
@@ -165,6 +198,13 @@ enum MpStatus mp_unscale_check_f16(const struct mp_handle *h,
                                    uint64_t scale,
                                    uint64_t found_inf);
 
+// As mp_unscale_check_f32 for bf16 gradients.
+enum MpStatus mp_unscale_check_bf16(const struct mp_handle *h,
+                                    uint64_t grads,
+                                    uint64_t n,
+                                    uint64_t scale,
+                                    uint64_t found_inf);
+
 // mp_unscale_check_f32 over `count` tensors (host arrays of device pointers and
 // lengths) in as few launches as their sizes allow.
 enum MpStatus mp_unscale_check_multi_f32(const struct mp_handle *h,
@@ -182,8 +222,16 @@ enum MpStatus mp_unscale_check_multi_f16(const struct mp_handle *h,
                                          uint64_t scale,
                                          uint64_t found_inf);
 
+// As mp_unscale_check_multi_f32 for bf16 gradients.
+enum MpStatus mp_unscale_check_multi_bf16(const struct mp_handle *h,
+                                          const uint64_t *grads,
+                                          const uint64_t *lens,
+                                          uint64_t count,
+                                          uint64_t scale,
+                                          uint64_t found_inf);
+
 // One AdamW step over n elements: `*step` advances and master weights, moments and the
-// f16 copy (copy may be 0) update, all unless `*found_inf` (may be 0) is non-zero;
+// f16 copy (copy may be 0) update, f32 gradients, all unless `*found_inf` (may be 0) is non-zero;
 // gradients are divided by `*scale` (may be 0: not scaled) inside the update.
 enum MpStatus mp_adamw_step_f32(const struct mp_handle *h,
                                 const struct mp_adam_tensor *t,
@@ -218,6 +266,63 @@ enum MpStatus mp_adamw_step_multi_f16(const struct mp_handle *h,
                                       uint64_t scale,
                                       uint64_t found_inf,
                                       const struct mp_adam_config *cfg);
+
+// As mp_adamw_step_f32 with a bf16 working copy (`copy` is bf16), f32 gradients.
+enum MpStatus mp_adamw_step_f32_bf16(const struct mp_handle *h,
+                                     const struct mp_adam_tensor *t,
+                                     uint64_t step,
+                                     uint64_t scale,
+                                     uint64_t found_inf,
+                                     const struct mp_adam_config *cfg);
+
+// As mp_adamw_step_f32 for bf16 gradients and a bf16 working copy (`copy` is bf16).
+enum MpStatus mp_adamw_step_bf16(const struct mp_handle *h,
+                                 const struct mp_adam_tensor *t,
+                                 uint64_t step,
+                                 uint64_t scale,
+                                 uint64_t found_inf,
+                                 const struct mp_adam_config *cfg);
+
+// As mp_adamw_step_multi_f32 with bf16 working copies, f32 gradients.
+enum MpStatus mp_adamw_step_multi_f32_bf16(const struct mp_handle *h,
+                                           const struct mp_adam_tensor *ts,
+                                           uint64_t count,
+                                           uint64_t step,
+                                           uint64_t scale,
+                                           uint64_t found_inf,
+                                           const struct mp_adam_config *cfg);
+
+// As mp_adamw_step_multi_f32 for bf16 gradients and bf16 working copies.
+enum MpStatus mp_adamw_step_multi_bf16(const struct mp_handle *h,
+                                       const struct mp_adam_tensor *ts,
+                                       uint64_t count,
+                                       uint64_t step,
+                                       uint64_t scale,
+                                       uint64_t found_inf,
+                                       const struct mp_adam_config *cfg);
+
+// One AdamW step on pure-bf16 weights (no fp32 master copy), f32 gradients: `*step`
+// advances, then the bf16 params and the f32 moments update, all unless `*found_inf`
+// (may be 0) is non-zero; gradients are divided by `*scale` (may be 0) inside the
+// update. Each new weight is rounded to bf16 stochastically, with bits hashed from
+// (`seed`, the advanced step count, the element index): the same seed reproduces a run
+// bit for bit (cuda/adam.cu).
+enum MpStatus mp_adamw_pure_f32(const struct mp_handle *h,
+                                const struct mp_adam_pure_tensor *t,
+                                uint64_t step,
+                                uint64_t scale,
+                                uint64_t found_inf,
+                                const struct mp_adam_config *cfg,
+                                uint64_t seed);
+
+// As mp_adamw_pure_f32 for bf16 gradients.
+enum MpStatus mp_adamw_pure_bf16(const struct mp_handle *h,
+                                 const struct mp_adam_pure_tensor *t,
+                                 uint64_t step,
+                                 uint64_t scale,
+                                 uint64_t found_inf,
+                                 const struct mp_adam_config *cfg,
+                                 uint64_t seed);
 
 // PyTorch's `_amp_update_scale_` on the device: `*scale` (f32), `*growth_tracker`
 // (i32), `*found_inf` (f32).

@@ -159,7 +159,8 @@ fn ctypes_structs_match_the_abi() {
         bias,
         bias_dtype,
         pre,
-        activation
+        activation,
+        ab_dtype
     });
     assert_eq!(ctypes_layout(&root, "GemmArgs"), gemm);
     let cfg = layout!(mp_adam_config { lr, beta1, beta2, eps, weight_decay, mode });

@@ -11,11 +11,18 @@ ctypes) on its tensors' data_ptr() and its current stream. The script
    torch._amp_foreach_non_finite_check_and_unscale_ (bit for bit, found_inf too),
    update_scale against torch._amp_update_scale_, and multi-tensor AdamW against
    torch.optim.AdamW(fused=True) driven by a GradScaler, including its skipped step
-   when found_inf is set;
+   when found_inf is set; then the same in bf16: the bf16 GEMM (every layout, sm_80
+   and newer; MP_ERR_UNSUPPORTED below) against torch.matmul in fp32 and in
+   torch.bfloat16, f32 <-> bf16 against .bfloat16() / .float() (bit for bit), unscale
+   on bf16 gradients (against torch's kernel where it takes bf16, else its formula in
+   fp32), and AdamW(fused=True) on fp32 masters, no GradScaler (PyTorch's bf16
+   convention), whose bf16 copies we write against the masters' .bfloat16();
 2. times both sides (CUDA events, warm-up, median, random data, both in this process):
-   the GEMM benchmark shapes, the unscale over a ~350M-parameter transformer's
-   parameter list, the optimizer phase on that list, and the training step of the two
-   Mlps of benches/train_step.rs (ours read from that bench's log of the same GPU run);
+   the GEMM benchmark shapes (f16, and bf16 beside them), the unscale over a
+   ~350M-parameter transformer's parameter list (f32 and bf16 gradients), the optimizer
+   phase on that list (f16 with loss scaling, bf16 without), and the training step of
+   the two Mlps of benches/train_step.rs (ours read from that bench's log of the same
+   GPU run);
 3. prints the tables (markdown, with ratios) and writes them to --out.
 
 Needs only python3 and torch (the GPU machine has both; nothing else is installed).
@@ -55,7 +62,8 @@ STATUS = {
     7: "MP_ERR_UNSUPPORTED",
     8: "MP_ERR_INTERNAL",
 }
-MP_F32, MP_F16 = 0, 1
+MP_F32, MP_F16, MP_BF16 = 0, 1, 2
+MP_ERR_UNSUPPORTED = 7
 ACT_NONE, ACT_RELU, ACT_GELU = 0, 1, 2
 
 u64 = ctypes.c_uint64
@@ -81,6 +89,7 @@ class GemmArgs(ctypes.Structure):
         ("bias_dtype", ctypes.c_int),
         ("pre", u64),
         ("activation", ctypes.c_int32),
+        ("ab_dtype", ctypes.c_int32),
     ]
 
 
@@ -106,6 +115,8 @@ SIGNATURES = {
     "mp_handle_destroy": [ctypes.c_void_p],
     "mp_cast_f32_f16": [ctypes.c_void_p, u64, u64, u64],
     "mp_cast_f16_f32": [ctypes.c_void_p, u64, u64, u64],
+    "mp_cast_f32_bf16": [ctypes.c_void_p, u64, u64, u64],
+    "mp_cast_bf16_f32": [ctypes.c_void_p, u64, u64, u64],
     "mp_gemm": [ctypes.c_void_p, ctypes.POINTER(GemmArgs)],
     "mp_unscale_check_multi_f32": [
         ctypes.c_void_p,
@@ -115,7 +126,33 @@ SIGNATURES = {
         u64,
         u64,
     ],
+    "mp_unscale_check_multi_bf16": [
+        ctypes.c_void_p,
+        ctypes.POINTER(u64),
+        ctypes.POINTER(u64),
+        u64,
+        u64,
+        u64,
+    ],
     "mp_adamw_step_multi_f32": [
+        ctypes.c_void_p,
+        ctypes.POINTER(AdamTensor),
+        u64,
+        u64,
+        u64,
+        u64,
+        ctypes.POINTER(AdamConfig),
+    ],
+    "mp_adamw_step_multi_f32_bf16": [
+        ctypes.c_void_p,
+        ctypes.POINTER(AdamTensor),
+        u64,
+        u64,
+        u64,
+        u64,
+        ctypes.POINTER(AdamConfig),
+    ],
+    "mp_adamw_step_multi_bf16": [
         ctypes.c_void_p,
         ctypes.POINTER(AdamTensor),
         u64,
@@ -159,6 +196,10 @@ class Library:
 
     def call(self, name, *args):
         self.check(name, getattr(self.lib, name)(self.h, *args))
+
+    def status(self, name, *args):
+        """The call's status, for the checks that expect a refusal."""
+        return getattr(self.lib, name)(self.h, *args)
 
     def close(self):
         self.check("mp_handle_destroy", self.lib.mp_handle_destroy(self.h))
@@ -226,16 +267,21 @@ def same_bits(torch, a, b):
     return bool(((ia == ib) | both_nan).all())
 
 
-def operands(torch, m, n, k, ta, tb, gen, device):
-    """Random fp16 A and B as stored for the layout (A k x m when ta, B n x k when tb),
-    and op(A), op(B) as views of them."""
+def operands(torch, m, n, k, ta, tb, gen, device, dtype=None):
+    """Random fp16 (or `dtype`) A and B as stored for the layout (A k x m when ta, B
+    n x k when tb), and op(A), op(B) as views of them."""
 
     def stored(rows, cols):
-        return (torch.rand(rows, cols, generator=gen, device=device) * 2 - 1).half()
+        return (torch.rand(rows, cols, generator=gen, device=device) * 2 - 1).to(dtype or torch.float16)
 
     a = stored(k, m) if ta else stored(m, k)
     b = stored(n, k) if tb else stored(k, n)
     return a, b, (a.t() if ta else a), (b.t() if tb else b)
+
+
+def mp_dtype(t):
+    """The MpDtype of a tensor's element type."""
+    return {"torch.float32": MP_F32, "torch.float16": MP_F16, "torch.bfloat16": MP_BF16}[str(t.dtype)]
 
 
 def gemm_args(m, n, k, ta, tb, a, b, c, alpha=1.0, beta=0.0, bias=None, pre=None, act=ACT_NONE):
@@ -251,13 +297,14 @@ def gemm_args(m, n, k, ta, tb, a, b, c, alpha=1.0, beta=0.0, bias=None, pre=None
         a.data_ptr(),
         b.data_ptr(),
         c.data_ptr(),
-        MP_F32 if c.dtype.itemsize == 4 else MP_F16,
+        mp_dtype(c),
         alpha,
         beta,
         bias.data_ptr() if bias is not None else 0,
-        MP_F32 if bias is None or bias.dtype.itemsize == 4 else MP_F16,
+        MP_F32 if bias is None else mp_dtype(bias),
         pre.data_ptr() if pre is not None else 0,
         act,
+        mp_dtype(a),
     )
 
 
@@ -391,12 +438,155 @@ def check_adamw(torch, lib, dev, gen):
             f"step {it}{' (NaN gradient: skipped)' if overflow else ''}: worst difference {worst:.1e} of the largest move so far, fp16 copies {'==' if copies_ok else '!='} .half(), step count {float(step):.0f} == {steps_t:.0f}",
         )
 
+# bf16: the same checks with bf16 operands, gradients and working copies.
+
+
+def check_cast_bf16(torch, lib, dev, gen):
+    print("cast bf16")
+    x = torch.randn(1 << 20, generator=gen, device=dev) * 3000
+    # Ties both ways, the largest finite f32 (rounds to inf), the largest bf16, an f32
+    # subnormal, NaN, -inf.
+    edge = [0x3F808000, 0x3F818000, 0x7F7FFFFF, 0x7F7F0000, 0x00018000, 0x7FC00000, 0xFF800000]
+    signed = [e - (1 << 32) if e >= 1 << 31 else e for e in edge]
+    x[: len(edge)] = torch.tensor(signed, dtype=torch.int32, device=dev).view(torch.float32)
+    y = torch.empty(x.numel(), dtype=torch.bfloat16, device=dev)
+    lib.call("mp_cast_f32_bf16", x.data_ptr(), y.data_ptr(), x.numel())
+    expect(same_bits(torch, y, x.bfloat16()), "f32 -> bf16 equals .bfloat16() bit for bit (1M values incl. ties, overflow, subnormals, NaN)")
+    z = torch.empty_like(x)
+    lib.call("mp_cast_bf16_f32", y.data_ptr(), z.data_ptr(), y.numel())
+    expect(same_bits(torch, z, y.float()), "bf16 -> f32 equals .float() bit for bit")
+
+
+def check_gemm_bf16(torch, lib, dev, gen):
+    print("gemm bf16 (against torch.matmul in fp32 on the same bf16 inputs, and torch.matmul in torch.bfloat16)")
+    F = torch.nn.functional
+    if torch.cuda.get_device_capability() < (8, 0):
+        a, b, _, _ = operands(torch, 64, 64, 64, 0, 0, gen, dev, torch.bfloat16)
+        c = torch.empty(64, 64, dtype=torch.bfloat16, device=dev)
+        status = lib.status("mp_gemm", ctypes.byref(gemm_args(64, 64, 64, 0, 0, a, b, c)))
+        expect(status == MP_ERR_UNSUPPORTED, f"below sm_80 a bf16 GEMM is refused: {STATUS.get(status, status)}")
+        return
+    cases = [(256, 192, 320), (77, 50, 33), (1024, 1024, 1024)]
+    for m, n, k in cases:
+        for ta in (0, 1):
+            for tb in (0, 1):
+                a, b, opa, opb = operands(torch, m, n, k, ta, tb, gen, dev, torch.bfloat16)
+                ref = opa.float() @ opb.float()
+                bias = torch.rand(n, generator=gen, device=dev) - 0.5
+                for c_dtype, act, bias_t in ((torch.float32, ACT_RELU, bias), (torch.bfloat16, ACT_GELU, bias.bfloat16())):
+                    c = torch.empty(m, n, dtype=c_dtype, device=dev)
+                    pre = torch.empty(m, n, dtype=torch.bfloat16, device=dev)
+                    lib.call("mp_gemm", ctypes.byref(gemm_args(m, n, k, ta, tb, a, b, c, 1.0, 0.0, bias_t, pre, act)))
+                    z = ref + bias_t.float()
+                    want = F.relu(z) if act == ACT_RELU else F.gelu(z, approximate="tanh")
+                    scale = float(want.abs().max()) or 1.0
+                    err = float((c.float() - want).abs().max()) / scale
+                    pre_err = float((pre.float() - z).abs().max()) / (float(z.abs().max()) or 1.0)
+                    # fp32 accumulation: only summation order differs in f32; the bf16
+                    # output adds one rounding (2^-9 relative).
+                    tol = 1e-5 * math.sqrt(k) if c_dtype == torch.float32 else 4e-3
+                    name = f"{m}x{n}x{k} {'NT'[ta]}{'NT'[tb]} {str(c_dtype)[6:]} out, {str(bias_t.dtype)[6:]} bias+{'relu' if act == ACT_RELU else 'gelu'}"
+                    expect(err <= tol and pre_err <= 4e-3, f"{name}: max error {err:.2e} of max |C| (tolerance {tol:.1e}), pre {pre_err:.2e}")
+                # torch's own bf16 GEMM (fp32 accumulation, one rounding to bf16): the
+                # two may differ by the rounding of a differently ordered sum, 1 ulp.
+                c = torch.empty(m, n, dtype=torch.bfloat16, device=dev)
+                lib.call("mp_gemm", ctypes.byref(gemm_args(m, n, k, ta, tb, a, b, c)))
+                theirs = torch.matmul(opa, opb)
+                err = float((c.float() - theirs.float()).abs().max()) / (float(theirs.float().abs().max()) or 1.0)
+                expect(err <= 2**-7, f"{m}x{n}x{k} {'NT'[ta]}{'NT'[tb]} bf16 out vs torch.matmul in bfloat16: max difference {err:.2e} of max |C| (tolerance {2**-7:.1e})")
+
+
+def torch_unscale_bf16(torch, grads, found, inv):
+    """torch._amp_foreach_non_finite_check_and_unscale_ on bf16 gradients where this
+    torch's kernel takes them; else its formula (multiply by inv in fp32, round once,
+    raise found on a non-finite gradient). Returns which ran."""
+    try:
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, inv)
+        return "torch._amp_foreach_non_finite_check_and_unscale_"
+    except RuntimeError as e:
+        for g in grads:
+            if not bool(torch.isfinite(g).all()):
+                found.fill_(1.0)
+            g.copy_((g.float() * inv).bfloat16())
+        return f"its formula in fp32 (this torch's kernel refuses bf16: {str(e).splitlines()[0][:100]})"
+
+
+def check_unscale_bf16(torch, lib, dev, gen):
+    print("unscale_check bf16")
+    shapes = [(1000,), (64, 33), (4096, 17), (3,)]
+    grads = [(torch.randn(*s, generator=gen, device=dev) * 65536).bfloat16() for s in shapes]
+    scale = torch.full((), 65536.0, device=dev)
+    for inject in (False, True):
+        theirs = [g.clone() for g in grads]
+        ours = [g.clone() for g in grads]
+        if inject:
+            theirs[2][5, 3] = ours[2][5, 3] = float("inf")
+        found_t = torch.zeros((), device=dev)
+        found_o = torch.zeros((), device=dev)
+        against = torch_unscale_bf16(torch, theirs, found_t, scale.double().reciprocal().float())
+        lst = PtrList(ours)
+        lib.call("mp_unscale_check_multi_bf16", lst.ptrs, lst.lens, lst.count, scale.data_ptr(), found_o.data_ptr())
+        same = all(same_bits(torch, o, t) for o, t in zip(ours, theirs))
+        expect(same and float(found_o) == float(found_t), f"{'with an inf' if inject else 'finite'}: bf16 gradients bit for bit against {against}, found_inf {float(found_o)} == {float(found_t)}")
+
+
+def check_adamw_bf16(torch, lib, dev, gen):
+    print("adamw_step with bf16 copies (against torch.optim.AdamW(fused=True) on fp32 masters, no GradScaler)")
+    shapes = [(300, 70), (70,), (4099,)]
+    lr, betas, eps, wd = 1e-3, (0.9, 0.999), 1e-8, 0.01
+    params_t = [torch.nn.Parameter(torch.randn(*s, generator=gen, device=dev)) for s in shapes]
+    params_o = [p.detach().clone().reshape(-1) for p in params_t]
+    initial = [p.clone() for p in params_o]
+    ms = [torch.zeros_like(p) for p in params_o]
+    vs = [torch.zeros_like(p) for p in params_o]
+    copies = [torch.empty(p.numel(), dtype=torch.bfloat16, device=dev) for p in params_o]
+    step = torch.zeros((), device=dev)
+    grads32 = [torch.empty_like(p) for p in params_o]
+    grads16 = [torch.empty(p.numel(), dtype=torch.bfloat16, device=dev) for p in params_o]
+    opt = torch.optim.AdamW(params_t, lr=lr, betas=betas, eps=eps, weight_decay=wd, fused=True)
+    cfg = AdamConfig(lr, betas[0], betas[1], eps, wd, 0)
+    list32 = AdamList(params_o, grads32, ms, vs, copies)
+    list16 = AdamList(params_o, grads16, ms, vs, copies)
+    for it in range(6):
+        # Steps 0-2: bf16 gradients (a bf16 model's backward); 3-5: f32 gradients (fp32
+        # parameters under autocast). torch sees the same values in fp32.
+        bf16_grads = it < 3
+        for p, g32, g16 in zip(params_t, grads32, grads16):
+            g = torch.randn(p.shape, generator=gen, device=dev).reshape(-1)
+            if bf16_grads:
+                g16.copy_(g.bfloat16())
+                g = g16.float()
+            g32.copy_(g)
+            p.grad = g.reshape(p.shape).clone()
+        opt.step()
+        if bf16_grads:
+            lib.call("mp_adamw_step_multi_bf16", list16.array, list16.count, step.data_ptr(), 0, 0, ctypes.byref(cfg))
+        else:
+            lib.call("mp_adamw_step_multi_f32_bf16", list32.array, list32.count, step.data_ptr(), 0, 0, ctypes.byref(cfg))
+        moved = max(float((pt.detach().reshape(-1) - p0).abs().max()) for pt, p0 in zip(params_t, initial))
+        worst = max(float((po - pt.detach().reshape(-1)).abs().max()) for po, pt in zip(params_o, params_t)) / max(moved, 1e-12)
+        # Our copies are our masters rounded (bit for bit); against torch's masters
+        # rounded they can differ only where the two masters (equal up to rounding)
+        # straddle a bf16 rounding boundary: rarely, and by one bf16 ulp.
+        copies_ok = all(same_bits(torch, c, p.bfloat16()) for c, p in zip(copies, params_o))
+        theirs = [pt.detach().reshape(-1).bfloat16() for pt in params_t]
+        differ = sum(int((c.view(torch.int16) != t.view(torch.int16)).sum()) for c, t in zip(copies, theirs))
+        one_ulp = all(bool(((c.float() - t.float()).abs() <= t.float().abs() * 2**-7).all()) for c, t in zip(copies, theirs))
+        total = sum(p.numel() for p in params_o)
+        steps_t = float(opt.state[params_t[0]]["step"])
+        expect(
+            worst <= 1e-3 and copies_ok and differ <= total // 1000 and one_ulp and float(step) == steps_t,
+            f"step {it} ({'bf16' if bf16_grads else 'f32'} gradients): worst difference {worst:.1e} of the largest move so far, bf16 copies {'==' if copies_ok else '!='} our masters' .bfloat16(), {differ} of {total} differ from torch's masters' .bfloat16() ({'within' if one_ulp else 'NOT within'} 1 ulp), step count {float(step):.0f} == {steps_t:.0f}",
+        )
+
 
 # ---------------------------------------------------------------------------------------
 # 2. Timings.
 
 
-def time_gemm(torch, lib, dev, gen):
+def time_gemm(torch, lib, dev, gen, dtype=None):
+    """TFLOP/s of the benchmark shapes, operands and C in fp16 (or `dtype`)."""
+    dtype = dtype or torch.float16
     rows = []
     cases = [(f"square {s} NT", s, s, s, 0, 1) for s in (1024, 2048, 4096, 8192)]
     batch, widths = 8192, [1024, 4096, 4096, 4096, 1024]
@@ -407,9 +597,9 @@ def time_gemm(torch, lib, dev, gen):
             (f"layer {layer} wgrad {fan_out}x{fan_in}x{batch} TN", fan_out, fan_in, batch, 1, 0),
         ]
     for name, m, n, k, ta, tb in cases:
-        a, b, opa, opb = operands(torch, m, n, k, ta, tb, gen, dev)
-        c_ours = torch.empty(m, n, dtype=torch.float16, device=dev)
-        c_torch = torch.empty(m, n, dtype=torch.float16, device=dev)
+        a, b, opa, opb = operands(torch, m, n, k, ta, tb, gen, dev, dtype)
+        c_ours = torch.empty(m, n, dtype=dtype, device=dev)
+        c_torch = torch.empty(m, n, dtype=dtype, device=dev)
         args = gemm_args(m, n, k, ta, tb, a, b, c_ours)
         t_ours = median_ms(torch, lambda: lib.call("mp_gemm", ctypes.byref(args)), reps=10)
         t_torch = median_ms(torch, lambda: torch.matmul(opa, opb, out=c_torch), reps=10)
@@ -424,28 +614,38 @@ def count_params(shapes):
     return n
 
 
-def time_unscale(torch, lib, dev, gen, shapes):
-    grads_o = [torch.randn(*s, generator=gen, device=dev) for s in shapes]
+def time_unscale(torch, lib, dev, gen, shapes, dtype=None):
+    """Ours and torch's ms over the parameter list's gradients, f32 (or `dtype`: bf16,
+    where torch's kernel takes it; else None for torch)."""
+    dtype = dtype or torch.float32
+    grads_o = [torch.randn(*s, generator=gen, device=dev).to(dtype) for s in shapes]
     grads_t = [g.clone() for g in grads_o]
+    name = "mp_unscale_check_multi_bf16" if dtype == torch.bfloat16 else "mp_unscale_check_multi_f32"
     # Scale 1 on both sides: the same reads and writes as any scale, and repeated runs
     # leave the values alone.
     scale = torch.ones((), device=dev)
     inv = torch.ones((), device=dev)
     found_o, found_t = torch.zeros((), device=dev), torch.zeros((), device=dev)
     lst = PtrList(grads_o)
-    t_ours = median_ms(torch, lambda: lib.call("mp_unscale_check_multi_f32", lst.ptrs, lst.lens, lst.count, scale.data_ptr(), found_o.data_ptr()), reps=5)
-    t_torch = median_ms(torch, lambda: torch._amp_foreach_non_finite_check_and_unscale_(grads_t, found_t, inv), reps=5)
+    t_ours = median_ms(torch, lambda: lib.call(name, lst.ptrs, lst.lens, lst.count, scale.data_ptr(), found_o.data_ptr()), reps=5)
+    try:
+        t_torch = median_ms(torch, lambda: torch._amp_foreach_non_finite_check_and_unscale_(grads_t, found_t, inv), reps=5)
+    except RuntimeError:  # this torch's kernel refuses bf16
+        t_torch = None
     return t_ours, t_torch
 
 
-def torch_optimizer_phase(torch, dev, gen, shapes, cfg, scale0):
+def torch_optimizer_phase(torch, dev, gen, shapes, cfg, scale0, half=None):
     """PyTorch AMP's phase: fp32 parameters with scaled fp32 gradients; GradScaler.step
     (foreach check, fused AdamW dividing by the scale and skipping on found_inf),
     update, and the fp16 copies autocast makes of every weight in the next forward.
-    Returns its median ms and the flat parameters and gradients it started from."""
+    With half=torch.bfloat16, PyTorch's bf16 convention: no GradScaler (scale0 unused),
+    the fused AdamW step and the bf16 copies. Returns its median ms and the flat
+    parameters and gradients it started from."""
+    bf16 = half == torch.bfloat16
     params = [torch.nn.Parameter(torch.randn(*s, generator=gen, device=dev) * 0.02) for s in shapes]
     for p in params:
-        p.grad = torch.randn(p.shape, generator=gen, device=dev) * scale0
+        p.grad = torch.randn(p.shape, generator=gen, device=dev) * (1.0 if bf16 else scale0)
     start = ([p.detach().reshape(-1).clone() for p in params], [p.grad.reshape(-1).clone() for p in params])
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay, fused=True)
     scaler = torch.amp.GradScaler("cuda", init_scale=scale0, growth_interval=1 << 30)
@@ -456,7 +656,11 @@ def torch_optimizer_phase(torch, dev, gen, shapes, cfg, scale0):
         scaler.update()
         return [p.half() for p in params]
 
-    return median_ms(torch, phase), start
+    def phase_bf16():
+        opt.step()
+        return [p.bfloat16() for p in params]
+
+    return median_ms(torch, phase_bf16 if bf16 else phase), start
 
 
 def time_optimizer_phase(torch, lib, dev, gen, shapes):
@@ -481,6 +685,21 @@ def time_optimizer_phase(torch, lib, dev, gen, shapes):
         lib.call("mp_update_scale", scale.data_ptr(), tracker.data_ptr(), found.data_ptr(), 2.0, 0.5, 1 << 30)
 
     t_ours = median_ms(torch, our_phase)
+    return t_ours, t_torch
+
+
+def time_optimizer_phase_bf16(torch, lib, dev, gen, shapes):
+    """The bf16 phase, both sides without loss scaling (PyTorch's bf16 convention): ours
+    one AdamW writing the bf16 copies; PyTorch's fused AdamW and the bf16 casts."""
+    cfg = AdamConfig(1e-4, 0.9, 0.999, 1e-8, 0.01, 0)
+    t_torch, (params_o, grads_o) = torch_optimizer_phase(torch, dev, gen, shapes, cfg, 1.0, torch.bfloat16)
+    torch.cuda.empty_cache()
+    ms = [torch.zeros_like(p) for p in params_o]
+    vs = [torch.zeros_like(p) for p in params_o]
+    copies = [torch.empty(p.numel(), dtype=torch.bfloat16, device=dev) for p in params_o]
+    step = torch.zeros((), device=dev)
+    lst = AdamList(params_o, grads_o, ms, vs, copies)
+    t_ours = median_ms(torch, lambda: lib.call("mp_adamw_step_multi_f32_bf16", lst.array, lst.count, step.data_ptr(), 0, 0, ctypes.byref(cfg)))
     return t_ours, t_torch
 
 
@@ -599,6 +818,10 @@ def main():
     check_unscale(torch, lib, dev, gen)
     check_update_scale(torch, lib, dev)
     check_adamw(torch, lib, dev, gen)
+    check_cast_bf16(torch, lib, dev, gen)
+    check_gemm_bf16(torch, lib, dev, gen)
+    check_unscale_bf16(torch, lib, dev, gen)
+    check_adamw_bf16(torch, lib, dev, gen)
     torch.cuda.synchronize()
 
     out = [f"# PyTorch side by side: {header}", ""]
@@ -612,6 +835,13 @@ def main():
         rows = time_gemm(torch, lib, dev, gen)
         out += ["## GEMM, f16 in, f16 out, fp32 accumulation", "", "| shape (m x n x k) | ours TFLOP/s | torch.matmul TFLOP/s | ratio |", "|---|---|---|---|"]
         out += [f"| {n} | {o:.1f} | {t:.1f} | {r:.2f} |" for n, o, t, r in rows]
+        if torch.cuda.get_device_capability() >= (8, 0):
+            print("  gemm bf16 ...", flush=True)
+            rows = time_gemm(torch, lib, dev, gen, torch.bfloat16)
+            out += ["", "## GEMM, bf16 in, bf16 out, fp32 accumulation", "", "| shape (m x n x k) | ours TFLOP/s | torch.matmul TFLOP/s | ratio |", "|---|---|---|---|"]
+            out += [f"| {n} | {o:.1f} | {t:.1f} | {r:.2f} |" for n, o, t, r in rows]
+        else:
+            out += ["", "## GEMM, bf16: not timed (no bf16 tensor cores below sm_80; our bf16 GEMM returns MP_ERR_UNSUPPORTED there)"]
         shapes = transformer_shapes()
         print("  unscale and optimizer phase ...", flush=True)
         n = count_params(shapes)
@@ -619,10 +849,19 @@ def main():
         torch.cuda.empty_cache()
         p_o, p_t = time_optimizer_phase(torch, lib, dev, gen, shapes)
         torch.cuda.empty_cache()
+        tb_o, tb_t = time_unscale(torch, lib, dev, gen, shapes, torch.bfloat16)
+        torch.cuda.empty_cache()
+        pb_o, pb_t = time_optimizer_phase_bf16(torch, lib, dev, gen, shapes)
+        torch.cuda.empty_cache()
         out += ["", f"## Optimizer, {len(shapes)} tensors, {n / 1e6:.1f}M parameters (GPT-2-medium shapes), fp32 master weights and gradients", ""]
         out += ["| phase | ours ms | PyTorch ms | ratio | goal |", "|---|---|---|---|---|"]
         out.append(f"| unscale + inf/NaN check (ours multi-tensor vs `_amp_foreach_non_finite_check_and_unscale_`) | {t_o:.3f} | {t_t:.3f} | {t_t / t_o:.2f} | |")
         out.append(f"| optimizer phase (ours: check + AdamW writing fp16 copies + update_scale; PyTorch: GradScaler.step with AdamW(fused=True) + update + the fp16 casts autocast makes) | {p_o:.3f} | {p_t:.3f} | {p_t / p_o:.2f} | >= 1.4 |")
+        if tb_t is not None:
+            out.append(f"| unscale + inf/NaN check, bf16 gradients (same calls) | {tb_o:.3f} | {tb_t:.3f} | {tb_t / tb_o:.2f} | |")
+        else:
+            out.append(f"| unscale + inf/NaN check, bf16 gradients (ours; this torch's kernel refuses bf16) | {tb_o:.3f} | n/a | | |")
+        out.append(f"| optimizer phase, bf16, no loss scaling (ours: AdamW writing bf16 copies; PyTorch: AdamW(fused=True) + the bf16 casts autocast makes) | {pb_o:.3f} | {pb_t:.3f} | {pb_t / pb_o:.2f} | |")
         ours = ours_train_step(args.ours_train_step)
         out += ["", "## Training step (time per step, batch uploaded from host memory each step)", ""]
         out += ["| model | batch | ours eager us | ours graph us | PyTorch AMP eager us | PyTorch AMP graph us | eager ratio | graph ratio | ours graph vs PyTorch eager |", "|---|---|---|---|---|---|---|---|---|"]

@@ -33,13 +33,15 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use cudarc::driver::{sys, CudaSlice, CudaView, CudaViewMut};
-use half::f16;
+use half::{bf16, f16};
 
 use crate::device::Device;
-use crate::dtype::Element;
+use crate::dtype::{DType, Element, Half};
 use crate::error::{Error, Result};
-use crate::kernels::adam::{adamw_step, adamw_step_multi, AdamConfig, AdamMode, AdamScalars, AdamTensors};
-use crate::kernels::cast::{cast_f16_f32, cast_f32_f16};
+use crate::kernels::adam::{
+    adamw_pure, adamw_step, adamw_step_multi, AdamConfig, AdamMode, AdamPureTensors, AdamScalars, AdamTensors,
+};
+use crate::kernels::cast::{cast_bf16_f32, cast_f16_f32, cast_f32_bf16, cast_f32_f16};
 use crate::kernels::gemm::{gemm, Activation, Bias, Epilogue, GemmShape, Transpose};
 use crate::kernels::loss_scale::{update_scale, ScaleRule};
 use crate::kernels::unscale::{unscale_check, unscale_check_multi};
@@ -68,9 +70,10 @@ pub enum MpStatus {
     MP_ERR_INTERNAL = 8,
 }
 
-/// Element types of the buffers that can be either: the values of
-/// `mp_gemm_args.c_dtype` and `.bias_dtype` (fields declared `int32_t`, so that any
-/// integer a caller passes is a defined value that mp_gemm can reject).
+/// Element types of the GEMM's buffers: the values of `mp_gemm_args.ab_dtype`,
+/// `.c_dtype` and `.bias_dtype` (fields declared `int32_t`, so that any integer a caller
+/// passes is a defined value that mp_gemm can reject). The other functions name their
+/// types in their names (`_f16`, `_bf16`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MpDtype {
@@ -78,6 +81,8 @@ pub enum MpDtype {
     MP_F32 = 0,
     /// IEEE binary16.
     MP_F16 = 1,
+    /// bfloat16: the upper half of a binary32 (8 exponent bits, 7 mantissa bits).
+    MP_BF16 = 2,
 }
 
 /// An opaque handle: the adopted context and stream, and the loaded kernels.
@@ -86,7 +91,8 @@ pub struct mp_handle {
 }
 
 /// Everything a GEMM call takes: `C = act(alpha * op(A) op(B) + beta * C + bias)`,
-/// row-major, fp16 A and B, fp32 accumulation (see kernels::gemm).
+/// row-major, A and B both f16 or both bf16 (`ab_dtype`; bf16 needs compute capability
+/// 8.0 or newer), fp32 accumulation (see kernels::gemm).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct mp_gemm_args {
@@ -106,14 +112,15 @@ pub struct mp_gemm_args {
     pub ldb: u64,
     /// Row stride of C (and pre).
     pub ldc: u64,
-    /// A, f16.
+    /// A, of ab_dtype.
     pub a: u64,
-    /// B, f16.
+    /// B, of ab_dtype.
     pub b: u64,
     /// C, of c_dtype.
     pub c: u64,
-    /// C's element type: MP_F32 (0) or MP_F16 (1), an MpDtype value; anything else is
-    /// MP_ERR_INVALID_ARGUMENT.
+    /// C's element type, an MpDtype value: MP_F32 or ab_dtype. Not an MpDtype value:
+    /// MP_ERR_INVALID_ARGUMENT; the other half type (MP_F16 C with MP_BF16 operands):
+    /// MP_ERR_UNSUPPORTED.
     pub c_dtype: i32,
     /// Multiplies op(A) op(B).
     pub alpha: f32,
@@ -121,13 +128,19 @@ pub struct mp_gemm_args {
     pub beta: f32,
     /// n bias values of bias_dtype, or 0 for none.
     pub bias: u64,
-    /// The bias's element type: MP_F32 (0) or MP_F16 (1), an MpDtype value; anything
-    /// else is MP_ERR_INVALID_ARGUMENT (checked even when bias is 0).
+    /// The bias's element type, MP_F32 or ab_dtype, checked as c_dtype is (even when
+    /// bias is 0).
     pub bias_dtype: i32,
-    /// f16 pre-activation output (same layout as C), or 0 for none.
+    /// Pre-activation output of ab_dtype (same layout as C), or 0 for none.
     pub pre: u64,
     /// 0 none, 1 ReLU, 2 GELU (tanh form).
     pub activation: i32,
+    /// A's and B's element type: MP_F16 (1) or MP_BF16 (2), an MpDtype value; MP_F32 or
+    /// anything else is MP_ERR_INVALID_ARGUMENT. MP_BF16 on a device below compute
+    /// capability 8.0 (no bf16 tensor cores) is MP_ERR_UNSUPPORTED. Last, in what was
+    /// the struct's tail padding: the offsets and size of the other fields are those of
+    /// the f16-only ABI.
+    pub ab_dtype: i32,
 }
 
 /// AdamW settings (torch.optim.AdamW / Adam).
@@ -154,14 +167,31 @@ pub struct mp_adam_config {
 pub struct mp_adam_tensor {
     /// fp32 master weights (updated).
     pub params: u64,
-    /// Gradients, f32 or f16 (as the function's name says).
+    /// Gradients, f32, f16 or bf16 (as the function's name says).
     pub grads: u64,
     /// First moments, f32.
     pub m: u64,
     /// Second moments, f32.
     pub v: u64,
-    /// The f16 working copy to write, or 0.
+    /// The working copy to write, f16 or bf16 (as the function's name says), or 0.
     pub copy: u64,
+    /// Elements.
+    pub len: u64,
+}
+
+/// The tensor of a pure-bf16 AdamW step (mp_adamw_pure_*): bf16 weights and no fp32
+/// master copy, `len` elements each.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct mp_adam_pure_tensor {
+    /// bf16 weights (updated, stochastically rounded).
+    pub params: u64,
+    /// Gradients, f32 or bf16 (as the function's name says).
+    pub grads: u64,
+    /// First moments, f32.
+    pub m: u64,
+    /// Second moments, f32.
+    pub v: u64,
     /// Elements.
     pub len: u64,
 }
@@ -406,6 +436,19 @@ pub unsafe extern "C" fn mp_cast_f16_f32(h: *const mp_handle, x: u64, y: u64, n:
     guard("mp_cast_f16_f32", || cast("mp_cast_f16_f32", h, x, y, n, |d, x, y| cast_f16_f32(d, x, y)))
 }
 
+/// `y[i] = (bf16) x[i]` for n elements (round to nearest even, overflow to ±inf, NaN
+/// kept NaN), PyTorch's `.bfloat16()`.
+#[no_mangle]
+pub unsafe extern "C" fn mp_cast_f32_bf16(h: *const mp_handle, x: u64, y: u64, n: u64) -> MpStatus {
+    guard("mp_cast_f32_bf16", || cast("mp_cast_f32_bf16", h, x, y, n, |d, x, y| cast_f32_bf16(d, x, y)))
+}
+
+/// `y[i] = (f32) x[i]` for n bf16 elements (exact).
+#[no_mangle]
+pub unsafe extern "C" fn mp_cast_bf16_f32(h: *const mp_handle, x: u64, y: u64, n: u64) -> MpStatus {
+    guard("mp_cast_bf16_f32", || cast("mp_cast_bf16_f32", h, x, y, n, |d, x, y| cast_bf16_f32(d, x, y)))
+}
+
 fn cast<S: Element, D: Element>(
     op: &'static str,
     h: *const mp_handle,
@@ -426,7 +469,21 @@ fn dtype(op: &'static str, what: &'static str, d: i32) -> Result<MpDtype> {
     match d {
         0 => Ok(MpDtype::MP_F32),
         1 => Ok(MpDtype::MP_F16),
-        _ => Err(Error::InvalidArgument { op, what, why: format!("{d}: expected 0 (MP_F32) or 1 (MP_F16)") }),
+        2 => Ok(MpDtype::MP_BF16),
+        _ => Err(Error::InvalidArgument {
+            op,
+            what,
+            why: format!("{d}: expected 0 (MP_F32), 1 (MP_F16) or 2 (MP_BF16)"),
+        }),
+    }
+}
+
+impl MpDtype {
+    fn size(self) -> usize {
+        match self {
+            MpDtype::MP_F32 => 4,
+            MpDtype::MP_F16 | MpDtype::MP_BF16 => 2,
+        }
     }
 }
 
@@ -481,13 +538,36 @@ pub unsafe extern "C" fn mp_gemm(h: *const mp_handle, args: *const mp_gemm_args)
                 why: format!("{shape:?} overflows"),
             })
         };
+        let ab_dtype = dtype(OP, "ab_dtype", a.ab_dtype)?;
         let c_dtype = dtype(OP, "c_dtype", a.c_dtype)?;
         let bias_dtype = dtype(OP, "bias_dtype", a.bias_dtype)?;
+        if ab_dtype == MpDtype::MP_F32 {
+            return Err(Error::InvalidArgument {
+                op: OP,
+                what: "ab_dtype",
+                why: "0 (MP_F32): A and B are 1 (MP_F16) or 2 (MP_BF16)".into(),
+            });
+        }
+        // C and the bias are f32 or the operands' type: no kernel mixes f16 with bf16.
+        for (what, d) in [("c_dtype", c_dtype), ("bias_dtype", bias_dtype)] {
+            if d != MpDtype::MP_F32 && d != ab_dtype {
+                return Err(Error::UnsupportedDtype { op: OP, what, dtype: dtype_of(d) });
+            }
+        }
+        // Refused here, before the shapes, so that the message names this function (the
+        // launcher refuses it too).
+        let capability = dev.info().compute_capability;
+        if ab_dtype == MpDtype::MP_BF16 && capability < (8, 0) {
+            return Err(Error::Unsupported {
+                op: OP,
+                what: "a bf16 GEMM (ab_dtype MP_BF16, bf16 tensor cores)",
+                needs: (8, 0),
+                capability,
+            });
+        }
         shape.validate(OP, usize::MAX, usize::MAX, usize::MAX, None, None)?;
         let ((ar, ac), (br, bc)) = shape.stored();
         let (la, lb, lc) = (span(ar, ac, shape.lda)?, span(br, bc, shape.ldb)?, span(shape.m, shape.n, shape.ldc)?);
-        let c_size = if c_dtype == MpDtype::MP_F32 { 4 } else { 2 };
-        let bias_size = if bias_dtype == MpDtype::MP_F32 { 4 } else { 2 };
         let r = |what, ptr, elems, size| {
             range(OP, what, ptr, elems, size).map_err(|e| match e {
                 Error::InvalidArgument { op, what, why } => {
@@ -501,41 +581,74 @@ pub unsafe extern "C" fn mp_gemm(h: *const mp_handle, args: *const mp_gemm_args)
         let inputs = [
             r("a", a.a, la, 2)?,
             r("b", a.b, lb, 2)?,
-            r("bias", a.bias, if a.bias != 0 { shape.n } else { 0 }, bias_size)?,
+            r("bias", a.bias, if a.bias != 0 { shape.n } else { 0 }, bias_dtype.size())?,
         ];
-        let outputs = vec![r("c", a.c, lc, c_size)?, r("pre", a.pre, if a.pre != 0 { lc } else { 0 }, 2)?];
+        let outputs = vec![r("c", a.c, lc, c_dtype.size())?, r("pre", a.pre, if a.pre != 0 { lc } else { 0 }, 2)?];
         no_overlap(OP, outputs, &inputs)?;
-        let ab = borrow::<f16>(OP, "a", dev, a.a, la)?;
-        let bb = borrow::<f16>(OP, "b", dev, a.b, lb)?;
-        let bias32 = if a.bias != 0 && bias_dtype == MpDtype::MP_F32 {
-            Some(borrow::<f32>(OP, "bias", dev, a.bias, shape.n)?)
-        } else {
-            None
-        };
-        let bias16 = if a.bias != 0 && bias_dtype == MpDtype::MP_F16 {
-            Some(borrow::<f16>(OP, "bias", dev, a.bias, shape.n)?)
-        } else {
-            None
-        };
-        let mut pre = if a.pre != 0 { Some(borrow::<f16>(OP, "pre", dev, a.pre, lc)?) } else { None };
-        let bias = match (&bias32, &bias16) {
-            (Some(b), _) => Some(Bias::F32(b.view())),
-            (_, Some(b)) => Some(Bias::Half(b.view())),
-            _ => None,
-        };
-        let mut pre_view = pre.as_mut().map(|p| p.view_mut());
-        let epilogue = Epilogue { alpha: a.alpha, beta: a.beta, bias, pre: pre_view.as_mut(), activation };
-        match c_dtype {
-            MpDtype::MP_F32 => {
-                let mut c = borrow::<f32>(OP, "c", dev, a.c, lc)?;
-                gemm(dev, &shape, &ab.view(), &bb.view(), &mut c.view_mut(), epilogue)
-            }
-            MpDtype::MP_F16 => {
-                let mut c = borrow::<f16>(OP, "c", dev, a.c, lc)?;
-                gemm(dev, &shape, &ab.view(), &bb.view(), &mut c.view_mut(), epilogue)
-            }
+        let lens = GemmLens { a: la, b: lb, c: lc };
+        match ab_dtype {
+            MpDtype::MP_BF16 => gemm_of::<bf16>(dev, &shape, &a, lens, c_dtype, bias_dtype, activation),
+            // MP_F16; MP_F32 was refused above.
+            _ => gemm_of::<f16>(dev, &shape, &a, lens, c_dtype, bias_dtype, activation),
         }
     })
+}
+
+/// Elements of A, B and C (and pre) that a GEMM's shape addresses.
+#[derive(Clone, Copy)]
+struct GemmLens {
+    a: usize,
+    b: usize,
+    c: usize,
+}
+
+fn dtype_of(d: MpDtype) -> DType {
+    match d {
+        MpDtype::MP_F32 => DType::F32,
+        MpDtype::MP_F16 => DType::F16,
+        MpDtype::MP_BF16 => DType::BF16,
+    }
+}
+
+/// mp_gemm with operands of type `T`, its arguments checked: borrows the buffers and
+/// launches. `c_dtype` and `bias_dtype` are MP_F32 or `T`'s (checked by the caller).
+fn gemm_of<T: Half>(
+    dev: &Device,
+    shape: &GemmShape,
+    a: &mp_gemm_args,
+    lens: GemmLens,
+    c_dtype: MpDtype,
+    bias_dtype: MpDtype,
+    activation: Activation,
+) -> Result<()> {
+    const OP: &str = "mp_gemm";
+    let ab = borrow::<T>(OP, "a", dev, a.a, lens.a)?;
+    let bb = borrow::<T>(OP, "b", dev, a.b, lens.b)?;
+    let bias32 = if a.bias != 0 && bias_dtype == MpDtype::MP_F32 {
+        Some(borrow::<f32>(OP, "bias", dev, a.bias, shape.n)?)
+    } else {
+        None
+    };
+    let bias_half = if a.bias != 0 && bias_dtype != MpDtype::MP_F32 {
+        Some(borrow::<T>(OP, "bias", dev, a.bias, shape.n)?)
+    } else {
+        None
+    };
+    let mut pre = if a.pre != 0 { Some(borrow::<T>(OP, "pre", dev, a.pre, lens.c)?) } else { None };
+    let bias = match (&bias32, &bias_half) {
+        (Some(b), _) => Some(Bias::F32(b.view())),
+        (_, Some(b)) => Some(Bias::Half(b.view())),
+        _ => None,
+    };
+    let mut pre_view = pre.as_mut().map(|p| p.view_mut());
+    let epilogue = Epilogue { alpha: a.alpha, beta: a.beta, bias, pre: pre_view.as_mut(), activation };
+    if c_dtype == MpDtype::MP_F32 {
+        let mut c = borrow::<f32>(OP, "c", dev, a.c, lens.c)?;
+        gemm(dev, shape, &ab.view(), &bb.view(), &mut c.view_mut(), epilogue)
+    } else {
+        let mut c = borrow::<T>(OP, "c", dev, a.c, lens.c)?;
+        gemm(dev, shape, &ab.view(), &bb.view(), &mut c.view_mut(), epilogue)
+    }
 }
 
 /// `g *= 1 / *scale` (scale null: check only) over n f32 gradients, raising
@@ -561,6 +674,18 @@ pub unsafe extern "C" fn mp_unscale_check_f16(
     found_inf: u64,
 ) -> MpStatus {
     guard("mp_unscale_check_f16", || unscale::<f16>("mp_unscale_check_f16", h, grads, n, scale, found_inf))
+}
+
+/// As mp_unscale_check_f32 for bf16 gradients.
+#[no_mangle]
+pub unsafe extern "C" fn mp_unscale_check_bf16(
+    h: *const mp_handle,
+    grads: u64,
+    n: u64,
+    scale: u64,
+    found_inf: u64,
+) -> MpStatus {
+    guard("mp_unscale_check_bf16", || unscale::<bf16>("mp_unscale_check_bf16", h, grads, n, scale, found_inf))
 }
 
 fn unscale<G: Element>(
@@ -614,6 +739,21 @@ pub unsafe extern "C" fn mp_unscale_check_multi_f16(
 ) -> MpStatus {
     guard("mp_unscale_check_multi_f16", || {
         unscale_multi::<f16>("mp_unscale_check_multi_f16", h, grads, lens, count, scale, found_inf)
+    })
+}
+
+/// As mp_unscale_check_multi_f32 for bf16 gradients.
+#[no_mangle]
+pub unsafe extern "C" fn mp_unscale_check_multi_bf16(
+    h: *const mp_handle,
+    grads: *const u64,
+    lens: *const u64,
+    count: u64,
+    scale: u64,
+    found_inf: u64,
+) -> MpStatus {
+    guard("mp_unscale_check_multi_bf16", || {
+        unscale_multi::<bf16>("mp_unscale_check_multi_bf16", h, grads, lens, count, scale, found_inf)
     })
 }
 
@@ -686,7 +826,7 @@ fn adam_config(op: &'static str, cfg: *const mp_adam_config) -> Result<AdamConfi
 }
 
 /// One AdamW step over n elements: `*step` advances and master weights, moments and the
-/// f16 copy (copy may be 0) update, all unless `*found_inf` (may be 0) is non-zero;
+/// f16 copy (copy may be 0) update, f32 gradients, all unless `*found_inf` (may be 0) is non-zero;
 /// gradients are divided by `*scale` (may be 0: not scaled) inside the update.
 #[no_mangle]
 pub unsafe extern "C" fn mp_adamw_step_f32(
@@ -697,7 +837,7 @@ pub unsafe extern "C" fn mp_adamw_step_f32(
     found_inf: u64,
     cfg: *const mp_adam_config,
 ) -> MpStatus {
-    guard("mp_adamw_step_f32", || adam::<f32>("mp_adamw_step_f32", false, h, t, 1, step, scale, found_inf, cfg))
+    guard("mp_adamw_step_f32", || adam::<f32, f16>("mp_adamw_step_f32", false, h, t, 1, step, scale, found_inf, cfg))
 }
 
 /// As mp_adamw_step_f32 for f16 gradients.
@@ -710,7 +850,7 @@ pub unsafe extern "C" fn mp_adamw_step_f16(
     found_inf: u64,
     cfg: *const mp_adam_config,
 ) -> MpStatus {
-    guard("mp_adamw_step_f16", || adam::<f16>("mp_adamw_step_f16", false, h, t, 1, step, scale, found_inf, cfg))
+    guard("mp_adamw_step_f16", || adam::<f16, f16>("mp_adamw_step_f16", false, h, t, 1, step, scale, found_inf, cfg))
 }
 
 /// mp_adamw_step_f32 over `count` tensors (a host array) sharing one step count, as
@@ -726,7 +866,7 @@ pub unsafe extern "C" fn mp_adamw_step_multi_f32(
     cfg: *const mp_adam_config,
 ) -> MpStatus {
     guard("mp_adamw_step_multi_f32", || {
-        adam::<f32>("mp_adamw_step_multi_f32", true, h, ts, count, step, scale, found_inf, cfg)
+        adam::<f32, f16>("mp_adamw_step_multi_f32", true, h, ts, count, step, scale, found_inf, cfg)
     })
 }
 
@@ -742,14 +882,77 @@ pub unsafe extern "C" fn mp_adamw_step_multi_f16(
     cfg: *const mp_adam_config,
 ) -> MpStatus {
     guard("mp_adamw_step_multi_f16", || {
-        adam::<f16>("mp_adamw_step_multi_f16", true, h, ts, count, step, scale, found_inf, cfg)
+        adam::<f16, f16>("mp_adamw_step_multi_f16", true, h, ts, count, step, scale, found_inf, cfg)
     })
 }
 
-type AdamBufs<G> = (Borrowed<f32>, Borrowed<G>, Borrowed<f32>, Borrowed<f32>, Option<Borrowed<f16>>);
+/// As mp_adamw_step_f32 with a bf16 working copy (`copy` is bf16), f32 gradients.
+#[no_mangle]
+pub unsafe extern "C" fn mp_adamw_step_f32_bf16(
+    h: *const mp_handle,
+    t: *const mp_adam_tensor,
+    step: u64,
+    scale: u64,
+    found_inf: u64,
+    cfg: *const mp_adam_config,
+) -> MpStatus {
+    guard("mp_adamw_step_f32_bf16", || {
+        adam::<f32, bf16>("mp_adamw_step_f32_bf16", false, h, t, 1, step, scale, found_inf, cfg)
+    })
+}
 
+/// As mp_adamw_step_f32 for bf16 gradients and a bf16 working copy (`copy` is bf16).
+#[no_mangle]
+pub unsafe extern "C" fn mp_adamw_step_bf16(
+    h: *const mp_handle,
+    t: *const mp_adam_tensor,
+    step: u64,
+    scale: u64,
+    found_inf: u64,
+    cfg: *const mp_adam_config,
+) -> MpStatus {
+    guard("mp_adamw_step_bf16", || {
+        adam::<bf16, bf16>("mp_adamw_step_bf16", false, h, t, 1, step, scale, found_inf, cfg)
+    })
+}
+
+/// As mp_adamw_step_multi_f32 with bf16 working copies, f32 gradients.
+#[no_mangle]
+pub unsafe extern "C" fn mp_adamw_step_multi_f32_bf16(
+    h: *const mp_handle,
+    ts: *const mp_adam_tensor,
+    count: u64,
+    step: u64,
+    scale: u64,
+    found_inf: u64,
+    cfg: *const mp_adam_config,
+) -> MpStatus {
+    guard("mp_adamw_step_multi_f32_bf16", || {
+        adam::<f32, bf16>("mp_adamw_step_multi_f32_bf16", true, h, ts, count, step, scale, found_inf, cfg)
+    })
+}
+
+/// As mp_adamw_step_multi_f32 for bf16 gradients and bf16 working copies.
+#[no_mangle]
+pub unsafe extern "C" fn mp_adamw_step_multi_bf16(
+    h: *const mp_handle,
+    ts: *const mp_adam_tensor,
+    count: u64,
+    step: u64,
+    scale: u64,
+    found_inf: u64,
+    cfg: *const mp_adam_config,
+) -> MpStatus {
+    guard("mp_adamw_step_multi_bf16", || {
+        adam::<bf16, bf16>("mp_adamw_step_multi_bf16", true, h, ts, count, step, scale, found_inf, cfg)
+    })
+}
+
+type AdamBufs<G, C> = (Borrowed<f32>, Borrowed<G>, Borrowed<f32>, Borrowed<f32>, Option<Borrowed<C>>);
+
+/// The AdamW calls: gradients `G`, working copy `C`.
 #[allow(clippy::too_many_arguments)]
-fn adam<G: Element>(
+fn adam<G: Element, C: Half>(
     op: &'static str,
     multi: bool,
     h: *const mp_handle,
@@ -787,9 +990,9 @@ fn adam<G: Element>(
     reads.push(range(op, "scale", scale, 1, 4)?);
     reads.push(range(op, "found_inf", found, 1, 4)?);
     no_overlap(op, writes, &reads)?;
-    let mut bufs: Vec<AdamBufs<G>> = Vec::with_capacity(list.len());
+    let mut bufs: Vec<AdamBufs<G, C>> = Vec::with_capacity(list.len());
     for (t, &n) in list.iter().zip(&lens) {
-        let copy = if t.copy != 0 { Some(borrow::<f16>(op, "copy", dev, t.copy, n)?) } else { None };
+        let copy = if t.copy != 0 { Some(borrow::<C>(op, "copy", dev, t.copy, n)?) } else { None };
         bufs.push((
             borrow::<f32>(op, "params", dev, t.params, n)?,
             borrow::<G>(op, "grads", dev, t.grads, n)?,
@@ -801,7 +1004,7 @@ fn adam<G: Element>(
     let mut step_buf = borrow::<f32>(op, "step", dev, step, 1)?;
     let s = borrow_scalar::<f32>(op, "scale", dev, scale)?;
     let f = borrow_scalar::<f32>(op, "found_inf", dev, found)?;
-    let mut tensors: Vec<AdamTensors<'_, G>> = bufs
+    let mut tensors: Vec<AdamTensors<'_, G, C>> = bufs
         .iter_mut()
         .map(|(p, g, m, v, c)| AdamTensors {
             params: p.view_mut(),
@@ -821,6 +1024,87 @@ fn adam<G: Element>(
     } else {
         adamw_step(dev, &mut tensors[0], &mut scalars, &cfg)
     }
+}
+
+/// One AdamW step on pure-bf16 weights (no fp32 master copy), f32 gradients: `*step`
+/// advances, then the bf16 params and the f32 moments update, all unless `*found_inf`
+/// (may be 0) is non-zero; gradients are divided by `*scale` (may be 0) inside the
+/// update. Each new weight is rounded to bf16 stochastically, with bits hashed from
+/// (`seed`, the advanced step count, the element index): the same seed reproduces a run
+/// bit for bit (cuda/adam.cu).
+#[no_mangle]
+pub unsafe extern "C" fn mp_adamw_pure_f32(
+    h: *const mp_handle,
+    t: *const mp_adam_pure_tensor,
+    step: u64,
+    scale: u64,
+    found_inf: u64,
+    cfg: *const mp_adam_config,
+    seed: u64,
+) -> MpStatus {
+    guard("mp_adamw_pure_f32", || adam_pure::<f32>("mp_adamw_pure_f32", h, t, step, scale, found_inf, cfg, seed))
+}
+
+/// As mp_adamw_pure_f32 for bf16 gradients.
+#[no_mangle]
+pub unsafe extern "C" fn mp_adamw_pure_bf16(
+    h: *const mp_handle,
+    t: *const mp_adam_pure_tensor,
+    step: u64,
+    scale: u64,
+    found_inf: u64,
+    cfg: *const mp_adam_config,
+    seed: u64,
+) -> MpStatus {
+    guard("mp_adamw_pure_bf16", || adam_pure::<bf16>("mp_adamw_pure_bf16", h, t, step, scale, found_inf, cfg, seed))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn adam_pure<G: Element>(
+    op: &'static str,
+    h: *const mp_handle,
+    t: *const mp_adam_pure_tensor,
+    step: u64,
+    scale: u64,
+    found: u64,
+    cfg: *const mp_adam_config,
+    seed: u64,
+) -> Result<()> {
+    let dev = &handle(op, h)?.dev;
+    let cfg = adam_config(op, cfg)?;
+    // SAFETY: non-null (checked by as_ref) and, by the C contract, a valid struct.
+    let t = *unsafe { t.as_ref() }.ok_or(Error::Misaligned { op, what: "tensor", ptr: 0, align: 1 })?;
+    null_or_misaligned::<f32>(op, "step", step)?;
+    let n = length(op, "len", t.len, 4)?;
+    // Written: params, m, v and the step count; read: grads, scale and found_inf.
+    no_overlap(
+        op,
+        vec![
+            range(op, "params", t.params, n, 2)?,
+            range(op, "m", t.m, n, 4)?,
+            range(op, "v", t.v, n, 4)?,
+            range(op, "step", step, 1, 4)?,
+        ],
+        &[
+            range(op, "grads", t.grads, n, size_of::<G>())?,
+            range(op, "scale", scale, 1, 4)?,
+            range(op, "found_inf", found, 1, 4)?,
+        ],
+    )?;
+    let mut p = borrow::<bf16>(op, "params", dev, t.params, n)?;
+    let g = borrow::<G>(op, "grads", dev, t.grads, n)?;
+    let mut m = borrow::<f32>(op, "m", dev, t.m, n)?;
+    let mut v = borrow::<f32>(op, "v", dev, t.v, n)?;
+    let mut step_buf = borrow::<f32>(op, "step", dev, step, 1)?;
+    let s = borrow_scalar::<f32>(op, "scale", dev, scale)?;
+    let f = borrow_scalar::<f32>(op, "found_inf", dev, found)?;
+    let mut tensors = AdamPureTensors { params: p.view_mut(), grads: g.view(), m: m.view_mut(), v: v.view_mut() };
+    let mut scalars = AdamScalars {
+        step: step_buf.view_mut(),
+        scale: s.as_ref().map(|s| s.view()),
+        found_inf: f.as_ref().map(|f| f.view()),
+    };
+    adamw_pure(dev, &mut tensors, &mut scalars, &cfg, seed)
 }
 
 /// PyTorch's `_amp_update_scale_` on the device: `*scale` (f32), `*growth_tracker`
