@@ -68,7 +68,7 @@ fn operands(i: &Inst, uses: &mut Vec<u32>, defs: &mut Vec<u32>) {
             u(i.a);
             defs.extend_from_slice(&i.v);
         }
-        Op::WmmaLoadA(_) | Op::WmmaLoadB(_) => {
+        Op::WmmaLoadA(_) | Op::WmmaLoadB(_) | Op::WmmaLoadC(_) => {
             u(i.a);
             u(i.b);
             defs.extend_from_slice(&i.v);

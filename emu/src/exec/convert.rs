@@ -1,5 +1,6 @@
-//! `cvt` between every integer and float type pair the loader accepts. Float to f16 and
-//! f64 to f32 round to nearest even and overflow to infinity; float to integer rounds
+//! `cvt` between every integer and float type pair the loader accepts, and the bf16
+//! forms (f32 to bf16 and bf16x2, bf16 to f32). Float to f16 and bf16 (once, from the
+//! exact value: exec/half.rs) and f64 to f32 round to nearest even and overflow to infinity; float to integer rounds
 //! as the modifier says and saturates (NaN gives 0), as the ISA specifies; integer to
 //! integer sign- or zero-extends from the source type, or truncates, or with `.sat`
 //! clamps to the destination type's range.
@@ -7,6 +8,7 @@
 use half::f16;
 
 use super::float::CANONICAL_NAN_F32;
+use super::half::{Half, CANONICAL_NAN_BF16};
 use super::int::{mask, sx};
 use crate::ir::{Inst, Round, Ty, FTZ, SAT};
 
@@ -24,12 +26,19 @@ fn round_int(x: f64, r: Round) -> f64 {
 
 pub fn exec(i: &Inst, r: &mut [u64]) {
     let (dt, st) = (i.ty, i.ty2);
+    if dt == Ty::BF16X2 {
+        // cvt.rn.bf16x2.f32 d, a, b: a to the upper half, b to the lower (PTX ISA, cvt).
+        let one = |reg: u32| Half::BF16.from_f64(f32::from_bits(r[reg as usize] as u32) as f64) as u64;
+        r[i.d as usize] = one(i.a) << 16 | one(i.b);
+        return;
+    }
     let raw = r[i.a as usize] & mask(st.bits());
     let ftz = i.flags & FTZ != 0;
     let out = if st.is_float() {
         // Every float source is exact in f64.
         let mut x = match st {
             Ty::F16 => f16::from_bits(raw as u16).to_f64(),
+            Ty::BF16 => Half::BF16.to_f64(raw as u16),
             Ty::F32 => {
                 let f = f32::from_bits(raw as u32);
                 if ftz && f.is_subnormal() {
@@ -46,7 +55,8 @@ pub fn exec(i: &Inst, r: &mut [u64]) {
             }
             let mut bits = match dt {
                 // From the exact f64 value: one rounding, to nearest even.
-                Ty::F16 => f64_to_f16(x).to_bits() as u64,
+                Ty::F16 => Half::F16.from_f64(x) as u64,
+                Ty::BF16 => Half::BF16.from_f64(x) as u64,
                 Ty::F32 => {
                     let f = x as f32;
                     let f = if i.flags & SAT != 0 { sat(f as f64) as f32 } else { f };
@@ -69,6 +79,7 @@ pub fn exec(i: &Inst, r: &mut [u64]) {
             match dt {
                 Ty::F32 if f32::from_bits(bits as u32).is_nan() => CANONICAL_NAN_F32 as u64,
                 Ty::F16 if f16::from_bits(bits as u16).is_nan() => CANONICAL_NAN_F16 as u64,
+                Ty::BF16 if Half::BF16.is_nan(bits as u16) => CANONICAL_NAN_BF16 as u64,
                 _ => bits,
             }
         } else {
@@ -117,22 +128,6 @@ pub fn exec(i: &Inst, r: &mut [u64]) {
         }
     };
     r[i.d as usize] = out & mask(dt.bits());
-}
-
-/// f64 to f16 rounded once to nearest even. `f16::from_f64` rounds through f32 and can
-/// round twice (1 + 2^-11 + 2^-40 became 1 instead of 1 + 2^-10); rounding to f32 to
-/// odd first keeps the information the second rounding needs (f32 has 13 more
-/// significand bits than f16), which makes the pair exact.
-fn f64_to_f16(x: f64) -> f16 {
-    let y = x as f32;
-    if x.is_nan() || y as f64 == x {
-        return f16::from_f32(y);
-    }
-    let mut b = y.to_bits();
-    if (y as f64).abs() > x.abs() {
-        b -= 1; // the neighbour toward zero (inf becomes the largest finite value)
-    }
-    f16::from_f32(f32::from_bits(b | 1))
 }
 
 /// Integer to integer with `.sat`: `v` (the source value, sign-extended when `signed`)

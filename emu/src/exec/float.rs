@@ -1,4 +1,5 @@
-//! Floating-point instructions on f32 and f64, per the PTX ISA: IEEE operations with
+//! Floating-point instructions on f32 and f64 (those on f16, bf16 and bf16x2 go to
+//! exec/half.rs), per the PTX ISA: IEEE operations with
 //! round-to-nearest-even (and the directed roundings of f32 add, sub, mul and fma),
 //! `.ftz` flushing subnormal inputs and results to sign-preserving zero, `.sat` clamping
 //! to [0, 1] (NaN to 0), unordered comparisons true on NaN, min/max returning the
@@ -195,6 +196,7 @@ float_impl!(exec_f64, f64, u64, 0x8000_0000_0000_0000u64, 0x7fff_ffff_ffff_ffffu
 pub fn exec(i: &Inst, r: &mut [u64]) {
     match i.ty {
         Ty::F32 => exec_f32(i, r),
+        Ty::F16 | Ty::BF16 | Ty::BF16X2 => super::half::exec(i, r),
         _ => {
             exec_f64(i, r);
             let d = i.d as usize;

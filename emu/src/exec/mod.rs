@@ -14,6 +14,7 @@ mod access;
 mod convert;
 mod fast;
 mod float;
+pub mod half;
 mod int;
 mod warp;
 
@@ -489,7 +490,13 @@ fn deadlock(k: &Kernel, code: &Code, threads: &[Thread]) -> Fault {
 fn is_warp_op(op: Op) -> bool {
     matches!(
         op,
-        Op::BarWarpSync | Op::Shfl(_) | Op::WmmaLoadA(_) | Op::WmmaLoadB(_) | Op::WmmaMma(..) | Op::WmmaStoreD(_)
+        Op::BarWarpSync
+            | Op::Shfl(_)
+            | Op::WmmaLoadA(_)
+            | Op::WmmaLoadB(_)
+            | Op::WmmaLoadC(_)
+            | Op::WmmaMma(..)
+            | Op::WmmaStoreD(_)
     )
 }
 
@@ -503,7 +510,7 @@ fn resolve_warp(code: &Code, w: usize, lanes: &mut [Thread], blk: &mut Block) ->
     let op = code.insts[lanes[first].pc as usize].op;
     let fault = |l: usize, msg: String| Err((Some(l), Fault { kind: FaultKind::IllegalInstruction, msg }));
     match op {
-        Op::WmmaLoadA(_) | Op::WmmaLoadB(_) | Op::WmmaMma(..) | Op::WmmaStoreD(_) => {
+        Op::WmmaLoadA(_) | Op::WmmaLoadB(_) | Op::WmmaLoadC(_) | Op::WmmaMma(..) | Op::WmmaStoreD(_) => {
             let pc = lanes[first].pc;
             if lanes.len() != 32 {
                 return fault(first, format!("wmma in a partial warp of {} threads", lanes.len()));
@@ -676,6 +683,7 @@ fn class(op: Op) -> usize {
         | Op::CpAsyncWait
         | Op::WmmaLoadA(_)
         | Op::WmmaLoadB(_)
+        | Op::WmmaLoadC(_)
         | Op::WmmaStoreD(_) => cost::MEMORY,
         Op::WmmaMma(..) => cost::TENSOR,
         Op::Bra | Op::Call | Op::Ret | Op::Exit | Op::BarSync | Op::BarRedOr | Op::BarWarpSync | Op::Shfl(_) => {
@@ -753,6 +761,7 @@ fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Res
             | Op::Shfl(_)
             | Op::WmmaLoadA(_)
             | Op::WmmaLoadB(_)
+            | Op::WmmaLoadC(_)
             | Op::WmmaMma(..)
             | Op::WmmaStoreD(_) => {
                 t.state = State::Waiting;
@@ -760,6 +769,7 @@ fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Res
             }
             Op::Cvt => convert::exec(i, &mut t.regs),
             Op::Setp(_) if i.ty.is_float() => float::exec(i, &mut t.regs),
+            Op::Set(_) => half::set(i, &mut t.regs),
             op if op.is_float_arith() => float::exec(i, &mut t.regs),
             _ => int::exec(i, &mut t.regs),
         }

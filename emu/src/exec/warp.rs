@@ -1,6 +1,6 @@
 //! Warp-synchronous instructions, executed by the scheduler once every participating
-//! lane has arrived: `shfl.sync`, `bar.warp.sync` and `wmma` m16n16k16 (f16 inputs,
-//! f32 accumulator).
+//! lane has arrived: `shfl.sync`, `bar.warp.sync` and `wmma` m16n16k16 (f16 or bf16
+//! inputs, f32 accumulator).
 //!
 //! Fragment layout. The PTX ISA leaves the distribution of a fragment's elements over
 //! the lanes to the implementation; this is the emulator's, and load, mma and store
@@ -8,16 +8,22 @@
 //! matrix in row-major order (row `e / 16`, column `e % 16`), whatever the layout the
 //! matrix had in memory: for A that is `A[m][k]`, for B `B[k][n]`, for C and D
 //! `C[m][n]`. An f16 fragment keeps element `j` in register `j / 2` (low half for even
-//! `j`), and registers 4..7 repeat 0..3; an f32 fragment keeps element `j` in register
-//! `j`. A kernel that reads fragment registers directly would see this layout, not a
+//! `j`), and registers 4..7 repeat 0..3; a bf16 fragment, which the ISA makes four .b32
+//! registers of two bf16 elements each for m16n16k16 (PTX ISA, "Matrix Fragments for
+//! WMMA", `.bf16` `.m16n16k16` A and B: "A vector expression of four .b32 registers, with
+//! each register containing two elements from the matrix"; 9.7.14.4.1 in ISA 9.0), keeps
+//! element `j` in register `j / 2` the same way; an f32 fragment keeps element `j` in
+//! register `j`. A kernel that reads fragment registers directly would see this layout, not a
 //! GPU's; ours only pass fragments between wmma instructions.
 //!
-//! The product accumulates in f32 in k order, each fp16 product exact: tensor cores may
-//! add in another order, so a real GPU remains the authority on the last bits.
+//! The product accumulates in f32 in k order, each f16 or bf16 product exact
+//! ([`mma_accumulate`]): tensor cores may add in another order, so a real GPU remains
+//! the authority on the last bits.
 
 use half::f16;
 
 use super::access::{locate, locate_span, read, Who};
+use super::half::Half;
 use super::{Block, Fault, Thread};
 use crate::exec::FaultKind;
 use crate::ir::{Inst, Layout, Op, ShflMode, Space};
@@ -203,12 +209,33 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
                     m[logical(layout, r, c)] = u16::from_le_bytes([row[2 * c], row[2 * c + 1]]);
                 }
             }
+            // Element pair k (elements 2k, 2k + 1) in register k: f16 fragments have 8
+            // registers, the last 4 repeating the first; bf16 ones have 4.
             for (l, t) in lanes.iter_mut().enumerate() {
-                for k in 0..4 {
+                for (k, &reg) in i.v.iter().enumerate() {
+                    let k = k % 4;
                     let lo = m[8 * l + 2 * k] as u64;
                     let hi = m[8 * l + 2 * k + 1] as u64;
-                    t.regs[i.v[k] as usize] = lo | hi << 16;
-                    t.regs[i.v[k + 4] as usize] = lo | hi << 16;
+                    t.regs[reg as usize] = lo | hi << 16;
+                }
+            }
+        }
+        Op::WmmaLoadC(layout) => {
+            let (base, stride) = uniform_address(lanes, i, 4)?;
+            let sp = space(i);
+            cost_tile(blk, &lanes[0], sp, base, stride, 4, false);
+            let mut d = [0u32; 256];
+            let mut row = [0u8; 64];
+            for r in 0..16 {
+                tile_row(blk, &mut lanes[0], sp, base + 4 * r as u64 * stride, &mut row, 4, false, who)?;
+                for c in 0..16 {
+                    let b = &row[4 * c..4 * c + 4];
+                    d[logical(layout, r, c)] = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            for (l, t) in lanes.iter_mut().enumerate() {
+                for j in 0..8 {
+                    t.regs[i.v[j] as usize] = d[8 * l + j] as u64;
                 }
             }
         }
@@ -231,31 +258,28 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
             }
         }
         Op::WmmaMma(..) => {
+            // v: d (8 f32), a and b (8 registers each for f16, 4 for bf16), c (8 f32).
+            let h = Half::of(i.ty).expect("wmma.mma element type");
+            let nab = (i.v.len() - 16) / 2;
+            let (va, vb, vc) = (8, 8 + nab, 8 + 2 * nab);
+            let value = |bits: u16| match h {
+                Half::F16 => f16_to_f32(bits),
+                Half::BF16 => h.to_f32(bits),
+            };
             let (mut a, mut b, mut d) = ([0f32; 256], [0f32; 256], [0f32; 256]);
             for (l, t) in lanes.iter().enumerate() {
                 for j in 0..8 {
                     let e = 8 * l + j;
-                    let half = |reg: u32| f16_to_f32((t.regs[reg as usize] >> (16 * (j % 2))) as u16);
-                    a[e] = half(i.v[8 + j / 2]);
-                    b[e] = half(i.v[16 + j / 2]);
-                    d[e] = f32::from_bits(t.regs[i.v[24 + j] as usize] as u32);
+                    let elem = |reg: u32| value((t.regs[reg as usize] >> (16 * (j % 2))) as u16);
+                    a[e] = elem(i.v[va + j / 2]);
+                    b[e] = elem(i.v[vb + j / 2]);
+                    d[e] = f32::from_bits(t.regs[i.v[vc + j] as usize] as u32);
                 }
             }
             if let Some(c) = &mut blk.cost {
                 c.counters.macs += 16 * 16 * 16;
             }
-            // d[m][n] = c[m][n] + a[m][0] b[0][n] + ... + a[m][15] b[15][n], added in k
-            // order; the k loop outside the n loop keeps that order per element and lets
-            // the compiler vectorize over n.
-            for m in 0..16 {
-                for k in 0..16 {
-                    let x = a[m * 16 + k];
-                    for n in 0..16 {
-                        // fp16 x fp16 is exact in f32.
-                        d[m * 16 + n] += x * b[k * 16 + n];
-                    }
-                }
-            }
+            mma_accumulate(&a, &b, &mut d);
             for (l, t) in lanes.iter_mut().enumerate() {
                 for j in 0..8 {
                     t.regs[i.v[j] as usize] = d[8 * l + j].to_bits() as u64;
@@ -265,4 +289,24 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
         _ => unreachable!("not a wmma instruction"),
     }
     Ok(())
+}
+
+/// d[m][n] = c[m][n] + a[m][0] b[0][n] + ... + a[m][15] b[15][n] (d holds c on entry),
+/// added in k order, for f16 and bf16 elements alike (given as their exact f32 values).
+/// Each product is exact (in f64: bf16 products can leave f32's range, f16 ones cannot)
+/// and each addition rounds once to f32: the f64 sum of an f32 and a product of at most
+/// 22 significant bits is exact unless one of them is below 2^-29 of the other, too small
+/// to move the f32 rounding, so rounding it to f32 is the correct rounding of the exact
+/// sum. The k loop outside the n loop keeps the order per element and lets the compiler
+/// vectorize over n.
+fn mma_accumulate(a: &[f32; 256], b: &[f32; 256], d: &mut [f32; 256]) {
+    for m in 0..16 {
+        for k in 0..16 {
+            let x = a[m * 16 + k] as f64;
+            for n in 0..16 {
+                let acc = &mut d[m * 16 + n];
+                *acc = (*acc as f64 + x * b[k * 16 + n] as f64) as f32;
+            }
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! xor shl shr copysign rcp sqrt ex2 lg2.
 
 use super::inst::Ctx;
-use super::{Inst, Lower, Op, Round, Ty, APPROX};
+use super::{Inst, Lower, Op, Round, Ty, APPROX, NAN};
 use crate::ptx::LoadError;
 
 impl Lower<'_> {
@@ -28,6 +28,9 @@ impl Lower<'_> {
             ("copysign", true) => Op::Copysign,
             _ => return Err(x.unsupported()),
         };
+        if ty.is_half() {
+            return self.half(x, inst, op, ty);
+        }
         x.only(if x.base == "div" && float { &["full"] } else { &[] })?;
         if !float && (x.round != Round::Default || x.flags != 0) || ty == Ty::F16 {
             return Err(x.unsupported());
@@ -43,6 +46,12 @@ impl Lower<'_> {
     pub(super) fn mul_mad(&mut self, x: &Ctx, inst: &mut Inst) -> Result<(), LoadError> {
         let ty = x.one_ty()?;
         let n = if x.base == "mul" { 2 } else { 3 };
+        if ty.is_half() && x.base == "mul" {
+            return self.half(x, inst, Op::FMul, ty);
+        }
+        if ty.is_half() {
+            return Err(x.unsupported());
+        }
         let op = if ty.is_float() {
             x.only(&[])?;
             if x.base == "mul" {
@@ -71,6 +80,9 @@ impl Lower<'_> {
 
     pub(super) fn fma(&mut self, x: &Ctx, inst: &mut Inst) -> Result<(), LoadError> {
         let ty = x.one_ty()?;
+        if ty.is_half() {
+            return self.half(x, inst, Op::Fma, ty);
+        }
         x.only(&[])?;
         if !ty.is_float() || x.round == Round::Default {
             return Err(x.unsupported());
@@ -91,7 +103,7 @@ impl Lower<'_> {
             Op::Rcp | Op::Sqrt => ty.is_float() && (x.round == Round::Rn || x.flags & APPROX != 0),
             _ => ty == Ty::F32 && x.flags & APPROX != 0,
         };
-        if !ok || ty == Ty::F16 {
+        if !ok || ty.is_half() {
             return Err(x.unsupported());
         }
         self.arith(x, inst, op, ty, 1)
@@ -99,7 +111,6 @@ impl Lower<'_> {
 
     pub(super) fn abs_neg_not(&mut self, x: &Ctx, inst: &mut Inst) -> Result<(), LoadError> {
         let ty = x.one_ty()?;
-        x.only(&[])?;
         let op = match (x.base, ty.is_float()) {
             ("abs", true) => Op::FAbs,
             ("neg", true) => Op::FNeg,
@@ -108,6 +119,10 @@ impl Lower<'_> {
             ("not", false) => Op::Not,
             _ => return Err(x.unsupported()),
         };
+        if ty.is_half() {
+            return self.half(x, inst, op, ty);
+        }
+        x.only(&[])?;
         if ty == Ty::F16 {
             return Err(x.unsupported());
         }
@@ -129,5 +144,62 @@ impl Lower<'_> {
         inst.a = self.reg(x, &ops[1], ty)?;
         inst.b = self.reg(x, &ops[2], Ty::U32)?;
         Ok(())
+    }
+
+    /// The 16-bit float forms (exec/half.rs), as the PTX ISA gives them (9.7.4, "Half
+    /// Precision Floating-Point Instructions"):
+    /// - `fma.rn.bf16`, `fma.rn.bf16x2` (9.7.4.4: sm_80); `fma.rn.f16` (sm_53) without
+    ///   `.ftz`, `.sat` or `.relu`, which the emulator does not implement for f16;
+    /// - `add`, `sub`, `mul` `{.rn}` on `.bf16` and `.bf16x2` (9.7.4.1-3: sm_90; nvcc
+    ///   lowers `__hadd` and friends to `fma.rn` with 1.0 or -1.0 on sm_80);
+    /// - `min`, `max` `{.NaN}` on `.bf16` and `.bf16x2` (9.7.4.7-8: sm_80);
+    /// - `neg`, `abs` on `.bf16` and `.bf16x2` (9.7.4.5-6: sm_80).
+    ///
+    /// Everything else on these types (f16 arithmetic other than fma, `.relu`,
+    /// `.xorsign.abs`, `.oob`, the f16x2 forms) is refused as unsupported.
+    fn half(&mut self, x: &Ctx, inst: &mut Inst, op: Op, ty: Ty) -> Result<(), LoadError> {
+        let bf16 = ty != Ty::F16;
+        let plain = x.flags == 0;
+        let n = match op {
+            Op::Fma => {
+                x.only(&[])?;
+                if x.round != Round::Rn || !plain {
+                    return Err(x.unsupported());
+                }
+                if bf16 {
+                    self.need_sm(x, 80)?;
+                }
+                3
+            }
+            Op::FAdd | Op::FSub | Op::FMul if bf16 => {
+                x.only(&[])?;
+                if !matches!(x.round, Round::Default | Round::Rn) || !plain {
+                    return Err(x.unsupported());
+                }
+                self.need_sm(x, 90)?;
+                2
+            }
+            Op::FMin | Op::FMax if bf16 => {
+                x.only(&["NaN"])?;
+                if x.round != Round::Default || !plain {
+                    return Err(x.unsupported());
+                }
+                self.need_sm(x, 80)?;
+                if x.words.contains(&"NaN") {
+                    inst.flags |= NAN;
+                }
+                2
+            }
+            Op::FAbs | Op::FNeg if bf16 => {
+                x.only(&[])?;
+                if x.round != Round::Default || !plain {
+                    return Err(x.unsupported());
+                }
+                self.need_sm(x, 80)?;
+                1
+            }
+            _ => return Err(x.unsupported()),
+        };
+        self.arith(x, inst, op, ty, n)
     }
 }

@@ -1,5 +1,5 @@
 //! Collectives: bar and barrier (sync, warp.sync, red.or), shfl.sync, and wmma (load,
-//! store and mma of m16n16k16 fragments).
+//! store and mma of m16n16k16 fragments: f16 or bf16 multiplicands, f32 accumulators).
 
 use super::inst::Ctx;
 use super::{err, Inst, Layout, Lower, Op, ShflMode, Space, Ty, NONE};
@@ -92,12 +92,37 @@ impl Lower<'_> {
             return Err(x.unsupported());
         }
         match (kind.as_slice(), layouts.as_slice()) {
-            (["load", ab], [lay]) if (*ab == "a" || *ab == "b") && *tys == [Ty::F16] => {
+            (["load", ab], [lay]) if (*ab == "a" || *ab == "b") && matches!(tys.as_slice(), [Ty::F16] | [Ty::BF16]) => {
                 let sp = x.space.unwrap_or(Space::Global);
                 if sp == Space::Param || ops.len() != 3 {
                     return Err(x.unsupported());
                 }
+                // bf16 multiplicands: sm_80 (the ISA's target notes of wmma.load and
+                // wmma.mma give .bf16 to sm_80 and later), and four .b32 registers per
+                // fragment instead of f16's eight ("Matrix Fragments for WMMA").
+                let n = if tys[0] == Ty::BF16 {
+                    self.need_sm(x, 80)?;
+                    4
+                } else {
+                    8
+                };
                 inst.op = if *ab == "a" { Op::WmmaLoadA(*lay) } else { Op::WmmaLoadB(*lay) };
+                inst.ty = tys[0];
+                inst.ty2 = if sp == Space::Shared { Ty::B32 } else { Ty::B64 };
+                inst.v = self.frag(x, &ops[0], n, true)?.into();
+                let Operand::Mem { base: mb, offset } = &ops[1] else { return Err(x.unsupported()) };
+                let (a, off) = self.address(x, mb.as_deref(), *offset, sp)?;
+                inst.a = a;
+                inst.off = off;
+                inst.b = self.reg(x, &ops[2], Ty::U32)?;
+            }
+            (["load", "c"], [lay]) if *tys == [Ty::F32] => {
+                let sp = x.space.unwrap_or(Space::Global);
+                if sp == Space::Param || ops.len() != 3 {
+                    return Err(x.unsupported());
+                }
+                inst.op = Op::WmmaLoadC(*lay);
+                inst.ty = Ty::F32;
                 inst.ty2 = if sp == Space::Shared { Ty::B32 } else { Ty::B64 };
                 inst.v = self.frag(x, &ops[0], 8, true)?.into();
                 let Operand::Mem { base: mb, offset } = &ops[1] else { return Err(x.unsupported()) };
@@ -120,14 +145,25 @@ impl Lower<'_> {
                 inst.v = self.frag(x, &ops[1], 8, false)?.into();
                 inst.b = self.reg(x, &ops[2], Ty::U32)?;
             }
-            (["mma"], [la, lb]) if *tys == [Ty::F32, Ty::F32] => {
+            // `.f32.f32` (dtype, ctype; a and b implicitly .f16) or, for bf16 (sm_80),
+            // `.f32.bf16.bf16.f32` (dtype, atype, btype, ctype).
+            (["mma"], [la, lb])
+                if matches!(tys.as_slice(), [Ty::F32, Ty::F32] | [Ty::F32, Ty::BF16, Ty::BF16, Ty::F32]) =>
+            {
                 if ops.len() != 4 {
                     return Err(x.unsupported());
                 }
+                let (ty, n) = if tys.len() == 4 {
+                    self.need_sm(x, 80)?;
+                    (Ty::BF16, 4)
+                } else {
+                    (Ty::F16, 8)
+                };
                 inst.op = Op::WmmaMma(*la, *lb);
+                inst.ty = ty;
                 let mut v = self.frag(x, &ops[0], 8, true)?;
-                v.extend(self.frag(x, &ops[1], 8, false)?);
-                v.extend(self.frag(x, &ops[2], 8, false)?);
+                v.extend(self.frag(x, &ops[1], n, false)?);
+                v.extend(self.frag(x, &ops[2], n, false)?);
                 v.extend(self.frag(x, &ops[3], 8, false)?);
                 inst.v = v.into();
             }

@@ -7,6 +7,9 @@ use crate::ptx::LoadError;
 
 impl Lower<'_> {
     pub(super) fn cvt(&mut self, x: &Ctx, inst: &mut Inst) -> Result<(), LoadError> {
+        if x.tys.iter().any(|t| matches!(t, Ty::BF16 | Ty::BF16X2)) {
+            return self.cvt_bf16(x, inst);
+        }
         x.only(&[])?;
         let [dt, st] = x.tys.as_slice() else { return Err(x.unsupported()) };
         x.nops(2)?;
@@ -49,6 +52,52 @@ impl Lower<'_> {
         inst.ty2 = st;
         inst.d = x.dreg(&x.ops[0])?;
         inst.a = self.reg(x, &x.ops[1], st)?;
+        Ok(())
+    }
+
+    /// The bf16 conversions nvcc emits (PTX ISA, cvt), all sm_80:
+    /// - `cvt.rn.bf16.f32 d, a` (`__float2bfloat16_rn`);
+    /// - `cvt.rn.bf16x2.f32 d, a, b` (`__floats2bfloat162_rn`): the ISA puts `a` in the
+    ///   upper half of `d` and `b` in the lower ("the converted values are packed in the
+    ///   destination register d, such that the value converted from input a is stored in
+    ///   the upper half of d and the value converted from input b is stored in the lower
+    ///   half of d");
+    /// - `cvt.f32.bf16 d, a` (exact; nvcc emits it for `__bfloat162float` at sm_90 and
+    ///   moves the bits into the upper half, `mov.b32 d, {0, a}`, at sm_80; LLVM's NVPTX
+    ///   backend emits it from sm_80 with PTX ISA 7.1).
+    ///
+    /// The other bf16 conversions (`.rz`, `.relu`, `.satfinite`, `.rs`, `.ftz`, integer
+    /// and f16/f64 partners, which the ISA gives to sm_90 and later) are refused as
+    /// unsupported: nvcc's bf16 intrinsics do not emit them.
+    fn cvt_bf16(&mut self, x: &Ctx, inst: &mut Inst) -> Result<(), LoadError> {
+        x.only(&[])?;
+        if x.flags != 0 {
+            return Err(x.unsupported());
+        }
+        let (dt, st) = match x.tys.as_slice() {
+            [Ty::BF16, Ty::F32] if x.round == Round::Rn => {
+                x.nops(2)?;
+                (Ty::BF16, Ty::F32)
+            }
+            [Ty::BF16X2, Ty::F32] if x.round == Round::Rn => {
+                x.nops(3)?;
+                (Ty::BF16X2, Ty::F32)
+            }
+            [Ty::F32, Ty::BF16] if x.round == Round::Default => {
+                x.nops(2)?;
+                (Ty::F32, Ty::BF16)
+            }
+            _ => return Err(x.unsupported()),
+        };
+        self.need_sm(x, 80)?;
+        inst.op = Op::Cvt;
+        inst.ty = dt;
+        inst.ty2 = st;
+        inst.d = x.dreg(&x.ops[0])?;
+        inst.a = self.reg(x, &x.ops[1], st)?;
+        if dt == Ty::BF16X2 {
+            inst.b = self.reg(x, &x.ops[2], st)?;
+        }
         Ok(())
     }
 

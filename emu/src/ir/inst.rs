@@ -154,6 +154,7 @@ impl Lower<'_> {
             "shl" | "shr" => self.shift(&x, &mut inst)?,
             // Comparisons and selects (compare.rs).
             "setp" => self.setp(&x, &mut inst)?,
+            "set" => self.set(&x, &mut inst)?,
             "selp" => self.selp(&x, &mut inst)?,
             // Moves and conversions (convert.rs).
             "cvt" => self.cvt(&x, &mut inst)?,
@@ -179,6 +180,21 @@ impl Lower<'_> {
         }
         check_round_and_flags(&x, &inst)?;
         Ok(inst)
+    }
+
+    /// Fails unless the module's `.target` is sm_`sm` or newer: a form the PTX ISA's
+    /// target notes give only to newer architectures is refused at load, as ptxas
+    /// refuses it ("requires sm_80 or higher"), instead of running on a device that has
+    /// no such instruction.
+    pub(super) fn need_sm(&self, x: &Ctx, sm: u32) -> Result<(), LoadError> {
+        let target = self.ast.target;
+        if target < sm {
+            return Err(err(
+                x.line,
+                format!("`{}` requires sm_{sm} or higher; this module's .target is sm_{target}", x.i.opcode),
+            ));
+        }
+        Ok(())
     }
 
     /// Sets `op` and `ty` and the operands `d, a[, b[, c]]` of an arithmetic instruction
@@ -257,6 +273,8 @@ fn check_round_and_flags(x: &Ctx, inst: &Inst) -> Result<(), LoadError> {
         Op::FAdd | Op::FSub | Op::FMul | Op::Fma | Op::FDiv | Op::Rcp | Op::Sqrt => {
             matches!(inst.round, Round::Default | Round::Rn)
         }
+        // cvt.rn.bf16x2.f32 (convert.rs checks the bf16 forms).
+        Op::Cvt if inst.ty == Ty::BF16X2 => inst.round == Round::Rn,
         Op::Cvt => {
             let (dt, st) = (inst.ty, inst.ty2);
             match (dt.is_float(), st.is_float()) {

@@ -56,10 +56,14 @@ pub enum Ty {
     U16,
     S16,
     F16,
+    /// bfloat16: the upper 16 bits of an f32 (1 sign, 8 exponent, 7 fraction bits).
+    BF16,
     B32,
     U32,
     S32,
     F32,
+    /// Two bf16 in a .b32: element 0 in the low half, element 1 in the high half.
+    BF16X2,
     B64,
     U64,
     S64,
@@ -77,6 +81,8 @@ impl Ty {
             "u16" => Ty::U16,
             "s16" => Ty::S16,
             "f16" => Ty::F16,
+            "bf16" => Ty::BF16,
+            "bf16x2" => Ty::BF16X2,
             "b32" => Ty::B32,
             "u32" => Ty::U32,
             "s32" => Ty::S32,
@@ -93,8 +99,8 @@ impl Ty {
     pub fn size(self) -> u32 {
         match self {
             Ty::B8 | Ty::U8 | Ty::S8 | Ty::Pred => 1,
-            Ty::B16 | Ty::U16 | Ty::S16 | Ty::F16 => 2,
-            Ty::B32 | Ty::U32 | Ty::S32 | Ty::F32 => 4,
+            Ty::B16 | Ty::U16 | Ty::S16 | Ty::F16 | Ty::BF16 => 2,
+            Ty::B32 | Ty::U32 | Ty::S32 | Ty::F32 | Ty::BF16X2 => 4,
             Ty::B64 | Ty::U64 | Ty::S64 | Ty::F64 => 8,
         }
     }
@@ -102,7 +108,11 @@ impl Ty {
         self.size() * 8
     }
     pub fn is_float(self) -> bool {
-        matches!(self, Ty::F16 | Ty::F32 | Ty::F64)
+        matches!(self, Ty::F16 | Ty::BF16 | Ty::BF16X2 | Ty::F32 | Ty::F64)
+    }
+    /// The 16-bit float types (and bf16x2, two of them), which exec/half.rs computes.
+    pub fn is_half(self) -> bool {
+        matches!(self, Ty::F16 | Ty::BF16 | Ty::BF16X2)
     }
     pub fn is_signed(self) -> bool {
         matches!(self, Ty::S8 | Ty::S16 | Ty::S32 | Ty::S64)
@@ -194,7 +204,8 @@ pub enum Op {
     Pack,
     /// `mov.bN {a, b}, s`
     Unpack,
-    // Floating point (exec/float.rs); `ty` is F32 or F64.
+    // Floating point (exec/float.rs); `ty` is F32 or F64, or F16, BF16 or BF16X2, which
+    // float.rs hands to exec/half.rs.
     FAdd,
     FSub,
     FMul,
@@ -210,6 +221,9 @@ pub enum Op {
     FMax,
     Copysign,
     Setp(Cmp),
+    /// `set.cmp.dtype.stype d, a, b`: `ty` the destination type, `ty2` the source type
+    /// (f32 or bf16); d is 1.0 (a float dtype) or all ones (an integer one) when true.
+    Set(Cmp),
     /// `cvt.dst.src`: `ty` the destination type, `ty2` the source type.
     Cvt,
     // Memory (exec/access.rs). Address = regs[a] + off; value(s) in d / v.
@@ -230,6 +244,8 @@ pub enum Op {
     Shfl(ShflMode),
     WmmaLoadA(Layout),
     WmmaLoadB(Layout),
+    /// `wmma.load.c` of an f32 accumulator fragment.
+    WmmaLoadC(Layout),
     WmmaMma(Layout, Layout),
     WmmaStoreD(Layout),
 }
@@ -262,6 +278,8 @@ pub const SAT: u8 = 2;
 pub const APPROX: u8 = 4;
 /// `ld.global.nc`: the non-coherent path, for data read-only during the kernel.
 pub const NC: u8 = 8;
+/// `min.NaN` / `max.NaN`: a NaN operand makes the result the canonical NaN.
+pub const NAN: u8 = 16;
 
 /// One lowered instruction.
 #[derive(Clone, Debug)]
