@@ -35,14 +35,28 @@ use std::collections::BTreeMap;
 use crate::autograd::Tape;
 use crate::backend::cpu::check_labels;
 use crate::backend::{Backend, ParamsSnapshot};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kernels::adam::AdamConfig;
-use crate::nn::Mlp;
+use crate::nn::{Mlp, Weights};
 use crate::optim::GradScalerConfig;
 
 /// Settings of a [`TrainStep`].
+///
+/// The precision policy (issue 19), PyTorch's convention: [`TrainConfig::default`] (=
+/// [`TrainConfig::f16`]) computes in f16 with dynamic loss scaling on; [`TrainConfig::bf16`]
+/// computes in bf16 with loss scaling off (bf16 has f32's range, so gradients do not
+/// underflow where f16's would), and scaling can be turned back on through `scaler`. The
+/// backend does the computing, so it must match: `Cuda<f16>` / `Cpu::mixed()` for f16,
+/// `Cuda<bf16>` / `Cpu::mixed_bf16()` for bf16 (`Cpu::fp32()`, the reference, takes
+/// either); [`TrainStep::new`] refuses a mismatch.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrainConfig {
+    /// The half type of activations and working weights: `DType::F16` or `DType::BF16`.
+    pub precision: DType,
+    /// fp32 master weights (the default), or pure bf16 weights with stochastic rounding
+    /// (bf16 only).
+    pub weights: Weights,
     /// AdamW settings (PyTorch's defaults).
     pub adam: AdamConfig,
     /// Loss-scale settings (PyTorch GradScaler's defaults).
@@ -56,7 +70,57 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { adam: AdamConfig::default(), scaler: GradScalerConfig::default(), micro_batches: 1, graphs: true }
+        TrainConfig::f16()
+    }
+}
+
+impl TrainConfig {
+    /// f16 compute, fp32 master weights, dynamic loss scaling on (GradScaler's defaults).
+    pub fn f16() -> Self {
+        TrainConfig {
+            precision: DType::F16,
+            weights: Weights::Master,
+            adam: AdamConfig::default(),
+            scaler: GradScalerConfig::default(),
+            micro_batches: 1,
+            graphs: true,
+        }
+    }
+
+    /// bf16 compute, fp32 master weights, loss scaling off (`scaler.enabled = false`).
+    pub fn bf16() -> Self {
+        let scaler = GradScalerConfig { enabled: false, ..GradScalerConfig::default() };
+        TrainConfig { precision: DType::BF16, scaler, ..TrainConfig::f16() }
+    }
+
+    /// [`bf16`](Self::bf16) with pure-bf16 weights: no master copy, AdamW rounds the new
+    /// weights stochastically from `seed` (4 bytes less per parameter).
+    pub fn pure_bf16(seed: u64) -> Self {
+        TrainConfig { weights: Weights::PureBf16 { seed }, ..TrainConfig::bf16() }
+    }
+
+    /// Checks the settings against each other and against the backend's half type.
+    fn validate(&self, op: &'static str, backend: Option<DType>) -> Result<()> {
+        let bad = |what, why: String| Err(Error::InvalidArgument { op, what, why });
+        if self.micro_batches == 0 {
+            return bad("micro_batches", "must be at least 1".into());
+        }
+        if self.precision == DType::F32 {
+            return bad("precision", "the step computes in f16 or bf16 (Cpu::fp32 is the f32 reference)".into());
+        }
+        if matches!(self.weights, Weights::PureBf16 { .. }) && self.precision != DType::BF16 {
+            return bad("weights", format!("pure bf16 weights need bf16 precision, not {}", self.precision));
+        }
+        match backend {
+            Some(h) if h != self.precision => bad(
+                "precision",
+                format!(
+                    "the backend computes in {h} but the config asks for {} (use a {} backend)",
+                    self.precision, self.precision
+                ),
+            ),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -84,10 +148,8 @@ impl<B: Backend> TrainStep<B> {
     /// [`Mlp::init`] makes them).
     pub fn new(be: B, model: Mlp, init: &[Vec<f32>], cfg: TrainConfig) -> Result<Self> {
         const OP: &str = "TrainStep::new";
-        if cfg.micro_batches == 0 {
-            return Err(Error::InvalidArgument { op: OP, what: "micro_batches", why: "must be at least 1".into() });
-        }
-        let params = be.params(model.layout().clone(), init, cfg.adam, cfg.scaler)?;
+        cfg.validate(OP, be.half())?;
+        let params = be.params(model.layout().clone(), init, cfg.adam, cfg.scaler, cfg.weights)?;
         let loss = be.scalar()?;
         Ok(TrainStep {
             tapes: (0..cfg.micro_batches).map(|_| Tape::new()).collect(),

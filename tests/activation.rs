@@ -9,7 +9,7 @@ use mixed_precision::backend::Backend;
 use mixed_precision::half::{bf16, f16};
 use mixed_precision::kernels::activation::{activation_backward, activation_forward};
 use mixed_precision::kernels::gemm::Activation;
-use mixed_precision::nn::ArenaLayout;
+use mixed_precision::nn::{ArenaLayout, Weights};
 use mixed_precision::optim::{AdamConfig, GradScalerConfig};
 use mixed_precision::rng::Rng;
 use mixed_precision::{Error, Tensor};
@@ -255,7 +255,7 @@ fn linear_relu_dead_unit_overflow<B: Backend>(be: &B, what: &str) {
     let init = vec![vec![1.0, -1.0], vec![0.0, 0.0]];
     let scaler = GradScalerConfig { init_scale: 1.0, ..Default::default() };
     for (dy, skipped) in [([1.0f32, f32::INFINITY], false), ([f32::NAN, 1.0], true)] {
-        let mut p = be.params(layout.clone(), &init, AdamConfig::default(), scaler).unwrap();
+        let mut p = be.params(layout.clone(), &init, AdamConfig::default(), scaler, Weights::Master).unwrap();
         let x = be.tensor(&[2.0], 1, 1).unwrap();
         let (_, pre) = be.linear(&p, 0, Some(1), &x, Activation::Relu).unwrap();
         assert_eq!(be.to_host(pre.as_ref().unwrap()).unwrap(), vec![2.0, -2.0], "{what}: unit 1 is dead");

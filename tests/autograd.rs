@@ -6,7 +6,7 @@ use mixed_precision::autograd::{Tape, Var};
 use mixed_precision::backend::cpu::{Cpu, CpuParams, CpuTensor};
 use mixed_precision::backend::Backend;
 use mixed_precision::kernels::gemm::Activation;
-use mixed_precision::nn::ArenaLayout;
+use mixed_precision::nn::{ArenaLayout, Weights};
 use mixed_precision::optim::{AdamConfig, GradScalerConfig};
 use mixed_precision::rng::Rng;
 use mixed_precision::Error;
@@ -62,7 +62,7 @@ fn params(be: &Cpu, s: &Setup, scale: Option<f32>) -> CpuParams {
         Some(init_scale) => GradScalerConfig { init_scale, ..Default::default() },
         None => GradScalerConfig { enabled: false, ..Default::default() },
     };
-    be.params(s.layout.clone(), &s.init, AdamConfig::default(), scaler).unwrap()
+    be.params(s.layout.clone(), &s.init, AdamConfig::default(), scaler, Weights::Master).unwrap()
 }
 
 /// Records the net; returns the input var and the loss.

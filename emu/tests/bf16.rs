@@ -710,6 +710,35 @@ fn cvt_rn_bf16x2_f32_puts_a_in_the_upper_half() {
     assert_eq!(got, [0x3f80_4000]);
 }
 
+/// `cvt.rn.f16x2.f32` (nvcc's `__floats2half2_rn` from sm_80; cuda/half.cuh's pack2 for
+/// f16): the same packing as the bf16x2 form, each half rounded to nearest even as
+/// `half::f16::from_f32` does (overflow to inf from 65520), a NaN to the canonical 0x7fff.
+#[test]
+fn cvt_rn_f16x2_f32_puts_a_in_the_upper_half() {
+    let xs = f32_cases();
+    let cases: Vec<[u64; 3]> = xs.iter().zip(xs.iter().rev()).map(|(&a, &b)| [a as u64, b as u64, 0]).collect();
+    let f16_ref = |x: u64| {
+        let x = f32::from_bits(x as u32);
+        if x.is_nan() {
+            0x7fff
+        } else {
+            half::f16::from_f32(x).to_bits() as u64
+        }
+    };
+    check("cvt.rn.f16x2.f32", "sm_80", "f32", "b32", "cvt.rn.f16x2.f32 %d, %a, %b;", &cases, |c| {
+        f16_ref(c[0]) << 16 | f16_ref(c[1])
+    });
+    // Hand-checked: 1.0 (0x3c00) up, 2.0 (0x4000) down; 65520 is the tie that overflows,
+    // 65519 rounds down to the max 65504 (0x7bff); the f16 tie 1 + 2^-11 goes to even.
+    let pairs: &[(f32, f32, u32)] =
+        &[(1.0, 2.0, 0x3c00_4000), (65520.0, 65519.0, 0x7c00_7bff), (1.0 + 2f32.powi(-11), -0.0, 0x3c00_8000)];
+    let c: Vec<[u64; 3]> = pairs.iter().map(|&(a, b, _)| [a.to_bits() as u64, b.to_bits() as u64, 0]).collect();
+    let got = run_on("sm_80", "f32", "b32", "cvt.rn.f16x2.f32 %d, %a, %b;", &c);
+    for (&(a, b, want), g) in pairs.iter().zip(&got) {
+        assert_eq!(*g, want as u64, "cvt.rn.f16x2.f32 {a} {b}");
+    }
+}
+
 #[test]
 fn bf16_to_f32_is_exact_both_ways_nvcc_writes_it() {
     let all: Vec<[u64; 3]> = (0..=0xffffu64).map(|b| [b, 0, 0]).collect();
@@ -763,6 +792,7 @@ fn each_form_is_refused_below_its_target() {
     let forms: Vec<(u32, String)> = vec![
         (80, "cvt.rn.bf16.f32 %h0, %f0;".into()),
         (80, "cvt.rn.bf16x2.f32 %r0, %f0, %f1;".into()),
+        (80, "cvt.rn.f16x2.f32 %r0, %f0, %f1;".into()),
         (80, "cvt.f32.bf16 %f0, %h0;".into()),
         (80, "fma.rn.bf16 %h0, %h1, %h2, %h3;".into()),
         (80, "fma.rn.bf16x2 %r0, %r1, %r2, %r3;".into()),

@@ -13,7 +13,7 @@
 //! use mixed_precision::autograd::Tape;
 //! use mixed_precision::backend::{cpu::Cpu, Backend};
 //! use mixed_precision::kernels::gemm::Activation;
-//! use mixed_precision::nn::ArenaLayout;
+//! use mixed_precision::nn::{ArenaLayout, Weights};
 //! use mixed_precision::optim::{AdamConfig, GradScalerConfig};
 //!
 //! # fn main() -> mixed_precision::Result<()> {
@@ -22,7 +22,7 @@
 //! let w = layout.push("w", &[2, 3])?;
 //! let init = vec![vec![0.1, -0.2, 0.3, 0.4, 0.5, -0.6]];
 //! let no_scaling = GradScalerConfig { enabled: false, ..Default::default() };
-//! let mut params = be.params(layout, &init, AdamConfig::default(), no_scaling)?;
+//! let mut params = be.params(layout, &init, AdamConfig::default(), no_scaling, Weights::Master)?;
 //!
 //! let mut tape = Tape::new();
 //! let x = be.tensor(&[1.0, 2.0, 3.0], 1, 3)?;

@@ -17,12 +17,12 @@
 use half::{bf16, f16};
 
 use crate::backend::{check_same_shape, Backend, ParamsSnapshot};
-use crate::dtype::{Element, Half};
+use crate::dtype::{DType, Element, Half};
 use crate::error::{Error, Result};
 use crate::kernels::adam::{AdamConfig, AdamMode};
 use crate::kernels::gemm::{host_matmul, Activation, GemmShape, Transpose};
 use crate::kernels::loss_scale::ScaleRule;
-use crate::nn::{ArenaLayout, ParamArena, ParamSpec};
+use crate::nn::{ArenaLayout, ParamArena, ParamSpec, Weights};
 use crate::optim::GradScalerConfig;
 
 /// CPU reference of [`kernels::cast::cast_f32_f16`](crate::kernels::cast::cast_f32_f16).
@@ -454,6 +454,9 @@ pub enum Precision {
     Fp32,
     /// f16 wherever the CUDA backend stores f16 (see the module docs).
     Mixed,
+    /// bf16 wherever `Cuda<bf16>` stores bf16: the same places as `Mixed`, rounded to
+    /// bf16 (nearest even) instead.
+    MixedBf16,
 }
 
 /// The CPU backend: the reference implementation of [`Backend`].
@@ -515,6 +518,9 @@ pub struct CpuParams {
     pub growth_tracker: i32,
     /// Set by the last optimizer step when a gradient was inf or NaN.
     pub found_inf: f32,
+    /// `Some(seed)` for pure-bf16 weights (`master` then holds bf16 values, updated with
+    /// stochastic rounding), `None` for f32 master weights.
+    pub pure_seed: Option<u64>,
     /// The loss scale `grad` is multiplied by: `scale` as it was before the last
     /// optimizer step's scale update (1 with the scaler off).
     pub grad_scale: f32,
@@ -566,9 +572,14 @@ impl Cpu {
         Cpu { precision: Precision::Fp32 }
     }
 
-    /// The backend that rounds as the GPU does.
+    /// The backend that rounds as the GPU's f16 step does.
     pub fn mixed() -> Self {
         Cpu { precision: Precision::Mixed }
+    }
+
+    /// The backend that rounds as the GPU's bf16 step (`Cuda<bf16>`) does.
+    pub fn mixed_bf16() -> Self {
+        Cpu { precision: Precision::MixedBf16 }
     }
 
     /// `x` as the backend stores an activation.
@@ -576,11 +587,12 @@ impl Cpu {
         match self.precision {
             Precision::Fp32 => x,
             Precision::Mixed => f16::from_f32(x).to_f32(),
+            Precision::MixedBf16 => bf16::from_f32(x).to_f32(),
         }
     }
 
     fn rounded(&self, mut v: Vec<f32>) -> Vec<f32> {
-        if self.precision == Precision::Mixed {
+        if self.precision != Precision::Fp32 {
             v.iter_mut().for_each(|x| *x = self.round(*x));
         }
         v
@@ -611,6 +623,15 @@ impl Backend for Cpu {
         match self.precision {
             Precision::Fp32 => "CPU (fp32 reference)".into(),
             Precision::Mixed => "CPU (fp16 emulation of the GPU step)".into(),
+            Precision::MixedBf16 => "CPU (bf16 emulation of the GPU step)".into(),
+        }
+    }
+
+    fn half(&self) -> Option<DType> {
+        match self.precision {
+            Precision::Fp32 => None,
+            Precision::Mixed => Some(DType::F16),
+            Precision::MixedBf16 => Some(DType::BF16),
         }
     }
 
@@ -682,11 +703,24 @@ impl Backend for Cpu {
         init: &[Vec<f32>],
         adam: AdamConfig,
         scaler: GradScalerConfig,
+        weights: Weights,
     ) -> Result<CpuParams> {
         const OP: &str = "Cpu::params";
         adam.validate(OP)?;
         scaler.validate(OP)?;
-        let master = ParamArena::pack(OP, &layout, init)?;
+        let mut master = ParamArena::pack(OP, &layout, init)?;
+        // The fp32 reference keeps f32 weights whatever the GPU keeps (it is what the
+        // exact arithmetic would do); the f16 emulation refuses pure bf16, as the GPU does.
+        let pure_seed = match (weights, self.precision) {
+            (Weights::Master, _) | (Weights::PureBf16 { .. }, Precision::Fp32) => None,
+            (Weights::PureBf16 { seed }, Precision::MixedBf16) => {
+                master.iter_mut().for_each(|x| *x = bf16::from_f32(*x).to_f32());
+                Some(seed)
+            }
+            (Weights::PureBf16 { .. }, Precision::Mixed) => {
+                return Err(Error::UnsupportedDtype { op: OP, what: "pure weights (only bf16)", dtype: DType::F16 })
+            }
+        };
         let n = master.len();
         let scale = if scaler.enabled { scaler.init_scale } else { 1.0 };
         let mut p = CpuParams {
@@ -703,6 +737,7 @@ impl Backend for Cpu {
             growth_tracker: 0,
             found_inf: 0.0,
             grad_scale: scale,
+            pure_seed,
         };
         self.refresh_working(&mut p);
         Ok(p)
@@ -721,17 +756,25 @@ impl Backend for Cpu {
         }
         let found = enabled.then_some(p.found_inf);
         adam_count_step(&mut p.step, found);
-        adamw_update(
-            &mut p.master,
-            &p.grad,
-            &mut p.m,
-            &mut p.v,
-            None::<&mut [f16]>,
-            p.step,
-            enabled.then_some(p.scale),
-            found,
-            &p.adam,
-        )?;
+        let scale = enabled.then_some(p.scale);
+        match p.pure_seed {
+            None => adamw_update(
+                &mut p.master,
+                &p.grad,
+                &mut p.m,
+                &mut p.v,
+                None::<&mut [f16]>,
+                p.step,
+                scale,
+                found,
+                &p.adam,
+            )?,
+            Some(seed) => {
+                let mut w: Vec<bf16> = p.master.iter().map(|&x| bf16::from_f32(x)).collect();
+                adamw_pure_update(&mut w, &p.grad, &mut p.m, &mut p.v, p.step, scale, found, &p.adam, seed)?;
+                p.master = w.into_iter().map(bf16::to_f32).collect();
+            }
+        }
         self.refresh_working(p);
         p.grad_scale = p.scale;
         if enabled {

@@ -1,7 +1,9 @@
 //! The CUDA backend: every op of [`Backend`] as one or two launches of the kernels in
 //! [`crate::kernels`], all on the [`Device`]'s one stream.
 //!
-//! Activations are f16 in buffers drawn from a pool keyed by length, so a training step
+//! Activations are of the backend's half type `H` (f16, or bf16 for
+//! [`Cuda::<bf16>`](Cuda::with_half); DESIGN.md, "Two half types") in buffers drawn from a
+//! pool keyed by length, so a training step
 //! that repeats its shapes allocates nothing after the first step, and can be captured
 //! as a CUDA graph: during a capture a pool miss is an error rather than an allocation
 //! (an allocation is not something a graph should replay), and when the capture ends
@@ -16,6 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cudarc::driver::{sys, CudaGraph, CudaSlice, CudaViewMut, DeviceRepr, ValidAsZeroBits};
 use half::f16;
 
+use crate::dtype::{DType, Half};
+
 use crate::backend::cpu::{check_labels, linear_dims, param_spec};
 use crate::backend::{check_same_shape, Backend, ParamsSnapshot};
 use crate::device::Device;
@@ -26,11 +30,10 @@ use crate::kernels::add::{add, add_assign};
 use crate::kernels::gemm::{gemm, gemm_checking, Activation, Bias, Epilogue, GemmShape, Transpose};
 use crate::kernels::loss::{cross_entropy_backward, cross_entropy_forward, mse_backward, mse_forward, LossShape};
 use crate::kernels::reduce::{bias_grad, bias_grad_checking, sum_f32};
-use crate::nn::{ArenaLayout, ParamArena};
+use crate::nn::{ArenaLayout, ParamArena, Weights};
 use crate::optim::{AdamW, GradScaler, GradScalerConfig};
 
 /// Free buffers by element count.
-#[derive(Default)]
 struct Pool<T> {
     free: HashMap<usize, Vec<CudaSlice<T>>>,
 }
@@ -47,36 +50,48 @@ impl<T> Pool<T> {
     }
 }
 
-#[derive(Default)]
-struct Pools {
-    f16: Pool<f16>,
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Pool { free: HashMap::new() }
+    }
+}
+
+struct Pools<H> {
+    half: Pool<H>,
     f32: Pool<f32>,
     i32: Pool<i32>,
 }
 
-/// The CUDA backend on one [`Device`].
-pub struct Cuda {
+impl<H> Default for Pools<H> {
+    fn default() -> Self {
+        Pools { half: Pool::default(), f32: Pool::default(), i32: Pool::default() }
+    }
+}
+
+/// The CUDA backend on one [`Device`], computing in the half type `H` (f16 by default;
+/// bf16 needs sm_80 or newer for its GEMMs).
+pub struct Cuda<H: Half = f16> {
     dev: Arc<Device>,
-    pools: Mutex<Pools>,
+    pools: Mutex<Pools<H>>,
     capturing: AtomicBool,
 }
 
-impl fmt::Debug for Cuda {
+impl<H: Half> fmt::Debug for Cuda<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cuda").field("device", self.dev.info()).finish_non_exhaustive()
     }
 }
 
-/// A `rows x cols` f16 activation tensor in device memory.
-pub struct CudaTensor {
-    data: CudaSlice<f16>,
+/// A `rows x cols` half-precision activation tensor in device memory.
+pub struct CudaTensor<H: Half = f16> {
+    data: CudaSlice<H>,
     rows: usize,
     cols: usize,
 }
 
-impl CudaTensor {
+impl<H: Half> CudaTensor<H> {
     /// The device buffer, for calling the kernels directly.
-    pub fn data(&self) -> &CudaSlice<f16> {
+    pub fn data(&self) -> &CudaSlice<H> {
         &self.data
     }
 }
@@ -93,9 +108,9 @@ pub struct CudaScalar {
 }
 
 /// The parameter arena with its AdamW and GradScaler.
-pub struct CudaParams {
+pub struct CudaParams<H: Half = f16> {
     /// Master weights, working copy and gradients.
-    pub arena: ParamArena,
+    pub arena: ParamArena<H>,
     /// Moments and step count.
     pub adam: AdamW,
     /// Loss scale, growth tracker and found_inf.
@@ -107,14 +122,21 @@ pub struct CudaParams {
 }
 
 /// A captured training step and the buffers it reads and writes.
-pub struct CudaStepGraph {
+pub struct CudaStepGraph<H: Half = f16> {
     graph: CudaGraph,
-    held: Pools,
+    held: Pools<H>,
 }
 
 impl Cuda {
-    /// The backend on `dev`.
+    /// The f16 backend on `dev`.
     pub fn new(dev: &Arc<Device>) -> Self {
+        Self::with_half(dev)
+    }
+}
+
+impl<H: Half> Cuda<H> {
+    /// The backend on `dev` computing in `H`: `Cuda::<bf16>::with_half(&dev)`.
+    pub fn with_half(dev: &Arc<Device>) -> Self {
         Cuda { dev: dev.clone(), pools: Mutex::new(Pools::default()), capturing: AtomicBool::new(false) }
     }
 
@@ -123,7 +145,7 @@ impl Cuda {
         &self.dev
     }
 
-    fn pools(&self) -> MutexGuard<'_, Pools> {
+    fn pools(&self) -> MutexGuard<'_, Pools<H>> {
         self.pools.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -132,7 +154,7 @@ impl Cuda {
         &self,
         op: &'static str,
         n: usize,
-        pool: impl FnOnce(&mut Pools) -> &mut Pool<T>,
+        pool: impl FnOnce(&mut Pools<H>) -> &mut Pool<T>,
     ) -> Result<CudaSlice<T>> {
         if let Some(buf) = pool(&mut self.pools()).free.get_mut(&n).and_then(Vec::pop) {
             return Ok(buf);
@@ -147,12 +169,8 @@ impl Cuda {
         self.dev.stream().alloc_zeros::<T>(n).op(op)
     }
 
-    fn take_f16(&self, op: &'static str, n: usize) -> Result<CudaSlice<f16>> {
-        self.take(op, n, |p| &mut p.f16)
-    }
-
-    fn tensor_out(&self, op: &'static str, rows: usize, cols: usize) -> Result<CudaTensor> {
-        Ok(CudaTensor { data: self.take_f16(op, rows * cols)?, rows, cols })
+    fn tensor_out(&self, op: &'static str, rows: usize, cols: usize) -> Result<CudaTensor<H>> {
+        Ok(CudaTensor { data: self.take(op, rows * cols, |p| &mut p.half)?, rows, cols })
     }
 
     /// Checks that `buf` is on this backend's stream: a tensor of another `Cuda` on
@@ -165,7 +183,7 @@ impl Cuda {
         }
     }
 
-    fn check_labels_shape(op: &'static str, z: &CudaTensor, l: &CudaLabels) -> Result<()> {
+    fn check_labels_shape(op: &'static str, z: &CudaTensor<H>, l: &CudaLabels) -> Result<()> {
         check_same_shape(op, (z.rows, z.cols), (l.data.len(), l.classes))
     }
 
@@ -188,39 +206,46 @@ impl Cuda {
     }
 }
 
-fn to_f16(data: &[f32]) -> Vec<f16> {
-    data.iter().map(|&x| f16::from_f32(x)).collect()
+fn to_half<H: Half>(data: &[f32]) -> Vec<H> {
+    data.iter().map(|&x| H::from_f32(x)).collect()
 }
 
-impl Backend for Cuda {
-    type Tensor = CudaTensor;
+impl<H: Half> Backend for Cuda<H> {
+    type Tensor = CudaTensor<H>;
     type Labels = CudaLabels;
     type Scalar = CudaScalar;
-    type Params = CudaParams;
-    type Graph = CudaStepGraph;
+    type Params = CudaParams<H>;
+    type Graph = CudaStepGraph<H>;
 
     fn describe(&self) -> String {
         let i = self.dev.info();
-        format!("CUDA on {} (sm_{}{})", i.name, i.compute_capability.0, i.compute_capability.1)
+        // The device name may already carry the capability (the emulator's does).
+        let cap = format!("sm_{}{}", i.compute_capability.0, i.compute_capability.1);
+        let name = if i.name.contains(&cap) { i.name.clone() } else { format!("{} ({cap})", i.name) };
+        format!("CUDA on {name}, {} compute", H::DTYPE)
     }
 
-    fn tensor(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaTensor> {
+    fn half(&self) -> Option<DType> {
+        Some(H::DTYPE)
+    }
+
+    fn tensor(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaTensor<H>> {
         const OP: &str = "Cuda::tensor";
         if rows.checked_mul(cols) != Some(data.len()) {
             return Err(Error::ShapeMismatch { op: OP, expected: vec![rows, cols], got: vec![data.len()] });
         }
         // Rounded on the host with the same round-to-nearest-even as the cast kernel.
-        let data = self.dev.stream().clone_htod(&to_f16(data)).op(OP)?;
+        let data = self.dev.stream().clone_htod(&to_half::<H>(data)).op(OP)?;
         Ok(CudaTensor { data, rows, cols })
     }
 
-    fn write(&self, t: &mut CudaTensor, data: &[f32]) -> Result<()> {
+    fn write(&self, t: &mut CudaTensor<H>, data: &[f32]) -> Result<()> {
         const OP: &str = "Cuda::write";
         if data.len() != t.data.len() {
             return Err(Error::ShapeMismatch { op: OP, expected: vec![t.rows, t.cols], got: vec![data.len()] });
         }
         self.check_owned(OP, &t.data)?;
-        self.dev.stream().memcpy_htod(&to_f16(data), &mut t.data).op(OP)
+        self.dev.stream().memcpy_htod(&to_half::<H>(data), &mut t.data).op(OP)
     }
 
     fn labels(&self, labels: &[u32], classes: usize) -> Result<CudaLabels> {
@@ -238,7 +263,7 @@ impl Backend for Cuda {
         self.dev.stream().memcpy_htod(&host, &mut l.data).op(OP)
     }
 
-    fn shape(&self, t: &CudaTensor) -> (usize, usize) {
+    fn shape(&self, t: &CudaTensor<H>) -> (usize, usize) {
         (t.rows, t.cols)
     }
 
@@ -246,10 +271,10 @@ impl Backend for Cuda {
         (l.data.len(), l.classes)
     }
 
-    fn to_host(&self, t: &CudaTensor) -> Result<Vec<f32>> {
+    fn to_host(&self, t: &CudaTensor<H>) -> Result<Vec<f32>> {
         const OP: &str = "Cuda::to_host";
         self.check_owned(OP, &t.data)?;
-        Ok(self.dev.to_host(OP, &t.data)?.into_iter().map(f16::to_f32).collect())
+        Ok(self.dev.to_host(OP, &t.data)?.into_iter().map(H::to_f32).collect())
     }
 
     fn scalar(&self) -> Result<CudaScalar> {
@@ -262,7 +287,7 @@ impl Backend for Cuda {
         Ok(self.dev.to_host(OP, &s.data)?[0])
     }
 
-    fn copy(&self, t: &CudaTensor) -> Result<CudaTensor> {
+    fn copy(&self, t: &CudaTensor<H>) -> Result<CudaTensor<H>> {
         const OP: &str = "Cuda::copy";
         self.check_owned(OP, &t.data)?;
         let mut out = self.tensor_out(OP, t.rows, t.cols)?;
@@ -280,9 +305,9 @@ impl Backend for Cuda {
 
     // A buffer of another stream is dropped (freed on its own stream), not pooled: the
     // pool must hand out only buffers the launchers accept.
-    fn recycle(&self, t: CudaTensor) {
+    fn recycle(&self, t: CudaTensor<H>) {
         if self.dev.owns(t.data.stream()) {
-            self.pools().f16.put(t.data);
+            self.pools().half.put(t.data);
         }
     }
 
@@ -298,10 +323,11 @@ impl Backend for Cuda {
         init: &[Vec<f32>],
         adam: AdamConfig,
         scaler: GradScalerConfig,
-    ) -> Result<CudaParams> {
+        weights: Weights,
+    ) -> Result<CudaParams<H>> {
         adam.validate("Cuda::params")?;
         scaler.validate("Cuda::params")?;
-        let arena = ParamArena::new(&self.dev, layout, init)?;
+        let arena = ParamArena::with_weights(&self.dev, layout, init, weights)?;
         let adam = AdamW::new(&arena, adam)?;
         let scaler = GradScaler::new(&self.dev, scaler)?;
         let initial = if scaler.config().enabled { scaler.config().init_scale } else { 1.0 };
@@ -312,12 +338,12 @@ impl Backend for Cuda {
     /// Zeroes the gradients and clears `found_inf`: the weight- and bias-gradient kernels
     /// of the backward raise it as they write (the fused check), so the optimizer phase
     /// reads the gradients once, in AdamW, instead of once more in a check pass.
-    fn zero_grad(&self, p: &mut CudaParams) -> Result<()> {
+    fn zero_grad(&self, p: &mut CudaParams<H>) -> Result<()> {
         p.arena.zero_grad()?;
         p.scaler.clear_found_inf()
     }
 
-    fn optimizer_step(&self, p: &mut CudaParams) -> Result<()> {
+    fn optimizer_step(&self, p: &mut CudaParams<H>) -> Result<()> {
         const OP: &str = "Cuda::optimizer_step";
         let CudaParams { arena, adam, scaler, grad_scale } = p;
         // 4 bytes on the stream (a copy node in a graph), so the state can say how to
@@ -331,31 +357,31 @@ impl Backend for Cuda {
         scaler.update()
     }
 
-    fn master_to_host(&self, p: &CudaParams) -> Result<Vec<f32>> {
+    fn master_to_host(&self, p: &CudaParams<H>) -> Result<Vec<f32>> {
         p.arena.master_to_host()
     }
 
-    fn grad_to_host(&self, p: &CudaParams) -> Result<Vec<f32>> {
+    fn grad_to_host(&self, p: &CudaParams<H>) -> Result<Vec<f32>> {
         p.arena.grad_to_host()
     }
 
-    fn loss_scale(&self, p: &CudaParams) -> Result<f32> {
+    fn loss_scale(&self, p: &CudaParams<H>) -> Result<f32> {
         p.scaler.scale()
     }
 
-    fn found_inf(&self, p: &CudaParams) -> Result<bool> {
+    fn found_inf(&self, p: &CudaParams<H>) -> Result<bool> {
         p.scaler.found_inf()
     }
 
-    fn steps_taken(&self, p: &CudaParams) -> Result<f32> {
+    fn steps_taken(&self, p: &CudaParams<H>) -> Result<f32> {
         p.adam.steps_taken()
     }
 
-    fn set_adam(&self, p: &mut CudaParams, cfg: AdamConfig) -> Result<()> {
+    fn set_adam(&self, p: &mut CudaParams<H>, cfg: AdamConfig) -> Result<()> {
         p.adam.set_config(cfg)
     }
 
-    fn snapshot(&self, p: &CudaParams) -> Result<ParamsSnapshot> {
+    fn snapshot(&self, p: &CudaParams<H>) -> Result<ParamsSnapshot> {
         const OP: &str = "Cuda::snapshot";
         let (m, v) = p.adam.moments_to_host()?;
         let grad_scale = match p.scaler.config().enabled {
@@ -365,7 +391,7 @@ impl Backend for Cuda {
         Ok(ParamsSnapshot {
             layout: p.arena.layout().clone(),
             master: p.arena.master_to_host()?,
-            working: p.arena.working_to_host()?.into_iter().map(f16::to_f32).collect(),
+            working: p.arena.working_to_host()?.into_iter().map(H::to_f32).collect(),
             grad: p.arena.grad_to_host()?,
             m,
             v,
@@ -379,12 +405,12 @@ impl Backend for Cuda {
 
     fn linear(
         &self,
-        p: &CudaParams,
+        p: &CudaParams<H>,
         weight: usize,
         bias: Option<usize>,
-        x: &CudaTensor,
+        x: &CudaTensor<H>,
         act: Activation,
-    ) -> Result<(CudaTensor, Option<CudaTensor>)> {
+    ) -> Result<(CudaTensor<H>, Option<CudaTensor<H>>)> {
         const OP: &str = "Cuda::linear";
         let layout = p.arena.layout();
         let (out, inp) = linear_dims(OP, layout, weight, bias, (x.rows, x.cols))?;
@@ -404,7 +430,7 @@ impl Backend for Cuda {
             _ => Some(self.tensor_out(OP, x.rows, out)?),
         };
         {
-            let mut pre_view: Option<CudaViewMut<'_, f16>> = pre.as_mut().map(|t| t.data.as_view_mut());
+            let mut pre_view: Option<CudaViewMut<'_, H>> = pre.as_mut().map(|t| t.data.as_view_mut());
             let shape = GemmShape::dense(x.rows, out, inp, Transpose::N, Transpose::T);
             let epilogue = Epilogue { bias, pre: pre_view.as_mut(), activation: act, ..Default::default() };
             gemm(&self.dev, &shape, &x.data.as_view(), &w_view, &mut y.data.as_view_mut(), epilogue)?;
@@ -414,15 +440,15 @@ impl Backend for Cuda {
 
     fn linear_backward(
         &self,
-        p: &mut CudaParams,
+        p: &mut CudaParams<H>,
         weight: usize,
         bias: Option<usize>,
-        x: &CudaTensor,
-        pre: Option<&CudaTensor>,
+        x: &CudaTensor<H>,
+        pre: Option<&CudaTensor<H>>,
         act: Activation,
-        dy: &CudaTensor,
+        dy: &CudaTensor<H>,
         need_dx: bool,
-    ) -> Result<Option<CudaTensor>> {
+    ) -> Result<Option<CudaTensor<H>>> {
         const OP: &str = "Cuda::linear_backward";
         let layout = p.arena.layout();
         let (out, inp) = linear_dims(OP, layout, weight, bias, (x.rows, x.cols))?;
@@ -482,13 +508,13 @@ impl Backend for Cuda {
         result
     }
 
-    fn activation(&self, x: &CudaTensor, act: Activation) -> Result<CudaTensor> {
+    fn activation(&self, x: &CudaTensor<H>, act: Activation) -> Result<CudaTensor<H>> {
         let mut y = self.tensor_out("Cuda::activation", x.rows, x.cols)?;
         activation_forward(&self.dev, &x.data, &mut y.data, act)?;
         Ok(y)
     }
 
-    fn activation_backward(&self, x: &CudaTensor, dy: &CudaTensor, act: Activation) -> Result<CudaTensor> {
+    fn activation_backward(&self, x: &CudaTensor<H>, dy: &CudaTensor<H>, act: Activation) -> Result<CudaTensor<H>> {
         const OP: &str = "Cuda::activation_backward";
         check_same_shape(OP, (x.rows, x.cols), (dy.rows, dy.cols))?;
         let mut dx = self.tensor_out(OP, x.rows, x.cols)?;
@@ -496,7 +522,7 @@ impl Backend for Cuda {
         Ok(dx)
     }
 
-    fn add(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+    fn add(&self, a: &CudaTensor<H>, b: &CudaTensor<H>) -> Result<CudaTensor<H>> {
         const OP: &str = "Cuda::add";
         check_same_shape(OP, (a.rows, a.cols), (b.rows, b.cols))?;
         let mut y = self.tensor_out(OP, a.rows, a.cols)?;
@@ -504,14 +530,14 @@ impl Backend for Cuda {
         Ok(y)
     }
 
-    fn accumulate(&self, acc: &mut CudaTensor, x: &CudaTensor) -> Result<()> {
+    fn accumulate(&self, acc: &mut CudaTensor<H>, x: &CudaTensor<H>) -> Result<()> {
         check_same_shape("Cuda::accumulate", (acc.rows, acc.cols), (x.rows, x.cols))?;
         add_assign(&self.dev, &mut acc.data, &x.data)
     }
 
     fn cross_entropy(
         &self,
-        z: &CudaTensor,
+        z: &CudaTensor<H>,
         labels: &CudaLabels,
         out: &mut CudaScalar,
         alpha: f32,
@@ -527,11 +553,11 @@ impl Backend for Cuda {
 
     fn cross_entropy_backward(
         &self,
-        p: &CudaParams,
-        z: &CudaTensor,
+        p: &CudaParams<H>,
+        z: &CudaTensor<H>,
         labels: &CudaLabels,
         weight: f32,
-    ) -> Result<CudaTensor> {
+    ) -> Result<CudaTensor<H>> {
         const OP: &str = "Cuda::cross_entropy_backward";
         Self::check_labels_shape(OP, z, labels)?;
         let mut dz = self.tensor_out(OP, z.rows, z.cols)?;
@@ -542,7 +568,14 @@ impl Backend for Cuda {
         Ok(dz)
     }
 
-    fn mse(&self, pred: &CudaTensor, target: &CudaTensor, out: &mut CudaScalar, alpha: f32, beta: f32) -> Result<()> {
+    fn mse(
+        &self,
+        pred: &CudaTensor<H>,
+        target: &CudaTensor<H>,
+        out: &mut CudaScalar,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
         const OP: &str = "Cuda::mse";
         check_same_shape(OP, (pred.rows, pred.cols), (target.rows, target.cols))?;
         let mut losses = self.take(OP, pred.rows, |p| &mut p.f32)?;
@@ -551,7 +584,13 @@ impl Backend for Cuda {
         self.mean_into(OP, losses, pred.data.len(), out, alpha, beta)
     }
 
-    fn mse_backward(&self, p: &CudaParams, pred: &CudaTensor, target: &CudaTensor, weight: f32) -> Result<CudaTensor> {
+    fn mse_backward(
+        &self,
+        p: &CudaParams<H>,
+        pred: &CudaTensor<H>,
+        target: &CudaTensor<H>,
+        weight: f32,
+    ) -> Result<CudaTensor<H>> {
         const OP: &str = "Cuda::mse_backward";
         check_same_shape(OP, (pred.rows, pred.cols), (target.rows, target.cols))?;
         let mut d = self.tensor_out(OP, pred.rows, pred.cols)?;
@@ -573,7 +612,7 @@ impl Backend for Cuda {
         Ok(true)
     }
 
-    fn end_capture(&self) -> Result<CudaStepGraph> {
+    fn end_capture(&self) -> Result<CudaStepGraph<H>> {
         const OP: &str = "Cuda::end_capture";
         self.capturing.store(false, Ordering::Relaxed);
         let graph = self.dev.stream().end_capture(sys::CUgraphInstantiate_flags(0)).op(OP)?;
@@ -587,18 +626,18 @@ impl Backend for Cuda {
         Ok(CudaStepGraph { graph, held })
     }
 
-    fn replay(&self, g: &CudaStepGraph) -> Result<()> {
+    fn replay(&self, g: &CudaStepGraph<H>) -> Result<()> {
         g.graph.launch().op("Cuda::replay")
     }
 
-    fn release_graph(&self, g: CudaStepGraph) {
+    fn release_graph(&self, g: CudaStepGraph<H>) {
         // The graph's buffers may still be in use by a replay in flight: wait before they
         // go back to the pool. An error here would be reported by the next call anyway.
         let _ = self.dev.synchronize();
         let CudaStepGraph { graph, held } = g;
         drop(graph);
         let mut pools = self.pools();
-        pools.f16.merge(held.f16);
+        pools.half.merge(held.half);
         pools.f32.merge(held.f32);
         pools.i32.merge(held.i32);
     }

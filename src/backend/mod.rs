@@ -9,10 +9,11 @@
 pub mod cpu;
 pub mod cuda;
 
+use crate::dtype::DType;
 use crate::error::Result;
 use crate::kernels::adam::AdamConfig;
 use crate::kernels::gemm::Activation;
-use crate::nn::ArenaLayout;
+use crate::nn::{ArenaLayout, Weights};
 use crate::optim::GradScalerConfig;
 
 /// The ops of a mixed-precision training step. Parameters are named by their index in
@@ -30,8 +31,13 @@ pub trait Backend {
     /// A captured step (CUDA graph); backends without graphs never make one.
     type Graph;
 
-    /// What runs, e.g. "CUDA on NVIDIA H100 80GB HBM3 (sm_90)" or "CPU (fp32 reference)".
+    /// What runs, e.g. "CUDA on NVIDIA H100 80GB HBM3 (sm_90), bf16 compute" or "CPU
+    /// (fp32 reference)".
     fn describe(&self) -> String;
+
+    /// The half type activations and working weights are stored in (f16 or bf16), or
+    /// `None` for a backend that computes in f32 throughout (`Cpu::fp32`).
+    fn half(&self) -> Option<DType>;
 
     /// Uploads `data` (`rows * cols` values, row-major) as an activation tensor, rounded
     /// to the backend's activation precision.
@@ -62,13 +68,16 @@ pub trait Backend {
     fn recycle_labels(&self, l: Self::Labels);
 
     /// Parameters from `init` (values per parameter in layout order), with zero gradients
-    /// and moments and the scaler at its initial scale.
+    /// and moments and the scaler at its initial scale, the weights kept as `weights`
+    /// says ([`Weights::PureBf16`] needs a bf16 backend, or the fp32 reference, which
+    /// keeps f32 weights and ignores it).
     fn params(
         &self,
         layout: ArenaLayout,
         init: &[Vec<f32>],
         adam: AdamConfig,
         scaler: GradScalerConfig,
+        weights: Weights,
     ) -> Result<Self::Params>;
     /// Zeroes the gradients and clears found_inf: it starts a step (on Cuda the
     /// backward's gradient kernels raise found_inf as they write).

@@ -131,10 +131,12 @@ pub struct AdamTensors<'a, G, C: Half = f16> {
     pub copy: Option<CudaViewMut<'a, C>>,
 }
 
-/// The buffers of a pure-bf16 update ([`adamw_pure`]): no master copy.
-pub struct AdamPureTensors<'a, G> {
+/// The buffers of a pure-bf16 update ([`adamw_pure`]): no master copy. `P` is the
+/// weights' type, which must be bf16 (generic so that code generic over the half type can
+/// name it; any other type is refused).
+pub struct AdamPureTensors<'a, G, P: Half = bf16> {
     /// The bf16 weights, updated in place with stochastic rounding.
-    pub params: CudaViewMut<'a, bf16>,
+    pub params: CudaViewMut<'a, P>,
     /// Gradients (`f32` or `bf16`), possibly still multiplied by the loss scale.
     pub grads: CudaView<'a, G>,
     /// First moments (f32).
@@ -316,9 +318,9 @@ pub fn adamw_step_multi<G: Element, C: Half>(
 /// the same seed reproduces bit for bit (cuda/adam.cu's header; the CPU reference is
 /// [`cpu::adamw_pure_update`](crate::backend::cpu::adamw_pure_update)). `G` is `f32` or
 /// `bf16`.
-pub fn adamw_pure<G: Element>(
+pub fn adamw_pure<G: Element, P: Half>(
     dev: &Device,
-    t: &mut AdamPureTensors<'_, G>,
+    t: &mut AdamPureTensors<'_, G, P>,
     s: &mut AdamScalars<'_>,
     cfg: &AdamConfig,
     seed: u64,
@@ -328,6 +330,9 @@ pub fn adamw_pure<G: Element>(
         DType::BF16 => "adamw_pure_bf16",
         dtype => return Err(Error::UnsupportedDtype { op: "adamw_pure", what: "grads", dtype }),
     };
+    if P::DTYPE != DType::BF16 {
+        return Err(Error::UnsupportedDtype { op, what: "params", dtype: P::DTYPE });
+    }
     cfg.validate(op)?;
     let n = t.params.len();
     for (what, got) in [("grads", t.grads.len()), ("m", t.m.len()), ("v", t.v.len())] {

@@ -3,9 +3,9 @@
 use cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
 use half::{bf16, f16};
 
-use super::{check_device, grid_stride_config};
+use super::{check_device, grid_stride_config, half_kernel};
 use crate::device::Device;
-use crate::dtype::Element;
+use crate::dtype::{Element, Half};
 use crate::error::{DriverContext, Error, Result};
 use crate::ptx;
 
@@ -34,8 +34,18 @@ pub fn cast_bf16_f32(dev: &Device, x: &impl DevicePtr<bf16>, y: &mut impl Device
     launch_cast(dev, "cast_bf16_f32", x, y)
 }
 
-/// Launches `cast_<S>_<D>`; `op` is that kernel's name, built only by the four public
-/// functions above so that S and D always match the kernel's parameter types.
+/// `y[i] = (H) x[i]` for either half type: [`cast_f32_f16`] or [`cast_f32_bf16`].
+pub fn cast_f32_half<H: Half>(dev: &Device, x: &impl DevicePtr<f32>, y: &mut impl DevicePtrMut<H>) -> Result<()> {
+    launch_cast(dev, half_kernel::<H>(["cast_f32_f16", "cast_f32_bf16"]), x, y)
+}
+
+/// `y[i] = (f32) x[i]` for either half type: [`cast_f16_f32`] or [`cast_bf16_f32`].
+pub fn cast_half_f32<H: Half>(dev: &Device, x: &impl DevicePtr<H>, y: &mut impl DevicePtrMut<f32>) -> Result<()> {
+    launch_cast(dev, half_kernel::<H>(["cast_f16_f32", "cast_bf16_f32"]), x, y)
+}
+
+/// Launches `cast_<S>_<D>`; `op` is that kernel's name, built only by the public functions
+/// above so that S and D always match the kernel's parameter types.
 fn launch_cast<S: Element, D: Element>(
     dev: &Device,
     op: &'static str,

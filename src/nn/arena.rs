@@ -1,16 +1,20 @@
 //! The parameter arena of DESIGN.md: all parameters in one flat buffer per role (fp32
-//! master, fp16 working copy, fp32 gradient), each parameter a view at an offset aligned
-//! to 16 bytes in every buffer. The optimizer-side kernels (cast, unscale_check,
-//! adamw_step) then run as one vectorized launch each over the whole range.
+//! master, half-precision working copy in f16 or bf16, fp32 gradient), each parameter a
+//! view at an offset aligned to 16 bytes in every buffer. The optimizer-side kernels
+//! (cast, unscale_check, adamw_step) then run as one vectorized launch each over the
+//! whole range. With [`Weights::PureBf16`] there is no master buffer: the bf16 working
+//! weights are the weights.
 
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 use half::f16;
 
+use crate::dtype::{DType, Half};
+
 use crate::device::Device;
 use crate::error::{DriverContext, Error, Result};
-use crate::kernels::cast::cast_f32_f16;
+use crate::kernels::cast::cast_f32_half;
 
 /// Offsets are multiples of this many elements: 32 bytes of f32, 16 of f16, so every
 /// view is 16-byte aligned in every role's buffer.
@@ -74,27 +78,40 @@ impl ArenaLayout {
     }
 }
 
-/// The device buffers of the arena: master weights (f32), working copy (f16, always the
-/// round-to-nearest-even cast of the master weights) and gradients (f32).
-pub struct ParamArena {
+/// Where the optimizer keeps the weights it updates (issue 19's `master_weights`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    /// fp32 master weights, and a half-precision working copy the forward reads, cast from
+    /// them after every update (DESIGN.md; PyTorch AMP, apex O2, llm.c): 4 bytes of master
+    /// + 2 of copy + 8 of moments = 14 bytes of state per parameter.
+    Master,
+    /// Pure bf16 (`master_weights: false`): the bf16 weights are the only copy and AdamW
+    /// rounds each new weight stochastically, seeded by `seed` (a run with the same seed
+    /// reproduces bit for bit): 2 + 8 = 10 bytes per parameter. bf16 only.
+    PureBf16 {
+        /// Seeds the stochastic rounding (with the step count and element index).
+        seed: u64,
+    },
+}
+
+/// The device buffers of the arena: master weights (f32), working copy (`H`, f16 or bf16,
+/// always the round-to-nearest-even cast of the master weights) and gradients (f32). With
+/// [`Weights::PureBf16`] there are no master weights and the bf16 working copy is updated
+/// in place.
+pub struct ParamArena<H: Half = f16> {
     dev: Arc<Device>,
     layout: ArenaLayout,
-    master: CudaSlice<f32>,
-    working: CudaSlice<f16>,
+    master: Option<CudaSlice<f32>>,
+    working: CudaSlice<H>,
     grad: CudaSlice<f32>,
+    weights: Weights,
 }
 
 impl ParamArena {
     /// Uploads the master weights, `init[i]` for parameter i in layout order, and makes
     /// the fp16 working copy with the cast kernel. Gradients start at zero.
     pub fn new(dev: &Arc<Device>, layout: ArenaLayout, init: &[Vec<f32>]) -> Result<Self> {
-        let master = Self::pack("ParamArena::new", &layout, init)?;
-        let stream = dev.stream();
-        let master = stream.clone_htod(&master).op("ParamArena::new")?;
-        let mut working = stream.alloc_zeros::<f16>(layout.total).op("ParamArena::new")?;
-        let grad = stream.alloc_zeros::<f32>(layout.total).op("ParamArena::new")?;
-        cast_f32_f16(dev, &master, &mut working)?;
-        Ok(ParamArena { dev: dev.clone(), layout, master, working, grad })
+        Self::with_weights(dev, layout, init, Weights::Master)
     }
 
     /// Lays out per-parameter values as one flat buffer with zero padding.
@@ -116,6 +133,41 @@ impl ParamArena {
         }
         Ok(flat)
     }
+}
+
+impl<H: Half> ParamArena<H> {
+    /// An arena whose working copy is `H`, with the weights kept as `weights` says:
+    /// [`Weights::Master`] uploads `init` as the fp32 master weights and casts the working
+    /// copy from them; [`Weights::PureBf16`] (only with `H` = bf16) rounds `init` to bf16
+    /// (nearest even) and keeps nothing else. Gradients start at zero.
+    pub fn with_weights(dev: &Arc<Device>, layout: ArenaLayout, init: &[Vec<f32>], weights: Weights) -> Result<Self> {
+        const OP: &str = "ParamArena::with_weights";
+        if matches!(weights, Weights::PureBf16 { .. }) && H::DTYPE != DType::BF16 {
+            return Err(Error::UnsupportedDtype { op: OP, what: "pure weights (only bf16)", dtype: H::DTYPE });
+        }
+        let host = ParamArena::pack(OP, &layout, init)?;
+        let stream = dev.stream();
+        let mut working = stream.alloc_zeros::<H>(layout.total).op(OP)?;
+        let grad = stream.alloc_zeros::<f32>(layout.total).op(OP)?;
+        let master = match weights {
+            Weights::Master => {
+                let master = stream.clone_htod(&host).op(OP)?;
+                cast_f32_half(dev, &master, &mut working)?;
+                Some(master)
+            }
+            Weights::PureBf16 { .. } => {
+                let rounded: Vec<H> = host.iter().map(|&x| H::from_f32(x)).collect();
+                stream.memcpy_htod(&rounded, &mut working).op(OP)?;
+                None
+            }
+        };
+        Ok(ParamArena { dev: dev.clone(), layout, master, working, grad, weights })
+    }
+
+    /// How the weights are kept.
+    pub fn weights(&self) -> Weights {
+        self.weights
+    }
 
     /// The layout.
     pub fn layout(&self) -> &ArenaLayout {
@@ -127,13 +179,13 @@ impl ParamArena {
         &self.dev
     }
 
-    /// Master weights, the whole arena.
-    pub fn master(&self) -> CudaView<'_, f32> {
-        self.master.as_view()
+    /// Master weights, the whole arena; `None` with [`Weights::PureBf16`].
+    pub fn master(&self) -> Option<CudaView<'_, f32>> {
+        self.master.as_ref().map(|m| m.as_view())
     }
 
     /// Working copy, the whole arena.
-    pub fn working(&self) -> CudaView<'_, f16> {
+    pub fn working(&self) -> CudaView<'_, H> {
         self.working.as_view()
     }
 
@@ -149,13 +201,14 @@ impl ParamArena {
 
     /// The gradients (mutable) and the working copy at once, for a backward pass that
     /// reads the fp16 weights while it accumulates their gradients.
-    pub fn grad_and_working(&mut self) -> (CudaViewMut<'_, f32>, CudaView<'_, f16>) {
+    pub fn grad_and_working(&mut self) -> (CudaViewMut<'_, f32>, CudaView<'_, H>) {
         (self.grad.as_view_mut(), self.working.as_view())
     }
 
-    /// Views for the optimizer: (master, working, grad) at once.
-    pub(crate) fn optimizer_views(&mut self) -> (CudaViewMut<'_, f32>, CudaViewMut<'_, f16>, CudaView<'_, f32>) {
-        (self.master.as_view_mut(), self.working.as_view_mut(), self.grad.as_view())
+    /// Views for the optimizer: (master if any, working, grad) at once.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn optimizer_views(&mut self) -> (Option<CudaViewMut<'_, f32>>, CudaViewMut<'_, H>, CudaView<'_, f32>) {
+        (self.master.as_mut().map(|m| m.as_view_mut()), self.working.as_view_mut(), self.grad.as_view())
     }
 
     /// Zeroes the gradients (asynchronous, on the device's stream).
@@ -163,9 +216,15 @@ impl ParamArena {
         self.dev.stream().memset_zeros(&mut self.grad).op("ParamArena::zero_grad")
     }
 
-    /// Copies the master weights to the host (synchronizes).
+    /// Copies the master weights to the host (synchronizes). With
+    /// [`Weights::PureBf16`], the bf16 weights widened to f32 (exact): they are the
+    /// weights the optimizer updates, what a checkpoint saves.
     pub fn master_to_host(&self) -> Result<Vec<f32>> {
-        self.dev.to_host("ParamArena::master_to_host", &self.master)
+        const OP: &str = "ParamArena::master_to_host";
+        match &self.master {
+            Some(m) => self.dev.to_host(OP, m),
+            None => Ok(self.dev.to_host(OP, &self.working)?.into_iter().map(H::to_f32).collect()),
+        }
     }
 
     /// Copies the gradients to the host (synchronizes).
@@ -174,7 +233,7 @@ impl ParamArena {
     }
 
     /// Copies the working copy to the host (synchronizes).
-    pub fn working_to_host(&self) -> Result<Vec<f16>> {
+    pub fn working_to_host(&self) -> Result<Vec<H>> {
         self.dev.to_host("ParamArena::working_to_host", &self.working)
     }
 
@@ -189,7 +248,8 @@ impl ParamArena {
     }
 
     /// Replaces the master weights (a flat buffer of the arena's total length) and
-    /// rebuilds the working copy.
+    /// rebuilds the working copy; with [`Weights::PureBf16`], replaces the bf16 weights
+    /// (rounded to nearest even: exact for values a pure arena saved).
     pub(crate) fn set_master(&mut self, master: &[f32]) -> Result<()> {
         const OP: &str = "ParamArena::set_master";
         if master.len() != self.layout.total {
@@ -200,7 +260,15 @@ impl ParamArena {
                 got: master.len(),
             });
         }
-        self.dev.stream().memcpy_htod(master, &mut self.master).op(OP)?;
-        cast_f32_f16(&self.dev, &self.master, &mut self.working)
+        match &mut self.master {
+            Some(m) => {
+                self.dev.stream().memcpy_htod(master, m).op(OP)?;
+                cast_f32_half(&self.dev, m, &mut self.working)
+            }
+            None => {
+                let rounded: Vec<H> = master.iter().map(|&x| H::from_f32(x)).collect();
+                self.dev.stream().memcpy_htod(&rounded, &mut self.working).op(OP)
+            }
+        }
     }
 }

@@ -5,6 +5,6 @@ mod arena;
 mod linear;
 mod mlp;
 
-pub use arena::{ArenaLayout, ParamArena, ParamSpec, PARAM_ALIGN};
+pub use arena::{ArenaLayout, ParamArena, ParamSpec, Weights, PARAM_ALIGN};
 pub use linear::Linear;
 pub use mlp::Mlp;

@@ -6,13 +6,16 @@ use std::sync::Arc;
 use cudarc::driver::CudaSlice;
 
 use crate::device::Device;
+use crate::dtype::Half;
 use crate::error::{DriverContext, Error, Result};
-use crate::kernels::adam::{adamw_step, AdamConfig, AdamScalars, AdamTensors};
-use crate::nn::ParamArena;
+use crate::kernels::adam::{adamw_pure, adamw_step, AdamConfig, AdamPureTensors, AdamScalars, AdamTensors};
+use crate::nn::{ParamArena, Weights};
 use crate::optim::{Checkpoint, GradScaler};
 
-/// AdamW (or Adam) on the fp32 master weights of a [`ParamArena`], writing its fp16
-/// working copy in the same pass: one launch over the whole arena per step.
+/// AdamW (or Adam) on the fp32 master weights of a [`ParamArena`], writing its
+/// half-precision working copy in the same pass: one launch over the whole arena per
+/// step; on a pure-bf16 arena ([`Weights::PureBf16`]), on the bf16 weights themselves
+/// with stochastic rounding.
 pub struct AdamW {
     dev: Arc<Device>,
     cfg: AdamConfig,
@@ -23,7 +26,7 @@ pub struct AdamW {
 
 impl AdamW {
     /// Zero moments and step count for `arena`.
-    pub fn new(arena: &ParamArena, cfg: AdamConfig) -> Result<Self> {
+    pub fn new<H: Half>(arena: &ParamArena<H>, cfg: AdamConfig) -> Result<Self> {
         const OP: &str = "AdamW::new";
         cfg.validate(OP)?;
         let dev = arena.device().clone();
@@ -53,18 +56,30 @@ impl AdamW {
     /// One step. With a scaler, the gradients are divided by its scale inside the update
     /// (unless it already unscaled them) and nothing changes when its `found_inf` is set:
     /// master weights, moments, step count and working copy stay bit-identical.
-    pub fn step(&mut self, arena: &mut ParamArena, scaler: Option<&GradScaler>) -> Result<()> {
+    pub fn step<H: Half>(&mut self, arena: &mut ParamArena<H>, scaler: Option<&GradScaler>) -> Result<()> {
         const OP: &str = "AdamW::step";
         self.check_arena(OP, arena)?;
-        let (params, copy, grads) = arena.optimizer_views();
-        let mut tensors =
-            AdamTensors { params, grads, m: self.m.as_view_mut(), v: self.v.as_view_mut(), copy: Some(copy) };
+        let weights = arena.weights();
+        let (master, working, grads) = arena.optimizer_views();
         let mut scalars = AdamScalars {
             step: self.step.as_view_mut(),
             scale: scaler.and_then(|s| s.pending_scale()),
             found_inf: scaler.filter(|s| s.config().enabled).map(|s| s.found_inf_view()),
         };
-        adamw_step(&self.dev, &mut tensors, &mut scalars, &self.cfg)
+        let (m, v) = (self.m.as_view_mut(), self.v.as_view_mut());
+        match (master, weights) {
+            (Some(params), _) => {
+                let mut tensors = AdamTensors { params, grads, m, v, copy: Some(working) };
+                adamw_step(&self.dev, &mut tensors, &mut scalars, &self.cfg)
+            }
+            (None, Weights::PureBf16 { seed }) => {
+                let mut tensors = AdamPureTensors { params: working, grads, m, v };
+                adamw_pure(&self.dev, &mut tensors, &mut scalars, &self.cfg, seed)
+            }
+            (None, Weights::Master) => {
+                Err(Error::InvalidArgument { op: OP, what: "arena", why: "master weights are missing".into() })
+            }
+        }
     }
 
     /// Steps taken, skipped ones not counted (synchronizes).
@@ -79,7 +94,7 @@ impl AdamW {
     }
 
     /// The whole training state on the host (synchronizes).
-    pub fn checkpoint(&self, arena: &ParamArena, scaler: Option<&GradScaler>) -> Result<Checkpoint> {
+    pub fn checkpoint<H: Half>(&self, arena: &ParamArena<H>, scaler: Option<&GradScaler>) -> Result<Checkpoint> {
         const OP: &str = "AdamW::checkpoint";
         self.check_arena(OP, arena)?;
         let (m, v) = self.moments_to_host()?;
@@ -95,7 +110,12 @@ impl AdamW {
     }
 
     /// Writes [`checkpoint`](Self::checkpoint) to `path` (format in [`Checkpoint`]).
-    pub fn save(&self, path: impl AsRef<Path>, arena: &ParamArena, scaler: Option<&GradScaler>) -> Result<()> {
+    pub fn save<H: Half>(
+        &self,
+        path: impl AsRef<Path>,
+        arena: &ParamArena<H>,
+        scaler: Option<&GradScaler>,
+    ) -> Result<()> {
         self.checkpoint(arena, scaler)?.save(path)
     }
 
@@ -103,10 +123,10 @@ impl AdamW {
     /// copy cast from them) and `scaler`. The layout must match the arena's exactly, and a
     /// scaler must be given exactly when the checkpoint has one. Nothing is changed when
     /// any of that does not hold.
-    pub fn restore(
+    pub fn restore<H: Half>(
         &mut self,
         ckpt: &Checkpoint,
-        arena: &mut ParamArena,
+        arena: &mut ParamArena<H>,
         scaler: Option<&mut GradScaler>,
     ) -> Result<()> {
         const OP: &str = "AdamW::restore";
@@ -153,17 +173,17 @@ impl AdamW {
     }
 
     /// Reads `path` and [`restore`](Self::restore)s it.
-    pub fn load(
+    pub fn load<H: Half>(
         &mut self,
         path: impl AsRef<Path>,
-        arena: &mut ParamArena,
+        arena: &mut ParamArena<H>,
         scaler: Option<&mut GradScaler>,
     ) -> Result<()> {
         let ckpt = Checkpoint::load(path)?;
         self.restore(&ckpt, arena, scaler)
     }
 
-    fn check_arena(&self, op: &'static str, arena: &ParamArena) -> Result<()> {
+    fn check_arena<H: Half>(&self, op: &'static str, arena: &ParamArena<H>) -> Result<()> {
         let n = arena.layout().total();
         if self.m.len() != n {
             return Err(Error::LengthMismatch { op, what: "arena", expected: self.m.len(), got: n });

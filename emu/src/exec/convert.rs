@@ -26,9 +26,13 @@ fn round_int(x: f64, r: Round) -> f64 {
 
 pub fn exec(i: &Inst, r: &mut [u64]) {
     let (dt, st) = (i.ty, i.ty2);
-    if dt == Ty::BF16X2 {
-        // cvt.rn.bf16x2.f32 d, a, b: a to the upper half, b to the lower (PTX ISA, cvt).
-        let one = |reg: u32| Half::BF16.from_f64(f32::from_bits(r[reg as usize] as u32) as f64) as u64;
+    if let Some(h) = match dt {
+        Ty::BF16X2 => Some(Half::BF16),
+        Ty::F16X2 => Some(Half::F16),
+        _ => None,
+    } {
+        // cvt.rn.{bf16,f16}x2.f32 d, a, b: a to the upper half, b to the lower (PTX ISA, cvt).
+        let one = |reg: u32| h.from_f64(f32::from_bits(r[reg as usize] as u32) as f64) as u64;
         r[i.d as usize] = one(i.a) << 16 | one(i.b);
         return;
     }

@@ -10,6 +10,9 @@ impl Lower<'_> {
         if x.tys.iter().any(|t| matches!(t, Ty::BF16 | Ty::BF16X2)) {
             return self.cvt_bf16(x, inst);
         }
+        if x.tys.contains(&Ty::F16X2) {
+            return self.cvt_f16x2(x, inst);
+        }
         x.only(&[])?;
         let [dt, st] = x.tys.as_slice() else { return Err(x.unsupported()) };
         x.nops(2)?;
@@ -98,6 +101,26 @@ impl Lower<'_> {
         if dt == Ty::BF16X2 {
             inst.b = self.reg(x, &x.ops[2], st)?;
         }
+        Ok(())
+    }
+
+    /// `cvt.rn.f16x2.f32 d, a, b` (`__floats2half2_rn` from sm_80): as the bf16x2 form,
+    /// `a` goes to the upper half of `d` and `b` to the lower (PTX ISA, cvt: "the value
+    /// converted from input a is stored in the upper half of d"); sm_80, PTX ISA 7.0. The
+    /// `.relu`, `.satfinite` and `.rs` variants are refused: nvcc does not emit them.
+    fn cvt_f16x2(&mut self, x: &Ctx, inst: &mut Inst) -> Result<(), LoadError> {
+        x.only(&[])?;
+        if x.flags != 0 || x.round != Round::Rn || x.tys.as_slice() != [Ty::F16X2, Ty::F32] {
+            return Err(x.unsupported());
+        }
+        x.nops(3)?;
+        self.need_sm(x, 80)?;
+        inst.op = Op::Cvt;
+        inst.ty = Ty::F16X2;
+        inst.ty2 = Ty::F32;
+        inst.d = x.dreg(&x.ops[0])?;
+        inst.a = self.reg(x, &x.ops[1], Ty::F32)?;
+        inst.b = self.reg(x, &x.ops[2], Ty::F32)?;
         Ok(())
     }
 

@@ -274,7 +274,7 @@ fn check_round_and_flags(x: &Ctx, inst: &Inst) -> Result<(), LoadError> {
             matches!(inst.round, Round::Default | Round::Rn)
         }
         // cvt.rn.bf16x2.f32 (convert.rs checks the bf16 forms).
-        Op::Cvt if inst.ty == Ty::BF16X2 => inst.round == Round::Rn,
+        Op::Cvt if matches!(inst.ty, Ty::BF16X2 | Ty::F16X2) => inst.round == Round::Rn,
         Op::Cvt => {
             let (dt, st) = (inst.ty, inst.ty2);
             match (dt.is_float(), st.is_float()) {

@@ -64,6 +64,8 @@ pub enum Ty {
     F32,
     /// Two bf16 in a .b32: element 0 in the low half, element 1 in the high half.
     BF16X2,
+    /// Two f16 in a .b32, as BF16X2 (only `cvt.rn.f16x2.f32` uses it).
+    F16X2,
     B64,
     U64,
     S64,
@@ -83,6 +85,7 @@ impl Ty {
             "f16" => Ty::F16,
             "bf16" => Ty::BF16,
             "bf16x2" => Ty::BF16X2,
+            "f16x2" => Ty::F16X2,
             "b32" => Ty::B32,
             "u32" => Ty::U32,
             "s32" => Ty::S32,
@@ -100,7 +103,7 @@ impl Ty {
         match self {
             Ty::B8 | Ty::U8 | Ty::S8 | Ty::Pred => 1,
             Ty::B16 | Ty::U16 | Ty::S16 | Ty::F16 | Ty::BF16 => 2,
-            Ty::B32 | Ty::U32 | Ty::S32 | Ty::F32 | Ty::BF16X2 => 4,
+            Ty::B32 | Ty::U32 | Ty::S32 | Ty::F32 | Ty::BF16X2 | Ty::F16X2 => 4,
             Ty::B64 | Ty::U64 | Ty::S64 | Ty::F64 => 8,
         }
     }
@@ -108,7 +111,7 @@ impl Ty {
         self.size() * 8
     }
     pub fn is_float(self) -> bool {
-        matches!(self, Ty::F16 | Ty::BF16 | Ty::BF16X2 | Ty::F32 | Ty::F64)
+        matches!(self, Ty::F16 | Ty::BF16 | Ty::BF16X2 | Ty::F16X2 | Ty::F32 | Ty::F64)
     }
     /// The 16-bit float types (and bf16x2, two of them), which exec/half.rs computes.
     pub fn is_half(self) -> bool {
