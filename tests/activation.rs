@@ -1,11 +1,12 @@
-//! activation: forward and derivative in f16 against the CPU reference.
+//! activation: forward and derivative in f16 and bf16 against the CPU reference (and, for
+//! bf16, against f64).
 
 mod common;
 
 use mixed_precision::backend::cpu::{self, Cpu};
 use mixed_precision::backend::cuda::Cuda;
 use mixed_precision::backend::Backend;
-use mixed_precision::half::f16;
+use mixed_precision::half::{bf16, f16};
 use mixed_precision::kernels::activation::{activation_backward, activation_forward};
 use mixed_precision::kernels::gemm::Activation;
 use mixed_precision::nn::{ArenaLayout, Weights};
@@ -286,4 +287,191 @@ fn cpu_linear_relu_dead_unit_overflow_takes_the_step() {
 fn cuda_linear_relu_dead_unit_overflow_takes_the_step() {
     let dev = gpu_or_skip!();
     linear_relu_dead_unit_overflow(&Cuda::new(&dev), "Cuda");
+}
+
+// ----------------------------------------------------------------------------
+// bf16 (issue 19): the same kernels on bf16 activations. bf16 has 8 significant bits, so
+// one step is 2^-7 |y| where f16's is 2^-10 |y|, and its unit roundoff is 2^-8.
+
+fn bf16s(rng: &mut Rng, n: usize) -> Vec<bf16> {
+    (0..n).map(|_| bf16::from_f32(rng.normal() * 3.0)).collect()
+}
+
+/// As `close`, for bf16: exact for None and ReLU; GELU within one bf16 step (tanhf on the
+/// GPU against Rust's tanh move the f32 value by a few f32 ulps, which can cross a bf16
+/// rounding boundary, never two).
+fn close_bf16(a: bf16, b: bf16, act: Activation) -> bool {
+    if act != Activation::Gelu {
+        return common::same_bf16(a, b);
+    }
+    let (x, y) = (a.to_f32(), b.to_f32());
+    let step = y.abs().max(f32::MIN_POSITIVE) * 2f32.powi(-7);
+    (x - y).abs() <= step * 1.01
+}
+
+#[test]
+fn forward_and_backward_bf16_match_cpu() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(13);
+    for &n in LENGTHS {
+        for act in ACTS {
+            let x = bf16s(&mut rng, n);
+            let dy = bf16s(&mut rng, n);
+            let xd = Tensor::from_host(&dev, &x, &[n]).unwrap();
+            let dyd = Tensor::from_host(&dev, &dy, &[n]).unwrap();
+            let mut y = Tensor::from_host(&dev, &vec![bf16::NAN; n], &[n]).unwrap();
+            let mut dx = Tensor::from_host(&dev, &vec![bf16::NAN; n], &[n]).unwrap();
+            activation_forward(&dev, &xd.view(), &mut y.view_mut(), act).unwrap();
+            activation_backward(&dev, &xd.view(), &dyd.view(), &mut dx.view_mut(), act).unwrap();
+            let (y, dx) = (y.to_host().unwrap(), dx.to_host().unwrap());
+            for i in 0..n {
+                let xf = x[i].to_f32();
+                let want_y = bf16::from_f32(cpu::activation(xf, act));
+                let want_dx = bf16::from_f32(cpu::activation_grad(xf, dy[i].to_f32(), act));
+                assert!(close_bf16(y[i], want_y, act), "{act:?} n={n} i={i}: y {} vs {}", y[i], want_y);
+                assert!(close_bf16(dx[i], want_dx, act), "{act:?} n={n} i={i}: dx {} vs {}", dx[i], want_dx);
+            }
+        }
+    }
+}
+
+/// GELU (tanh form) and its derivative in f64.
+fn gelu_f64(x: f64) -> (f64, f64) {
+    let (k0, k1) = ((2.0 / std::f64::consts::PI).sqrt(), 0.044715);
+    let t = (k0 * (x + k1 * x * x * x)).tanh();
+    (0.5 * x * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k0 * (1.0 + 3.0 * k1 * x * x))
+}
+
+/// Against f64 on the same bf16 inputs. None and ReLU are exact (a copy or a select).
+/// GELU: the kernel's f32 value is within a few f32 roundings of the f64 one, and the bf16
+/// store adds at most the unit roundoff 2^-8 relative. With u = 2^-24, the f32 error is
+/// bounded by 8u times the terms' magnitudes: forward 0.5 |x| (1 + |t|) <= |x| (tanhf's
+/// 2 ulp, the argument's and the products' roundings); backward |dy| (1 + |x| k0 (1 + 3 k1
+/// x^2)) (1 - t^2 loses its relative accuracy to cancellation where |t| -> 1, so its
+/// error is absolute, ~6u). Hence |got - ref| <= (2^-8 + 2^-20) |ref| + that bound.
+#[test]
+fn forward_and_backward_bf16_within_bound_of_f64() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(14);
+    let n = 65537;
+    let x = bf16s(&mut rng, n);
+    let dy = bf16s(&mut rng, n);
+    let xd = Tensor::from_host(&dev, &x, &[n]).unwrap();
+    let dyd = Tensor::from_host(&dev, &dy, &[n]).unwrap();
+    let u = 2f64.powi(-24);
+    let rel = 2f64.powi(-8) + 2f64.powi(-20);
+    for act in ACTS {
+        let mut y = Tensor::from_host(&dev, &vec![bf16::NAN; n], &[n]).unwrap();
+        let mut dx = Tensor::from_host(&dev, &vec![bf16::NAN; n], &[n]).unwrap();
+        activation_forward(&dev, &xd.view(), &mut y.view_mut(), act).unwrap();
+        activation_backward(&dev, &xd.view(), &dyd.view(), &mut dx.view_mut(), act).unwrap();
+        let (y, dx) = (y.to_host().unwrap(), dx.to_host().unwrap());
+        let mut rounded = 0;
+        for i in 0..n {
+            let (xv, g) = (x[i].to_f64(), dy[i].to_f64());
+            let (want_y, want_dx, tol_y, tol_dx) = match act {
+                Activation::None => (xv, g, 0.0, 0.0),
+                Activation::Relu => (xv.max(0.0), if xv > 0.0 { g } else { 0.0 }, 0.0, 0.0),
+                Activation::Gelu => {
+                    let (f, d) = gelu_f64(xv);
+                    let k = (2.0 / std::f64::consts::PI).sqrt() * (1.0 + 3.0 * 0.044715 * xv * xv);
+                    (
+                        f,
+                        g * d,
+                        rel * f.abs() + 8.0 * u * xv.abs(),
+                        rel * (g * d).abs() + 8.0 * u * g.abs() * (1.0 + xv.abs() * k),
+                    )
+                }
+            };
+            let (ey, edx) = ((y[i].to_f64() - want_y).abs(), (dx[i].to_f64() - want_dx).abs());
+            assert!(ey <= tol_y, "{act:?} i={i} x={xv}: y {} vs {want_y:e}", y[i]);
+            assert!(edx <= tol_dx, "{act:?} i={i} x={xv} dy={g}: dx {} vs {want_dx:e}", dx[i]);
+            rounded += (ey != 0.0) as usize;
+        }
+        assert!(act != Activation::Gelu || rounded > n / 2, "GELU: only {rounded} of {n} outputs needed rounding");
+    }
+}
+
+#[test]
+fn unaligned_views_bf16_take_the_scalar_path() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(15);
+    let x = bf16s(&mut rng, 40);
+    let xd = Tensor::from_host(&dev, &x, &[40]).unwrap();
+    let mut y = Tensor::from_host(&dev, &[bf16::NAN; 40], &[40]).unwrap();
+    let xv = xd.view();
+    let mut yv = y.view_mut();
+    activation_forward(&dev, &xv.slice(1..34), &mut yv.slice_mut(3..36), Activation::Relu).unwrap();
+    let y = y.to_host().unwrap();
+    for i in 0..33 {
+        assert_eq!(y[3 + i], bf16::from_f32(x[1 + i].to_f32().max(0.0)), "i={i}");
+    }
+    assert!(y[0].is_nan() && y[36].is_nan(), "nothing outside the view is written");
+}
+
+#[test]
+fn length_mismatch_bf16_is_an_error() {
+    let dev = gpu_or_skip!();
+    let x = Tensor::<bf16>::zeros(&dev, &[8]).unwrap();
+    let mut y = Tensor::<bf16>::zeros(&dev, &[7]).unwrap();
+    let e = activation_forward(&dev, &x.view(), &mut y.view_mut(), Activation::Relu).unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { op: "activation_forward_bf16", .. }), "{e}");
+    let e = activation_backward(
+        &dev,
+        &x.view(),
+        &y.view(),
+        &mut Tensor::<bf16>::zeros(&dev, &[8]).unwrap().view_mut(),
+        Activation::Gelu,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { op: "activation_backward_bf16", what: "dy", .. }), "{e}");
+}
+
+/// The non-finite pairs of `special_pairs` in bf16, plus bf16's own extremes (its largest
+/// finite value, past f16's range): bit for bit against the CPU reference (GELU's finite
+/// results within one bf16 step), ReLU against PyTorch's threshold_backward, through the
+/// vector body, the scalar tail and an unaligned view.
+#[test]
+fn relu_backward_bf16_nonfinite_matches_cpu_bit_for_bit() {
+    let dev = gpu_or_skip!();
+    let xs: Vec<f32> = SPECIAL_X.iter().copied().chain([3.3895314e38, -3.3895314e38, 1e-40]).collect();
+    let pairs: Vec<(bf16, bf16)> =
+        xs.iter().flat_map(|&x| SPECIAL_DY.iter().map(move |&g| (bf16::from_f32(x), bf16::from_f32(g)))).collect();
+    let n = 211;
+    let (x, dy): (Vec<bf16>, Vec<bf16>) = (0..n).map(|i| pairs[i % pairs.len()]).unzip();
+    let xd = Tensor::from_host(&dev, &x, &[n]).unwrap();
+    let dyd = Tensor::from_host(&dev, &dy, &[n]).unwrap();
+    let poison = bf16::from_f32(-7.0);
+    for act in ACTS {
+        let mut dx = Tensor::from_host(&dev, &vec![poison; n], &[n]).unwrap();
+        activation_backward(&dev, &xd.view(), &dyd.view(), &mut dx.view_mut(), act).unwrap();
+        let mut dxu = Tensor::from_host(&dev, &vec![poison; n], &[n]).unwrap();
+        let (xv, gv, mut dv) = (xd.view(), dyd.view(), dxu.view_mut());
+        activation_backward(&dev, &xv.slice(1..n), &gv.slice(1..n), &mut dv.slice_mut(1..n), act).unwrap();
+        let (dx, dxu) = (dx.to_host().unwrap(), dxu.to_host().unwrap());
+        for i in 0..n {
+            let want = bf16::from_f32(cpu::activation_grad(x[i].to_f32(), dy[i].to_f32(), act));
+            for (path, got) in [("aligned", dx[i]), ("unaligned", dxu[i])] {
+                if path == "unaligned" && i == 0 {
+                    assert_eq!(got, poison, "nothing outside the view is written");
+                    continue;
+                }
+                let ok = if act == Activation::Gelu && want.is_finite() {
+                    close_bf16(got, want, act)
+                } else {
+                    common::same_bf16(got, want)
+                };
+                assert!(ok, "{act:?} {path} i={i}: x={} dy={}: {got} vs {want}", x[i], dy[i]);
+                if act == Activation::Relu {
+                    let torch = bf16::from_f32(threshold_backward(x[i].to_f32(), dy[i].to_f32()));
+                    assert!(
+                        common::same_bf16(got, torch),
+                        "{path} i={i}: x={} dy={}: {got}, torch {torch}",
+                        x[i],
+                        dy[i]
+                    );
+                }
+            }
+        }
+    }
 }

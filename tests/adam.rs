@@ -1,13 +1,16 @@
-//! adam: AdamW / Adam on fp32 master weights with the fp16 copy, against an f64
-//! reference of the same math, and the skip on found_inf.
+//! adam: AdamW / Adam on fp32 master weights with the fp16 or bf16 copy, against an f64
+//! reference of the same math, and the skip on found_inf; pure-bf16 weights with seeded
+//! stochastic rounding against the CPU reference.
 
 mod common;
 
 use mixed_precision::backend::cpu;
-use mixed_precision::half::f16;
-use mixed_precision::kernels::adam::{adamw_step, adamw_step_multi, AdamConfig, AdamMode, AdamScalars, AdamTensors};
+use mixed_precision::half::{bf16, f16};
+use mixed_precision::kernels::adam::{
+    adamw_pure, adamw_step, adamw_step_multi, AdamConfig, AdamMode, AdamPureTensors, AdamScalars, AdamTensors,
+};
 use mixed_precision::rng::Rng;
-use mixed_precision::{Element, Error, Tensor};
+use mixed_precision::{Element, Error, Half, Tensor};
 
 const STEPS: usize = 1000;
 const SCALE: f32 = 4096.0;
@@ -119,19 +122,19 @@ fn cpu_reference_skips_on_found_inf() {
 }
 
 /// One GPU step over the whole range, state round-tripped through the host.
-fn gpu_step<G: Element>(
+fn gpu_step<G: Element, C: Half>(
     dev: &std::sync::Arc<mixed_precision::Device>,
     s: &mut State,
     g: &[G],
     cfg: &AdamConfig,
     found_inf: f32,
-) -> Vec<f16> {
+) -> Vec<C> {
     let n = s.p.len();
     let mut p = Tensor::from_host(dev, &s.p, &[n]).unwrap();
     let gd = Tensor::from_host(dev, g, &[n]).unwrap();
     let mut m = Tensor::from_host(dev, &s.m, &[n]).unwrap();
     let mut v = Tensor::from_host(dev, &s.v, &[n]).unwrap();
-    let mut copy = Tensor::from_host(dev, &vec![f16::NAN; n], &[n]).unwrap();
+    let mut copy = Tensor::from_host(dev, &vec![C::from_f32(f32::NAN); n], &[n]).unwrap();
     let mut step = Tensor::from_host(dev, &[s.step], &[1]).unwrap();
     let scale = Tensor::from_host(dev, &[SCALE], &[1]).unwrap();
     let found = Tensor::from_host(dev, &[found_inf], &[1]).unwrap();
@@ -159,7 +162,7 @@ fn gpu_step<G: Element>(
 fn adamw_step_f32_within_1e6_of_f64_for_1000_steps() {
     let dev = gpu_or_skip!();
     thousand_steps::<f32>("gpu f32 grads", |s, g, cfg| {
-        let copy = gpu_step(&dev, s, g, cfg, 0.0);
+        let copy = gpu_step::<_, f16>(&dev, s, g, cfg, 0.0);
         assert!(copy.iter().zip(&s.p).all(|(c, p)| c.to_bits() == f16::from_f32(*p).to_bits()), "copy != cast(master)");
     });
 }
@@ -168,7 +171,7 @@ fn adamw_step_f32_within_1e6_of_f64_for_1000_steps() {
 fn adamw_step_f16_within_1e6_of_f64_for_1000_steps() {
     let dev = gpu_or_skip!();
     thousand_steps::<f16>("gpu f16 grads", |s, g, cfg| {
-        let copy = gpu_step(&dev, s, g, cfg, 0.0);
+        let copy = gpu_step::<_, f16>(&dev, s, g, cfg, 0.0);
         assert!(copy.iter().zip(&s.p).all(|(c, p)| c.to_bits() == f16::from_f32(*p).to_bits()), "copy != cast(master)");
     });
 }
@@ -183,7 +186,7 @@ fn adamw_step_matches_cpu_reference() {
             let mut c = s.clone();
             for _ in 0..5 {
                 let g = scaled_grads::<f32>(&mut rng, n);
-                gpu_step(&dev, &mut s, &g, &cfg, 0.0);
+                gpu_step::<_, f16>(&dev, &mut s, &g, &cfg, 0.0);
                 cpu::adam_count_step(&mut c.step, Some(0.0));
                 cpu::adamw_update(
                     &mut c.p,
@@ -217,7 +220,7 @@ fn adamw_step_with_found_inf_changes_nothing() {
     s.step = 17.0;
     let before = s.clone();
     let g = scaled_grads::<f32>(&mut rng, n);
-    let copy = gpu_step(&dev, &mut s, &g, &AdamConfig::default(), 1.0);
+    let copy = gpu_step::<_, f16>(&dev, &mut s, &g, &AdamConfig::default(), 1.0);
     assert_eq!(s.step, 17.0, "the step count must not advance");
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!((bits(&s.p), bits(&s.m), bits(&s.v)), (bits(&before.p), bits(&before.m), bits(&before.v)));
@@ -226,26 +229,31 @@ fn adamw_step_with_found_inf_changes_nothing() {
 
 #[test]
 fn adamw_step_multi_equals_flat_per_tensor() {
-    let dev = gpu_or_skip!();
-    let mut rng = Rng::new(12);
+    multi_equals_flat::<f32, f16>("adam::adamw_step_multi_equals_flat_per_tensor", 12);
+}
+
+/// adamw_step_multi over 40 tensors against adamw_step on each: bit for bit.
+fn multi_equals_flat<G: Element, C: Half>(test: &str, seed: u64) {
+    let Some(dev) = common::gpu(test) else { return };
+    let mut rng = Rng::new(seed);
     // 40 tensors: more than one launch carries; one spans several chunks.
     let lens: Vec<usize> = (0..40).map(|i| if i == 5 { 150_001 } else { 1 + rng.below(2000) as usize }).collect();
     let cfg = configs()[0];
     let states: Vec<State> = lens.iter().map(|&n| State::new(&mut rng, n)).collect();
-    let grads: Vec<Vec<f32>> = lens.iter().map(|&n| scaled_grads::<f32>(&mut rng, n)).collect();
+    let grads: Vec<Vec<G>> = lens.iter().map(|&n| scaled_grads::<G>(&mut rng, n)).collect();
     // Flat, one tensor at a time.
     let mut flat = states.clone();
     let mut flat_copies = Vec::new();
     for (s, g) in flat.iter_mut().zip(&grads) {
-        flat_copies.push(gpu_step(&dev, s, g, &cfg, 0.0));
+        flat_copies.push(gpu_step::<G, C>(&dev, s, g, &cfg, 0.0));
     }
     // Multi, all at once.
     let up = |v: &Vec<f32>| Tensor::from_host(&dev, v, &[v.len()]).unwrap();
     let mut p: Vec<_> = states.iter().map(|s| up(&s.p)).collect();
     let mut m: Vec<_> = states.iter().map(|s| up(&s.m)).collect();
     let mut v: Vec<_> = states.iter().map(|s| up(&s.v)).collect();
-    let g: Vec<_> = grads.iter().map(up).collect();
-    let mut c: Vec<_> = lens.iter().map(|&n| Tensor::<f16>::zeros(&dev, &[n]).unwrap()).collect();
+    let g: Vec<_> = grads.iter().map(|v| Tensor::from_host(&dev, v, &[v.len()]).unwrap()).collect();
+    let mut c: Vec<_> = lens.iter().map(|&n| Tensor::<C>::zeros(&dev, &[n]).unwrap()).collect();
     let mut step = Tensor::from_host(&dev, &[0.0f32], &[1]).unwrap();
     let scale = Tensor::from_host(&dev, &[SCALE], &[1]).unwrap();
     {
@@ -270,7 +278,7 @@ fn adamw_step_multi_equals_flat_per_tensor() {
     for i in 0..lens.len() {
         assert_eq!(p[i].to_host().unwrap(), flat[i].p, "tensor {i}");
         assert_eq!(m[i].to_host().unwrap(), flat[i].m, "tensor {i}");
-        assert_eq!(c[i].to_host().unwrap(), flat_copies[i], "tensor {i}");
+        assert!(bits(&c[i].to_host().unwrap()) == bits(&flat_copies[i]), "tensor {i}: copy");
     }
 }
 
@@ -306,4 +314,369 @@ fn adamw_step_rejects_bad_input_before_any_launch() {
     }
     assert_eq!(step.to_host().unwrap(), [0.0], "a rejected step must not advance the count");
     assert_eq!(p.to_host().unwrap(), [1.0; 8]);
+}
+
+// ----------------------------------------------------------------------------
+// bf16 (issue 19): the bf16 working copy, bf16 gradients, and pure-bf16 weights.
+//
+// Tolerances: the master weights and moments stay f32, so the f64 bound of the f16 tests
+// (1e-6 normwise over 1000 steps) holds unchanged for bf16 gradients: they are inputs,
+// exact in f32, and the reference reads the same rounded values. The copy is a single
+// round-to-nearest-even of the f32 master (relative error <= 2^-8), checked bit for bit
+// against half::bf16::from_f32 of the master. Against the CPU reference everything is
+// bit for bit: the same operations in the same precisions; only pow() (device libdevice
+// against the host libm) could differ, by an ulp of f64, which changes the f32 bias
+// correction only at a rounding boundary (~2^-29 per step: not met by these seeds).
+//
+// The bit-for-bit tests below fail as of 4c48c27, for f16 as for bf16: nvcc contracted
+// the f64 moment updates of cuda/adam.cu into fma.rn.f64 (m = fma(beta1, m, (1 - beta1) g),
+// v = fma(beta2, v, (1 - beta2) g g), and Adam's g = fma(wd, p, g)) while
+// cpu::adamw_update rounds the product first; about 4 in 1000 moments then round to the
+// other f32 neighbour from the second step on (the f16 test above only bounds p, by 1e-7).
+
+fn bits<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
+    bytemuck::cast_slice(v).to_vec()
+}
+
+/// Bit for bit, naming the first element that differs.
+fn assert_same_bits<T: Element>(what: &str, name: &str, got: &[T], want: &[T]) {
+    assert_eq!(got.len(), want.len());
+    let differ = |a: &T, b: &T| bytemuck::bytes_of(a) != bytemuck::bytes_of(b);
+    if let Some(i) = (0..got.len()).find(|&i| differ(&got[i], &want[i])) {
+        let count = got.iter().zip(want).filter(|(a, b)| differ(a, b)).count();
+        panic!(
+            "{what}: {name} differs from the CPU reference at {count} of {} elements, first i={i}: gpu {:e} cpu {:e}",
+            got.len(),
+            got[i].to_f32(),
+            want[i].to_f32()
+        );
+    }
+}
+
+#[test]
+fn cpu_reference_bf16_grads_within_1e6_of_f64_for_1000_steps() {
+    thousand_steps::<bf16>("cpu bf16 grads", |s, g, cfg| {
+        let mut copy = vec![bf16::NAN; s.p.len()];
+        cpu::adam_count_step(&mut s.step, None);
+        cpu::adamw_update(&mut s.p, g, &mut s.m, &mut s.v, Some(&mut copy), s.step, Some(SCALE), None, cfg).unwrap();
+        assert!(copy.iter().zip(&s.p).all(|(c, p)| c.to_bits() == bf16::from_f32(*p).to_bits()));
+    });
+}
+
+#[test]
+fn adamw_step_bf16_grads_bf16_copy_within_1e6_of_f64_for_1000_steps() {
+    let dev = gpu_or_skip!();
+    thousand_steps::<bf16>("gpu bf16 grads", |s, g, cfg| {
+        let copy = gpu_step::<_, bf16>(&dev, s, g, cfg, 0.0);
+        assert!(
+            copy.iter().zip(&s.p).all(|(c, p)| c.to_bits() == bf16::from_f32(*p).to_bits()),
+            "bf16 copy != cast(master)"
+        );
+    });
+}
+
+/// Five steps on the GPU and on the CPU reference from the same state: master weights,
+/// moments and the bf16 copy bit for bit, with `G` gradients.
+fn bf16_copy_bit_for_bit<G: Element>(test: &str, seed: u64) {
+    let Some(dev) = common::gpu(test) else { return };
+    let mut rng = Rng::new(seed);
+    for n in [1, 7, 8, 9, 1023, 65537] {
+        for cfg in configs() {
+            let mut s = State::new(&mut rng, n);
+            let mut c = s.clone();
+            for k in 0..5 {
+                let g = scaled_grads::<G>(&mut rng, n);
+                let copy = gpu_step::<G, bf16>(&dev, &mut s, &g, &cfg, 0.0);
+                let mut want_copy = vec![bf16::NAN; n];
+                cpu::adam_count_step(&mut c.step, Some(0.0));
+                cpu::adamw_update(
+                    &mut c.p,
+                    &g,
+                    &mut c.m,
+                    &mut c.v,
+                    Some(&mut want_copy),
+                    c.step,
+                    Some(SCALE),
+                    Some(0.0),
+                    &cfg,
+                )
+                .unwrap();
+                let what = format!("{} grads n={n} {:?} step {k}", G::DTYPE, cfg.mode);
+                assert_eq!(s.step, c.step, "{what}");
+                assert_same_bits(&what, "m", &s.m, &c.m);
+                assert_same_bits(&what, "v", &s.v, &c.v);
+                assert_same_bits(&what, "master", &s.p, &c.p);
+                assert_same_bits(&what, "bf16 copy", &copy, &want_copy);
+                assert!(copy.iter().all(|x| x.is_finite()), "{what}: copy not written");
+            }
+        }
+    }
+}
+
+#[test]
+fn adamw_step_bf16_copy_f32_grads_matches_cpu_bit_for_bit() {
+    bf16_copy_bit_for_bit::<f32>("adam::adamw_step_bf16_copy_f32_grads_matches_cpu_bit_for_bit", 13);
+}
+
+#[test]
+fn adamw_step_bf16_copy_bf16_grads_matches_cpu_bit_for_bit() {
+    bf16_copy_bit_for_bit::<bf16>("adam::adamw_step_bf16_copy_bf16_grads_matches_cpu_bit_for_bit", 14);
+}
+
+#[test]
+fn adamw_step_bf16_with_found_inf_changes_nothing() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(15);
+    let n = 4099;
+    let mut s = State::new(&mut rng, n);
+    s.m = rng.uniform_vec(n, -1.0, 1.0);
+    s.v = rng.uniform_vec(n, 0.0, 1.0);
+    s.step = 17.0;
+    let before = s.clone();
+    let g = scaled_grads::<bf16>(&mut rng, n);
+    let copy = gpu_step::<_, bf16>(&dev, &mut s, &g, &AdamConfig::default(), 1.0);
+    assert_eq!(s.step, 17.0, "the step count must not advance");
+    assert!(bits(&s.p) == bits(&before.p) && bits(&s.m) == bits(&before.m) && bits(&s.v) == bits(&before.v));
+    assert!(copy.iter().all(|c| c.is_nan()), "the bf16 copy must not be written");
+    // The same state with found_inf clear does move: the skip is what kept it.
+    let copy = gpu_step::<_, bf16>(&dev, &mut s, &g, &AdamConfig::default(), 0.0);
+    assert_eq!(s.step, 18.0);
+    assert!(bits(&s.p) != bits(&before.p) && copy.iter().all(|c| c.is_finite()));
+}
+
+#[test]
+fn adamw_step_multi_bf16_equals_flat_per_tensor() {
+    multi_equals_flat::<bf16, bf16>("adam::adamw_step_multi_bf16_equals_flat_per_tensor", 16);
+}
+
+/// State of one pure-bf16 range: the bf16 weights are the only copy.
+#[derive(Clone, PartialEq, Debug)]
+struct PureState {
+    p: Vec<bf16>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    step: f32,
+}
+
+impl PureState {
+    fn new(rng: &mut Rng, n: usize) -> Self {
+        let p = (0..n).map(|_| bf16::from_f32(rng.uniform_in(-1.0, 1.0))).collect();
+        PureState { p, m: vec![0.0; n], v: vec![0.0; n], step: 0.0 }
+    }
+
+    fn bits(&self) -> (Vec<u8>, Vec<u8>, Vec<u8>, f32) {
+        (bits(&self.p), bits(&self.m), bits(&self.v), self.step)
+    }
+}
+
+/// One adamw_pure step on the GPU, state round-tripped through the host.
+fn pure_gpu_step<G: Element>(
+    dev: &std::sync::Arc<mixed_precision::Device>,
+    s: &mut PureState,
+    g: &[G],
+    scale: Option<f32>,
+    found_inf: f32,
+    cfg: &AdamConfig,
+    seed: u64,
+) {
+    let n = s.p.len();
+    let mut p = Tensor::from_host(dev, &s.p, &[n]).unwrap();
+    let gd = Tensor::from_host(dev, g, &[n]).unwrap();
+    let mut m = Tensor::from_host(dev, &s.m, &[n]).unwrap();
+    let mut v = Tensor::from_host(dev, &s.v, &[n]).unwrap();
+    let mut step = Tensor::from_host(dev, &[s.step], &[1]).unwrap();
+    let scale_d = Tensor::from_host(dev, &[scale.unwrap_or(1.0)], &[1]).unwrap();
+    let found = Tensor::from_host(dev, &[found_inf], &[1]).unwrap();
+    {
+        let mut t = AdamPureTensors { params: p.view_mut(), grads: gd.view(), m: m.view_mut(), v: v.view_mut() };
+        let mut sc =
+            AdamScalars { step: step.view_mut(), scale: scale.map(|_| scale_d.view()), found_inf: Some(found.view()) };
+        adamw_pure(dev, &mut t, &mut sc, cfg, seed).unwrap();
+    }
+    *s = PureState {
+        p: p.to_host().unwrap(),
+        m: m.to_host().unwrap(),
+        v: v.to_host().unwrap(),
+        step: step.to_host().unwrap()[0],
+    };
+}
+
+/// The same step on the CPU reference.
+fn pure_cpu_step<G: Element>(
+    s: &mut PureState,
+    g: &[G],
+    scale: Option<f32>,
+    found_inf: f32,
+    cfg: &AdamConfig,
+    seed: u64,
+) {
+    cpu::adam_count_step(&mut s.step, Some(found_inf));
+    cpu::adamw_pure_update(&mut s.p, g, &mut s.m, &mut s.v, s.step, scale, Some(found_inf), cfg, seed).unwrap();
+}
+
+/// Every r in 0..2^16 once: stochastic rounding with uniform bits is exactly unbiased,
+/// sum_r round(x, r) = 2^16 x, for x anywhere between two bf16 values (the fraction of r
+/// that round away from zero is the dropped bits / 2^16); and x already in bf16 never moves.
+#[test]
+fn cpu_round_bf16_stochastic_is_exactly_unbiased_over_all_bits() {
+    let mut rng = Rng::new(17);
+    for k in 0..200 {
+        let x = if k < 4 {
+            [1.0f32, -3.0, 1e-40, f32::from_bits(0x3f80_0001)][k]
+        } else {
+            f32::from_bits(rng.next_u64() as u32 & 0x7f7f_ffff) * if k % 2 == 0 { 1.0 } else { -1.0 }
+        };
+        let sum: f64 = (0..1u32 << 16).map(|r| cpu::round_bf16_stochastic(x, r).to_f64()).sum();
+        assert_eq!(sum, x as f64 * 65536.0, "x = {x:e} ({:#010x})", x.to_bits());
+        let (lo, hi) = (bf16::from_bits((x.to_bits() >> 16) as u16), bf16::from_bits((x.to_bits() >> 16) as u16 + 1));
+        for r in [0, 0x7fff, 0xffff] {
+            let y = cpu::round_bf16_stochastic(x, r);
+            assert!(y == lo || (y == hi && x.to_bits() & 0xffff != 0), "x = {x:e} r = {r:#x}: {y}");
+        }
+    }
+    assert!(cpu::round_bf16_stochastic(f32::NAN, 0xffff).is_nan());
+    assert_eq!(cpu::round_bf16_stochastic(f32::INFINITY, 0xffff), bf16::INFINITY);
+    assert_eq!(cpu::round_bf16_stochastic(f32::MAX, 0xffff), bf16::INFINITY, "rounds up past bf16::MAX");
+}
+
+/// adamw_pure against cpu::adamw_pure_update over eight steps, bit for bit (weights,
+/// moments, step count), with `G` gradients carrying the loss scale.
+fn pure_bit_for_bit<G: Element>(test: &str, seed: u64) {
+    let Some(dev) = common::gpu(test) else { return };
+    let mut rng = Rng::new(seed);
+    for n in [1, 7, 8, 9, 1023, 65537] {
+        for cfg in configs() {
+            let mut s = PureState::new(&mut rng, n);
+            let mut c = s.clone();
+            let start = s.clone();
+            for k in 0..8 {
+                let g = scaled_grads::<G>(&mut rng, n);
+                pure_gpu_step(&dev, &mut s, &g, Some(SCALE), 0.0, &cfg, 0x5eed);
+                pure_cpu_step(&mut c, &g, Some(SCALE), 0.0, &cfg, 0x5eed);
+                let what = format!("{} grads n={n} {:?} step {k}", G::DTYPE, cfg.mode);
+                assert_eq!(s.step, k as f32 + 1.0, "{what}");
+                assert_same_bits(&what, "m", &s.m, &c.m);
+                assert_same_bits(&what, "v", &s.v, &c.v);
+                assert_same_bits(&what, "bf16 weights", &s.p, &c.p);
+            }
+            assert!(n < 1000 || s.p != start.p, "{} n={n}: the weights never moved", G::DTYPE);
+        }
+    }
+}
+
+#[test]
+fn adamw_pure_bf16_f32_grads_matches_cpu_bit_for_bit() {
+    pure_bit_for_bit::<f32>("adam::adamw_pure_bf16_f32_grads_matches_cpu_bit_for_bit", 18);
+}
+
+#[test]
+fn adamw_pure_bf16_bf16_grads_matches_cpu_bit_for_bit() {
+    pure_bit_for_bit::<bf16>("adam::adamw_pure_bf16_bf16_grads_matches_cpu_bit_for_bit", 19);
+}
+
+#[test]
+fn adamw_pure_bf16_is_reproducible_from_its_seed() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(20);
+    let n = 4099;
+    let start = PureState::new(&mut rng, n);
+    let grads: Vec<Vec<bf16>> = (0..4).map(|_| scaled_grads::<bf16>(&mut rng, n)).collect();
+    let cfg = configs()[0];
+    let run = |seed: u64| {
+        let mut s = start.clone();
+        for g in &grads {
+            pure_gpu_step(&dev, &mut s, g, Some(SCALE), 0.0, &cfg, seed);
+        }
+        s
+    };
+    let (a, b, other) = (run(1), run(1), run(2));
+    assert!(a.bits() == b.bits(), "two runs with the same seed differ");
+    assert_ne!(a.p, start.p, "the weights never moved");
+    // The seed only picks the rounding: the moments are the same, and about half of the
+    // weights whose update needed rounding land on the other neighbour.
+    assert!(bits(&a.m) == bits(&other.m) && bits(&a.v) == bits(&other.v));
+    let differ = a.p.iter().zip(&other.p).filter(|(x, y)| x != y).count();
+    assert!(differ > n / 10, "seed 1 and seed 2 give the same rounding ({differ} of {n} differ)");
+}
+
+#[test]
+fn adamw_pure_bf16_with_found_inf_changes_nothing() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(21);
+    let n = 4099;
+    let mut s = PureState::new(&mut rng, n);
+    s.m = rng.uniform_vec(n, -1.0, 1.0);
+    s.v = rng.uniform_vec(n, 0.0, 1.0);
+    s.step = 17.0;
+    let before = s.clone();
+    for g in [scaled_grads::<f32>(&mut rng, n), vec![f32::NAN; n]] {
+        pure_gpu_step(&dev, &mut s, &g, Some(SCALE), 1.0, &AdamConfig::default(), 3);
+        assert!(s.bits() == before.bits(), "a skipped step changed the state");
+    }
+    let g = scaled_grads::<bf16>(&mut rng, n);
+    pure_gpu_step(&dev, &mut s, &g, Some(SCALE), 1.0, &AdamConfig::default(), 3);
+    assert!(s.bits() == before.bits(), "a skipped step changed the state (bf16 grads)");
+    // With found_inf clear the same call moves the state: the skip is what kept it.
+    pure_gpu_step(&dev, &mut s, &g, Some(SCALE), 0.0, &AdamConfig::default(), 3);
+    assert_eq!(s.step, 18.0);
+    assert_ne!(s.p, before.p);
+}
+
+/// Updates smaller than half a bf16 ulp: with a constant gradient +1 (-1), Adam's update
+/// is lr / (1 + eps) per step, here 1e-3, and weights at 1.0, where the bf16 spacing is
+/// 2^-8 below and 2^-7 above, so half an ulp is 1.95e-3 or 3.9e-3. Round to nearest
+/// would give 1.0 after every step; stochastic rounding keeps the expected weight exact,
+/// E[p_K] = 1 -+ K lr. Each step adds a variance of at most ulp^2 / 4 per weight, so
+/// after K = 10 steps the mean over 4096 weights has a standard deviation of at most
+/// sqrt(10 * 2^-14 / 4 / 4096) = 1.9e-4 above 1 (9.7e-5 below, ulp 2^-8); the tolerance
+/// is four of those, against the 1e-2 drift round to nearest would lose.
+#[test]
+fn adamw_pure_bf16_stochastic_rounding_is_unbiased() {
+    let dev = gpu_or_skip!();
+    let n = 8192;
+    let (lr, steps) = (1e-3f64, 10);
+    let cfg = AdamConfig { lr, weight_decay: 0.0, ..AdamConfig::default() };
+    assert_eq!(bf16::from_f32(1.0 - lr as f32), bf16::ONE, "round to nearest would not move");
+    assert_eq!(bf16::from_f32(1.0 + lr as f32), bf16::ONE, "round to nearest would not move");
+    let mut s = PureState { p: vec![bf16::ONE; n], m: vec![0.0; n], v: vec![0.0; n], step: 0.0 };
+    // +1 on even elements (weights move down), -1 on odd ones (up).
+    let g: Vec<f32> = (0..n).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    for _ in 0..steps {
+        pure_gpu_step(&dev, &mut s, &g, None, 0.0, &cfg, 0xfeed);
+    }
+    for (parity, sign, sd) in [(0, -1.0, 9.7e-5), (1, 1.0, 1.9e-4)] {
+        let mine: Vec<f64> = s.p.iter().skip(parity).step_by(2).map(|p| p.to_f64()).collect();
+        let mean = mine.iter().sum::<f64>() / mine.len() as f64;
+        let want = 1.0 + sign * steps as f64 * lr;
+        assert!((mean - want).abs() <= 4.0 * sd, "parity {parity}: mean weight {mean} vs {want} (sd {sd:e})");
+        assert!(mine.iter().all(|&p| (p - 1.0).abs() <= steps as f64 * 2f64.powi(-7)), "a weight moved too far");
+    }
+}
+
+#[test]
+fn adamw_pure_rejects_bad_input_before_any_launch() {
+    let dev = gpu_or_skip!();
+    let mut p = Tensor::from_host(&dev, &[bf16::ONE; 8], &[8]).unwrap();
+    let mut m = Tensor::<f32>::zeros(&dev, &[8]).unwrap();
+    let mut v = Tensor::<f32>::zeros(&dev, &[8]).unwrap();
+    let mut step = Tensor::from_host(&dev, &[0.0f32], &[1]).unwrap();
+    let short = Tensor::from_host(&dev, &[1.0f32; 7], &[7]).unwrap();
+    {
+        let mut t = AdamPureTensors { params: p.view_mut(), grads: short.view(), m: m.view_mut(), v: v.view_mut() };
+        let mut sc = AdamScalars { step: step.view_mut(), scale: None, found_inf: None };
+        let err = adamw_pure(&dev, &mut t, &mut sc, &AdamConfig::default(), 1).unwrap_err();
+        assert!(
+            matches!(err, Error::LengthMismatch { op: "adamw_pure_f32", what: "grads", expected: 8, got: 7 }),
+            "{err}"
+        );
+    }
+    let g16 = Tensor::from_host(&dev, &[f16::ONE; 8], &[8]).unwrap();
+    {
+        let mut t = AdamPureTensors { params: p.view_mut(), grads: g16.view(), m: m.view_mut(), v: v.view_mut() };
+        let mut sc = AdamScalars { step: step.view_mut(), scale: None, found_inf: None };
+        let err = adamw_pure(&dev, &mut t, &mut sc, &AdamConfig::default(), 1).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedDtype { op: "adamw_pure", what: "grads", .. }), "{err}");
+    }
+    assert_eq!(step.to_host().unwrap(), [0.0], "a rejected step must not advance the count");
+    assert_eq!(p.to_host().unwrap(), [bf16::ONE; 8]);
 }

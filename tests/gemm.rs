@@ -1,15 +1,17 @@
-//! gemm: fp16 tensor-core GEMM, f32 accumulation, all four row-major layout pairs,
-//! f32 and f16 output, the fused epilogues; against an f64 reference computed from the
-//! same fp16-rounded inputs (as CUTLASS's testbed does: awkward sizes, exact small-integer
-//! case, poisoned outputs, non-zero check).
+//! gemm: fp16 and bf16 tensor-core GEMM, f32 accumulation, all four row-major layout
+//! pairs, f32 and half output, the fused epilogues; against an f64 reference computed from
+//! the same half-rounded inputs (as CUTLASS's testbed does: awkward sizes, exact
+//! small-integer case, poisoned outputs, non-zero check). bf16 needs sm_80: below it the
+//! launcher refuses with Error::Unsupported before queuing anything, which the bf16 tests
+//! check instead at compute capability 7.5.
 
 mod common;
 
 use mixed_precision::backend::cpu;
-use mixed_precision::half::f16;
+use mixed_precision::half::{bf16, f16};
 use mixed_precision::kernels::gemm::{gemm, gemm_checking, Activation, Bias, Epilogue, GemmShape, Transpose};
 use mixed_precision::rng::Rng;
-use mixed_precision::{Element, Error, Tensor};
+use mixed_precision::{DType, Element, Error, Half, Tensor};
 
 use Transpose::{N, T};
 
@@ -28,16 +30,17 @@ fn triples() -> Vec<(usize, usize, usize)> {
 enum Epi {
     Plain,
     BiasRelu,
+    /// Bias in the operands' half type (Bias::Half), GELU, and the pre-activation stored.
     BiasF16GeluPre,
 }
 
-/// The f64 reference on the fp16-rounded inputs, with the epilogue; returns (c, pre),
+/// The f64 reference on the half-rounded inputs, with the epilogue; returns (c, pre),
 /// dense (m x n). `c0` is stored with the shape's leading dimension `ldc`.
 #[allow(clippy::too_many_arguments)]
-fn reference(
+fn reference<T: Half>(
     s: &GemmShape,
-    a: &[f16],
-    b: &[f16],
+    a: &[T],
+    b: &[T],
     c0: &[f64],
     alpha: f64,
     beta: f64,
@@ -56,7 +59,7 @@ fn reference(
     let mut pre = vec![0.0; s.m * s.n];
     for i in 0..s.m {
         for j in 0..s.n {
-            let dot: f64 = (0..s.k).map(|k| at(i, k).to_f64() * bt(k, j).to_f64()).sum();
+            let dot: f64 = (0..s.k).map(|k| at(i, k).to_f32() as f64 * bt(k, j).to_f32() as f64).sum();
             let mut v = alpha * dot + if beta != 0.0 { beta * c0[i * s.ldc + j] } else { 0.0 };
             if let Some(bias) = bias {
                 v += bias[j];
@@ -81,7 +84,11 @@ fn normwise(got: &[f32], want: &[f64]) -> f64 {
 }
 
 fn random_f16(rng: &mut Rng, n: usize) -> Vec<f16> {
-    (0..n).map(|_| f16::from_f32(rng.uniform_in(-1.0, 1.0))).collect()
+    random_half(rng, n)
+}
+
+fn random_half<T: Half>(rng: &mut Rng, n: usize) -> Vec<T> {
+    (0..n).map(|_| T::from_f32(rng.uniform_in(-1.0, 1.0))).collect()
 }
 
 /// One case on the GPU: fresh random inputs, C poisoned with NaN when beta = 0. Buffers
@@ -94,21 +101,32 @@ fn run_case<C: Element>(
     epi: Epi,
     beta: f32,
 ) {
+    run_case_t::<f16, C>(dev, rng, s, epi, beta)
+}
+
+/// [`run_case`] with operands (and the half bias and `pre`) of type `T`.
+fn run_case_t<T: Half, C: Element>(
+    dev: &std::sync::Arc<mixed_precision::Device>,
+    rng: &mut Rng,
+    s: &GemmShape,
+    epi: Epi,
+    beta: f32,
+) {
     let ((ar, ac), (br, bc)) = s.stored();
     assert!(s.lda >= ac && s.ldb >= bc && s.ldc >= s.n);
-    let a = random_f16(rng, ar * s.lda);
-    let b = random_f16(rng, br * s.ldb);
+    let a: Vec<T> = random_half(rng, ar * s.lda);
+    let b: Vec<T> = random_half(rng, br * s.ldb);
     let c0: Vec<C> = if beta == 0.0 {
         vec![C::from_f32(f32::NAN); s.m * s.ldc]
     } else {
         (0..s.m * s.ldc).map(|_| C::from_f32(rng.uniform_in(-1.0, 1.0))).collect()
     };
     let bias: Vec<f32> = rng.uniform_vec(s.n, -1.0, 1.0);
-    let bias16: Vec<f16> = bias.iter().map(|&x| f16::from_f32(x)).collect();
+    let bias16: Vec<T> = bias.iter().map(|&x| T::from_f32(x)).collect();
     let (act, bias_ref): (Activation, Option<Vec<f64>>) = match epi {
         Epi::Plain => (Activation::None, None),
         Epi::BiasRelu => (Activation::Relu, Some(bias.iter().map(|&x| x as f64).collect())),
-        Epi::BiasF16GeluPre => (Activation::Gelu, Some(bias16.iter().map(|x| x.to_f64()).collect())),
+        Epi::BiasF16GeluPre => (Activation::Gelu, Some(bias16.iter().map(|x| x.to_f32() as f64).collect())),
     };
     let alpha = 0.75f32;
     let c0_64: Vec<f64> = c0.iter().map(|x| x.to_f32() as f64).collect();
@@ -119,7 +137,7 @@ fn run_case<C: Element>(
     let mut cd = Tensor::from_host(dev, &c0, &[c0.len()]).unwrap();
     let bias_d = Tensor::from_host(dev, &bias, &[s.n]).unwrap();
     let bias16_d = Tensor::from_host(dev, &bias16, &[s.n]).unwrap();
-    let mut pre_d = Tensor::from_host(dev, &vec![f16::NAN; s.m * s.ldc], &[s.m * s.ldc]).unwrap();
+    let mut pre_d = Tensor::from_host(dev, &vec![T::from_f32(f32::NAN); s.m * s.ldc], &[s.m * s.ldc]).unwrap();
     let mut pre_view = pre_d.view_mut();
     let epilogue = Epilogue {
         alpha,
@@ -141,8 +159,27 @@ fn run_case<C: Element>(
     };
     let c0_32: Vec<f32> = c0.iter().map(|x| x.to_f32()).collect();
     let got = rows(&full);
-    let tol = if C::DTYPE == mixed_precision::DType::F32 { 1e-5 } else { 1e-3 };
-    let what = format!("{:?}{:?} {}x{}x{} {:?} beta={beta} out={}", s.trans_a, s.trans_b, s.m, s.n, s.k, epi, C::DTYPE);
+    // f32 C: only the f32 accumulation errs (the products of half inputs are exact in f32),
+    // 1e-5 normwise for K <= 1000 of random sign, whatever the half type. Half C adds one
+    // rounding, at most the unit roundoff normwise: f16 2^-11 (the bound below allows 2u),
+    // bf16 2^-8 (8 significant bits), plus the f32 part.
+    let tol = match (C::DTYPE, T::DTYPE) {
+        (DType::F32, _) => 1e-5,
+        (_, DType::BF16) => 2f64.powi(-8) + 1e-5,
+        _ => 1e-3,
+    };
+    let pre_tol = if T::DTYPE == DType::BF16 { 2f64.powi(-8) + 1e-5 } else { 1e-3 };
+    let what = format!(
+        "{}: {:?}{:?} {}x{}x{} {:?} beta={beta} out={}",
+        T::DTYPE,
+        s.trans_a,
+        s.trans_b,
+        s.m,
+        s.n,
+        s.k,
+        epi,
+        C::DTYPE
+    );
     assert!(got.iter().all(|x| x.is_finite()), "{what}: non-finite output (poison survived?)");
     assert!(got.iter().any(|&x| x != 0.0), "{what}: all zeros");
     assert!(padding_kept(&full, &c0_32), "{what}: the kernel wrote into C's row padding");
@@ -155,7 +192,7 @@ fn run_case<C: Element>(
             "{what}: the kernel wrote into pre's row padding"
         );
         let e = normwise(&rows(&pre_full), &want_pre);
-        assert!(e <= 1e-3, "{what}: pre-activation error {e:e}");
+        assert!(e <= pre_tol, "{what}: pre-activation error {e:e}");
     }
 }
 
@@ -428,4 +465,238 @@ fn shape_validation_names_the_operand() {
     let p = GemmShape { ldc: 10, ..s };
     assert!(p.validate("gemm", 15, 20, 2 * 10 + 4, None, None).is_ok());
     assert!(GemmShape::dense(0, 0, 0, N, N).validate("gemm", 0, 0, 0, None, None).is_ok());
+}
+
+// ---- bf16 (issue 19): sm_80 and newer; Error::Unsupported before anything is queued below ----
+
+/// On a device without bf16 tensor cores: the bf16 GEMM (plain and checking, every
+/// layout, either C) returns Error::Unsupported naming the capability it needs, and
+/// writes nothing (C, pre and found_inf keep their sentinels). Returns true when it did
+/// (the caller's bf16 checks then have nothing more to run).
+fn bf16_refused_below_sm80(dev: &std::sync::Arc<mixed_precision::Device>) -> bool {
+    if common::has_bf16_tensor_cores(dev) {
+        return false;
+    }
+    let capability = dev.info().compute_capability;
+    let (m, n, k) = (17, 33, 24);
+    let a = Tensor::from_host(dev, &vec![bf16::ONE; m * k], &[m * k]).unwrap();
+    let b = Tensor::from_host(dev, &vec![bf16::ONE; k * n], &[k * n]).unwrap();
+    let bias = Tensor::from_host(dev, &vec![bf16::ONE; n], &[n]).unwrap();
+    let mut c32 = Tensor::from_host(dev, &vec![7.0f32; m * n], &[m * n]).unwrap();
+    let mut c16 = Tensor::from_host(dev, &vec![bf16::from_f32(7.0); m * n], &[m * n]).unwrap();
+    let mut pre = Tensor::from_host(dev, &vec![bf16::from_f32(7.0); m * n], &[m * n]).unwrap();
+    let mut found = Tensor::from_host(dev, &[0.0f32], &[1]).unwrap();
+    for (ta, tb) in LAYOUTS {
+        let s = GemmShape::dense(m, n, k, ta, tb);
+        fn epi<'a, 'b>(
+            bias: &'a Tensor<bf16>,
+            pre: &'b mut mixed_precision::cudarc::driver::CudaViewMut<'a, bf16>,
+        ) -> Epilogue<'a, 'b, bf16> {
+            Epilogue {
+                bias: Some(Bias::Half(bias.view())),
+                pre: Some(pre),
+                activation: Activation::Gelu,
+                ..Epilogue::default()
+            }
+        }
+        let mut pv = pre.view_mut();
+        let errs = [
+            gemm(dev, &s, &a.view(), &b.view(), &mut c32.view_mut(), epi(&bias, &mut pv)).unwrap_err(),
+            gemm(dev, &s, &a.view(), &b.view(), &mut c16.view_mut(), epi(&bias, &mut pv)).unwrap_err(),
+            gemm_checking(
+                dev,
+                &s,
+                &a.view(),
+                &b.view(),
+                &mut c32.view_mut(),
+                epi(&bias, &mut pv),
+                &mut found.view_mut(),
+            )
+            .unwrap_err(),
+        ];
+        for e in errs {
+            assert!(
+                matches!(e, Error::Unsupported { op: "gemm", needs: (8, 0), capability: c, .. } if c == capability),
+                "{ta:?}{tb:?} at {capability:?}: {e}"
+            );
+            assert!(e.to_string().contains("8.0"), "{e}");
+        }
+    }
+    dev.synchronize().unwrap();
+    assert_eq!(c32.to_host().unwrap(), vec![7.0; m * n], "a refused bf16 GEMM must not write C");
+    assert!(c16.to_host().unwrap().iter().chain(&pre.to_host().unwrap()).all(|x| x.to_f32() == 7.0));
+    assert_eq!(found.to_host().unwrap(), [0.0]);
+    true
+}
+
+/// Runs on every device: at 8.0 and newer the bf16 GEMM runs (a small case against f64);
+/// below, it is refused before anything is queued.
+#[test]
+fn gemm_bf16_needs_sm80_and_refuses_before_queuing() {
+    let dev = gpu_or_skip!();
+    if bf16_refused_below_sm80(&dev) {
+        return;
+    }
+    let mut rng = Rng::new(50);
+    run_case_t::<bf16, f32>(&dev, &mut rng, &GemmShape::dense(17, 33, 24, N, T), Epi::BiasF16GeluPre, 1.0);
+}
+
+fn sweep_bf16<C: Element>(test: &str) {
+    let Some(dev) = common::gpu(test) else { return };
+    if bf16_refused_below_sm80(&dev) {
+        return;
+    }
+    let mut rng = Rng::new(32);
+    for (m, n, k) in triples() {
+        for (ta, tb) in LAYOUTS {
+            let s = GemmShape::dense(m, n, k, ta, tb);
+            for epi in [Epi::Plain, Epi::BiasRelu, Epi::BiasF16GeluPre] {
+                for beta in [0.0, 1.0] {
+                    run_case_t::<bf16, C>(&dev, &mut rng, &s, epi, beta);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_bf16_in_f32_acc_f32_out_all_layouts_epilogues_sizes() {
+    sweep_bf16::<f32>("gemm::gemm_bf16_in_f32_acc_f32_out_all_layouts_epilogues_sizes");
+}
+
+#[test]
+fn gemm_bf16_in_f32_acc_bf16_out_all_layouts_epilogues_sizes() {
+    sweep_bf16::<bf16>("gemm::gemm_bf16_in_f32_acc_bf16_out_all_layouts_epilogues_sizes");
+}
+
+/// Padded leading dimensions: pad 3 puts every row at an odd element offset (the
+/// element-wise loading path), pad 8 keeps 16-byte rows (the 16-byte path).
+#[test]
+fn gemm_bf16_padded_leading_dimensions() {
+    let dev = gpu_or_skip!();
+    if bf16_refused_below_sm80(&dev) {
+        return;
+    }
+    let mut rng = Rng::new(51);
+    for (ta, tb) in LAYOUTS {
+        for (m, n, k, pad) in [(33, 65, 47, 3), (128, 128, 64, 8)] {
+            let mut s = GemmShape::dense(m, n, k, ta, tb);
+            s.lda += pad;
+            s.ldb += pad;
+            s.ldc += pad;
+            run_case_t::<bf16, f32>(&dev, &mut rng, &s, Epi::BiasRelu, 1.0);
+            run_case_t::<bf16, bf16>(&dev, &mut rng, &s, Epi::BiasF16GeluPre, 0.0);
+        }
+    }
+}
+
+#[test]
+fn gemm_bf16_exact_with_small_integers() {
+    let dev = gpu_or_skip!();
+    if bf16_refused_below_sm80(&dev) {
+        return;
+    }
+    let mut rng = Rng::new(52);
+    for (ta, tb) in LAYOUTS {
+        for (m, n, k) in [(129, 127, 1000), (64, 64, 64), (7, 1, 17)] {
+            let s = GemmShape::dense(m, n, k, ta, tb);
+            let ((ar, ac), (br, bc)) = s.stored();
+            // Entries in {-1, 0, 1}: every product and partial sum (|sum| <= 1000) is exact
+            // in f32; a bf16 C holds integers exactly only up to 256, so there the one
+            // rounding of the exact sum must be bf16's round to nearest even.
+            let ints =
+                |rng: &mut Rng, len| (0..len).map(|_| bf16::from_f32(rng.below(3) as f32 - 1.0)).collect::<Vec<_>>();
+            let (a, b) = (ints(&mut rng, ar * ac), ints(&mut rng, br * bc));
+            let (want, _) = reference(&s, &a, &b, &[], 1.0, 0.0, None, Activation::None);
+            let ad = Tensor::from_host(&dev, &a, &[a.len()]).unwrap();
+            let bd = Tensor::from_host(&dev, &b, &[b.len()]).unwrap();
+            let mut c32 = Tensor::from_host(&dev, &vec![f32::NAN; m * n], &[m * n]).unwrap();
+            let mut c16 = Tensor::from_host(&dev, &vec![bf16::NAN; m * n], &[m * n]).unwrap();
+            gemm(&dev, &s, &ad.view(), &bd.view(), &mut c32.view_mut(), Epilogue::default()).unwrap();
+            gemm(&dev, &s, &ad.view(), &bd.view(), &mut c16.view_mut(), Epilogue::default()).unwrap();
+            let want32: Vec<f32> = want.iter().map(|&x| x as f32).collect();
+            assert_eq!(c32.to_host().unwrap(), want32, "{ta:?}{tb:?} {m}x{n}x{k} f32");
+            let want16: Vec<bf16> = want.iter().map(|&x| bf16::from_f64(x)).collect();
+            assert_eq!(c16.to_host().unwrap(), want16, "{ta:?}{tb:?} {m}x{n}x{k} bf16");
+            assert!(want32.iter().any(|&x| x != 0.0), "{m}x{n}x{k}: all zeros");
+        }
+    }
+}
+
+/// gemm_checking in bf16: same C as gemm and the flag clear on finite stores; raised by
+/// a NaN accumulated with beta = 1 and by a store past bf16's range (alpha 1e38: |c| >
+/// 3.4e38 overflows f32 and bf16 alike, bf16 having f32's exponent range).
+#[test]
+fn gemm_checking_bf16_raises_found_inf_on_nonfinite_stores_only() {
+    let dev = gpu_or_skip!();
+    if bf16_refused_below_sm80(&dev) {
+        return;
+    }
+    let mut rng = Rng::new(53);
+    for (m, n, k) in [(130, 140, 64), (33, 65, 47)] {
+        let s = GemmShape::dense(m, n, k, T, N);
+        let ((ar, ac), (br, bc)) = s.stored();
+        let a: Vec<bf16> = random_half(&mut rng, ar * ac);
+        let b: Vec<bf16> = random_half(&mut rng, br * bc);
+        let (ad, bd) =
+            (Tensor::from_host(&dev, &a, &[a.len()]).unwrap(), Tensor::from_host(&dev, &b, &[b.len()]).unwrap());
+        let flag = |v: f32| Tensor::from_host(&dev, &[v], &[1]).unwrap();
+        let mut want = Tensor::from_host(&dev, &vec![bf16::ZERO; m * n], &[m * n]).unwrap();
+        gemm(&dev, &s, &ad.view(), &bd.view(), &mut want.view_mut(), Epilogue::default()).unwrap();
+        let mut got = Tensor::from_host(&dev, &vec![bf16::ZERO; m * n], &[m * n]).unwrap();
+        let mut found = flag(0.0);
+        gemm_checking(
+            &dev,
+            &s,
+            &ad.view(),
+            &bd.view(),
+            &mut got.view_mut(),
+            Epilogue::default(),
+            &mut found.view_mut(),
+        )
+        .unwrap();
+        assert_eq!(got.to_host().unwrap(), want.to_host().unwrap(), "{m}x{n}x{k}");
+        assert_eq!(found.to_host().unwrap(), [0.0], "{m}x{n}x{k}: finite outputs raised found_inf");
+        let big = || Epilogue { alpha: 1e38, ..Epilogue::default() };
+        let mut over = flag(0.0);
+        gemm_checking(&dev, &s, &ad.view(), &bd.view(), &mut got.view_mut(), big(), &mut over.view_mut()).unwrap();
+        assert!(got.to_host().unwrap().iter().any(|x| x.is_infinite()), "{m}x{n}x{k}: the case must overflow");
+        assert_eq!(over.to_host().unwrap(), [1.0], "{m}x{n}x{k}: a bf16 store overflowing to inf must raise found_inf");
+        let mut c0 = vec![bf16::from_f32(0.5); m * n];
+        c0[m * n - 1] = bf16::NAN;
+        let mut cn = Tensor::from_host(&dev, &c0, &[m * n]).unwrap();
+        let mut nan_flag = flag(0.0);
+        let acc = Epilogue { beta: 1.0, ..Epilogue::default() };
+        gemm_checking(&dev, &s, &ad.view(), &bd.view(), &mut cn.view_mut(), acc, &mut nan_flag.view_mut()).unwrap();
+        assert_eq!(nan_flag.to_host().unwrap(), [1.0], "{m}x{n}x{k}: an accumulated NaN must raise found_inf");
+    }
+}
+
+#[test]
+fn gemm_bf16_512_cubed_sampled_against_f64() {
+    let dev = gpu_or_skip!();
+    if bf16_refused_below_sm80(&dev) {
+        return;
+    }
+    let mut rng = Rng::new(54);
+    // Emulator: 512^3, as the f16 test: NT, the 16-byte path, 4 x 4 blocks, 16 K tiles.
+    let n = common::size_for(&dev, 4096, 512);
+    let s = GemmShape::dense(n, n, n, N, T);
+    let a: Vec<bf16> = random_half(&mut rng, n * n);
+    let b: Vec<bf16> = random_half(&mut rng, n * n);
+    let ad = Tensor::from_host(&dev, &a, &[n * n]).unwrap();
+    let bd = Tensor::from_host(&dev, &b, &[n * n]).unwrap();
+    let mut cd = Tensor::from_host(&dev, &vec![f32::NAN; n * n], &[n * n]).unwrap();
+    gemm(&dev, &s, &ad.view(), &bd.view(), &mut cd.view_mut(), Epilogue::default()).unwrap();
+    let c = cd.to_host().unwrap();
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    for _ in 0..4096 {
+        let (i, j) = (rng.below(n as u64) as usize, rng.below(n as u64) as usize);
+        want.push((0..n).map(|k| a[i * n + k].to_f64() * b[j * n + k].to_f64()).sum::<f64>());
+        got.push(c[i * n + j]);
+    }
+    assert!(c.iter().all(|x| x.is_finite()));
+    // Products of bf16 inputs are exact in f32: only the f32 accumulation errs, as in f16.
+    let e = normwise(&got, &want);
+    assert!(e <= 1e-5, "{n}^3: normwise relative error {e:e}");
 }

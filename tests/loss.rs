@@ -1,10 +1,10 @@
-//! loss: cross-entropy and MSE in f32 from f16 outputs, gradients seeded with the loss
-//! scale, against the CPU reference.
+//! loss: cross-entropy and MSE in f32 from f16 or bf16 outputs, gradients seeded with the
+//! loss scale, against the CPU reference.
 
 mod common;
 
 use mixed_precision::backend::cpu;
-use mixed_precision::half::f16;
+use mixed_precision::half::{bf16, f16};
 use mixed_precision::kernels::loss::{
     cross_entropy_backward, cross_entropy_forward, mse_backward, mse_forward, LossShape,
 };
@@ -314,4 +314,158 @@ fn cross_entropy_within_the_documented_bound_of_f64() {
 fn f16_step(v: f64) -> f64 {
     let a = v.abs().max(6.103515625e-5);
     2f64.powi(a.log2().floor() as i32 - 10)
+}
+
+// ----------------------------------------------------------------------------
+// bf16 (issue 19): the same kernels on bf16 outputs. The losses are f32 from inputs that
+// are exact in f32, so their tolerances are the f16 tests'. The gradients are rounded once
+// to bf16: |got - want| <= 2^-8 |g32| for the kernel's f32 value g32, which is within a few
+// f32 ulps of the CPU's (expf against Rust's exp, another sum order: softmax relative error
+// ~1e-6, cuda/loss.cu's header), hence (2^-8 + 4e-6) |want| + floor, the floor covering the
+// absolute error of p - 1 near the label as in the f16 test.
+
+fn bf16s(rng: &mut Rng, n: usize, s: f32) -> Vec<bf16> {
+    (0..n).map(|_| bf16::from_f32(rng.normal() * s)).collect()
+}
+
+fn bf16_to_f32(v: &[bf16]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f32()).collect()
+}
+
+fn close_bf16(got: bf16, want: f32, floor: f32) -> bool {
+    (got.to_f32() - want).abs() <= (2f32.powi(-8) + 4e-6) * want.abs() + floor
+}
+
+#[test]
+fn cross_entropy_bf16_matches_cpu() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(45);
+    for &(rows, cols) in SHAPES {
+        let z = bf16s(&mut rng, rows * cols, 4.0);
+        let labels: Vec<u32> = (0..rows).map(|_| rng.below(cols as u64) as u32).collect();
+        let li: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
+        let shape = LossShape { rows, cols };
+        let zd = Tensor::from_host(&dev, &z, &[rows * cols]).unwrap();
+        let ld = dev.stream().clone_htod(&li).unwrap();
+        let mut losses = Tensor::from_host(&dev, &vec![f32::NAN; rows], &[rows]).unwrap();
+        cross_entropy_forward(&dev, shape, &zd.view(), &ld, &mut losses.view_mut()).unwrap();
+        let want = cpu::cross_entropy_forward(&bf16_to_f32(&z), &labels, rows, cols).unwrap();
+        for (r, (&g, &w)) in losses.to_host().unwrap().iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{rows}x{cols} row {r}: {g} vs {w}");
+        }
+        let scale = Tensor::from_host(&dev, &[SCALE], &[1]).unwrap();
+        for (factor, with_scale) in [(1.0 / rows.max(1) as f32, true), (0.5, false)] {
+            let mut dz = Tensor::from_host(&dev, &vec![bf16::NAN; rows * cols], &[rows * cols]).unwrap();
+            let s = scale.view();
+            let s = with_scale.then_some(&s);
+            cross_entropy_backward(&dev, shape, &zd.view(), &ld, s, &mut dz.view_mut(), factor).unwrap();
+            let seed = factor * if with_scale { SCALE } else { 1.0 };
+            let want = cpu::cross_entropy_backward(&bf16_to_f32(&z), &labels, rows, cols, seed).unwrap();
+            for (i, (&g, &w)) in dz.to_host().unwrap().iter().zip(&want).enumerate() {
+                assert!(close_bf16(g, w, seed * 1e-6), "{rows}x{cols} i={i}: {g} vs {w}");
+            }
+        }
+    }
+}
+
+#[test]
+fn out_of_range_labels_bf16_give_nan_not_a_fault() {
+    let dev = gpu_or_skip!();
+    let z = Tensor::from_host(&dev, &[bf16::ZERO; 6], &[6]).unwrap();
+    let labels = dev.stream().clone_htod(&[7i32, -1]).unwrap();
+    let shape = LossShape { rows: 2, cols: 3 };
+    let mut losses = Tensor::<f32>::zeros(&dev, &[2]).unwrap();
+    cross_entropy_forward(&dev, shape, &z.view(), &labels, &mut losses.view_mut()).unwrap();
+    assert!(losses.to_host().unwrap().iter().all(|v| v.is_nan()));
+    let mut dz = Tensor::<bf16>::zeros(&dev, &[6]).unwrap();
+    cross_entropy_backward(&dev, shape, &z.view(), &labels, None, &mut dz.view_mut(), 1.0).unwrap();
+    assert!(dz.to_host().unwrap().iter().all(|v| v.is_nan()));
+}
+
+#[test]
+fn mse_bf16_matches_cpu() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(46);
+    for &(rows, cols) in SHAPES {
+        let (p, t) = (bf16s(&mut rng, rows * cols, 2.0), bf16s(&mut rng, rows * cols, 2.0));
+        let shape = LossShape { rows, cols };
+        let pd = Tensor::from_host(&dev, &p, &[rows * cols]).unwrap();
+        let td = Tensor::from_host(&dev, &t, &[rows * cols]).unwrap();
+        let mut losses = Tensor::from_host(&dev, &vec![f32::NAN; rows], &[rows]).unwrap();
+        mse_forward(&dev, shape, &pd.view(), &td.view(), &mut losses.view_mut()).unwrap();
+        let want = cpu::mse_forward(&bf16_to_f32(&p), &bf16_to_f32(&t), rows, cols).unwrap();
+        for (r, (&g, &w)) in losses.to_host().unwrap().iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{rows}x{cols} row {r}: {g} vs {w}");
+        }
+        let scale = Tensor::from_host(&dev, &[SCALE], &[1]).unwrap();
+        let factor = 1.0 / (rows * cols).max(1) as f32;
+        let mut dp = Tensor::from_host(&dev, &vec![bf16::NAN; rows * cols], &[rows * cols]).unwrap();
+        let s = scale.view();
+        mse_backward(&dev, shape, &pd.view(), &td.view(), Some(&s), &mut dp.view_mut(), factor).unwrap();
+        let want = cpu::mse_backward(&bf16_to_f32(&p), &bf16_to_f32(&t), rows, cols, factor * SCALE).unwrap();
+        for (i, (&g, &w)) in dp.to_host().unwrap().iter().zip(&want).enumerate() {
+            // p - t of two bf16 values is exact in f32 unless their exponents are far
+            // apart; times the seed and 2 it rounds once more: the store is bf16(w) or
+            // within close_bf16 of w.
+            assert!(
+                common::same_bf16(g, bf16::from_f32(w)) || close_bf16(g, w, 0.0),
+                "{rows}x{cols} i={i}: {g} vs {w}"
+            );
+        }
+    }
+}
+
+/// Against f64: the f16 test's bound for the losses (inputs exact in f32), and for the
+/// gradients half a bf16 step (2^-8 relative, bf16's unit roundoff; bf16 keeps f32's
+/// exponent range, so there is no subnormal floor to speak of) plus the same f32 error
+/// before the store.
+#[test]
+fn cross_entropy_bf16_within_the_documented_bound_of_f64() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(47);
+    for (rows, cols) in [(256usize, 10usize), (33, 100), (16, 1000)] {
+        let z: Vec<f32> = (0..rows * cols).map(|_| bf16::from_f32(rng.uniform_in(-30.0, 30.0)).to_f32()).collect();
+        let labels: Vec<i32> = (0..rows).map(|_| rng.below(cols as u64) as i32).collect();
+        let shape = LossShape { rows, cols };
+        let zb: Vec<bf16> = z.iter().map(|&v| bf16::from_f32(v)).collect();
+        let zd = Tensor::from_host(&dev, &zb, &[rows * cols]).unwrap();
+        let ld = dev.stream().clone_htod(&labels).unwrap();
+        let mut losses = Tensor::from_host(&dev, &vec![f32::NAN; rows], &[rows]).unwrap();
+        cross_entropy_forward(&dev, shape, &zd.view(), &ld, &mut losses.view_mut()).unwrap();
+        let scale = Tensor::from_host(&dev, &[SCALE], &[1]).unwrap();
+        let factor = 1.0 / rows as f32;
+        let mut dz = Tensor::from_host(&dev, &vec![bf16::NAN; rows * cols], &[rows * cols]).unwrap();
+        let s = scale.view();
+        cross_entropy_backward(&dev, shape, &zd.view(), &ld, Some(&s), &mut dz.view_mut(), factor).unwrap();
+        let (losses, dz) = (losses.to_host().unwrap(), dz.to_host().unwrap());
+        let seed = (factor * SCALE) as f64;
+        for r in 0..rows {
+            let (row, y) = (&z[r * cols..(r + 1) * cols], labels[r] as usize);
+            let (l64, ln_s, m, p64) = f64_row(row, y);
+            let bound = loss_bound(cols, kernel_depth(cols), ln_s, m, l64);
+            let err = (losses[r] as f64 - l64).abs();
+            assert!(err <= bound, "{rows}x{cols} row {r}: loss {} vs {l64}: {err:e} > {bound:e}", losses[r]);
+            for (c, &p) in p64.iter().enumerate() {
+                let want = seed * (p - if c == y { 1.0 } else { 0.0 });
+                let got = dz[r * cols + c].to_f64();
+                let tol = 2f64.powi(-8) * want.abs() + seed * U * (p * (66 + kernel_depth(cols)) as f64 + 4.0);
+                assert!((got - want).abs() <= tol, "{rows}x{cols} ({r}, {c}): {got} vs {want}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_bf16_are_errors() {
+    let dev = gpu_or_skip!();
+    let z = Tensor::<bf16>::zeros(&dev, &[12]).unwrap();
+    let labels = dev.stream().clone_htod(&[0i32, 1, 2]).unwrap();
+    let mut losses = Tensor::<f32>::zeros(&dev, &[4]).unwrap();
+    let e = cross_entropy_forward(&dev, LossShape { rows: 3, cols: 5 }, &z.view(), &labels, &mut losses.view_mut())
+        .unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { op: "cross_entropy_forward_bf16", .. }), "{e}");
+    let t = Tensor::<bf16>::zeros(&dev, &[11]).unwrap();
+    let e =
+        mse_forward(&dev, LossShape { rows: 3, cols: 4 }, &z.view(), &t.view(), &mut losses.view_mut()).unwrap_err();
+    assert!(format!("{e}").contains("mse_forward_bf16"), "{e}");
 }

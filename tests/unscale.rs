@@ -1,15 +1,15 @@
-//! unscale: gradient unscale with the inf/NaN check, flat and multi-tensor, exact
-//! against the CPU reference.
+//! unscale: gradient unscale with the inf/NaN check, flat and multi-tensor, in f32, f16
+//! and bf16, exact against the CPU reference.
 
 mod common;
 
 use mixed_precision::backend::cpu;
-use mixed_precision::half::f16;
+use mixed_precision::half::{bf16, f16};
 use mixed_precision::kernels::unscale::{unscale_check, unscale_check_multi};
 use mixed_precision::rng::Rng;
 use mixed_precision::{Element, Error, Tensor};
 
-use common::{same_f16, same_f32};
+use common::{same_bf16, same_f16, same_f32};
 
 const LENGTHS: &[usize] = &[0, 1, 7, 8, 9, 1023, 65537, (1 << 20) + 3];
 const SCALE: f32 = 1024.0;
@@ -45,15 +45,19 @@ fn cpu_reference_raises_only_on_nonfinite() {
 }
 
 fn sweep<G: Element>(test: &str, seed: u64) {
+    sweep_scale::<G>(test, seed, SCALE);
+}
+
+fn sweep_scale<G: Element>(test: &str, seed: u64, scale_value: f32) {
     let Some(dev) = common::gpu(test) else { return };
     let mut rng = Rng::new(seed);
-    let scale = Tensor::from_host(&dev, &[SCALE], &[1]).unwrap();
+    let scale = Tensor::from_host(&dev, &[scale_value], &[1]).unwrap();
     for &n in LENGTHS {
         for unscale in [true, false] {
             let g = grads::<G>(&mut rng, n);
             let mut want = g.clone();
             let mut want_found = 0.0;
-            cpu::unscale_check(&mut want, unscale.then_some(SCALE), &mut want_found);
+            cpu::unscale_check(&mut want, unscale.then_some(scale_value), &mut want_found);
             let mut gd = Tensor::from_host(&dev, &g, &[n]).unwrap();
             let mut found = Tensor::from_host(&dev, &[0.0f32], &[1]).unwrap();
             let s = scale.view();
@@ -162,4 +166,104 @@ fn unscale_check_rejects_bad_input_before_launch() {
     let mut found2 = Tensor::from_host(&dev, &[0.0f32, 0.0], &[2]).unwrap();
     assert!(unscale_check(&dev, &mut g.view_mut(), None, &mut found2.view_mut()).is_err());
     assert_eq!(found.to_host().unwrap(), [0.0], "a rejected call must launch nothing");
+}
+
+// ----------------------------------------------------------------------------
+// bf16 gradients (issue 19). The loss scale is a power of two (1024) in training, which
+// bf16 divides exactly; the sweeps also use 1000, where `g * (f32)(1 / 1000)` must round
+// to bf16 as the CPU reference does (to nearest even, not truncated).
+
+/// A scale whose inverse is not a power of two: every product rounds.
+const ROUNDING_SCALE: f32 = 1000.0;
+
+#[test]
+fn unscale_check_bf16_matches_cpu_over_lengths() {
+    sweep::<bf16>("unscale::unscale_check_bf16_matches_cpu_over_lengths", 3);
+    sweep_scale::<bf16>("unscale::unscale_check_bf16_matches_cpu_over_lengths", 4, ROUNDING_SCALE);
+}
+
+/// Against f64: `(f32)(1 / s)` and the f32 product each err by at most 2^-24 relative,
+/// the bf16 rounding by at most its unit roundoff 2^-8 (half an ulp of 8 significant
+/// bits), so |got - g / s| <= (2^-8 + 2^-22) |g / s| (2^-22 covers the two f32 roundings
+/// and the double rounding with room). The gradients are normal, so are the results.
+#[test]
+fn unscale_check_bf16_within_half_an_ulp_of_f64() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(10);
+    let n = 65537;
+    let g = grads::<bf16>(&mut rng, n);
+    for s in [ROUNDING_SCALE, 3.0, SCALE] {
+        let scale = Tensor::from_host(&dev, &[s], &[1]).unwrap();
+        let mut gd = Tensor::from_host(&dev, &g, &[n]).unwrap();
+        let mut found = Tensor::from_host(&dev, &[0.0f32], &[1]).unwrap();
+        unscale_check(&dev, &mut gd.view_mut(), Some(&scale.view()), &mut found.view_mut()).unwrap();
+        let got = gd.to_host().unwrap();
+        let tol = 2f64.powi(-8) + 2f64.powi(-22);
+        let mut rounded = 0;
+        for i in 0..n {
+            let exact = g[i].to_f64() / s as f64;
+            let err = (got[i].to_f64() - exact).abs();
+            assert!(err <= tol * exact.abs(), "scale {s} i={i}: {} / {s} = {} vs {exact:e}", g[i], got[i]);
+            rounded += (err != 0.0) as usize;
+        }
+        assert!(s == SCALE || rounded > n / 2, "scale {s}: only {rounded} of {n} results needed rounding");
+        assert!(s != SCALE || rounded == 0, "scale {s}: a power of two divides bf16 exactly");
+        assert_eq!(found.to_host().unwrap(), [0.0]);
+    }
+}
+
+#[test]
+fn unscale_check_bf16_finds_planted_inf_and_nan() {
+    planted::<bf16>("unscale::unscale_check_bf16_finds_planted_inf_and_nan");
+}
+
+#[test]
+fn unscale_check_multi_bf16_matches_flat_reference() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(7);
+    // 70 tensors (more than one launch holds) of awkward sizes, some over many chunks.
+    let lens: Vec<usize> = (0..70).map(|i| if i % 10 == 3 { 200_003 } else { rng.below(3000) as usize }).collect();
+    let scale = Tensor::from_host(&dev, &[ROUNDING_SCALE], &[1]).unwrap();
+    for plant in [None, Some((69usize, f32::NAN)), Some((13, f32::NEG_INFINITY))] {
+        let mut host: Vec<Vec<bf16>> = lens.iter().map(|&n| grads::<bf16>(&mut rng, n)).collect();
+        if let Some((t, bad)) = plant {
+            let last = host[t].len() - 1;
+            host[t][last] = bf16::from_f32(bad);
+        }
+        let mut dev_t: Vec<Tensor<bf16>> =
+            host.iter().map(|g| Tensor::from_host(&dev, g, &[g.len()]).unwrap()).collect();
+        let mut found = Tensor::from_host(&dev, &[0.0f32], &[1]).unwrap();
+        let mut views: Vec<_> = dev_t.iter_mut().map(|t| t.view_mut()).collect();
+        unscale_check_multi(&dev, &mut views, Some(&scale.view()), &mut found.view_mut()).unwrap();
+        drop(views);
+        let mut want_found = 0.0;
+        for (i, (t, g)) in dev_t.iter().zip(host.iter_mut()).enumerate() {
+            cpu::unscale_check(g, Some(ROUNDING_SCALE), &mut want_found);
+            assert!(t.to_host().unwrap().iter().zip(g.iter()).all(|(a, b)| same_bf16(*a, *b)), "tensor {i}");
+        }
+        assert_eq!(found.to_host().unwrap()[0], want_found, "plant {plant:?}");
+        assert_eq!(want_found, plant.map_or(0.0, |_| 1.0), "plant {plant:?}");
+    }
+}
+
+#[test]
+fn unscale_check_multi_bf16_check_only_writes_nothing() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(8);
+    for plant in [false, true] {
+        let mut host: Vec<Vec<bf16>> = [5usize, 70_000, 0, 9].iter().map(|&n| grads::<bf16>(&mut rng, n)).collect();
+        if plant {
+            host[1][69_999] = bf16::INFINITY;
+        }
+        let mut dev_t: Vec<Tensor<bf16>> =
+            host.iter().map(|g| Tensor::from_host(&dev, g, &[g.len()]).unwrap()).collect();
+        let mut found = Tensor::from_host(&dev, &[0.0f32], &[1]).unwrap();
+        let mut views: Vec<_> = dev_t.iter_mut().map(|t| t.view_mut()).collect();
+        unscale_check_multi(&dev, &mut views, None, &mut found.view_mut()).unwrap();
+        drop(views);
+        for (t, g) in dev_t.iter().zip(&host) {
+            assert!(t.to_host().unwrap().iter().zip(g).all(|(a, b)| same_bf16(*a, *b)), "plant {plant}");
+        }
+        assert_eq!(found.to_host().unwrap(), [if plant { 1.0 } else { 0.0 }], "plant {plant}");
+    }
 }

@@ -78,3 +78,14 @@ pub fn same_f16(a: half::f16, b: half::f16) -> bool {
 pub fn same_f32(a: f32, b: f32) -> bool {
     (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits()
 }
+
+/// As [`same_f16`], for bf16.
+pub fn same_bf16(a: half::bf16, b: half::bf16) -> bool {
+    (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits()
+}
+
+/// True when `dev` has bf16 tensor cores (compute capability 8.0 or newer): the bf16 GEMM
+/// runs there and returns `Error::Unsupported` below (src/kernels/gemm.rs).
+pub fn has_bf16_tensor_cores(dev: &Device) -> bool {
+    dev.info().compute_capability >= (8, 0)
+}
