@@ -1,12 +1,16 @@
 //! The main job: trains an MLP 64-128-128-10 (ReLU) on the digits data set with the
-//! mixed-precision step (fp16 forward and backward, fp32 master weights, dynamic loss
-//! scaling, AdamW), on the GPU when there is one and on the CPU's fp16 emulation
-//! otherwise, next to the fp32 reference run on the CPU from the same initial weights
-//! and batches. Prints the test accuracy of both and writes their loss curves.
+//! mixed-precision step (f16 or bf16 forward and backward, fp32 master weights, AdamW;
+//! dynamic loss scaling with f16, none with bf16, as PyTorch AMP), on the GPU when there
+//! is one and on the CPU's emulation of the same rounding otherwise, next to the fp32
+//! reference run on the CPU from the same initial weights and batches. Prints the test
+//! accuracy of both and writes their loss curves.
 //!
 //!     cargo run --release --example train_digits -- [--steps 600] [--batch 64] [--lr 3e-3]
-//!         [--backend auto|cuda|cpu] [--seed 0] [--out target/train_digits]
+//!         [--precision f16|bf16] [--weights master|pure] [--backend auto|cuda|cpu]
+//!         [--seed 0] [--out target/train_digits]
 //!
+//! `--weights pure` (bf16 only) keeps no fp32 master copy: AdamW updates the bf16 weights
+//! with stochastic rounding seeded by --seed.
 //! Output in --out: loss.svg (the two loss curves), loss.csv (step, mixed, fp32, scale).
 
 #[path = "common/digits.rs"]
@@ -20,7 +24,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mixed_precision::backend::cpu::Cpu;
 use mixed_precision::backend::cuda::Cuda;
 use mixed_precision::backend::Backend;
-use mixed_precision::{Device, Error, TrainConfig};
+use mixed_precision::half::bf16;
+use mixed_precision::{DType, Device, Error, TrainConfig};
 use plotters::prelude::*;
 
 use digits::{Digits, RunConfig};
@@ -28,11 +33,38 @@ use digits::{Digits, RunConfig};
 struct Args {
     run: RunConfig,
     backend: String,
+    precision: DType,
+    pure: bool,
     out: PathBuf,
 }
 
+impl Args {
+    /// The step's settings: the precision policy of TrainConfig (scaling on for f16, off
+    /// for bf16), pure-bf16 weights seeded by --seed when asked.
+    fn train_config(&self) -> TrainConfig {
+        match (self.precision, self.pure) {
+            (DType::BF16, true) => TrainConfig::pure_bf16(self.run.seed),
+            (DType::BF16, false) => TrainConfig::bf16(),
+            _ => TrainConfig::f16(),
+        }
+    }
+
+    /// How the mixed run keeps its weights and scales its loss, for the output.
+    fn describe(&self) -> String {
+        let weights = if self.pure { "pure bf16 weights, stochastic rounding" } else { "fp32 master weights" };
+        let scaling = if self.train_config().scaler.enabled { "dynamic loss scaling" } else { "no loss scaling" };
+        format!("{} compute, {weights}, {scaling}", self.precision)
+    }
+}
+
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { run: RunConfig::default(), backend: "auto".into(), out: PathBuf::from("target/train_digits") };
+    let mut a = Args {
+        run: RunConfig::default(),
+        backend: "auto".into(),
+        precision: DType::F16,
+        pure: false,
+        out: PathBuf::from("target/train_digits"),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -42,10 +74,24 @@ fn parse_args() -> Result<Args, String> {
             "--lr" => a.run.lr = value()?.parse().map_err(|e| format!("--lr: {e}"))?,
             "--seed" => a.run.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--backend" => a.backend = value()?,
+            "--precision" => {
+                a.precision = match value()?.as_str() {
+                    "f16" => DType::F16,
+                    "bf16" => DType::BF16,
+                    other => return Err(format!("--precision {other}: expected f16 or bf16")),
+                }
+            }
+            "--weights" => {
+                a.pure = match value()?.as_str() {
+                    "master" => false,
+                    "pure" => true,
+                    other => return Err(format!("--weights {other}: expected master or pure")),
+                }
+            }
             "--out" => a.out = PathBuf::from(value()?),
             "-h" | "--help" => {
-                return Err("usage: train_digits [--steps N] [--batch N] [--lr X] [--backend auto|cuda|cpu] \
-                            [--seed N] [--out DIR]"
+                return Err("usage: train_digits [--steps N] [--batch N] [--lr X] [--precision f16|bf16] \
+                            [--weights master|pure] [--backend auto|cuda|cpu] [--seed N] [--out DIR]"
                     .into())
             }
             other => return Err(format!("unknown flag {other} (try --help)")),
@@ -53,6 +99,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.run.batch == 0 {
         return Err("--batch must be at least 1".into());
+    }
+    if a.pure && a.precision != DType::BF16 {
+        return Err("--weights pure needs --precision bf16".into());
     }
     Ok(a)
 }
@@ -64,6 +113,7 @@ fn run<B: Backend>(
     train: &Digits,
     test: &Digits,
     cfg: &RunConfig,
+    tcfg: TrainConfig,
 ) -> mixed_precision::Result<(Vec<f32>, Vec<f32>, f32)> {
     let bar = ProgressBar::new(cfg.steps as u64);
     bar.set_style(
@@ -73,7 +123,7 @@ fn run<B: Backend>(
     );
     bar.set_prefix(label.to_string());
     let (mut losses, mut scales) = (Vec::new(), Vec::new());
-    let step = digits::train(be, train, cfg, TrainConfig::default(), |s, loss, scale| {
+    let step = digits::train(be, train, cfg, tcfg, |s, loss, scale| {
         losses.push(loss);
         scales.push(scale);
         if s % 10 == 0 || s + 1 == cfg.steps {
@@ -143,19 +193,20 @@ fn main_with(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let data = digits::load(&digits::default_path())?;
     let (train, test) = data.split(digits::TEST_FRACTION, args.run.seed);
     println!(
-        "digits: {} training and {} test images; MLP {:?}, ReLU; {} steps of {} at lr {}",
+        "digits: {} training and {} test images; MLP {:?}, ReLU; {} steps of {} at lr {}; {}",
         train.len(),
         test.len(),
         digits::WIDTHS,
         args.run.steps,
         args.run.batch,
-        args.run.lr
+        args.run.lr,
+        args.describe()
     );
     let device = match args.backend.as_str() {
         "auto" | "cuda" => match Device::new(0) {
             Ok(dev) => Some(dev),
             Err(e @ (Error::NoDriver | Error::NoDevice { .. })) if args.backend == "auto" => {
-                println!("no GPU ({e}); the mixed run uses the CPU's fp16 emulation");
+                println!("no GPU ({e}); the mixed run uses the CPU's {} emulation", args.precision);
                 None
             }
             Err(e) => return Err(e.into()),
@@ -167,21 +218,32 @@ fn main_with(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     // CPU: its run is labelled so, and its time is not printed as if it were a GPU's.
     let emulated = device.as_ref().is_some_and(|d| d.info().is_emulator());
     let started = Instant::now();
+    let tcfg = args.train_config();
+    let p = args.precision;
     let (mixed_label, (mixed, scales, mixed_acc)) = match device {
         Some(dev) => {
-            let be = Cuda::new(&dev);
-            println!("mixed run: {}", be.describe());
-            let label = if emulated { "mixed (CUDA emulator, on the CPU)" } else { "mixed (GPU)" };
-            (label, run(be, "mixed", &train, &test, &args.run)?)
+            let label =
+                if emulated { format!("{p} mixed (CUDA emulator, on the CPU)") } else { format!("{p} mixed (GPU)") };
+            let result = if p == DType::BF16 {
+                let be = Cuda::<bf16>::with_half(&dev);
+                println!("mixed run: {}", be.describe());
+                run(be, "mixed", &train, &test, &args.run, tcfg)?
+            } else {
+                let be = Cuda::new(&dev);
+                println!("mixed run: {}", be.describe());
+                run(be, "mixed", &train, &test, &args.run, tcfg)?
+            };
+            (label, result)
         }
         None => {
-            let be = Cpu::mixed();
+            let be = if p == DType::BF16 { Cpu::mixed_bf16() } else { Cpu::mixed() };
             println!("mixed run: {}", be.describe());
-            ("mixed (CPU fp16 emulation)", run(be, "mixed", &train, &test, &args.run)?)
+            (format!("{p} mixed (CPU emulation)"), run(be, "mixed", &train, &test, &args.run, tcfg)?)
         }
     };
     let mixed_time = started.elapsed();
-    let (fp32, _, fp32_acc) = run(Cpu::fp32(), "fp32", &train, &test, &args.run)?;
+    // The fp32 reference takes the same settings (its loss scale, if any, is exact).
+    let (fp32, _, fp32_acc) = run(Cpu::fp32(), "fp32", &train, &test, &args.run, tcfg)?;
 
     std::fs::create_dir_all(&args.out)?;
     let mut csv = String::from("step,mixed_loss,fp32_loss,loss_scale\n");
@@ -190,11 +252,16 @@ fn main_with(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     std::fs::write(args.out.join("loss.csv"), csv)?;
     let svg = args.out.join("loss.svg");
-    plot(&svg, &mixed, &fp32, mixed_label)?;
+    plot(&svg, &mixed, &fp32, &mixed_label)?;
 
     let last = |v: &[f32]| v.last().copied().unwrap_or(f32::NAN);
     let time = if emulated { "emulated, not a GPU time".to_string() } else { format!("{mixed_time:.1?}") };
-    println!("mixed: final loss {:.4}, test accuracy {:.2}% ({time})", last(&mixed), 100.0 * mixed_acc);
+    println!(
+        "mixed ({}): final loss {:.4}, test accuracy {:.2}% ({time})",
+        args.describe(),
+        last(&mixed),
+        100.0 * mixed_acc
+    );
     println!("fp32:  final loss {:.4}, test accuracy {:.2}%", last(&fp32), 100.0 * fp32_acc);
     println!("loss curves: {} and {}", svg.display(), args.out.join("loss.csv").display());
     Ok(())

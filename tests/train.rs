@@ -37,8 +37,10 @@ struct Run {
     accuracy: f32,
 }
 
+/// A run as the example makes it: the split, initial weights and batches from `cfg.seed`.
 fn run<B: Backend>(be: B, cfg: &RunConfig, tcfg: TrainConfig) -> Run {
-    let (train, test) = data();
+    let d = digits::load(&digits::default_path()).expect("examples/data/digits.csv.gz");
+    let (train, test) = d.split(digits::TEST_FRACTION, cfg.seed);
     let mut losses = Vec::new();
     let step = digits::train(be, &train, cfg, tcfg, |_, l, _| losses.push(l)).unwrap();
     Run { losses, accuracy: step.accuracy(&test.x, &test.y).unwrap() }
@@ -655,18 +657,33 @@ fn cpu_mixed_bf16_matches_fp32_for_200_steps() {
 
 /// Issue 19's acceptance on the main job (600 steps, the README's command): bf16 within
 /// one point of the f16 run's accuracy, pure bf16 within two, and pure bf16 reproducible
-/// from its seed (the same losses bit for bit; another seed, other losses).
+/// from its seed (the same losses bit for bit; another seed, other losses). The
+/// accuracies are means over five seeds (each seed its own split, initial weights and
+/// batches): one run's accuracy on the 359 test images moves by a point (3.6 images)
+/// with the last bits of the arithmetic. Measured (CPU emulation): f16 98.89 98.89 98.33
+/// 98.05 97.77, bf16 97.49 98.61 98.33 98.05 98.05, pure bf16 96.94 98.61 98.33 98.05
+/// 98.05; means 98.39, 98.11, 98.00.
 #[test]
 fn bf16_digits_accuracy_against_f16() {
+    let mean = |tcfg: &dyn Fn(u64) -> TrainConfig, bf16: bool| -> f32 {
+        let runs = (0..5u64).map(|seed| {
+            let cfg = RunConfig { seed, ..RunConfig::default() };
+            let be = if bf16 { Cpu::mixed_bf16() } else { Cpu::mixed() };
+            run(be, &cfg, tcfg(seed)).accuracy
+        });
+        runs.sum::<f32>() / 5.0
+    };
+    let f16 = mean(&|_| TrainConfig::f16(), false);
+    let b = mean(&|_| TrainConfig::bf16(), true);
+    let pure = mean(&TrainConfig::pure_bf16, true);
+    println!("mean accuracy over 5 seeds: f16 {f16}, bf16 {b}, pure bf16 {pure}");
+    assert!((b - f16).abs() <= 0.01, "bf16 {b} against f16 {f16}");
+    assert!((pure - f16).abs() <= 0.02, "pure bf16 {pure} against f16 {f16}");
+
     let cfg = RunConfig::default();
-    let f16 = run(Cpu::mixed(), &cfg, TrainConfig::f16());
-    let b = run(Cpu::mixed_bf16(), &cfg, TrainConfig::bf16());
     let pure = run(Cpu::mixed_bf16(), &cfg, TrainConfig::pure_bf16(cfg.seed));
     let again = run(Cpu::mixed_bf16(), &cfg, TrainConfig::pure_bf16(cfg.seed));
     let other = run(Cpu::mixed_bf16(), &cfg, TrainConfig::pure_bf16(cfg.seed + 1));
-    println!("accuracy: f16 {}, bf16 {}, pure bf16 {}", f16.accuracy, b.accuracy, pure.accuracy);
-    assert!((b.accuracy - f16.accuracy).abs() <= 0.01, "bf16 {} against f16 {}", b.accuracy, f16.accuracy);
-    assert!((pure.accuracy - f16.accuracy).abs() <= 0.02, "pure bf16 {} against f16 {}", pure.accuracy, f16.accuracy);
     let bits = |r: &Run| r.losses.iter().map(|l| l.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&pure), bits(&again), "pure bf16 reproduces from its seed");
     assert_ne!(bits(&pure), bits(&other), "the seed drives the rounding");

@@ -175,11 +175,15 @@ impl AdamConsts {
         if cfg.weight_decay != 0.0 {
             match cfg.mode {
                 AdamMode::AdamW => p = (p as f64 - cfg.lr * cfg.weight_decay * p as f64) as f32,
-                AdamMode::Adam => g = (g as f64 + p as f64 * cfg.weight_decay) as f32,
+                AdamMode::Adam => g = cfg.weight_decay.mul_add(p as f64, g as f64) as f32,
             }
         }
-        *m = (cfg.beta1 * *m as f64 + (1.0 - cfg.beta1) * g as f64) as f32;
-        *v = (cfg.beta2 * *v as f64 + (1.0 - cfg.beta2) * g as f64 * g as f64) as f32;
+        // nvcc contracts these f64 updates into fused multiply-adds (fma.rn.f64 in the
+        // PTX of cuda/adam.cu, at every target): the reference fuses the same operations,
+        // so the moments agree bit for bit (rounding the product first differs in the
+        // last f32 bit for a few elements in a thousand).
+        *m = cfg.beta1.mul_add(*m as f64, (1.0 - cfg.beta1) * g as f64) as f32;
+        *v = cfg.beta2.mul_add(*v as f64, (1.0 - cfg.beta2) * g as f64 * g as f64) as f32;
         let denom = ((v.sqrt() / self.bc2_sqrt) as f64 + cfg.eps) as f32;
         p - self.step_size * *m / denom
     }
