@@ -19,7 +19,8 @@
 //! training step's warm-up) happens before `begin`, and the device is synchronized at
 //! both marks. A case may print several begin/end pairs (the training step repeats when
 //! the loss scale made its step a skipped one); the last pair is the measured one.
-//! Data are random and non-zero, from fixed seeds.
+//! Data are random and non-zero, from fixed seeds. The bf16 GEMM cases need compute
+//! capability 8.0 (bf16 tensor cores): below it they print `skip NAME: WHY` and no marks.
 
 #[path = "common/digits.rs"]
 mod digits;
@@ -28,15 +29,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use mixed_precision::backend::cuda::Cuda;
-use mixed_precision::half::f16;
-use mixed_precision::kernels::adam::{adamw_step, adamw_step_multi, AdamConfig, AdamScalars, AdamTensors};
-use mixed_precision::kernels::cast::{cast_f16_f32, cast_f32_f16};
+use mixed_precision::half::{bf16, f16};
+use mixed_precision::kernels::adam::{
+    adamw_pure, adamw_step, adamw_step_multi, AdamConfig, AdamPureTensors, AdamScalars, AdamTensors,
+};
+use mixed_precision::kernels::cast::{cast_f32_half, cast_half_f32};
 use mixed_precision::kernels::gemm::{gemm, Activation, Bias, Epilogue, GemmShape, Transpose};
 use mixed_precision::kernels::loss_scale::{update_scale, ScaleRule};
 use mixed_precision::kernels::unscale::{unscale_check, unscale_check_multi};
 use mixed_precision::nn::Mlp;
 use mixed_precision::rng::Rng;
-use mixed_precision::{Device, Element, Tensor, TrainConfig, TrainStep};
+use mixed_precision::{DType, Device, Element, Half, Tensor, TrainConfig, TrainStep};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -60,8 +63,9 @@ enum Epi {
     Plain,
     /// C f32, f32 bias, ReLU.
     BiasRelu,
-    /// C f16, f16 bias, GELU, the f16 pre-activation written too.
-    F16BiasGeluPre,
+    /// C in the operands' half type, a bias of that type, GELU, the pre-activation (of
+    /// that type) written too.
+    HalfBiasGeluPre,
 }
 
 const LAYOUTS: [(&str, Transpose, Transpose); 4] = [
@@ -71,8 +75,23 @@ const LAYOUTS: [(&str, Transpose, Transpose); 4] = [
     ("tt", Transpose::T, Transpose::T),
 ];
 
-const EPILOGUES: [(&str, Epi); 3] =
-    [("f32", Epi::Plain), ("f32_bias_relu", Epi::BiasRelu), ("f16_bias_gelu_pre", Epi::F16BiasGeluPre)];
+/// The epilogues and their names in the case names, for operands of half type `h`.
+fn epilogues(h: DType) -> [(String, Epi); 3] {
+    [
+        ("f32".into(), Epi::Plain),
+        ("f32_bias_relu".into(), Epi::BiasRelu),
+        (format!("{h}_bias_gelu_pre"), Epi::HalfBiasGeluPre),
+    ]
+}
+
+/// The GEMM case names' prefix for operands of half type `h`: `gemm_` for f16 (the names
+/// the f16 cases always had), `gemm_bf16_` for bf16, as the kernels are named.
+fn gemm_prefix(h: DType) -> &'static str {
+    match h {
+        DType::BF16 => "gemm_bf16_",
+        _ => "gemm_",
+    }
+}
 
 /// Every case name with its description, in the report's order.
 fn cases() -> Vec<(String, String)> {
@@ -89,29 +108,43 @@ fn cases() -> Vec<(String, String)> {
         ("adamw_f16", "adamw_step, f16 grads, flat 1 Mi, scale + found_inf + fp16 copy"),
         ("adamw_multi_f32", "adamw_step_multi, f32 grads, 20 tensors (1,121,588 elements), scale + copy"),
         ("update_scale", "update_scale, one thread, three device scalars"),
+        ("cast_f32_bf16", "cast f32 -> bf16, 1 Mi elements"),
+        ("cast_bf16_f32", "cast bf16 -> f32, 1 Mi elements"),
+        ("unscale_bf16", "unscale_check bf16, flat 1 Mi, with scale (unscale + check)"),
+        ("check_bf16", "unscale_check bf16, flat 1 Mi, no scale (check only)"),
+        ("check_multi_bf16", "unscale_check_multi bf16, 20 tensors (1,121,588 elements), check only"),
+        ("adamw_f32_copy_bf16", "adamw_step, f32 grads, flat 1 Mi, scale + found_inf + bf16 copy"),
+        ("adamw_bf16", "adamw_step, bf16 grads, flat 1 Mi, scale + found_inf + bf16 copy"),
+        ("adamw_pure_f32", "adamw_pure, f32 grads, bf16 weights (no master), flat 1 Mi, scale + found_inf"),
+        ("adamw_pure_bf16", "adamw_pure, bf16 grads, bf16 weights (no master), flat 1 Mi, scale + found_inf"),
     ]
     .iter()
     .map(|(n, d)| (n.to_string(), d.to_string()))
     .collect();
-    let what = |epi| match epi {
-        Epi::Plain => "C f32, alpha 1, beta 0",
-        Epi::BiasRelu => "C f32, f32 bias, ReLU",
-        Epi::F16BiasGeluPre => "C f16, f16 bias, GELU, f16 pre-activation",
+    let what = |h: DType, epi| match epi {
+        Epi::Plain => "C f32, alpha 1, beta 0".to_string(),
+        Epi::BiasRelu => "C f32, f32 bias, ReLU".to_string(),
+        Epi::HalfBiasGeluPre => format!("C {h}, {h} bias, GELU, {h} pre-activation"),
     };
-    for (l, _, _) in LAYOUTS {
-        for (e, epi) in EPILOGUES {
-            v.push((format!("gemm_{l}_{e}"), format!("gemm {} 1024^3, {}", l.to_uppercase(), what(epi))));
+    for h in [DType::F16, DType::BF16] {
+        let (p, inputs) = (gemm_prefix(h), if h == DType::BF16 { " bf16 (sm_80+)" } else { "" });
+        for (l, _, _) in LAYOUTS {
+            for (e, epi) in epilogues(h) {
+                let desc = format!("gemm{inputs} {} 1024^3, {}", l.to_uppercase(), what(h, epi));
+                v.push((format!("{p}{l}_{e}"), desc));
+            }
+        }
+        // The epilogue alone: the full GEMM minus this is its main loop.
+        for (e, epi) in epilogues(h) {
+            let desc = format!("gemm{inputs} NN 1024 x 1024 x 0 (epilogue alone), {}", what(h, epi));
+            v.push((format!("{p}k0_{e}"), desc));
         }
     }
-    // The epilogue alone: the full GEMM minus this is its main loop.
-    for (e, epi) in EPILOGUES {
-        v.push((format!("gemm_k0_{e}"), format!("gemm NN 1024 x 1024 x 0 (epilogue alone), {}", what(epi))));
-    }
-    v.push((
-        "train_step".into(),
-        "one digits training step (MLP 64-128-128-10 ReLU, batch 64) after warm-up, replayed from its CUDA graph"
-            .into(),
-    ));
+    let step =
+        "one digits training step (MLP 64-128-128-10 ReLU, batch 64) after warm-up, replayed from its CUDA graph";
+    v.push(("train_step".into(), format!("{step}; f16, f32 master weights, loss scaling")));
+    v.push(("train_step_bf16".into(), format!("{step}; bf16, f32 master weights, no loss scaling")));
+    v.push(("train_step_pure_bf16".into(), format!("{step}; pure bf16 weights (no master), no loss scaling")));
     v
 }
 
@@ -150,17 +183,18 @@ fn upload<T: Element>(dev: &Arc<Device>, rng: &mut Rng, n: usize, scale: f32) ->
     Ok(Tensor::from_host(dev, &random::<T>(rng, n, scale), &[n])?)
 }
 
-fn run_cast(dev: &Arc<Device>, name: &str, to_f16: bool) -> Res<()> {
+/// cast_f32_<H> (`to_half`) or cast_<H>_f32.
+fn run_cast<H: Half>(dev: &Arc<Device>, name: &str, to_half: bool) -> Res<()> {
     let mut rng = Rng::new(1);
     println!("info {name} n={FLAT}");
-    if to_f16 {
+    if to_half {
         let x = upload::<f32>(dev, &mut rng, FLAT, 1.0)?;
-        let mut y = Tensor::<f16>::zeros(dev, &[FLAT])?;
-        measured(dev, name, || Ok(cast_f32_f16(dev, &x.view(), &mut y.view_mut())?))
+        let mut y = Tensor::<H>::zeros(dev, &[FLAT])?;
+        measured(dev, name, || Ok(cast_f32_half(dev, &x.view(), &mut y.view_mut())?))
     } else {
-        let x = upload::<f16>(dev, &mut rng, FLAT, 1.0)?;
+        let x = upload::<H>(dev, &mut rng, FLAT, 1.0)?;
         let mut y = Tensor::<f32>::zeros(dev, &[FLAT])?;
-        measured(dev, name, || Ok(cast_f16_f32(dev, &x.view(), &mut y.view_mut())?))
+        measured(dev, name, || Ok(cast_half_f32(dev, &x.view(), &mut y.view_mut())?))
     }
 }
 
@@ -188,18 +222,25 @@ fn run_unscale<G: Element>(dev: &Arc<Device>, name: &str, lens: &[usize], with_s
     Ok(())
 }
 
-/// One tensor's optimizer state on the device.
-struct AdamState<G: Element> {
+/// One tensor's optimizer state on the device: gradients `G`, working copy `C`.
+struct AdamState<G: Element, C: Half> {
     p: Tensor<f32>,
     g: Tensor<G>,
     m: Tensor<f32>,
     v: Tensor<f32>,
-    copy: Tensor<f16>,
+    copy: Tensor<C>,
 }
 
-fn run_adam<G: Element>(dev: &Arc<Device>, name: &str, lens: &[usize]) -> Res<()> {
+/// adamw_step(_multi) with f32 master weights, gradients `G` and the working copy `C`.
+fn run_adam<G: Element, C: Half>(dev: &Arc<Device>, name: &str, lens: &[usize]) -> Res<()> {
     let mut rng = Rng::new(3);
-    println!("info {name} n={} tensors={} dtype={}", lens.iter().sum::<usize>(), lens.len(), G::DTYPE);
+    println!(
+        "info {name} n={} tensors={} dtype={} weights=master copy={}",
+        lens.iter().sum::<usize>(),
+        lens.len(),
+        G::DTYPE,
+        C::DTYPE
+    );
     let mut states = lens
         .iter()
         .map(|&n| {
@@ -209,7 +250,7 @@ fn run_adam<G: Element>(dev: &Arc<Device>, name: &str, lens: &[usize]) -> Res<()
                 m: upload::<f32>(dev, &mut rng, n, 1e-3)?,
                 // Second moments must be positive.
                 v: Tensor::from_host(dev, &rng.uniform_vec(n, 1e-7, 1e-6), &[n])?,
-                copy: Tensor::<f16>::zeros(dev, &[n])?,
+                copy: Tensor::<C>::zeros(dev, &[n])?,
             })
         })
         .collect::<Res<Vec<_>>>()?;
@@ -218,7 +259,7 @@ fn run_adam<G: Element>(dev: &Arc<Device>, name: &str, lens: &[usize]) -> Res<()
     let found = Tensor::from_host(dev, &[0.0f32], &[1])?;
     let cfg = AdamConfig::default();
     measured(dev, name, || {
-        let mut ts: Vec<AdamTensors<'_, G>> = states
+        let mut ts: Vec<AdamTensors<'_, G, C>> = states
             .iter_mut()
             .map(|s| AdamTensors {
                 params: s.p.view_mut(),
@@ -242,6 +283,28 @@ fn run_adam<G: Element>(dev: &Arc<Device>, name: &str, lens: &[usize]) -> Res<()
     Ok(())
 }
 
+/// adamw_pure over one flat range: bf16 weights (no master copy), gradients `G`.
+fn run_adam_pure<G: Element>(dev: &Arc<Device>, name: &str, n: usize) -> Res<()> {
+    let mut rng = Rng::new(3);
+    println!("info {name} n={n} tensors=1 dtype={} weights=pure", G::DTYPE);
+    let mut p = upload::<bf16>(dev, &mut rng, n, 0.1)?;
+    let g = upload::<G>(dev, &mut rng, n, 4.0)?;
+    let mut m = upload::<f32>(dev, &mut rng, n, 1e-3)?;
+    let mut v = Tensor::from_host(dev, &rng.uniform_vec(n, 1e-7, 1e-6), &[n])?;
+    let mut step = Tensor::from_host(dev, &[3.0f32], &[1])?;
+    let scale = Tensor::from_host(dev, &[4096.0f32], &[1])?;
+    let found = Tensor::from_host(dev, &[0.0f32], &[1])?;
+    measured(dev, name, || {
+        let mut t = AdamPureTensors { params: p.view_mut(), grads: g.view(), m: m.view_mut(), v: v.view_mut() };
+        let mut sc = AdamScalars { step: step.view_mut(), scale: Some(scale.view()), found_inf: Some(found.view()) };
+        Ok(adamw_pure(dev, &mut t, &mut sc, &AdamConfig::default(), 0x5eed)?)
+    })?;
+    if step.to_host()?[0] != 4.0 {
+        return Err(format!("{name}: the step was skipped").into());
+    }
+    Ok(())
+}
+
 fn run_update_scale(dev: &Arc<Device>, name: &str) -> Res<()> {
     println!("info {name} scalars=3");
     let mut scale = Tensor::from_host(dev, &[65536.0f32], &[1])?;
@@ -253,30 +316,36 @@ fn run_update_scale(dev: &Arc<Device>, name: &str) -> Res<()> {
 }
 
 /// `k == 0` runs the epilogue alone (the main loop has no tiles): what the full GEMM's
-/// counters minus these are is the main loop's.
-fn run_gemm(dev: &Arc<Device>, name: &str, ta: Transpose, tb: Transpose, epi: Epi, k: usize) -> Res<()> {
+/// counters minus these are is the main loop's. `T` is the operands' half type.
+fn run_gemm<T: Half>(dev: &Arc<Device>, name: &str, ta: Transpose, tb: Transpose, epi: Epi, k: usize) -> Res<()> {
+    let capability = dev.info().compute_capability;
+    if T::DTYPE == DType::BF16 && capability < (8, 0) {
+        println!("skip {name}: bf16 tensor cores need sm_80, the device is sm_{}{}", capability.0, capability.1);
+        return Ok(());
+    }
     let n = GEMM;
     let s = GemmShape::dense(n, n, k, ta, tb);
+    let h = T::DTYPE.name();
     let (out, bias, pre) = match epi {
         Epi::Plain => ("f32", "none", 0),
         Epi::BiasRelu => ("f32", "f32", 0),
-        Epi::F16BiasGeluPre => ("f16", "f16", 1),
+        Epi::HalfBiasGeluPre => (h, h, 1),
     };
-    println!("info {name} m={n} n={n} k={k} out={out} bias={bias} pre={pre}");
+    println!("info {name} m={n} n={n} k={k} in={h} out={out} bias={bias} pre={pre}");
     let mut rng = Rng::new(4);
-    let a = upload::<f16>(dev, &mut rng, n * k.max(1), 1.0)?;
-    let b = upload::<f16>(dev, &mut rng, n * k.max(1), 1.0)?;
+    let a = upload::<T>(dev, &mut rng, n * k.max(1), 1.0)?;
+    let b = upload::<T>(dev, &mut rng, n * k.max(1), 1.0)?;
     let bias32 = upload::<f32>(dev, &mut rng, n, 1.0)?;
-    let bias16 = upload::<f16>(dev, &mut rng, n, 1.0)?;
-    let mut pre_t = Tensor::<f16>::zeros(dev, &[n * n])?;
+    let bias_half = upload::<T>(dev, &mut rng, n, 1.0)?;
+    let mut pre_t = Tensor::<T>::zeros(dev, &[n * n])?;
     let mut pre_view = pre_t.view_mut();
     let epilogue = |pre_view| match epi {
         Epi::Plain => Epilogue::default(),
         Epi::BiasRelu => {
             Epilogue { bias: Some(Bias::F32(bias32.view())), activation: Activation::Relu, ..Epilogue::default() }
         }
-        Epi::F16BiasGeluPre => Epilogue {
-            bias: Some(Bias::Half(bias16.view())),
+        Epi::HalfBiasGeluPre => Epilogue {
+            bias: Some(Bias::Half(bias_half.view())),
             pre: Some(pre_view),
             activation: Activation::Gelu,
             ..Epilogue::default()
@@ -286,20 +355,24 @@ fn run_gemm(dev: &Arc<Device>, name: &str, ta: Transpose, tb: Transpose, epi: Ep
         let mut c = Tensor::<f32>::zeros(dev, &[n * n])?;
         measured(dev, name, || Ok(gemm(dev, &s, &a.view(), &b.view(), &mut c.view_mut(), epilogue(&mut pre_view))?))
     } else {
-        let mut c = Tensor::<f16>::zeros(dev, &[n * n])?;
+        let mut c = Tensor::<T>::zeros(dev, &[n * n])?;
         measured(dev, name, || Ok(gemm(dev, &s, &a.view(), &b.view(), &mut c.view_mut(), epilogue(&mut pre_view))?))
     }
 }
 
-fn run_train(dev: &Arc<Device>, name: &str) -> Res<()> {
+/// The digits training step with half type `H` and `cfg`'s precision and weights; `mode`
+/// names them for the report (f16, bf16, pure_bf16).
+fn run_train<H: Half>(dev: &Arc<Device>, name: &str, mode: &str, cfg: TrainConfig) -> Res<()> {
     let data = digits::load(&digits::default_path())?;
     let (train, _) = data.split(digits::TEST_FRACTION, 0);
     let model = Mlp::new(&digits::WIDTHS, Activation::Relu)?;
     let params = model.layout().total();
     let batch = 64;
-    println!("info {name} params={params} batch={batch} widths={:?}", digits::WIDTHS);
+    // The arena's gradients are f32 in every mode.
+    let widths = format!("{:?}", digits::WIDTHS).replace(' ', "");
+    println!("info {name} params={params} batch={batch} widths={widths} mode={mode} grads=f32");
     let init = model.init(0);
-    let mut step = TrainStep::new(Cuda::new(dev), model, &init, TrainConfig::default())?;
+    let mut step = TrainStep::new(Cuda::<H>::with_half(dev), model, &init, cfg)?;
     let mut rng = Rng::new(0x5eed_ba7c);
     let order = digits::permutation(train.len(), &mut rng);
     let batch_at = |s: usize| train.gather(&order[s * batch..(s + 1) * batch]);
@@ -331,32 +404,50 @@ fn run_train(dev: &Arc<Device>, name: &str) -> Res<()> {
     Err(format!("{name}: ten steps in a row were skipped").into())
 }
 
+/// [`run_gemm`] for one half type.
+type RunGemm = fn(&Arc<Device>, &str, Transpose, Transpose, Epi, usize) -> Res<()>;
+
 fn run(dev: &Arc<Device>, name: &str) -> Res<()> {
     match name {
-        "cast_f32_f16" => run_cast(dev, name, true),
-        "cast_f16_f32" => run_cast(dev, name, false),
+        "cast_f32_f16" => run_cast::<f16>(dev, name, true),
+        "cast_f16_f32" => run_cast::<f16>(dev, name, false),
+        "cast_f32_bf16" => run_cast::<bf16>(dev, name, true),
+        "cast_bf16_f32" => run_cast::<bf16>(dev, name, false),
         "unscale_f32" => run_unscale::<f32>(dev, name, &[FLAT], true),
         "unscale_f16" => run_unscale::<f16>(dev, name, &[FLAT], true),
         "check_f32" => run_unscale::<f32>(dev, name, &[FLAT], false),
         "check_f16" => run_unscale::<f16>(dev, name, &[FLAT], false),
         "unscale_multi_f32" => run_unscale::<f32>(dev, name, &LIST, true),
         "check_multi_f16" => run_unscale::<f16>(dev, name, &LIST, false),
-        "adamw_f32" => run_adam::<f32>(dev, name, &[FLAT]),
-        "adamw_f16" => run_adam::<f16>(dev, name, &[FLAT]),
-        "adamw_multi_f32" => run_adam::<f32>(dev, name, &LIST),
+        "unscale_bf16" => run_unscale::<bf16>(dev, name, &[FLAT], true),
+        "check_bf16" => run_unscale::<bf16>(dev, name, &[FLAT], false),
+        "check_multi_bf16" => run_unscale::<bf16>(dev, name, &LIST, false),
+        "adamw_f32" => run_adam::<f32, f16>(dev, name, &[FLAT]),
+        "adamw_f16" => run_adam::<f16, f16>(dev, name, &[FLAT]),
+        "adamw_multi_f32" => run_adam::<f32, f16>(dev, name, &LIST),
+        "adamw_f32_copy_bf16" => run_adam::<f32, bf16>(dev, name, &[FLAT]),
+        "adamw_bf16" => run_adam::<bf16, bf16>(dev, name, &[FLAT]),
+        "adamw_pure_f32" => run_adam_pure::<f32>(dev, name, FLAT),
+        "adamw_pure_bf16" => run_adam_pure::<bf16>(dev, name, FLAT),
         "update_scale" => run_update_scale(dev, name),
-        "train_step" => run_train(dev, name),
+        "train_step" => run_train::<f16>(dev, name, "f16", TrainConfig::f16()),
+        "train_step_bf16" => run_train::<bf16>(dev, name, "bf16", TrainConfig::bf16()),
+        "train_step_pure_bf16" => run_train::<bf16>(dev, name, "pure_bf16", TrainConfig::pure_bf16(0x5eed)),
         _ => {
-            for (l, ta, tb) in LAYOUTS {
-                for (e, epi) in EPILOGUES {
-                    if name == format!("gemm_{l}_{e}") {
-                        return run_gemm(dev, name, ta, tb, epi, GEMM);
+            for h in [DType::F16, DType::BF16] {
+                let p = gemm_prefix(h);
+                let run: RunGemm = if h == DType::BF16 { run_gemm::<bf16> } else { run_gemm::<f16> };
+                for (l, ta, tb) in LAYOUTS {
+                    for (e, epi) in epilogues(h) {
+                        if name == format!("{p}{l}_{e}") {
+                            return run(dev, name, ta, tb, epi, GEMM);
+                        }
                     }
                 }
-            }
-            for (e, epi) in EPILOGUES {
-                if name == format!("gemm_k0_{e}") {
-                    return run_gemm(dev, name, Transpose::N, Transpose::N, epi, 0);
+                for (e, epi) in epilogues(h) {
+                    if name == format!("{p}k0_{e}") {
+                        return run(dev, name, Transpose::N, Transpose::N, epi, 0);
+                    }
                 }
             }
             Err(format!("unknown case {name:?} (try `list`)").into())

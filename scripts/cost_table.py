@@ -7,7 +7,9 @@ Reads OUTDIR/raw/<case>.jsonl (the lines MP_EMU_COST=<file> appended, one per la
 launch order) and OUTDIR/raw/cases.log (examples/cost_cases.rs's stdout: `case`, `info`,
 `begin NAME OFFSET`, `end NAME OFFSET` lines) and writes OUTDIR/cost.md. Only a case's
 launches between its last begin/end marks count; set-up before them is kept in the raw
-file but left out of the table. Python 3 standard library only.
+file but left out of the table. A case the device cannot run prints `skip NAME: WHY`
+instead of marks (the bf16 GEMM below sm_80) and is listed as skipped. Python 3 standard
+library only.
 
 Every figure is modelled: bytes, sectors, wavefronts and instructions the emulator
 counted (emu/src/cost.rs), and H100 times derived from them; nothing is measured on a GPU.
@@ -20,7 +22,8 @@ import re
 import sys
 from collections import OrderedDict
 
-# The modelled H100 (SXM): HBM3 bandwidth and dense fp16 tensor-core rate (989.4 TFLOP/s).
+# The modelled H100 (SXM): HBM3 bandwidth and dense fp16 tensor-core rate (989.4 TFLOP/s;
+# the bf16 rate is the same).
 H100_BYTES_PER_S = 3.35e12
 H100_MACS_PER_S = 494.7e12
 
@@ -28,7 +31,38 @@ H100_MACS_PER_S = 494.7e12
 COALESCING_GOAL = 0.95
 BYTES_GOAL = 1.05
 
-SIZE = {"f32": 4, "f16": 2}
+SIZE = {"f32": 4, "f16": 2, "bf16": 2}
+
+# A GEMM case's name: gemm_[bf16_]<layout or k0>_<epilogue>. The prefix names the
+# operands' half type (none: f16).
+GEMM_CASE = re.compile(r"^(gemm_(?:bf16_)?)(k0|nn|nt|tn|tt)_(.+)$")
+
+
+def gemm_case(name):
+    """(prefix, layout or "k0", epilogue) of a GEMM case's name, or None."""
+    m = GEMM_CASE.match(name)
+    return m.groups() if m else None
+
+
+def half_of_prefix(prefix):
+    return "bf16" if prefix == "gemm_bf16_" else "f16"
+
+
+def adam_minimum(weights, g):
+    """(footprint, traffic, what) bytes per parameter of one AdamW pass, from
+    cuda/adam.cu's header: master weights (p m v f32 read + written, copy 2 written) or
+    pure bf16 weights (p 2 m v 8 read + written), and gradients of g bytes read."""
+    if weights == "pure":
+        return 10 + g, 20 + g, f"{20 + g} B/elem (bf16 p read+write 4, m v read+write 16, g {g})"
+    return 12 + g + 2, 24 + g + 2, f"{24 + g + 2} B/elem (p m v read+write 24, g {g}, copy 2)"
+
+
+def mode_label(info):
+    """The optimizer mode a case's info names."""
+    if info.get("mode") == "pure_bf16" or info.get("weights") == "pure":
+        return "pure bf16 weights (no master)"
+    copy = info.get("copy") or {"f16": "f16", "bf16": "bf16"}.get(info.get("mode"), "f16")
+    return f"f32 master + {copy} copy"
 
 
 def parse_log(path):
@@ -44,6 +78,10 @@ def parse_log(path):
             m = re.match(r"case (\S+): (.*)$", line)
             if m:
                 cases.setdefault(m.group(1), {"info": {}, "notes": []})["desc"] = m.group(2)
+                continue
+            m = re.match(r"skip (\S+): (.*)$", line)
+            if m:
+                cases.setdefault(m.group(1), {"info": {}, "notes": []})["skip"] = m.group(2)
                 continue
             parts = line.split()
             if len(parts) >= 2 and parts[0] in ("info", "begin", "end", "note"):
@@ -83,10 +121,11 @@ def minimum(kernel, info):
         if info.get("mode") == "unscale":
             return g * n, 2 * g * n, f"{2 * g} B/elem (read + write {g}, in place)"
         return g * n, g * n, f"{g} B/elem (check only: read {g})"
-    if kernel.startswith("adamw_step"):
+    if kernel.startswith(("adamw_step", "adamw_pure")):
         n = int(info.get("n", info.get("params", 0)))
         g = SIZE[kernel.rsplit("_", 1)[1]]
-        return (12 + g + 2) * n, (24 + g + 2) * n, f"{24 + g + 2} B/elem (p m v read+write 24, g {g}, copy 2)"
+        foot, traffic, what = adam_minimum("pure" if kernel.startswith("adamw_pure") else "master", g)
+        return foot * n, traffic * n, what
     if kernel.startswith("gemm_") and "m" in info:
         m, nn, k = int(info["m"]), int(info["n"]), int(info["k"])
         c = SIZE[info["out"]]
@@ -94,6 +133,8 @@ def minimum(kernel, info):
         pre = 2 * m * nn if info.get("pre") == "1" else 0
         total = 2 * (m * k + k * nn) + c * m * nn + b * nn + pre
         what = f"2(MK+KN) + {c}MN" + (f" + {b}N bias" if b else "") + (" + 2MN pre" if pre else "")
+        if info.get("in") == "bf16":
+            what += " (bf16 operands)"
         return total, total, what
     if kernel == "update_scale":
         return 12, 12, "12 B: found_inf, growth tracker, scale (4 B each)"
@@ -103,7 +144,7 @@ def minimum(kernel, info):
 
 
 def memory_bound(kernel):
-    return kernel.startswith(("cast_", "unscale_check", "adamw_step"))
+    return kernel.startswith(("cast_", "unscale_check", "adamw_step", "adamw_pure"))
 
 
 def modelled_us(traffic, macs):
@@ -199,6 +240,9 @@ class Row:
 def build_rows(raw, cases):
     rows = []
     for name, c in cases.items():
+        if "skip" in c:
+            c["launches"] = []
+            continue
         if "begin" not in c or "end" not in c:
             sys.exit(f"cost_table.py: case {name} has no begin/end marks (did it fail?)")
         launches = read_launches(os.path.join(raw, f"{name}.jsonl"), c["begin"], c["end"])
@@ -222,8 +266,9 @@ def judge(rows, cases):
     """Sets each row's goal column; returns the GEMM main-loop derivations."""
     k0 = {}
     for r in rows:
-        if r.case.startswith("gemm_k0_"):
-            k0[r.case[len("gemm_k0_"):]] = r
+        g = gemm_case(r.case)
+        if g and g[1] == "k0":
+            k0[(g[0], g[2])] = r
     derived = []
     for r in rows:
         if r.kernel in ("update_scale", "adam_count_step"):
@@ -239,9 +284,9 @@ def judge(rows, cases):
                 misses.append(f"{r.ratio:.3f}x the minimum traffic > 1.05x")
             r.goal = "misses" if misses else "meets"
             r.why = "; ".join(misses)
-        elif r.kernel.startswith("gemm_") and r.case.startswith("gemm_") and not r.case.startswith("gemm_k0_"):
-            epi = r.case.split("_", 2)[2]  # gemm_<layout>_<epilogue>
-            e = k0.get(epi)
+        elif r.kernel.startswith("gemm_") and gemm_case(r.case) and gemm_case(r.case)[1] != "k0":
+            prefix, _, epi = gemm_case(r.case)
+            e = k0.get((prefix, epi))
             if e is None:
                 continue
             wf = r.c["shared_wavefronts"] - e.c["shared_wavefronts"]
@@ -256,6 +301,19 @@ def judge(rows, cases):
             r.why = (f"main loop: shared factor {fmt_ratio(main_bank, 3)}, coalescing {fmt_pct(main_coal)}; "
                      f"epilogue (no goal): shared factor {fmt_ratio(e.bank, 3)}, coalescing {fmt_pct(e.coalescing)}")
     return derived
+
+
+def train_minimum(info):
+    """(bytes per parameter, why) the optimizer phase of a training step must move: one
+    AdamW pass over the arena's gradients, the inf/NaN check being fused into the kernels
+    that write them."""
+    g = SIZE[info.get("grads", "f32")]
+    weights = "pure" if info.get("mode") == "pure_bf16" else "master"
+    per = adam_minimum(weights, g)[1]
+    why = f"AdamW alone, {info.get('grads', 'f32')} grads: cuda/adam.cu"
+    if info.get("mode", "f16") == "f16":
+        why += "; issue 15: 34 with a check pass, goal 30"
+    return per, why
 
 
 def min_max(values, fmt):
@@ -341,25 +399,29 @@ def main():
               + ("" if not mem_miss else "; missing: " + ", ".join(f"`{r.case}`" for r in mem_miss)) + "; "
               + f"coalescing {min_max((r.coalescing for r in mem), fmt_pct)}, DRAM-eq. / minimum "
               + f"{min_max((r.ratio for r in mem), lambda x: f'{x:.3f}x')}.")
-    if derived:
-        banks = [d[2] for d in derived]
-        md.append(f"- GEMM 1024^3, {len(derived)} layout/epilogue pairs: main-loop shared bank factor "
+    for half in ("f16", "bf16"):
+        ds = [d for d in derived if half_of_prefix(gemm_case(d[0].case)[0]) == half]
+        if not ds:
+            continue
+        banks = [d[2] for d in ds]
+        md.append(f"- GEMM 1024^3, {half} operands, {len(ds)} layout/epilogue pairs: main-loop shared bank factor "
                   f"{min_max(banks, lambda x: f'{x:.3f}')} "
                   f"({sum(1 for b in banks if b is not None and abs(b - 1) < 1e-9)} of {len(banks)} conflict-free); "
-                  f"DRAM-eq. {min_max((r.ratio for r, *_ in derived), lambda x: f'{x:.3f}x')} the minimum; "
-                  f"{min_max((r.c['macs'] / r.l2 for r, *_ in derived), lambda x: f'{x:.1f}')} MACs per L2 byte; "
-                  f"epilogue (C stores) coalescing {min_max((d[1].coalescing for d in derived), fmt_pct)}, "
-                  f"epilogue bank factor {min_max((d[1].bank for d in derived), lambda x: f'{x:.2f}')}; "
-                  f"modelled H100 lower bound {min_max((r.us for r, *_ in derived), fmt_us)} µs "
-                  f"(DRAM {min_max((r.traffic / H100_BYTES_PER_S * 1e6 for r, *_ in derived), fmt_us)} µs, "
-                  f"tensor cores {min_max((r.c['macs'] / H100_MACS_PER_S * 1e6 for r, *_ in derived), fmt_us)} µs).")
+                  f"DRAM-eq. {min_max((r.ratio for r, *_ in ds), lambda x: f'{x:.3f}x')} the minimum; "
+                  f"{min_max((r.c['macs'] / r.l2 for r, *_ in ds), lambda x: f'{x:.1f}')} MACs per L2 byte; "
+                  f"epilogue (C stores) coalescing {min_max((d[1].coalescing for d in ds), fmt_pct)}, "
+                  f"epilogue bank factor {min_max((d[1].bank for d in ds), lambda x: f'{x:.2f}')}; "
+                  f"modelled H100 lower bound {min_max((r.us for r, *_ in ds), fmt_us)} µs "
+                  f"(DRAM {min_max((r.traffic / H100_BYTES_PER_S * 1e6 for r, *_ in ds), fmt_us)} µs, "
+                  f"tensor cores {min_max((r.c['macs'] / H100_MACS_PER_S * 1e6 for r, *_ in ds), fmt_us)} µs).")
     for name, c in cases.items():
         if "params" in c["info"]:
             params = int(c["info"]["params"])
             opt = [r for r in rows if r.case == name and r.kernel.startswith(("unscale_check", "adam"))]
-            md.append(f"- Training step's optimizer phase ({', '.join(sorted({r.kernel for r in opt}))}): "
+            md.append(f"- Training step `{name}`, {mode_label(c['info'])}: optimizer phase "
+                      f"({', '.join(sorted({r.kernel for r in opt}))}) "
                       f"{sum(r.dram for r in opt) / params:.2f} B/param DRAM-eq., counted (reads + writes); "
-                      "issue 15: 34 with the check pass, goal 30.")
+                      f"minimum {train_minimum(c['info'])[0]} B/param ({train_minimum(c['info'])[1]}).")
     md.append("")
 
     # Cases.
@@ -369,7 +431,8 @@ def main():
               "random non-zero data, fixed seeds); only the launches between its marks count.")
     md.append("")
     md.append(table(["case", "what ran", "launches"],
-                    [[f"`{n}`", c.get("desc", ""), len(c["launches"])] for n, c in cases.items()]))
+                    [[f"`{n}`", c.get("desc", ""), f"skipped: {c['skip']}" if "skip" in c else len(c["launches"])]
+                     for n, c in cases.items()]))
     md.append("")
 
     # Goals summary.
@@ -438,19 +501,51 @@ def main():
         opt = [r for r in trs if r.kernel.startswith(("unscale_check", "adam"))]
         traffic = sum(r.dram for r in opt)
         total_us = sum(r.us for r in trs)
-        md.append("## The training step's optimizer phase")
+        md.append(f"## The training step's optimizer phase: `{name}`")
         md.append("")
         md.append(
             f"`{name}`: {c.get('desc', '')}; {params:,} parameters; {len(c['launches'])} launches, "
             f"modelled H100 lower bound {fmt_us(total_us)} µs for the kernels (launch overhead not "
             "modelled). " + " ".join(f"({n})" for n in c["notes"]))
         md.append("")
-        md.append(table(["optimizer-phase kernels", "DRAM-eq. (reads + writes)", "B/param", "issue 15"], [[
-                             ", ".join(f"`{r.kernel}` x{r.launches}" for r in opt), fmt_bytes(traffic),
-                             f"{traffic / params:.2f}", "34 B/param with the check pass; goal 30"]]))
+        per, why = train_minimum(c["info"])
+        md.append(table(["mode", "optimizer-phase kernels", "DRAM-eq. (reads + writes)", "B/param, counted",
+                         "minimum B/param"], [[
+                             mode_label(c["info"]), ", ".join(f"`{r.kernel}` x{r.launches}" for r in opt),
+                             fmt_bytes(traffic), f"{traffic / params:.2f}", f"{per} ({why})"]]))
         md.append("")
         md.append("Bytes per parameter = the DRAM-eq. bytes of the unscale_check and adam kernels "
                   "of the step (sectors read plus sectors written, as counted) over the parameter count.")
+        md.append("")
+
+    # Bytes per parameter by optimizer mode.
+    brows = []
+    for name, c in cases.items():
+        info = c["info"]
+        opt = [r for r in rows if r.case == name and r.kernel.startswith(("unscale_check", "adam"))]
+        if not opt or not any(r.kernel.startswith("adamw") for r in opt):
+            continue
+        if "params" in info:
+            n = int(info["params"])
+            per, why = train_minimum(info)
+            grads = info.get("grads", "f32")
+        else:
+            n = int(info["n"])
+            grads = info.get("dtype", "f32")
+            per = adam_minimum(info.get("weights", "master"), SIZE[grads])[1]
+            why = "cuda/adam.cu"
+        counted = sum(r.dram for r in opt) / n
+        brows.append([mode_label(info), grads, f"`{name}`", ", ".join(f"`{r.kernel}`" for r in opt),
+                      f"{counted:.2f}", f"{per} ({why})", f"{counted / per:.3f}"])
+    if brows:
+        md.append("## Optimizer bytes per parameter, by mode (counted)")
+        md.append("")
+        md.append("DRAM-eq. bytes the emulator counted for the optimizer kernels of each case "
+                  "(`unscale_check*`, `adam*`: sectors read plus sectors written, x 32) over its "
+                  "parameters, next to the minimum from `cuda/adam.cu`'s header. Modelled, not measured.")
+        md.append("")
+        md.append(table(["mode", "grads", "case", "kernels", "B/param, counted", "minimum B/param",
+                         "counted / minimum"], brows))
         md.append("")
 
     # Instructions.

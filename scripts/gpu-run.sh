@@ -15,6 +15,10 @@
 #   DEADLINE      seconds after which no further step starts (default: none)
 #   BENCH_ARGS    criterion options (default: 1 s warm-up, 2 s measurement per function;
 #                 the tables the benches print are their own medians of CUDA-event times)
+#   BENCH_PER_HALF  benches run once per half type, as steps bench-<name>-f16 and
+#                 bench-<name>-bf16 (MIXED_PRECISION_BENCH_HALF), each with its own step
+#                 timeout (default: gemm, whose f16 rows alone took 120 s on an H200); the
+#                 other benches run their f16 and bf16 rows in one step, bench-<name>
 set -uo pipefail
 
 log=${1:?usage: scripts/gpu-run.sh LOGDIR [tests|sanitize|benches|pytorch|examples]...}
@@ -49,6 +53,7 @@ export MIXED_PRECISION_LIB=$bundle/lib/libmixed_precision.so
 step_timeout=${STEP_TIMEOUT:-240}
 deadline=${DEADLINE:-0}
 read -r -a bench_args <<<"${BENCH_ARGS:---warm-up-time 1 --measurement-time 2}"
+per_half=" ${BENCH_PER_HALF-gemm} "
 
 passed=0
 failed=0
@@ -105,7 +110,15 @@ for s in $steps; do
       step "racecheck-capi_test" "$sanitizer" --tool racecheck --error-exitcode 1 "$MIXED_PRECISION_CAPI_C_BIN" ;;
     benches)
       for b in "$bundle"/benches/*; do
-        step "bench-$(basename "$b")" env CRITERION_HOME="${TMPDIR:-/tmp}/mp-criterion" "$b" --bench "${bench_args[@]}"
+        name=$(basename "$b")
+        if [[ "$per_half" == *" $name "* ]]; then
+          for h in f16 bf16; do
+            step "bench-$name-$h" env MIXED_PRECISION_BENCH_HALF="$h" CRITERION_HOME="${TMPDIR:-/tmp}/mp-criterion" \
+              "$b" --bench "${bench_args[@]}"
+          done
+        else
+          step "bench-$name" env CRITERION_HOME="${TMPDIR:-/tmp}/mp-criterion" "$b" --bench "${bench_args[@]}"
+        fi
       done ;;
     pytorch)
       # PyTorch on the same GPU calling our kernels through the C ABI (issue 6, part 2).

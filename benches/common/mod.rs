@@ -8,7 +8,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mixed_precision::cudarc::driver::sys::CUevent_flags;
-use mixed_precision::{Device, Error};
+use mixed_precision::{DType, Device, Error};
+
+/// Set to `f16` or `bf16` to run only that half type's rows (scripts/gpu-run.sh runs a
+/// long bench once per half type that way); unset or empty, every row runs.
+pub const HALF_VAR: &str = "MIXED_PRECISION_BENCH_HALF";
+
+/// Whether this run benchmarks the rows of half type `h` (see [`HALF_VAR`]). Rows with no
+/// half type (f32 only) run with f16's. Panics on any other value: a misspelt setting
+/// must not silently run nothing.
+pub fn runs_half(h: DType) -> bool {
+    match std::env::var(HALF_VAR).as_deref() {
+        Err(_) | Ok("") => true,
+        Ok("f16") => h == DType::F16,
+        Ok("bf16") => h == DType::BF16,
+        Ok(other) => panic!("{HALF_VAR}={other:?}: expected f16 or bf16 (or unset for both)"),
+    }
+}
 
 /// The device, or `None` after printing `skipped (no CUDA device): <bench>`. On the CUDA
 /// driver emulator (emu/; its device name says "emulator") it refuses and exits with
@@ -58,14 +74,16 @@ pub fn median_seconds(dev: &Device, warmup: u32, runs: u32, mut f: impl FnMut())
     t[t.len() / 2]
 }
 
-/// One row of a bandwidth table: ours against the baseline, both in GB/s of the bytes
-/// each must move, and the ratio.
-pub fn print_bandwidth_row(name: &str, bytes: f64, ours_s: f64, base_name: &str, base_s: f64) {
+/// One row of a bandwidth table: the bytes `elems` elements must move (in all and per
+/// element), ours against the baseline, both in GB/s of those bytes, and the ratio (the
+/// fraction of the baseline's bandwidth).
+pub fn print_bandwidth_row(name: &str, elems: usize, bytes: f64, ours_s: f64, base_name: &str, base_s: f64) {
     let ours = bytes / ours_s / 1e9;
     let base = bytes / base_s / 1e9;
     println!(
-        "| {name} | {:.1} MB | {ours:.0} GB/s ({:.1} us) | {base_name} {base:.0} GB/s ({:.1} us) | {:.2} |",
+        "| {name} | {:.1} MB ({:.0} B/elem) | {ours:.0} GB/s ({:.1} us) | {base_name} {base:.0} GB/s ({:.1} us) | {:.2} |",
         bytes / 1e6,
+        bytes / elems as f64,
         ours_s * 1e6,
         base_s * 1e6,
         ours / base
