@@ -131,7 +131,15 @@ for s in $steps; do
         args=()
         [[ "$(basename "$e")" == cost_cases ]] && args=(all)
         step "example-$(basename "$e")" bash -c 'cd "$1" && shift && exec "$@"' _ "$log" "$e" "${args[@]}"
-      done ;;
+      done
+      # The main job again in bf16 and in pure bf16 (issue 19), each with its own curves.
+      digits=$bundle/examples/train_digits
+      if [[ -x "$digits" ]]; then
+        step "example-train_digits-bf16" bash -c 'cd "$1" && shift && exec "$@"' _ "$log" "$digits" \
+          --precision bf16 --out target/train_digits_bf16
+        step "example-train_digits-pure-bf16" bash -c 'cd "$1" && shift && exec "$@"' _ "$log" "$digits" \
+          --precision bf16 --weights pure --out target/train_digits_pure_bf16
+      fi ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac
 done
