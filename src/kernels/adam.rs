@@ -2,7 +2,9 @@
 //! half-precision working copy (f16 or bf16) in the same pass, and on pure-bf16 weights
 //! with stochastic rounding; all gated by the device flag `found_inf`.
 
-use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg, SyncOnDrop,
+};
 use half::{bf16, f16};
 
 use super::multi_tensor::{plan, MtBlocks};
@@ -183,6 +185,16 @@ impl AdamScalars<'_> {
         check_optional_scalar(op, "scale", dev, self.scale.as_ref())?;
         check_optional_scalar(op, "found_inf", dev, self.found_inf.as_ref())
     }
+
+    /// The device pointers the update kernels take, `[step, scale, found_inf]` (0 for an
+    /// absent one), with the guards that keep them recorded on `stream` until dropped.
+    fn kernel_ptrs<'s>(&'s self, stream: &'s CudaStream) -> ([u64; 3], Vec<SyncOnDrop<'s>>) {
+        let (step, g_step) = self.step.device_ptr(stream);
+        let (scale, g_scale) = optional_ptr(self.scale.as_ref(), stream);
+        let (found, g_found) = optional_ptr(self.found_inf.as_ref(), stream);
+        let guards = std::iter::once(g_step).chain(g_scale).chain(g_found).collect();
+        ([step, scale, found], guards)
+    }
 }
 
 /// Advances `step` unless `found_inf` is set (one thread).
@@ -232,9 +244,7 @@ pub fn adamw_step<G: Element, C: Half>(
         }
         None => (0, None),
     };
-    let (step, _step) = s.step.device_ptr(stream);
-    let (scale, _scale) = optional_ptr(s.scale.as_ref(), stream);
-    let (found, _found) = optional_ptr(s.found_inf.as_ref(), stream);
+    let ([step, scale, found], _scalars) = s.kernel_ptrs(stream);
     let n64 = n as u64;
     let hyper = cfg.hyper(C::DTYPE);
     let mut launch = stream.launch_builder(&func);
@@ -286,9 +296,7 @@ pub fn adamw_step_multi<G: Element, C: Half>(
         };
         ptrs.push([p, g, m, v, c]);
     }
-    let (step, _step) = s.step.device_ptr(stream);
-    let (scale, _scale) = optional_ptr(s.scale.as_ref(), stream);
-    let (found, _found) = optional_ptr(s.found_inf.as_ref(), stream);
+    let ([step, scale, found], _scalars) = s.kernel_ptrs(stream);
     let hyper = cfg.hyper(C::DTYPE);
     for l in &launches {
         let z = [0u64; ADAM_MT_TENSORS];
@@ -355,9 +363,7 @@ pub fn adamw_pure<G: Element, P: Half>(
     let (g, _g) = t.grads.device_ptr(stream);
     let (m, _m) = t.m.device_ptr_mut(stream);
     let (v, _v) = t.v.device_ptr_mut(stream);
-    let (step, _step) = s.step.device_ptr(stream);
-    let (scale, _scale) = optional_ptr(s.scale.as_ref(), stream);
-    let (found, _found) = optional_ptr(s.found_inf.as_ref(), stream);
+    let ([step, scale, found], _scalars) = s.kernel_ptrs(stream);
     let n64 = n as u64;
     let hyper = cfg.hyper(DType::BF16);
     let mut launch = stream.launch_builder(&func);
