@@ -51,16 +51,61 @@
 
 // mode: 0 = AdamW (decoupled decay), 1 = Adam (L2 decay added to the gradient)
 // copy_bf16: the working copy is bf16 (1) or f16 (0); unused by the pure-bf16 kernels.
+// sched: 0 = constant lr; 1 = linear warmup over `warmup` steps then cosine decay to
+// min_lr at step `decay` (nanoGPT's get_lr; issue 20): the lr of a step is derived on the
+// device from the step count this launch reads, so a captured graph replays with the
+// right lr and a skipped step (whose count does not advance) does not advance it either.
 struct AdamHyper {
     double lr, beta1, beta2, eps, weight_decay;
     int32_t mode;
     int32_t copy_bf16;
+    int32_t sched, warmup, decay, reserved;
+    double min_lr;
 };
 
 // Per-launch constants every thread derives from the step count.
 struct AdamStep {
+    double lr;  // this step's learning rate
     float step_size, bc2_sqrt;
 };
+
+// cos(pi r) for r in [0, 1], by a fixed polynomial rather than cospi: cospi reads a table
+// from module-scope global memory, and a fixed sequence of fmas is what the CPU reference
+// (cpu::cos_pi_unit) can repeat bit for bit. Folded to |pi r| <= pi / 2, where the Taylor
+// series to t^20 is within 2e-17 of the cosine (the next term, (pi/2)^22 / 22!); with the
+// rounding of pi and of pi r, within 4e-16 absolute (tests/adam.rs).
+__device__ __forceinline__ double cos_pi_unit(double r) {
+    const bool upper = r > 0.5;
+    const double t = 3.141592653589793 * (upper ? 1.0 - r : r);
+    const double t2 = t * t;
+    double c = 1.0 / 2432902008176640000.0;  // 1 / 20!
+    c = fma(c, t2, -1.0 / 6402373705728000.0);
+    c = fma(c, t2, 1.0 / 20922789888000.0);
+    c = fma(c, t2, -1.0 / 87178291200.0);
+    c = fma(c, t2, 1.0 / 479001600.0);
+    c = fma(c, t2, -1.0 / 3628800.0);
+    c = fma(c, t2, 1.0 / 40320.0);
+    c = fma(c, t2, -1.0 / 720.0);
+    c = fma(c, t2, 1.0 / 24.0);
+    c = fma(c, t2, -0.5);
+    c = fma(c, t2, 1.0);
+    return upper ? -c : c;
+}
+
+// nanoGPT's schedule at iteration it = s - 1 (s: the step count after this step's
+// increment, 1 for the first step): lr (it + 1) / warmup during warmup, min_lr after
+// `decay`, cosine in between. src/kernels/adam.rs (LrSchedule) and the CPU reference
+// (cpu::scheduled_lr) say the same.
+__device__ __forceinline__ double scheduled_lr(const AdamHyper& h, double s) {
+    if (h.sched == 0) return h.lr;
+    const double it = s - 1.0;
+    if (it < (double)h.warmup) return h.lr * (it + 1.0) / (double)h.warmup;
+    if (it > (double)h.decay) return h.min_lr;
+    const double span = (double)(h.decay - h.warmup);
+    const double ratio = span > 0.0 ? (it - (double)h.warmup) / span : 1.0;
+    const double coeff = 0.5 * (1.0 + cos_pi_unit(ratio));
+    return fma(coeff, h.lr - h.min_lr, h.min_lr);
+}
 
 __device__ __forceinline__ AdamStep adam_step_consts(const AdamHyper& h, const float* step) {
     // torch keeps both bias corrections as f32 before using them; so do we.
@@ -68,7 +113,8 @@ __device__ __forceinline__ AdamStep adam_step_consts(const AdamHyper& h, const f
     const float bc1 = (float)(1.0 - pow(h.beta1, s));
     const float bc2 = (float)(1.0 - pow(h.beta2, s));
     AdamStep c;
-    c.step_size = (float)(h.lr / (double)bc1);
+    c.lr = scheduled_lr(h, s);
+    c.step_size = (float)(c.lr / (double)bc1);
     c.bc2_sqrt = sqrtf(bc2);
     return c;
 }
@@ -166,7 +212,7 @@ __device__ __forceinline__ void adam_math(float& p, float g, float& m, float& v,
                                           const AdamStep& c, const float* scale) {
     if (scale) g = (float)((double)g / (double)*scale);
     if (h.weight_decay != 0.0) {
-        if (h.mode == 0) p = (float)(p - h.lr * h.weight_decay * p);
+        if (h.mode == 0) p = (float)(p - c.lr * h.weight_decay * p);
         else g = (float)(g + p * h.weight_decay);
     }
     m = (float)(h.beta1 * m + (1.0 - h.beta1) * g);

@@ -8,6 +8,7 @@ use mixed_precision::backend::cpu;
 use mixed_precision::half::{bf16, f16};
 use mixed_precision::kernels::adam::{
     adamw_pure, adamw_step, adamw_step_multi, AdamConfig, AdamMode, AdamPureTensors, AdamScalars, AdamTensors,
+    LrSchedule,
 };
 use mixed_precision::rng::Rng;
 use mixed_precision::{Element, Error, Half, Tensor};
@@ -63,7 +64,15 @@ fn rel_err(got: &[f32], want: &[f64]) -> f64 {
 fn configs() -> [AdamConfig; 2] {
     [
         AdamConfig { lr: 1e-3, weight_decay: 1e-2, ..AdamConfig::default() },
-        AdamConfig { lr: 3e-3, beta1: 0.8, beta2: 0.99, eps: 1e-6, weight_decay: 1e-3, mode: AdamMode::Adam },
+        AdamConfig {
+            lr: 3e-3,
+            beta1: 0.8,
+            beta2: 0.99,
+            eps: 1e-6,
+            weight_decay: 1e-3,
+            mode: AdamMode::Adam,
+            ..AdamConfig::default()
+        },
     ]
 }
 
@@ -156,6 +165,52 @@ fn gpu_step<G: Element, C: Half>(
         step: step.to_host().unwrap()[0],
     };
     copy.to_host().unwrap()
+}
+
+/// The device-side learning-rate schedule (issue 20): nanoGPT's warmup + cosine, derived
+/// from the step count the kernel reads. Against the CPU reference bit for bit, step by
+/// step through warmup, the cosine and the floor, with one skipped step (found_inf) that
+/// must not advance it: the step after the skip uses the lr the skipped one would have.
+#[test]
+fn lr_schedule_on_the_device_matches_cpu_and_skips() {
+    let dev = gpu_or_skip!();
+    let sched = LrSchedule::WarmupCosine { warmup_steps: 3, decay_steps: 9, min_lr: 1e-4 };
+    let cfg = AdamConfig { lr: 1e-2, schedule: sched, ..AdamConfig::default() };
+    // The lrs themselves: warmup 1/3, 2/3, 1 of lr at steps 1-3, then down to min_lr.
+    let lrs: Vec<f64> = (1..=12).map(|s| cpu::scheduled_lr(&cfg, s as f32)).collect();
+    for (s, want) in [(1, 1e-2 / 3.0), (2, 2e-2 / 3.0), (3, 1e-2)] {
+        assert!((lrs[s - 1] - want).abs() <= 1e-18, "warmup step {s}: {}", lrs[s - 1]);
+    }
+    assert_eq!(lrs[3], 1e-2, "the cosine starts at lr");
+    assert!((lrs[6] - (1e-4 + 0.5 * (1e-2 - 1e-4))).abs() <= 1e-17, "halfway: {}", lrs[6]);
+    assert!(lrs[3..10].windows(2).all(|w| w[1] < w[0]), "{lrs:?}");
+    assert_eq!(&lrs[10..], &[1e-4, 1e-4]);
+
+    let mut rng = Rng::new(9);
+    let n = 517;
+    let mut gpu = State::new(&mut rng, n);
+    let mut host = gpu.clone();
+    for k in 0..13 {
+        let g = scaled_grads::<f32>(&mut rng, n);
+        let skip = if k == 5 { 1.0 } else { 0.0 };
+        gpu_step::<_, f16>(&dev, &mut gpu, &g, &cfg, skip);
+        cpu::adam_count_step(&mut host.step, Some(skip));
+        cpu::adamw_update(
+            &mut host.p,
+            &g,
+            &mut host.m,
+            &mut host.v,
+            None::<&mut [f16]>,
+            host.step,
+            Some(SCALE),
+            Some(skip),
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(gpu.step, host.step, "step {k}: the count (a skipped step does not advance it)");
+        assert_eq!(gpu, host, "step {k}: weights and moments bit for bit");
+    }
+    assert_eq!(gpu.step, 12.0, "13 steps, one skipped");
 }
 
 #[test]
@@ -679,4 +734,15 @@ fn adamw_pure_rejects_bad_input_before_any_launch() {
     }
     assert_eq!(step.to_host().unwrap(), [0.0], "a rejected step must not advance the count");
     assert_eq!(p.to_host().unwrap(), [bf16::ONE; 8]);
+}
+
+#[test]
+fn the_schedule_cosine_is_within_4e16_of_cos() {
+    for i in 0..=1000 {
+        let r = i as f64 / 1000.0;
+        let (got, want) = (cpu::cos_pi_unit(r), (std::f64::consts::PI * r).cos());
+        // The series is within 2e-17; the rounding of pi and of pi r (2 ulps of t <= pi/2)
+        // dominates where the cosine crosses zero.
+        assert!((got - want).abs() <= 4e-16, "r {r}: {got} vs {want}");
+    }
 }

@@ -6,6 +6,7 @@ mod common;
 use mixed_precision::backend::cpu;
 use mixed_precision::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use mixed_precision::half::{bf16, f16};
+use mixed_precision::kernels::adam::LrSchedule;
 use mixed_precision::nn::{ArenaLayout, ParamArena, Weights};
 use mixed_precision::optim::{AdamConfig, AdamW, Checkpoint, GradScaler, GradScalerConfig, ScaleRule, ScalerState};
 use mixed_precision::rng::Rng;
@@ -112,6 +113,28 @@ fn checkpoint_round_trips_exactly() {
     let mut bytes = Vec::new();
     no_scaler.write_to(&mut bytes).unwrap();
     assert_eq!(Checkpoint::read_from(&mut bytes.as_slice()).unwrap(), no_scaler);
+}
+
+/// Version 2 carries the lr schedule; a version-1 file (no schedule) still reads, as a
+/// constant lr.
+#[test]
+fn checkpoint_carries_the_lr_schedule_and_reads_version_1() {
+    let schedule = LrSchedule::WarmupCosine { warmup_steps: 100, decay_steps: 5000, min_lr: 3e-5 };
+    let ckpt = Checkpoint { adam: AdamConfig { schedule, ..sample_checkpoint().adam }, ..sample_checkpoint() };
+    let mut bytes = Vec::new();
+    ckpt.write_to(&mut bytes).unwrap();
+    assert_eq!(Checkpoint::read_from(&mut bytes.as_slice()).unwrap(), ckpt);
+
+    // A version-1 file: the version field at byte 8, and no schedule record (20 bytes)
+    // after the Adam mode, which follows the layout, the total and five f64.
+    let constant = sample_checkpoint();
+    let mut v2 = Vec::new();
+    constant.write_to(&mut v2).unwrap();
+    let mode_end = v2.len() - (3 * constant.master.len() * 4) - 4 - (1 + 4 + 8 + 8 + 4 + 1 + 4 + 4) - 20;
+    let mut v1 = v2[..mode_end].to_vec();
+    v1.extend_from_slice(&v2[mode_end + 20..]);
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(Checkpoint::read_from(&mut v1.as_slice()).unwrap(), constant);
 }
 
 #[test]

@@ -13,6 +13,7 @@ use mixed_precision::backend::cpu::Cpu;
 use mixed_precision::backend::cuda::Cuda;
 use mixed_precision::backend::Backend;
 use mixed_precision::half::bf16;
+use mixed_precision::kernels::adam::LrSchedule;
 use mixed_precision::kernels::gemm::Activation;
 use mixed_precision::nn::Mlp;
 use mixed_precision::optim::{AdamConfig, GradScalerConfig};
@@ -554,6 +555,24 @@ fn cuda_state_matches_cpu_mixed() {
     let tcfg = TrainConfig::default();
     let cuda = states(Cuda::new(&dev), &init, 3, tcfg);
     let cpu = states(Cpu::mixed(), &init, 3, tcfg);
+    let f16_of = |w: &[f32]| -> Vec<f32> { w.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect() };
+    assert_state_parity(&cuda, &cpu, f16_of, STATE_GRAD_TOL);
+}
+
+/// The lr schedule lives on the device (issue 20): with warmup over 2 steps and the
+/// cosine ending at step 3, each of the three steps (eager, captured, replayed) has its
+/// own lr, and the replayed graph must use the step count's, not the one it was captured
+/// with: the state matches `Cpu::mixed()` step by step as without a schedule.
+#[test]
+fn cuda_state_with_lr_schedule_matches_cpu_mixed() {
+    let dev = gpu_or_skip!();
+    let model = Mlp::new(&digits::WIDTHS, Activation::Relu).unwrap();
+    let init = model.init(9);
+    let schedule = LrSchedule::WarmupCosine { warmup_steps: 2, decay_steps: 3, min_lr: 1e-4 };
+    let tcfg =
+        TrainConfig { adam: AdamConfig { lr: 3e-3, schedule, ..AdamConfig::default() }, ..TrainConfig::default() };
+    let cuda = states(Cuda::new(&dev), &init, 4, tcfg);
+    let cpu = states(Cpu::mixed(), &init, 4, tcfg);
     let f16_of = |w: &[f32]| -> Vec<f32> { w.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect() };
     assert_state_parity(&cuda, &cpu, f16_of, STATE_GRAD_TOL);
 }

@@ -23,6 +23,27 @@ pub enum AdamMode {
     Adam = 1,
 }
 
+/// The learning rate over training, derived on the device from the step count (so a
+/// captured CUDA graph replays with the right lr, and a skipped step, whose count does
+/// not advance, does not advance the schedule either).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LrSchedule {
+    /// `lr` at every step.
+    Constant,
+    /// nanoGPT's `get_lr` at iteration `it` (0 for the first step): `lr (it + 1) /
+    /// warmup_steps` while `it < warmup_steps`, `min_lr` once `it > decay_steps`, and in
+    /// between `min_lr + 0.5 (1 + cos(pi r)) (lr - min_lr)` with
+    /// `r = (it - warmup_steps) / (decay_steps - warmup_steps)`.
+    WarmupCosine {
+        /// Steps of linear warmup.
+        warmup_steps: u32,
+        /// The step at which the cosine reaches `min_lr` (>= `warmup_steps`).
+        decay_steps: u32,
+        /// The final learning rate, in `[0, lr]`.
+        min_lr: f64,
+    },
+}
+
 /// Hyper-parameters, with torch.optim.AdamW's defaults.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
@@ -38,12 +59,22 @@ pub struct AdamConfig {
     pub weight_decay: f64,
     /// Decoupled (AdamW) or L2 (Adam) decay.
     pub mode: AdamMode,
+    /// How the learning rate moves with the step count (`lr` is its peak).
+    pub schedule: LrSchedule,
 }
 
 impl Default for AdamConfig {
     /// torch.optim.AdamW: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 1e-2.
     fn default() -> Self {
-        AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2, mode: AdamMode::AdamW }
+        AdamConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-2,
+            mode: AdamMode::AdamW,
+            schedule: LrSchedule::Constant,
+        }
     }
 }
 
@@ -65,6 +96,17 @@ impl AdamConfig {
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad("weight_decay", format!("{} must be finite and >= 0", self.weight_decay));
         }
+        if let LrSchedule::WarmupCosine { warmup_steps, decay_steps, min_lr } = self.schedule {
+            if decay_steps < warmup_steps || decay_steps > i32::MAX as u32 {
+                return bad(
+                    "schedule",
+                    format!("decay_steps {decay_steps} must be in [warmup_steps {warmup_steps}, 2^31)"),
+                );
+            }
+            if !(min_lr.is_finite() && (0.0..=self.lr).contains(&min_lr)) {
+                return bad("schedule", format!("min_lr {min_lr} must be in [0, lr {}]", self.lr));
+            }
+        }
         Ok(())
     }
 
@@ -77,11 +119,17 @@ impl AdamConfig {
             weight_decay: self.weight_decay,
             mode: self.mode as i32,
             copy_bf16: (copy == DType::BF16) as i32,
+            sched: 0,
+            warmup: 0,
+            decay: 0,
+            reserved: 0,
+            min_lr: 0.0,
         }
+        .with_schedule(self.schedule)
     }
 }
 
-/// Mirrors `struct AdamHyper` in cuda/adam.cu (48 bytes).
+/// Mirrors `struct AdamHyper` in cuda/adam.cu (72 bytes).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct AdamHyper {
@@ -92,10 +140,25 @@ struct AdamHyper {
     weight_decay: f64,
     mode: i32,
     copy_bf16: i32,
+    sched: i32,
+    warmup: i32,
+    decay: i32,
+    reserved: i32,
+    min_lr: f64,
 }
 
-// SAFETY: plain `repr(C)` numbers with the layout of the CUDA struct (five doubles, two
-// int32, 48 bytes), passed by value as a kernel parameter.
+impl AdamHyper {
+    fn with_schedule(mut self, s: LrSchedule) -> Self {
+        if let LrSchedule::WarmupCosine { warmup_steps, decay_steps, min_lr } = s {
+            // validate() keeps decay_steps (and so warmup_steps) below 2^31.
+            (self.sched, self.warmup, self.decay, self.min_lr) = (1, warmup_steps as i32, decay_steps as i32, min_lr);
+        }
+        self
+    }
+}
+
+// SAFETY: plain `repr(C)` numbers with the layout of the CUDA struct (five doubles, six
+// int32, a double: 72 bytes), passed by value as a kernel parameter.
 unsafe impl DeviceRepr for AdamHyper {}
 
 /// Tensors one multi-tensor launch carries (`ADAM_MT_TENSORS`).

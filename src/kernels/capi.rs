@@ -40,6 +40,7 @@ use crate::dtype::{DType, Element, Half};
 use crate::error::{Error, Result};
 use crate::kernels::adam::{
     adamw_pure, adamw_step, adamw_step_multi, AdamConfig, AdamMode, AdamPureTensors, AdamScalars, AdamTensors,
+    LrSchedule,
 };
 use crate::kernels::cast::{cast_bf16_f32, cast_f16_f32, cast_f32_bf16, cast_f32_f16};
 use crate::kernels::gemm::{gemm, Activation, Bias, Epilogue, GemmShape, Transpose};
@@ -820,7 +821,15 @@ fn adam_config(op: &'static str, cfg: *const mp_adam_config) -> Result<AdamConfi
             })
         }
     };
-    let cfg = AdamConfig { lr: c.lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay, mode };
+    let cfg = AdamConfig {
+        lr: c.lr,
+        beta1: c.beta1,
+        beta2: c.beta2,
+        eps: c.eps,
+        weight_decay: c.weight_decay,
+        mode,
+        schedule: LrSchedule::Constant,
+    };
     cfg.validate(op)?;
     Ok(cfg)
 }

@@ -1,13 +1,16 @@
 //! The checkpoint file: everything a run needs to resume bit-exactly.
 //!
-//! Format, version 1, all numbers little-endian:
+//! Format, version 2 (version 1, the same without `schedule`, still reads), all numbers
+//! little-endian:
 //! ```text
 //! magic        8 bytes  "MPCKPT\0\0"
-//! version      u32      1
+//! version      u32      2
 //! params       u32      count, then per parameter:
 //!                name_len u32, name (UTF-8), rank u32, dims u64 x rank, offset u64
 //! total        u64      elements per role buffer (padding included)
 //! adam         lr, beta1, beta2, eps, weight_decay: f64; mode: u32 (0 AdamW, 1 Adam)
+//! schedule     u32 kind (0 constant, 1 warmup + cosine), warmup_steps u32,
+//!                decay_steps u32, min_lr f64
 //! step         f32      the device step count
 //! scaler       u8       0 absent, 1 present, then:
 //!                init_scale f32, growth f64, backoff f64, growth_interval i32,
@@ -25,13 +28,13 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::kernels::adam::{AdamConfig, AdamMode};
+use crate::kernels::adam::{AdamConfig, AdamMode, LrSchedule};
 use crate::kernels::loss_scale::ScaleRule;
 use crate::nn::ArenaLayout;
 use crate::optim::GradScalerConfig;
 
 /// The version this crate writes and reads.
-pub const CHECKPOINT_VERSION: u32 = 1;
+pub const CHECKPOINT_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"MPCKPT\0\0";
 
 /// The saved state of a [`GradScaler`](crate::optim::GradScaler).
@@ -103,6 +106,14 @@ impl Checkpoint {
             w.write_all(&x.to_le_bytes())?;
         }
         w.write_all(&(a.mode as u32).to_le_bytes())?;
+        let (kind, warmup, decay, min_lr) = match a.schedule {
+            LrSchedule::Constant => (0u32, 0u32, 0u32, 0.0f64),
+            LrSchedule::WarmupCosine { warmup_steps, decay_steps, min_lr } => (1, warmup_steps, decay_steps, min_lr),
+        };
+        for x in [kind, warmup, decay] {
+            w.write_all(&x.to_le_bytes())?;
+        }
+        w.write_all(&min_lr.to_le_bytes())?;
         w.write_all(&self.step.to_le_bytes())?;
         match &self.scaler {
             None => w.write_all(&[0])?,
@@ -132,8 +143,8 @@ impl Checkpoint {
             return Err(bad("not a mixed-precision checkpoint (bad magic)".into()));
         }
         let version = rd.u32()?;
-        if version != CHECKPOINT_VERSION {
-            return Err(bad(format!("version {version}, this build reads {CHECKPOINT_VERSION}")));
+        if version != CHECKPOINT_VERSION && version != 1 {
+            return Err(bad(format!("version {version}, this build reads 1 and {CHECKPOINT_VERSION}")));
         }
         let mut layout = ArenaLayout::new();
         for _ in 0..rd.u32()? {
@@ -160,7 +171,18 @@ impl Checkpoint {
             1 => AdamMode::Adam,
             m => return Err(bad(format!("unknown Adam mode {m}"))),
         };
-        let adam = AdamConfig { lr, beta1, beta2, eps, weight_decay, mode };
+        let schedule = if version == 1 {
+            LrSchedule::Constant
+        } else {
+            match (rd.u32()?, rd.u32()?, rd.u32()?, rd.f64()?) {
+                (0, ..) => LrSchedule::Constant,
+                (1, warmup_steps, decay_steps, min_lr) => {
+                    LrSchedule::WarmupCosine { warmup_steps, decay_steps, min_lr }
+                }
+                (k, ..) => return Err(bad(format!("unknown lr schedule {k}"))),
+            }
+        };
+        let adam = AdamConfig { lr, beta1, beta2, eps, weight_decay, mode, schedule };
         adam.validate(OP)?;
         let step = f32::from_bits(rd.u32()?);
         let scaler = match rd.bytes(1)?[0] {
