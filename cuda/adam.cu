@@ -320,3 +320,68 @@ struct AdamList {
 ADAM_MULTI(adamw_step_multi_f32, float)
 ADAM_MULTI(adamw_step_multi_f16, __half)
 ADAM_MULTI(adamw_step_multi_bf16, bf16_t)
+
+// ----------------------------------------------------------------------------
+// Gradient clipping by global norm (PyTorch's clip_grad_norm_ after GradScaler.unscale_,
+// as nanoGPT and llm.c clip at 1.0), on the device with no host synchronization:
+//   norm = sqrt(sum g^2) / scale                (the norm of the unscaled gradients)
+//   coef = max_norm / (norm + 1e-6)             (PyTorch's formula, clamped to 1)
+//   eff  = coef < 1 ? scale / coef : scale      (f32)
+// and AdamW then divides the gradients by eff instead of scale: g / (scale / coef) is the
+// clipped, unscaled gradient (one division instead of torch's division then product: the
+// two differ in the last bit). Two launches: adam_grad_sumsq_<g> writes one f64 partial
+// sum of squares per block (grid-stride, a fixed tree in shared memory), adam_clip_scale
+// (one block) sums the partials in a fixed order: deterministic for a given grid, which
+// the launcher sizes from the SM count. Extra traffic: one read of the gradients (4 bytes
+// per parameter with f32 gradients).
+
+#define CLIP_THREADS 256
+
+template <typename G>
+__device__ __forceinline__ void grad_sumsq(const G* g, uint64_t n, double* partial) {
+    __shared__ double sums[CLIP_THREADS];
+    double acc = 0.0;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const double x = (double)grad_value(g, i);
+        acc += x * x;
+    }
+    sums[threadIdx.x] = acc;
+    __syncthreads();
+    for (int w = CLIP_THREADS / 2; w > 0; w /= 2) {
+        if (threadIdx.x < w) sums[threadIdx.x] += sums[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partial[blockIdx.x] = sums[0];
+}
+
+extern "C" __global__ void __launch_bounds__(CLIP_THREADS) adam_grad_sumsq_f32(const float* g, uint64_t n, double* partial) {
+    grad_sumsq(g, n, partial);
+}
+extern "C" __global__ void __launch_bounds__(CLIP_THREADS) adam_grad_sumsq_f16(const __half* g, uint64_t n, double* partial) {
+    grad_sumsq(g, n, partial);
+}
+extern "C" __global__ void __launch_bounds__(CLIP_THREADS) adam_grad_sumsq_bf16(const bf16_t* g, uint64_t n, double* partial) {
+    grad_sumsq(g, n, partial);
+}
+
+// One block: the partials' sum in a fixed order, then eff (see above) into *eff_scale.
+extern "C" __global__ void __launch_bounds__(CLIP_THREADS) adam_clip_scale(const double* partial, uint32_t blocks,
+                                                                           const float* scale, double max_norm,
+                                                                           float* eff_scale) {
+    __shared__ double sums[CLIP_THREADS];
+    double acc = 0.0;
+    for (uint32_t b = threadIdx.x; b < blocks; b += CLIP_THREADS) acc += partial[b];
+    sums[threadIdx.x] = acc;
+    __syncthreads();
+    for (int w = CLIP_THREADS / 2; w > 0; w /= 2) {
+        if (threadIdx.x < w) sums[threadIdx.x] += sums[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        const double s = scale ? (double)*scale : 1.0;
+        const double norm = sqrt(sums[0]) / s;
+        const double coef = max_norm / (norm + 1e-6);
+        *eff_scale = coef < 1.0 ? (float)(s / coef) : (float)s;
+    }
+}

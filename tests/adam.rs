@@ -7,8 +7,8 @@ mod common;
 use mixed_precision::backend::cpu;
 use mixed_precision::half::{bf16, f16};
 use mixed_precision::kernels::adam::{
-    adamw_pure, adamw_step, adamw_step_multi, AdamConfig, AdamMode, AdamPureTensors, AdamScalars, AdamTensors,
-    LrSchedule,
+    adamw_pure, adamw_step, adamw_step_multi, clip_grad_norm, clip_partials_len, AdamConfig, AdamMode, AdamPureTensors,
+    AdamScalars, AdamTensors, ClipBuffers, LrSchedule,
 };
 use mixed_precision::rng::Rng;
 use mixed_precision::{Element, Error, Half, Tensor};
@@ -744,5 +744,64 @@ fn the_schedule_cosine_is_within_4e16_of_cos() {
         // The series is within 2e-17; the rounding of pi and of pi r (2 ulps of t <= pi/2)
         // dominates where the cosine crosses zero.
         assert!((got - want).abs() <= 4e-16, "r {r}: {got} vs {want}");
+    }
+}
+
+/// Clipping by global norm on the device (issue 20): the effective scale against the CPU
+/// reference (whose sequential sum may differ from the blocks' in the last bits: 1e-6
+/// relative), clipping only above max_norm (below it the scale comes back exactly), and
+/// for every gradient type; bad arguments refused before any launch.
+#[test]
+fn clip_grad_norm_matches_cpu() {
+    let dev = gpu_or_skip!();
+    let mut rng = Rng::new(12);
+    let n = 100_003;
+    let g32: Vec<f32> = (0..n).map(|_| rng.normal() * 1e-2 * SCALE).collect();
+    let norm = (g32.iter().map(|&g| (g as f64 / SCALE as f64).powi(2)).sum::<f64>()).sqrt();
+    let scale = Tensor::from_host(&dev, &[SCALE], &[1]).unwrap();
+    let blocks = clip_partials_len(&dev, n);
+    let mut partial = dev.stream().alloc_zeros::<f64>(blocks).unwrap();
+    let mut eff = Tensor::from_host(&dev, &[f32::NAN], &[1]).unwrap();
+    type Partial = mixed_precision::cudarc::driver::CudaSlice<f64>;
+    let run = |g: &Tensor<f32>, s: Option<&Tensor<f32>>, max: f64, partial: &mut Partial, eff: &mut Tensor<f32>| {
+        let sv = s.map(|s| s.view());
+        let mut bufs = ClipBuffers { partial: partial.as_view_mut(), scale: eff.view_mut() };
+        clip_grad_norm(&dev, &g.view(), sv.as_ref(), max, &mut bufs).unwrap();
+        eff.to_host().unwrap()[0]
+    };
+    let gd = Tensor::from_host(&dev, &g32, &[n]).unwrap();
+    for max in [0.1 * norm, 0.5 * norm] {
+        let got = run(&gd, Some(&scale), max, &mut partial, &mut eff);
+        let want = cpu::clip_scale(&g32, Some(SCALE), max);
+        assert!(((got - want) / want).abs() <= 1e-6, "max {max}: {got} vs {want}");
+        // The clipped, unscaled gradients have norm max_norm (to the 1e-6 of PyTorch's eps).
+        let clipped = (g32.iter().map(|&g| (g as f64 / got as f64).powi(2)).sum::<f64>()).sqrt();
+        assert!((clipped - max).abs() <= 1e-5 * max, "norm after clipping {clipped} vs {max}");
+    }
+    assert_eq!(run(&gd, Some(&scale), 2.0 * norm, &mut partial, &mut eff), SCALE, "no clipping below max_norm");
+    // Unscaled gradients (no scale): the same with s = 1.
+    let unscaled: Vec<f32> = g32.iter().map(|&g| g / SCALE).collect();
+    let ud = Tensor::from_host(&dev, &unscaled, &[n]).unwrap();
+    let got = run(&ud, None, 0.25 * norm, &mut partial, &mut eff);
+    let want = cpu::clip_scale(&unscaled, None, 0.25 * norm);
+    assert!(((got - want) / want).abs() <= 1e-6, "{got} vs {want}");
+    // bf16 gradients: the norm of the values as stored.
+    let gb: Vec<bf16> = g32.iter().map(|&g| bf16::from_f32(g)).collect();
+    let gbd = Tensor::from_host(&dev, &gb, &[n]).unwrap();
+    let mut bufs = ClipBuffers { partial: partial.as_view_mut(), scale: eff.view_mut() };
+    let sv = scale.view();
+    clip_grad_norm(&dev, &gbd.view(), Some(&sv), 0.1 * norm, &mut bufs).unwrap();
+    let gbf: Vec<f32> = gb.iter().map(|x| x.to_f32()).collect();
+    let (got, want) = (eff.to_host().unwrap()[0], cpu::clip_scale(&gbf, Some(SCALE), 0.1 * norm));
+    assert!(((got - want) / want).abs() <= 1e-6, "bf16: {got} vs {want}");
+    // Refusals.
+    let mut short = dev.stream().alloc_zeros::<f64>(blocks + 1).unwrap();
+    let mut bufs = ClipBuffers { partial: short.as_view_mut(), scale: eff.view_mut() };
+    let e = clip_grad_norm(&dev, &gd.view(), Some(&sv), 1.0, &mut bufs).unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { what: "partial", .. }), "{e}");
+    let mut bufs = ClipBuffers { partial: partial.as_view_mut(), scale: eff.view_mut() };
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let e = clip_grad_norm(&dev, &gd.view(), Some(&sv), bad, &mut bufs).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { what: "max_norm", .. }), "{bad}: {e}");
     }
 }

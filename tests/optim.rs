@@ -115,24 +115,25 @@ fn checkpoint_round_trips_exactly() {
     assert_eq!(Checkpoint::read_from(&mut bytes.as_slice()).unwrap(), no_scaler);
 }
 
-/// Version 2 carries the lr schedule; a version-1 file (no schedule) still reads, as a
-/// constant lr.
+/// Version 2 carries the lr schedule and the clip norm; a version-1 file (neither) still
+/// reads, as a constant lr without clipping.
 #[test]
-fn checkpoint_carries_the_lr_schedule_and_reads_version_1() {
+fn checkpoint_carries_the_lr_schedule_and_clip_and_reads_version_1() {
     let schedule = LrSchedule::WarmupCosine { warmup_steps: 100, decay_steps: 5000, min_lr: 3e-5 };
-    let ckpt = Checkpoint { adam: AdamConfig { schedule, ..sample_checkpoint().adam }, ..sample_checkpoint() };
+    let adam = AdamConfig { schedule, max_grad_norm: Some(1.0), ..sample_checkpoint().adam };
+    let ckpt = Checkpoint { adam, ..sample_checkpoint() };
     let mut bytes = Vec::new();
     ckpt.write_to(&mut bytes).unwrap();
     assert_eq!(Checkpoint::read_from(&mut bytes.as_slice()).unwrap(), ckpt);
 
-    // A version-1 file: the version field at byte 8, and no schedule record (20 bytes)
-    // after the Adam mode, which follows the layout, the total and five f64.
+    // A version-1 file: the version field at byte 8, and no schedule and clip record (28
+    // bytes) after the Adam mode.
     let constant = sample_checkpoint();
     let mut v2 = Vec::new();
     constant.write_to(&mut v2).unwrap();
-    let mode_end = v2.len() - (3 * constant.master.len() * 4) - 4 - (1 + 4 + 8 + 8 + 4 + 1 + 4 + 4) - 20;
+    let mode_end = v2.len() - (3 * constant.master.len() * 4) - 4 - (1 + 4 + 8 + 8 + 4 + 1 + 4 + 4) - 28;
     let mut v1 = v2[..mode_end].to_vec();
-    v1.extend_from_slice(&v2[mode_end + 20..]);
+    v1.extend_from_slice(&v2[mode_end + 28..]);
     v1[8..12].copy_from_slice(&1u32.to_le_bytes());
     assert_eq!(Checkpoint::read_from(&mut v1.as_slice()).unwrap(), constant);
 }

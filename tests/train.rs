@@ -577,6 +577,32 @@ fn cuda_state_with_lr_schedule_matches_cpu_mixed() {
     assert_state_parity(&cuda, &cpu, f16_of, STATE_GRAD_TOL);
 }
 
+/// Gradient clipping by global norm on the device (issue 20), at a norm every step
+/// exceeds: the state on CUDA (eager, then graph-replayed) against `Cpu::mixed()` step
+/// by step, and the clipped run's weights moving differently from the unclipped one's.
+#[test]
+fn cuda_state_with_clipping_matches_cpu_mixed() {
+    let dev = gpu_or_skip!();
+    let model = Mlp::new(&digits::WIDTHS, Activation::Relu).unwrap();
+    let init = model.init(9);
+    let clipped = TrainConfig {
+        adam: AdamConfig { lr: 3e-3, max_grad_norm: Some(0.05), ..AdamConfig::default() },
+        ..TrainConfig::default()
+    };
+    let cuda = states(Cuda::new(&dev), &init, 3, clipped);
+    let cpu = states(Cpu::mixed(), &init, 3, clipped);
+    let f16_of = |w: &[f32]| -> Vec<f32> { w.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect() };
+    assert_state_parity(&cuda, &cpu, f16_of, STATE_GRAD_TOL);
+    let plain = states(
+        Cpu::mixed(),
+        &init,
+        3,
+        TrainConfig { adam: AdamConfig { lr: 3e-3, ..AdamConfig::default() }, ..clipped },
+    );
+    let name = NAMES[0];
+    assert_ne!(cpu[1].0.params[name].m, plain[1].0.params[name].m, "clipping changed the moments");
+}
+
 /// bf16 rounds activations and weights with 8 significant bits against f16's 11: the
 /// tolerances of [`STATE_GRAD_TOL`] times 8 (2^3, the ratio of the unit roundoffs).
 const STATE_GRAD_TOL_BF16: f64 = 8.0 * STATE_GRAD_TOL;

@@ -63,6 +63,21 @@ pub fn unscale_check<G: Element>(grads: &mut [G], scale: Option<f32>, found_inf:
     }
 }
 
+/// CPU reference of [`kernels::adam::clip_grad_norm`](crate::kernels::adam::clip_grad_norm):
+/// the scale under which AdamW's `g / scale` is the unscaled gradient clipped to global
+/// norm `max_norm` (`scale` `None`: the gradients are unscaled). The sum of squares is
+/// sequential here and by blocks on the GPU, so the two may differ in the last bits.
+pub fn clip_scale(grads: &[f32], scale: Option<f32>, max_norm: f64) -> f32 {
+    let s = scale.map_or(1.0, |s| s as f64);
+    let sumsq: f64 = grads.iter().map(|&g| g as f64 * g as f64).sum();
+    let coef = max_norm / (sumsq.sqrt() / s + 1e-6);
+    if coef < 1.0 {
+        (s / coef) as f32
+    } else {
+        s as f32
+    }
+}
+
 /// CPU reference of `adam_count_step`: the step count advances unless found_inf is set.
 pub fn adam_count_step(step: &mut f32, found_inf: Option<f32>) {
     if found_inf.is_none_or(|f| f == 0.0) {
@@ -807,7 +822,10 @@ impl Backend for Cpu {
         }
         let found = checks.then_some(p.found_inf);
         adam_count_step(&mut p.step, found);
-        let scale = enabled.then_some(p.scale);
+        let mut scale = enabled.then_some(p.scale);
+        if let Some(max_norm) = p.adam.max_grad_norm {
+            scale = Some(clip_scale(&p.grad, scale, max_norm));
+        }
         match p.pure_seed {
             None => adamw_update(
                 &mut p.master,

@@ -61,6 +61,12 @@ pub struct AdamConfig {
     pub mode: AdamMode,
     /// How the learning rate moves with the step count (`lr` is its peak).
     pub schedule: LrSchedule,
+    /// Clip the gradients to this global L2 norm before the update (PyTorch's
+    /// `clip_grad_norm_` after unscaling; nanoGPT and llm.c use 1.0). Applied by
+    /// [`AdamW`](crate::optim::AdamW) and the training step, which see every gradient;
+    /// the kernel-level launchers here take the clip through their scale argument
+    /// ([`clip_grad_norm`] computes it) and ignore this field.
+    pub max_grad_norm: Option<f64>,
 }
 
 impl Default for AdamConfig {
@@ -74,6 +80,7 @@ impl Default for AdamConfig {
             weight_decay: 1e-2,
             mode: AdamMode::AdamW,
             schedule: LrSchedule::Constant,
+            max_grad_norm: None,
         }
     }
 }
@@ -95,6 +102,11 @@ impl AdamConfig {
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad("weight_decay", format!("{} must be finite and >= 0", self.weight_decay));
+        }
+        if let Some(c) = self.max_grad_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return bad("max_grad_norm", format!("{c} must be finite and > 0"));
+            }
         }
         if let LrSchedule::WarmupCosine { warmup_steps, decay_steps, min_lr } = self.schedule {
             if decay_steps < warmup_steps || decay_steps > i32::MAX as u32 {
@@ -436,5 +448,76 @@ pub fn adamw_pure<G: Element, P: Half>(
     // params, grads, m and v hold n elements and the scalars one (or null), all in this
     // device's context (checked above).
     unsafe { launch.launch(grid_stride_config(dev, n.div_ceil(4))) }.op(op)?;
+    Ok(())
+}
+
+/// Threads per block of the clipping kernels (`CLIP_THREADS` in adam.cu).
+const CLIP_THREADS: u32 = 256;
+
+/// The f64 partial sums [`clip_grad_norm`] needs for `n` gradients on `dev`: one per
+/// block of its grid (sized from the SM count, so at most 8 per SM).
+pub fn clip_partials_len(dev: &Device, n: usize) -> usize {
+    grid_stride_config(dev, n).grid_dim.0 as usize
+}
+
+/// Scratch and result of [`clip_grad_norm`].
+pub struct ClipBuffers<'a> {
+    /// [`clip_partials_len`] f64 partial sums of squares.
+    pub partial: CudaViewMut<'a, f64>,
+    /// One f32: the effective scale to give the AdamW launchers as their `scale`.
+    pub scale: CudaViewMut<'a, f32>,
+}
+
+/// Gradient clipping by global norm on the device, with no host synchronization: writes
+/// to `out.scale` the scale that makes AdamW's `g / scale` the unscaled gradient clipped
+/// to `max_norm` (PyTorch's `clip_grad_norm_` formula: `coef = max_norm / (norm + 1e-6)`,
+/// clamped to 1; `norm` the L2 norm of `grads / scale`, `scale` 1 when `None`): `scale /
+/// coef` when clipping, `scale` itself otherwise. Deterministic on a given device (the
+/// partial sums follow the grid, which follows the SM count). cuda/adam.cu's header
+/// gives the arithmetic; `grads` are `f32`, `f16` or `bf16`.
+pub fn clip_grad_norm<G: Element>(
+    dev: &Device,
+    grads: &CudaView<'_, G>,
+    scale: Option<&CudaView<'_, f32>>,
+    max_norm: f64,
+    out: &mut ClipBuffers<'_>,
+) -> Result<()> {
+    let op = grad_kernel::<G>(["adam_grad_sumsq_f32", "adam_grad_sumsq_f16", "adam_grad_sumsq_bf16"]);
+    if !(max_norm.is_finite() && max_norm > 0.0) {
+        return Err(Error::InvalidArgument { op, what: "max_norm", why: format!("{max_norm} must be finite and > 0") });
+    }
+    let n = grads.len();
+    let blocks = clip_partials_len(dev, n);
+    if out.partial.len() != blocks {
+        return Err(Error::LengthMismatch { op, what: "partial", expected: blocks, got: out.partial.len() });
+    }
+    check_scalar(op, "scale", &out.scale)?;
+    check_device(op, dev, grads)?;
+    check_device(op, dev, &out.partial)?;
+    check_device(op, dev, &out.scale)?;
+    check_optional_scalar(op, "scale", dev, scale)?;
+    let sumsq = dev.function(&ptx::ADAM, op)?;
+    let finish = dev.function(&ptx::ADAM, "adam_clip_scale")?;
+    let stream = dev.stream();
+    let (g, _g) = grads.device_ptr(stream);
+    let (partial, _partial) = out.partial.device_ptr_mut(stream);
+    let (s, _s) = optional_ptr(scale, stream);
+    let (eff, _eff) = out.scale.device_ptr_mut(stream);
+    let n64 = n as u64;
+    let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (CLIP_THREADS, 1, 1), shared_mem_bytes: 0 };
+    let mut launch = stream.launch_builder(&sumsq);
+    launch.arg(&g).arg(&n64).arg(&partial);
+    // SAFETY: arguments match `adam_grad_sumsq_<G>(const G*, uint64_t, double*)`; grads
+    // holds n elements and partial one per block of this grid (checked above), both in
+    // this device's context.
+    unsafe { launch.launch(cfg) }.op(op)?;
+    let blocks32 = blocks as u32;
+    let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (CLIP_THREADS, 1, 1), shared_mem_bytes: 0 };
+    let mut launch = stream.launch_builder(&finish);
+    launch.arg(&partial).arg(&blocks32).arg(&s).arg(&max_norm).arg(&eff);
+    // SAFETY: arguments match `adam_clip_scale(const double*, uint32_t, const float*,
+    // double, float*)`; partial holds `blocks` values the previous launch wrote (same
+    // stream), scale one element or null, eff one element (checked above).
+    unsafe { launch.launch(one) }.op("adam_clip_scale")?;
     Ok(())
 }

@@ -829,6 +829,7 @@ fn adam_config(op: &'static str, cfg: *const mp_adam_config) -> Result<AdamConfi
         weight_decay: c.weight_decay,
         mode,
         schedule: LrSchedule::Constant,
+        max_grad_norm: None,
     };
     cfg.validate(op)?;
     Ok(cfg)

@@ -8,7 +8,10 @@ use cudarc::driver::CudaSlice;
 use crate::device::Device;
 use crate::dtype::Half;
 use crate::error::{DriverContext, Error, Result};
-use crate::kernels::adam::{adamw_pure, adamw_step, AdamConfig, AdamPureTensors, AdamScalars, AdamTensors};
+use crate::kernels::adam::{
+    adamw_pure, adamw_step, clip_grad_norm, clip_partials_len, AdamConfig, AdamPureTensors, AdamScalars, AdamTensors,
+    ClipBuffers,
+};
 use crate::nn::{ParamArena, Weights};
 use crate::optim::{Checkpoint, GradScaler};
 
@@ -22,6 +25,9 @@ pub struct AdamW {
     m: CudaSlice<f32>,
     v: CudaSlice<f32>,
     step: CudaSlice<f32>,
+    /// With `max_grad_norm`: the clipping kernels' partial sums and the effective scale
+    /// they leave for the update (allocated when clipping is first asked for).
+    clip: Option<(CudaSlice<f64>, CudaSlice<f32>)>,
 }
 
 impl AdamW {
@@ -32,13 +38,27 @@ impl AdamW {
         let dev = arena.device().clone();
         let n = arena.layout().total();
         let stream = dev.stream();
-        Ok(AdamW {
+        let mut adam = AdamW {
             m: stream.alloc_zeros(n).op(OP)?,
             v: stream.alloc_zeros(n).op(OP)?,
             step: stream.alloc_zeros(1).op(OP)?,
             dev,
             cfg,
-        })
+            clip: None,
+        };
+        adam.alloc_clip(OP)?;
+        Ok(adam)
+    }
+
+    /// Allocates the clipping buffers when the settings ask for clipping and they are not
+    /// there yet (outside any graph capture: `new` and `set_config`).
+    fn alloc_clip(&mut self, op: &'static str) -> Result<()> {
+        if self.cfg.max_grad_norm.is_some() && self.clip.is_none() {
+            let stream = self.dev.stream();
+            let blocks = clip_partials_len(&self.dev, self.m.len());
+            self.clip = Some((stream.alloc_zeros(blocks).op(op)?, stream.alloc_zeros(1).op(op)?));
+        }
+        Ok(())
     }
 
     /// The settings.
@@ -50,7 +70,7 @@ impl AdamW {
     pub fn set_config(&mut self, cfg: AdamConfig) -> Result<()> {
         cfg.validate("AdamW::set_config")?;
         self.cfg = cfg;
-        Ok(())
+        self.alloc_clip("AdamW::set_config")
     }
 
     /// One step. With a scaler, the gradients are divided by its scale inside the update
@@ -61,11 +81,19 @@ impl AdamW {
         self.check_arena(OP, arena)?;
         let weights = arena.weights();
         let (master, working, grads) = arena.optimizer_views();
-        let mut scalars = AdamScalars {
-            step: self.step.as_view_mut(),
-            scale: scaler.and_then(|s| s.pending_scale()),
-            found_inf: scaler.and_then(|s| s.skip_flag()),
+        let pending = scaler.and_then(|s| s.pending_scale());
+        // Clipping by global norm: the kernels leave the scale that unscales and clips at
+        // once, and the update divides by it instead of the loss scale.
+        if let (Some(max_norm), Some((partial, eff))) = (self.cfg.max_grad_norm, self.clip.as_mut()) {
+            let mut bufs = ClipBuffers { partial: partial.as_view_mut(), scale: eff.as_view_mut() };
+            clip_grad_norm(&self.dev, &grads, pending.as_ref(), max_norm, &mut bufs)?;
+        }
+        let scale = match (&self.clip, self.cfg.max_grad_norm) {
+            (Some((_, eff)), Some(_)) => Some(eff.as_view()),
+            _ => pending,
         };
+        let mut scalars =
+            AdamScalars { step: self.step.as_view_mut(), scale, found_inf: scaler.and_then(|s| s.skip_flag()) };
         let (m, v) = (self.m.as_view_mut(), self.v.as_view_mut());
         match (master, weights) {
             (Some(params), _) => {

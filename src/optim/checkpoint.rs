@@ -10,7 +10,7 @@
 //! total        u64      elements per role buffer (padding included)
 //! adam         lr, beta1, beta2, eps, weight_decay: f64; mode: u32 (0 AdamW, 1 Adam)
 //! schedule     u32 kind (0 constant, 1 warmup + cosine), warmup_steps u32,
-//!                decay_steps u32, min_lr f64
+//!                decay_steps u32, min_lr f64; max_grad_norm f64 (0: no clipping)
 //! step         f32      the device step count
 //! scaler       u8       0 absent, 1 present, then:
 //!                init_scale f32, growth f64, backoff f64, growth_interval i32,
@@ -114,6 +114,7 @@ impl Checkpoint {
             w.write_all(&x.to_le_bytes())?;
         }
         w.write_all(&min_lr.to_le_bytes())?;
+        w.write_all(&a.max_grad_norm.unwrap_or(0.0).to_le_bytes())?;
         w.write_all(&self.step.to_le_bytes())?;
         match &self.scaler {
             None => w.write_all(&[0])?,
@@ -171,18 +172,20 @@ impl Checkpoint {
             1 => AdamMode::Adam,
             m => return Err(bad(format!("unknown Adam mode {m}"))),
         };
-        let schedule = if version == 1 {
-            LrSchedule::Constant
+        let (schedule, max_grad_norm) = if version == 1 {
+            (LrSchedule::Constant, None)
         } else {
-            match (rd.u32()?, rd.u32()?, rd.u32()?, rd.f64()?) {
+            let schedule = match (rd.u32()?, rd.u32()?, rd.u32()?, rd.f64()?) {
                 (0, ..) => LrSchedule::Constant,
                 (1, warmup_steps, decay_steps, min_lr) => {
                     LrSchedule::WarmupCosine { warmup_steps, decay_steps, min_lr }
                 }
                 (k, ..) => return Err(bad(format!("unknown lr schedule {k}"))),
-            }
+            };
+            let clip = rd.f64()?;
+            (schedule, (clip != 0.0).then_some(clip))
         };
-        let adam = AdamConfig { lr, beta1, beta2, eps, weight_decay, mode, schedule };
+        let adam = AdamConfig { lr, beta1, beta2, eps, weight_decay, mode, schedule, max_grad_norm };
         adam.validate(OP)?;
         let step = f32::from_bits(rd.u32()?);
         let scaler = match rd.bytes(1)?[0] {
