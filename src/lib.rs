@@ -52,6 +52,7 @@ pub mod backend;
 mod device;
 mod dtype;
 mod error;
+pub mod io;
 #[allow(unsafe_code)]
 pub mod kernels;
 pub mod nn;

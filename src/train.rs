@@ -329,6 +329,21 @@ impl<B: Backend> TrainStep<B> {
         self.be.master_to_host(&self.params)
     }
 
+    /// Writes the fp32 master weights by parameter name as safetensors (F32; names and
+    /// shapes as [`state`](Self::state) gives them), the file PyTorch's
+    /// `safetensors.torch.load_file` reads (synchronizes).
+    pub fn save_safetensors(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        crate::io::save_safetensors(path, self.model.layout(), &self.master_weights()?)
+    }
+
+    /// Replaces the master weights with those in a safetensors file (every parameter by
+    /// name and shape, F32, F16, BF16 or F64; see [`crate::io::load_safetensors`]); the
+    /// optimizer state stays. Nothing changes when the file does not fit the model.
+    pub fn load_safetensors(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let master = crate::io::load_safetensors(path, self.model.layout())?;
+        self.be.load_master(&mut self.params, &master)
+    }
+
     /// The whole parameter and optimizer state, by parameter name (see [`TrainState`];
     /// synchronizes). The same on every backend.
     pub fn state(&self) -> Result<TrainState> {

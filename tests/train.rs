@@ -828,3 +828,103 @@ fn precision_policy() {
     assert_eq!(refused(TrainStep::new(Cpu::mixed(), model.clone(), &init, pure_f16)), "weights");
     assert!(TrainStep::new(Cpu::fp32(), model, &init, TrainConfig::bf16()).is_ok(), "the fp32 reference takes either");
 }
+
+/// Safetensors out and in (issue 20): the master weights by name after a few steps, read
+/// back bit for bit into a step made from other weights (on another backend too), its
+/// working copy rebuilt; a file that does not fit the model (a wrong shape, a missing or
+/// an unknown tensor) is refused with nothing changed. When python3 has the safetensors
+/// package, the file is also read by it and checked value by value.
+fn safetensors_round_trip<B: Backend, C: Backend>(from: B, into: C, tag: &str) {
+    let (train, _) = data();
+    let model = Mlp::new(&digits::WIDTHS, Activation::Relu).unwrap();
+    let mut a = TrainStep::new(from, model.clone(), &model.init(3), TrainConfig::default()).unwrap();
+    for s in 0..3 {
+        let b = batch_of(&train, s);
+        a.step(&b.x, &b.y).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("mp-safetensors-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    a.save_safetensors(&path).unwrap();
+    let saved = a.state().unwrap();
+
+    let mut b = TrainStep::new(into, model.clone(), &model.init(4), TrainConfig::default()).unwrap();
+    assert_ne!(b.master_weights().unwrap(), a.master_weights().unwrap());
+    b.load_safetensors(&path).unwrap();
+    let loaded = b.state().unwrap();
+    for (name, p) in &saved.params {
+        let q = &loaded.params[name];
+        assert_eq!(
+            p.master.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            q.master.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            "{name}"
+        );
+        let f16_of: Vec<f32> = q.master.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+        assert!(q.working == f16_of || q.working == q.master, "{name}: working copy rebuilt");
+    }
+
+    // Files that do not fit: the step keeps its weights.
+    let other = Mlp::new(&[64, 32, 10], Activation::Relu).unwrap();
+    let c = TrainStep::new(Cpu::fp32(), other.clone(), &other.init(1), TrainConfig::default()).unwrap();
+    let wrong = dir.join("other.safetensors");
+    c.save_safetensors(&wrong).unwrap();
+    let before = b.master_weights().unwrap();
+    for bad in [&wrong, &dir.join("absent.safetensors")] {
+        let e = b.load_safetensors(bad).unwrap_err();
+        assert!(matches!(e, Error::Checkpoint { .. } | Error::Io { .. }), "{e}");
+    }
+    assert_eq!(b.master_weights().unwrap(), before, "a refused file changes nothing");
+
+    let script = "import sys\nfrom safetensors.numpy import load_file\nt = load_file(sys.argv[1])\nfor k in sorted(t): print(k, t[k].dtype, list(t[k].shape), repr(float(t[k].astype('float64').sum())))";
+    match std::process::Command::new("python3").args(["-c", "import safetensors.numpy"]).status() {
+        Ok(s) if s.success() => {
+            let out = std::process::Command::new("python3").args(["-c", script]).arg(&path).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let text = String::from_utf8(out.stdout).unwrap();
+            for (line, (name, p)) in text.lines().zip(&saved.params) {
+                let sum: f64 = p.master.iter().map(|&x| x as f64).sum();
+                let want = format!("{name} float32 {:?}", p.shape);
+                assert!(line.starts_with(&want), "{line} vs {want}");
+                let got: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+                assert!((got - sum).abs() <= 1e-9 * sum.abs().max(1.0), "{name}: python sums {got}, we {sum}");
+            }
+            assert_eq!(text.lines().count(), saved.params.len());
+
+            // And the other way: a file Python wrote (as `safetensors.torch.save_file` of
+            // a state dict does), by the same names and shapes, every other tensor in
+            // float16, loaded as the master weights.
+            let writer = "import sys, json\nimport numpy as np\nfrom safetensors.numpy import save_file\nspec = json.loads(sys.argv[2])\nt = {}\nfor i, (k, shape) in enumerate(spec):\n    n = int(np.prod(shape))\n    v = ((np.arange(n, dtype=np.float64) * 7 % 101) - 50) / 256\n    t[k] = v.reshape(shape).astype(np.float16 if i % 2 else np.float32)\nsave_file(t, sys.argv[1])";
+            let spec: Vec<String> =
+                saved.params.iter().map(|(name, p)| format!("[\"{name}\", {:?}]", p.shape)).collect();
+            let from_python = dir.join("python.safetensors");
+            let out = std::process::Command::new("python3")
+                .args(["-c", writer])
+                .arg(&from_python)
+                .arg(format!("[{}]", spec.join(", ")))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            b.load_safetensors(&from_python).unwrap();
+            let loaded = b.state().unwrap();
+            for (name, p) in &loaded.params {
+                // Every value is a multiple of 1/256 below 1 in magnitude: exact in f16.
+                let want: Vec<f32> = (0..p.master.len()).map(|j| ((j * 7 % 101) as f32 - 50.0) / 256.0).collect();
+                assert_eq!(p.master, want, "{name}: the weights Python wrote");
+            }
+        }
+        _ => println!("skipped: python3 has no safetensors package; the file was checked by the Rust reader only"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cpu_safetensors_round_trip() {
+    safetensors_round_trip(Cpu::mixed(), Cpu::fp32(), "cpu");
+}
+
+#[test]
+fn cuda_safetensors_round_trip() {
+    let dev = gpu_or_skip!();
+    safetensors_round_trip(Cuda::new(&dev), Cpu::mixed(), "cuda-cpu");
+    safetensors_round_trip(Cpu::mixed(), Cuda::new(&dev), "cpu-cuda");
+}

@@ -856,6 +856,23 @@ impl Backend for Cpu {
         Ok(p.master.clone())
     }
 
+    fn load_master(&self, p: &mut CpuParams, master: &[f32]) -> Result<()> {
+        if master.len() != p.master.len() {
+            return Err(Error::LengthMismatch {
+                op: "Cpu::load_master",
+                what: "master",
+                expected: p.master.len(),
+                got: master.len(),
+            });
+        }
+        p.master = match p.pure_seed {
+            Some(_) => master.iter().map(|&x| bf16::from_f32(x).to_f32()).collect(),
+            None => master.to_vec(),
+        };
+        self.refresh_working(p);
+        Ok(())
+    }
+
     fn grad_to_host(&self, p: &CpuParams) -> Result<Vec<f32>> {
         Ok(p.grad.clone())
     }

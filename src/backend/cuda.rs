@@ -373,6 +373,10 @@ impl<H: Half> Backend for Cuda<H> {
         p.arena.master_to_host()
     }
 
+    fn load_master(&self, p: &mut CudaParams<H>, master: &[f32]) -> Result<()> {
+        p.arena.set_master(master)
+    }
+
     fn grad_to_host(&self, p: &CudaParams<H>) -> Result<Vec<f32>> {
         p.arena.grad_to_host()
     }

@@ -91,6 +91,11 @@ pub trait Backend {
     fn optimizer_step(&self, p: &mut Self::Params) -> Result<()>;
     /// The fp32 master weights, the whole arena (synchronizes).
     fn master_to_host(&self, p: &Self::Params) -> Result<Vec<f32>>;
+    /// Replaces the master weights with `master` (the whole arena, `layout.total()`
+    /// values) and rebuilds the working copy from them; moments, step count and scaler
+    /// stay (as `model.load_state_dict` leaves the optimizer alone). Pure-bf16 weights are
+    /// rounded to bf16 (nearest even). Nothing changes on an error.
+    fn load_master(&self, p: &mut Self::Params, master: &[f32]) -> Result<()>;
     /// The gradients, the whole arena, still multiplied by the loss scale (synchronizes).
     fn grad_to_host(&self, p: &Self::Params) -> Result<Vec<f32>>;
     /// The current loss scale (synchronizes).
