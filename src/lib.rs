@@ -66,7 +66,7 @@ pub use device::{device_count, Device, DeviceInfo};
 pub use dtype::{DType, Element, Half};
 pub use error::{Error, Result};
 pub use tensor::Tensor;
-pub use train::{TrainConfig, TrainStep};
+pub use train::{Model, TrainConfig, TrainStep};
 
 pub use kernels::capi;
 

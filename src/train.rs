@@ -1,5 +1,5 @@
-//! [`TrainStep`]: the whole mixed-precision step of DESIGN.md for an [`Mlp`] classifier,
-//! on any [`Backend`].
+//! [`TrainStep`]: the whole mixed-precision step of DESIGN.md for a [`Model`] (an
+//! [`Mlp`] classifier, or a [`Gpt`] on a [`TransformerBackend`]), on any [`Backend`].
 //!
 //! One call to [`TrainStep::step`] queues: zero the gradients; for each micro-batch the
 //! fp16 forward (GEMMs with fused bias and activation), the f32 softmax cross-entropy,
@@ -32,13 +32,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::autograd::Tape;
+use crate::autograd::{Tape, Var};
 use crate::backend::cpu::check_labels;
-use crate::backend::{Backend, ParamsSnapshot};
+use crate::backend::{Backend, ParamsSnapshot, TransformerBackend};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kernels::adam::AdamConfig;
-use crate::nn::{Mlp, Weights};
+use crate::nn::{ArenaLayout, Gpt, Mlp, Weights};
 use crate::optim::GradScalerConfig;
 
 /// Settings of a [`TrainStep`].
@@ -124,16 +124,185 @@ impl TrainConfig {
     }
 }
 
+/// What [`TrainStep`] trains: a model whose samples are a fixed number of input elements
+/// with a fixed number of labels, recorded on a tape as logits and a loss. [`Mlp`] (a
+/// sample is a row of f32 features with one class label) and [`Gpt`] (a sample is a
+/// sequence of `context` tokens with the next token of each as its labels) implement it.
+pub trait Model<B: Backend> {
+    /// An input element on the host: f32 features, u32 tokens.
+    type Elem: Copy;
+    /// A batch of inputs on the backend.
+    type Input;
+
+    /// Where the parameters live.
+    fn layout(&self) -> &ArenaLayout;
+    /// Input elements per sample.
+    fn input_len(&self) -> usize;
+    /// Labels per sample (rows of logits per sample).
+    fn labels_len(&self) -> usize;
+    /// Labels are below this.
+    fn classes(&self) -> usize;
+    /// Columns of the logits (at least [`classes`](Self::classes); the rest padding).
+    fn logit_cols(&self) -> usize {
+        self.classes()
+    }
+    /// Checks input values that would fault a kernel (tokens out of the vocabulary);
+    /// NaN and inf features are not errors (see the module docs).
+    fn check_input(&self, op: &'static str, x: &[Self::Elem]) -> Result<()>;
+    /// Uploads a batch of whole samples.
+    fn upload(&self, be: &B, x: &[Self::Elem]) -> Result<Self::Input>;
+    /// Overwrites an uploaded batch of the same size in place.
+    fn write(&self, be: &B, input: &mut Self::Input, x: &[Self::Elem]) -> Result<()>;
+    /// Gives an uploaded batch back.
+    fn recycle_input(&self, be: &B, input: Self::Input);
+    /// Records the forward pass; returns the logits (`samples * labels_len` rows).
+    fn forward(&self, tape: &mut Tape<B>, be: &B, params: &B::Params, input: &Self::Input) -> Result<Var>;
+    /// Records the loss of `logits` against `labels`, `out = beta out + alpha loss`, its
+    /// backward to be run with `weight`.
+    #[allow(clippy::too_many_arguments)]
+    fn loss(
+        &self,
+        tape: &mut Tape<B>,
+        be: &B,
+        params: &B::Params,
+        logits: Var,
+        labels: &B::Labels,
+        out: &mut B::Scalar,
+        alpha: f32,
+        beta: f32,
+        weight: f32,
+    ) -> Result<()>;
+}
+
+impl<B: Backend> Model<B> for Mlp {
+    type Elem = f32;
+    type Input = B::Tensor;
+
+    fn layout(&self) -> &ArenaLayout {
+        Mlp::layout(self)
+    }
+
+    fn input_len(&self) -> usize {
+        self.in_features()
+    }
+
+    fn labels_len(&self) -> usize {
+        1
+    }
+
+    fn classes(&self) -> usize {
+        self.out_features()
+    }
+
+    fn check_input(&self, _: &'static str, _: &[f32]) -> Result<()> {
+        Ok(())
+    }
+
+    fn upload(&self, be: &B, x: &[f32]) -> Result<B::Tensor> {
+        be.tensor(x, x.len() / self.in_features(), self.in_features())
+    }
+
+    fn write(&self, be: &B, input: &mut B::Tensor, x: &[f32]) -> Result<()> {
+        be.write(input, x)
+    }
+
+    fn recycle_input(&self, be: &B, input: B::Tensor) {
+        be.recycle(input);
+    }
+
+    fn forward(&self, tape: &mut Tape<B>, be: &B, params: &B::Params, input: &B::Tensor) -> Result<Var> {
+        let x = tape.input(be, input)?;
+        Mlp::forward(self, tape, be, params, x)
+    }
+
+    fn loss(
+        &self,
+        tape: &mut Tape<B>,
+        be: &B,
+        _: &B::Params,
+        logits: Var,
+        labels: &B::Labels,
+        out: &mut B::Scalar,
+        alpha: f32,
+        beta: f32,
+        _: f32,
+    ) -> Result<()> {
+        tape.softmax_cross_entropy(be, logits, labels, out, alpha, beta)
+    }
+}
+
+/// A sample is a sequence of `context` tokens; its labels are the tokens that follow
+/// each (the input shifted by one); the loss is the fused classifier's.
+impl<B: TransformerBackend + 'static> Model<B> for Gpt {
+    type Elem = u32;
+    type Input = B::Tokens;
+
+    fn layout(&self) -> &ArenaLayout {
+        Gpt::layout(self)
+    }
+
+    fn input_len(&self) -> usize {
+        self.config().context
+    }
+
+    fn labels_len(&self) -> usize {
+        self.config().context
+    }
+
+    fn classes(&self) -> usize {
+        self.config().vocab
+    }
+
+    fn logit_cols(&self) -> usize {
+        self.config().padded_vocab
+    }
+
+    fn check_input(&self, op: &'static str, x: &[u32]) -> Result<()> {
+        check_labels(op, x, x.len(), self.config().vocab)
+    }
+
+    fn upload(&self, be: &B, x: &[u32]) -> Result<B::Tokens> {
+        be.tokens(x, self.config().vocab)
+    }
+
+    fn write(&self, be: &B, input: &mut B::Tokens, x: &[u32]) -> Result<()> {
+        be.write_tokens(input, x)
+    }
+
+    fn recycle_input(&self, be: &B, input: B::Tokens) {
+        be.recycle_tokens(input);
+    }
+
+    fn forward(&self, tape: &mut Tape<B>, be: &B, params: &B::Params, input: &B::Tokens) -> Result<Var> {
+        Gpt::forward(self, tape, be, params, input, self.config().context)
+    }
+
+    fn loss(
+        &self,
+        tape: &mut Tape<B>,
+        be: &B,
+        params: &B::Params,
+        logits: Var,
+        labels: &B::Labels,
+        out: &mut B::Scalar,
+        alpha: f32,
+        beta: f32,
+        weight: f32,
+    ) -> Result<()> {
+        tape.classifier(be, params, logits, labels, out, alpha, beta, weight)
+    }
+}
+
 /// An [`Mlp`] classifier, its parameters and optimizer state on a backend, and
 /// everything a step reuses (tapes, input buffers, the captured graph).
-pub struct TrainStep<B: Backend> {
+pub struct TrainStep<B: Backend, M: Model<B> = Mlp> {
     be: B,
-    model: Mlp,
+    model: M,
     params: B::Params,
     cfg: TrainConfig,
     tapes: Vec<Tape<B>>,
-    /// One (features, labels) buffer pair per micro-batch, for the current batch size.
-    inputs: Vec<(B::Tensor, B::Labels)>,
+    /// One (inputs, labels) buffer pair per micro-batch, for the current batch size.
+    inputs: Vec<(M::Input, B::Labels)>,
     batch: Option<usize>,
     loss: B::Scalar,
     /// An eager step has run with the current batch size (its buffers are in the pool).
@@ -143,10 +312,10 @@ pub struct TrainStep<B: Backend> {
     replays: u64,
 }
 
-impl<B: Backend> TrainStep<B> {
+impl<B: Backend, M: Model<B>> TrainStep<B, M> {
     /// The model with initial values `init` (per parameter in layout order, as
-    /// [`Mlp::init`] makes them).
-    pub fn new(be: B, model: Mlp, init: &[Vec<f32>], cfg: TrainConfig) -> Result<Self> {
+    /// [`Mlp::init`] and [`Gpt::init`] make them).
+    pub fn new(be: B, model: M, init: &[Vec<f32>], cfg: TrainConfig) -> Result<Self> {
         const OP: &str = "TrainStep::new";
         cfg.validate(OP, be.half())?;
         let params = be.params(model.layout().clone(), init, cfg.adam, cfg.scaler, cfg.weights)?;
@@ -167,31 +336,38 @@ impl<B: Backend> TrainStep<B> {
         })
     }
 
-    /// Checks a batch: `x` is `labels.len() x in_features`, row-major; every label is a
-    /// class of the model; with `split`, the batch splits into the micro-batches (a
-    /// training step needs that; accuracy does not care how the rows split).
-    fn validate(&self, op: &'static str, x: &[f32], labels: &[u32], split: bool) -> Result<()> {
-        let batch = labels.len();
-        let features = self.model.in_features();
-        if batch == 0 {
+    /// Checks a batch: `x` holds whole samples (`input_len` elements each: a row of
+    /// features, a sequence of tokens) and `labels` `labels_len` per sample, each a class
+    /// of the model; with `split`, the samples split into the micro-batches (a training
+    /// step needs that; accuracy does not care how they split). Returns the samples.
+    fn validate(&self, op: &'static str, x: &[M::Elem], labels: &[u32], split: bool) -> Result<usize> {
+        let (per_sample, labels_per) = (self.model.input_len(), self.model.labels_len());
+        let batch = labels.len() / labels_per;
+        if labels.is_empty() {
             return Err(Error::InvalidArgument { op, what: "labels", why: "the batch is empty".into() });
         }
-        if batch.checked_mul(features) != Some(x.len()) {
-            return Err(Error::ShapeMismatch { op, expected: vec![batch, features], got: vec![x.len()] });
+        if batch * labels_per != labels.len() || batch.checked_mul(per_sample) != Some(x.len()) {
+            return Err(Error::ShapeMismatch {
+                op,
+                expected: vec![batch, per_sample, labels_per],
+                got: vec![x.len(), labels.len()],
+            });
         }
         if split && batch % self.cfg.micro_batches != 0 {
             return Err(Error::InvalidArgument {
                 op,
                 what: "batch",
-                why: format!("{batch} rows do not split into {} equal micro-batches", self.cfg.micro_batches),
+                why: format!("{batch} samples do not split into {} equal micro-batches", self.cfg.micro_batches),
             });
         }
-        check_labels(op, labels, batch, self.model.out_features())
+        self.model.check_input(op, x)?;
+        check_labels(op, labels, labels.len(), self.model.classes())?;
+        Ok(batch)
     }
 
     /// One training step on a batch (see the module docs). Returns once the work is
     /// queued; read the loss with [`loss`](Self::loss).
-    pub fn step(&mut self, x: &[f32], labels: &[u32]) -> Result<()> {
+    pub fn step(&mut self, x: &[M::Elem], labels: &[u32]) -> Result<()> {
         const OP: &str = "TrainStep::step";
         self.validate(OP, x, labels, true)?;
         self.load_batch(x, labels)?;
@@ -211,19 +387,23 @@ impl<B: Backend> TrainStep<B> {
 
     /// Copies the batch into the per-micro-batch input buffers, reallocating them (and
     /// dropping a captured graph) when the batch size changed.
-    fn load_batch(&mut self, x: &[f32], labels: &[u32]) -> Result<()> {
-        let batch = labels.len();
+    fn load_batch(&mut self, x: &[M::Elem], labels: &[u32]) -> Result<()> {
+        let batch = labels.len() / self.model.labels_len();
         let k = self.cfg.micro_batches;
-        let (rows, features, classes) = (batch / k, self.model.in_features(), self.model.out_features());
+        let samples = batch / k;
+        let (features, rows, classes) =
+            (samples * self.model.input_len(), samples * self.model.labels_len(), self.model.classes());
         if self.batch != Some(batch) {
             self.drop_graph();
             self.clear_tapes();
-            self.inputs.clear();
+            for (input, l) in self.inputs.drain(..) {
+                self.model.recycle_input(&self.be, input);
+                self.be.recycle_labels(l);
+            }
             self.batch = None;
             self.warm = false;
             for j in 0..k {
-                let xs = &x[j * rows * features..(j + 1) * rows * features];
-                let t = self.be.tensor(xs, rows, features)?;
+                let t = self.model.upload(&self.be, &x[j * features..(j + 1) * features])?;
                 let l = self.be.labels(&labels[j * rows..(j + 1) * rows], classes)?;
                 self.inputs.push((t, l));
             }
@@ -231,7 +411,7 @@ impl<B: Backend> TrainStep<B> {
             return Ok(());
         }
         for (j, (t, l)) in self.inputs.iter_mut().enumerate() {
-            self.be.write(t, &x[j * rows * features..(j + 1) * rows * features])?;
+            self.model.write(&self.be, t, &x[j * features..(j + 1) * features])?;
             self.be.write_labels(l, &labels[j * rows..(j + 1) * rows])?;
         }
         Ok(())
@@ -280,10 +460,9 @@ impl<B: Backend> TrainStep<B> {
         be.zero_grad(params)?;
         let weight = 1.0 / cfg.micro_batches as f32;
         for (j, (tape, (x, labels))) in tapes.iter_mut().zip(inputs.iter()).enumerate() {
-            let x = tape.input(be, x)?;
             let logits = model.forward(tape, be, params, x)?;
             let beta = if j == 0 { 0.0 } else { 1.0 };
-            tape.softmax_cross_entropy(be, logits, labels, loss, weight, beta)?;
+            model.loss(tape, be, params, logits, labels, loss, weight, beta, weight)?;
             tape.backward(be, params, weight)?;
         }
         be.optimizer_step(params)
@@ -375,7 +554,7 @@ impl<B: Backend> TrainStep<B> {
     }
 
     /// The model.
-    pub fn model(&self) -> &Mlp {
+    pub fn model(&self) -> &M {
         &self.model
     }
 
@@ -389,74 +568,84 @@ impl<B: Backend> TrainStep<B> {
         &self.cfg
     }
 
-    /// The logits of a forward pass on `x` (`rows x in_features`), with the current
-    /// weights, on a tape of its own (synchronizes).
-    pub fn logits(&self, x: &[f32]) -> Result<Vec<f32>> {
+    /// The logits of a forward pass on `x` (whole samples), with the current weights, on
+    /// a tape of its own (synchronizes): `samples * labels_len` rows of `logit_cols`.
+    pub fn logits(&self, x: &[M::Elem]) -> Result<Vec<f32>> {
         const OP: &str = "TrainStep::logits";
-        let features = self.model.in_features();
-        if x.len() % features != 0 {
+        let per_sample = self.model.input_len();
+        if x.is_empty() || x.len() % per_sample != 0 {
             return Err(Error::ShapeMismatch {
                 op: OP,
-                expected: vec![x.len() / features, features],
+                expected: vec![x.len() / per_sample, per_sample],
                 got: vec![x.len()],
             });
         }
-        let input = self.be.tensor(x, x.len() / features, features)?;
+        self.model.check_input(OP, x)?;
+        let input = self.model.upload(&self.be, x)?;
         let mut tape = Tape::new();
         let result = (|| {
-            let v = tape.input(&self.be, &input)?;
-            let logits = self.model.forward(&mut tape, &self.be, &self.params, v)?;
+            let logits = self.model.forward(&mut tape, &self.be, &self.params, &input)?;
             self.be.to_host(tape.value(logits)?)
         })();
         tape.clear(&self.be);
+        self.model.recycle_input(&self.be, input);
         result
     }
 
-    /// The predicted class of each row of `x` (the argmax of the logits; synchronizes).
-    pub fn predict(&self, x: &[f32]) -> Result<Vec<u32>> {
-        Ok(argmax_rows(&self.logits(x)?, self.model.out_features()))
+    /// The predicted class of each row of logits for `x` (the argmax over the real
+    /// classes; synchronizes).
+    pub fn predict(&self, x: &[M::Elem]) -> Result<Vec<u32>> {
+        Ok(argmax_rows(&self.logits(x)?, self.model.logit_cols(), self.model.classes()))
     }
 
-    /// The fraction of rows of `x` whose predicted class is the label (synchronizes).
-    pub fn accuracy(&self, x: &[f32], labels: &[u32]) -> Result<f32> {
+    /// The fraction of labels that the prediction gets right (synchronizes).
+    pub fn accuracy(&self, x: &[M::Elem], labels: &[u32]) -> Result<f32> {
         self.validate("TrainStep::accuracy", x, labels, false)?;
         Ok(accuracy_of(&self.predict(x)?, labels))
     }
 
-    /// The mean softmax cross-entropy and the accuracy of the current weights on a batch
-    /// (`x` is `labels.len() x in_features`, any number of rows), with no weight or
-    /// optimizer change (synchronizes). The loss is computed exactly as the training loss
-    /// is (the same forward and loss ops: on the mixed path f32 from the fp16 logits), so
-    /// evaluating a batch and then training on it with one micro-batch gives the same
-    /// loss twice, bit for bit (micro-batches sum their means in another order); the
-    /// accuracy counts rows whose argmax of those logits is the label. Bad shapes or
-    /// labels are errors returned before anything is queued.
-    pub fn evaluate(&self, x: &[f32], labels: &[u32]) -> Result<(f32, f32)> {
+    /// The mean loss and the accuracy of the current weights on a batch (any number of
+    /// whole samples), with no weight or optimizer change (synchronizes). The loss is
+    /// computed exactly as the training loss is (the same forward and loss ops: on the
+    /// mixed path f32 from the half-precision logits), so evaluating a batch and then
+    /// training on it with one micro-batch gives the same loss twice, bit for bit
+    /// (micro-batches sum their means in another order); the accuracy counts labels that
+    /// the argmax of those logits gets right. Bad shapes or labels are errors returned
+    /// before anything is queued.
+    pub fn evaluate(&self, x: &[M::Elem], labels: &[u32]) -> Result<(f32, f32)> {
         const OP: &str = "TrainStep::evaluate";
         self.validate(OP, x, labels, false)?;
-        let (rows, classes) = (labels.len(), self.model.out_features());
-        let input = self.be.tensor(x, rows, self.model.in_features())?;
-        let targets = self.be.labels(labels, classes)?;
+        let input = self.model.upload(&self.be, x)?;
+        let targets = match self.be.labels(labels, self.model.classes()) {
+            Ok(t) => t,
+            Err(e) => {
+                self.model.recycle_input(&self.be, input);
+                return Err(e);
+            }
+        };
         let mut loss = self.be.scalar()?;
         let mut tape = Tape::new();
         let result = (|| {
-            let v = tape.input(&self.be, &input)?;
-            let logits = self.model.forward(&mut tape, &self.be, &self.params, v)?;
-            let z = tape.value(logits)?;
-            self.be.cross_entropy(z, &targets, &mut loss, 1.0, 0.0)?;
-            let predicted = argmax_rows(&self.be.to_host(z)?, classes);
+            let logits = self.model.forward(&mut tape, &self.be, &self.params, &input)?;
+            self.model.loss(&mut tape, &self.be, &self.params, logits, &targets, &mut loss, 1.0, 0.0, 1.0)?;
+            let z = self.be.to_host(tape.value(logits)?)?;
+            let predicted = argmax_rows(&z, self.model.logit_cols(), self.model.classes());
             Ok((self.be.scalar_to_host(&loss)?, accuracy_of(&predicted, labels)))
         })();
         tape.clear(&self.be);
+        self.model.recycle_input(&self.be, input);
+        self.be.recycle_labels(targets);
         result
     }
 }
 
-/// The index of the largest value of each `classes`-wide row (the first on ties).
-fn argmax_rows(logits: &[f32], classes: usize) -> Vec<u32> {
+/// The index of the largest of the first `classes` values of each `cols`-wide row (the
+/// first on ties).
+fn argmax_rows(logits: &[f32], cols: usize, classes: usize) -> Vec<u32> {
     logits
-        .chunks(classes.max(1))
+        .chunks(cols.max(1))
         .map(|row| {
+            let row = &row[..classes.min(row.len())];
             let mut best = 0;
             for (i, &v) in row.iter().enumerate() {
                 if v > row[best] {
@@ -583,7 +772,7 @@ impl TrainState {
     }
 }
 
-impl<B: Backend> Drop for TrainStep<B> {
+impl<B: Backend, M: Model<B>> Drop for TrainStep<B, M> {
     fn drop(&mut self) {
         self.drop_graph();
     }

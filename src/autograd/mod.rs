@@ -41,6 +41,7 @@
 //! ```
 
 mod ops;
+mod transformer;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};

@@ -25,26 +25,58 @@ pub(super) enum Op<B: Backend> {
         a: Var,
         b: Var,
     },
+    /// An op of a backend extension (the transformer ops), with its own backward rule.
+    Custom(Box<dyn CustomOp<B>>),
+}
+
+/// The backward rule of an op whose backend is more than [`Backend`] (the transformer
+/// ops need [`TransformerBackend`](crate::backend::TransformerBackend)).
+pub(super) trait CustomOp<B: Backend> {
+    /// The gradients this op sends to its operands given its own gradient `g`.
+    fn backward(
+        &self,
+        be: &B,
+        params: &mut B::Params,
+        nodes: &[Node<B>],
+        g: &B::Tensor,
+    ) -> Result<Vec<(Var, B::Tensor)>>;
+    /// Gives what the op kept back to the backend.
+    fn recycle(self: Box<Self>, be: &B);
 }
 
 impl<B: Backend> Op<B> {
     pub(super) fn recycle(self, be: &B) {
-        if let Op::Linear { pre: Some(pre), .. } = self {
-            be.recycle(pre);
+        match self {
+            Op::Linear { pre: Some(pre), .. } => be.recycle(pre),
+            Op::Custom(op) => op.recycle(be),
+            _ => {}
         }
     }
 }
 
 /// The tape's loss, with a copy of what its backward reads besides the input.
 pub(super) enum LossOp<B: Backend> {
-    CrossEntropy { input: Var, labels: B::Labels },
-    Mse { input: Var, target: B::Tensor },
+    CrossEntropy {
+        input: Var,
+        labels: B::Labels,
+    },
+    Mse {
+        input: Var,
+        target: B::Tensor,
+    },
+    /// The fused classifier computed its gradient in the forward, for the `weight` kept
+    /// here (the backward's must be the same).
+    Classifier {
+        input: Var,
+        dlogits: B::Tensor,
+        weight: f32,
+    },
 }
 
 impl<B: Backend> LossOp<B> {
     pub(super) fn input(&self) -> Var {
         match self {
-            LossOp::CrossEntropy { input, .. } | LossOp::Mse { input, .. } => *input,
+            LossOp::CrossEntropy { input, .. } | LossOp::Mse { input, .. } | LossOp::Classifier { input, .. } => *input,
         }
     }
 
@@ -53,6 +85,16 @@ impl<B: Backend> LossOp<B> {
         match self {
             LossOp::CrossEntropy { labels, .. } => be.cross_entropy_backward(params, input, labels, weight),
             LossOp::Mse { target, .. } => be.mse_backward(params, input, target, weight),
+            LossOp::Classifier { dlogits, weight: w, .. } => {
+                if *w != weight {
+                    return Err(crate::Error::InvalidArgument {
+                        op: "Tape::backward",
+                        what: "weight",
+                        why: format!("{weight}, but the classifier computed its gradient for {w}"),
+                    });
+                }
+                be.copy(dlogits)
+            }
         }
     }
 
@@ -60,6 +102,7 @@ impl<B: Backend> LossOp<B> {
         match self {
             LossOp::CrossEntropy { labels, .. } => be.recycle_labels(labels),
             LossOp::Mse { target, .. } => be.recycle(target),
+            LossOp::Classifier { dlogits, .. } => be.recycle(dlogits),
         }
     }
 }
@@ -93,6 +136,7 @@ pub(super) fn backward<B: Backend>(
                 }
             }
         }
+        Op::Custom(op) => out = op.backward(be, params, nodes, g)?,
     }
     Ok(out)
 }

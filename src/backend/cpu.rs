@@ -16,7 +16,7 @@
 
 use half::{bf16, f16};
 
-use crate::backend::{check_same_shape, Backend, ParamsSnapshot};
+use crate::backend::{check_same_shape, Backend, ParamsSnapshot, TransformerBackend};
 use crate::dtype::{DType, Element, Half};
 use crate::error::{Error, Result};
 use crate::kernels::adam::{AdamConfig, AdamMode, LrSchedule};
@@ -24,6 +24,9 @@ use crate::kernels::gemm::{host_matmul, Activation, GemmShape, Transpose};
 use crate::kernels::loss_scale::ScaleRule;
 use crate::nn::{ArenaLayout, ParamArena, ParamSpec, Weights};
 use crate::optim::GradScalerConfig;
+
+mod transformer;
+pub use transformer::*;
 
 /// CPU reference of [`kernels::cast::cast_f32_f16`](crate::kernels::cast::cast_f32_f16).
 pub fn cast_f32_f16(x: &[f32], y: &mut [f16]) -> Result<()> {
@@ -1069,5 +1072,230 @@ impl Backend for Cpu {
 
     fn release_graph(&self, g: Self::Graph) {
         match g {}
+    }
+}
+
+/// What a [`Cpu`] forward keeps for its backward: a layernorm's means then rstds, or the
+/// attention's probabilities.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuSaved(pub Vec<f32>);
+
+impl Cpu {
+    fn param<'a>(&self, op: &'static str, p: &'a CpuParams, index: usize) -> Result<(&'a [f32], &'a ParamSpec)> {
+        let spec = p.spec(op, index)?;
+        Ok((&p.working[spec.offset..spec.offset + spec.len], spec))
+    }
+
+    fn embedding_dims(
+        &self,
+        op: &'static str,
+        p: &CpuParams,
+        wte: usize,
+        wpe: usize,
+        tokens: &CpuLabels,
+        t: usize,
+    ) -> Result<usize> {
+        let (w, e) = (p.spec(op, wte)?, p.spec(op, wpe)?);
+        match (w.shape.as_slice(), e.shape.as_slice()) {
+            (&[vocab, c], &[_, c2]) if c == c2 && vocab >= tokens.classes => Ok(c),
+            _ => Err(Error::ShapeMismatch { op, expected: w.shape.clone(), got: e.shape.clone() }),
+        }
+        .and_then(|c| {
+            if t == 0 || tokens.labels.len() % t != 0 {
+                return Err(Error::InvalidArgument {
+                    op,
+                    what: "t",
+                    why: format!("{} tokens do not make sequences of {t}", tokens.labels.len()),
+                });
+            }
+            Ok(c)
+        })
+    }
+}
+
+impl TransformerBackend for Cpu {
+    type Tokens = CpuLabels;
+    type Saved = CpuSaved;
+
+    fn tokens(&self, ids: &[u32], vocab: usize) -> Result<CpuLabels> {
+        check_labels("Cpu::tokens", ids, ids.len(), vocab)?;
+        Ok(CpuLabels { labels: ids.to_vec(), classes: vocab })
+    }
+
+    fn write_tokens(&self, t: &mut CpuLabels, ids: &[u32]) -> Result<()> {
+        check_labels("Cpu::write_tokens", ids, t.labels.len(), t.classes)?;
+        t.labels.copy_from_slice(ids);
+        Ok(())
+    }
+
+    fn copy_tokens(&self, t: &CpuLabels) -> Result<CpuLabels> {
+        Ok(t.clone())
+    }
+
+    fn recycle_tokens(&self, _t: CpuLabels) {}
+
+    fn recycle_saved(&self, _s: CpuSaved) {}
+
+    fn embedding(&self, p: &CpuParams, wte: usize, wpe: usize, tokens: &CpuLabels, t: usize) -> Result<CpuTensor> {
+        const OP: &str = "Cpu::embedding";
+        let c = self.embedding_dims(OP, p, wte, wpe, tokens, t)?;
+        let (w, e) = (self.param(OP, p, wte)?.0, self.param(OP, p, wpe)?.0);
+        let rows = tokens.labels.len();
+        let mut out = vec![0.0f32; rows * c];
+        embedding_forward(&tokens.labels, w, e, t, c, |x| self.round(x), &mut out)?;
+        Ok(CpuTensor { data: out, rows, cols: c })
+    }
+
+    fn embedding_backward(
+        &self,
+        p: &mut CpuParams,
+        wte: usize,
+        wpe: usize,
+        tokens: &CpuLabels,
+        t: usize,
+        dout: &CpuTensor,
+    ) -> Result<()> {
+        const OP: &str = "Cpu::embedding_backward";
+        let c = self.embedding_dims(OP, p, wte, wpe, tokens, t)?;
+        check_same_shape(OP, (tokens.labels.len(), c), (dout.rows, dout.cols))?;
+        let (w, e) = (p.spec(OP, wte)?.clone(), p.spec(OP, wpe)?.clone());
+        // Two disjoint parameter ranges of one gradient buffer.
+        let mut dwte = p.grad[w.offset..w.offset + w.len].to_vec();
+        let mut dwpe = p.grad[e.offset..e.offset + e.len].to_vec();
+        embedding_backward(&tokens.labels, &dout.data, t, c, &mut dwte, &mut dwpe)?;
+        p.grad[w.offset..w.offset + w.len].copy_from_slice(&dwte);
+        p.grad[e.offset..e.offset + e.len].copy_from_slice(&dwpe);
+        Ok(())
+    }
+
+    fn layernorm(
+        &self,
+        p: &CpuParams,
+        x: &CpuTensor,
+        y: Option<&CpuTensor>,
+        gamma: usize,
+        beta: usize,
+    ) -> Result<(Option<CpuTensor>, CpuTensor, CpuSaved)> {
+        const OP: &str = "Cpu::layernorm";
+        let (g, gs) = self.param(OP, p, gamma)?;
+        let (b, bs) = self.param(OP, p, beta)?;
+        if gs.len != x.cols || bs.len != x.cols {
+            return Err(Error::ShapeMismatch { op: OP, expected: vec![x.cols, x.cols], got: vec![gs.len, bs.len] });
+        }
+        if let Some(y) = y {
+            check_same_shape(OP, (x.rows, x.cols), (y.rows, y.cols))?;
+        }
+        let n = x.data.len();
+        let mut r = y.map(|_| vec![0.0f32; n]);
+        let mut h = vec![0.0f32; n];
+        let mut stats = vec![0.0f32; 2 * x.rows];
+        let (mean, rstd) = stats.split_at_mut(x.rows);
+        let yd = y.map(|y| y.data.as_slice());
+        layernorm_forward(&x.data, yd, g, b, LAYERNORM_EPS, |v| self.round(v), r.as_deref_mut(), &mut h, mean, rstd)?;
+        let tensor = |data| CpuTensor { data, rows: x.rows, cols: x.cols };
+        Ok((r.map(tensor), tensor(h), CpuSaved(stats)))
+    }
+
+    fn layernorm_backward(
+        &self,
+        p: &mut CpuParams,
+        gamma: usize,
+        beta: usize,
+        r: &CpuTensor,
+        saved: &CpuSaved,
+        dh: &CpuTensor,
+    ) -> Result<CpuTensor> {
+        const OP: &str = "Cpu::layernorm_backward";
+        check_same_shape(OP, (r.rows, r.cols), (dh.rows, dh.cols))?;
+        check_lengths(OP, 2 * r.rows, saved.0.len())?;
+        let (g, b) = (p.spec(OP, gamma)?.clone(), p.spec(OP, beta)?.clone());
+        if g.len != r.cols || b.len != r.cols {
+            return Err(Error::ShapeMismatch { op: OP, expected: vec![r.cols, r.cols], got: vec![g.len, b.len] });
+        }
+        let (mean, rstd) = saved.0.split_at(r.rows);
+        let mut dr = vec![0.0f32; r.data.len()];
+        let mut dgamma = p.grad[g.offset..g.offset + g.len].to_vec();
+        let mut dbeta = p.grad[b.offset..b.offset + b.len].to_vec();
+        let gw = &p.working[g.offset..g.offset + g.len];
+        layernorm_backward(
+            &dh.data,
+            None,
+            &r.data,
+            mean,
+            rstd,
+            gw,
+            |v| self.round(v),
+            &mut dr,
+            &mut dgamma,
+            &mut dbeta,
+        )?;
+        p.grad[g.offset..g.offset + g.len].copy_from_slice(&dgamma);
+        p.grad[b.offset..b.offset + b.len].copy_from_slice(&dbeta);
+        Ok(CpuTensor { data: dr, rows: r.rows, cols: r.cols })
+    }
+
+    fn attention(&self, qkv: &CpuTensor, dims: AttnDims) -> Result<(CpuTensor, CpuSaved)> {
+        const OP: &str = "Cpu::attention";
+        dims.validate(OP)?;
+        check_same_shape(OP, (dims.rows(), 3 * dims.c), (qkv.rows, qkv.cols))?;
+        let mut out = vec![0.0f32; dims.rows() * dims.c];
+        let mut probs = vec![0.0f32; dims.scores_len()];
+        attention_forward(&qkv.data, dims, |v| self.round(v), &mut out, &mut probs)?;
+        Ok((CpuTensor { data: out, rows: dims.rows(), cols: dims.c }, CpuSaved(probs)))
+    }
+
+    fn attention_backward(
+        &self,
+        dout: &CpuTensor,
+        qkv: &CpuTensor,
+        saved: &CpuSaved,
+        dims: AttnDims,
+    ) -> Result<CpuTensor> {
+        const OP: &str = "Cpu::attention_backward";
+        dims.validate(OP)?;
+        check_same_shape(OP, (dims.rows(), 3 * dims.c), (qkv.rows, qkv.cols))?;
+        check_same_shape(OP, (dims.rows(), dims.c), (dout.rows, dout.cols))?;
+        let mut dqkv = vec![0.0f32; qkv.data.len()];
+        attention_backward(&dout.data, &qkv.data, &saved.0, dims, |v| self.round(v), &mut dqkv)?;
+        Ok(CpuTensor { data: dqkv, rows: qkv.rows, cols: qkv.cols })
+    }
+
+    fn classifier(
+        &self,
+        p: &CpuParams,
+        logits: &CpuTensor,
+        labels: &CpuLabels,
+        out: &mut CpuScalar,
+        alpha: f32,
+        beta: f32,
+        weight: f32,
+    ) -> Result<CpuTensor> {
+        const OP: &str = "Cpu::classifier";
+        scalar_args(OP, alpha, beta)?;
+        scalar_args(OP, weight, 0.0)?;
+        if labels.labels.len() != logits.rows || labels.classes > logits.cols {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                expected: vec![logits.rows, logits.cols],
+                got: vec![labels.labels.len(), labels.classes],
+            });
+        }
+        let rows = logits.rows.max(1) as f32;
+        let g = weight * p.scale / rows;
+        let mut losses = vec![0.0f32; logits.rows];
+        let mut dlogits = vec![0.0f32; logits.data.len()];
+        classifier(
+            &logits.data,
+            &labels.labels,
+            labels.classes,
+            logits.cols,
+            g,
+            |v| self.round(v),
+            &mut losses,
+            &mut dlogits,
+        )?;
+        let mean = losses.iter().sum::<f32>() / rows;
+        out.0 = if beta == 0.0 { alpha * mean } else { beta * out.0 + alpha * mean };
+        Ok(CpuTensor { data: dlogits, rows: logits.rows, cols: logits.cols })
     }
 }

@@ -15,6 +15,7 @@ use crate::kernels::adam::AdamConfig;
 use crate::kernels::gemm::Activation;
 use crate::nn::{ArenaLayout, Weights};
 use crate::optim::GradScalerConfig;
+pub use cpu::AttnDims;
 
 /// The ops of a mixed-precision training step. Parameters are named by their index in
 /// the [`ArenaLayout`] the params were created with; weights are `out x in` (PyTorch's
@@ -189,6 +190,100 @@ pub trait Backend {
     fn replay(&self, g: &Self::Graph) -> Result<()>;
     /// Frees a graph and gives the buffers it kept back to the pool.
     fn release_graph(&self, g: Self::Graph);
+}
+
+/// The ops a GPT needs beyond [`Backend`]'s (issue 20): token + position embedding, the
+/// fused residual + layernorm, causal self-attention and the fused classifier. Their
+/// numerics, and where each rounds to half precision, are those of the CPU references in
+/// [`cpu`] (`embedding_forward`, `layernorm_forward`, `attention_forward`, `classifier`
+/// and their backwards).
+pub trait TransformerBackend: Backend {
+    /// Token ids on the backend, each below the vocabulary size they were checked
+    /// against.
+    type Tokens;
+    /// What a forward keeps for its backward beyond its inputs and outputs: a layernorm's
+    /// f32 mean and rstd, the attention's probabilities.
+    type Saved;
+
+    /// Uploads `b * t` token ids, checking each is below `vocab`.
+    fn tokens(&self, ids: &[u32], vocab: usize) -> Result<Self::Tokens>;
+    /// Overwrites token ids in place (same count; the buffers a captured graph reads).
+    fn write_tokens(&self, t: &mut Self::Tokens, ids: &[u32]) -> Result<()>;
+    /// A copy of token ids (the tape keeps its own).
+    fn copy_tokens(&self, t: &Self::Tokens) -> Result<Self::Tokens>;
+    /// Gives token buffers back.
+    fn recycle_tokens(&self, t: Self::Tokens);
+    /// Gives saved buffers back.
+    fn recycle_saved(&self, s: Self::Saved);
+
+    /// `wte[token] + wpe[position]` for sequences of `t` tokens: `(b t) x C`, with `wte`
+    /// (`vocab x C`) and `wpe` (`context x C`, `t <= context`) at those arena indices.
+    fn embedding(
+        &self,
+        p: &Self::Params,
+        wte: usize,
+        wpe: usize,
+        tokens: &Self::Tokens,
+        t: usize,
+    ) -> Result<Self::Tensor>;
+    /// Adds the embedding's gradients to the arena (deterministically).
+    fn embedding_backward(
+        &self,
+        p: &mut Self::Params,
+        wte: usize,
+        wpe: usize,
+        tokens: &Self::Tokens,
+        t: usize,
+        dout: &Self::Tensor,
+    ) -> Result<()>;
+    /// `r = x + y` (when `y` is given; else `r` is `x`) and `h = layernorm(r)` with the
+    /// affine parameters `gamma`, `beta`: returns `(r, h, saved)`, `r` only when `y` was
+    /// given.
+    fn layernorm(
+        &self,
+        p: &Self::Params,
+        x: &Self::Tensor,
+        y: Option<&Self::Tensor>,
+        gamma: usize,
+        beta: usize,
+    ) -> Result<(Option<Self::Tensor>, Self::Tensor, Self::Saved)>;
+    /// The gradient with respect to `r` from `dh`, and `dgamma`, `dbeta` added to the
+    /// arena.
+    fn layernorm_backward(
+        &self,
+        p: &mut Self::Params,
+        gamma: usize,
+        beta: usize,
+        r: &Self::Tensor,
+        saved: &Self::Saved,
+        dh: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+    /// Causal self-attention over `qkv` (`(B T) x 3C`) with `dims.nh` heads: `(B T) x C`,
+    /// and the probabilities (`B NH T T`: memory O(B NH T^2)).
+    fn attention(&self, qkv: &Self::Tensor, dims: AttnDims) -> Result<(Self::Tensor, Self::Saved)>;
+    /// The gradient with respect to `qkv`.
+    fn attention_backward(
+        &self,
+        dout: &Self::Tensor,
+        qkv: &Self::Tensor,
+        saved: &Self::Saved,
+        dims: AttnDims,
+    ) -> Result<Self::Tensor>;
+    /// The fused classifier: the mean cross-entropy of `logits` (`rows x padded`, the
+    /// first `labels`' class count of columns real) into `out = beta out + alpha loss`,
+    /// and, in the same pass, the gradient of `weight * loss` with respect to the logits
+    /// times the loss scale (padded columns 0).
+    #[allow(clippy::too_many_arguments)]
+    fn classifier(
+        &self,
+        p: &Self::Params,
+        logits: &Self::Tensor,
+        labels: &Self::Labels,
+        out: &mut Self::Scalar,
+        alpha: f32,
+        beta: f32,
+        weight: f32,
+    ) -> Result<Self::Tensor>;
 }
 
 /// A backend's parameters and optimizer state on the host, as flat as the backend keeps
