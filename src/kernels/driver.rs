@@ -12,10 +12,22 @@ use crate::error::{DriverContext, Error, Result};
 
 /// True when libcuda can be loaded. cudarc panics on the first driver call when it
 /// cannot, so every entry point asks this first.
+///
+/// Our own probe rather than cudarc's `sys::is_culib_present`: that exists only when
+/// cudarc loads the driver at run time, and a program that also depends on candle
+/// unifies cudarc's `dynamic-linking` in, which removes it. There libcuda is linked and
+/// already loaded when the program starts, so opening it by name succeeds at once.
 pub(crate) fn driver_present() -> bool {
-    // SAFETY: only tries to dlopen the driver library by its usual names; loading
-    // libcuda runs no initialisation that could break this process.
-    unsafe { sys::is_culib_present() }
+    use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
+    // The names cudarc's loader tries that a driver installs: libcuda.so (cudarc's first
+    // choice) and its SONAME libcuda.so.1 on Linux, nvcuda.dll on Windows.
+    ["cuda", "nvcuda"].iter().any(|name| {
+        [format!("{DLL_PREFIX}{name}{DLL_SUFFIX}"), format!("{DLL_PREFIX}{name}{DLL_SUFFIX}.1")]
+            .iter()
+            // SAFETY: only opens (and closes again) the driver library by its usual
+            // names; loading libcuda runs no initialisation that could break this process.
+            .any(|file| unsafe { libloading::Library::new(file) }.is_ok())
+    })
 }
 
 /// Turns cudarc's per-buffer event tracking off. With one stream per device, ordering is

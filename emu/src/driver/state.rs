@@ -54,8 +54,8 @@ thread_local! {
 }
 
 /// Runs `f` on the driver state under the global lock. The state is created on the first
-/// call, not at load time: cudarc's `is_culib_present` loads and unloads the library, and
-/// nothing may run then.
+/// call, not at load time: the crate's driver probe (`driver_present`) loads and unloads
+/// the library, and nothing may run then.
 pub fn with<T>(f: impl FnOnce(&mut State) -> Result<T, CuResult>) -> Result<T, CuResult> {
     let mut guard: MutexGuard<'_, Option<State>> = STATE.lock().unwrap_or_else(PoisonError::into_inner);
     f(guard.get_or_insert_with(State::default))
