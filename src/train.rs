@@ -523,6 +523,28 @@ impl<B: Backend, M: Model<B>> TrainStep<B, M> {
         self.be.load_master(&mut self.params, &master)
     }
 
+    /// Writes what the run resumes from (master weights, AdamW moments and step count, its
+    /// settings, the loss-scaler state; `optim::Checkpoint`'s versioned format) to `path`
+    /// (synchronizes). [`load_checkpoint`](Self::load_checkpoint) into a step of the same
+    /// model continues bit for bit as this one would.
+    pub fn save_checkpoint(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.be.checkpoint(&self.params)?.save(path)
+    }
+
+    /// Restores a checkpoint [`save_checkpoint`](Self::save_checkpoint) wrote, from any
+    /// backend, into this step (its optimizer settings included). Drops a captured graph.
+    /// Nothing changes when the file does not fit the model.
+    pub fn load_checkpoint(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let ckpt = crate::optim::Checkpoint::load(path)?;
+        self.be.restore(&mut self.params, &ckpt)?;
+        self.cfg.adam = ckpt.adam;
+        if let Some(s) = ckpt.scaler {
+            self.cfg.scaler = s.config;
+        }
+        self.drop_graph();
+        Ok(())
+    }
+
     /// The whole parameter and optimizer state, by parameter name (see [`TrainState`];
     /// synchronizes). The same on every backend.
     pub fn state(&self) -> Result<TrainState> {

@@ -23,7 +23,7 @@ use crate::kernels::adam::{AdamConfig, AdamMode, LrSchedule};
 use crate::kernels::gemm::{host_matmul, Activation, GemmShape, Transpose};
 use crate::kernels::loss_scale::ScaleRule;
 use crate::nn::{ArenaLayout, ParamArena, ParamSpec, Weights};
-use crate::optim::GradScalerConfig;
+use crate::optim::{Checkpoint, GradScalerConfig, ScalerState};
 
 mod transformer;
 pub use transformer::*;
@@ -895,6 +895,46 @@ impl Backend for Cpu {
     fn set_adam(&self, p: &mut CpuParams, cfg: AdamConfig) -> Result<()> {
         cfg.validate("Cpu::set_adam")?;
         p.adam = cfg;
+        Ok(())
+    }
+
+    fn checkpoint(&self, p: &CpuParams) -> Result<Checkpoint> {
+        Ok(Checkpoint {
+            layout: p.layout.clone(),
+            adam: p.adam,
+            step: p.step,
+            master: p.master.clone(),
+            m: p.m.clone(),
+            v: p.v.clone(),
+            scaler: Some(ScalerState { config: p.scaler, scale: p.scale, growth_tracker: p.growth_tracker }),
+        })
+    }
+
+    fn restore(&self, p: &mut CpuParams, ckpt: &Checkpoint) -> Result<()> {
+        const OP: &str = "Cpu::restore";
+        if ckpt.layout != p.layout {
+            return Err(Error::Checkpoint {
+                op: OP,
+                why: "the checkpoint's parameter layout differs from the arena's".into(),
+            });
+        }
+        let total = p.layout.total();
+        for (what, got) in [("master", ckpt.master.len()), ("m", ckpt.m.len()), ("v", ckpt.v.len())] {
+            if got != total {
+                return Err(Error::LengthMismatch { op: OP, what, expected: total, got });
+            }
+        }
+        ckpt.adam.validate(OP)?;
+        let Some(state) = ckpt.scaler else {
+            return Err(Error::Checkpoint { op: OP, why: "the checkpoint has no loss-scaler state".into() });
+        };
+        state.config.validate(OP)?;
+        self.load_master(p, &ckpt.master)?;
+        p.m.clone_from(&ckpt.m);
+        p.v.clone_from(&ckpt.v);
+        p.step = ckpt.step;
+        p.adam = ckpt.adam;
+        (p.scaler, p.scale, p.growth_tracker, p.found_inf) = (state.config, state.scale, state.growth_tracker, 0.0);
         Ok(())
     }
 

@@ -31,7 +31,7 @@ use crate::kernels::gemm::{gemm, gemm_checking, Activation, Bias, Epilogue, Gemm
 use crate::kernels::loss::{cross_entropy_backward, cross_entropy_forward, mse_backward, mse_forward, LossShape};
 use crate::kernels::reduce::{bias_grad, bias_grad_checking, sum_f32};
 use crate::nn::{ArenaLayout, ParamArena, Weights};
-use crate::optim::{AdamW, GradScaler, GradScalerConfig};
+use crate::optim::{AdamW, Checkpoint, GradScaler, GradScalerConfig};
 
 /// Free buffers by element count.
 struct Pool<T> {
@@ -395,6 +395,14 @@ impl<H: Half> Backend for Cuda<H> {
 
     fn set_adam(&self, p: &mut CudaParams<H>, cfg: AdamConfig) -> Result<()> {
         p.adam.set_config(cfg)
+    }
+
+    fn checkpoint(&self, p: &CudaParams<H>) -> Result<Checkpoint> {
+        p.adam.checkpoint(&p.arena, Some(&p.scaler))
+    }
+
+    fn restore(&self, p: &mut CudaParams<H>, ckpt: &Checkpoint) -> Result<()> {
+        p.adam.restore(ckpt, &mut p.arena, Some(&mut p.scaler))
     }
 
     fn snapshot(&self, p: &CudaParams<H>) -> Result<ParamsSnapshot> {

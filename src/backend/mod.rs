@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::kernels::adam::AdamConfig;
 use crate::kernels::gemm::Activation;
 use crate::nn::{ArenaLayout, Weights};
-use crate::optim::GradScalerConfig;
+use crate::optim::{Checkpoint, GradScalerConfig};
 pub use cpu::AttnDims;
 
 /// The ops of a mixed-precision training step. Parameters are named by their index in
@@ -110,6 +110,13 @@ pub trait Backend {
     /// Every buffer and scalar of the parameters and optimizer state, copied to the host
     /// (synchronizes). [`TrainStep::state`](crate::TrainStep::state) reads it by name.
     fn snapshot(&self, p: &Self::Params) -> Result<ParamsSnapshot>;
+    /// What a run resumes from: master weights, moments, step count, optimizer settings
+    /// and loss-scaler state (synchronizes; `optim::Checkpoint`'s format, which
+    /// `AdamW::save` writes too).
+    fn checkpoint(&self, p: &Self::Params) -> Result<Checkpoint>;
+    /// Restores a checkpoint of the same layout (the working copy rebuilt from the master
+    /// weights, gradients left as they are); nothing changes when it does not fit.
+    fn restore(&self, p: &mut Self::Params, ckpt: &Checkpoint) -> Result<()>;
 
     /// `y = act(x W^T + b)` with `pre = x W^T + b` kept when `act` is not `None`.
     fn linear(
@@ -239,6 +246,7 @@ pub trait TransformerBackend: Backend {
     /// `r = x + y` (when `y` is given; else `r` is `x`) and `h = layernorm(r)` with the
     /// affine parameters `gamma`, `beta`: returns `(r, h, saved)`, `r` only when `y` was
     /// given.
+    #[allow(clippy::type_complexity)]
     fn layernorm(
         &self,
         p: &Self::Params,
