@@ -24,7 +24,9 @@
 #      With ARGS, this pass runs ARGS again;
 #   5. at compute capability 8.0 with MP_EMU_SM_COUNT=1, the test targets of the kernels
 #      whose launchers size their grid from the SM count (those in src/kernels/ that call
-#      grid_stride_config: today add, activation, adam, cast, unscale). At a real part's
+#      grid_stride_config: today add, activation, adam, cast, embedding, unscale; the
+#      embedding backward's loops over token buckets and positions stride by a grid sized
+#      from the SM count too). At a real part's
 #      count (108 at 8.0) most of the tests' sizes fit in one pass of the grid-stride
 #      loop, so a wrong stride would never be used; at 1 SM (8 blocks of 256 threads)
 #      their length sweeps take several passes. With ARGS, this pass runs ARGS again;

@@ -12,6 +12,7 @@ pub mod add;
 pub mod capi;
 pub mod cast;
 pub(crate) mod driver;
+pub mod embedding;
 pub mod gemm;
 pub mod loss;
 pub mod loss_scale;
