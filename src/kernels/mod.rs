@@ -14,6 +14,7 @@ pub mod cast;
 pub(crate) mod driver;
 pub mod embedding;
 pub mod gemm;
+pub mod layernorm;
 pub mod loss;
 pub mod loss_scale;
 mod multi_tensor;
