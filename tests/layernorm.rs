@@ -22,6 +22,7 @@ mod common;
 
 use std::sync::Arc;
 
+use mixed_precision::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use mixed_precision::cudarc::driver::{CudaView, CudaViewMut};
 use mixed_precision::half::{bf16, f16};
 use mixed_precision::kernels::layernorm::{
@@ -628,4 +629,66 @@ fn f16_bad_arguments_are_refused_before_launch() {
     assert!(dr.to_host().unwrap().iter().all(|v| v.is_nan()), "a refused backward wrote dr");
     assert!(dgamma.to_host().unwrap().iter().all(|v| v.is_nan()), "a refused dparams wrote dgamma");
     assert!(dbeta.to_host().unwrap().iter().all(|v| v.is_nan()), "a refused dparams wrote dbeta");
+}
+
+/// Forward, backward and parameter gradients captured once in a CUDA graph (the scratch
+/// allocated before, the launch configuration from the shape alone) and replayed: the first
+/// replay gives the eager run's bits, the second doubles dgamma and dbeta exactly.
+fn graph_replays<H: Half>(dev: &Arc<Device>, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let (rows, c) = (20, 64);
+    let k = inputs::<H>(&mut rng, rows, c);
+    let zeros = vec![0.0f32; c];
+    let eager = run(dev, &k, true, true, &zeros, &zeros);
+
+    let shape = LayerNormShape { rows, channels: c };
+    let n = rows * c;
+    let t = |v: &[H]| Tensor::from_host(dev, v, &[v.len()]).unwrap();
+    let (x, y, gamma, beta, dh, dres) = (t(&k.x), t(&k.y), t(&k.gamma), t(&k.beta), t(&k.dh), t(&k.dres));
+    let (mut r, mut out, mut dr) = (t(&nan::<H>(n)), t(&nan::<H>(n)), t(&nan::<H>(n)));
+    let f = |n: usize| Tensor::<f32>::zeros(dev, &[n]).unwrap();
+    let (mut mean, mut rstd, mut dgamma, mut dbeta) = (f(rows), f(rows), f(c), f(c));
+    let mut scratch = f(shape.dparams_scratch_len());
+    let mut step = |dgamma: &mut Tensor<f32>, dbeta: &mut Tensor<f32>| {
+        let (yv, mut rv) = (y.view(), r.view_mut());
+        let (g, b) = (gamma.view(), beta.view());
+        let (mut o, mut m, mut s) = (out.view_mut(), mean.view_mut(), rstd.view_mut());
+        layernorm_forward(dev, shape, EPS, &x.view(), Some((&yv, &mut rv)), &g, &b, &mut o, &mut m, &mut s).unwrap();
+        let (rv, mv, sv, dv) = (r.view(), mean.view(), rstd.view(), dres.view());
+        let mut drv = dr.view_mut();
+        layernorm_backward(dev, shape, &dh.view(), &rv, &mv, &sv, &g, ResidualGrad::From(&dv), &mut drv).unwrap();
+        let (mut gw, mut bw, mut sw) = (dgamma.view_mut(), dbeta.view_mut(), scratch.view_mut());
+        layernorm_dparams(dev, shape, &dh.view(), &rv, &mv, &sv, &mut gw, &mut bw, &mut sw, None).unwrap();
+    };
+    // Once outside the capture, so the module is loaded before it.
+    step(&mut f(c), &mut f(c));
+    let stream = dev.stream();
+    stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).unwrap();
+    step(&mut dgamma, &mut dbeta);
+    let graph = stream.end_capture(CUgraphInstantiate_flags(0)).unwrap().expect("a graph");
+    graph.launch().unwrap();
+    assert_eq!(bits(&r.to_host().unwrap()), bits(&eager.r), "replay: r");
+    assert_eq!(bits(&out.to_host().unwrap()), bits(&eager.out), "replay: out");
+    assert_eq!(f32_bits(&mean.to_host().unwrap()), f32_bits(&eager.mean), "replay: mean");
+    assert_eq!(f32_bits(&rstd.to_host().unwrap()), f32_bits(&eager.rstd), "replay: rstd");
+    assert_eq!(bits(&dr.to_host().unwrap()), bits(&eager.dr), "replay: dr");
+    assert_eq!(f32_bits(&dgamma.to_host().unwrap()), f32_bits(&eager.dgamma), "replay: dgamma");
+    assert_eq!(f32_bits(&dbeta.to_host().unwrap()), f32_bits(&eager.dbeta), "replay: dbeta");
+    graph.launch().unwrap();
+    let twice = |v: &[f32]| v.iter().map(|x| (2.0 * x).to_bits()).collect::<Vec<_>>();
+    assert_eq!(f32_bits(&dgamma.to_host().unwrap()), twice(&eager.dgamma), "second replay: dgamma");
+    assert_eq!(f32_bits(&dbeta.to_host().unwrap()), twice(&eager.dbeta), "second replay: dbeta");
+    assert_eq!(bits(&dr.to_host().unwrap()), bits(&eager.dr), "second replay: dr");
+}
+
+#[test]
+fn f16_graph_replays() {
+    let dev = gpu_or_skip!();
+    graph_replays::<f16>(&dev, 8);
+}
+
+#[test]
+fn bf16_graph_replays() {
+    let dev = gpu_or_skip!();
+    graph_replays::<bf16>(&dev, 9);
 }
