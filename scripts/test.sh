@@ -17,14 +17,17 @@
 #   4. at compute capability 7.5, the test targets whose kernels have PTX for a newer
 #      target (cuda/ptx/<module>.sm_80.ptx: today the GEMM, whose sm_75 variant loads its
 #      tiles without cp.async and has no bf16 kernels, so its bf16 tests check the refusal,
-#      and the elementwise families with bf16 kernels, whose sm_75 variants round bf16 with
-#      integer code and must give the bits the sm_80 ones give) and the C program
+#      and the other families with bf16 kernels (elementwise, loss, embedding, layernorm),
+#      whose sm_75 variants round bf16 with integer code and must give the bits the sm_80
+#      ones give) and the C program
 #      (tests/capi.rs), which calls the GEMM too. Every other module has sm_75 PTX only,
 #      which pass 3 already ran. MP_TEST_CC75=all runs every test target here instead.
 #      With ARGS, this pass runs ARGS again;
 #   5. at compute capability 8.0 with MP_EMU_SM_COUNT=1, the test targets of the kernels
 #      whose launchers size their grid from the SM count (those in src/kernels/ that call
-#      grid_stride_config: today add, activation, adam, cast, unscale). At a real part's
+#      grid_stride_config: today add, activation, adam, cast, embedding, unscale; the
+#      embedding backward's loops over token buckets and positions stride by a grid sized
+#      from the SM count too). At a real part's
 #      count (108 at 8.0) most of the tests' sizes fit in one pass of the grid-stride
 #      loop, so a wrong stride would never be used; at 1 SM (8 blocks of 256 threads)
 #      their length sweeps take several passes. With ARGS, this pass runs ARGS again;
