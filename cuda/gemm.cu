@@ -45,9 +45,11 @@
 // batch levels so that attention's (batch, head) permutes fold into strides: head h of Q
 // inside a (B*T, 3C) qkv buffer is A + b * T*3C + h * hs with lda = 3C, and no copy is
 // made. Batch z = o * inner + i is blockIdx.z. These are separate entry points, so the
-// single GEMM's kernels and their PTX are what they were; they are bound to one block per
-// SM (__launch_bounds__(256, 1)) because the batch-offset operand pointers, live across the
-// main loop, made ptxas spill at the two-block bound of 128 registers.
+// single GEMM's kernels and their PTX are what they were. They are bound to one block per
+// SM (__launch_bounds__(256, 1)): the single GEMM's kernels already use all 128 registers
+// the two-block bound allows, and the batch-offset operand pointers, live across the main
+// loop, add to that (with the one-block bound ptxas gives them 154 to 182, no spills);
+// the two-block bound was not tried, for fear of the spills the bf16 kernels once had.
 
 // ptx-targets: sm_75 sm_80
 

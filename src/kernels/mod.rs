@@ -9,6 +9,7 @@
 pub mod activation;
 pub mod adam;
 pub mod add;
+pub mod attention;
 pub mod capi;
 pub mod cast;
 pub(crate) mod driver;
