@@ -12,6 +12,7 @@ pub mod add;
 pub mod attention;
 pub mod capi;
 pub mod cast;
+pub mod classifier;
 pub(crate) mod driver;
 pub mod gemm;
 pub mod loss;
