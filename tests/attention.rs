@@ -536,3 +536,145 @@ fn attention_rejects_bad_input_and_launches_nothing() {
     )
     .unwrap();
 }
+
+/// Capturable: the forward and backward queue only stream work (no host sync, no
+/// allocation), so both capture into one CUDA graph whose replay gives the eager run's
+/// bits. The eager run comes first, as in a training step (it also loads the modules).
+#[test]
+fn attention_forward_backward_capture_into_one_graph_and_replay_bitwise() {
+    use mixed_precision::cudarc::driver::sys;
+    let dev = gpu_or_skip!();
+    let d = AttnDims { b: 2, t: 33, c: 48, nh: 3 };
+    let (att, n_out, n_qkv) = (d.att_len().unwrap(), d.out_len().unwrap(), d.qkv_len().unwrap());
+    let mut rng = Rng::new(74);
+    let qkv = Tensor::from_host(&dev, &random_half::<f16>(&mut rng, n_qkv, 2.0), &[n_qkv]).unwrap();
+    let dout = Tensor::from_host(&dev, &random_half::<f16>(&mut rng, n_out, 1.0), &[n_out]).unwrap();
+    let run = |out: &mut Tensor<f16>,
+               dqkv: &mut Tensor<f16>,
+               s: &mut Tensor<f32>,
+               p: &mut Tensor<f16>,
+               ds: &mut Tensor<f16>| {
+        attention_forward(&dev, d, &qkv.view(), &mut out.view_mut(), &mut s.view_mut(), &mut p.view_mut()).unwrap();
+        attention_backward(
+            &dev,
+            d,
+            &dout.view(),
+            &qkv.view(),
+            &p.view(),
+            &mut s.view_mut(),
+            &mut ds.view_mut(),
+            &mut dqkv.view_mut(),
+        )
+        .unwrap();
+    };
+    let buffers = || {
+        (
+            Tensor::from_host(&dev, &vec![f16::NAN; n_out], &[n_out]).unwrap(),
+            Tensor::from_host(&dev, &vec![f16::NAN; n_qkv], &[n_qkv]).unwrap(),
+            Tensor::from_host(&dev, &vec![f32::NAN; att], &[att]).unwrap(),
+            Tensor::from_host(&dev, &vec![f16::NAN; att], &[att]).unwrap(),
+            Tensor::from_host(&dev, &vec![f16::NAN; att], &[att]).unwrap(),
+        )
+    };
+    let (mut out, mut dqkv, mut s, mut p, mut ds) = buffers();
+    run(&mut out, &mut dqkv, &mut s, &mut p, &mut ds);
+    let (mut out_g, mut dqkv_g, mut s_g, mut p_g, mut ds_g) = buffers();
+    dev.synchronize().unwrap();
+    let stream = dev.stream();
+    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).unwrap();
+    run(&mut out_g, &mut dqkv_g, &mut s_g, &mut p_g, &mut ds_g);
+    let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0)).unwrap().expect("a captured graph");
+    // Nothing ran during capture: the outputs still hold their poison.
+    assert!(out_g.to_host().unwrap().iter().all(|x| x.is_nan()), "capture executed work");
+    for _ in 0..2 {
+        graph.launch().unwrap();
+        dev.synchronize().unwrap();
+        let bits = |t: &Tensor<f16>| t.to_host().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&out_g), bits(&out), "replayed out differs from eager");
+        assert_eq!(bits(&dqkv_g), bits(&dqkv), "replayed dqkv differs from eager");
+    }
+}
+
+// ---- CPU: the backward formula is the gradient of the forward (finite differences) ----
+
+/// The forward in f64: (out (b*t, c), P (b, nh, t, t)).
+fn forward64(d: AttnDims, qkv: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let ix = Ix::new(d);
+    let (hs, t) = (ix.hs, d.t);
+    let scale = 1.0 / (hs as f64).sqrt();
+    let mut out = vec![0.0; d.out_len().unwrap()];
+    let mut p = vec![0.0; d.att_len().unwrap()];
+    for b in 0..d.b {
+        for h in 0..d.nh {
+            for i in 0..t {
+                let s: Vec<f64> = (0..=i)
+                    .map(|j| {
+                        scale * (0..hs).map(|e| qkv[ix.qkv(b, i, 0, h, e)] * qkv[ix.qkv(b, j, 1, h, e)]).sum::<f64>()
+                    })
+                    .collect();
+                let pr = softmax64(&s);
+                for j in 0..=i {
+                    p[ix.att(b, h, i, j)] = pr[j];
+                    for e in 0..hs {
+                        out[ix.out(b, i, h, e)] += pr[j] * qkv[ix.qkv(b, j, 2, h, e)];
+                    }
+                }
+            }
+        }
+    }
+    (out, p)
+}
+
+/// The backward in f64 by the formulas the kernels implement: dP = dout Vᵀ, dS = P (dP -
+/// D), dQ = scale dS K, dK = scale dSᵀ Q, dV = Pᵀ dout.
+fn backward64(d: AttnDims, qkv: &[f64], p: &[f64], dout: &[f64]) -> Vec<f64> {
+    let ix = Ix::new(d);
+    let (hs, t) = (ix.hs, d.t);
+    let scale = 1.0 / (hs as f64).sqrt();
+    let mut dqkv = vec![0.0; qkv.len()];
+    for b in 0..d.b {
+        for h in 0..d.nh {
+            for i in 0..t {
+                let dp: Vec<f64> = (0..=i)
+                    .map(|j| (0..hs).map(|e| dout[ix.out(b, i, h, e)] * qkv[ix.qkv(b, j, 2, h, e)]).sum())
+                    .collect();
+                let dd: f64 = (0..=i).map(|j| p[ix.att(b, h, i, j)] * dp[j]).sum();
+                for j in 0..=i {
+                    let pij = p[ix.att(b, h, i, j)];
+                    let ds = pij * (dp[j] - dd);
+                    for e in 0..hs {
+                        dqkv[ix.qkv(b, i, 0, h, e)] += scale * ds * qkv[ix.qkv(b, j, 1, h, e)];
+                        dqkv[ix.qkv(b, j, 1, h, e)] += scale * ds * qkv[ix.qkv(b, i, 0, h, e)];
+                        dqkv[ix.qkv(b, j, 2, h, e)] += pij * dout[ix.out(b, i, h, e)];
+                    }
+                }
+            }
+        }
+    }
+    dqkv
+}
+
+/// Central differences of L(qkv) = sum(out(qkv) * dout) against backward64, for every
+/// element of qkv, at a shape with several sequences and heads.
+#[test]
+fn cpu_attention_backward_formula_matches_finite_differences() {
+    let d = AttnDims { b: 2, t: 5, c: 6, nh: 2 };
+    let mut rng = Rng::new(75);
+    let qkv: Vec<f64> = (0..d.qkv_len().unwrap()).map(|_| rng.uniform_in(-1.0, 1.0) as f64).collect();
+    let dout: Vec<f64> = (0..d.out_len().unwrap()).map(|_| rng.uniform_in(-1.0, 1.0) as f64).collect();
+    let (_, p) = forward64(d, &qkv);
+    let grad = backward64(d, &qkv, &p, &dout);
+    let loss = |x: &[f64]| forward64(d, x).0.iter().zip(&dout).map(|(o, g)| o * g).sum::<f64>();
+    let h = 1e-5;
+    for k in 0..qkv.len() {
+        let (mut up, mut down) = (qkv.clone(), qkv.clone());
+        up[k] += h;
+        down[k] -= h;
+        let fd = (loss(&up) - loss(&down)) / (2.0 * h);
+        assert!(
+            (fd - grad[k]).abs() <= 1e-8 * (1.0 + fd.abs()),
+            "qkv[{k}]: finite difference {fd}, formula {}",
+            grad[k]
+        );
+    }
+}

@@ -275,3 +275,41 @@ fn classifier_rejects_bad_input_and_launches_nothing() {
     assert_eq!(losses.to_host().unwrap(), [7.0; 2]);
     assert_eq!(out.to_host().unwrap(), [7.0]);
 }
+
+/// CPU: the gradient formula is the gradient of `weight * scale * mean(losses)`
+/// (central differences in f64, labels anywhere including the last class).
+#[test]
+fn cpu_classifier_gradient_formula_matches_finite_differences() {
+    let (rows, v) = (3, 7);
+    let mut rng = Rng::new(83);
+    let z: Vec<f64> = (0..rows * v).map(|_| rng.uniform_in(-3.0, 3.0) as f64).collect();
+    let labels = [0usize, 6, 3];
+    let (weight, scale) = (0.25, 8.0);
+    let g = weight * scale / rows as f64;
+    let loss = |z: &[f64]| {
+        (0..rows)
+            .map(|r| {
+                let row = &z[r * v..(r + 1) * v];
+                let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let s: f64 = row.iter().map(|x| (x - m).exp()).sum();
+                s.ln() + m - row[labels[r]]
+            })
+            .sum::<f64>()
+            * weight
+            * scale
+            / rows as f64
+    };
+    for k in 0..rows * v {
+        let (r, j) = (k / v, k % v);
+        let row = &z[r * v..(r + 1) * v];
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = row.iter().map(|x| (x - m).exp()).sum();
+        let formula = ((row[j] - m).exp() / s - if j == labels[r] { 1.0 } else { 0.0 }) * g;
+        let h = 1e-5;
+        let (mut up, mut down) = (z.clone(), z.clone());
+        up[k] += h;
+        down[k] -= h;
+        let fd = (loss(&up) - loss(&down)) / (2.0 * h);
+        assert!((fd - formula).abs() <= 1e-8 * (1.0 + fd.abs()), "z[{k}]: finite difference {fd}, formula {formula}");
+    }
+}
