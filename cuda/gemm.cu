@@ -38,6 +38,18 @@
 // different banks. The fast path moves 16-byte chunks and needs M, N, K, lda and ldb to be
 // multiples of 8 and A and B 16-byte aligned; any other shape takes the element-wise
 // loading path, with the same tiles and the same arithmetic.
+//
+// Strided-batched (gemm_batched_<ta><tb>_<out>, gemm_bf16_batched_<ta><tb>_<out>): the same
+// GEMM for every batch (o, i), o < outer, i < inner, each operand X (A, B, C and pre)
+// starting at X + o * X_outer + i * X_inner elements; bias and found_inf are shared. Two
+// batch levels so that attention's (batch, head) permutes fold into strides: head h of Q
+// inside a (B*T, 3C) qkv buffer is A + b * T*3C + h * hs with lda = 3C, and no copy is
+// made. Batch z = o * inner + i is blockIdx.z. These are separate entry points, so the
+// single GEMM's kernels and their PTX are what they were. They are bound to one block per
+// SM (__launch_bounds__(256, 1)): the single GEMM's kernels already use all 128 registers
+// the two-block bound allows, and the batch-offset operand pointers, live across the main
+// loop, add to that (with the one-block bound ptxas gives them 154 to 182, no spills);
+// the two-block bound was not tried, for fear of the spills the bf16 kernels once had.
 
 // ptx-targets: sm_75 sm_80
 
@@ -339,4 +351,42 @@ GEMM_KERNEL(gemm_bf16_nn_bf16, false, false, bf16_t, bf16_t)
 GEMM_KERNEL(gemm_bf16_nt_bf16, false, true, bf16_t, bf16_t)
 GEMM_KERNEL(gemm_bf16_tn_bf16, true, false, bf16_t, bf16_t)
 GEMM_KERNEL(gemm_bf16_tt_bf16, true, true, bf16_t, bf16_t)
+#endif
+
+// Per-operand element strides of the two batch levels (see the header).
+struct GemmBatch {
+    int64_t a_outer, a_inner, b_outer, b_inner, c_outer, c_inner;
+    uint32_t inner;  // batches per outer index: blockIdx.z = o * inner + i
+};
+
+#define GEMM_BATCHED_KERNEL(name, TA, TB, T, OutT)                                                         \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1) name(GemmParams p, GemmBatch s, int32_t vec) { \
+        __shared__ __align__(128) T smem[GEMM_SMEM];                                                       \
+        const uint32_t o = blockIdx.z / s.inner, i = blockIdx.z - o * s.inner;                             \
+        p.a = static_cast<const T*>(p.a) + o * s.a_outer + i * s.a_inner;                                  \
+        p.b = static_cast<const T*>(p.b) + o * s.b_outer + i * s.b_inner;                                  \
+        p.c = static_cast<OutT*>(p.c) + o * s.c_outer + i * s.c_inner;                                     \
+        if (p.pre) p.pre = static_cast<T*>(p.pre) + o * s.c_outer + i * s.c_inner;                         \
+        if (vec) gemm_body<TA, TB, true, T, OutT>(p, smem);                                                \
+        else gemm_body<TA, TB, false, T, OutT>(p, smem);                                                   \
+    }
+
+GEMM_BATCHED_KERNEL(gemm_batched_nn_f32, false, false, __half, float)
+GEMM_BATCHED_KERNEL(gemm_batched_nt_f32, false, true, __half, float)
+GEMM_BATCHED_KERNEL(gemm_batched_tn_f32, true, false, __half, float)
+GEMM_BATCHED_KERNEL(gemm_batched_tt_f32, true, true, __half, float)
+GEMM_BATCHED_KERNEL(gemm_batched_nn_f16, false, false, __half, __half)
+GEMM_BATCHED_KERNEL(gemm_batched_nt_f16, false, true, __half, __half)
+GEMM_BATCHED_KERNEL(gemm_batched_tn_f16, true, false, __half, __half)
+GEMM_BATCHED_KERNEL(gemm_batched_tt_f16, true, true, __half, __half)
+
+#if __CUDA_ARCH__ >= 800
+GEMM_BATCHED_KERNEL(gemm_bf16_batched_nn_f32, false, false, bf16_t, float)
+GEMM_BATCHED_KERNEL(gemm_bf16_batched_nt_f32, false, true, bf16_t, float)
+GEMM_BATCHED_KERNEL(gemm_bf16_batched_tn_f32, true, false, bf16_t, float)
+GEMM_BATCHED_KERNEL(gemm_bf16_batched_tt_f32, true, true, bf16_t, float)
+GEMM_BATCHED_KERNEL(gemm_bf16_batched_nn_bf16, false, false, bf16_t, bf16_t)
+GEMM_BATCHED_KERNEL(gemm_bf16_batched_nt_bf16, false, true, bf16_t, bf16_t)
+GEMM_BATCHED_KERNEL(gemm_bf16_batched_tn_bf16, true, false, bf16_t, bf16_t)
+GEMM_BATCHED_KERNEL(gemm_bf16_batched_tt_bf16, true, true, bf16_t, bf16_t)
 #endif

@@ -16,10 +16,10 @@
 #      fails the tests instead of skipping them);
 #   4. at compute capability 7.5, the test targets whose kernels have PTX for a newer
 #      target (cuda/ptx/<module>.sm_80.ptx: today the GEMM, whose sm_75 variant loads its
-#      tiles without cp.async and has no bf16 kernels, so its bf16 tests check the refusal,
-#      and the other families with bf16 kernels (elementwise, loss, embedding, layernorm),
-#      whose sm_75 variants round bf16 with integer code and must give the bits the sm_80
-#      ones give) and the C program
+#      tiles without cp.async and has no bf16 kernels, so its bf16 tests check the refusal
+#      (attention's too, which runs on the GEMM), and the other families with bf16 kernels
+#      (elementwise, loss, embedding, layernorm, classifier), whose sm_75 variants round
+#      bf16 with integer code and must give the bits the sm_80 ones give) and the C program
 #      (tests/capi.rs), which calls the GEMM too. Every other module has sm_75 PTX only,
 #      which pass 3 already ran. MP_TEST_CC75=all runs every test target here instead.
 #      With ARGS, this pass runs ARGS again;

@@ -9,7 +9,10 @@ mod common;
 
 use mixed_precision::backend::cpu;
 use mixed_precision::half::{bf16, f16};
-use mixed_precision::kernels::gemm::{gemm, gemm_checking, Activation, Bias, Epilogue, GemmShape, Transpose};
+use mixed_precision::kernels::gemm::{
+    gemm, gemm_checking, gemm_strided_batched, Activation, BatchStrides, Bias, Epilogue, GemmBatch, GemmShape,
+    Transpose,
+};
 use mixed_precision::rng::Rng;
 use mixed_precision::{DType, Element, Error, Half, Tensor};
 
@@ -699,4 +702,211 @@ fn gemm_bf16_512_cubed_sampled_against_f64() {
     // Products of bf16 inputs are exact in f32: only the f32 accumulation errs, as in f16.
     let e = normwise(&got, &want);
     assert!(e <= 1e-5, "{n}^3: normwise relative error {e:e}");
+}
+
+// ---- strided-batched GEMM: attention's head permutes folded into strides ----
+
+/// One strided-batched case: operands filled with random halves (C with NaN when beta =
+/// 0, so a skipped element shows), each batch checked against the f64 reference on its own
+/// offset slices, and every element no batch covers left bit-identical.
+#[allow(clippy::too_many_arguments)]
+fn run_batched<T: Half, C: Element>(
+    dev: &std::sync::Arc<mixed_precision::Device>,
+    rng: &mut Rng,
+    s: &GemmShape,
+    batch: &GemmBatch,
+    lens: (usize, usize, usize),
+    offsets: (usize, usize),
+    alpha: f32,
+    beta: f32,
+) {
+    let (a_len, b_len, c_len) = lens;
+    // A and B may start inside a larger buffer (K and V inside qkv).
+    let (a_off, b_off) = offsets;
+    let a: Vec<T> = random_half(rng, a_len);
+    let b: Vec<T> = random_half(rng, b_len);
+    let c0: Vec<C> = if beta == 0.0 {
+        vec![C::from_f32(f32::NAN); c_len]
+    } else {
+        (0..c_len).map(|_| C::from_f32(rng.uniform_in(-1.0, 1.0))).collect()
+    };
+    let ad = Tensor::from_host(dev, &a, &[a_len]).unwrap();
+    let bd = Tensor::from_host(dev, &b, &[b_len]).unwrap();
+    let mut cd = Tensor::from_host(dev, &c0, &[c_len]).unwrap();
+    let epi = Epilogue { alpha, beta, ..Epilogue::default() };
+    gemm_strided_batched(
+        dev,
+        s,
+        batch,
+        &ad.view().slice(a_off..a_len),
+        &bd.view().slice(b_off..b_len),
+        &mut cd.view_mut(),
+        epi,
+    )
+    .unwrap();
+    let got = cd.to_host().unwrap();
+    let c0_64: Vec<f64> = c0.iter().map(|x| x.to_f32() as f64).collect();
+    let tol = match (C::DTYPE, T::DTYPE) {
+        (DType::F32, _) => 1e-5,
+        (_, DType::BF16) => 2f64.powi(-8) + 1e-5,
+        _ => 1e-3,
+    };
+    let mut covered = vec![false; c_len];
+    for o in 0..batch.outer {
+        for i in 0..batch.inner {
+            let oa = a_off + o * batch.a.outer + i * batch.a.inner;
+            let ob = b_off + o * batch.b.outer + i * batch.b.inner;
+            let oc = o * batch.c.outer + i * batch.c.inner;
+            let (want, _) =
+                reference(s, &a[oa..], &b[ob..], &c0_64[oc..], alpha as f64, beta as f64, None, Activation::None);
+            let mut g = Vec::with_capacity(s.m * s.n);
+            for r in 0..s.m {
+                for j in 0..s.n {
+                    covered[oc + r * s.ldc + j] = true;
+                    g.push(got[oc + r * s.ldc + j].to_f32());
+                }
+            }
+            let what = format!(
+                "{} {:?}{:?} {}x{}x{} batch ({o}, {i}) out={}",
+                T::DTYPE,
+                s.trans_a,
+                s.trans_b,
+                s.m,
+                s.n,
+                s.k,
+                C::DTYPE
+            );
+            assert!(g.iter().all(|x| x.is_finite()), "{what}: non-finite output");
+            assert!(g.iter().any(|&x| x != 0.0), "{what}: all zeros");
+            let e = normwise(&g, &want);
+            assert!(e <= tol, "{what}: normwise relative error {e:e} > {tol:e}");
+        }
+    }
+    for (k, cov) in covered.iter().enumerate() {
+        if !cov {
+            assert_eq!(
+                got[k].to_f32().to_bits(),
+                c0[k].to_f32().to_bits(),
+                "element {k} outside every batch was written"
+            );
+        }
+    }
+}
+
+/// The four GEMMs of causal attention on a (B*T, 3C) qkv buffer, heads folded into
+/// strides: S = Q Kᵀ (NT, f32 out, into (B, NH, T, T)), P V (NN, half out into columns
+/// h*hs of a (B*T, C) buffer), dS Kᵀ-style TN (dK = dSᵀ Q) and a padded TT case with
+/// beta = 1. T = 33 and 7 (element-wise path), T = 64 with 3C a multiple of 8 (16-byte
+/// path: every batch's A and B 16-byte aligned).
+fn attention_like_batches<T: Half>(seed: u64) {
+    let dev = match common::gpu("gemm::gemm_strided_batched") {
+        Some(d) => d,
+        None => return,
+    };
+    let mut rng = Rng::new(seed);
+    for (b, t, c, nh) in [(2, 33, 48, 3), (1, 7, 64, 8), (2, 64, 48, 3)] {
+        let hs = c / nh;
+        let qkv = b * t * 3 * c;
+        let qkv_strides = BatchStrides { outer: t * 3 * c, inner: hs };
+        let att = BatchStrides { outer: nh * t * t, inner: t * t };
+        let scale = 1.0 / (hs as f32).sqrt();
+        // S = scale Q K^T: A = Q at 0, B = K at C.
+        let s = GemmShape { m: t, n: t, k: hs, trans_a: N, trans_b: T, lda: 3 * c, ldb: 3 * c, ldc: t };
+        let batch = GemmBatch { outer: b, inner: nh, a: qkv_strides, b: qkv_strides, c: att };
+        run_batched::<T, f32>(&dev, &mut rng, &s, &batch, (qkv, qkv, b * nh * t * t), (0, c), scale, 0.0);
+        // out = P V: A = P (T x T), B = V at 2C, C = out (B*T, C) at column h*hs.
+        let s = GemmShape { m: t, n: hs, k: t, trans_a: N, trans_b: N, lda: t, ldb: 3 * c, ldc: c };
+        let out = BatchStrides { outer: t * c, inner: hs };
+        let batch = GemmBatch { outer: b, inner: nh, a: att, b: qkv_strides, c: out };
+        run_batched::<T, T>(&dev, &mut rng, &s, &batch, (b * nh * t * t, qkv, b * t * c), (0, 2 * c), 1.0, 0.0);
+        // dK = scale dS^T Q: A = dS stored T x T transposed, B = Q, C = dqkv at column C + h*hs.
+        let s = GemmShape { m: t, n: hs, k: t, trans_a: T, trans_b: N, lda: t, ldb: 3 * c, ldc: 3 * c };
+        let batch = GemmBatch { outer: b, inner: nh, a: att, b: qkv_strides, c: qkv_strides };
+        run_batched::<T, T>(&dev, &mut rng, &s, &batch, (b * nh * t * t, qkv, qkv), (0, 0), scale, 0.0);
+        run_batched::<T, f32>(&dev, &mut rng, &s, &batch, (b * nh * t * t, qkv, qkv), (0, 0), scale, 1.0);
+    }
+    // Odd M, N, K, padded leading dimensions, TT, beta = 1, 3 x 2 batches with gaps.
+    let (m, n, k) = (17, 9, 23);
+    let s = GemmShape { m, n, k, trans_a: T, trans_b: T, lda: m + 3, ldb: k + 1, ldc: n + 2 };
+    let batch = GemmBatch {
+        outer: 3,
+        inner: 2,
+        a: BatchStrides { outer: 2 * k * (m + 3) + 5, inner: k * (m + 3) + 1 },
+        b: BatchStrides { outer: 2 * n * (k + 1) + 7, inner: n * (k + 1) },
+        c: BatchStrides { outer: 2 * m * (n + 2) + 3, inner: m * (n + 2) + 1 },
+    };
+    let lens = (3 * (2 * k * (m + 3) + 5), 3 * (2 * n * (k + 1) + 7), 3 * (2 * m * (n + 2) + 3));
+    run_batched::<T, f32>(&dev, &mut rng, &s, &batch, lens, (0, 0), 0.5, 1.0);
+    run_batched::<T, T>(&dev, &mut rng, &s, &batch, lens, (0, 0), 0.5, 0.0);
+}
+
+#[test]
+fn gemm_strided_batched_f16_attention_strides_against_f64() {
+    attention_like_batches::<f16>(60);
+}
+
+#[test]
+fn gemm_strided_batched_bf16_attention_strides_against_f64() {
+    let dev = gpu_or_skip!();
+    if !common::has_bf16_tensor_cores(&dev) {
+        // Refused before anything is queued, under the batched op's name.
+        let a = Tensor::from_host(&dev, &[bf16::ONE; 16], &[16]).unwrap();
+        let mut c = Tensor::from_host(&dev, &[7.0f32; 16], &[16]).unwrap();
+        let s = GemmShape::dense(4, 4, 4, N, T);
+        let batch = GemmBatch {
+            outer: 1,
+            inner: 1,
+            a: BatchStrides::default(),
+            b: BatchStrides::default(),
+            c: BatchStrides::default(),
+        };
+        let e = gemm_strided_batched(&dev, &s, &batch, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default())
+            .unwrap_err();
+        assert!(matches!(e, Error::Unsupported { op: "gemm_strided_batched", needs: (8, 0), .. }), "{e}");
+        assert_eq!(c.to_host().unwrap(), [7.0; 16]);
+        return;
+    }
+    attention_like_batches::<bf16>(61);
+}
+
+#[test]
+fn gemm_strided_batched_rejects_batches_past_the_buffer() {
+    let dev = gpu_or_skip!();
+    let a = Tensor::from_host(&dev, &[f16::ONE; 64], &[64]).unwrap();
+    let mut c = Tensor::from_host(&dev, &[7.0f32; 64], &[64]).unwrap();
+    let s = GemmShape::dense(4, 4, 4, N, N);
+    let st = |outer, inner| BatchStrides { outer, inner };
+    // 2 x 2 batches of 16 elements at strides (32, 16) need exactly 64: fits.
+    let ok = GemmBatch { outer: 2, inner: 2, a: st(32, 16), b: st(32, 16), c: st(32, 16) };
+    gemm_strided_batched(&dev, &s, &ok, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()).unwrap();
+    assert_eq!(c.to_host().unwrap(), [4.0; 64]);
+    let mut c = Tensor::from_host(&dev, &[7.0f32; 64], &[64]).unwrap();
+    // One more element of C's inner stride puts the last batch past the end.
+    let bad = GemmBatch { c: st(32, 17), ..ok };
+    let e =
+        gemm_strided_batched(&dev, &s, &bad, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()).unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { what: "c", expected: 65, got: 64, .. }), "{e}");
+    let bad = GemmBatch { b: st(33, 16), ..ok };
+    let e =
+        gemm_strided_batched(&dev, &s, &bad, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()).unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { what: "b", expected: 65, .. }), "{e}");
+    // Overflowing strides and counts are errors, not wrap-around.
+    let bad = GemmBatch { a: st(usize::MAX / 2, 16), ..ok };
+    let e =
+        gemm_strided_batched(&dev, &s, &bad, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { what: "a", .. }), "{e}");
+    let bad = GemmBatch { outer: usize::MAX, inner: 2, ..ok };
+    let e =
+        gemm_strided_batched(&dev, &s, &bad, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { what: "batch", .. }), "{e}");
+    let bad = GemmBatch { outer: 65536, inner: 1, a: st(0, 0), b: st(0, 0), c: st(0, 0) };
+    let e =
+        gemm_strided_batched(&dev, &s, &bad, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { what: "batch", .. }), "{e}");
+    dev.synchronize().unwrap();
+    assert_eq!(c.to_host().unwrap(), [7.0; 64], "a rejected batched GEMM must not write");
+    // Zero batches: nothing happens.
+    let none = GemmBatch { outer: 0, ..ok };
+    gemm_strided_batched(&dev, &s, &none, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()).unwrap();
+    assert_eq!(c.to_host().unwrap(), [7.0; 64]);
 }

@@ -89,13 +89,7 @@ impl GemmShape {
                 return invalid(what, format!("{ld} is less than the row length {cols}"));
             }
         }
-        let needed = |rows: usize, cols: usize, ld: usize| {
-            if rows == 0 || cols == 0 {
-                Some(0)
-            } else {
-                (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(cols))
-            }
-        };
+        let needed = matrix_extent;
         let checks = [
             ("a", needed(ar, ac, self.lda), a_len),
             ("b", needed(br, bc, self.ldb), b_len),
@@ -185,38 +179,61 @@ const GEMM_BM: usize = 128;
 const GEMM_BN: usize = 128;
 const GEMM_THREADS: u32 = 256;
 
-/// The kernel for operands `T`, output `C` and the shape's layouts; bf16 is refused below
-/// sm_80 (the sm_75 PTX has no bf16 kernels: bf16 tensor cores start with Ampere).
-fn kernel_name<H: Half, C: Element>(dev: &Device, shape: &GemmShape) -> Result<&'static str> {
-    use Transpose::{N, T};
-    if H::DTYPE == DType::BF16 {
+/// The kernel for operands `T`, output `C`, the shape's layouts and single or batched
+/// (`gemm_[bf16_][batched_]<ta><tb>_<c>`); bf16 is refused below sm_80 (the sm_75 PTX has
+/// no bf16 kernels: bf16 tensor cores start with Ampere) under the name `op`.
+fn kernel_name<H: Half, C: Element>(
+    dev: &Device,
+    shape: &GemmShape,
+    batched: bool,
+    op: &'static str,
+) -> Result<&'static str> {
+    // Indexed by [batched][layout], layout = 2 * (A transposed) + (B transposed).
+    const F16_F32: [[&str; 4]; 2] = [
+        ["gemm_nn_f32", "gemm_nt_f32", "gemm_tn_f32", "gemm_tt_f32"],
+        ["gemm_batched_nn_f32", "gemm_batched_nt_f32", "gemm_batched_tn_f32", "gemm_batched_tt_f32"],
+    ];
+    const F16_F16: [[&str; 4]; 2] = [
+        ["gemm_nn_f16", "gemm_nt_f16", "gemm_tn_f16", "gemm_tt_f16"],
+        ["gemm_batched_nn_f16", "gemm_batched_nt_f16", "gemm_batched_tn_f16", "gemm_batched_tt_f16"],
+    ];
+    const BF16_F32: [[&str; 4]; 2] = [
+        ["gemm_bf16_nn_f32", "gemm_bf16_nt_f32", "gemm_bf16_tn_f32", "gemm_bf16_tt_f32"],
+        [
+            "gemm_bf16_batched_nn_f32",
+            "gemm_bf16_batched_nt_f32",
+            "gemm_bf16_batched_tn_f32",
+            "gemm_bf16_batched_tt_f32",
+        ],
+    ];
+    const BF16_BF16: [[&str; 4]; 2] = [
+        ["gemm_bf16_nn_bf16", "gemm_bf16_nt_bf16", "gemm_bf16_tn_bf16", "gemm_bf16_tt_bf16"],
+        [
+            "gemm_bf16_batched_nn_bf16",
+            "gemm_bf16_batched_nt_bf16",
+            "gemm_bf16_batched_tn_bf16",
+            "gemm_bf16_batched_tt_bf16",
+        ],
+    ];
+    let layout = 2 * (shape.trans_a == Transpose::T) as usize + (shape.trans_b == Transpose::T) as usize;
+    let table = if H::DTYPE == DType::BF16 {
         let capability = dev.info().compute_capability;
         if capability < (8, 0) {
-            return Err(Error::Unsupported { op: "gemm", what: "bf16 tensor cores", needs: (8, 0), capability });
+            return Err(Error::Unsupported { op, what: "bf16 tensor cores", needs: (8, 0), capability });
         }
-        return Ok(match (C::DTYPE, shape.trans_a, shape.trans_b) {
-            (DType::F32, N, N) => "gemm_bf16_nn_f32",
-            (DType::F32, N, T) => "gemm_bf16_nt_f32",
-            (DType::F32, T, N) => "gemm_bf16_tn_f32",
-            (DType::F32, T, T) => "gemm_bf16_tt_f32",
-            (DType::BF16, N, N) => "gemm_bf16_nn_bf16",
-            (DType::BF16, N, T) => "gemm_bf16_nt_bf16",
-            (DType::BF16, T, N) => "gemm_bf16_tn_bf16",
-            (DType::BF16, T, T) => "gemm_bf16_tt_bf16",
-            (dtype, ..) => return Err(Error::UnsupportedDtype { op: "gemm", what: "c", dtype }),
-        });
-    }
-    Ok(match (C::DTYPE, shape.trans_a, shape.trans_b) {
-        (DType::F32, N, N) => "gemm_nn_f32",
-        (DType::F32, N, T) => "gemm_nt_f32",
-        (DType::F32, T, N) => "gemm_tn_f32",
-        (DType::F32, T, T) => "gemm_tt_f32",
-        (DType::F16, N, N) => "gemm_nn_f16",
-        (DType::F16, N, T) => "gemm_nt_f16",
-        (DType::F16, T, N) => "gemm_tn_f16",
-        (DType::F16, T, T) => "gemm_tt_f16",
-        (dtype, ..) => return Err(Error::UnsupportedDtype { op: "gemm", what: "c", dtype }),
-    })
+        match C::DTYPE {
+            DType::F32 => &BF16_F32,
+            DType::BF16 => &BF16_BF16,
+            dtype => return Err(Error::UnsupportedDtype { op, what: "c", dtype }),
+        }
+    } else {
+        match C::DTYPE {
+            DType::F32 => &F16_F32,
+            DType::F16 => &F16_F16,
+            dtype => return Err(Error::UnsupportedDtype { op, what: "c", dtype }),
+        }
+    };
+    Ok(table[batched as usize][layout])
 }
 
 /// `C = act(alpha * op(A) op(B) + beta * C + bias)` with A and B in `T` (f16, or bf16 on
@@ -231,7 +248,7 @@ pub fn gemm<T: Half, C: Element>(
     c: &mut CudaViewMut<'_, C>,
     epilogue: Epilogue<'_, '_, T>,
 ) -> Result<()> {
-    launch_gemm(dev, shape, a, b, c, epilogue, None)
+    launch_gemm(dev, shape, None, a, b, c, epilogue, None)
 }
 
 /// [`gemm`] that also sets `found_inf` (one f32) to 1 when a value it writes to C (as
@@ -248,19 +265,191 @@ pub fn gemm_checking<T: Half, C: Element>(
     epilogue: Epilogue<'_, '_, T>,
     found_inf: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    launch_gemm(dev, shape, a, b, c, epilogue, Some(found_inf))
+    launch_gemm(dev, shape, None, a, b, c, epilogue, Some(found_inf))
 }
 
+/// Element strides of one operand between consecutive batches at the two batch levels of
+/// [`gemm_strided_batched`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchStrides {
+    /// Elements between batch `(o, i)` and `(o + 1, i)`.
+    pub outer: usize,
+    /// Elements between batch `(o, i)` and `(o, i + 1)`.
+    pub inner: usize,
+}
+
+/// The batch of [`gemm_strided_batched`]: `outer * inner` GEMMs of one [`GemmShape`],
+/// batch `(o, i)` reading A at `a + o * a.outer + i * a.inner` elements, B and C (and the
+/// epilogue's `pre`, which shares C's strides) likewise. Two levels so that attention's
+/// `(batch, head)` index folds into strides of the `(B*T, 3C)` qkv buffer without a copy:
+/// for Q of head `h` of sequence `b`, `outer = B`, `inner = NH`, `a.outer = T * 3C`,
+/// `a.inner = hs`, `lda = 3C`.
+///
+/// Batches are not checked for overlap: C regions that overlap between batches are written
+/// by several blocks in no fixed order (the result is then unspecified, not unsafe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmBatch {
+    /// Batches at the outer level.
+    pub outer: usize,
+    /// Batches per outer index.
+    pub inner: usize,
+    /// Strides of A.
+    pub a: BatchStrides,
+    /// Strides of B.
+    pub b: BatchStrides,
+    /// Strides of C and of `pre`.
+    pub c: BatchStrides,
+}
+
+/// Mirrors `struct GemmBatch` in cuda/gemm.cu (56 bytes with its tail padding).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GemmBatchParams {
+    a_outer: i64,
+    a_inner: i64,
+    b_outer: i64,
+    b_inner: i64,
+    c_outer: i64,
+    c_inner: i64,
+    inner: u32,
+}
+
+// SAFETY: plain `repr(C)` numbers with the layout of the CUDA struct (six i64, one u32,
+// padded to 8 bytes as nvcc pads it), passed by value as a kernel parameter.
+unsafe impl DeviceRepr for GemmBatchParams {}
+
+impl GemmBatch {
+    /// The number of GEMMs, `outer * inner`; `None` when that overflows.
+    pub fn count(&self) -> Option<usize> {
+        self.outer.checked_mul(self.inner)
+    }
+
+    /// The strides as used: a level with one batch never steps, so its stride is 0
+    /// whatever was given (it then neither extends the extent nor blocks the 16-byte path).
+    fn effective(&self, s: BatchStrides) -> BatchStrides {
+        BatchStrides {
+            outer: if self.outer > 1 { s.outer } else { 0 },
+            inner: if self.inner > 1 { s.inner } else { 0 },
+        }
+    }
+
+    /// Checks every batch's matrices against the buffer lengths (checked arithmetic: the
+    /// last batch, the one furthest into each buffer, must end inside it) and returns the
+    /// number of batches. The shape's own checks ([`GemmShape::validate`]) come first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn validate(
+        &self,
+        op: &'static str,
+        shape: &GemmShape,
+        a_len: usize,
+        b_len: usize,
+        c_len: usize,
+        bias: Option<usize>,
+        pre: Option<usize>,
+    ) -> Result<usize> {
+        let count = self.count().ok_or_else(|| Error::InvalidArgument {
+            op,
+            what: "batch",
+            why: format!("{} x {} batches overflow ({self:?})", self.outer, self.inner),
+        })?;
+        if count == 0 {
+            // Nothing is addressed; the leading dimensions must still make sense.
+            shape.validate(op, usize::MAX, usize::MAX, usize::MAX, bias, pre.map(|_| usize::MAX))?;
+            return Ok(0);
+        }
+        shape.validate(op, a_len, b_len, c_len, bias, pre)?;
+        let ((ar, ac), (br, bc)) = shape.stored();
+        let too_large = |what| Error::InvalidArgument {
+            op,
+            what,
+            why: format!("the last batch lies beyond memory ({self:?}, {shape:?})"),
+        };
+        let last = |s: BatchStrides| {
+            let s = self.effective(s);
+            (self.outer - 1).checked_mul(s.outer)?.checked_add((self.inner - 1).checked_mul(s.inner)?)
+        };
+        let mut operands = vec![
+            ("a", last(self.a), matrix_extent(ar, ac, shape.lda), a_len),
+            ("b", last(self.b), matrix_extent(br, bc, shape.ldb), b_len),
+            ("c", last(self.c), matrix_extent(shape.m, shape.n, shape.ldc), c_len),
+        ];
+        if let Some(p) = pre {
+            operands.push(("pre", last(self.c), matrix_extent(shape.m, shape.n, shape.ldc), p));
+        }
+        for (what, offset, extent, got) in operands {
+            let need = offset.zip(extent).and_then(|(o, e)| o.checked_add(e)).ok_or_else(|| too_large(what))?;
+            if need > i64::MAX as usize {
+                return Err(too_large(what));
+            }
+            if got < need {
+                return Err(Error::LengthMismatch { op, what, expected: need, got });
+            }
+        }
+        if self.inner > u32::MAX as usize {
+            return Err(Error::InvalidArgument { op, what: "batch", why: format!("inner {} exceeds u32", self.inner) });
+        }
+        Ok(count)
+    }
+
+    fn params(&self) -> GemmBatchParams {
+        let (a, b, c) = (self.effective(self.a), self.effective(self.b), self.effective(self.c));
+        GemmBatchParams {
+            a_outer: a.outer as i64,
+            a_inner: a.inner as i64,
+            b_outer: b.outer as i64,
+            b_inner: b.inner as i64,
+            c_outer: c.outer as i64,
+            c_inner: c.inner as i64,
+            inner: self.inner as u32,
+        }
+    }
+}
+
+/// Elements a `rows x cols` matrix with leading dimension `ld` spans: up to the end of
+/// its last row (`None` on overflow).
+fn matrix_extent(rows: usize, cols: usize, ld: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 {
+        Some(0)
+    } else {
+        (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(cols))
+    }
+}
+
+/// [`gemm`] over a strided batch: for every `(o, i)` with `o < batch.outer`, `i <
+/// batch.inner`, `C_oi = act(alpha * op(A_oi) op(B_oi) + beta * C_oi + bias)` with each
+/// operand offset by its [`BatchStrides`] (see [`GemmBatch`]); the shape, layouts,
+/// epilogue (bias shared by every batch, `pre` at C's offsets), output types and bf16
+/// rule (sm_80 and newer, else [`Error::Unsupported`] before anything is queued) are the
+/// single GEMM's. One launch, batch = grid z (at most 65535 batches). Every batch's
+/// extent is checked against its buffer before the launch. Deterministic, as [`gemm`].
+///
+/// The batched kernels run one 256-thread block per SM rather than two (cuda/gemm.cu
+/// says why); attention, their user, runs many small batches.
+pub fn gemm_strided_batched<T: Half, C: Element>(
+    dev: &Device,
+    shape: &GemmShape,
+    batch: &GemmBatch,
+    a: &CudaView<'_, T>,
+    b: &CudaView<'_, T>,
+    c: &mut CudaViewMut<'_, C>,
+    epilogue: Epilogue<'_, '_, T>,
+) -> Result<()> {
+    launch_gemm(dev, shape, Some(batch), a, b, c, epilogue, None)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn launch_gemm<T: Half, C: Element>(
     dev: &Device,
     shape: &GemmShape,
+    batch: Option<&GemmBatch>,
     a: &CudaView<'_, T>,
     b: &CudaView<'_, T>,
     c: &mut CudaViewMut<'_, C>,
     epilogue: Epilogue<'_, '_, T>,
     found_inf: Option<&mut CudaViewMut<'_, f32>>,
 ) -> Result<()> {
-    let op = kernel_name::<T, C>(dev, shape)?;
+    let refusal_op = if batch.is_some() { "gemm_strided_batched" } else { "gemm" };
+    let op = kernel_name::<T, C>(dev, shape, batch.is_some(), refusal_op)?;
     if let Some(f) = &found_inf {
         check_scalar(op, "found_inf", &**f)?;
         check_device(op, dev, &**f)?;
@@ -269,7 +458,14 @@ fn launch_gemm<T: Half, C: Element>(
         Bias::F32(v) => v.len(),
         Bias::Half(v) => v.len(),
     });
-    shape.validate(op, a.len(), b.len(), c.len(), bias_len, epilogue.pre.as_ref().map(|p| p.len()))?;
+    let pre_len = epilogue.pre.as_ref().map(|p| p.len());
+    let batches = match batch {
+        Some(batch) => batch.validate(op, shape, a.len(), b.len(), c.len(), bias_len, pre_len)?,
+        None => {
+            shape.validate(op, a.len(), b.len(), c.len(), bias_len, pre_len)?;
+            1
+        }
+    };
     for (what, ok) in [("alpha", epilogue.alpha.is_finite()), ("beta", epilogue.beta.is_finite())] {
         if !ok {
             return Err(Error::InvalidArgument { op, what, why: "must be finite".into() });
@@ -286,8 +482,19 @@ fn launch_gemm<T: Half, C: Element>(
     if let Some(p) = &epilogue.pre {
         check_device(op, dev, *p)?;
     }
-    if shape.m == 0 || shape.n == 0 {
+    if shape.m == 0 || shape.n == 0 || batches == 0 {
         return Ok(());
+    }
+    let grid_y = shape.m.div_ceil(GEMM_BM);
+    if grid_y > 65535 {
+        return Err(Error::InvalidArgument { op, what: "m", why: format!("{} rows exceed the grid limit", shape.m) });
+    }
+    if batches > 65535 {
+        return Err(Error::InvalidArgument {
+            op,
+            what: "batch",
+            why: format!("{batches} batches exceed the grid limit of 65535"),
+        });
     }
     let func = dev.function(&ptx::GEMM, op)?;
     let stream = dev.stream();
@@ -319,7 +526,12 @@ fn launch_gemm<T: Half, C: Element>(
         }
         None => (0, None),
     };
-    let vec = (shape.vector_friendly() && a_ptr % 16 == 0 && b_ptr % 16 == 0) as i32;
+    // Every batch's A and B must start 16-byte aligned too: their strides multiples of 8.
+    let strides_friendly = batch.is_none_or(|bt| {
+        let (sa, sb) = (bt.effective(bt.a), bt.effective(bt.b));
+        [sa.outer, sa.inner, sb.outer, sb.inner].iter().all(|s| s % 8 == 0)
+    });
+    let vec = (shape.vector_friendly() && strides_friendly && a_ptr % 16 == 0 && b_ptr % 16 == 0) as i32;
     let params = GemmParams {
         a: a_ptr,
         b: b_ptr,
@@ -338,23 +550,26 @@ fn launch_gemm<T: Half, C: Element>(
         act: epilogue.activation as i32,
         bias_f16,
     };
-    let grid_y = shape.m.div_ceil(GEMM_BM);
-    if grid_y > 65535 {
-        return Err(Error::InvalidArgument { op, what: "m", why: format!("{} rows exceed the grid limit", shape.m) });
-    }
     let cfg = LaunchConfig {
-        grid_dim: (shape.n.div_ceil(GEMM_BN) as u32, grid_y as u32, 1),
+        grid_dim: (shape.n.div_ceil(GEMM_BN) as u32, grid_y as u32, batches as u32),
         block_dim: (GEMM_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
+    let batch_params = batch.map(GemmBatch::params);
     let mut launch = stream.launch_builder(&func);
-    launch.arg(&params).arg(&vec);
-    // SAFETY: arguments match `gemm_[bf16_]<ta><tb>_<C>(GemmParams, int32_t)` in
-    // cuda/gemm.cu (the name follows T, the layouts and C above; bf16 kernels exist in the
-    // sm_80 PTX only, and kernel_name refused bf16 below sm_80); every buffer holds at least the elements the
-    // shape addresses and lives in this device's context (validated above), found_inf
-    // one element or null; the 16-byte
-    // path is taken only with dimensions, leading dimensions and pointers it needs.
+    launch.arg(&params);
+    if let Some(bp) = &batch_params {
+        launch.arg(bp);
+    }
+    launch.arg(&vec);
+    // SAFETY: arguments match `gemm_[bf16_]<ta><tb>_<C>(GemmParams, int32_t)`, or for a
+    // batch `gemm_[bf16_]batched_<ta><tb>_<C>(GemmParams, GemmBatch, int32_t)`, in
+    // cuda/gemm.cu (the name follows T, the layouts, C and the batch above; bf16 kernels
+    // exist in the sm_80 PTX only, and kernel_name refused bf16 below sm_80); every buffer
+    // holds at least the elements the shape addresses in every batch and lives in this
+    // device's context (validated above), found_inf one element or null; grid z is the
+    // batch count the kernel decodes with `inner`; the 16-byte path is taken only with
+    // dimensions, leading dimensions, batch strides and pointers it needs.
     unsafe { launch.launch(cfg) }.op(op)?;
     Ok(())
 }

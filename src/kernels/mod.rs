@@ -9,8 +9,10 @@
 pub mod activation;
 pub mod adam;
 pub mod add;
+pub mod attention;
 pub mod capi;
 pub mod cast;
+pub mod classifier;
 pub(crate) mod driver;
 pub mod embedding;
 pub mod gemm;
