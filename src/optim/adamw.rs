@@ -46,14 +46,15 @@ impl AdamW {
             cfg,
             clip: None,
         };
-        adam.alloc_clip(OP)?;
+        adam.alloc_clip(&cfg, OP)?;
         Ok(adam)
     }
 
-    /// Allocates the clipping buffers when the settings ask for clipping and they are not
-    /// there yet (outside any graph capture: `new` and `set_config`).
-    fn alloc_clip(&mut self, op: &'static str) -> Result<()> {
-        if self.cfg.max_grad_norm.is_some() && self.clip.is_none() {
+    /// Allocates the clipping buffers when `cfg` asks for clipping and they are not there
+    /// yet (outside any graph capture: `new`, `set_config`, `restore`), before the
+    /// settings that need them are taken: the update clips only when both are there.
+    fn alloc_clip(&mut self, cfg: &AdamConfig, op: &'static str) -> Result<()> {
+        if cfg.max_grad_norm.is_some() && self.clip.is_none() {
             let stream = self.dev.stream();
             let blocks = clip_partials_len(&self.dev, self.m.len());
             self.clip = Some((stream.alloc_zeros(blocks).op(op)?, stream.alloc_zeros(1).op(op)?));
@@ -69,8 +70,9 @@ impl AdamW {
     /// Changes the learning rate (or any setting) from the next step on.
     pub fn set_config(&mut self, cfg: AdamConfig) -> Result<()> {
         cfg.validate("AdamW::set_config")?;
+        self.alloc_clip(&cfg, "AdamW::set_config")?;
         self.cfg = cfg;
-        self.alloc_clip("AdamW::set_config")
+        Ok(())
     }
 
     /// One step. With a scaler, the gradients are divided by its scale inside the update
@@ -188,6 +190,9 @@ impl AdamW {
                 })
             }
         };
+        // A checkpoint that clips needs the clipping buffers (without them the update
+        // would silently not clip).
+        self.alloc_clip(&ckpt.adam, OP)?;
         let stream = self.dev.stream().clone();
         stream.memcpy_htod(&ckpt.m, &mut self.m).op(OP)?;
         stream.memcpy_htod(&ckpt.v, &mut self.v).op(OP)?;
