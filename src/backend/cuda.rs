@@ -33,6 +33,9 @@ use crate::kernels::reduce::{bias_grad, bias_grad_checking, sum_f32};
 use crate::nn::{ArenaLayout, ParamArena, Weights};
 use crate::optim::{AdamW, Checkpoint, GradScaler, GradScalerConfig};
 
+mod transformer;
+pub use transformer::CudaSaved;
+
 /// Free buffers by element count.
 struct Pool<T> {
     free: HashMap<usize, Vec<CudaSlice<T>>>,
@@ -60,11 +63,13 @@ struct Pools<H> {
     half: Pool<H>,
     f32: Pool<f32>,
     i32: Pool<i32>,
+    /// Token ids and their index (kernels::embedding::Tokens).
+    u32: Pool<u32>,
 }
 
 impl<H> Default for Pools<H> {
     fn default() -> Self {
-        Pools { half: Pool::default(), f32: Pool::default(), i32: Pool::default() }
+        Pools { half: Pool::default(), f32: Pool::default(), i32: Pool::default(), u32: Pool::default() }
     }
 }
 
@@ -664,5 +669,6 @@ impl<H: Half> Backend for Cuda<H> {
         pools.half.merge(held.half);
         pools.f32.merge(held.f32);
         pools.i32.merge(held.i32);
+        pools.u32.merge(held.u32);
     }
 }

@@ -94,6 +94,39 @@ impl Tokens {
         self.dev.stream().memcpy_htod(&self.host, &mut self.index).op(OP)
     }
 
+    /// Device words of the ids and their index (`4 len + 2`): the length of the buffer
+    /// [`copy_into`](Tokens::copy_into) takes.
+    pub fn words(&self) -> usize {
+        self.index.len()
+    }
+
+    /// A copy of these tokens in `buf` (a buffer of [`words`](Tokens::words) u32 on the
+    /// same device, e.g. from a pool): the ids and their index copied on the stream,
+    /// ordered after the work queued before. No allocation on the device.
+    pub fn copy_into(&self, mut buf: CudaSlice<u32>) -> Result<Tokens> {
+        const OP: &str = "Tokens::copy_into";
+        if buf.len() != self.index.len() {
+            return Err(Error::LengthMismatch { op: OP, what: "buf", expected: self.index.len(), got: buf.len() });
+        }
+        if !self.dev.owns(buf.stream()) {
+            return Err(Error::DeviceMismatch { op: OP });
+        }
+        self.dev.stream().memcpy_dtod(&self.index, &mut buf).op(OP)?;
+        Ok(Tokens {
+            dev: self.dev.clone(),
+            vocab: self.vocab,
+            len: self.len,
+            index: buf,
+            host: self.host.clone(),
+            order: Vec::new(),
+        })
+    }
+
+    /// The device buffer, given back (to a pool).
+    pub fn into_buffer(self) -> CudaSlice<u32> {
+        self.index
+    }
+
     /// Number of ids (`B * T`).
     pub fn len(&self) -> usize {
         self.len

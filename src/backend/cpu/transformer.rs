@@ -20,18 +20,7 @@ fn check_len(op: &'static str, what: &'static str, expected: usize, got: usize) 
     Ok(())
 }
 
-/// The dimensions of a `(B*T, C)` activation split into `nh` heads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttnDims {
-    /// Sequences.
-    pub b: usize,
-    /// Tokens per sequence.
-    pub t: usize,
-    /// Channels (the width of the model).
-    pub c: usize,
-    /// Heads; `c % nh == 0`.
-    pub nh: usize,
-}
+pub use crate::kernels::attention::AttnDims;
 
 impl AttnDims {
     /// Checks the dimensions: none zero, `c` divisible by `nh`, `b * t * 3c` and
@@ -45,15 +34,10 @@ impl AttnDims {
         if c % nh != 0 {
             return bad(format!("{self:?}: C = {c} is not a multiple of NH = {nh}"));
         }
-        let rows = b.checked_mul(t);
-        if rows.and_then(|r| r.checked_mul(3 * c)).is_none() || self.scores_len_checked().is_none() {
+        if self.qkv_len().is_none() || self.att_len().is_none() {
             return bad(format!("{self:?}: too large"));
         }
         Ok(())
-    }
-
-    fn scores_len_checked(&self) -> Option<usize> {
-        self.b.checked_mul(self.nh)?.checked_mul(self.t)?.checked_mul(self.t)
     }
 
     /// Rows of the activations: `b * t`.
@@ -61,19 +45,10 @@ impl AttnDims {
         self.b * self.t
     }
 
-    /// The head size `c / nh`.
-    pub fn head_size(&self) -> usize {
-        self.c / self.nh
-    }
-
-    /// Elements of the `(B, NH, T, T)` score and probability tensors.
+    /// Elements of the `(B, NH, T, T)` score and probability tensors (after
+    /// [`validate`](Self::validate)).
     pub fn scores_len(&self) -> usize {
         self.b * self.nh * self.t * self.t
-    }
-
-    /// The softmax scale `1 / sqrt(head size)`, in f32.
-    pub fn scale(&self) -> f32 {
-        1.0 / (self.head_size() as f32).sqrt()
     }
 }
 
