@@ -10,6 +10,9 @@
 //              dS = P * (dP - D), D = sum P dP     (B, NH, T, T) half  attention_softmax_backward_<h>
 //              dQ = scale dS K, dK = scale dS^T Q, dV = P^T dout       gemm, into dqkv
 //
+// The GEMMs skip what causality makes zero or unread (gemm.cu, GemmTriangle): S and dP
+// tiles wholly above the diagonal, and the K ranges of P and dS beyond it.
+//
 // scale = 1 / sqrt(hs) is applied by the GEMMs, never here. Each row r of a (rows, T)
 // matrix (rows = B * NH * T) is query position t = r % T, and only its columns j <= t are
 // read; the causal mask is the loop bound, not a -inf fill, so entries of S above the

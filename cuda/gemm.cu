@@ -44,11 +44,12 @@
 // starting at X + o * X_outer + i * X_inner elements; bias and found_inf are shared. Two
 // batch levels so that attention's (batch, head) permutes fold into strides: head h of Q
 // inside a (B*T, 3C) qkv buffer is A + b * T*3C + h * hs with lda = 3C, and no copy is
-// made. Batch z = o * inner + i is blockIdx.z. These are separate entry points, so the
+// made. Batch z = o * inner + i is blockIdx.z. A triangle mode (GemmTriangle, below) skips
+// the work causal attention never needs. These are separate entry points, so the
 // single GEMM's kernels and their PTX are what they were. They are bound to one block per
 // SM (__launch_bounds__(256, 1)): the single GEMM's kernels already use all 128 registers
 // the two-block bound allows, and the batch-offset operand pointers, live across the main
-// loop, add to that (with the one-block bound ptxas gives them 154 to 182, no spills);
+// loop, add to that (with the one-block bound ptxas gives them 151 to 166, no spills);
 // the two-block bound was not tried, for fear of the spills the bf16 kernels once had.
 
 // ptx-targets: sm_75 sm_80
@@ -356,8 +357,18 @@ GEMM_KERNEL(gemm_bf16_tt_bf16, true, true, bf16_t, bf16_t)
 // Per-operand element strides of the two batch levels (see the header).
 struct GemmBatch {
     int64_t a_outer, a_inner, b_outer, b_inner, c_outer, c_inner;
-    uint32_t inner;  // batches per outer index: blockIdx.z = o * inner + i
+    uint32_t inner;    // batches per outer index: blockIdx.z = o * inner + i
+    int32_t triangle;  // GemmTriangle
 };
+
+// Causal attention's work halving, per block of BM rows [bm, bm + BM):
+//   LOWER_C: only C on and below the diagonal is wanted: a block whose columns all lie
+//            right of its rows (bn >= bm + BM) writes nothing (S = Q K^T, dP = dout V^T).
+//   LOWER_A: op(A)[i][k] = 0 for k > i (P, dS): the reduction stops at k = bm + BM.
+//   UPPER_A: op(A)[i][k] = 0 for k < i (P^T, dS^T): the reduction starts at k = bm.
+// The skipped products are exact zeros and the skipped K tiles are whole tiles at either
+// end (bm is a multiple of BK), so every value written is the bits the full GEMM writes.
+enum GemmTriangle : int32_t { GEMM_FULL = 0, GEMM_LOWER_C = 1, GEMM_LOWER_A = 2, GEMM_UPPER_A = 3 };
 
 #define GEMM_BATCHED_KERNEL(name, TA, TB, T, OutT)                                                         \
     extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1) name(GemmParams p, GemmBatch s, int32_t vec) { \
@@ -367,6 +378,15 @@ struct GemmBatch {
         p.b = static_cast<const T*>(p.b) + o * s.b_outer + i * s.b_inner;                                  \
         p.c = static_cast<OutT*>(p.c) + o * s.c_outer + i * s.c_inner;                                     \
         if (p.pre) p.pre = static_cast<T*>(p.pre) + o * s.c_outer + i * s.c_inner;                         \
+        const int64_t bm = (int64_t)blockIdx.y * GEMM_BM;                                                  \
+        if (s.triangle == GEMM_LOWER_C && (int64_t)blockIdx.x * GEMM_BN >= bm + GEMM_BM) return;           \
+        if (s.triangle == GEMM_LOWER_A && p.k > bm + GEMM_BM) p.k = bm + GEMM_BM;                          \
+        if (s.triangle == GEMM_UPPER_A) {                                                                  \
+            const int64_t k0 = bm < p.k ? bm : p.k;                                                        \
+            p.a = static_cast<const T*>(p.a) + (TA ? k0 * p.lda : k0);                                     \
+            p.b = static_cast<const T*>(p.b) + (TB ? k0 : k0 * p.ldb);                                     \
+            p.k -= k0;                                                                                     \
+        }                                                                                                  \
         if (vec) gemm_body<TA, TB, true, T, OutT>(p, smem);                                                \
         else gemm_body<TA, TB, false, T, OutT>(p, smem);                                                   \
     }

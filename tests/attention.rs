@@ -5,8 +5,8 @@
 //! and the reduction length), and the whole forward and backward against an all-f64
 //! chain. Awkward shapes: T = 1, 7, 33, 70 (not multiples of 16 or 64), one head, many
 //! small heads (NH = 8, hs = 8), C = 48 with NH = 3, an odd head size (C = 15, NH = 3),
-//! and T = 64 with 3C a multiple of 8
-//! (the GEMMs' 16-byte path). bf16 needs sm_80 (its GEMMs): at 7.5 it is refused before
+//! T = 64 with 3C a multiple of 8 (the GEMMs' 16-byte path), and T = 200 (two GEMM tiles:
+//! the causal skips of whole tiles and K ranges). bf16 needs sm_80 (its GEMMs): at 7.5 it is refused before
 //! anything is queued, which the bf16 tests check there instead.
 
 mod common;
@@ -21,9 +21,18 @@ use mixed_precision::rng::Rng;
 use mixed_precision::{DType, Device, Error, Half, Tensor};
 
 /// (B, T, C, NH).
-/// The last has an odd head size (hs = 5): every row and batch offset unaligned.
-const SHAPES: [(usize, usize, usize, usize); 7] =
-    [(1, 1, 16, 1), (2, 7, 48, 3), (1, 33, 64, 1), (2, 33, 64, 8), (1, 70, 48, 3), (2, 64, 64, 4), (2, 9, 15, 3)];
+/// (2, 9, 15, 3) has an odd head size (hs = 5): every row and batch offset unaligned;
+/// T = 200 spans two GEMM tiles, so the causal tile and K-range skips are taken.
+const SHAPES: [(usize, usize, usize, usize); 8] = [
+    (1, 1, 16, 1),
+    (2, 7, 48, 3),
+    (1, 33, 64, 1),
+    (2, 33, 64, 8),
+    (1, 70, 48, 3),
+    (2, 64, 64, 4),
+    (2, 9, 15, 3),
+    (1, 200, 32, 2),
+];
 
 /// f32 unit roundoff.
 const U32: f64 = 1.0 / (1u64 << 24) as f64;

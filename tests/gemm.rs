@@ -11,7 +11,7 @@ use mixed_precision::backend::cpu;
 use mixed_precision::half::{bf16, f16};
 use mixed_precision::kernels::gemm::{
     gemm, gemm_checking, gemm_strided_batched, Activation, BatchStrides, Bias, Epilogue, GemmBatch, GemmShape,
-    Transpose,
+    Transpose, Triangle,
 };
 use mixed_precision::rng::Rng;
 use mixed_precision::{DType, Element, Error, Half, Tensor};
@@ -812,16 +812,16 @@ fn attention_like_batches<T: Half>(seed: u64) {
         let scale = 1.0 / (hs as f32).sqrt();
         // S = scale Q K^T: A = Q at 0, B = K at C.
         let s = GemmShape { m: t, n: t, k: hs, trans_a: N, trans_b: T, lda: 3 * c, ldb: 3 * c, ldc: t };
-        let batch = GemmBatch { outer: b, inner: nh, a: qkv_strides, b: qkv_strides, c: att };
+        let batch = GemmBatch { outer: b, inner: nh, a: qkv_strides, b: qkv_strides, c: att, triangle: Triangle::Full };
         run_batched::<T, f32>(&dev, &mut rng, &s, &batch, (qkv, qkv, b * nh * t * t), (0, c), scale, 0.0);
         // out = P V: A = P (T x T), B = V at 2C, C = out (B*T, C) at column h*hs.
         let s = GemmShape { m: t, n: hs, k: t, trans_a: N, trans_b: N, lda: t, ldb: 3 * c, ldc: c };
         let out = BatchStrides { outer: t * c, inner: hs };
-        let batch = GemmBatch { outer: b, inner: nh, a: att, b: qkv_strides, c: out };
+        let batch = GemmBatch { outer: b, inner: nh, a: att, b: qkv_strides, c: out, triangle: Triangle::Full };
         run_batched::<T, T>(&dev, &mut rng, &s, &batch, (b * nh * t * t, qkv, b * t * c), (0, 2 * c), 1.0, 0.0);
         // dK = scale dS^T Q: A = dS stored T x T transposed, B = Q, C = dqkv at column C + h*hs.
         let s = GemmShape { m: t, n: hs, k: t, trans_a: T, trans_b: N, lda: t, ldb: 3 * c, ldc: 3 * c };
-        let batch = GemmBatch { outer: b, inner: nh, a: att, b: qkv_strides, c: qkv_strides };
+        let batch = GemmBatch { outer: b, inner: nh, a: att, b: qkv_strides, c: qkv_strides, triangle: Triangle::Full };
         run_batched::<T, T>(&dev, &mut rng, &s, &batch, (b * nh * t * t, qkv, qkv), (0, 0), scale, 0.0);
         run_batched::<T, f32>(&dev, &mut rng, &s, &batch, (b * nh * t * t, qkv, qkv), (0, 0), scale, 1.0);
     }
@@ -834,6 +834,7 @@ fn attention_like_batches<T: Half>(seed: u64) {
         a: BatchStrides { outer: 2 * k * (m + 3) + 5, inner: k * (m + 3) + 1 },
         b: BatchStrides { outer: 2 * n * (k + 1) + 7, inner: n * (k + 1) },
         c: BatchStrides { outer: 2 * m * (n + 2) + 3, inner: m * (n + 2) + 1 },
+        triangle: Triangle::Full,
     };
     let lens = (3 * (2 * k * (m + 3) + 5), 3 * (2 * n * (k + 1) + 7), 3 * (2 * m * (n + 2) + 3));
     run_batched::<T, f32>(&dev, &mut rng, &s, &batch, lens, (0, 0), 0.5, 1.0);
@@ -859,6 +860,7 @@ fn gemm_strided_batched_bf16_attention_strides_against_f64() {
             a: BatchStrides::default(),
             b: BatchStrides::default(),
             c: BatchStrides::default(),
+            triangle: Triangle::Full,
         };
         let e = gemm_strided_batched(&dev, &s, &batch, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default())
             .unwrap_err();
@@ -877,7 +879,7 @@ fn gemm_strided_batched_rejects_batches_past_the_buffer() {
     let s = GemmShape::dense(4, 4, 4, N, N);
     let st = |outer, inner| BatchStrides { outer, inner };
     // 2 x 2 batches of 16 elements at strides (32, 16) need exactly 64: fits.
-    let ok = GemmBatch { outer: 2, inner: 2, a: st(32, 16), b: st(32, 16), c: st(32, 16) };
+    let ok = GemmBatch { outer: 2, inner: 2, a: st(32, 16), b: st(32, 16), c: st(32, 16), triangle: Triangle::Full };
     gemm_strided_batched(&dev, &s, &ok, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()).unwrap();
     assert_eq!(c.to_host().unwrap(), [4.0; 64]);
     let mut c = Tensor::from_host(&dev, &[7.0f32; 64], &[64]).unwrap();
@@ -899,7 +901,7 @@ fn gemm_strided_batched_rejects_batches_past_the_buffer() {
     let e =
         gemm_strided_batched(&dev, &s, &bad, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { what: "batch", .. }), "{e}");
-    let bad = GemmBatch { outer: 65536, inner: 1, a: st(0, 0), b: st(0, 0), c: st(0, 0) };
+    let bad = GemmBatch { outer: 65536, inner: 1, a: st(0, 0), b: st(0, 0), c: st(0, 0), triangle: Triangle::Full };
     let e =
         gemm_strided_batched(&dev, &s, &bad, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { what: "batch", .. }), "{e}");
@@ -909,4 +911,64 @@ fn gemm_strided_batched_rejects_batches_past_the_buffer() {
     let none = GemmBatch { outer: 0, ..ok };
     gemm_strided_batched(&dev, &s, &none, &a.view(), &a.view(), &mut c.view_mut(), Epilogue::default()).unwrap();
     assert_eq!(c.to_host().unwrap(), [7.0; 64]);
+}
+
+/// The triangle modes skip work without changing a bit: with T = 200 (two row tiles), a
+/// lower-triangular A gives the same C under LowerA (N) and UpperA (A stored lower, used
+/// transposed) as under Full; LowerC gives Full's bits in every 128 x 128 tile on or below
+/// the diagonal and leaves the tile wholly above it unwritten (its NaN poison stays).
+fn triangles<T: Half>(dev: &std::sync::Arc<mixed_precision::Device>, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let (t, hs, batches) = (200, 24, 2);
+    let st = |outer| BatchStrides { outer, inner: 0 };
+    let run = |s: &GemmShape, a: &[T], b: &[T], a_stride, b_stride, triangle| {
+        let batch =
+            GemmBatch { outer: batches, inner: 1, a: st(a_stride), b: st(b_stride), c: st(s.m * s.n), triangle };
+        let ad = Tensor::from_host(dev, a, &[a.len()]).unwrap();
+        let bd = Tensor::from_host(dev, b, &[b.len()]).unwrap();
+        let mut cd = Tensor::from_host(dev, &vec![f32::NAN; batches * s.m * s.n], &[batches * s.m * s.n]).unwrap();
+        gemm_strided_batched(dev, s, &batch, &ad.view(), &bd.view(), &mut cd.view_mut(), Epilogue::default()).unwrap();
+        cd.to_host().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
+    };
+    // Lower-triangular t x t matrices (zero where k > i), and t x hs right operands.
+    let mut a: Vec<T> = random_half(&mut rng, batches * t * t);
+    for (x, v) in a.iter_mut().enumerate() {
+        if x % t > (x / t) % t {
+            *v = T::from_f32(0.0);
+        }
+    }
+    let b: Vec<T> = random_half(&mut rng, batches * t * hs);
+    for (ta, tri) in [(N, Triangle::LowerA), (T, Triangle::UpperA)] {
+        let s = GemmShape::dense(t, hs, t, ta, N);
+        let full = run(&s, &a, &b, t * t, t * hs, Triangle::Full);
+        assert!(full.iter().all(|&x| f32::from_bits(x).is_finite()));
+        assert_eq!(run(&s, &a, &b, t * t, t * hs, tri), full, "{} {tri:?}", T::DTYPE);
+    }
+    // LowerC: S = Q K^T-shaped, t x t output from t x 16 operands.
+    let q: Vec<T> = random_half(&mut rng, batches * t * 16);
+    let s = GemmShape::dense(t, t, 16, N, T);
+    let full = run(&s, &q, &q, t * 16, t * 16, Triangle::Full);
+    let lower = run(&s, &q, &q, t * 16, t * 16, Triangle::LowerC);
+    for (x, (&l, &f)) in lower.iter().zip(&full).enumerate() {
+        let (i, j) = ((x / t) % t, x % t);
+        if j / 128 > i / 128 {
+            assert!(f32::from_bits(l).is_nan(), "{} LowerC: ({i}, {j}) above the diagonal tiles was written", T::DTYPE);
+        } else {
+            assert_eq!(l, f, "{} LowerC: ({i}, {j}) differs from Full", T::DTYPE);
+        }
+    }
+}
+
+#[test]
+fn gemm_strided_batched_triangles_skip_work_bit_identically_f16() {
+    let dev = gpu_or_skip!();
+    triangles::<f16>(&dev, 62);
+}
+
+#[test]
+fn gemm_strided_batched_triangles_skip_work_bit_identically_bf16() {
+    let dev = gpu_or_skip!();
+    if common::has_bf16_tensor_cores(&dev) {
+        triangles::<bf16>(&dev, 63);
+    }
 }

@@ -11,7 +11,7 @@
 
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
-use super::gemm::{gemm_strided_batched, BatchStrides, Epilogue, GemmBatch, GemmShape, Transpose};
+use super::gemm::{gemm_strided_batched, BatchStrides, Epilogue, GemmBatch, GemmShape, Transpose, Triangle};
 use super::{check_device, half_kernel};
 use crate::device::Device;
 use crate::dtype::{DType, Half};
@@ -101,8 +101,8 @@ impl AttnDims {
     }
 
     /// The GEMM batch over (sequence, head) for the three operands' strides.
-    fn batch(&self, a: BatchStrides, b: BatchStrides, c: BatchStrides) -> GemmBatch {
-        GemmBatch { outer: self.b, inner: self.nh, a, b, c }
+    fn batch(&self, a: BatchStrides, b: BatchStrides, c: BatchStrides, triangle: Triangle) -> GemmBatch {
+        GemmBatch { outer: self.b, inner: self.nh, a, b, c, triangle }
     }
 
     /// Strides of one head inside a `(b*t, width)` buffer.
@@ -136,11 +136,13 @@ fn check_bf16<H: Half>(op: &'static str, dev: &Device) -> Result<()> {
 /// Causal self-attention forward, `out = softmax(mask(scale * Q Kᵀ)) V` per (sequence,
 /// head), written into `out`'s columns `h*hs..` (no permute): three launches,
 ///
-/// 1. `scores = scale * Q Kᵀ` (f32, `(b, nh, t, t)`), strided-batched GEMM;
+/// 1. `scores = scale * Q Kᵀ` (f32, `(b, nh, t, t)`), strided-batched GEMM, on and below
+///    the diagonal only (128 x 128 tiles wholly above it are skipped and left as they were);
 /// 2. `probs` = the causal softmax of each row of `scores` in f32 (row `t`: columns
 ///    `j <= t`; `P_j = half(expf(S_j - m) / sum)`, `expf` the accurate function), 0 above
 ///    the diagonal;
-/// 3. `out = probs V`, strided-batched GEMM, half out.
+/// 3. `out = probs V`, strided-batched GEMM, half out, each row tile's reduction stopping
+///    at the diagonal (P is zero beyond it).
 ///
 /// `scores` is scratch: the backward does not read it (it may be given back to
 /// [`attention_backward`] as its `dprobs`). `probs` must be kept for the backward. Every
@@ -174,12 +176,15 @@ pub fn attention_forward<H: Half>(
     let s_shape =
         GemmShape { m: t, n: t, k: hs, trans_a: Transpose::N, trans_b: Transpose::T, lda: 3 * c, ldb: 3 * c, ldc: t };
     let scaled = Epilogue { alpha: dims.scale(), ..Epilogue::default() };
-    gemm_strided_batched(dev, &s_shape, &dims.batch(qkv_s, qkv_s, att_s), qkv, &qkv.slice(c..), scores, scaled)?;
+    // Tiles wholly above the diagonal are skipped: the softmax never reads them.
+    let batch = dims.batch(qkv_s, qkv_s, att_s, Triangle::LowerC);
+    gemm_strided_batched(dev, &s_shape, &batch, qkv, &qkv.slice(c..), scores, scaled)?;
     attention_softmax_forward(dev, dims.b * dims.nh * t, t, &scores.as_view(), probs)?;
     // out = P V: A = P (t x t), B = V (t x hs, ld 3c), C = out's head columns (ld c).
     let o_shape =
         GemmShape { m: t, n: hs, k: t, trans_a: Transpose::N, trans_b: Transpose::N, lda: t, ldb: 3 * c, ldc: c };
-    let batch = dims.batch(att_s, qkv_s, dims.rows_strides(c));
+    // P is zero above the diagonal: each row tile's reduction stops there.
+    let batch = dims.batch(att_s, qkv_s, dims.rows_strides(c), Triangle::LowerA);
     gemm_strided_batched(dev, &o_shape, &batch, &probs.as_view(), &qkv.slice(2 * c..), out, Epilogue::default())
 }
 
@@ -187,10 +192,11 @@ pub fn attention_forward<H: Half>(
 /// `probs`, writes `dqkv` (`(b*t, 3c)`, every element overwritten: dQ, dK, dV in qkv's
 /// columns). Five launches:
 ///
-/// 1. `dprobs = dout Vᵀ` (f32, `(b, nh, t, t)`);
+/// 1. `dprobs = dout Vᵀ` (f32, `(b, nh, t, t)`; tiles wholly above the diagonal skipped);
 /// 2. `dscores_j = half(P_j * (dP_j - D))`, `D = sum_{j<=t} P_j dP_j` in f32, 0 above the
 ///    diagonal (the `scale` is not folded in here);
-/// 3. `dQ = scale * dscores K`; 4. `dK = scale * dscoresᵀ Q`; 5. `dV = probsᵀ dout`.
+/// 3. `dQ = scale * dscores K`; 4. `dK = scale * dscoresᵀ Q`; 5. `dV = probsᵀ dout`, each
+///    reduction limited to the triangle where dscores and probs are not zero.
 ///
 /// `dprobs` (f32) and `dscores` (half) are caller-allocated scratch; `dprobs` may be the
 /// forward's `scores` buffer. Checked as [`attention_forward`], all before the first launch.
@@ -228,21 +234,23 @@ pub fn attention_backward<H: Half>(
     use Transpose::{N, T};
     // dP = dout V^T: A = dout (t x hs, ld c), B = V stored t x hs, transposed.
     let dp_shape = GemmShape { m: t, n: t, k: hs, trans_a: N, trans_b: T, lda: c, ldb: 3 * c, ldc: t };
-    let batch = dims.batch(out_s, qkv_s, att_s);
+    let batch = dims.batch(out_s, qkv_s, att_s, Triangle::LowerC);
     gemm_strided_batched(dev, &dp_shape, &batch, dout, &qkv.slice(2 * c..), dprobs, Epilogue::default())?;
     attention_softmax_backward(dev, dims.b * dims.nh * t, t, probs, &dprobs.as_view(), dscores)?;
     let ds = dscores.as_view();
     let scaled = || Epilogue { alpha: dims.scale(), ..Epilogue::default() };
     // dQ = scale dS K: A = dS (t x t), B = K (t x hs, ld 3c), C = dQ's head columns.
     let dq_shape = GemmShape { m: t, n: hs, k: t, trans_a: N, trans_b: N, lda: t, ldb: 3 * c, ldc: 3 * c };
-    let batch = dims.batch(att_s, qkv_s, qkv_s);
+    let batch = dims.batch(att_s, qkv_s, qkv_s, Triangle::LowerA);
     gemm_strided_batched(dev, &dq_shape, &batch, &ds, &qkv.slice(c..), dqkv, scaled())?;
     // dK = scale dS^T Q: A = dS stored t x t, transposed; B = Q.
+    // dS^T is zero below the diagonal: each row tile's reduction starts there.
     let dk_shape = GemmShape { trans_a: T, ..dq_shape };
+    let batch = GemmBatch { triangle: Triangle::UpperA, ..batch };
     gemm_strided_batched(dev, &dk_shape, &batch, &ds, qkv, &mut dqkv.slice_mut(c..), scaled())?;
     // dV = P^T dout: A = P stored t x t, transposed; B = dout (t x hs, ld c).
     let dv_shape = GemmShape { ldb: c, ..dk_shape };
-    let batch = dims.batch(att_s, out_s, qkv_s);
+    let batch = dims.batch(att_s, out_s, qkv_s, Triangle::UpperA);
     gemm_strided_batched(dev, &dv_shape, &batch, probs, dout, &mut dqkv.slice_mut(2 * c..), Epilogue::default())
 }
 

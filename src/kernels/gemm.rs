@@ -278,6 +278,26 @@ pub struct BatchStrides {
     pub inner: usize,
 }
 
+/// Work a batched GEMM may skip because of a triangular structure, for causal attention
+/// (cuda/gemm.cu, `GemmTriangle`). The values written are bit-identical to
+/// [`Triangle::Full`]'s: skipped products are exact zeros, skipped K steps whole tiles.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Triangle {
+    /// Everything computed.
+    #[default]
+    Full = 0,
+    /// Only C on and below the diagonal (`j <= i`) is wanted: output tiles of 128 x 128
+    /// wholly above it are not computed and not written (entries above the diagonal in
+    /// tiles that straddle it are). For `S = Q Kᵀ` and `dP = dout Vᵀ`.
+    LowerC = 1,
+    /// `op(A)[i][k] = 0` for `k > i` (a causal `P` or `dS`): the reduction stops at the
+    /// diagonal of each row tile. The caller guarantees the zeros.
+    LowerA = 2,
+    /// `op(A)[i][k] = 0` for `k < i` (`Pᵀ`, `dSᵀ`): the reduction starts at the diagonal of
+    /// each row tile. The caller guarantees the zeros.
+    UpperA = 3,
+}
+
 /// The batch of [`gemm_strided_batched`]: `outer * inner` GEMMs of one [`GemmShape`],
 /// batch `(o, i)` reading A at `a + o * a.outer + i * a.inner` elements, B and C (and the
 /// epilogue's `pre`, which shares C's strides) likewise. Two levels so that attention's
@@ -299,9 +319,11 @@ pub struct GemmBatch {
     pub b: BatchStrides,
     /// Strides of C and of `pre`.
     pub c: BatchStrides,
+    /// Work skipped for triangular operands ([`Triangle::Full`]: none).
+    pub triangle: Triangle,
 }
 
-/// Mirrors `struct GemmBatch` in cuda/gemm.cu (56 bytes with its tail padding).
+/// Mirrors `struct GemmBatch` in cuda/gemm.cu (56 bytes).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct GemmBatchParams {
@@ -312,10 +334,11 @@ struct GemmBatchParams {
     c_outer: i64,
     c_inner: i64,
     inner: u32,
+    triangle: i32,
 }
 
 // SAFETY: plain `repr(C)` numbers with the layout of the CUDA struct (six i64, one u32,
-// padded to 8 bytes as nvcc pads it), passed by value as a kernel parameter.
+// one i32: 56 bytes, no padding), passed by value as a kernel parameter.
 unsafe impl DeviceRepr for GemmBatchParams {}
 
 impl GemmBatch {
@@ -401,6 +424,7 @@ impl GemmBatch {
             c_outer: c.outer as i64,
             c_inner: c.inner as i64,
             inner: self.inner as u32,
+            triangle: self.triangle as i32,
         }
     }
 }
