@@ -3,7 +3,7 @@
 //! classifier, every buffer drawn from the backend's pools so a GPT step captures into a
 //! CUDA graph like the MLP's.
 
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, CudaViewMut};
 
 use super::{Cuda, CudaLabels, CudaParams, CudaScalar, CudaTensor};
 use crate::backend::cpu::{param_spec, LAYERNORM_EPS};
@@ -67,6 +67,26 @@ fn layernorm_params(
         return Err(Error::ShapeMismatch { op, expected: vec![c, c], got: vec![g.len, b.len] });
     }
     Ok((g, b))
+}
+
+/// Runs `f` on the gradient ranges of parameters `a` and `b`, two disjoint ranges of the
+/// one gradient buffer (parameters never overlap in a layout), split apart so both can be
+/// written by one launch.
+fn with_two_ranges<R>(
+    grad: &mut CudaViewMut<'_, f32>,
+    a: &ParamSpec,
+    b: &ParamSpec,
+    f: impl FnOnce(&mut CudaViewMut<'_, f32>, &mut CudaViewMut<'_, f32>) -> R,
+) -> R {
+    let (first, second) = if a.offset < b.offset { (a, b) } else { (b, a) };
+    let (mut lo, mut hi) = grad.split_at_mut(second.offset);
+    let mut lo = lo.slice_mut(first.offset..first.offset + first.len);
+    let mut hi = hi.slice_mut(0..second.len);
+    if a.offset < b.offset {
+        f(&mut lo, &mut hi)
+    } else {
+        f(&mut hi, &mut lo)
+    }
 }
 
 impl<H: Half> CudaSaved<H> {
@@ -144,21 +164,10 @@ impl<H: Half> TransformerBackend for Cuda<H> {
         let (shape, w, e) = embedding_shape(OP, p.arena.layout(), wte, wpe, tokens, t)?;
         check_same_shape(OP, (tokens.len(), shape.channels), (dout.rows, dout.cols))?;
         let mut grad = p.arena.grad_mut();
-        // Two disjoint ranges of the one gradient buffer: split between them.
-        let ((lo, lo_spec), (hi, hi_spec), wte_first) = if w.offset < e.offset {
-            let (a, b) = grad.split_at_mut(e.offset);
-            ((a, &w), (b, &e), true)
-        } else {
-            let (a, b) = grad.split_at_mut(w.offset);
-            ((a, &e), (b, &w), false)
-        };
-        let (mut lo, mut hi) = (lo, hi);
-        let mut lo = lo.slice_mut(lo_spec.offset..lo_spec.offset + lo_spec.len);
-        let mut hi = hi.slice_mut(0..hi_spec.len);
-        let (dwte, dwpe) = if wte_first { (&mut lo, &mut hi) } else { (&mut hi, &mut lo) };
-        let found_inf = p.scaler.found_inf_view_mut();
-        let mut found_inf = found_inf;
-        embedding_backward(&self.dev, shape, tokens, &dout.data, dwte, dwpe, found_inf.as_mut())
+        let mut found_inf = p.scaler.found_inf_view_mut();
+        with_two_ranges(&mut grad, &w, &e, |dwte, dwpe| {
+            embedding_backward(&self.dev, shape, tokens, &dout.data, dwte, dwpe, found_inf.as_mut())
+        })
     }
 
     fn layernorm(
@@ -234,31 +243,21 @@ impl<H: Half> TransformerBackend for Cuda<H> {
             let (mut grad, working) = p.arena.grad_and_working();
             let gv = working.slice(g.offset..g.offset + g.len);
             layernorm_backward(&self.dev, shape, &dh.data, &r.data, mean, rstd, &gv, ResidualGrad::None, &mut dr.data)?;
-            let (lo, hi, gamma_first) = if g.offset < b.offset {
-                let (x, y) = grad.split_at_mut(b.offset);
-                (x, y, true)
-            } else {
-                let (x, y) = grad.split_at_mut(g.offset);
-                (x, y, false)
-            };
-            let (mut lo, mut hi) = (lo, hi);
-            let (lo_spec, hi_spec) = if gamma_first { (&g, &b) } else { (&b, &g) };
-            let mut lo = lo.slice_mut(lo_spec.offset..lo_spec.offset + lo_spec.len);
-            let mut hi = hi.slice_mut(0..hi_spec.len);
-            let (dgamma, dbeta) = if gamma_first { (&mut lo, &mut hi) } else { (&mut hi, &mut lo) };
             let mut found_inf = p.scaler.found_inf_view_mut();
-            layernorm_dparams(
-                &self.dev,
-                shape,
-                &dh.data,
-                &r.data,
-                mean,
-                rstd,
-                dgamma,
-                dbeta,
-                &mut scratch,
-                found_inf.as_mut(),
-            )
+            with_two_ranges(&mut grad, &g, &b, |dgamma, dbeta| {
+                layernorm_dparams(
+                    &self.dev,
+                    shape,
+                    &dh.data,
+                    &r.data,
+                    mean,
+                    rstd,
+                    dgamma,
+                    dbeta,
+                    &mut scratch,
+                    found_inf.as_mut(),
+                )
+            })
         })();
         self.pools().f32.put(scratch);
         match result {
