@@ -33,8 +33,16 @@ use mixed_precision::half::{bf16, f16};
 use mixed_precision::kernels::adam::{
     adamw_pure, adamw_step, adamw_step_multi, AdamConfig, AdamPureTensors, AdamScalars, AdamTensors,
 };
+use mixed_precision::kernels::attention::{attention_softmax_backward, attention_softmax_forward};
 use mixed_precision::kernels::cast::{cast_f32_half, cast_half_f32};
-use mixed_precision::kernels::gemm::{gemm, Activation, Bias, Epilogue, GemmShape, Transpose};
+use mixed_precision::kernels::classifier::{fused_classifier, ClassifierShape, MeanLoss};
+use mixed_precision::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingShape, Tokens};
+use mixed_precision::kernels::gemm::{
+    gemm, gemm_strided_batched, Activation, BatchStrides, Bias, Epilogue, GemmBatch, GemmShape, Transpose,
+};
+use mixed_precision::kernels::layernorm::{
+    layernorm_backward, layernorm_dparams, layernorm_forward, LayerNormShape, ResidualGrad,
+};
 use mixed_precision::kernels::loss_scale::{update_scale, ScaleRule};
 use mixed_precision::kernels::unscale::{unscale_check, unscale_check_multi};
 use mixed_precision::nn::Mlp;
@@ -55,6 +63,41 @@ const LIST: [usize; 20] = [
 
 /// The GEMM size: 1024^3.
 const GEMM: usize = 1024;
+
+/// The GPT cases' shape: GPT-2 small's width, heads and vocabulary (C 768, 12 heads of 64,
+/// V 50257 padded to 50304, 1024 positions in wpe) over B = 4 sequences of T = 256 tokens,
+/// B T = 1024 rows. T is 256 rather than 1024 so that the attention cases (B NH T^2
+/// scores) finish in seconds on the emulator; bytes per element do not depend on it.
+const GPT_B: usize = 4;
+const GPT_T: usize = 256;
+const GPT_C: usize = 768;
+const GPT_NH: usize = 12;
+const GPT_V: usize = 50257;
+const GPT_VP: usize = 50304;
+const GPT_MAX_T: usize = 1024;
+/// Rows of the classifier case: 64 of the 1024 (each row is 50304 logits; the whole
+/// batch, 51.5 M logits, takes minutes on the emulator). The row is the unit of work.
+const CLS_ROWS: usize = 64;
+
+/// The GPT kernel cases: (name stem, description), each run for f16 and bf16 as
+/// `<stem>_<h>`.
+const GPT_CASES: [(&str, &str); 15] = [
+    ("embedding_fwd", "embedding_forward, B T = 1024 random tokens of V 50304 (wte), C 768, wpe 1024 x 768"),
+    ("embedding_bwd", "embedding_backward (bucketed index), the same tokens, dwte dwpe f32 +=, found_inf"),
+    ("layernorm_fwd", "layernorm_forward, 1024 x 768, no residual"),
+    ("layernorm_fwd_res", "layernorm_forward, 1024 x 768, with residual (r = x + y stored)"),
+    ("layernorm_bwd", "layernorm_backward, 1024 x 768, no residual gradient (as the GPT step)"),
+    ("layernorm_dparams", "layernorm_dparams (partial + total), 1024 x 768, dgamma dbeta f32 +=, found_inf"),
+    ("attn_qk", "S = scale Q K^T, gemm_strided_batched NT, B 4 x NH 12 of 256 x 256 x 64 from qkv, S f32"),
+    ("attn_softmax_fwd", "attention_softmax_forward, 12,288 causal rows of 256 (f32 S -> half P)"),
+    ("attn_pv", "out = P V, gemm_strided_batched NN, 48 x (256 x 64 x 256), into out's head columns"),
+    ("attn_dp", "dP = dout V^T, gemm_strided_batched NT, 48 x (256 x 256 x 64), dP f32"),
+    ("attn_softmax_bwd", "attention_softmax_backward, 12,288 causal rows of 256 (half P, f32 dP -> half dS)"),
+    ("attn_dq", "dQ = scale dS K, gemm_strided_batched NN, 48 x (256 x 64 x 256), into dqkv"),
+    ("attn_dk", "dK = scale dS^T Q, gemm_strided_batched TN, 48 x (256 x 64 x 256), into dqkv"),
+    ("attn_dv", "dV = P^T dout, gemm_strided_batched TN, 48 x (256 x 64 x 256), into dqkv"),
+    ("classifier", "fused_classifier + its mean (sum_f32), 64 rows of V 50257 padded to 50304, loss scale"),
+];
 
 /// The GEMM epilogues of the issue.
 #[derive(Clone, Copy)]
@@ -145,6 +188,11 @@ fn cases() -> Vec<(String, String)> {
     v.push(("train_step".into(), format!("{step}; f16, f32 master weights, loss scaling")));
     v.push(("train_step_bf16".into(), format!("{step}; bf16, f32 master weights, no loss scaling")));
     v.push(("train_step_pure_bf16".into(), format!("{step}; pure bf16 weights (no master), no loss scaling")));
+    for h in [DType::F16, DType::BF16] {
+        for (stem, desc) in GPT_CASES {
+            v.push((format!("{stem}_{h}"), format!("{desc}; {h}")));
+        }
+    }
     v
 }
 
@@ -404,6 +452,270 @@ fn run_train<H: Half>(dev: &Arc<Device>, name: &str, mode: &str, cfg: TrainConfi
     Err(format!("{name}: ten steps in a row were skipped").into())
 }
 
+/// The bf16 cases that run a tensor-core GEMM need sm_80: below it they are skipped.
+fn skip_bf16_gemm<H: Half>(dev: &Device, name: &str) -> bool {
+    let capability = dev.info().compute_capability;
+    let skip = H::DTYPE == DType::BF16 && capability < (8, 0);
+    if skip {
+        println!("skip {name}: bf16 tensor cores need sm_80, the device is sm_{}{}", capability.0, capability.1);
+    }
+    skip
+}
+
+/// One of [`GPT_CASES`] with half type `H`; `stem` is the case's name without `_<h>`.
+fn run_gpt<H: Half>(dev: &Arc<Device>, name: &str, stem: &str) -> Res<()> {
+    let (b, t, c, rows) = (GPT_B, GPT_T, GPT_C, GPT_B * GPT_T);
+    let h = H::DTYPE;
+    let mut rng = Rng::new(5);
+    match stem {
+        "embedding_fwd" | "embedding_bwd" => {
+            let ids: Vec<u32> = (0..rows).map(|_| rng.below(GPT_V as u64) as u32).collect();
+            let mut distinct = ids.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let tokens = Tokens::upload(dev, &ids, GPT_V)?;
+            let shape = EmbeddingShape { batch: b, seq: t, channels: c, vocab: GPT_VP, max_seq: GPT_MAX_T };
+            println!("info {name} rows={rows} t={t} c={c} vocab={GPT_VP} distinct={} dtype={h}", distinct.len());
+            if stem == "embedding_fwd" {
+                let wte = upload::<H>(dev, &mut rng, GPT_VP * c, 0.02)?;
+                let wpe = upload::<H>(dev, &mut rng, GPT_MAX_T * c, 0.02)?;
+                let mut out = Tensor::<H>::zeros(dev, &[rows * c])?;
+                measured(dev, name, || {
+                    Ok(embedding_forward(dev, shape, &tokens, &wte.view(), &wpe.view(), &mut out.view_mut())?)
+                })
+            } else {
+                let dout = upload::<H>(dev, &mut rng, rows * c, 1.0)?;
+                let mut dwte = Tensor::<f32>::zeros(dev, &[GPT_VP * c])?;
+                let mut dwpe = Tensor::<f32>::zeros(dev, &[GPT_MAX_T * c])?;
+                let mut found = Tensor::from_host(dev, &[0.0f32], &[1])?;
+                measured(dev, name, || {
+                    let mut f = found.view_mut();
+                    Ok(embedding_backward(
+                        dev,
+                        shape,
+                        &tokens,
+                        &dout.view(),
+                        &mut dwte.view_mut(),
+                        &mut dwpe.view_mut(),
+                        Some(&mut f),
+                    )?)
+                })?;
+                if found.to_host()?[0] != 0.0 {
+                    return Err(format!("{name}: found_inf raised on finite data").into());
+                }
+                Ok(())
+            }
+        }
+        "layernorm_fwd" | "layernorm_fwd_res" | "layernorm_bwd" | "layernorm_dparams" => {
+            let shape = LayerNormShape { rows, channels: c };
+            let n = rows * c;
+            let x = upload::<H>(dev, &mut rng, n, 1.0)?;
+            let gamma = upload::<H>(dev, &mut rng, c, 1.0)?;
+            let beta = upload::<H>(dev, &mut rng, c, 0.1)?;
+            let mut mean = Tensor::<f32>::zeros(dev, &[rows])?;
+            let mut rstd = Tensor::<f32>::zeros(dev, &[rows])?;
+            let mut out = Tensor::<H>::zeros(dev, &[n])?;
+            let residual = stem == "layernorm_fwd_res";
+            if stem.starts_with("layernorm_fwd") {
+                println!("info {name} rows={rows} c={c} residual={} dtype={h}", u8::from(residual));
+                let y = upload::<H>(dev, &mut rng, n, 1.0)?;
+                let mut r = Tensor::<H>::zeros(dev, &[n])?;
+                let (yv, mut rv) = (y.view(), r.view_mut());
+                return measured(dev, name, || {
+                    let res = residual.then_some((&yv, &mut rv));
+                    Ok(layernorm_forward(
+                        dev,
+                        shape,
+                        1e-5,
+                        &x.view(),
+                        res,
+                        &gamma.view(),
+                        &beta.view(),
+                        &mut out.view_mut(),
+                        &mut mean.view_mut(),
+                        &mut rstd.view_mut(),
+                    )?)
+                });
+            }
+            // The statistics the backward reads, from a forward outside the marks.
+            layernorm_forward(
+                dev,
+                shape,
+                1e-5,
+                &x.view(),
+                None,
+                &gamma.view(),
+                &beta.view(),
+                &mut out.view_mut(),
+                &mut mean.view_mut(),
+                &mut rstd.view_mut(),
+            )?;
+            let dh = upload::<H>(dev, &mut rng, n, 1.0)?;
+            if stem == "layernorm_bwd" {
+                println!("info {name} rows={rows} c={c} dres=0 dtype={h}");
+                let mut dr = Tensor::<H>::zeros(dev, &[n])?;
+                return measured(dev, name, || {
+                    Ok(layernorm_backward(
+                        dev,
+                        shape,
+                        &dh.view(),
+                        &x.view(),
+                        &mean.view(),
+                        &rstd.view(),
+                        &gamma.view(),
+                        ResidualGrad::None,
+                        &mut dr.view_mut(),
+                    )?)
+                });
+            }
+            let chunks = shape.dparams_scratch_len() / (2 * c);
+            println!("info {name} rows={rows} c={c} chunks={chunks} dtype={h}");
+            let mut dgamma = upload::<f32>(dev, &mut rng, c, 1.0)?;
+            let mut dbeta = upload::<f32>(dev, &mut rng, c, 1.0)?;
+            let mut scratch = Tensor::<f32>::zeros(dev, &[shape.dparams_scratch_len()])?;
+            let mut found = Tensor::from_host(dev, &[0.0f32], &[1])?;
+            measured(dev, name, || {
+                let mut f = found.view_mut();
+                Ok(layernorm_dparams(
+                    dev,
+                    shape,
+                    &dh.view(),
+                    &x.view(),
+                    &mean.view(),
+                    &rstd.view(),
+                    &mut dgamma.view_mut(),
+                    &mut dbeta.view_mut(),
+                    &mut scratch.view_mut(),
+                    Some(&mut f),
+                )?)
+            })?;
+            if found.to_host()?[0] != 0.0 {
+                return Err(format!("{name}: found_inf raised on finite data").into());
+            }
+            Ok(())
+        }
+        "attn_softmax_fwd" | "attn_softmax_bwd" => {
+            let att_rows = b * GPT_NH * t;
+            println!("info {name} rows={att_rows} t={t} dtype={h}");
+            let n = att_rows * t;
+            let s = upload::<f32>(dev, &mut rng, n, 1.0)?;
+            if stem == "attn_softmax_fwd" {
+                let mut p = Tensor::<H>::zeros(dev, &[n])?;
+                measured(dev, name, || Ok(attention_softmax_forward(dev, att_rows, t, &s.view(), &mut p.view_mut())?))
+            } else {
+                let p = upload::<H>(dev, &mut rng, n, 0.01)?;
+                let mut ds = Tensor::<H>::zeros(dev, &[n])?;
+                measured(dev, name, || {
+                    Ok(attention_softmax_backward(dev, att_rows, t, &p.view(), &s.view(), &mut ds.view_mut())?)
+                })
+            }
+        }
+        "classifier" => {
+            println!("info {name} rows={CLS_ROWS} vocab={GPT_V} padded={GPT_VP} scale=1 dtype={h}");
+            let shape = ClassifierShape { rows: CLS_ROWS, vocab: GPT_V, padded_vocab: GPT_VP };
+            let logits = upload::<H>(dev, &mut rng, CLS_ROWS * GPT_VP, 2.0)?;
+            let labels: Vec<i32> = (0..CLS_ROWS).map(|_| rng.below(GPT_V as u64) as i32).collect();
+            let labels = dev.stream().clone_htod(&labels)?;
+            let scale = Tensor::from_host(dev, &[1024.0f32], &[1])?;
+            let mut losses = Tensor::<f32>::zeros(dev, &[CLS_ROWS])?;
+            let mut dlogits = Tensor::<H>::zeros(dev, &[CLS_ROWS * GPT_VP])?;
+            let mut loss = Tensor::<f32>::zeros(dev, &[1])?;
+            measured(dev, name, || {
+                let mut out = loss.view_mut();
+                Ok(fused_classifier(
+                    dev,
+                    shape,
+                    &logits.view(),
+                    &labels,
+                    Some(&scale.view()),
+                    1.0,
+                    &mut losses.view_mut(),
+                    &mut dlogits.view_mut(),
+                    Some(MeanLoss { out: &mut out, alpha: 1.0, beta: 0.0 }),
+                )?)
+            })
+        }
+        _ => run_attn_gemm::<H>(dev, name, stem),
+    }
+}
+
+/// One of attention's strided-batched GEMMs, with the shapes, strides and epilogues
+/// src/kernels/attention.rs gives it: Q, K, V, dQ, dK, dV are head columns of the
+/// (B T, 3C) qkv and dqkv buffers, out and dout of (B T, C), S, P, dP, dS (B, NH, T, T).
+fn run_attn_gemm<H: Half>(dev: &Arc<Device>, name: &str, stem: &str) -> Res<()> {
+    use Transpose::{N, T};
+    if skip_bf16_gemm::<H>(dev, name) {
+        return Ok(());
+    }
+    let (b, t, c, nh) = (GPT_B, GPT_T, GPT_C, GPT_NH);
+    let hs = c / nh;
+    let rows = b * t;
+    let scale = 1.0 / (hs as f32).sqrt();
+    let qkv_s = BatchStrides { outer: t * 3 * c, inner: hs };
+    let out_s = BatchStrides { outer: t * c, inner: hs };
+    let att_s = BatchStrides { outer: nh * t * t, inner: t * t };
+    let batch = |a, b_, c_| GemmBatch { outer: b, inner: nh, a, b: b_, c: c_ };
+    let mut rng = Rng::new(6);
+    let qkv = upload::<H>(dev, &mut rng, rows * 3 * c, 1.0)?;
+    let rows_c = upload::<H>(dev, &mut rng, rows * c, 1.0)?;
+    let att = upload::<H>(dev, &mut rng, b * nh * t * t, 0.01)?;
+    let (qkv, rows_c, att) = (qkv.view(), rows_c.view(), att.view());
+    let info = |m: usize, n: usize, k: usize, out: &str| {
+        println!("info {name} m={m} n={n} k={k} batches={} in={} out={out} bias=none pre=0", b * nh, H::DTYPE)
+    };
+    let alpha = Epilogue { alpha: scale, ..Epilogue::default() };
+    match stem {
+        // S = scale Q K^T and dP = dout V^T: f32 out, (t, t) per batch.
+        "attn_qk" | "attn_dp" => {
+            info(t, t, hs, "f32");
+            let mut s = Tensor::<f32>::zeros(dev, &[b * nh * t * t])?;
+            let (a, a_s, lda, bm, epi) = if stem == "attn_qk" {
+                (qkv.slice(0..), qkv_s, 3 * c, qkv.slice(c..), alpha)
+            } else {
+                (rows_c.slice(0..), out_s, c, qkv.slice(2 * c..), Epilogue::default())
+            };
+            let shape = GemmShape { m: t, n: t, k: hs, trans_a: N, trans_b: T, lda, ldb: 3 * c, ldc: t };
+            let bt = batch(a_s, qkv_s, att_s);
+            measured(dev, name, || Ok(gemm_strided_batched(dev, &shape, &bt, &a, &bm, &mut s.view_mut(), epi)?))
+        }
+        // out = P V: half out into out's head columns.
+        "attn_pv" => {
+            info(t, hs, t, h_name::<H>());
+            let mut out = Tensor::<H>::zeros(dev, &[rows * c])?;
+            let shape = GemmShape { m: t, n: hs, k: t, trans_a: N, trans_b: N, lda: t, ldb: 3 * c, ldc: c };
+            let bt = batch(att_s, qkv_s, out_s);
+            let v = qkv.slice(2 * c..);
+            measured(dev, name, || {
+                Ok(gemm_strided_batched(dev, &shape, &bt, &att, &v, &mut out.view_mut(), Epilogue::default())?)
+            })
+        }
+        // dQ = scale dS K, dK = scale dS^T Q, dV = P^T dout: half out into dqkv.
+        _ => {
+            info(t, hs, t, h_name::<H>());
+            let mut dqkv = Tensor::<H>::zeros(dev, &[rows * 3 * c])?;
+            let dq = GemmShape { m: t, n: hs, k: t, trans_a: N, trans_b: N, lda: t, ldb: 3 * c, ldc: 3 * c };
+            let (shape, bm, b_s, col, epi) = match stem {
+                "attn_dq" => (dq, qkv.slice(c..), qkv_s, 0, alpha),
+                "attn_dk" => (GemmShape { trans_a: T, ..dq }, qkv.slice(0..), qkv_s, c, alpha),
+                "attn_dv" => {
+                    (GemmShape { trans_a: T, ldb: c, ..dq }, rows_c.slice(0..), out_s, 2 * c, Epilogue::default())
+                }
+                _ => return Err(format!("unknown case {name:?} (try `list`)").into()),
+            };
+            let bt = batch(att_s, b_s, qkv_s);
+            measured(dev, name, || {
+                let mut d = dqkv.view_mut();
+                let mut d = d.slice_mut(col..);
+                Ok(gemm_strided_batched(dev, &shape, &bt, &att, &bm, &mut d, epi)?)
+            })
+        }
+    }
+}
+
+fn h_name<H: Half>() -> &'static str {
+    H::DTYPE.name()
+}
+
 /// [`run_gemm`] for one half type.
 type RunGemm = fn(&Arc<Device>, &str, Transpose, Transpose, Epi, usize) -> Res<()>;
 
@@ -434,6 +746,14 @@ fn run(dev: &Arc<Device>, name: &str) -> Res<()> {
         "train_step_bf16" => run_train::<bf16>(dev, name, "bf16", TrainConfig::bf16()),
         "train_step_pure_bf16" => run_train::<bf16>(dev, name, "pure_bf16", TrainConfig::pure_bf16(0x5eed)),
         _ => {
+            for (stem, _) in GPT_CASES {
+                if name == format!("{stem}_f16") {
+                    return run_gpt::<f16>(dev, name, stem);
+                }
+                if name == format!("{stem}_bf16") {
+                    return run_gpt::<bf16>(dev, name, stem);
+                }
+            }
             for h in [DType::F16, DType::BF16] {
                 let p = gemm_prefix(h);
                 let run: RunGemm = if h == DType::BF16 { run_gemm::<bf16> } else { run_gemm::<f16> };

@@ -33,6 +33,16 @@ BYTES_GOAL = 1.05
 
 SIZE = {"f32": 4, "f16": 2, "bf16": 2}
 
+# The GPT kernels (embedding, layernorm, attention, classifier, the strided-batched GEMM)
+# have no goal of their own: a row is flagged when its DRAM-eq. exceeds this many times its
+# minimum, or its coalescing is below this fraction.
+FLAG_BYTES = 1.5
+FLAG_COALESCING = 0.80
+
+# Kernel families of the GPT cases (examples/cost_cases.rs, GPT_CASES).
+GPT_KERNELS = ("embedding_", "layernorm_", "attention_softmax_", "fused_classifier_", "gemm_batched_",
+               "gemm_bf16_batched_")
+
 # A GEMM case's name: gemm_[bf16_]<layout or k0>_<epilogue>. The prefix names the
 # operands' half type (none: f16).
 GEMM_CASE = re.compile(r"^(gemm_(?:bf16_)?)(k0|nn|nt|tn|tt)_(.+)$")
@@ -133,14 +143,102 @@ def minimum(kernel, info):
         pre = 2 * m * nn if info.get("pre") == "1" else 0
         total = 2 * (m * k + k * nn) + c * m * nn + b * nn + pre
         what = f"2(MK+KN) + {c}MN" + (f" + {b}N bias" if b else "") + (" + 2MN pre" if pre else "")
+        # gemm_strided_batched: every batch's A and B read once and its C written once. The
+        # batches of attention's GEMMs are disjoint head slices, so nothing is shared.
+        batches = int(info.get("batches", 1))
+        if batches > 1:
+            total *= batches
+            what = f"{batches} x ({what})"
         if info.get("in") == "bf16":
             what += " (bf16 operands)"
         return total, total, what
+    gpt = gpt_minimum(kernel, info)
+    if gpt is not None:
+        return gpt
     if kernel == "update_scale":
         return 12, 12, "12 B: found_inf, growth tracker, scale (4 B each)"
     if kernel == "adam_count_step":
         return 8, 8, "8 B: step, found_inf"
     return None
+
+
+def gpt_minimum(kernel, info):
+    """(footprint, traffic, what) of the GPT kernels, from first principles: each input
+    read once, each output written once, an f32 gradient updated with += read and written
+    (two transfers, one footprint), at the element sizes of the cuda/*.cu headers. None
+    for other kernels."""
+    h = SIZE.get(info.get("dtype"), 2)
+    if kernel.startswith("embedding_forward"):
+        # tok ids (4 B each), the wte rows of the distinct tokens only (a token that occurs
+        # twice needs its row once), the T wpe rows used, out written.
+        n, t, c, d = int(info["rows"]), int(info["t"]), int(info["c"]), int(info["distinct"])
+        total = 4 * n + h * d * c + h * t * c + h * n * c
+        return total, total, (f"4 n tok + {h} C (distinct tokens {d} wte rows + T wpe rows) + {h} n C out, "
+                              f"n = {n}, C = {c}, T = {t}")
+    if kernel.startswith("embedding_backward"):
+        # The index words the backward needs (count, bucket_token[d], bucket_start[d + 1],
+        # bucket_rows[n]; not the ids), dout once, and += on the d touched dwte rows and the
+        # T dwpe rows (f32, read + written). found_inf is not written on finite data.
+        n, t, c, d = int(info["rows"]), int(info["t"]), int(info["c"]), int(info["distinct"])
+        index = 4 * (2 + 2 * d + n)
+        foot = index + h * n * c + 4 * d * c + 4 * t * c
+        total = index + h * n * c + 8 * d * c + 8 * t * c
+        return foot, total, (f"index 4(2 + 2d + n) + {h} n C dout + 8 C (d = {d} dwte rows + T dwpe rows) "
+                             f"read + written, n = {n}, C = {c}, T = {t}")
+    if kernel.startswith("layernorm_forward"):
+        # x (and y, with the residual) read, r (with it) and out written, gamma beta read,
+        # the statistics mean and rstd (f32 per row) written.
+        n, c = int(info["rows"]), int(info["c"])
+        res = info.get("residual") == "1"
+        rows_io = 4 if res else 2
+        total = rows_io * h * n * c + 2 * h * c + 8 * n
+        io = "x y read, r out written" if res else "x read, out written"
+        return total, total, f"{rows_io} x {h} B/elem ({io}) + gamma beta {2 * h} C + mean rstd 8 n, n = {n}, C = {c}"
+    if kernel.startswith("layernorm_backward"):
+        # dh and r read, dr written (no residual gradient in), gamma read, mean rstd read.
+        n, c = int(info["rows"]), int(info["c"])
+        rows_io = 4 if info.get("dres") == "1" else 3
+        total = rows_io * h * n * c + h * c + 8 * n
+        return total, total, (f"{rows_io} x {h} B/elem (dh, r read, dr written) + gamma {h} C + "
+                              f"mean rstd 8 n, n = {n}, C = {c}")
+    if kernel.startswith("layernorm_dparams_partial"):
+        # dh, r, mean, rstd read; the per-chunk partial sums (f32, 2 x chunks x C) written:
+        # the two-launch design's own intermediate, small next to the rows.
+        n, c, k = int(info["rows"]), int(info["c"]), int(info["chunks"])
+        total = 2 * h * n * c + 8 * n + 8 * k * c
+        return total, total, f"dh r {2 * h} n C + mean rstd 8 n + scratch 8 chunks C (chunks = {k}), n = {n}, C = {c}"
+    if kernel == "layernorm_dparams_total":
+        c, k = int(info["c"]), int(info["chunks"])
+        return 8 * k * c + 8 * c, 8 * k * c + 16 * c, f"scratch 8 chunks C read + dgamma dbeta f32 += 16 C, C = {c}"
+    if kernel.startswith("attention_softmax_forward"):
+        # Causal: row q reads its q + 1 visible scores (f32) only; P is written in full
+        # (zeros above the diagonal: the P V GEMM runs over the square).
+        r, t = int(info["rows"]), int(info["t"])
+        vis = r * (t + 1) // 2
+        total = 4 * vis + h * r * t
+        return total, total, f"S f32 lower triangle 4 rows (T + 1) / 2 + P {h} rows T, rows = {r}, T = {t}"
+    if kernel.startswith("attention_softmax_backward"):
+        # P (half) and dP (f32) read on and below the diagonal, dS written in full.
+        r, t = int(info["rows"]), int(info["t"])
+        vis = r * (t + 1) // 2
+        total = (h + 4) * vis + h * r * t
+        return total, total, (f"P {h} + dP 4 over the lower triangle rows (T + 1) / 2 + dS {h} rows T, "
+                              f"rows = {r}, T = {t}")
+    if kernel.startswith("fused_classifier"):
+        # The V real logits of each row read (the padding never), label and loss per row,
+        # the loss scale once; dlogits written over the padded row (zeros in the padding).
+        r, v, vp = int(info["rows"]), int(info["vocab"]), int(info["padded"])
+        total = h * r * v + h * r * vp + 8 * r + 4 * int(info.get("scale", 0))
+        return total, total, f"{h} rows V logits + {h} rows Vp dlogits + 8 rows (label, loss) + scale, V = {v}, Vp = {vp}"
+    if kernel == "sum_f32" and "padded" in info:
+        # The classifier's mean: its losses read, one f32 written (beta = 0).
+        r = int(info["rows"])
+        return 4 * r + 4, 4 * r + 4, "losses 4 rows read + the mean 4 written"
+    return None
+
+
+def gpt_kernel(kernel, case):
+    return kernel.startswith(GPT_KERNELS) or (kernel == "sum_f32" and case.startswith("classifier"))
 
 
 def memory_bound(kernel):
@@ -271,7 +369,17 @@ def judge(rows, cases):
             k0[(g[0], g[2])] = r
     derived = []
     for r in rows:
-        if r.kernel in ("update_scale", "adam_count_step"):
+        if gpt_kernel(r.kernel, r.case):
+            if r.min is None:
+                continue
+            flags = []
+            if r.ratio is not None and r.ratio > FLAG_BYTES:
+                flags.append(f"{r.ratio:.2f}x the minimum traffic > {FLAG_BYTES}x")
+            if r.coalescing is not None and r.coalescing < FLAG_COALESCING:
+                flags.append(f"coalescing {fmt_pct(r.coalescing)} < {FLAG_COALESCING:.0%}")
+            r.goal = "flagged" if flags else "ok"
+            r.why = "; ".join(flags)
+        elif r.kernel in ("update_scale", "adam_count_step"):
             r.goal, r.why = "n/a", "scalar kernel: one sector per scalar touched"
         elif memory_bound(r.kernel):
             if r.min is None:
@@ -414,6 +522,14 @@ def main():
                   f"modelled H100 lower bound {min_max((r.us for r, *_ in ds), fmt_us)} µs "
                   f"(DRAM {min_max((r.traffic / H100_BYTES_PER_S * 1e6 for r, *_ in ds), fmt_us)} µs, "
                   f"tensor cores {min_max((r.c['macs'] / H100_MACS_PER_S * 1e6 for r, *_ in ds), fmt_us)} µs).")
+    gpt = [r for r in rows if r.goal in ("ok", "flagged")]
+    if gpt:
+        flagged = [r for r in gpt if r.goal == "flagged"]
+        md.append(f"- GPT kernels (embedding, layernorm, attention, classifier, strided-batched GEMM), "
+                  f"{len(gpt)} rows: DRAM-eq. / minimum {min_max((r.ratio for r in gpt), lambda x: f'{x:.3f}x')}, "
+                  f"coalescing {min_max((r.coalescing for r in gpt), fmt_pct)}; "
+                  f"{len(flagged)} flagged (> {FLAG_BYTES}x the minimum or coalescing < {FLAG_COALESCING:.0%})"
+                  + ("" if not flagged else ": " + ", ".join(f"`{r.case}` `{r.kernel}`" for r in flagged)) + ".")
     for name, c in cases.items():
         if "params" in c["info"]:
             params = int(c["info"]["params"])
@@ -451,6 +567,26 @@ def main():
     md.append(table(["case", "kernel", "coalescing", "DRAM-eq. / min traffic", "bank factor (all)",
                      "goal", "why"], goal_rows))
     md.append("")
+
+    # GPT kernels.
+    if gpt:
+        md.append("## GPT kernels: bytes against their minimum")
+        md.append("")
+        md.append(f"GPT-2 small's widths (C 768, 12 heads of 64, V 50257 padded to 50304) over B T = 1024 rows "
+                  f"(B 4, T 256; the classifier 64 rows). Minimum = each input read once and each output "
+                  f"written once (an f32 gradient updated with += read and written), from first principles "
+                  f"(`gpt_minimum` in `scripts/cost_table.py` says what each counts). A row is flagged when "
+                  f"DRAM-eq. > {FLAG_BYTES}x the minimum or coalescing < {FLAG_COALESCING:.0%}. L2-eq. / DRAM-eq. "
+                  f"shows how often the kernel comes back to the same bytes (re-reads an L2 must absorb).")
+        md.append("")
+        grows = []
+        for r in gpt:
+            grows.append([f"`{r.case}`", f"`{r.kernel}`", r.launches, fmt_bytes(r.dram), fmt_bytes(r.min[1]),
+                          fmt_ratio(r.ratio, 3), fmt_ratio(r.l2 / r.dram if r.dram else None, 2),
+                          fmt_pct(r.coalescing), fmt_ratio(r.bank, 3), r.goal, r.why])
+        md.append(table(["case", "kernel", "launches", "DRAM-eq.", "minimum", "ratio", "L2-eq. / DRAM-eq.",
+                         "coalescing", "bank factor", "flag", "why flagged"], grows))
+        md.append("")
 
     # Main table.
     md.append("## Per case and kernel")
