@@ -116,10 +116,15 @@ fn main() {
         );
     }
     print_gpt_table(&dev, &gpt_rows);
+    if gpt_rows.iter().any(|r| r.seconds.as_ref().is_err_and(|why| why.starts_with("FAILED"))) {
+        eprintln!("train_step: a GPT-2 small row failed (see the table)");
+        std::process::exit(1);
+    }
 }
 
 /// One GPT-2 small row: the half type and whether the steps replay a CUDA graph, and the
-/// median seconds per step, or why the row was not run.
+/// median seconds per step, or why the row was not run ("not run: ...") or failed
+/// ("FAILED: ...").
 struct GptRow {
     half: DType,
     graphs: bool,
@@ -147,12 +152,12 @@ fn gpt_rows(dev: &Arc<Device>) -> Vec<GptRow> {
     let mut rows = Vec::new();
     for graphs in [false, true] {
         if f16_rows {
-            let seconds = Ok(time_gpt(dev, Cuda::new(dev), &gpt, &init, TrainConfig::f16(), graphs, x, y));
+            let seconds = time_gpt(dev, Cuda::new(dev), &gpt, &init, TrainConfig::f16(), graphs, x, y);
             rows.push(GptRow { half: DType::F16, graphs, seconds });
         }
         if bf16_rows {
             let seconds = if cc.0 >= 8 {
-                Ok(time_gpt(dev, Cuda::<bf16>::with_half(dev), &gpt, &init, TrainConfig::bf16(), graphs, x, y))
+                time_gpt(dev, Cuda::<bf16>::with_half(dev), &gpt, &init, TrainConfig::bf16(), graphs, x, y)
             } else {
                 Err(format!("not run: sm_{}{} has no bf16 tensor cores (sm_80 and newer)", cc.0, cc.1))
             };
@@ -162,9 +167,11 @@ fn gpt_rows(dev: &Arc<Device>) -> Vec<GptRow> {
     rows
 }
 
-/// Median seconds per GPT step (CUDA events) on `be`, from `init`, on the batch `x`, `y`.
-/// The step is dropped before the next row builds its own, so one row's buffers never
-/// share the device with another's.
+/// Median seconds per GPT step (CUDA events) on `be`, from `init`, on the batch `x`, `y`,
+/// or why the row failed: an error, a non-finite loss, a failed capture, timed steps that
+/// were not replays. A row's failure is printed in the table (the other rows still run
+/// and print) and makes the bench exit with status 1. The step is dropped before the next
+/// row builds its own, so one row's buffers never share the device with another's.
 #[allow(clippy::too_many_arguments)]
 fn time_gpt<B: TransformerBackend + 'static>(
     dev: &Arc<Device>,
@@ -175,20 +182,36 @@ fn time_gpt<B: TransformerBackend + 'static>(
     graphs: bool,
     x: &[u32],
     y: &[u32],
-) -> f64 {
+) -> Result<f64, String> {
     let what = format!("gpt2_small {} {}", cfg.precision, if graphs { "graph" } else { "eager" });
     println!("  timing {what} ...");
-    let mut step = TrainStep::new(be, gpt.clone(), init, TrainConfig { graphs, ..cfg }).unwrap();
-    let t = common::median_seconds(dev, GPT_WARMUP, GPT_RUNS, || step.step(x, y).unwrap());
-    let loss = step.loss().unwrap();
-    assert!(loss.is_finite(), "{what}: the loss is {loss}");
-    if graphs {
-        assert!(step.graph_error().is_none(), "{what}: capture failed: {:?}", step.graph_error());
-        assert!(step.graph_replays() >= GPT_RUNS as u64, "{what}: the timed steps were not replays");
-    } else {
-        assert_eq!(step.graph_replays(), 0, "{what}: an eager step replayed a graph");
+    let failed = |why: String| {
+        eprintln!("{what}: {why}");
+        format!("FAILED: {why}")
+    };
+    let mut step =
+        TrainStep::new(be, gpt.clone(), init, TrainConfig { graphs, ..cfg }).map_err(|e| failed(e.to_string()))?;
+    let mut error = None;
+    let t = common::median_seconds(dev, GPT_WARMUP, GPT_RUNS, || {
+        if error.is_none() {
+            error = step.step(x, y).err();
+        }
+    });
+    if let Some(e) = error {
+        return Err(failed(e.to_string()));
     }
-    t
+    let loss = step.loss().map_err(|e| failed(e.to_string()))?;
+    if !loss.is_finite() {
+        return Err(failed(format!("the loss is {loss} after the timed steps")));
+    }
+    if let Some(e) = step.graph_error() {
+        return Err(failed(format!("CUDA graph capture failed: {e}")));
+    }
+    match (graphs, step.graph_replays()) {
+        (true, r) if r < GPT_RUNS as u64 => Err(failed(format!("{r} graph replays: the timed steps were not replays"))),
+        (false, r) if r > 0 => Err(failed(format!("{r} graph replays in an eager run"))),
+        _ => Ok(t),
+    }
 }
 
 /// The GPT-2 small table: time per step, tokens/s and MFU (model FLOPs per token,
