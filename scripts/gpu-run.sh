@@ -35,9 +35,10 @@
 # Budget (estimates, not measurements, for an H100/H200; the first H200 run's figures
 # are in bench/results/2026-12-04-h200/run1/gpu-run.log): the whole default run does
 # not fit one 10-minute command (the gemm bench alone took 120 s per half, sanitize
-# about 250 s), so split it across calls. The GPT-2 pieces fit one call of about 6
-# minutes:
-#   DEADLINE=300 GPT2_STEP_TIMEOUT=300 BENCHES=train_step scripts/gpu-run.sh LOG benches shakespeare pytorch-gpt2
+# about 250 s), so split it across calls. The GPT-2 pieces fit one call, about 4-5
+# minutes expected, under 9 at worst (the bench cut at 130 s, pytorch-gpt2 at 310 s,
+# then no step starts after 420 s; the bench log must exist before pytorch-gpt2):
+#   DEADLINE=420 STEP_TIMEOUT=120 GPT2_STEP_TIMEOUT=300 BENCHES=train_step scripts/gpu-run.sh LOG benches pytorch-gpt2 shakespeare
 #   bench-train_step  18 s measured (Mlp rows) + about 40 s for GPT-2 small's four rows:
 #                     each builds a 124M-parameter step (host init and upload, ~3 s) and
 #                     runs 13 steps of 16 x 1024 tokens, ~14 TFLOP each, at the 100-200
