@@ -125,7 +125,14 @@ struct Corpus {
     val: Vec<u32>,
 }
 
+/// The text: `$MIXED_PRECISION_SHAKESPEARE` if set (scripts/gpu-run.sh sets it: the
+/// executables of the GPU bundle run from the log folder, on another machine); else the
+/// project's copy where it was built; else `examples/data/tinyshakespeare.txt.gz` under the
+/// working directory.
 fn data_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("MIXED_PRECISION_SHAKESPEARE") {
+        return PathBuf::from(p);
+    }
     let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/tinyshakespeare.txt.gz");
     if built.exists() {
         built

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds, here, every release test, bench and example executable and copies them into a
-# git-ignored folder (gpu-bundle/ by default) for the GPU machine, which has no Rust.
+# git-ignored folder (gpu-bundle/ by default) for the GPU machine, which has no Rust,
+# with the examples' data (data/).
 # Carry gpu-bundle.tar.xz and run scripts/gpu-run.sh there (README, "Running on a GPU").
 set -euo pipefail
 
@@ -44,13 +45,24 @@ done
 # The C ABI: the shared library for bench/pytorch/ (ctypes), and the C program of
 # tests/capi.rs built here (the GPU machine may have no C compiler); running its test
 # here checks the program builds and passes its no-driver checks.
+# Both land in cargo's target folder: CARGO_TARGET_DIR's when set.
+target_dir=${CARGO_TARGET_DIR:-target}
 cargo build --release --lib
 mkdir -p "$bundle/lib" "$bundle/c"
-cp target/release/libmixed_precision.so "$bundle/lib/"
+cp "$target_dir/release/libmixed_precision.so" "$bundle/lib/"
 strip --strip-debug "$bundle/lib/libmixed_precision.so" 2>/dev/null || true
 cargo test --release --test capi c_program
-cp target/tmp/capi_test "$bundle/c/capi_test"
+cp "$target_dir/tmp/capi_test" "$bundle/c/capi_test"
 strip --strip-debug "$bundle/c/capi_test" 2>/dev/null || true
+
+# The examples' data (train_digits, and train_shakespeare, the main job): gpu-run.sh
+# points MIXED_PRECISION_DIGITS and MIXED_PRECISION_SHAKESPEARE here, so the examples find
+# it from the log folder they run in, whatever copy of the repository came with them.
+mkdir -p "$bundle/data"
+cp examples/data/digits.csv.gz examples/data/tinyshakespeare.txt.gz "$bundle/data/"
+for need in examples/train_shakespeare examples/train_digits benches/train_step data/tinyshakespeare.txt.gz; do
+  [[ -f "$bundle/$need" ]] || { echo "error: the GPU bundle lacks $need" >&2; exit 1; }
+done
 
 # Never ship the CUDA driver emulator (emu/, target/emu/): on the GPU machine a
 # libcuda.so.1 in the bundle would shadow the real driver and the "GPU" run would be an

@@ -23,21 +23,31 @@ ctypes) on its tensors' data_ptr() and its current stream. The script
    phase on that list (f16 with loss scaling, bf16 without), and the training step of
    the two Mlps of benches/train_step.rs (ours read from that bench's log of the same
    GPU run);
-3. prints the tables (markdown, with ratios) and writes them to --out.
+3. times GPT-2 small's training step in PyTorch AMP (nanoGPT's model, bench/pytorch/
+   nanogpt.py; autocast f16 with GradScaler and bf16 without, fused AdamW; eager, and
+   torch.compile'd in a child process under --compile-timeout, reported as "not run:
+   why" when it fails or runs out of time) at the B and T of benches/train_step.rs, in
+   tokens/s and MFU, next to our rows read from that bench's log;
+4. prints the tables (markdown, with ratios) and writes them to --out.
 
 Needs only python3 and torch (the GPU machine has both; nothing else is installed).
 Without torch or a GPU it prints why and exits 0, or 1 under
 MIXED_PRECISION_REQUIRE_GPU=1 (as the Rust GPU tests do). Any failed check exits 1.
 
     python3 bench/pytorch/side_by_side.py [--lib PATH] [--ours-train-step LOG] [--out FILE]
+        [--skip-gpt2 | --gpt2-only] [--compile-timeout SECONDS]
 """
 
 import argparse
 import ctypes
+import gc
+import json
 import math
 import os
 import re
+import signal
 import statistics
+import subprocess
 import sys
 import time
 
@@ -772,6 +782,238 @@ def ours_train_step(log_path):
 
 
 # ---------------------------------------------------------------------------------------
+# 3. GPT-2 small: PyTorch AMP's training step, eager and torch.compile'd, against ours
+#    (benches/train_step.rs, read from its log of the same GPU run).
+
+# The Rust bench's GPT_BATCH: both sides time 16 x 1024 tokens per step.
+GPT2_BATCH = 16
+GPT2_SPEC = dict(vocab=50257, padded_vocab=50304, context=1024, layers=12, heads=12, width=768)
+# torch.compile compiles in the first call (the forward) and the first backward.
+GPT2_WARMUP = 5
+GPT2_RUNS = 20
+HALVES = ("f16", "bf16")
+
+
+def peak_half_flops(name):
+    """The dense (no sparsity) f16/bf16 tensor-core peak of a device in FLOP/s by its
+    name, and the product it is for; None for an unlisted device (MFU "n/a", never
+    guessed). The same table as peak_half_flops in benches/common/mod.rs (keep them
+    equal): H100 SXM5 ("NVIDIA H100 80GB HBM3") and H200 SXM ("NVIDIA H200") 989.4
+    TFLOP/s, A100 (SXM4 and PCIe) 312; the PCIe and NVL boards of H100 and H200 and
+    GH200 are not listed. Names are matched word by word ("GH200" is not "H200")."""
+    words = re.split(r"[^A-Z0-9]+", name.upper())
+    other_board = "NVL" in words or "PCIE" in words
+    if "H200" in words and not other_board:
+        return 989.4e12, "H200 SXM"
+    if "H100" in words and ("HBM3" in words or "SXM5" in words) and not other_board:
+        return 989.4e12, "H100 SXM5"
+    if "A100" in words:
+        return 312e12, "A100"
+    return None
+
+
+def torch_half(torch, name):
+    return {"f16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def time_gpt2_step(torch, dev, half, compiled):
+    """PyTorch AMP's GPT-2 small step as nanoGPT trains it: nanoGPT's model
+    (bench/pytorch/nanogpt.py: SDPA attention, lm_head tied to wte, the loss over the
+    50304 padded columns), fp32 parameters, autocast to `half` ("f16" with a GradScaler
+    at its defaults, "bf16" without, PyTorch's convention), AdamW(fused=True) at
+    PyTorch's defaults (ours: TrainConfig's), no clipping, the tokens uploaded from host
+    memory each step, as ours are; with `compiled`, the model under torch.compile (default
+    mode, as nanoGPT). Returns the median ms per step (CUDA events), the seconds of the
+    first step (the compilation, when compiled) and the last loss."""
+    sys.path.insert(0, HERE)
+    import nanogpt
+
+    torch.manual_seed(0)
+    model = nanogpt.Gpt(GPT2_SPEC, padded_loss=True)
+    nanogpt.init_weights(model, 1)
+    model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, fused=True)
+    dtype = torch_half(torch, half)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    forward = torch.compile(model) if compiled else model
+    b, t = GPT2_BATCH, GPT2_SPEC["context"]
+    gen = torch.Generator().manual_seed(2)
+    seq = torch.randint(0, GPT2_SPEC["vocab"], (b * t + 1,), generator=gen)
+    x_host, y_host = seq[:-1].view(b, t), seq[1:].view(b, t)
+    last = []
+
+    def step():
+        x, y = x_host.to(dev), y_host.to(dev)
+        with torch.autocast("cuda", dtype=dtype):
+            loss = forward(x, y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        last[:] = [loss.detach()]
+
+    started = time.perf_counter()
+    step()
+    torch.cuda.synchronize()
+    first_s = time.perf_counter() - started
+    ms = median_ms(torch, step, warmup=GPT2_WARMUP - 1, runs=GPT2_RUNS)
+    return ms, first_s, last[0].item()
+
+
+def gpt2_worker(torch, half):
+    """Run by the parent in a process of its own for a compiled row (so that a compile
+    that fails, hangs or runs past --compile-timeout takes nothing else down): prints one
+    line `gpt2_worker {json}`."""
+    torch_settings(torch)
+    ms, first_s, loss = time_gpt2_step(torch, torch.device("cuda"), half, compiled=True)
+    print("gpt2_worker " + json.dumps({"ms": ms, "first_s": first_s, "loss": loss}), flush=True)
+    return 0
+
+
+def compiled_gpt2_row(half, timeout):
+    """(ms, first_s, loss) of the compiled step in a child process, or (None, why)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--gpt2-worker", half]
+    # A session of its own, so that on a timeout the child's compile workers die with it;
+    # a SIGTERM to this script (gpu-run.sh's step timeout) takes the child down too.
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def kill(*_):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    previous = signal.signal(signal.SIGTERM, lambda *a: (kill(), sys.exit(143)))
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill()
+        p.communicate()
+        return None, f"not run: the compiled step did not finish within {timeout:g} s (--compile-timeout), compilation included"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        kill()  # compile workers the child left behind
+    for line in out.splitlines():
+        if line.startswith("gpt2_worker "):
+            r = json.loads(line[len("gpt2_worker ") :])
+            return (r["ms"], r["first_s"], r["loss"]), None
+    lines = [s.strip() for s in out.splitlines() if s.strip()]
+    why = lines[-1][:160] if lines else "no output"
+    return None, f"not run: the compiled run exited with status {p.returncode}: {why}"
+
+
+def ours_gpt2(log_path):
+    """{(half, mode): (batch, t, ms or None, cell)} from benches/train_step.rs's GPT-2
+    small table; ms is None where the row says why it was not run (cell)."""
+    out = {}
+    if not log_path or not os.path.exists(log_path):
+        return out
+    pat = re.compile(r"^\| gpt2_small B=(\d+) T=(\d+) \| (f16|bf16) [^|]*\| (eager|graph) \| ([^|]*)\|")
+    with open(log_path) as f:
+        for line in f:
+            m = pat.match(line.strip())
+            if m:
+                cell = m.group(5).strip()
+                ms = re.fullmatch(r"([\d.]+) ms", cell)
+                out[(m.group(3), m.group(4))] = (int(m.group(1)), int(m.group(2)), float(ms.group(1)) if ms else None, cell)
+    return out
+
+
+def gpt2_section(torch, dev, args):
+    """Times PyTorch's rows, reads ours, and returns the section's markdown lines."""
+    sys.path.insert(0, HERE)
+    import nanogpt
+
+    b, t = GPT2_BATCH, GPT2_SPEC["context"]
+    tokens = b * t
+    with torch.device("meta"):
+        fpt = nanogpt.flops_per_token(nanogpt.Gpt(GPT2_SPEC, padded_loss=True), t)
+    name = torch.cuda.get_device_name()
+    peak = peak_half_flops(name)
+    bf16_ok = torch.cuda.get_device_capability() >= (8, 0)
+
+    def rate(ms):
+        per_s = tokens / (ms / 1e3)
+        mfu = f"{100 * fpt * per_s / peak[0]:.1f}%" if peak else "n/a"
+        return f"{ms:.2f} | {per_s:.0f} | {mfu}"
+
+    rows = {}  # (half, "eager" | "compiled") -> markdown cells
+    times = {}
+    for half in HALVES:
+        if half == "bf16" and not bf16_ok:
+            for mode in ("eager", "compiled"):
+                rows[(half, mode)] = "not run: no bf16 tensor cores below sm_80 | | |"
+            continue
+        print(f"  gpt2 small {half} eager ...", flush=True)
+        try:
+            ms, _, loss = time_gpt2_step(torch, dev, half, compiled=False)
+            times[("torch", half, "eager")] = ms
+            rows[(half, "eager")] = rate(ms) + f" | loss {loss:.3f}"
+        except Exception as e:  # out of memory on a small GPU, say: report it, go on
+            rows[(half, "eager")] = f"not run: {type(e).__name__}: {str(e).splitlines()[0][:120]} | | |"
+        gc.collect()
+        torch.cuda.empty_cache()
+        print(f"  gpt2 small {half} torch.compile (limit {args.compile_timeout:.0f} s) ...", flush=True)
+        r, why = compiled_gpt2_row(half, args.compile_timeout)
+        if r:
+            ms, first_s, loss = r
+            times[("torch", half, "compiled")] = ms
+            rows[(half, "compiled")] = rate(ms) + f" | loss {loss:.3f}; compilation and first step {first_s:.0f} s"
+        else:
+            rows[(half, "compiled")] = why + " | | |"
+
+    ours = ours_gpt2(args.ours_train_step)
+    out = ["", f"## GPT-2 small training step, B={b} x T={t} ({tokens} tokens per step)", ""]
+    out.append(
+        "PyTorch AMP: nanoGPT's model (bench/pytorch/nanogpt.py: SDPA attention, lm_head tied to wte, the loss over "
+        "the 50304 padded columns as nanoGPT trains GPT-2), fp32 parameters, autocast f16 with a GradScaler or bf16 "
+        "without, AdamW(fused=True) at PyTorch's defaults, no clipping, eager or torch.compile (default mode) of the "
+        "model; cuBLAS's f16 reduced-precision reductions off (fp32 accumulation, as ours; as in the checks above); "
+        f"tokens uploaded from host memory each step. Median of {GPT2_RUNS} steps after {GPT2_WARMUP} warm-up "
+        "steps, CUDA events. Ours: TrainConfig::f16() (loss scaling) and ::bf16() (none), the same AdamW settings, "
+        "eager and CUDA-graph replay, from benches/train_step.rs's log of this run (its own CUDA-event medians)."
+    )
+    if peak:
+        out.append(
+            f"MFU = {fpt / 1e9:.3f} GFLOP per token (6 N + 12 L C T) x tokens/s / {peak[0] / 1e12:.1f} TFLOP/s, the "
+            f"dense f16/bf16 tensor-core peak of the {peak[1]} (device: {name})."
+        )
+    else:
+        out.append(f"MFU n/a: no known dense f16/bf16 peak for {name!r} (peak_half_flops lists H100 SXM5, H200 SXM, A100).")
+    out += ["", "| step | precision | ms per step | tokens/s | MFU | notes |", "|---|---|---|---|---|---|"]
+    for half in HALVES:
+        out.append(f"| PyTorch AMP eager | {half} | {rows[(half, 'eager')]} |")
+        out.append(f"| PyTorch AMP torch.compile | {half} | {rows[(half, 'compiled')]} |")
+        for mode, label in (("eager", "ours eager"), ("graph", "ours CUDA graph")):
+            o = ours.get((half, mode))
+            if o is None:
+                out.append(f"| {label} | {half} | not in {args.ours_train_step or '(no --ours-train-step log)'} | | | |")
+            elif (o[0], o[1]) != (b, t):
+                out.append(f"| {label} | {half} | at B={o[0]} T={o[1]}, not this B and T: not compared | | | |")
+            elif o[2] is None:
+                out.append(f"| {label} | {half} | {o[3]} | | | |")
+            else:
+                times[("ours", half, mode)] = o[2]
+                out.append(f"| {label} | {half} | {rate(o[2])} | |")
+    out += ["", "Ratio = PyTorch's time per step / ours (> 1: ours faster):", ""]
+    out += ["| precision | ours graph vs PyTorch eager | ours graph vs PyTorch compiled | ours eager vs PyTorch eager |", "|---|---|---|---|"]
+
+    def ratio(half, theirs, mine):
+        a, c = times.get(("torch", half, theirs)), times.get(("ours", half, mine))
+        return f"{a / c:.2f}" if a and c else "n/a"
+
+    for h in HALVES:
+        out.append(f"| {h} | {ratio(h, 'eager', 'graph')} | {ratio(h, 'compiled', 'graph')} | {ratio(h, 'eager', 'eager')} |")
+    return out
+
+
+def torch_settings(torch):
+    """fp32 accumulation in cuBLAS's f16 GEMMs (ours accumulate in fp32), no TF32."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+
+
+# ---------------------------------------------------------------------------------------
 
 
 def no_gpu(why):
@@ -788,6 +1030,11 @@ def main():
     ap.add_argument("--ours-train-step", help="log of benches/train_step.rs from the same GPU run")
     ap.add_argument("--out", help="write the tables (markdown) here too")
     ap.add_argument("--skip-timings", action="store_true", help="correctness checks only")
+    gpt2 = ap.add_mutually_exclusive_group()
+    gpt2.add_argument("--skip-gpt2", action="store_true", help="leave out the GPT-2 small section")
+    gpt2.add_argument("--gpt2-only", action="store_true", help="only the GPT-2 small section (needs no --lib)")
+    ap.add_argument("--compile-timeout", type=float, default=300.0, help="seconds each torch.compile row may take, compilation included (default 300)")
+    ap.add_argument("--gpt2-worker", choices=HALVES, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     try:
@@ -796,20 +1043,26 @@ def main():
         return no_gpu("PyTorch is not installed")
     if not torch.cuda.is_available():
         return no_gpu("PyTorch sees no CUDA GPU")
-    if not os.path.exists(args.lib):
+    if args.gpt2_worker:
+        return gpt2_worker(torch, args.gpt2_worker)
+    if not args.gpt2_only and not os.path.exists(args.lib):
         print(f"side_by_side: {args.lib} not found: build it with `cargo build --release --lib` (or scripts/gpu-bundle.sh)", file=sys.stderr)
         return 1
 
     dev = torch.device("cuda")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    torch_settings(torch)
     torch.cuda.init()
     torch.zeros(1, device=dev)  # makes the primary context current on this thread
+    name = torch.cuda.get_device_name()
+    header = f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}, {time.strftime('%Y-%m-%d')}"
+    if args.gpt2_only:
+        print(f"side_by_side: {header}; GPT-2 small only")
+        print("\n## Timings")
+        out = [f"# PyTorch side by side, GPT-2 small: {header}"] + gpt2_section(torch, dev, args)
+        return finish(out, args)
     lib = Library(args.lib, torch.cuda.current_stream().cuda_stream)
     gen = torch.Generator(device=dev)
     gen.manual_seed(0)
-    name = torch.cuda.get_device_name()
-    header = f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}, {time.strftime('%Y-%m-%d')}"
     print(f"side_by_side: {header}; library {args.lib}")
 
     print("\n## Checks against PyTorch (our kernels on PyTorch's tensors and stream)")
@@ -882,7 +1135,16 @@ def main():
             else:
                 out.append(f"| {model} {widths} | {batch} | not in {args.ours_train_step or '(no --ours-train-step log)'} | | {t_eager:.1f} | {graph_cell} | | | |")
         out += ["", "Goals: optimizer phase >= 1.4x PyTorch's; training step faster than PyTorch AMP eager on both models; the digits step >= 5x faster with graph replay (ours graph vs PyTorch eager)."]
+        if not args.skip_gpt2:
+            gc.collect()
+            torch.cuda.empty_cache()
+            out += gpt2_section(torch, dev, args)
     lib.close()
+    return finish(out, args)
+
+
+def finish(out, args):
+    """Prints the tables, writes them to --out, and the exit status."""
     text = "\n".join(out) + "\n"
     print()
     print(text)

@@ -89,3 +89,27 @@ pub fn print_bandwidth_row(name: &str, elems: usize, bytes: f64, ours_s: f64, ba
         ours / base
     );
 }
+
+/// The dense (no sparsity) f16/bf16 tensor-core peak of a device, in FLOP/s, by its
+/// name, with the product the figure is for; `None` for a device not listed here, whose
+/// MFU is then printed as "n/a" rather than guessed. From NVIDIA's data sheets:
+/// H100 SXM5 ("NVIDIA H100 80GB HBM3") and H200 SXM ("NVIDIA H200") 989.4 TFLOP/s;
+/// A100, SXM4 and PCIe alike, 312 TFLOP/s. The PCIe and NVL boards of H100 and H200 have
+/// lower peaks and are not listed, nor is GH200 (names are matched word by word, so
+/// "GH200" is not "H200" and "A1000" is not "A100"). bench/pytorch/side_by_side.py holds
+/// the same table (`peak_half_flops`): keep the two equal, so both sides' MFU use one peak.
+pub fn peak_half_flops(name: &str) -> Option<(f64, &'static str)> {
+    let upper = name.to_ascii_uppercase();
+    let words: Vec<&str> = upper.split(|c: char| !c.is_ascii_alphanumeric()).collect();
+    let has = |w: &str| words.contains(&w);
+    let other_board = has("NVL") || has("PCIE");
+    if has("H200") && !other_board {
+        Some((989.4e12, "H200 SXM"))
+    } else if has("H100") && (has("HBM3") || has("SXM5")) && !other_board {
+        Some((989.4e12, "H100 SXM5"))
+    } else if has("A100") {
+        Some((312e12, "A100"))
+    } else {
+        None
+    }
+}
