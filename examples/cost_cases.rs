@@ -38,7 +38,7 @@ use mixed_precision::kernels::cast::{cast_f32_half, cast_half_f32};
 use mixed_precision::kernels::classifier::{fused_classifier, ClassifierShape, MeanLoss};
 use mixed_precision::kernels::embedding::{embedding_backward, embedding_forward, EmbeddingShape, Tokens};
 use mixed_precision::kernels::gemm::{
-    gemm, gemm_strided_batched, Activation, BatchStrides, Bias, Epilogue, GemmBatch, GemmShape, Transpose,
+    gemm, gemm_strided_batched, Activation, BatchStrides, Bias, Epilogue, GemmBatch, GemmShape, Transpose, Triangle,
 };
 use mixed_precision::kernels::layernorm::{
     layernorm_backward, layernorm_dparams, layernorm_forward, LayerNormShape, ResidualGrad,
@@ -654,7 +654,7 @@ fn run_attn_gemm<H: Half>(dev: &Arc<Device>, name: &str, stem: &str) -> Res<()> 
     let qkv_s = BatchStrides { outer: t * 3 * c, inner: hs };
     let out_s = BatchStrides { outer: t * c, inner: hs };
     let att_s = BatchStrides { outer: nh * t * t, inner: t * t };
-    let batch = |a, b_, c_| GemmBatch { outer: b, inner: nh, a, b: b_, c: c_ };
+    let batch = |a, b_, c_| GemmBatch { outer: b, inner: nh, a, b: b_, c: c_, triangle: Triangle::Full };
     let mut rng = Rng::new(6);
     let qkv = upload::<H>(dev, &mut rng, rows * 3 * c, 1.0)?;
     let rows_c = upload::<H>(dev, &mut rng, rows * c, 1.0)?;
