@@ -67,16 +67,6 @@ fn run<B: TransformerBackend + 'static>(be: B, tcfg: TrainConfig, steps: usize) 
     out
 }
 
-fn normwise(a: &[f32], b: &[f32]) -> f64 {
-    let d: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
-    let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    if d == 0.0 {
-        0.0
-    } else {
-        (d / n).sqrt()
-    }
-}
-
 /// Parity, CUDA against the CPU emulation after the same steps from the same weights:
 /// step count, loss scale, growth tracker and found_inf exact; the loss within `tol`
 /// relative; per parameter, the gradients, m, and the step's change of the master weights
@@ -98,8 +88,9 @@ fn assert_parity(cuda: &[(TrainState, f32)], cpu: &[(TrainState, f32)], half_of:
             let cp = &c.params[name];
             let halves: Vec<f32> = gp.master.iter().map(|&x| half_of(x)).collect();
             assert_eq!(gp.working, halves, "after step {s}: {name}: working copy");
-            let mut checks = vec![("grad", normwise(&gp.grad, &cp.grad), tol), ("m", normwise(&gp.m, &cp.m), tol)];
-            checks.push(("v", normwise(&gp.v, &cp.v), 2.0 * tol));
+            let mut checks =
+                vec![("grad", common::normwise(&gp.grad, &cp.grad), tol), ("m", common::normwise(&gp.m, &cp.m), tol)];
+            checks.push(("v", common::normwise(&gp.v, &cp.v), 2.0 * tol));
             if s > 0 {
                 // The keys' bias has no gradient in exact arithmetic (a constant added to
                 // every key of a row shifts its scores alike, and the softmax does not
@@ -113,7 +104,7 @@ fn assert_parity(cuda: &[(TrainState, f32)], cpu: &[(TrainState, f32)], half_of:
                 };
                 let gd = delta(&gp.master, &cuda[s - 1].0.params[name].master);
                 let cd = delta(&cp.master, &cpu[s - 1].0.params[name].master);
-                checks.push(("master change", normwise(&gd, &cd), tol));
+                checks.push(("master change", common::normwise(&gd, &cd), tol));
             }
             for (what, d, tol) in checks {
                 assert!(d <= tol, "after step {s}: {name}.{what}: normwise {d:.2e} > {tol:.0e}");

@@ -503,17 +503,6 @@ fn cuda_evaluate_is_the_training_loss() {
     evaluate_is_the_training_loss(Cuda::new(&dev));
 }
 
-/// Normwise relative difference `||a - b|| / ||b||` (0 when both are 0).
-fn normwise(a: &[f32], b: &[f32]) -> f64 {
-    let d: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
-    let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    if d == 0.0 {
-        0.0
-    } else {
-        (d / n).sqrt()
-    }
-}
-
 /// The state after each of `steps` steps, and `evaluate` on the test set after it.
 fn states<B: Backend>(be: B, init: &[Vec<f32>], steps: usize, tcfg: TrainConfig) -> Vec<(TrainState, (f32, f32))> {
     let (train, test) = data();
@@ -670,16 +659,16 @@ fn assert_state_parity(cuda: &States, cpu: &States, half_of: impl Fn(&[f32]) -> 
             assert_eq!(gp.shape, cp.shape, "{name}");
             assert_eq!(gp.working, f16_of(&gp.master), "after step {s}: {name}: CUDA's working copy");
             assert_eq!(cp.working, f16_of(&cp.master), "after step {s}: {name}: Cpu's working copy");
-            let mut checks = vec![("grad", normwise(&gp.grad, &cp.grad), tol)];
-            checks.push(("m", normwise(&gp.m, &cp.m), tol));
-            checks.push(("v", normwise(&gp.v, &cp.v), 2.0 * tol));
+            let mut checks = vec![("grad", common::normwise(&gp.grad, &cp.grad), tol)];
+            checks.push(("m", common::normwise(&gp.m, &cp.m), tol));
+            checks.push(("v", common::normwise(&gp.v, &cp.v), 2.0 * tol));
             if s > 0 {
                 let delta =
                     |now: &[f32], before: &[f32]| -> Vec<f32> { now.iter().zip(before).map(|(a, b)| a - b).collect() };
                 let gd = delta(&gp.master, &cuda[s - 1].0.params[name].master);
                 let cd = delta(&cp.master, &cpu[s - 1].0.params[name].master);
                 assert!(cd.iter().any(|&d| d != 0.0), "after step {s}: {name}: the step moved the weights");
-                checks.push(("master change", normwise(&gd, &cd), tol));
+                checks.push(("master change", common::normwise(&gd, &cd), tol));
             }
             for (what, d, tol) in checks {
                 assert!(d <= tol, "after step {s}: {name}.{what}: normwise {d:.2e} > {tol:.0e}");

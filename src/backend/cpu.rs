@@ -1115,6 +1115,19 @@ impl Backend for Cpu {
     }
 }
 
+/// The ranges of parameters `a` and `b` in one arena buffer, both mutable: parameters of a
+/// layout never overlap, so the buffer splits between them.
+fn two_ranges_mut<'a>(buf: &'a mut [f32], a: &ParamSpec, b: &ParamSpec) -> (&'a mut [f32], &'a mut [f32]) {
+    let (first, second) = if a.offset < b.offset { (a, b) } else { (b, a) };
+    let (lo, hi) = buf.split_at_mut(second.offset);
+    let (lo, hi) = (&mut lo[first.offset..first.offset + first.len], &mut hi[..second.len]);
+    if a.offset < b.offset {
+        (lo, hi)
+    } else {
+        (hi, lo)
+    }
+}
+
 /// What a [`Cpu`] forward keeps for its backward: a layernorm's means then rstds, or the
 /// attention's probabilities.
 #[derive(Clone, Debug, PartialEq)]
@@ -1199,13 +1212,8 @@ impl TransformerBackend for Cpu {
         let c = self.embedding_dims(OP, p, wte, wpe, tokens, t)?;
         check_same_shape(OP, (tokens.labels.len(), c), (dout.rows, dout.cols))?;
         let (w, e) = (p.spec(OP, wte)?.clone(), p.spec(OP, wpe)?.clone());
-        // Two disjoint parameter ranges of one gradient buffer.
-        let mut dwte = p.grad[w.offset..w.offset + w.len].to_vec();
-        let mut dwpe = p.grad[e.offset..e.offset + e.len].to_vec();
-        embedding_backward(&tokens.labels, &dout.data, t, c, &mut dwte, &mut dwpe)?;
-        p.grad[w.offset..w.offset + w.len].copy_from_slice(&dwte);
-        p.grad[e.offset..e.offset + e.len].copy_from_slice(&dwpe);
-        Ok(())
+        let (dwte, dwpe) = two_ranges_mut(&mut p.grad, &w, &e);
+        embedding_backward(&tokens.labels, &dout.data, t, c, dwte, dwpe)
     }
 
     fn layernorm(
@@ -1254,23 +1262,9 @@ impl TransformerBackend for Cpu {
         }
         let (mean, rstd) = saved.0.split_at(r.rows);
         let mut dr = vec![0.0f32; r.data.len()];
-        let mut dgamma = p.grad[g.offset..g.offset + g.len].to_vec();
-        let mut dbeta = p.grad[b.offset..b.offset + b.len].to_vec();
+        let (dgamma, dbeta) = two_ranges_mut(&mut p.grad, &g, &b);
         let gw = &p.working[g.offset..g.offset + g.len];
-        layernorm_backward(
-            &dh.data,
-            None,
-            &r.data,
-            mean,
-            rstd,
-            gw,
-            |v| self.round(v),
-            &mut dr,
-            &mut dgamma,
-            &mut dbeta,
-        )?;
-        p.grad[g.offset..g.offset + g.len].copy_from_slice(&dgamma);
-        p.grad[b.offset..b.offset + b.len].copy_from_slice(&dbeta);
+        layernorm_backward(&dh.data, None, &r.data, mean, rstd, gw, |v| self.round(v), &mut dr, dgamma, dbeta)?;
         Ok(CpuTensor { data: dr, rows: r.rows, cols: r.cols })
     }
 

@@ -89,3 +89,15 @@ pub fn same_bf16(a: half::bf16, b: half::bf16) -> bool {
 pub fn has_bf16_tensor_cores(dev: &Device) -> bool {
     dev.info().compute_capability >= (8, 0)
 }
+
+/// Normwise relative difference `||a - b|| / ||b||` (0 when both are 0): how far a
+/// CUDA state is from the CPU's (tests/train.rs, tests/gpt_cuda.rs).
+pub fn normwise(a: &[f32], b: &[f32]) -> f64 {
+    let d: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    if d == 0.0 {
+        0.0
+    } else {
+        (d / n).sqrt()
+    }
+}

@@ -171,7 +171,6 @@ pub fn layernorm_forward(
     check_len(OP, "h", x.len(), h.len())?;
     check_len(OP, "mean", rows, mean.len())?;
     check_len(OP, "rstd", rows, rstd.len())?;
-    let summed: Vec<f32>;
     let r_values: &[f32] = match (y, r) {
         (Some(y), Some(r)) => {
             check_len(OP, "y", x.len(), y.len())?;
@@ -179,8 +178,7 @@ pub fn layernorm_forward(
             for ((o, &a), &b) in r.iter_mut().zip(x).zip(y) {
                 *o = round(a + b);
             }
-            summed = r.to_vec();
-            &summed
+            r
         }
         (None, None) => x,
         _ => {
@@ -242,10 +240,16 @@ pub fn layernorm_backward(
     }
     let mut sum_dgamma = vec![0.0f32; c];
     let mut sum_dbeta = vec![0.0f32; c];
+    // One row's normalized values and gamma * dh, reused row after row.
+    let (mut n, mut g) = (vec![0.0f32; c], vec![0.0f32; c]);
     for i in 0..rows {
         let span = i * c..(i + 1) * c;
-        let n: Vec<f32> = r[span.clone()].iter().map(|&v| (v - mean[i]) * rstd[i]).collect();
-        let g: Vec<f32> = dh[span.clone()].iter().zip(gamma).map(|(&d, &w)| w * d).collect();
+        for (o, &v) in n.iter_mut().zip(&r[span.clone()]) {
+            *o = (v - mean[i]) * rstd[i];
+        }
+        for ((o, &d), &w) in g.iter_mut().zip(&dh[span.clone()]).zip(gamma) {
+            *o = w * d;
+        }
         let mean_g = g.iter().sum::<f32>() / c as f32;
         let mean_gn = g.iter().zip(&n).map(|(&a, &b)| a * b).sum::<f32>() / c as f32;
         for j in 0..c {

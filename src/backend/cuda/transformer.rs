@@ -31,10 +31,6 @@ pub enum CudaSaved<H: Half> {
     Probs(CudaSlice<H>),
 }
 
-fn spec<'a>(op: &'static str, layout: &'a ArenaLayout, index: usize) -> Result<&'a ParamSpec> {
-    param_spec(op, layout, index)
-}
-
 /// `wte` (`vocab x C`) and `wpe` (`context x C`) and the shape of a lookup of `tokens` in
 /// sequences of `t`.
 fn embedding_shape(
@@ -45,7 +41,7 @@ fn embedding_shape(
     tokens: &Tokens,
     t: usize,
 ) -> Result<(EmbeddingShape, ParamSpec, ParamSpec)> {
-    let (w, e) = (spec(op, layout, wte)?.clone(), spec(op, layout, wpe)?.clone());
+    let (w, e) = (param_spec(op, layout, wte)?.clone(), param_spec(op, layout, wpe)?.clone());
     let (&[vocab, c], &[max_seq, c2]) = (w.shape.as_slice(), e.shape.as_slice()) else {
         return Err(Error::ShapeMismatch { op, expected: w.shape.clone(), got: e.shape.clone() });
     };
@@ -62,7 +58,7 @@ fn layernorm_params(
     beta: usize,
     c: usize,
 ) -> Result<(ParamSpec, ParamSpec)> {
-    let (g, b) = (spec(op, layout, gamma)?.clone(), spec(op, layout, beta)?.clone());
+    let (g, b) = (param_spec(op, layout, gamma)?.clone(), param_spec(op, layout, beta)?.clone());
     if g.len != c || b.len != c {
         return Err(Error::ShapeMismatch { op, expected: vec![c, c], got: vec![g.len, b.len] });
     }
