@@ -609,6 +609,47 @@ pub(crate) fn param_spec<'a>(op: &'static str, layout: &'a ArenaLayout, index: u
     })
 }
 
+/// Checks an embedding's operands: `wte` `vocab x C` with `vocab` at least `bound` (the
+/// token ids' bound), `wpe` `context x C`, and `len` token ids making whole sequences of
+/// `t <= context`. Returns the two tables' specs.
+pub(crate) fn embedding_params<'a>(
+    op: &'static str,
+    layout: &'a ArenaLayout,
+    wte: usize,
+    wpe: usize,
+    (len, bound): (usize, usize),
+    t: usize,
+) -> Result<(&'a ParamSpec, &'a ParamSpec)> {
+    let (w, e) = (param_spec(op, layout, wte)?, param_spec(op, layout, wpe)?);
+    match (w.shape.as_slice(), e.shape.as_slice()) {
+        (&[vocab, c], &[_, c2]) if c == c2 && vocab >= bound => {}
+        _ => return Err(Error::ShapeMismatch { op, expected: w.shape.clone(), got: e.shape.clone() }),
+    }
+    if t == 0 || len % t != 0 || t > e.shape[0] {
+        return Err(Error::InvalidArgument {
+            op,
+            what: "t",
+            why: format!("{len} tokens in sequences of {t} (the position table has {} rows)", e.shape[0]),
+        });
+    }
+    Ok((w, e))
+}
+
+/// Checks a layernorm's affine parameters against `c` columns. Returns their specs.
+pub(crate) fn layernorm_params<'a>(
+    op: &'static str,
+    layout: &'a ArenaLayout,
+    gamma: usize,
+    beta: usize,
+    c: usize,
+) -> Result<(&'a ParamSpec, &'a ParamSpec)> {
+    let (g, b) = (param_spec(op, layout, gamma)?, param_spec(op, layout, beta)?);
+    if g.len != c || b.len != c {
+        return Err(Error::ShapeMismatch { op, expected: vec![c, c], got: vec![g.len, b.len] });
+    }
+    Ok((g, b))
+}
+
 /// Checks a linear layer's operands: weight `out x in`, bias `out`, `x` with `in` columns.
 /// Returns (out, in).
 pub(crate) fn linear_dims(
@@ -1133,36 +1174,10 @@ fn two_ranges_mut<'a>(buf: &'a mut [f32], a: &ParamSpec, b: &ParamSpec) -> (&'a 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CpuSaved(pub Vec<f32>);
 
-impl Cpu {
-    fn param<'a>(&self, op: &'static str, p: &'a CpuParams, index: usize) -> Result<(&'a [f32], &'a ParamSpec)> {
-        let spec = p.spec(op, index)?;
-        Ok((&p.working[spec.offset..spec.offset + spec.len], spec))
-    }
-
-    fn embedding_dims(
-        &self,
-        op: &'static str,
-        p: &CpuParams,
-        wte: usize,
-        wpe: usize,
-        tokens: &CpuLabels,
-        t: usize,
-    ) -> Result<usize> {
-        let (w, e) = (p.spec(op, wte)?, p.spec(op, wpe)?);
-        match (w.shape.as_slice(), e.shape.as_slice()) {
-            (&[vocab, c], &[_, c2]) if c == c2 && vocab >= tokens.classes => Ok(c),
-            _ => Err(Error::ShapeMismatch { op, expected: w.shape.clone(), got: e.shape.clone() }),
-        }
-        .and_then(|c| {
-            if t == 0 || tokens.labels.len() % t != 0 {
-                return Err(Error::InvalidArgument {
-                    op,
-                    what: "t",
-                    why: format!("{} tokens do not make sequences of {t}", tokens.labels.len()),
-                });
-            }
-            Ok(c)
-        })
+impl CpuParams {
+    /// The working weights of a parameter.
+    fn working_of(&self, spec: &ParamSpec) -> &[f32] {
+        &self.working[spec.offset..spec.offset + spec.len]
     }
 }
 
@@ -1191,11 +1206,10 @@ impl TransformerBackend for Cpu {
 
     fn embedding(&self, p: &CpuParams, wte: usize, wpe: usize, tokens: &CpuLabels, t: usize) -> Result<CpuTensor> {
         const OP: &str = "Cpu::embedding";
-        let c = self.embedding_dims(OP, p, wte, wpe, tokens, t)?;
-        let (w, e) = (self.param(OP, p, wte)?.0, self.param(OP, p, wpe)?.0);
-        let rows = tokens.labels.len();
+        let (w, e) = embedding_params(OP, &p.layout, wte, wpe, (tokens.labels.len(), tokens.classes), t)?;
+        let (rows, c) = (tokens.labels.len(), w.shape[1]);
         let mut out = vec![0.0f32; rows * c];
-        embedding_forward(&tokens.labels, w, e, t, c, |x| self.round(x), &mut out)?;
+        embedding_forward(&tokens.labels, p.working_of(w), p.working_of(e), t, c, |x| self.round(x), &mut out)?;
         Ok(CpuTensor { data: out, rows, cols: c })
     }
 
@@ -1209,10 +1223,10 @@ impl TransformerBackend for Cpu {
         dout: &CpuTensor,
     ) -> Result<()> {
         const OP: &str = "Cpu::embedding_backward";
-        let c = self.embedding_dims(OP, p, wte, wpe, tokens, t)?;
+        let (w, e) = embedding_params(OP, &p.layout, wte, wpe, (tokens.labels.len(), tokens.classes), t)?;
+        let c = w.shape[1];
         check_same_shape(OP, (tokens.labels.len(), c), (dout.rows, dout.cols))?;
-        let (w, e) = (p.spec(OP, wte)?.clone(), p.spec(OP, wpe)?.clone());
-        let (dwte, dwpe) = two_ranges_mut(&mut p.grad, &w, &e);
+        let (dwte, dwpe) = two_ranges_mut(&mut p.grad, w, e);
         embedding_backward(&tokens.labels, &dout.data, t, c, dwte, dwpe)
     }
 
@@ -1225,11 +1239,8 @@ impl TransformerBackend for Cpu {
         beta: usize,
     ) -> Result<(Option<CpuTensor>, CpuTensor, CpuSaved)> {
         const OP: &str = "Cpu::layernorm";
-        let (g, gs) = self.param(OP, p, gamma)?;
-        let (b, bs) = self.param(OP, p, beta)?;
-        if gs.len != x.cols || bs.len != x.cols {
-            return Err(Error::ShapeMismatch { op: OP, expected: vec![x.cols, x.cols], got: vec![gs.len, bs.len] });
-        }
+        let (g, b) = layernorm_params(OP, &p.layout, gamma, beta, x.cols)?;
+        let (g, b) = (p.working_of(g), p.working_of(b));
         if let Some(y) = y {
             check_same_shape(OP, (x.rows, x.cols), (y.rows, y.cols))?;
         }
@@ -1256,13 +1267,10 @@ impl TransformerBackend for Cpu {
         const OP: &str = "Cpu::layernorm_backward";
         check_same_shape(OP, (r.rows, r.cols), (dh.rows, dh.cols))?;
         check_lengths(OP, 2 * r.rows, saved.0.len())?;
-        let (g, b) = (p.spec(OP, gamma)?.clone(), p.spec(OP, beta)?.clone());
-        if g.len != r.cols || b.len != r.cols {
-            return Err(Error::ShapeMismatch { op: OP, expected: vec![r.cols, r.cols], got: vec![g.len, b.len] });
-        }
+        let (g, b) = layernorm_params(OP, &p.layout, gamma, beta, r.cols)?;
         let (mean, rstd) = saved.0.split_at(r.rows);
         let mut dr = vec![0.0f32; r.data.len()];
-        let (dgamma, dbeta) = two_ranges_mut(&mut p.grad, &g, &b);
+        let (dgamma, dbeta) = two_ranges_mut(&mut p.grad, g, b);
         let gw = &p.working[g.offset..g.offset + g.len];
         layernorm_backward(&dh.data, None, &r.data, mean, rstd, gw, |v| self.round(v), &mut dr, dgamma, dbeta)?;
         Ok(CpuTensor { data: dr, rows: r.rows, cols: r.cols })

@@ -6,7 +6,7 @@
 use cudarc::driver::{CudaSlice, CudaViewMut};
 
 use super::{Cuda, CudaLabels, CudaParams, CudaScalar, CudaTensor};
-use crate::backend::cpu::{param_spec, LAYERNORM_EPS};
+use crate::backend::cpu::{embedding_params, layernorm_params, LAYERNORM_EPS};
 use crate::backend::{check_same_shape, AttnDims, Backend, TransformerBackend};
 use crate::dtype::Half;
 use crate::error::{Error, Result};
@@ -31,8 +31,8 @@ pub enum CudaSaved<H: Half> {
     Probs(CudaSlice<H>),
 }
 
-/// `wte` (`vocab x C`) and `wpe` (`context x C`) and the shape of a lookup of `tokens` in
-/// sequences of `t`.
+/// The embedding's tables (checked by [`embedding_params`]) and the kernels' shape for
+/// `tokens` in sequences of `t`.
 fn embedding_shape(
     op: &'static str,
     layout: &ArenaLayout,
@@ -41,28 +41,22 @@ fn embedding_shape(
     tokens: &Tokens,
     t: usize,
 ) -> Result<(EmbeddingShape, ParamSpec, ParamSpec)> {
-    let (w, e) = (param_spec(op, layout, wte)?.clone(), param_spec(op, layout, wpe)?.clone());
-    let (&[vocab, c], &[max_seq, c2]) = (w.shape.as_slice(), e.shape.as_slice()) else {
-        return Err(Error::ShapeMismatch { op, expected: w.shape.clone(), got: e.shape.clone() });
-    };
-    if c != c2 || t == 0 || tokens.len() % t != 0 {
-        return Err(Error::ShapeMismatch { op, expected: vec![tokens.len() / t.max(1), t, c], got: vec![max_seq, c2] });
-    }
-    Ok((EmbeddingShape { batch: tokens.len() / t, seq: t, channels: c, vocab, max_seq }, w, e))
+    let (w, e) = embedding_params(op, layout, wte, wpe, (tokens.len(), tokens.vocab()), t)?;
+    let (vocab, channels, max_seq) = (w.shape[0], w.shape[1], e.shape[0]);
+    Ok((EmbeddingShape { batch: tokens.len() / t, seq: t, channels, vocab, max_seq }, w.clone(), e.clone()))
 }
 
-fn layernorm_params(
+/// The layernorm's affine parameters (checked by [`layernorm_params`]), owned so the
+/// arena can be borrowed mutably after.
+fn layernorm_specs(
     op: &'static str,
     layout: &ArenaLayout,
     gamma: usize,
     beta: usize,
     c: usize,
 ) -> Result<(ParamSpec, ParamSpec)> {
-    let (g, b) = (param_spec(op, layout, gamma)?.clone(), param_spec(op, layout, beta)?.clone());
-    if g.len != c || b.len != c {
-        return Err(Error::ShapeMismatch { op, expected: vec![c, c], got: vec![g.len, b.len] });
-    }
-    Ok((g, b))
+    let (g, b) = layernorm_params(op, layout, gamma, beta, c)?;
+    Ok((g.clone(), b.clone()))
 }
 
 /// Runs `f` on the gradient ranges of parameters `a` and `b`, two disjoint ranges of the
@@ -175,7 +169,7 @@ impl<H: Half> TransformerBackend for Cuda<H> {
         beta: usize,
     ) -> Result<(Option<CudaTensor<H>>, CudaTensor<H>, CudaSaved<H>)> {
         const OP: &str = "Cuda::layernorm";
-        let (g, b) = layernorm_params(OP, p.arena.layout(), gamma, beta, x.cols)?;
+        let (g, b) = layernorm_specs(OP, p.arena.layout(), gamma, beta, x.cols)?;
         if let Some(y) = y {
             check_same_shape(OP, (x.rows, x.cols), (y.rows, y.cols))?;
         }
@@ -224,7 +218,7 @@ impl<H: Half> TransformerBackend for Cuda<H> {
     ) -> Result<CudaTensor<H>> {
         const OP: &str = "Cuda::layernorm_backward";
         check_same_shape(OP, (r.rows, r.cols), (dh.rows, dh.cols))?;
-        let (g, b) = layernorm_params(OP, p.arena.layout(), gamma, beta, r.cols)?;
+        let (g, b) = layernorm_specs(OP, p.arena.layout(), gamma, beta, r.cols)?;
         let (mean, rstd) = saved.stats(OP)?;
         let shape = LayerNormShape { rows: r.rows, channels: r.cols };
         let mut dr = self.tensor_out(OP, r.rows, r.cols)?;
