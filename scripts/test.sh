@@ -36,6 +36,11 @@
 #      mentions bf16), since issue 19 asks for bf16 at 8.0 and 9.0; the device then loads
 #      the sm_80 PTX, as a Hopper GPU would. With ARGS, this pass runs ARGS again.
 #
+# Passes 4-6 run the blocks of every launch in another order than 0, 1, 2, ...
+# (MP_EMU_BLOCK_ORDER=reverse at 7.5, scatter at 1 SM and at 9.0; emu/src/exec/order.rs):
+# CUDA promises no block order, and a kernel that depended on the emulator's would give
+# another answer there, even where no sanitizer looks.
+#
 # Every emulated pass runs with MP_EMU_STRICT=1: what the emulator finds and would only
 # print (today: work on a non-blocking stream reading memory an unordered legacy-stream
 # copy is still writing) fails the work with CUDA_ERROR_LAUNCH_FAILED instead, so no
@@ -143,8 +148,8 @@ case "$mode" in
       done
       cc75+=(--test capi)
     fi
-    run "cargo test --release ${cc75[*]}, on the emulator at compute capability 7.5" \
-      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=7.5 MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${cc75[@]}"
+    run "cargo test --release ${cc75[*]}, on the emulator at compute capability 7.5, blocks in reverse order" \
+      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=7.5 MP_EMU_BLOCK_ORDER=reverse MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${cc75[@]}"
 
     if [[ $# -gt 0 ]]; then
       sm1=("$@")
@@ -157,8 +162,8 @@ case "$mode" in
         fi
       done
     fi
-    run "cargo test --release ${sm1[*]}, on the emulator at compute capability 8.0 with 1 SM" \
-      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MP_EMU_SM_COUNT=1 MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${sm1[@]}"
+    run "cargo test --release ${sm1[*]}, on the emulator at compute capability 8.0 with 1 SM, blocks scattered" \
+      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MP_EMU_SM_COUNT=1 MP_EMU_BLOCK_ORDER=scatter MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${sm1[@]}"
 
     if [[ $# -gt 0 ]]; then
       cc90=("$@")
@@ -172,8 +177,8 @@ case "$mode" in
       done
       cc90+=(bf16)
     fi
-    run "cargo test --release ${cc90[*]}, on the emulator at compute capability 9.0" \
-      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=9.0 MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${cc90[@]}"
+    run "cargo test --release ${cc90[*]}, on the emulator at compute capability 9.0, blocks scattered" \
+      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=9.0 MP_EMU_BLOCK_ORDER=scatter MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${cc90[@]}"
     ;;
   *)
     echo "error: MP_TEST_DEVICE=$mode: expected gpu or emulator" >&2

@@ -1047,55 +1047,6 @@ fn racecheck_gemm_epilogue_without_each_syncwarp() {
 // racecheck on global memory, across the blocks of one launch
 // ---------------------------------------------------------------------------------------
 
-/// Thread t of block b writes out[32 b + t] = 32 b + t + 100 when bit 0 of `mode` is set,
-/// then, when bit 1 is, reads res[32 b + t] = out[(32 b + t + 32) % 64]: the element the
-/// other block writes. Nothing orders two blocks of one launch, so with both bits the read
-/// races with the other block's write.
-const OTHER_BLOCK: &str = "
-.visible .entry other_block(
-\t.param .u64 other_block_param_0,
-\t.param .u64 other_block_param_1,
-\t.param .u32 other_block_param_2
-)
-{
-\t.reg .pred \t%p<3>;
-\t.reg .b32 \t%r<12>;
-\t.reg .b64 \t%rd<10>;
-
-\tld.param.u64 \t%rd1, [other_block_param_0];
-\tld.param.u64 \t%rd2, [other_block_param_1];
-\tld.param.u32 \t%r10, [other_block_param_2];
-\tand.b32 \t%r11, %r10, 1;
-\tsetp.eq.u32 \t%p1, %r11, 0;
-\tand.b32 \t%r11, %r10, 2;
-\tsetp.eq.u32 \t%p2, %r11, 0;
-\tcvta.to.global.u64 \t%rd3, %rd1;
-\tcvta.to.global.u64 \t%rd4, %rd2;
-\tmov.u32 \t%r1, %tid.x;
-\tmov.u32 \t%r2, %ctaid.x;
-\tshl.b32 \t%r3, %r2, 5;
-\tadd.s32 \t%r4, %r3, %r1;
-\tmul.wide.u32 \t%rd5, %r4, 4;
-\tadd.s64 \t%rd6, %rd3, %rd5;
-\tadd.s32 \t%r5, %r4, 100;
-\t@!%p1 st.global.u32 \t[%rd6], %r5; // the store
-\t@%p2 bra \t$L_done;
-\tadd.s32 \t%r6, %r4, 32;
-\tand.b32 \t%r7, %r6, 63;
-\tmul.wide.u32 \t%rd7, %r7, 4;
-\tadd.s64 \t%rd8, %rd3, %rd7;
-\tld.global.u32 \t%r8, [%rd8]; // the load
-\tadd.s64 \t%rd9, %rd4, %rd5;
-\tst.global.u32 \t[%rd9], %r8;
-$L_done:
-\tret;
-}
-";
-
-fn other_block(r: &mut Rig, mode: u32, checks: Checks, out: u64, res: u64) -> Result<(), LaunchError> {
-    r.launch_checks("other_block", [2, 1, 1], [32, 1, 1], 0, &[&b64(out), &b64(res), &mode.to_le_bytes()], checks)
-}
-
 #[test]
 fn racecheck_global_read_of_another_blocks_output_in_one_launch() {
     let ptx = kernel_ptx(OTHER_BLOCK, &[]);

@@ -16,6 +16,7 @@ mod fast;
 mod float;
 pub mod half;
 mod int;
+pub mod order;
 mod warp;
 
 use std::collections::VecDeque;
@@ -27,6 +28,7 @@ use crate::driver::allocations::{GlobalView, Memory, UNINIT_BYTE};
 use crate::ir::{special, Code, Op, NONE};
 use crate::ptx::{Kernel, Module};
 use access::AsyncCopy;
+use order::BlockOrder;
 
 /// Grid and block shape and dynamic shared memory of one launch.
 #[derive(Clone, Copy, Debug)]
@@ -260,17 +262,19 @@ pub fn launch_checked(
     let workers = workers(nblocks, n);
     let costing = cost::output();
     type Outcome = (Result<Stats, (u64, LaunchError)>, Option<CostState>);
-    let run = |blocks: &mut dyn Iterator<Item = u64>| -> Outcome {
+    let order = BlockOrder::current();
+    let run = |positions: &mut dyn Iterator<Item = u64>| -> Outcome {
         let mut w = Worker::new(k, cfg, params, &view, n, checks, costing.is_some());
-        let r = w.run(blocks);
+        let r = w.run(positions, order, nblocks);
         (r, w.blk.cost.take())
     };
     let results: Vec<Outcome> = if workers == 1 {
         vec![run(&mut (0..nblocks))]
     } else {
-        // Blocks are handed out in order from one counter; the first fault stops the
-        // others taking new blocks, and the fault of the lowest block index is the one
-        // reported, so the report does not depend on the host's scheduling.
+        // Blocks are handed out in the launch's block order from one counter; the first
+        // fault stops the others taking new blocks, and the fault of the earliest position
+        // in that order is the one reported, so the report does not depend on the host's
+        // scheduling.
         let next = AtomicU64::new(0);
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
@@ -300,7 +304,7 @@ pub fn launch_checked(
         states.extend(c);
         match r {
             Ok(st) => total.thread_instructions += st.thread_instructions,
-            Err((b, e)) if first.as_ref().is_none_or(|(fb, _)| b < *fb) => first = Some((b, e)),
+            Err((p, e)) if first.as_ref().is_none_or(|(fp, _)| p < *fp) => first = Some((p, e)),
             Err(_) => {}
         }
     }
@@ -393,13 +397,19 @@ impl<'a> Worker<'a> {
         Worker { k, cfg, threads, blk }
     }
 
-    /// Runs the blocks with these linear indices (x fastest); on a fault, its block index
-    /// and the report.
-    fn run(&mut self, blocks: &mut dyn Iterator<Item = u64>) -> Result<Stats, (u64, LaunchError)> {
+    /// Runs the blocks at these positions of `order` over the launch's `nblocks`; on a
+    /// fault, its position and the report.
+    fn run(
+        &mut self,
+        positions: &mut dyn Iterator<Item = u64>,
+        order: BlockOrder,
+        nblocks: u64,
+    ) -> Result<Stats, (u64, LaunchError)> {
         let (k, code) = (self.k, &self.k.code);
         let shared_bytes = (k.static_shared + self.cfg.dynamic_shared) as usize;
         let [gx, gy, _] = self.cfg.grid.map(|g| g as u64);
-        for b in blocks {
+        for pos in positions {
+            let b = order.block_at(pos, nblocks);
             let (x, y, z) = (b % gx, (b / gx) % gy, b / (gx * gy));
             let ctaid = [x, y, z];
             self.blk.block = b;
@@ -428,7 +438,7 @@ impl<'a> Worker<'a> {
                     "{}\n    at PTX line {line} of kernel {}\n    by thread ({},{},{}) in block ({x},{y},{z})",
                     f.msg, k.name, tid[0], tid[1], tid[2]
                 );
-                (b, LaunchError { kind: f.kind, report })
+                (pos, LaunchError { kind: f.kind, report })
             })?;
             if let Some(c) = &mut self.blk.cost {
                 c.end_block();
