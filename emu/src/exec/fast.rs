@@ -1,8 +1,24 @@
-//! Execution of the pre-decoded integer forms (ir/fast.rs). Each computes exactly what
-//! int.rs computes for that form: the test below runs both on edge values for every form.
+//! Execution of the pre-decoded forms (ir/fast.rs). Each computes exactly what int.rs or
+//! float.rs computes for that form: the tests below run both on edge values for every form.
 
+use super::float::CANONICAL_NAN_F32;
 use super::int::{cmp, sx};
-use crate::ir::fast::{Bin, Fast};
+use crate::ir::fast::{Bin, FBin, Fast};
+
+#[inline(always)]
+fn f32_of(r: &[u64], reg: u32) -> f32 {
+    f32::from_bits(r[reg as usize] as u32)
+}
+
+/// The register value of an f32 arithmetic result: the GPU's one canonical NaN for any NaN.
+#[inline(always)]
+fn f32_result(v: f32) -> u64 {
+    if v.is_nan() {
+        CANONICAL_NAN_F32 as u64
+    } else {
+        v.to_bits() as u64
+    }
+}
 
 #[inline(always)]
 fn width(w32: bool) -> (u32, u64) {
@@ -70,6 +86,29 @@ pub fn exec(f: Fast, r: &mut [u64]) {
         Fast::Selp { w32, d, a, b, c } => {
             let m = width(w32).1;
             r[d as usize] = if r[c as usize] & 1 != 0 { r[a as usize] & m } else { r[b as usize] & m };
+        }
+        Fast::F32Bin { op, d, a, b } => {
+            let (x, y) = (f32_of(r, a), f32_of(r, b));
+            r[d as usize] = f32_result(match op {
+                FBin::Add => x + y,
+                FBin::Sub => x - y,
+                FBin::Mul => x * y,
+            });
+        }
+        Fast::F32Fma { d, a, b, c } => r[d as usize] = f32_result(f32_of(r, a).mul_add(f32_of(r, b), f32_of(r, c))),
+        Fast::F64Bin { op, d, a, b } => {
+            let (x, y) = (f64::from_bits(r[a as usize]), f64::from_bits(r[b as usize]));
+            r[d as usize] = match op {
+                FBin::Add => x + y,
+                FBin::Sub => x - y,
+                FBin::Mul => x * y,
+            }
+            .to_bits();
+        }
+        Fast::F64Fma { d, a, b, c } => {
+            let (x, y, z) =
+                (f64::from_bits(r[a as usize]), f64::from_bits(r[b as usize]), f64::from_bits(r[c as usize]));
+            r[d as usize] = x.mul_add(y, z).to_bits();
         }
     }
 }
@@ -144,5 +183,56 @@ mod tests {
             }
         }
         assert!(checked > 10_000);
+    }
+
+    #[test]
+    fn every_float_fast_form_computes_what_float_rs_and_int_rs_compute() {
+        let edges: [f32; 16] = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.5,
+            3.0e38,
+            -3.0e38,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            -f32::from_bits(0x007f_ffff),
+            1.0 + f32::EPSILON,
+            0.1,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::from_bits(0xffc0_1234),
+            f32::from_bits(0x7f80_0001),
+        ];
+        let mut checked = 0;
+        for (op, c) in [(Op::FAdd, false), (Op::FSub, false), (Op::FMul, false), (Op::Fma, true)] {
+            for round in [Round::Default, Round::Rn] {
+                let mut i = inst(op, Ty::F32, c);
+                i.round = round;
+                let f = decode_one(&i);
+                assert!(!matches!(f, Fast::Generic), "{op:?}.{round:?} has a fast form");
+                for &a in &edges {
+                    for &b in &edges {
+                        for &cv in &[0.0f32, -0.0, 1.0e-30, f32::NAN, f32::INFINITY] {
+                            let mut want =
+                                [0xdead_beef_u64, a.to_bits() as u64, b.to_bits() as u64, cv.to_bits() as u64];
+                            let mut got = want;
+                            super::super::float::exec(&i, &mut want);
+                            exec(f, &mut got);
+                            assert_eq!(got, want, "{op:?}.f32 a={a:e} b={b:e} c={cv:e}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+            // .ftz, .sat and directed roundings keep the general path.
+            for (flags, round) in [(crate::ir::FTZ, Round::Default), (crate::ir::SAT, Round::Default), (0, Round::Rz)] {
+                let mut i = inst(op, Ty::F32, c);
+                (i.flags, i.round) = (flags, round);
+                assert!(matches!(decode_one(&i), Fast::Generic), "{op:?} flags {flags:#x} {round:?}");
+            }
+        }
+        assert!(checked > 4_000);
     }
 }

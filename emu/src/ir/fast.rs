@@ -1,12 +1,13 @@
 //! Pre-decoded forms of the commonest integer instructions (32- and 64-bit add, sub,
-//! mul.lo, mad.lo, mul.wide, and, or, xor, shifts, mov, setp, selp), one variant per
+//! mul.lo, mad.lo, mul.wide, and, or, xor, shifts, mov, setp, selp), of f32 and f64 add,
+//! sub, mul and fma with round-to-nearest and no `.ftz`/`.sat`, and of f32/f64 mov, one variant per
 //! operation and width with its register operands in place, made once at load (after
 //! register compaction, whose indices they hold). The executor runs them
 //! (exec/fast.rs) without int.rs's generic decoding of width, signedness and absent
 //! operands, which costs several times the operation itself. Every other instruction is
 //! `Generic` and goes through the general path.
 
-use super::{Cmp, Inst, Op, Ty, NONE};
+use super::{Cmp, Inst, Op, Round, Ty, FTZ, NONE, SAT};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bin {
@@ -19,6 +20,14 @@ pub enum Bin {
     Shl,
     ShrU,
     ShrS,
+}
+
+/// The f32 operations with a fast form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FBin {
+    Add,
+    Sub,
+    Mul,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -70,11 +79,75 @@ pub enum Fast {
         b: u32,
         c: u32,
     },
+    /// d = a op b in f32, rounded to nearest even, NaN canonical (exec/float.rs).
+    F32Bin {
+        op: FBin,
+        d: u32,
+        a: u32,
+        b: u32,
+    },
+    /// d = a * b + c in f32 with one rounding to nearest even, NaN canonical.
+    F32Fma {
+        d: u32,
+        a: u32,
+        b: u32,
+        c: u32,
+    },
+    /// d = a op b in f64, rounded to nearest even (NaN payloads as the host gives them,
+    /// which the ISA allows for f64: exec/float.rs).
+    F64Bin {
+        op: FBin,
+        d: u32,
+        a: u32,
+        b: u32,
+    },
+    /// d = a * b + c in f64 with one rounding to nearest even.
+    F64Fma {
+        d: u32,
+        a: u32,
+        b: u32,
+        c: u32,
+    },
+}
+
+/// The f32 or f64 fast form of `i`, or `Generic`: mov, and add, sub, mul and fma to
+/// nearest even without `.ftz` or `.sat` (the flags and directed roundings stay on
+/// float.rs's general path).
+fn decode_float(i: &Inst, f64: bool) -> Fast {
+    if i.op == Op::Mov {
+        // mov moves bits (int.rs's path for every type): the integer form of its width.
+        return if i.d != NONE && i.a != NONE && i.b == NONE {
+            Fast::Mov { w32: !f64, d: i.d, a: i.a }
+        } else {
+            Fast::Generic
+        };
+    }
+    let set = |r: u32| r != NONE;
+    if i.flags & (FTZ | SAT) != 0
+        || !matches!(i.round, Round::Default | Round::Rn)
+        || !set(i.d)
+        || !set(i.a)
+        || !set(i.b)
+    {
+        return Fast::Generic;
+    }
+    let (d, a, b, c) = (i.d, i.a, i.b, i.c);
+    let bin = |op| if f64 { Fast::F64Bin { op, d, a, b } } else { Fast::F32Bin { op, d, a, b } };
+    match i.op {
+        Op::FAdd => bin(FBin::Add),
+        Op::FSub => bin(FBin::Sub),
+        Op::FMul => bin(FBin::Mul),
+        Op::Fma if set(c) && f64 => Fast::F64Fma { d, a, b, c },
+        Op::Fma if set(c) => Fast::F32Fma { d, a, b, c },
+        _ => Fast::Generic,
+    }
 }
 
 /// The fast form of `i`, or `Generic`.
 pub(crate) fn decode_one(i: &Inst) -> Fast {
     let w32 = match i.ty {
+        Ty::F32 => return decode_float(i, false),
+        Ty::F64 => return decode_float(i, true),
         Ty::B32 | Ty::U32 | Ty::S32 => true,
         Ty::B64 | Ty::U64 | Ty::S64 => false,
         _ => return Fast::Generic,
