@@ -1,6 +1,7 @@
 //! Pre-decoded forms of the commonest integer instructions (32- and 64-bit add, sub,
 //! mul.lo, mad.lo, mul.wide, and, or, xor, shifts, mov, setp, selp), of f32 and f64 add,
-//! sub, mul and fma with round-to-nearest and no `.ftz`/`.sat`, and of f32/f64 mov, one variant per
+//! sub, mul and fma with round-to-nearest and no `.ftz`/`.sat`, of f32/f64 mov, and of the
+//! float conversions every kernel makes (f16 <-> f32, f32 <-> f64, no flags), one variant per
 //! operation and width with its register operands in place, made once at load (after
 //! register compaction, whose indices they hold). The executor runs them
 //! (exec/fast.rs) without int.rs's generic decoding of width, signedness and absent
@@ -108,6 +109,37 @@ pub enum Fast {
         b: u32,
         c: u32,
     },
+    /// A float conversion without flags (exec/convert.rs).
+    Cvt {
+        kind: CvtKind,
+        d: u32,
+        a: u32,
+    },
+}
+
+/// The conversions with a fast form: `cvt.f32.f16` and `cvt.f64.f32` (exact),
+/// `cvt.rn.f16.f32` and `cvt.rn.f32.f64` (to nearest even, NaN canonical).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CvtKind {
+    F32FromF16,
+    F64FromF32,
+    F16FromF32,
+    F32FromF64,
+}
+
+fn decode_cvt(i: &Inst) -> Fast {
+    if i.flags != 0 || i.d == NONE || i.a == NONE {
+        return Fast::Generic;
+    }
+    let rn = matches!(i.round, Round::Rn);
+    let kind = match (i.ty, i.ty2) {
+        (Ty::F32, Ty::F16) if i.round == Round::Default => CvtKind::F32FromF16,
+        (Ty::F64, Ty::F32) if i.round == Round::Default => CvtKind::F64FromF32,
+        (Ty::F16, Ty::F32) if rn => CvtKind::F16FromF32,
+        (Ty::F32, Ty::F64) if rn => CvtKind::F32FromF64,
+        _ => return Fast::Generic,
+    };
+    Fast::Cvt { kind, d: i.d, a: i.a }
 }
 
 /// The f32 or f64 fast form of `i`, or `Generic`: mov, and add, sub, mul and fma to
@@ -145,6 +177,9 @@ fn decode_float(i: &Inst, f64: bool) -> Fast {
 
 /// The fast form of `i`, or `Generic`.
 pub(crate) fn decode_one(i: &Inst) -> Fast {
+    if i.op == Op::Cvt {
+        return decode_cvt(i);
+    }
     let w32 = match i.ty {
         Ty::F32 => return decode_float(i, false),
         Ty::F64 => return decode_float(i, true),
