@@ -631,6 +631,25 @@ fn func_called_with_call_uni_and_param_arguments() {
     }
 }
 
+#[test]
+fn call_parameter_access_with_a_rounding_or_ftz_is_refused() {
+    // The loader lowers a call parameter held in a register to a move; that path once
+    // returned before the checks every other form takes, so `ld.param.rn` loaded. Each
+    // edit must name its line; the unedited module loads (func_called_with_call_uni_...).
+    for (from, to) in [
+        ("ld.param.f32 \t%f3, [retval0+0];", "ld.param.rn.f32 \t%f3, [retval0+0];"),
+        ("ld.param.f32 \t%f1, [scale_add_param_0];", "ld.param.ftz.f32 \t%f1, [scale_add_param_0];"),
+        ("st.param.f32 \t[func_retval0+0], %f3;", "st.param.sat.f32 \t[func_retval0+0], %f3;"),
+    ] {
+        let src = format!("{HEADER}{CALL}");
+        let edited = src.replacen(from, to, 1);
+        assert_ne!(edited, src, "{from}");
+        let line = edited.lines().position(|l| l.contains(to.split(' ').next().unwrap())).unwrap() + 1;
+        let e = mp_emu::ptx::Module::load(&edited).err().unwrap_or_else(|| panic!("`{to}` loaded"));
+        assert!(e.to_string().contains(&format!("line {line}")), "`{to}`: {e}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // A by-value struct parameter read through a computed address
 // ---------------------------------------------------------------------------------------

@@ -161,9 +161,11 @@ impl Lower<'_> {
             "cvta" => self.cvta(&x, &mut inst)?,
             "mov" => self.mov(&x, &mut inst)?,
             // Memory (memory.rs). A call parameter held in a register becomes a move,
-            // which skips the checks below.
+            // which takes the shared checks now (a move has no rounding or ftz) and none
+            // of the others below.
             "ld" | "st" => {
                 if self.ld_st(&x, &mut inst)? {
+                    check_round_and_flags(&x, &inst)?;
                     return Ok(inst);
                 }
             }

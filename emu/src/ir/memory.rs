@@ -7,8 +7,8 @@ use crate::ptx::LoadError;
 
 impl Lower<'_> {
     /// ld and st. Returns true when the address is a call parameter held in a register,
-    /// lowered to a move, which [`Lower::inst`] returns without the rounding and
-    /// ftz/sat checks of other forms.
+    /// lowered to a move, which [`Lower::inst`] returns after the shared rounding and
+    /// ftz/sat checks (so `ld.param.rn` there is refused as everywhere).
     pub(super) fn ld_st(&mut self, x: &Ctx, inst: &mut Inst) -> Result<bool, LoadError> {
         let (line, ops, base) = (x.line, x.ops, x.base);
         let ty = x.one_ty()?;
