@@ -20,7 +20,7 @@ pub enum Image<'a> {
 }
 
 /// cuModuleLoadData(Ex) / cuModuleLoad. The PTX is parsed outside the lock (it is the
-/// slow part, and needs no state). A module whose `.version` is newer than the emulated
+/// slow part, and needs no state), once per distinct text in the process ([`loaded`]). A module whose `.version` is newer than the emulated
 /// driver's JIT accepts (`MP_EMU_DRIVER_VERSION`, [`device::DRIVER_PTX`]) is
 /// UNSUPPORTED_PTX_VERSION, decided before the rest is parsed (a newer ISA may bring
 /// syntax this one lacks); a load error is INVALID_PTX with the parser's message on
@@ -50,7 +50,7 @@ pub fn load(image: Image<'_>) -> Result<Handle, CuResult> {
         eprintln!("mp-emu: cuModuleLoadData: PTX line {line}: {why}");
         return Err(UNSUPPORTED_PTX_VERSION);
     }
-    let module = Module::load(text).map_err(|e| {
+    let module = loaded(text).map_err(|e| {
         eprintln!("mp-emu: cuModuleLoadData: {e}");
         INVALID_PTX
     })?;
@@ -63,9 +63,50 @@ pub fn load(image: Image<'_>) -> Result<Handle, CuResult> {
         }
         let registers = module.kernels.iter().map(|k| resources::registers(module.target, cc, &k.name)).collect();
         let h = s.new_handle();
-        s.modules.insert(h, ModuleEntry { ctx, module: Arc::new(module), functions: HashMap::new(), registers });
+        s.modules.insert(h, ModuleEntry { ctx, module, functions: HashMap::new(), registers });
         Ok(h)
     })
+}
+
+/// Texts this process loaded most recently, newest last, with what they loaded to.
+type Cache = Vec<(Box<str>, Arc<Module>)>;
+/// How many distinct texts [`loaded`] keeps: every vendored module of the crate at one
+/// target, with room to spare.
+const CACHE_ENTRIES: usize = 32;
+
+/// `text` loaded: the module an earlier load of the same text made, or a new one. A
+/// loaded module is never changed afterwards (contexts share it through the Arc), and
+/// loading depends on the text alone (the device's checks come after), so one load
+/// serves every context of the process. The crate's tests open a device, and so load
+/// every module they use, per test: the GEMM's PTX (8 MB, every tile and layout
+/// variant) took about half a second to load each time, on the order of a minute of
+/// every pass of the test script. Failed loads are not kept (the error is reported
+/// again on every attempt).
+fn loaded(text: &str) -> Result<Arc<Module>, crate::ptx::LoadError> {
+    static CACHE: std::sync::Mutex<Cache> = std::sync::Mutex::new(Vec::new());
+    let lookup = |cache: &mut Cache| {
+        let at = cache.iter().position(|(t, _)| **t == *text)?;
+        // Most recently used last.
+        let hit = cache.remove(at);
+        let m = hit.1.clone();
+        cache.push(hit);
+        Some(m)
+    };
+    if let Some(m) = lookup(&mut CACHE.lock().unwrap_or_else(|p| p.into_inner())) {
+        return Ok(m);
+    }
+    // Parsed outside the lock: another thread's load of the same text may finish first,
+    // and then the first one stored is kept.
+    let module = Arc::new(Module::load(text)?);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = lookup(&mut cache) {
+        return Ok(m);
+    }
+    if cache.len() == CACHE_ENTRIES {
+        cache.remove(0);
+    }
+    cache.push((text.into(), module.clone()));
+    Ok(module)
 }
 
 /// cuModuleLoad: a PTX file by path.
@@ -234,4 +275,30 @@ pub fn launch(
         }
         run_node(s, ctx, &node, false)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PTX: &str = ".version 7.8\n.target sm_80\n.address_size 64\n.visible .entry k_{N}()\n{\n\tret;\n}\n";
+
+    #[test]
+    fn one_load_per_distinct_text() {
+        let (a, b) = (PTX.replace("{N}", "cache_a"), PTX.replace("{N}", "cache_b"));
+        let first = loaded(&a).unwrap();
+        assert!(Arc::ptr_eq(&first, &loaded(&a).unwrap()), "the same text loads once");
+        let other = loaded(&b).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(other.kernels[0].name, "k_cache_b");
+        // A failed load is not kept: every attempt reports it.
+        let bad = a.replace("ret;", "ret");
+        assert!(loaded(&bad).is_err());
+        assert!(loaded(&bad).is_err());
+        // Past the bound the least recently used text is loaded anew.
+        for n in 0..CACHE_ENTRIES {
+            loaded(&PTX.replace("{N}", &format!("cache_fill_{n}"))).unwrap();
+        }
+        assert!(!Arc::ptr_eq(&first, &loaded(&a).unwrap()), "evicted after {CACHE_ENTRIES} newer texts");
+    }
 }
