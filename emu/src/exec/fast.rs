@@ -4,7 +4,9 @@
 use super::float::CANONICAL_NAN_F32;
 use super::half::{Half, CANONICAL_NAN_F16};
 use super::int::{cmp, sx};
+use super::Thread;
 use crate::ir::fast::{Bin, CvtKind, FBin, Fast};
+use crate::ir::{Cmp, NONE};
 
 #[inline(always)]
 fn f32_of(r: &[u64], reg: u32) -> f32 {
@@ -28,6 +30,99 @@ fn width(w32: bool) -> (u32, u64) {
     } else {
         (64, u64::MAX)
     }
+}
+
+/// Executes a fast form (never `Generic`) on every lane of a converged warp (each lane
+/// whose guard, if any, holds), with one dispatch for the warp instead of one per lane:
+/// each arm names one form, operation and width, so [`exec`] inlined into it reduces to
+/// that operation. The same computation as [`exec`] per lane.
+pub fn exec_warp(f: Fast, lanes: &mut [Thread], guard: u32, guard_neg: bool) {
+    // Each arm's body is the same loop over the lanes with `exec` inlined into it; the
+    // arm's pattern tells the compiler which form `f` is there, so `exec`'s own match
+    // folds to that one operation.
+    macro_rules! arms {
+        ($($p:pat),* $(,)?) => {
+            match f {
+                $($p => {
+                    if guard == NONE {
+                        for t in lanes.iter_mut() {
+                            exec(f, &mut t.regs);
+                        }
+                    } else {
+                        for t in lanes.iter_mut() {
+                            if (t.regs[guard as usize] & 1 != 0) != guard_neg {
+                                exec(f, &mut t.regs);
+                            }
+                        }
+                    }
+                })*
+                Fast::Generic => unreachable!("generic instructions take the general path"),
+            }
+        };
+    }
+    use Bin::*;
+    use Cmp::*;
+    arms!(
+        Fast::Bin { op: Add, w32: true, .. },
+        Fast::Bin { op: Add, w32: false, .. },
+        Fast::Bin { op: Sub, w32: true, .. },
+        Fast::Bin { op: Sub, w32: false, .. },
+        Fast::Bin { op: Mul, w32: true, .. },
+        Fast::Bin { op: Mul, w32: false, .. },
+        Fast::Bin { op: And, w32: true, .. },
+        Fast::Bin { op: And, w32: false, .. },
+        Fast::Bin { op: Or, w32: true, .. },
+        Fast::Bin { op: Or, w32: false, .. },
+        Fast::Bin { op: Xor, w32: true, .. },
+        Fast::Bin { op: Xor, w32: false, .. },
+        Fast::Bin { op: Shl, w32: true, .. },
+        Fast::Bin { op: Shl, w32: false, .. },
+        Fast::Bin { op: ShrU, w32: true, .. },
+        Fast::Bin { op: ShrU, w32: false, .. },
+        Fast::Bin { op: ShrS, w32: true, .. },
+        Fast::Bin { op: ShrS, w32: false, .. },
+        Fast::Mad { w32: true, .. },
+        Fast::Mad { w32: false, .. },
+        Fast::MulWide { signed: true, .. },
+        Fast::MulWide { signed: false, .. },
+        Fast::Mov { w32: true, .. },
+        Fast::Mov { w32: false, .. },
+        Fast::Setp { cmp: Eq, signed: _, w32: true, .. },
+        Fast::Setp { cmp: Eq, signed: _, w32: false, .. },
+        Fast::Setp { cmp: Ne, signed: _, w32: true, .. },
+        Fast::Setp { cmp: Ne, signed: _, w32: false, .. },
+        Fast::Setp { cmp: Lt, signed: true, w32: true, .. },
+        Fast::Setp { cmp: Lt, signed: false, w32: true, .. },
+        Fast::Setp { cmp: Lt, signed: true, w32: false, .. },
+        Fast::Setp { cmp: Lt, signed: false, w32: false, .. },
+        Fast::Setp { cmp: Le, signed: true, w32: true, .. },
+        Fast::Setp { cmp: Le, signed: false, w32: true, .. },
+        Fast::Setp { cmp: Le, signed: true, w32: false, .. },
+        Fast::Setp { cmp: Le, signed: false, w32: false, .. },
+        Fast::Setp { cmp: Gt, signed: true, w32: true, .. },
+        Fast::Setp { cmp: Gt, signed: false, w32: true, .. },
+        Fast::Setp { cmp: Gt, signed: true, w32: false, .. },
+        Fast::Setp { cmp: Gt, signed: false, w32: false, .. },
+        Fast::Setp { cmp: Ge, signed: true, w32: true, .. },
+        Fast::Setp { cmp: Ge, signed: false, w32: true, .. },
+        Fast::Setp { cmp: Ge, signed: true, w32: false, .. },
+        Fast::Setp { cmp: Ge, signed: false, w32: false, .. },
+        Fast::Setp { .. },
+        Fast::Selp { w32: true, .. },
+        Fast::Selp { w32: false, .. },
+        Fast::F32Bin { op: FBin::Add, .. },
+        Fast::F32Bin { op: FBin::Sub, .. },
+        Fast::F32Bin { op: FBin::Mul, .. },
+        Fast::F32Fma { .. },
+        Fast::F64Bin { op: FBin::Add, .. },
+        Fast::F64Bin { op: FBin::Sub, .. },
+        Fast::F64Bin { op: FBin::Mul, .. },
+        Fast::F64Fma { .. },
+        Fast::Cvt { kind: CvtKind::F32FromF16, .. },
+        Fast::Cvt { kind: CvtKind::F64FromF32, .. },
+        Fast::Cvt { kind: CvtKind::F16FromF32, .. },
+        Fast::Cvt { kind: CvtKind::F32FromF64, .. },
+    )
 }
 
 /// Executes a fast form (never `Generic`) on one thread's registers.

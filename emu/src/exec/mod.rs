@@ -453,10 +453,9 @@ type BlockFault = (Option<usize>, Fault);
 
 fn run_block(k: &Kernel, code: &Code, threads: &mut [Thread], blk: &mut Block) -> Result<(), BlockFault> {
     loop {
-        for (ti, t) in threads.iter_mut().enumerate() {
-            if t.state == State::Ready {
-                run(t, blk, code).map_err(|f| (Some(ti), f))?;
-            }
+        for w in 0..threads.len().div_ceil(32) {
+            let end = ((w + 1) * 32).min(threads.len());
+            run_warp(code, &mut threads[w * 32..end], blk).map_err(|(l, f)| (Some(w * 32 + l), f))?;
         }
         if threads.iter().all(|t| t.state == State::Exited) {
             return Ok(());
@@ -674,6 +673,54 @@ fn resolve_barrier(code: &Code, threads: &mut [Thread], blk: &mut Block) -> Resu
     Ok(true)
 }
 
+/// Runs the ready lanes of one warp until each exits or stops at a synchronizing
+/// instruction. While every lane is ready at one pc (a converged warp), the lanes execute
+/// that instruction one after another before any goes on (one decode, and for the
+/// pre-decoded forms one dispatch, for the whole warp); once they part (a branch taken by
+/// some, a lane stopping at a collective), each ready lane runs alone as far as it can,
+/// until the block's scheduler completes the collectives and the warp can step together
+/// again. Both are legal schedules of independent lanes, and the sanitizers judge
+/// accesses by synchronization epochs, not by the order the lanes ran in (check/mod.rs).
+/// On a fault, the lane and the fault.
+fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (usize, Fault)> {
+    let width = lanes.len() as u64;
+    while let Some(mut pc) = converged(lanes) {
+        // A run of pre-decoded forms leaves the lanes together (they cannot branch, stop
+        // or fault): the lanes' pcs are brought up to date before the next instruction
+        // that can.
+        loop {
+            let i = &code.insts[pc as usize];
+            blk.executed += width;
+            if let Some(c) = &mut blk.cost {
+                c.counters.thread_insts[class(i.op)] += width;
+            }
+            let f = code.fast[pc as usize];
+            if matches!(f, crate::ir::fast::Fast::Generic) {
+                break;
+            }
+            fast::exec_warp(f, lanes, i.guard, i.guard_neg);
+            pc += 1;
+        }
+        for (l, t) in lanes.iter_mut().enumerate() {
+            t.pc = pc;
+            step(t, blk, code).map_err(|f| (l, f))?;
+        }
+    }
+    for (l, t) in lanes.iter_mut().enumerate() {
+        if t.state == State::Ready {
+            run(t, blk, code).map_err(|f| (l, f))?;
+        }
+    }
+    Ok(())
+}
+
+/// The pc every lane is ready at, if they all are at one.
+#[inline(always)]
+fn converged(lanes: &[Thread]) -> Option<u32> {
+    let pc = lanes[0].pc;
+    lanes.iter().all(|t| t.state == State::Ready && t.pc == pc).then_some(pc)
+}
+
 /// Runs one thread until it exits or stops at a synchronizing instruction.
 fn run(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<(), Fault> {
     let mut n = 0u64;
@@ -706,83 +753,93 @@ fn class(op: Op) -> usize {
 fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Result<(), Fault> {
     loop {
         *n += 1;
-        let i = &code.insts[t.pc as usize];
         if let Some(c) = &mut blk.cost {
-            c.counters.thread_insts[class(i.op)] += 1;
+            c.counters.thread_insts[class(code.insts[t.pc as usize].op)] += 1;
         }
-        if i.guard != NONE && ((t.regs[i.guard as usize] & 1 != 0) == i.guard_neg) {
-            t.pc += 1;
-            continue;
+        if !step(t, blk, code)? {
+            return Ok(());
         }
-        let f = code.fast[t.pc as usize];
-        if !matches!(f, crate::ir::fast::Fast::Generic) {
-            fast::exec(f, &mut t.regs);
-            t.pc += 1;
-            continue;
+    }
+}
+
+/// Executes the instruction at `t.pc`. Ok(true) when the thread is still ready (its pc
+/// moved on), Ok(false) when it stopped at a synchronizing instruction or exited.
+#[inline(always)]
+fn step(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<bool, Fault> {
+    let i = &code.insts[t.pc as usize];
+    if i.guard != NONE && ((t.regs[i.guard as usize] & 1 != 0) == i.guard_neg) {
+        t.pc += 1;
+        return Ok(true);
+    }
+    let f = code.fast[t.pc as usize];
+    if !matches!(f, crate::ir::fast::Fast::Generic) {
+        fast::exec(f, &mut t.regs);
+        t.pc += 1;
+        return Ok(true);
+    }
+    match i.op {
+        Op::Bra => {
+            t.pc = i.off as u32;
+            return Ok(true);
         }
-        match i.op {
-            Op::Bra => {
-                t.pc = i.off as u32;
-                continue;
+        Op::Call => {
+            let c = &code.callees[i.off as usize];
+            let nret = i.c as usize;
+            for (k, &p) in c.params.iter().enumerate() {
+                t.regs[p as usize] = t.regs[i.v[nret + k] as usize];
             }
-            Op::Call => {
-                let c = &code.callees[i.off as usize];
-                let nret = i.c as usize;
-                for (k, &p) in c.params.iter().enumerate() {
-                    t.regs[p as usize] = t.regs[i.v[nret + k] as usize];
+            t.calls.push(t.pc);
+            t.pc = c.entry;
+            return Ok(true);
+        }
+        Op::Ret | Op::Exit => match t.calls.pop() {
+            Some(call) if i.op == Op::Ret => {
+                let ci = &code.insts[call as usize];
+                let c = &code.callees[ci.off as usize];
+                for k in 0..ci.c as usize {
+                    t.regs[ci.v[k] as usize] = t.regs[c.rets[k] as usize];
                 }
-                t.calls.push(t.pc);
-                t.pc = c.entry;
-                continue;
+                t.pc = call + 1;
+                return Ok(true);
             }
-            Op::Ret | Op::Exit => match t.calls.pop() {
-                Some(call) if i.op == Op::Ret => {
-                    let ci = &code.insts[call as usize];
-                    let c = &code.callees[ci.off as usize];
-                    for k in 0..ci.c as usize {
-                        t.regs[ci.v[k] as usize] = t.regs[c.rets[k] as usize];
-                    }
-                    t.pc = call + 1;
-                    continue;
-                }
-                _ => {
-                    access::cp_drain(blk, t)?;
-                    t.state = State::Exited;
-                    return Ok(());
-                }
-            },
-            Op::Ld(s) => access::ld(i, s, blk, t)?,
-            Op::St(s) => access::st(i, s, blk, t)?,
-            Op::CpAsync => access::cp_async(i, blk, t)?,
-            Op::CpAsyncCommit => {
+            _ => {
+                access::cp_drain(blk, t)?;
+                t.state = State::Exited;
+                return Ok(false);
+            }
+        },
+        Op::Ld(s) => access::ld(i, s, blk, t)?,
+        Op::St(s) => access::st(i, s, blk, t)?,
+        Op::CpAsync => access::cp_async(i, blk, t)?,
+        Op::CpAsyncCommit => {
+            let g = std::mem::take(&mut t.cp_pending);
+            t.cp_groups.push_back(g);
+        }
+        Op::CpAsyncWait => {
+            if i.b != NONE {
                 let g = std::mem::take(&mut t.cp_pending);
                 t.cp_groups.push_back(g);
             }
-            Op::CpAsyncWait => {
-                if i.b != NONE {
-                    let g = std::mem::take(&mut t.cp_pending);
-                    t.cp_groups.push_back(g);
-                }
-                access::cp_wait(i.off as usize, blk, t)?;
-            }
-            Op::BarSync
-            | Op::BarRedOr
-            | Op::BarWarpSync
-            | Op::Shfl(_)
-            | Op::WmmaLoadA(_)
-            | Op::WmmaLoadB(_)
-            | Op::WmmaLoadC(_)
-            | Op::WmmaMma(..)
-            | Op::WmmaStoreD(_) => {
-                t.state = State::Waiting;
-                return Ok(());
-            }
-            Op::Cvt => convert::exec(i, &mut t.regs),
-            Op::Setp(_) if i.ty.is_float() => float::exec(i, &mut t.regs),
-            Op::Set(_) => half::set(i, &mut t.regs),
-            op if op.is_float_arith() => float::exec(i, &mut t.regs),
-            _ => int::exec(i, &mut t.regs),
+            access::cp_wait(i.off as usize, blk, t)?;
         }
-        t.pc += 1;
+        Op::BarSync
+        | Op::BarRedOr
+        | Op::BarWarpSync
+        | Op::Shfl(_)
+        | Op::WmmaLoadA(_)
+        | Op::WmmaLoadB(_)
+        | Op::WmmaLoadC(_)
+        | Op::WmmaMma(..)
+        | Op::WmmaStoreD(_) => {
+            t.state = State::Waiting;
+            return Ok(false);
+        }
+        Op::Cvt => convert::exec(i, &mut t.regs),
+        Op::Setp(_) if i.ty.is_float() => float::exec(i, &mut t.regs),
+        Op::Set(_) => half::set(i, &mut t.regs),
+        op if op.is_float_arith() => float::exec(i, &mut t.regs),
+        _ => int::exec(i, &mut t.regs),
     }
+    t.pc += 1;
+    Ok(true)
 }
