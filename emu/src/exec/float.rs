@@ -5,8 +5,8 @@
 //! to [0, 1] (NaN to 0), unordered comparisons true on NaN, min/max returning the
 //! non-NaN operand, copysign taking the sign of its first operand. Approximate
 //! instructions are computed to within far less than the ISA's stated error (the exact
-//! result rounded, or the host's libm): a real GPU remains the authority on their last
-//! bits.
+//! result rounded, or the host's libm), or, under `MP_EMU_APPROX=bound`, moved by that
+//! error (exec/approx.rs): a real GPU remains the authority on their last bits.
 //!
 //! NaN results. PTX ISA 9.7.3 ("Floating-Point Instructions"): "NaN payloads are
 //! supported for double-precision instructions (except for rcp.approx.ftz.f64 and
@@ -21,6 +21,7 @@
 
 use std::cmp::Ordering;
 
+use super::approx::{self, Approx};
 use crate::ir::{Cmp, Inst, Op, Round, Ty, APPROX, FTZ, SAT};
 
 fn next_up(f: f32) -> f32 {
@@ -90,8 +91,8 @@ fn directed_f32(op: Op, a: f32, b: f32, c: f32, round: Round) -> f32 {
 }
 
 macro_rules! float_impl {
-    ($name:ident, $f:ty, $bits:ty, $sign:expr, $qnan:expr, $canonical:expr) => {
-        pub fn $name(i: &Inst, r: &mut [u64]) {
+    ($name:ident, $f:ty, $bits:ty, $sign:expr, $qnan:expr, $canonical:expr, $bound:path) => {
+        pub fn $name(i: &Inst, r: &mut [u64], mode: Approx) {
             let ftz = i.flags & FTZ != 0;
             let load = |reg: u32| -> $f {
                 let x = <$f>::from_bits(r[reg as usize] as $bits);
@@ -166,7 +167,9 @@ macro_rules! float_impl {
                 }
                 _ => unreachable!("not a float instruction: {:?}", i.op),
             };
-            let mut v = v;
+            // The approximate forms' error, before `.sat` and the result's `.ftz`, which
+            // apply to what the instruction computed.
+            let mut v = if mode == Approx::Bound { $bound(i, a, b, v) } else { v };
             if i.flags & SAT != 0 {
                 v = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
             }
@@ -190,15 +193,17 @@ pub const CANONICAL_NAN_F32: u32 = 0x7fff_ffff;
 /// 0x7fffffff00000000").
 pub const CANONICAL_NAN_RCP_APPROX_F64: u64 = 0x7fff_ffff_0000_0000;
 
-float_impl!(exec_f32, f32, u32, 0x8000_0000u32, CANONICAL_NAN_F32, Some(CANONICAL_NAN_F32));
-float_impl!(exec_f64, f64, u64, 0x8000_0000_0000_0000u64, 0x7fff_ffff_ffff_ffffu64, None);
+float_impl!(exec_f32, f32, u32, 0x8000_0000u32, CANONICAL_NAN_F32, Some(CANONICAL_NAN_F32), approx::bound_f32);
+float_impl!(exec_f64, f64, u64, 0x8000_0000_0000_0000u64, 0x7fff_ffff_ffff_ffffu64, None, approx::bound_f64);
 
-pub fn exec(i: &Inst, r: &mut [u64]) {
+/// Executes a float instruction; `mode` says how its approximate forms compute (the
+/// 16-bit forms the loader accepts are all exact).
+pub fn exec(i: &Inst, r: &mut [u64], mode: Approx) {
     match i.ty {
-        Ty::F32 => exec_f32(i, r),
+        Ty::F32 => exec_f32(i, r, mode),
         Ty::F16 | Ty::BF16 | Ty::BF16X2 => super::half::exec(i, r),
         _ => {
-            exec_f64(i, r);
+            exec_f64(i, r, mode);
             let d = i.d as usize;
             if i.op == Op::Rcp && i.flags & APPROX != 0 && f64::from_bits(r[d]).is_nan() {
                 r[d] = CANONICAL_NAN_RCP_APPROX_F64;

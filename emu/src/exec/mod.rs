@@ -11,6 +11,7 @@
 //! this one runs each thread as far as it can. Blocks run one after another.
 
 mod access;
+pub mod approx;
 mod convert;
 mod fast;
 mod float;
@@ -28,6 +29,7 @@ use crate::driver::allocations::{GlobalView, Memory, UNINIT_BYTE};
 use crate::ir::{special, Code, Op, NONE};
 use crate::ptx::{Kernel, Module};
 use access::AsyncCopy;
+use approx::Approx;
 use order::BlockOrder;
 
 /// Grid and block shape and dynamic shared memory of one launch.
@@ -115,6 +117,8 @@ impl Block<'_> {
 /// Per-block state the instructions reach: global memory, shared memory, parameters.
 pub(crate) struct Block<'g> {
     pub checks: Checks,
+    /// How approximate float instructions compute.
+    pub approx: Approx,
     /// The block running (linear index, x fastest) and the grid, for the global racecheck.
     pub block: u64,
     pub grid: [u32; 3],
@@ -246,7 +250,8 @@ pub fn launch_stats(
     launch_checked(module, kernel, cfg, params, mem, Checks::from_env())
 }
 
-/// As [`launch_stats`], with the sanitizers given.
+/// As [`launch_stats`], with the sanitizers given (approximate instructions as
+/// `MP_EMU_APPROX` says, [`Approx::from_env`]).
 pub fn launch_checked(
     module: &Module,
     kernel: usize,
@@ -254,6 +259,20 @@ pub fn launch_checked(
     params: &[u8],
     mem: &mut Memory,
     checks: Checks,
+) -> Result<Stats, LaunchError> {
+    launch_with(module, kernel, cfg, params, mem, checks, Approx::from_env())
+}
+
+/// As [`launch_checked`], with the approximate instructions' mode given (tests compare
+/// both modes in one process).
+pub fn launch_with(
+    module: &Module,
+    kernel: usize,
+    cfg: &LaunchConfig,
+    params: &[u8],
+    mem: &mut Memory,
+    checks: Checks,
+    approx: Approx,
 ) -> Result<Stats, LaunchError> {
     let k = &module.kernels[kernel];
     let n = check_config(k, cfg, params)?;
@@ -264,7 +283,7 @@ pub fn launch_checked(
     type Outcome = (Result<Stats, (u64, LaunchError)>, Option<CostState>);
     let order = BlockOrder::current();
     let run = |positions: &mut dyn Iterator<Item = u64>| -> Outcome {
-        let mut w = Worker::new(k, cfg, params, &view, n, checks, costing.is_some());
+        let mut w = Worker::new(k, cfg, params, &view, n, checks, approx, costing.is_some());
         let r = w.run(positions, order, nblocks);
         (r, w.blk.cost.take())
     };
@@ -342,6 +361,7 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
+    #[allow(clippy::too_many_arguments)] // the launch's shape, memory and modes, as launch_with takes them
     fn new(
         k: &'a Kernel,
         cfg: &'a LaunchConfig,
@@ -349,6 +369,7 @@ impl<'a> Worker<'a> {
         view: &'a GlobalView<'a>,
         n: u32,
         checks: Checks,
+        approx: Approx,
         costing: bool,
     ) -> Self {
         let code = &k.code;
@@ -385,6 +406,7 @@ impl<'a> Worker<'a> {
             .collect();
         let blk = Block {
             checks,
+            approx,
             block: 0,
             grid: cfg.grid,
             shadow: SharedShadow::default(),
@@ -835,9 +857,9 @@ fn step(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<bool, Fault> {
             return Ok(false);
         }
         Op::Cvt => convert::exec(i, &mut t.regs),
-        Op::Setp(_) if i.ty.is_float() => float::exec(i, &mut t.regs),
+        Op::Setp(_) if i.ty.is_float() => float::exec(i, &mut t.regs, blk.approx),
         Op::Set(_) => half::set(i, &mut t.regs),
-        op if op.is_float_arith() => float::exec(i, &mut t.regs),
+        op if op.is_float_arith() => float::exec(i, &mut t.regs, blk.approx),
         _ => int::exec(i, &mut t.regs),
     }
     t.pc += 1;

@@ -3,17 +3,25 @@
 
 use mp_emu::check::Checks;
 use mp_emu::driver::allocations::Memory;
-use mp_emu::exec::{launch_checked, FaultKind, LaunchConfig, LaunchError};
+use mp_emu::exec::approx::Approx;
+use mp_emu::exec::{launch_with, FaultKind, LaunchConfig, LaunchError};
 use mp_emu::ptx::Module;
 
 pub struct Rig {
     pub module: Module,
     pub mem: Memory,
+    /// How approximate instructions compute in this rig's launches: exact unless a test
+    /// says otherwise, whatever `MP_EMU_APPROX` says.
+    pub approx: Approx,
 }
 
 impl Rig {
     pub fn new(ptx: &str) -> Rig {
-        Rig { module: Module::load(ptx).unwrap_or_else(|e| panic!("load: {e}")), mem: Memory::new() }
+        Rig {
+            module: Module::load(ptx).unwrap_or_else(|e| panic!("load: {e}")),
+            mem: Memory::new(),
+            approx: Approx::Exact,
+        }
     }
     pub fn upload<T: Copy>(&mut self, data: &[T]) -> u64 {
         let bytes = std::mem::size_of_val(data);
@@ -66,7 +74,7 @@ impl Rig {
             buf[p.offset..p.offset + a.len()].copy_from_slice(a);
         }
         let cfg = LaunchConfig::new(grid, block, dynamic_shared);
-        launch_checked(&self.module, k, &cfg, &buf, &mut self.mem, checks).map(|_| ())
+        launch_with(&self.module, k, &cfg, &buf, &mut self.mem, checks, self.approx).map(|_| ())
     }
 }
 
