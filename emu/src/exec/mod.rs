@@ -708,7 +708,7 @@ fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Res
         *n += 1;
         let i = &code.insts[t.pc as usize];
         if let Some(c) = &mut blk.cost {
-            c.counters.thread_insts[class(i.op)] += 1;
+            c.execute(t.linear, t.pc, class(i.op));
         }
         if i.guard != NONE && ((t.regs[i.guard as usize] & 1 != 0) == i.guard_neg) {
             t.pc += 1;
