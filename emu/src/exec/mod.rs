@@ -149,9 +149,6 @@ pub(crate) struct Thread {
     tid: [u32; 3],
     /// Linear index in the block (x fastest); lane = linear % 32.
     pub linear: u32,
-    /// Memory instructions this thread executed in its block: with the pc, it tells which
-    /// accesses of a warp's lanes form one warp instruction (crate::cost).
-    pub mem_seq: u32,
 }
 
 fn invalid(kind: FaultKind, msg: String) -> LaunchError {
@@ -379,7 +376,6 @@ impl<'a> Worker<'a> {
                     region: 0,
                     tid,
                     linear: i,
-                    mem_seq: 0,
                 }
             })
             .collect();
@@ -424,7 +420,6 @@ impl<'a> Worker<'a> {
                 t.calls.clear();
                 t.cp_pending.clear();
                 t.cp_groups.clear();
-                t.mem_seq = 0;
                 let c = special::CTAID as usize;
                 t.regs[c..c + 3].copy_from_slice(&ctaid);
             }
