@@ -33,12 +33,13 @@ H100_MACS_PER_S = 494.7e12
 # 114-SM PCIe card) were not readable past their abstracts where this was written, so no
 # figure of theirs is used. A high rate keeps the term a lower bound.
 H100_L2_BYTES_PER_S = 12e12
-# Warp-instruction issue: 132 SMs on the H100 SXM5, 4 warp schedulers per SM (one warp
-# instruction each per cycle; NVIDIA's Hopper architecture whitepaper, "H100 SM
-# Architecture": four processing blocks per SM, each with its own warp scheduler), at
-# 1.98 GHz, the higher of the H100 SXM5's two boost clocks (1.83 GHz for the tensor rate
-# above, 1.98 GHz for the other rates; glennklockwood.com/garden/processors/h100): the
-# higher clock keeps the term a lower bound.
+# Warp-instruction issue: 132 SMs on the H100 SXM5 with 4 warp schedulers per SM, each
+# issuing at most one warp instruction per cycle (3eyedtech.com/gpgpu, "NVIDIA H100 SXM5":
+# 132 SMs, 4 warp schedulers / SM; the SM of NVIDIA's Hopper whitepaper, four processing
+# blocks each with a scheduler), at 1.98 GHz, the higher of the two boost clocks
+# glennklockwood.com/garden/processors/h100 lists for the H100 SXM5 (1.83 GHz for the
+# low-precision tensor rates, which the 494.7 T MAC/s above matches: 132 x 2048 MAC/clk x
+# 1.83 GHz; 1.98 GHz for the others): the higher clock keeps the term a lower bound.
 H100_SMS = 132
 H100_SCHEDULERS_PER_SM = 4
 H100_CLOCK_HZ = 1.98e9
