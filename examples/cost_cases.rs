@@ -654,14 +654,25 @@ fn run_attn_gemm<H: Half>(dev: &Arc<Device>, name: &str, stem: &str) -> Res<()> 
     let qkv_s = BatchStrides { outer: t * 3 * c, inner: hs };
     let out_s = BatchStrides { outer: t * c, inner: hs };
     let att_s = BatchStrides { outer: nh * t * t, inner: t * t };
-    let batch = |a, b_, c_| GemmBatch { outer: b, inner: nh, a, b: b_, c: c_, triangle: Triangle::Full };
+    // Each GEMM skips what src/kernels/attention.rs has it skip (the causal triangle), so
+    // the counts are those of the launches attention makes.
+    let triangle = match stem {
+        "attn_qk" | "attn_dp" => Triangle::LowerC,
+        "attn_pv" | "attn_dq" => Triangle::LowerA,
+        _ => Triangle::UpperA,
+    };
+    let batch = |a, b_, c_| GemmBatch { outer: b, inner: nh, a, b: b_, c: c_, triangle };
     let mut rng = Rng::new(6);
     let qkv = upload::<H>(dev, &mut rng, rows * 3 * c, 1.0)?;
     let rows_c = upload::<H>(dev, &mut rng, rows * c, 1.0)?;
     let att = upload::<H>(dev, &mut rng, b * nh * t * t, 0.01)?;
     let (qkv, rows_c, att) = (qkv.view(), rows_c.view(), att.view());
     let info = |m: usize, n: usize, k: usize, out: &str| {
-        println!("info {name} m={m} n={n} k={k} batches={} in={} out={out} bias=none pre=0", b * nh, H::DTYPE)
+        println!(
+            "info {name} m={m} n={n} k={k} batches={} in={} out={out} bias=none pre=0 triangle={triangle:?}",
+            b * nh,
+            H::DTYPE
+        )
     };
     let alpha = Epilogue { alpha: scale, ..Epilogue::default() };
     match stem {

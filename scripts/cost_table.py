@@ -26,6 +26,27 @@ from collections import OrderedDict
 # the bf16 rate is the same).
 H100_BYTES_PER_S = 3.35e12
 H100_MACS_PER_S = 494.7e12
+# L2 hit bandwidth, the rate of the L2-eq. term: about 12 TB/s, the figure given for the
+# H100 SXM5 in fridayswithfaraday.com's "L2 Cache Behavior: Residency Control, Working Set
+# Effects, and Cache-Aware Kernel Design" (its L2 table). The microbenchmark papers (Luo et
+# al., arXiv 2402.13499 / 2501.12084; Chips and Cheese's H100 article, which tested the
+# 114-SM PCIe card) were not readable past their abstracts where this was written, so no
+# figure of theirs is used. A high rate keeps the term a lower bound.
+H100_L2_BYTES_PER_S = 12e12
+# Warp-instruction issue: 132 SMs on the H100 SXM5 with 4 warp schedulers per SM, each
+# issuing at most one warp instruction per cycle (3eyedtech.com/gpgpu, "NVIDIA H100 SXM5":
+# 132 SMs, 4 warp schedulers / SM; the SM of NVIDIA's Hopper whitepaper, four processing
+# blocks each with a scheduler), at 1.98 GHz, the higher of the two boost clocks
+# glennklockwood.com/garden/processors/h100 lists for the H100 SXM5 (1.83 GHz for the
+# low-precision tensor rates, which the 494.7 T MAC/s above matches: 132 x 2048 MAC/clk x
+# 1.83 GHz; 1.98 GHz for the others): the higher clock keeps the term a lower bound.
+H100_SMS = 132
+H100_SCHEDULERS_PER_SM = 4
+H100_CLOCK_HZ = 1.98e9
+H100_WARP_INSTS_PER_S = H100_SMS * H100_SCHEDULERS_PER_SM * H100_CLOCK_HZ
+
+# The terms of the modelled lower bound, in the order the table lists them.
+TERMS = ("DRAM", "L2", "tensor", "issue")
 
 # Goals of issue 15.
 COALESCING_GOAL = 0.95
@@ -143,6 +164,17 @@ def minimum(kernel, info):
         pre = 2 * m * nn if info.get("pre") == "1" else 0
         total = 2 * (m * k + k * nn) + c * m * nn + b * nn + pre
         what = f"2(MK+KN) + {c}MN" + (f" + {b}N bias" if b else "") + (" + 2MN pre" if pre else "")
+        # Attention's causal GEMMs (src/kernels/gemm.rs, Triangle): LowerC wants only C on
+        # and below the diagonal (M = N), LowerA/UpperA have an op(A) that is zero on one
+        # side of it (M = K): the minimum counts only that triangle, diagonal included; the
+        # kernel skips whole 128 x 128 tiles, so it moves more than this where T is small.
+        tri = info.get("triangle", "Full")
+        if tri == "LowerC":
+            total = 2 * (m * k + k * nn) + c * m * (m + 1) // 2
+            what = f"2(MK+KN) + {c} M(M+1)/2 (C's lower triangle)"
+        elif tri in ("LowerA", "UpperA"):
+            total = 2 * m * (m + 1) // 2 + 2 * k * nn + c * m * nn
+            what = f"2 M(M+1)/2 (op(A)'s {'lower' if tri == 'LowerA' else 'upper'} triangle) + 2KN + {c}MN"
         # gemm_strided_batched: every batch's A and B read once and its C written once. The
         # batches of attention's GEMMs are disjoint head slices, so nothing is shared.
         batches = int(info.get("batches", 1))
@@ -245,8 +277,17 @@ def memory_bound(kernel):
     return kernel.startswith(("cast_", "unscale_check", "adamw_step", "adamw_pure"))
 
 
-def modelled_us(traffic, macs):
-    return max(traffic / H100_BYTES_PER_S, macs / H100_MACS_PER_S) * 1e6
+def terms_us(launch):
+    """The modelled H100 time of each term for one launch (µs): DRAM-eq. bytes, L2-eq.
+    bytes, tensor-core MACs and warp instructions, each at its rate. The issue term is None
+    for lines of an emulator that did not count warp instructions."""
+    warp = launch.get("warp_insts")
+    return {
+        "DRAM": 32 * launch["dram_sectors"] / H100_BYTES_PER_S * 1e6,
+        "L2": 32 * launch["global_sectors"] / H100_L2_BYTES_PER_S * 1e6,
+        "tensor": launch["macs"] / H100_MACS_PER_S * 1e6,
+        "issue": None if warp is None else sum(warp.values()) / H100_WARP_INSTS_PER_S * 1e6,
+    }
 
 
 def fmt_bytes(b):
@@ -293,7 +334,13 @@ class Row:
         # global_unique_bytes; coalescing is then judged on it (broadcasts share a sector).
         self.unique = None
         self.insts = {k: 0 for k in ("memory", "arithmetic", "tensor", "control")}
+        # Warp instructions issued, by class (None: the emulator did not count them).
+        self.warp = {k: 0 for k in ("memory", "arithmetic", "tensor", "control")}
         self.us = 0.0
+        # Each term of the lower bound summed over the launches, and the µs each term was
+        # the largest of its launch's terms (what the row's "bound by" names).
+        self.terms = {t: 0.0 for t in TERMS}
+        self.bounding = {t: 0.0 for t in TERMS}
         self.min = None
         self.goal = "—"
         self.why = ""
@@ -305,6 +352,23 @@ class Row:
             self.c[k] += launch.get(k, 0)
         for k in self.insts:
             self.insts[k] += launch["thread_insts"][k]
+        if "warp_insts" not in launch:
+            self.warp = None
+        if self.warp is not None:
+            for k in self.warp:
+                self.warp[k] += launch["warp_insts"][k]
+        terms = terms_us(launch)
+        known = {t: v for t, v in terms.items() if v is not None}
+        top = max(known, key=known.get)
+        self.us += known[top]
+        self.bounding[top] += known[top]
+        for t, v in terms.items():
+            self.terms[t] = None if v is None or self.terms[t] is None else self.terms[t] + v
+
+    @property
+    def bound_by(self):
+        """The term that bounds the most of the row's modelled time."""
+        return max(TERMS, key=lambda t: self.bounding[t]) if self.us else "—"
 
     @property
     def dram(self):
@@ -352,9 +416,7 @@ def build_rows(raw, cases):
             r.add(l)
         for r in by_kernel.values():
             r.min = minimum(r.kernel, c["info"])
-        # Modelled time, launch by launch, then summed per kernel.
-        for l in launches:
-            by_kernel[l["kernel"]].us += modelled_us(32 * l["dram_sectors"], l["macs"])
+        # Modelled time, launch by launch (Row.add), summed per kernel.
         c["launches"] = launches
         rows.extend(by_kernel.values())
     return rows
@@ -486,12 +548,21 @@ def main():
         "ldmatrix does them (each 8x8 f16 sub-matrix, 8 rows of 16 bytes, one phase), wmma f32 "
         "stores as 8 phases of two 64-byte rows.")
     md.append(
-        f"- *H100 lower bound* = max(traffic / {H100_BYTES_PER_S / 1e12:.2f} TB/s, tensor MACs / "
-        f"{H100_MACS_PER_S / 1e12:.1f} T MAC/s fp16 dense), per launch, summed: modelled, with "
-        "no launch overhead, latency, occupancy or tail effects.")
+        f"- *H100 lower bound* = max(DRAM-eq. bytes / {H100_BYTES_PER_S / 1e12:.2f} TB/s, L2-eq. bytes / "
+        f"{H100_L2_BYTES_PER_S / 1e12:.0f} TB/s, tensor MACs / {H100_MACS_PER_S / 1e12:.1f} T MAC/s fp16 "
+        f"dense, warp instructions / ({H100_SMS} SMs x {H100_SCHEDULERS_PER_SM} schedulers x "
+        f"{H100_CLOCK_HZ / 1e9:.2f} GHz = {H100_WARP_INSTS_PER_S / 1e12:.3f} T/s)), per launch, summed: "
+        "modelled, with no launch overhead, latency, occupancy, dependency stalls or tail effects, "
+        "each unit assumed busy the whole time. *Bound by* names the term that was the largest for "
+        "most of the row's modelled time (DRAM, L2, tensor, issue). The rates and their sources are "
+        "in `scripts/cost_table.py` and in the results folder's README.")
     md.append(
-        "- *Warp insts* are thread-instructions by class / 32 (warp-instruction equivalents; "
-        "lanes that diverge or sit idle in a partial warp make the real count higher).")
+        "- *Warp instructions* are counted per warp: a warp issues an instruction as often as its "
+        "busiest lane executes it (a converged instruction is one issue; divergent paths each "
+        "issue). They are PTX instructions, not SASS: ptxas splits some (a wmma mma is several "
+        "HMMA) and folds others (parameter loads, address arithmetic). *SIMT efficiency* = "
+        "thread-instructions / (32 x warp instructions): below 100% where lanes diverge or a "
+        "warp is partial.")
     md.append(
         "- Memory copies and memsets (uploads, `memcpy_dtod`) are not kernel launches and are not "
         "counted.")
@@ -520,8 +591,11 @@ def main():
                   f"epilogue (C stores) coalescing {min_max((d[1].coalescing for d in ds), fmt_pct)}, "
                   f"epilogue bank factor {min_max((d[1].bank for d in ds), lambda x: f'{x:.2f}')}; "
                   f"modelled H100 lower bound {min_max((r.us for r, *_ in ds), fmt_us)} µs "
-                  f"(DRAM {min_max((r.traffic / H100_BYTES_PER_S * 1e6 for r, *_ in ds), fmt_us)} µs, "
-                  f"tensor cores {min_max((r.c['macs'] / H100_MACS_PER_S * 1e6 for r, *_ in ds), fmt_us)} µs).")
+                  f"(DRAM {min_max((r.terms['DRAM'] for r, *_ in ds), fmt_us)} µs, "
+                  f"L2 {min_max((r.terms['L2'] for r, *_ in ds), fmt_us)} µs, "
+                  f"tensor cores {min_max((r.terms['tensor'] for r, *_ in ds), fmt_us)} µs, "
+                  f"issue {min_max((r.terms['issue'] for r, *_ in ds), fmt_us)} µs; bound by "
+                  f"{', '.join(sorted({r.bound_by for r, *_ in ds}))}).")
     gpt = [r for r in rows if r.goal in ("ok", "flagged")]
     if gpt:
         flagged = [r for r in gpt if r.goal == "flagged"]
@@ -598,14 +672,35 @@ def main():
             f"`{r.case}`", f"`{r.kernel}`", r.launches, fmt_bytes(r.dram),
             fmt_bytes(mn[1]) if mn else "—", fmt_ratio(r.ratio, 3),
             fmt_bytes(r.l2), fmt_pct(r.coalescing), fmt_ratio(r.bank, 3),
-            fmt_int(r.c["macs"]) if r.c["macs"] else "0", fmt_us(r.us), r.goal,
+            fmt_int(r.c["macs"]) if r.c["macs"] else "0", fmt_us(r.us), r.bound_by, r.goal,
         ])
     md.append(table(["case", "kernel", "launches", "DRAM-eq.", "min traffic", "ratio",
                      "L2-eq.", "coalescing", "bank factor", "MACs",
-                     "H100 lower bound, µs (modelled)", "goal"], main_rows))
+                     "H100 lower bound, µs (modelled)", "bound by", "goal"], main_rows))
     md.append("")
     md.append("Minimums, from the headers: " + "; ".join(sorted({
         f"`{r.kernel}` {r.min[2]}" for r in rows if r.min and not r.case.startswith("train")})) + ".")
+    md.append("")
+
+    # Lower bound by term.
+    md.append("## Modelled H100 lower bound, term by term")
+    md.append("")
+    md.append(f"Each term summed over the row's launches (µs, modelled): DRAM-eq. at "
+              f"{H100_BYTES_PER_S / 1e12:.2f} TB/s, L2-eq. at {H100_L2_BYTES_PER_S / 1e12:.0f} TB/s, tensor "
+              f"MACs at {H100_MACS_PER_S / 1e12:.1f} T/s, warp instructions at "
+              f"{H100_WARP_INSTS_PER_S / 1e12:.3f} T/s. The lower bound is the largest term per launch, "
+              "summed; *bound by* is the term that was largest for most of that time.")
+    md.append("")
+    trows = []
+    for r in rows:
+        trows.append([f"`{r.case}`", f"`{r.kernel}`", r.launches]
+                     + ["—" if r.terms[t] is None else fmt_us(r.terms[t]) for t in TERMS]
+                     + [fmt_us(r.us), r.bound_by])
+    md.append(table(["case", "kernel", "launches", "DRAM µs", "L2 µs", "tensor µs", "issue µs",
+                     "lower bound µs", "bound by"], trows))
+    md.append("")
+    bound = {t: sum(1 for r in rows if r.bound_by == t) for t in TERMS}
+    md.append("Rows by bounding term: " + ", ".join(f"{t} {n}" for t, n in bound.items()) + ".")
     md.append("")
 
     # GEMM.
@@ -687,15 +782,23 @@ def main():
     # Instructions.
     md.append("## Warp instructions by class")
     md.append("")
-    md.append("Thread-instructions counted by the emulator / 32.")
+    md.append("Warp instructions issued, counted per warp by the emulator (PTX instructions; see the "
+              "notes at the top), and the SIMT efficiency: thread-instructions / (32 x warp instructions).")
     md.append("")
     irows = []
+    classes = ("memory", "arithmetic", "tensor", "control")
     for r in rows:
-        irows.append([f"`{r.case}`", f"`{r.kernel}`"] + [fmt_warp(r.insts[k])
-                                                       for k in ("memory", "arithmetic", "tensor", "control")]
-                     + [fmt_int(r.c["global_warp_insts"]), fmt_int(r.c["shared_warp_insts"])])
-    md.append(table(["case", "kernel", "memory", "arithmetic", "tensor", "control", "global warp accesses",
-                     "shared warp accesses"], irows))
+        if r.warp is None:
+            counts = [fmt_warp(r.insts[k]) + " (threads / 32)" for k in classes]
+            eff = "—"
+        else:
+            counts = [fmt_int(r.warp[k]) for k in classes]
+            w = sum(r.warp.values())
+            eff = fmt_pct(sum(r.insts.values()) / (32 * w)) if w else "—"
+        irows.append([f"`{r.case}`", f"`{r.kernel}`"] + counts
+                     + [eff, fmt_int(r.c["global_warp_insts"]), fmt_int(r.c["shared_warp_insts"])])
+    md.append(table(["case", "kernel", "memory", "arithmetic", "tensor", "control", "SIMT efficiency",
+                     "global warp accesses", "shared warp accesses"], irows))
     md.append("")
     md.append(f"Raw counters: `raw/<case>.jsonl` (one line per launch, set-up launches included; the "
               "marks in `raw/cases.log` say which lines count).")

@@ -2,19 +2,29 @@
 //! shaped, counted from every access the emulator executes. A model, not a timer: the
 //! figures are bytes, sectors, wavefronts and instructions, never times.
 //!
-//! - Global memory, per warp instruction (the lanes' n-th execution of one instruction
-//!   form one warp instruction: exact for converged warps, an over-count where lanes
-//!   diverge): bytes requested, distinct bytes and 32-byte sectors touched; coalescing
-//!   is distinct bytes over sector bytes. L2-equivalent bytes are every
-//!   requested sector summed; DRAM-equivalent bytes are the distinct sectors the launch
-//!   reads plus the distinct sectors it writes, i.e. an L2 that holds the launch's
-//!   working set (a sector updated in place moves twice: read, then written back).
+//! - Warp instructions: the lanes of a warp that execute one instruction for the n-th
+//!   time in their block form its n-th warp instruction, so a warp issues an instruction
+//!   as often as its busiest lane executes it. That is SIMT issue (CUDA C++ Programming
+//!   Guide, "SIMT Architecture": a warp runs one instruction for its active lanes at a
+//!   time and runs each path a divergent branch takes in turn, the other lanes idle): a
+//!   converged instruction is one issue, an if/else issues both sides once, a loop whose
+//!   lanes run different trip counts issues the longest. Counted per class, beside the
+//!   thread-instructions. These are PTX instructions: ptxas may split one (a wmma mma is
+//!   several HMMA) or fold several (address arithmetic, parameter loads) into one.
+//! - Global memory, per warp instruction (as above: the lanes' n-th executions of one
+//!   memory instruction form one, wherever their earlier paths went): bytes requested,
+//!   distinct bytes and 32-byte sectors touched; coalescing is distinct bytes over sector
+//!   bytes. L2-equivalent bytes are every requested sector summed; DRAM-equivalent bytes
+//!   are the distinct sectors the launch reads plus the distinct sectors it writes, i.e.
+//!   an L2 that holds the launch's working set (a sector updated in place moves twice:
+//!   read, then written back).
 //! - Shared memory, per warp instruction: wavefronts, with 32 banks of 4 bytes; a
 //!   wavefront serves any set of words in distinct banks (one word per bank; lanes
 //!   reading the same word share it). The ideal is the distinct bytes over 128. wmma
 //!   loads are modelled as ldmatrix does them: each 8x8 f16 sub-matrix (8 rows of 16
 //!   bytes) is one phase; wmma f32 stores as 8 phases of two 64-byte rows.
-//! - Instructions executed by class, counted per thread; tensor-core MACs per mma.
+//! - Instructions executed by class, counted per thread and per warp (above);
+//!   tensor-core MACs per mma.
 //!
 //! On when `MP_EMU_COST` names a file: each launch appends one JSON line with its
 //! kernel name, shape and counters.
@@ -33,6 +43,8 @@ pub const CONTROL: usize = 3;
 pub struct Counters {
     /// Thread-instructions by class (MEMORY, ARITHMETIC, TENSOR, CONTROL).
     pub thread_insts: [u64; 4],
+    /// Warp instructions issued, by class (see the module docs).
+    pub warp_insts: [u64; 4],
     /// Tensor-core multiply-adds (16 * 16 * 16 per warp mma).
     pub macs: u64,
     /// Bytes the lanes asked for, a byte asked for by several lanes of one warp
@@ -60,6 +72,7 @@ impl Counters {
     fn add(&mut self, o: &Counters) {
         for k in 0..4 {
             self.thread_insts[k] += o.thread_insts[k];
+            self.warp_insts[k] += o.warp_insts[k];
         }
         self.macs += o.macs;
         self.global_bytes += o.global_bytes;
@@ -88,6 +101,12 @@ struct Group {
 #[derive(Default)]
 pub struct CostState {
     pub counters: Counters,
+    /// Per thread of the block (linear index), per pc: how many times the thread has
+    /// executed that instruction in this block. Grown on demand, zeroed at each block's end.
+    runs: Vec<Vec<u32>>,
+    /// Per warp, per pc: the most times any of its lanes has executed it (the warp
+    /// instructions issued for that pc so far).
+    issued: Vec<Vec<u32>>,
     global: HashMap<(u32, u32, u32), Group>,
     shared: HashMap<(u32, u32, u32), Group>,
     read: HashSet<u64>,
@@ -108,8 +127,40 @@ fn wavefronts(words: &mut Vec<u64>) -> (u64, u64) {
 }
 
 impl CostState {
+    /// Thread `linear` of the block executes the instruction at `pc`, of class `class`:
+    /// counts the thread-instruction, and a warp instruction when this lane is the first
+    /// of its warp to run that pc this many times.
+    pub fn execute(&mut self, linear: u32, pc: u32, class: usize) {
+        self.counters.thread_insts[class] += 1;
+        let (t, w, pc) = (linear as usize, linear as usize / 32, pc as usize);
+        if self.runs.len() <= t {
+            self.runs.resize_with(t + 1, Vec::new);
+            self.issued.resize_with(w + 1, Vec::new);
+        }
+        let runs = &mut self.runs[t];
+        if runs.len() <= pc {
+            runs.resize(pc + 1, 0);
+        }
+        runs[pc] += 1;
+        let n = runs[pc];
+        let issued = &mut self.issued[w];
+        if issued.len() <= pc {
+            issued.resize(pc + 1, 0);
+        }
+        if n > issued[pc] {
+            issued[pc] = n;
+            self.counters.warp_insts[class] += 1;
+        }
+    }
+
+    /// Which execution of `pc` by thread `linear` this is (1 for the first): with the
+    /// warp and the pc, it names the warp instruction an access belongs to.
+    pub fn run_of(&self, linear: u32, pc: u32) -> u32 {
+        self.runs.get(linear as usize).and_then(|r| r.get(pc as usize)).copied().unwrap_or(0)
+    }
+
     /// One lane's global access of `n` bytes at `addr`, a read or a `write`, part of warp
-    /// instruction `key` (warp, pc, the lane's count of memory instructions so far).
+    /// instruction `key` (warp, pc, [`CostState::run_of`] that pc).
     pub fn global(&mut self, key: (u32, u32, u32), addr: u64, n: u64, write: bool) {
         let g = self.global.entry(key).or_default();
         g.bytes += n;
@@ -147,6 +198,9 @@ impl CostState {
 
     /// Folds the warp instructions of a finished block into the counters.
     pub fn end_block(&mut self) {
+        for v in self.runs.iter_mut().chain(self.issued.iter_mut()) {
+            v.fill(0);
+        }
         let c = &mut self.counters;
         for (_, g) in self.global.drain() {
             let mut used: Vec<(u64, u32)> = g.units.iter().copied().zip(g.masks.iter().copied()).collect();
@@ -208,7 +262,7 @@ pub fn output() -> Option<String> {
 /// on stderr, never fails the launch).
 pub fn record(path: &str, kernel: &str, grid: [u32; 3], block: [u32; 3], c: &Counters) {
     let line = format!(
-        "{{\"kernel\":\"{kernel}\",\"grid\":[{},{},{}],\"block\":[{},{},{}],\"thread_insts\":{{\"memory\":{},\"arithmetic\":{},\"tensor\":{},\"control\":{}}},\"macs\":{},\"global_bytes\":{},\"global_unique_bytes\":{},\"global_warp_insts\":{},\"global_sectors\":{},\"dram_sectors\":{},\"dram_read_sectors\":{},\"dram_write_sectors\":{},\"shared_bytes\":{},\"shared_warp_insts\":{},\"shared_wavefronts\":{},\"shared_ideal_wavefronts\":{}}}\n",
+        "{{\"kernel\":\"{kernel}\",\"grid\":[{},{},{}],\"block\":[{},{},{}],\"thread_insts\":{{\"memory\":{},\"arithmetic\":{},\"tensor\":{},\"control\":{}}},\"warp_insts\":{{\"memory\":{},\"arithmetic\":{},\"tensor\":{},\"control\":{}}},\"macs\":{},\"global_bytes\":{},\"global_unique_bytes\":{},\"global_warp_insts\":{},\"global_sectors\":{},\"dram_sectors\":{},\"dram_read_sectors\":{},\"dram_write_sectors\":{},\"shared_bytes\":{},\"shared_warp_insts\":{},\"shared_wavefronts\":{},\"shared_ideal_wavefronts\":{}}}\n",
         grid[0],
         grid[1],
         grid[2],
@@ -219,6 +273,10 @@ pub fn record(path: &str, kernel: &str, grid: [u32; 3], block: [u32; 3], c: &Cou
         c.thread_insts[ARITHMETIC],
         c.thread_insts[TENSOR],
         c.thread_insts[CONTROL],
+        c.warp_insts[MEMORY],
+        c.warp_insts[ARITHMETIC],
+        c.warp_insts[TENSOR],
+        c.warp_insts[CONTROL],
         c.macs,
         c.global_bytes,
         c.global_unique_bytes,

@@ -211,11 +211,13 @@ fn read_elem(b: &[u8], ty: Ty) -> u64 {
     }
 }
 
-/// Counts one lane's access for the cost model, as part of the warp instruction the
-/// lane's pc and memory-instruction count name.
+/// Counts one lane's access for the cost model, as part of the warp instruction its pc
+/// and its count of executions of that pc name (crate::cost): a lane's earlier paths,
+/// which in a divergent loop or branch ran other memory instructions than its warp's
+/// other lanes, do not move it to another warp instruction.
 fn cost(blk: &mut Block, t: &mut Thread, space: Space, addr: u64, n: u64, write: bool) {
     if let Some(c) = &mut blk.cost {
-        let key = (t.linear / 32, t.pc, t.mem_seq);
+        let key = (t.linear / 32, t.pc, c.run_of(t.linear, t.pc));
         match space {
             Space::Global => c.global(key, addr, n, write),
             Space::Shared => c.shared(key, addr, n),
@@ -230,7 +232,6 @@ pub fn ld(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(),
     let addr = t.regs[i.a as usize].wrapping_add(i.off as u64);
     let loc = locate(blk, t, space, addr, n as u64, false)?;
     cost(blk, t, space, addr, n as u64, false);
-    t.mem_seq += 1;
     let mut buf = [0u8; 32];
     let nc = i.flags & crate::ir::NC != 0;
     read(blk, loc, &mut buf[..n], Who { thread: t.linear, line: i.line, nc })?;
@@ -250,7 +251,6 @@ pub fn st(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(),
     }
     let loc = locate(blk, t, space, addr, n as u64, true)?;
     cost(blk, t, space, addr, n as u64, true);
-    t.mem_seq += 1;
     write(blk, loc, &buf[..n], Who { thread: t.linear, line: i.line, nc: false })?;
     Ok(())
 }
@@ -282,7 +282,6 @@ pub fn cp_async(i: &Inst, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> 
         cost(blk, t, Space::Global, src, src_size as u64, false);
     }
     cost(blk, t, Space::Shared, dst, size as u64, true);
-    t.mem_seq += 1;
     t.cp_pending.push(AsyncCopy { dst, src, size, src_size, line: i.line });
     Ok(())
 }

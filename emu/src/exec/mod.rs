@@ -153,9 +153,6 @@ pub(crate) struct Thread {
     tid: [u32; 3],
     /// Linear index in the block (x fastest); lane = linear % 32.
     pub linear: u32,
-    /// Memory instructions this thread executed in its block: with the pc, it tells which
-    /// accesses of a warp's lanes form one warp instruction (crate::cost).
-    pub mem_seq: u32,
 }
 
 fn invalid(kind: FaultKind, msg: String) -> LaunchError {
@@ -400,7 +397,6 @@ impl<'a> Worker<'a> {
                     region: 0,
                     tid,
                     linear: i,
-                    mem_seq: 0,
                 }
             })
             .collect();
@@ -446,7 +442,6 @@ impl<'a> Worker<'a> {
                 t.calls.clear();
                 t.cp_pending.clear();
                 t.cp_groups.clear();
-                t.mem_seq = 0;
                 let c = special::CTAID as usize;
                 t.regs[c..c + 3].copy_from_slice(&ctaid);
             }
@@ -714,7 +709,9 @@ fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (u
             let i = &code.insts[pc as usize];
             blk.executed += width;
             if let Some(c) = &mut blk.cost {
-                c.counters.thread_insts[class(i.op)] += width;
+                for t in lanes.iter() {
+                    c.execute(t.linear, pc, class(i.op));
+                }
             }
             let f = code.fast[pc as usize];
             if matches!(f, crate::ir::fast::Fast::Generic) {
@@ -776,7 +773,7 @@ fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Res
     loop {
         *n += 1;
         if let Some(c) = &mut blk.cost {
-            c.counters.thread_insts[class(code.insts[t.pc as usize].op)] += 1;
+            c.execute(t.linear, t.pc, class(code.insts[t.pc as usize].op));
         }
         if !step(t, blk, code)? {
             return Ok(());

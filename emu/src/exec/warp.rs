@@ -137,7 +137,9 @@ fn cost_tile(blk: &mut Block, lane0: &Thread, sp: Space, base: u64, stride: u64,
             c.shared_phases(&phases);
         }
         _ => {
-            let key = (lane0.linear / 32, lane0.pc, u32::MAX);
+            // The warp's n-th execution of this wmma is its n-th warp instruction, as for
+            // any access; one key for all of them would merge a loop's tiles into one.
+            let key = (lane0.linear / 32, lane0.pc, c.run_of(lane0.linear, lane0.pc));
             for r in 0..16 {
                 c.global(key, row(r), 16 * elem, write);
             }
