@@ -240,6 +240,12 @@ impl State {
         self.host_waited(&c);
     }
 
+    /// Forgets the clocks of a context being destroyed: its work is over, and its
+    /// streams can order nothing any more.
+    pub fn forget_context(&mut self, ctx: Handle) {
+        self.order.clocks.retain(|_, (c, _)| *c != ctx);
+    }
+
     /// Forgets the accesses to an allocation being freed.
     pub fn forget(&mut self, base: u64) {
         self.order.log.remove(&base);

@@ -691,7 +691,9 @@ impl State {
         for p in allocs {
             self.owners.remove(&p);
             self.memory.free(p);
+            self.forget(p);
         }
+        self.forget_context(ctx);
     }
 
     /// Removes a module and its function handles.
