@@ -1,5 +1,6 @@
-//! Stream capture and graphs: what a capturing stream records, and running recorded
-//! nodes (eagerly, or replayed by cuGraphLaunch).
+//! Stream capture and graphs: what a capturing stream records (the nodes and the edges
+//! between them: stream order, event waits across the capture's streams), and running
+//! recorded nodes (eagerly, or replayed by cuGraphLaunch in [`replay_order`]).
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;

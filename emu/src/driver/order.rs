@@ -12,8 +12,10 @@
 //! - an operation on the legacy default stream follows the earlier work of every blocking
 //!   stream of its context (created without CU_STREAM_NON_BLOCKING, and the per-thread
 //!   default stream), and work on those follows the legacy stream's earlier work
-//!   (CUDA Driver API, "Stream synchronization behavior": "the legacy default stream ...
-//!   synchronizes with all other blocking streams"); a non-blocking stream does neither;
+//!   (CUDA Driver API, "Stream synchronization behavior": the legacy stream "synchronizes
+//!   with all other streams in the same CUcontext except for non-blocking streams"; the
+//!   per-thread default stream is treated as one blocking stream per context, not one per
+//!   host thread); a non-blocking stream does neither;
 //! - cuEventRecord copies the stream's clock into the event, cuStreamWaitEvent merges it
 //!   into the waiting stream's;
 //! - what the host waited for (cuCtxSynchronize, cuStreamSynchronize, cuEventSynchronize,
@@ -138,8 +140,7 @@ pub struct Order {
 }
 
 impl State {
-    /// The stream `s` of context `ctx` as a key, with whether it is a blocking stream
-    /// (ordered with the legacy stream).
+    /// How a report names the stream or lane `key`.
     fn stream_name(&self, key: Key) -> String {
         match key {
             Key::Legacy(_) => "the legacy default stream".into(),

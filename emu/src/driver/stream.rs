@@ -1,8 +1,10 @@
 //! Streams and events.
 //!
-//! Work runs when it is issued, so a stream is only a context, its flags and its capture
-//! state, and an event only a timestamp (host time: meaningless as a kernel time, and
-//! benchmarks refuse the emulator anyway) or the capture position it was recorded at.
+//! Work runs when it is issued, so a stream is only a context, its flags, its capture
+//! state and its vector clock (`driver::order`, which finds work of two streams that
+//! nothing orders), and an event a timestamp (host time: meaningless as a kernel time, and
+//! benchmarks refuse the emulator anyway) with the clock of its record, or the capture
+//! position it was recorded at.
 //! The one exception, host-to-device copies on the legacy stream that land only when
 //! something is ordered after them, is described in `driver::memcalls`; here, recording an
 //! event on or making a stream that follows the legacy stream wait, and synchronizing
