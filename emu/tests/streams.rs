@@ -133,6 +133,7 @@ impl Drop for Case {
     fn drop(&mut self) {
         unsafe { cuCtxDestroy_v2(self.ctx) };
         faults::set_strict(None);
+        faults::set_faults(None);
     }
 }
 
@@ -173,6 +174,17 @@ fn kernels_on_two_streams_without_an_event_race() {
         );
         assert_eq!(two_streams(false, a_non_blocking, false), (0, Some(vec![1.0; N])));
     }
+}
+
+/// With MP_EMU_FAULTS=launch the finding is the racing launch's own error.
+#[test]
+fn a_racing_launch_fails_at_the_launch_in_launch_mode() {
+    let c = Case::new(true);
+    faults::set_faults(Some(faults::Faults::Launch));
+    let (a, b) = (c.stream(true), c.stream(true));
+    let (ones, buf, out) = (c.buffer(N, 1.0), c.buffer(N, 0.0), c.buffer(N, 0.0));
+    ok(c.axpy(a, ones, buf, N));
+    assert_eq!(c.axpy(b, buf, out, N), e::LAUNCH_FAILED);
 }
 
 /// The twin: the event orders the two kernels, so nothing is reported even under strict.

@@ -298,3 +298,23 @@ pub fn destroy_exec(exec: Handle) -> Result<(), CuResult> {
 pub fn node_count(graph: Handle) -> Result<usize, CuResult> {
     with_init(|s| s.graphs.get(&graph).map(|g| g.nodes.nodes.len()).ok_or(INVALID_HANDLE))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(deps: Vec<Vec<usize>>) -> Body {
+        let node = Node::Memset { dst: 0, value: 0, elem: 1, count: 0 };
+        Body { nodes: vec![node; deps.len()], lanes: vec![0; deps.len()], deps }
+    }
+
+    #[test]
+    fn replay_takes_the_latest_ready_node_and_keeps_every_edge() {
+        // A chain stays in issue order.
+        assert_eq!(replay_order(&body(vec![vec![], vec![0], vec![1]])), [0, 1, 2]);
+        // A fork 0 -> {1, 2} -> 3: the branches swap, the join waits for both.
+        assert_eq!(replay_order(&body(vec![vec![], vec![0], vec![0], vec![1, 2]])), [0, 2, 1, 3]);
+        // Two independent chains 0 -> 2 and 1 -> 3: the later chain runs first.
+        assert_eq!(replay_order(&body(vec![vec![], vec![], vec![0], vec![1]])), [1, 3, 0, 2]);
+    }
+}
