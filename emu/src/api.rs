@@ -433,13 +433,15 @@ pub unsafe extern "C" fn cuStreamDestroy_v2(s: Ptr) -> CuResult {
 #[no_mangle]
 pub unsafe extern "C" fn cuStreamSynchronize(s: Ptr) -> CuResult {
     guard("cuStreamSynchronize", || {
-        stream::synchronize(handle(s), "cuStreamSynchronize", "cuStreamSynchronize on a capturing stream")
+        stream::synchronize(handle(s), "cuStreamSynchronize", "cuStreamSynchronize on a capturing stream", false)
     })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuStreamQuery(s: Ptr) -> CuResult {
-    guard("cuStreamQuery", || stream::synchronize(handle(s), "cuStreamQuery", "cuStreamQuery on a capturing stream"))
+    guard("cuStreamQuery", || {
+        stream::synchronize(handle(s), "cuStreamQuery", "cuStreamQuery on a capturing stream", true)
+    })
 }
 
 #[no_mangle]
@@ -516,12 +518,12 @@ pub unsafe extern "C" fn cuEventRecord(event: Ptr, s: Ptr) -> CuResult {
 
 #[no_mangle]
 pub unsafe extern "C" fn cuEventQuery(event: Ptr) -> CuResult {
-    guard("cuEventQuery", || stream::event_wait(handle(event), "cuEventQuery"))
+    guard("cuEventQuery", || stream::event_wait(handle(event), "cuEventQuery", true))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cuEventSynchronize(event: Ptr) -> CuResult {
-    guard("cuEventSynchronize", || stream::event_wait(handle(event), "cuEventSynchronize"))
+    guard("cuEventSynchronize", || stream::event_wait(handle(event), "cuEventSynchronize", false))
 }
 
 #[no_mangle]

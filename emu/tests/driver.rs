@@ -320,6 +320,9 @@ fn memory_round_trip() {
 
         ok(cuMemsetD32Async(b + 16, 0xdead_beef, 4, s));
         ok(cuMemsetD8Async(b, 0xab, 4, s));
+        // The legacy stream does not wait for a non-blocking stream: without this the
+        // memset and the download below race with the two above (driver::order).
+        ok(cuStreamSynchronize(s));
         ok(cuMemsetD16_v2(b + 4, 0x1234, 2));
         let got = download(b, 8);
         assert_eq!(got[..8], [0xabab_abab, 0x1234_1234, 2, 3, 0xdead_beef, 0xdead_beef, 0xdead_beef, 0xdead_beef]);
@@ -332,6 +335,7 @@ fn memory_round_trip() {
         ok(cuStreamSynchronize(s));
         assert_eq!(host, [2, 3, 4, 5]);
         ok(cuMemcpyHtoDAsync_v2(c, [9u32, 9].as_ptr().cast(), 8, s));
+        ok(cuStreamSynchronize(s));
         assert_eq!(download(c, 3), [9, 9, 4]);
 
         let (mut free, mut total) = (0, 0);
@@ -442,7 +446,11 @@ fn events_record_query_and_time() {
         ok(cuEventRecord(untimed, s));
         ok(cuEventRecord(b, null_mut()));
         ok(cuEventSynchronize(b));
+        // `a` is on a non-blocking stream, which b's legacy stream does not wait for: its
+        // first query answers NOT_READY, the next one SUCCESS (driver::stream).
+        err(cuEventQuery(a), e::NOT_READY);
         ok(cuEventQuery(a));
+        ok(cuEventQuery(b)); // synchronized: complete at once
         ok(cuEventElapsedTime_v2(&mut ms, a, b));
         assert!(ms >= 0.0);
         ok(cuEventElapsedTime(&mut ms, a, b));
@@ -501,6 +509,7 @@ fn capture_records_memset_and_copy_and_replays_them() {
         upload(b, &[4; 16]);
         ok(cuGraphDestroy(g)); // the exec stays valid
         ok(cuGraphLaunch(x, s));
+        ok(cuStreamSynchronize(s));
         assert_eq!(download(b, 8), [7; 8]);
         assert_eq!(download(b + 32, 8), [4; 8]);
         ok(cuGraphExecDestroy(x));
@@ -871,6 +880,7 @@ fn launch_runs_a_kernel() {
     let mut extra = [1 as P, buf.as_mut_ptr().cast(), 2 as P, size.as_ptr().cast(), null_mut()];
     unsafe {
         ok(cuLaunchKernel(f, 8, 1, 1, 128, 1, 1, 0, s, null_mut(), extra.as_mut_ptr()));
+        ok(cuStreamSynchronize(s));
     }
     let want: Vec<f32> = xs.iter().map(|v| 2.0 * v + 0.5).collect();
     assert_eq!(download_f32(y, n), want);
@@ -1068,7 +1078,8 @@ fn legacy_stream_copies_reach_a_non_blocking_stream_only_when_ordered() {
     let ordered: [(&str, &dyn Fn()); 5] = [
         ("cuCtxSynchronize", &|| ok(unsafe { cuCtxSynchronize() })),
         ("cuStreamSynchronize(legacy)", &|| ok(unsafe { cuStreamSynchronize(null_mut()) })),
-        ("cuStreamQuery(CU_STREAM_LEGACY)", &|| ok(unsafe { cuStreamQuery(1 as P) })),
+        // Polled: the first query after new work answers NOT_READY (driver::stream).
+        ("cuStreamQuery(CU_STREAM_LEGACY)", &|| while unsafe { cuStreamQuery(1 as P) } == e::NOT_READY {}),
         ("a memset on the legacy stream", &|| ok(unsafe { cuMemsetD8_v2(scratch, 0, 4) })),
         ("a memset on a blocking stream", &|| ok(unsafe { cuMemsetD8Async(scratch, 0, 4, blocking) })),
     ];

@@ -1,11 +1,13 @@
-//! Stream capture and graphs: what a capturing stream records, and running recorded
-//! nodes (eagerly, or replayed by cuGraphLaunch).
+//! Stream capture and graphs: what a capturing stream records (the nodes and the edges
+//! between them: stream order, event waits across the capture's streams), and running
+//! recorded nodes (eagerly, or replayed by cuGraphLaunch in [`replay_order`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
 use super::error::{self, *};
-use super::state::{with_init, Capture, Graph, Handle, Member, Node, State, StreamRef, CAPTURE_RELAXED};
+use super::order::{join, Clock, Op};
+use super::state::{with_init, Body, Capture, Graph, Handle, Member, Node, State, StreamRef, CAPTURE_RELAXED};
 use crate::exec::{self, FaultKind};
 
 /// The driver's code for a failed launch.
@@ -32,32 +34,95 @@ fn bad_node(s: &mut State, ctx: Handle, replay: bool, what: String) -> Result<()
     s.fault(ctx, ILLEGAL_ADDRESS, format!("a graph's {what}"))
 }
 
-/// Runs one node on context `ctx`'s memory. `replay` is true when the node comes from a
-/// graph (its arguments were checked at record time, against memory that may since have
-/// been freed). Nothing runs once the context's work has faulted ([`State::faulted`]):
+/// What a node is, for the report of a race between streams (`driver::order`).
+pub fn describe(node: &Node) -> String {
+    match node {
+        Node::Kernel { module, kernel, .. } => {
+            format!("kernel {}", module.kernels.get(*kernel).map_or("?", |k| k.name.as_str()))
+        }
+        Node::Memset { .. } => "a memset".into(),
+        Node::Copy { .. } => "a device-to-device copy".into(),
+        Node::Graph(_) => "a graph launch".into(),
+    }
+}
+
+/// The order a graph's nodes replay in: a topological order of its edges that takes,
+/// among the nodes ready, the latest captured first. Issue order is also legal, and the
+/// one the capture saw; replaying another one where the graph leaves freedom means a
+/// graph that relied on issue order between unordered branches computes something else
+/// here, and the check between streams reports the pair (`driver::order`). Fixed, so a
+/// failure replays.
+pub fn replay_order(body: &Body) -> Vec<usize> {
+    let n = body.nodes.len();
+    let mut waiting: Vec<usize> = body.deps.iter().map(Vec::len).collect();
+    let mut next: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, deps) in body.deps.iter().enumerate() {
+        for &d in deps {
+            next[d].push(i);
+        }
+    }
+    let mut ready: BinaryHeap<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for &j in &next[i] {
+            waiting[j] -= 1;
+            if waiting[j] == 0 {
+                ready.push(j);
+            }
+        }
+    }
+    order
+}
+
+/// Replays a graph's nodes as operation `op` (its launch) of context `ctx`: in
+/// [`replay_order`], each node on its lane, after the launch's clock and its
+/// dependencies' (`driver::order`). Returns the clock of the whole graph's end.
+fn replay_body(s: &mut State, ctx: Handle, body: &Body, op: &Op) -> Result<Clock, CuResult> {
+    let mut clocks: Vec<Clock> = vec![Clock::new(); body.nodes.len()];
+    let mut end = op.clock.clone();
+    for i in replay_order(body) {
+        let mut c = op.clock.clone();
+        for &d in &body.deps[i] {
+            join(&mut c, &clocks[d]);
+        }
+        let lane = State::lane_key(op, body.lanes[i]);
+        let node_op = s.lane_op(ctx, lane, c, &describe(&body.nodes[i]));
+        run_node(s, ctx, &body.nodes[i], true, &node_op)?;
+        join(&mut end, &node_op.clock);
+        clocks[i] = node_op.clock;
+    }
+    Ok(end)
+}
+
+/// Runs one node on context `ctx`'s memory, as operation `op` (`driver::order`: what it
+/// touches is checked against the other streams' work). `replay` is true when the node
+/// comes from a graph (its arguments were checked at record time, against memory that
+/// may since have been freed). Nothing runs once the context's work has faulted ([`State::faulted`]):
 /// a GPU context that took a fault runs no more work, and a second report would only
 /// bury the first. A kernel's fault is reported as [`State::fault`] says (by default at
 /// the next synchronizing call); an error of the launch itself (an invalid
 /// configuration, found before any thread runs) is returned at once and is not sticky.
-pub fn run_node(s: &mut State, ctx: Handle, node: &Node, replay: bool) -> Result<(), CuResult> {
+pub fn run_node(s: &mut State, ctx: Handle, node: &Node, replay: bool, op: &Op) -> Result<(), CuResult> {
     if s.faulted(ctx) {
         return Ok(());
     }
     match node {
-        Node::Kernel { module, kernel, cfg, params } => match exec::launch(module, *kernel, cfg, params, &mut s.memory)
-        {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let code = fault_code(e.kind);
-                let name = module.kernels.get(*kernel).map_or("?", |k| k.name.as_str());
-                eprintln!("mp-emu: kernel {name}: {}: {}", error::name(code).unwrap_or("?"), e.report);
-                if e.kind.is_sticky() {
-                    s.fault(ctx, code, format!("kernel {name}"))
-                } else {
-                    Err(code)
+        Node::Kernel { module, kernel, cfg, params } => {
+            match exec::launch_stats(module, *kernel, cfg, params, &mut s.memory) {
+                Ok(st) => s.accessed(ctx, op, &st.read, &st.written),
+                Err(e) => {
+                    let code = fault_code(e.kind);
+                    let name = module.kernels.get(*kernel).map_or("?", |k| k.name.as_str());
+                    eprintln!("mp-emu: kernel {name}: {}: {}", error::name(code).unwrap_or("?"), e.report);
+                    if e.kind.is_sticky() {
+                        s.fault(ctx, code, format!("kernel {name}"))
+                    } else {
+                        Err(code)
+                    }
                 }
             }
-        },
+        }
         &Node::Memset { dst, value, elem, count } => {
             let Some(d) = s.memory.slice_mut(dst, elem * count) else {
                 return bad_node(s, ctx, replay, format!("memset of {count} x {elem} bytes at {dst:#x}"));
@@ -66,16 +131,20 @@ pub fn run_node(s: &mut State, ctx: Handle, node: &Node, replay: bool) -> Result
             for chunk in d.chunks_exact_mut(elem) {
                 chunk.copy_from_slice(&bytes[..elem]);
             }
-            Ok(())
+            s.accessed(ctx, op, &[], &[(dst, dst + (elem * count) as u64)])
         }
         &Node::Copy { dst, src, len } => {
             if s.memory.copy(dst, src, len) {
-                Ok(())
+                s.accessed(ctx, op, &[(src, src + len as u64)], &[(dst, dst + len as u64)])
             } else {
                 bad_node(s, ctx, replay, format!("copy of {len} bytes from {src:#x} to {dst:#x}"))
             }
         }
-        Node::Graph(nodes) => nodes.iter().try_for_each(|n| run_node(s, ctx, n, true)),
+        Node::Graph(body) => {
+            let end = replay_body(s, ctx, body, op)?;
+            s.merge_into(ctx, op.key, &end);
+            Ok(())
+        }
     }
 }
 
@@ -94,9 +163,10 @@ pub fn begin_capture(stream: Handle, mode: u32) -> Result<(), CuResult> {
         }
         let id = s.new_capture_id();
         let mut members = BTreeMap::new();
-        members.insert(h, Member { seq: 0, unjoined: false });
+        members.insert(h, Member { seq: 0, unjoined: false, deps: Vec::new() });
         let thread = std::thread::current().id();
-        s.captures.insert(id, Capture { ctx, origin: h, mode, thread, members, nodes: Vec::new(), invalidated: None });
+        s.captures
+            .insert(id, Capture { ctx, origin: h, mode, thread, members, body: Body::default(), invalidated: None });
         if let Some(st) = s.streams.get_mut(&h) {
             st.capture = Some(id);
         }
@@ -143,7 +213,7 @@ pub fn end_capture(stream: Handle) -> Result<Handle, CuResult> {
             return Err(STREAM_CAPTURE_UNJOINED);
         }
         let g = s.new_handle();
-        s.graphs.insert(g, Graph { ctx, nodes: Arc::new(c.nodes) });
+        s.graphs.insert(g, Graph { ctx, nodes: Arc::new(c.body) });
         Ok(g)
     })
 }
@@ -200,8 +270,8 @@ pub fn upload(exec: Handle, stream: Handle) -> Result<(), CuResult> {
     })
 }
 
-/// cuGraphLaunch: replays the nodes in recorded order, now; into a capturing stream, the
-/// graph is recorded as one node.
+/// cuGraphLaunch: replays the nodes now, in [`replay_order`]; into a capturing stream,
+/// the graph is recorded as one node.
 pub fn launch(exec: Handle, stream: Handle) -> Result<(), CuResult> {
     with_init(|s| {
         let nodes = s.execs.get(&exec).ok_or(INVALID_HANDLE)?.nodes.clone();
@@ -210,7 +280,8 @@ pub fn launch(exec: Handle, stream: Handle) -> Result<(), CuResult> {
         if s.record(st, node.clone())? {
             return Ok(());
         }
-        run_node(s, ctx, &node, true)
+        let op = s.begin_op(ctx, st, "a graph launch");
+        run_node(s, ctx, &node, true, &op)
     })
 }
 
@@ -225,5 +296,25 @@ pub fn destroy_exec(exec: Handle) -> Result<(), CuResult> {
 /// The number of top-level nodes of a graph (cuGraphGetNodes with a null node array),
 /// which tests use to see what a capture recorded.
 pub fn node_count(graph: Handle) -> Result<usize, CuResult> {
-    with_init(|s| s.graphs.get(&graph).map(|g| g.nodes.len()).ok_or(INVALID_HANDLE))
+    with_init(|s| s.graphs.get(&graph).map(|g| g.nodes.nodes.len()).ok_or(INVALID_HANDLE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(deps: Vec<Vec<usize>>) -> Body {
+        let node = Node::Memset { dst: 0, value: 0, elem: 1, count: 0 };
+        Body { nodes: vec![node; deps.len()], lanes: vec![0; deps.len()], deps }
+    }
+
+    #[test]
+    fn replay_takes_the_latest_ready_node_and_keeps_every_edge() {
+        // A chain stays in issue order.
+        assert_eq!(replay_order(&body(vec![vec![], vec![0], vec![1]])), [0, 1, 2]);
+        // A fork 0 -> {1, 2} -> 3: the branches swap, the join waits for both.
+        assert_eq!(replay_order(&body(vec![vec![], vec![0], vec![0], vec![1, 2]])), [0, 2, 1, 3]);
+        // Two independent chains 0 -> 2 and 1 -> 3: the later chain runs first.
+        assert_eq!(replay_order(&body(vec![vec![], vec![], vec![0], vec![1]])), [1, 3, 0, 2]);
+    }
 }

@@ -75,6 +75,7 @@ impl State {
         if !self.memory.free(ptr) {
             return Err(INVALID_VALUE);
         }
+        self.forget(ptr);
         self.owners.remove(&ptr);
         Ok(())
     }
@@ -93,7 +94,8 @@ impl State {
         if self.record(s, node.clone())? {
             return Ok(());
         }
-        run_node(self, ctx, &node, false)
+        let op = self.begin_op(ctx, s, &super::graph::describe(&node));
+        run_node(self, ctx, &node, false, &op)
     }
 
     /// The stream a call names (`Some`) or, for the synchronous forms (`None`), the
@@ -156,6 +158,7 @@ pub fn free(ptr: u64) -> Result<(), CuResult> {
             return Ok(());
         }
         s.land_copies(ctx);
+        s.host_waited_ctx(ctx);
         s.free(ptr)
     })
 }
@@ -175,6 +178,13 @@ pub fn free_async(ptr: u64, stream: Handle) -> Result<(), CuResult> {
             return Ok(());
         }
         s.land_copies(ctx);
+        // The free is work of the stream: anything another stream still does with the
+        // memory, unordered with it, races with it (a write of every byte).
+        let len = s.memory.find(ptr).filter(|(b, _)| *b == ptr).map(|(_, a)| a.data.len() as u64);
+        if let Some(len) = len {
+            let op = s.begin_op(ctx, st, "cuMemFreeAsync");
+            s.accessed(ctx, &op, &[], &[(ptr, ptr + len)])?;
+        }
         s.free(ptr)
     })
 }
@@ -254,14 +264,20 @@ pub fn copy_htod(dst: u64, src: &[u8], stream: Option<Handle>) -> Result<(), CuR
             return Ok(());
         }
         s.check_range(dst, src.len())?;
+        if stream.is_none() {
+            // The synchronous form waits for the stream's earlier work before it copies.
+            s.host_waited_stream(st);
+        }
+        let op = s.begin_op(ctx, st, "a host-to-device copy");
+        let range = [(dst, dst + src.len() as u64)];
         if let StreamRef::Legacy(_) = st {
             s.pending.push(PendingCopy { ctx, dst, data: src.to_vec() });
-            return Ok(());
+            return s.accessed(ctx, &op, &[], &range);
         }
         s.order(ctx, st);
         let d = s.memory.slice_mut(dst, src.len()).ok_or(INVALID_VALUE)?;
         d.copy_from_slice(src);
-        Ok(())
+        s.accessed(ctx, &op, &[], &range)
     })
 }
 
@@ -286,7 +302,11 @@ pub fn copy_dtoh(dst: &mut [u8], src: u64, stream: Option<Handle>) -> Result<(),
             s.sync_point(ctx, call)?;
         }
         dst.copy_from_slice(s.memory.slice(src, dst.len()).ok_or(INVALID_VALUE)?);
-        Ok(())
+        let op = s.begin_op(ctx, st, "a device-to-host copy");
+        s.accessed(ctx, &op, &[(src, src + dst.len() as u64)], &[])?;
+        // The copy returns once done (pageable memory): the host has waited for it.
+        s.host_waited_stream(st);
+        s.sync_point(ctx, call)
     })
 }
 
@@ -296,6 +316,7 @@ pub fn land_legacy_copies() -> Result<(), CuResult> {
     with_init(|s| {
         let ctx = s.current()?;
         s.land_copies(ctx);
+        s.host_waited_ctx(ctx);
         Ok(())
     })
 }

@@ -12,6 +12,7 @@ pub mod faults;
 pub mod graph;
 pub mod memcalls;
 pub mod module;
+pub mod order;
 pub mod resources;
 pub mod state;
 pub mod stream;

@@ -273,7 +273,8 @@ pub fn launch(
         if s.record(st, node.clone())? {
             return Ok(());
         }
-        run_node(s, ctx, &node, false)
+        let op = s.begin_op(ctx, st, &super::graph::describe(&node));
+        run_node(s, ctx, &node, false, &op)
     })
 }
 

@@ -24,6 +24,7 @@ use super::allocations::Memory;
 use super::device::Device;
 use super::error::{self, *};
 use super::faults::{self, Faults};
+use super::order::{Op, Order};
 use crate::exec::LaunchConfig;
 use crate::ptx::Module;
 
@@ -195,6 +196,13 @@ pub struct Event {
     pub ctx: Handle,
     pub flags: u32,
     pub recorded: Recorded,
+    /// Recorded outside capture: the record as an operation of its stream, whose clock a
+    /// wait merges (`driver::order`).
+    pub op: Option<Op>,
+    /// A query answered NOT_READY since the last record (`driver::stream`).
+    pub polled: bool,
+    /// Recorded in a capture: the nodes a stream waiting on it then depends on.
+    pub deps: Vec<usize>,
 }
 
 /// One recorded operation of a graph. Everything a node needs is owned by it (kernel
@@ -221,12 +229,22 @@ pub enum Node {
         len: usize,
     },
     /// A graph launched into a capturing stream.
-    Graph(Arc<Vec<Node>>),
+    Graph(Arc<Body>),
+}
+
+/// A graph's nodes in capture order, with the edges capture found between them.
+#[derive(Default)]
+pub struct Body {
+    pub nodes: Vec<Node>,
+    /// The stream each node was captured on (its lane at replay, `driver::order`).
+    pub lanes: Vec<Handle>,
+    /// The nodes each node depends on (indices of earlier nodes).
+    pub deps: Vec<Vec<usize>>,
 }
 
 pub struct Graph {
     pub ctx: Handle,
-    pub nodes: Arc<Vec<Node>>,
+    pub nodes: Arc<Body>,
 }
 
 /// A host-to-device copy issued on a context's legacy default stream whose DMA has not
@@ -245,6 +263,9 @@ pub struct Member {
     /// The stream has recorded work that no other stream of the capture has waited on
     /// since: ending the capture now would leave a fork unjoined.
     pub unjoined: bool,
+    /// The nodes the stream's next node depends on: its last node and those of the
+    /// events it waited on since.
+    pub deps: Vec<usize>,
 }
 
 /// A capture sequence in progress.
@@ -255,9 +276,9 @@ pub struct Capture {
     pub mode: u32,
     pub thread: ThreadId,
     pub members: BTreeMap<Handle, Member>,
-    /// Recorded operations in issue order. Streams execute in issue order here, so issue
-    /// order is a valid topological order of the captured graph, forks included.
-    pub nodes: Vec<Node>,
+    /// Recorded operations in issue order, with their streams and dependencies: the
+    /// graph's body.
+    pub body: Body,
     /// Why the capture was invalidated; cuStreamEndCapture then returns
     /// STREAM_CAPTURE_INVALIDATED and no graph.
     pub invalidated: Option<&'static str>,
@@ -286,6 +307,8 @@ pub struct State {
     pub owners: HashMap<u64, Handle>,
     /// Legacy-stream host-to-device copies not yet landed, in issue order.
     pub pending: Vec<PendingCopy>,
+    /// Happens-before between streams (`driver::order`).
+    pub order: Order,
 }
 
 impl State {
@@ -593,11 +616,16 @@ impl State {
         if c.invalidated.is_some() {
             return Err(STREAM_CAPTURE_INVALIDATED);
         }
-        c.nodes.push(node);
-        if let Some(m) = c.members.get_mut(&h) {
-            m.seq += 1;
-            m.unjoined = h != c.origin;
-        }
+        let idx = c.body.nodes.len();
+        c.body.nodes.push(node);
+        c.body.lanes.push(h);
+        let m = c.members.get_mut(&h).ok_or(UNKNOWN)?;
+        m.seq += 1;
+        m.unjoined = h != c.origin;
+        let mut deps = std::mem::replace(&mut m.deps, vec![idx]);
+        deps.sort_unstable();
+        deps.dedup();
+        c.body.deps.push(deps);
         Ok(true)
     }
 
@@ -663,7 +691,9 @@ impl State {
         for p in allocs {
             self.owners.remove(&p);
             self.memory.free(p);
+            self.forget(p);
         }
+        self.forget_context(ctx);
     }
 
     /// Removes a module and its function handles.

@@ -1,8 +1,10 @@
 //! Streams and events.
 //!
-//! Work runs when it is issued, so a stream is only a context, its flags and its capture
-//! state, and an event only a timestamp (host time: meaningless as a kernel time, and
-//! benchmarks refuse the emulator anyway) or the capture position it was recorded at.
+//! Work runs when it is issued, so a stream is only a context, its flags, its capture
+//! state and its vector clock (`driver::order`, which finds work of two streams that
+//! nothing orders), and an event a timestamp (host time: meaningless as a kernel time, and
+//! benchmarks refuse the emulator anyway) with the clock of its record, or the capture
+//! position it was recorded at.
 //! The one exception, host-to-device copies on the legacy stream that land only when
 //! something is ordered after them, is described in `driver::memcalls`; here, recording an
 //! event on or making a stream that follows the legacy stream wait, and synchronizing
@@ -60,11 +62,24 @@ pub fn destroy(stream: Handle) -> Result<(), CuResult> {
 /// stream); on a capturing stream this is a host synchronization, which invalidates the
 /// capture (`what` says why). A fault of the context's work is returned here
 /// (`driver::faults`; the context is the unit, as its faults are sticky for all of it).
-pub fn synchronize(stream: Handle, call: &'static str, what: &'static str) -> Result<(), CuResult> {
+///
+/// A query (`query`) answers CUDA_ERROR_NOT_READY once for work the host has not waited
+/// for: the first cuStreamQuery after new work on the stream says NOT_READY, the next
+/// one SUCCESS (the work is then done, and the host has waited for it). A GPU may answer
+/// either; answering NOT_READY once makes code that assumes a query finds the stream
+/// idle fail here, and code that polls still terminates. A stream the host already
+/// waited for (synchronized, or with its work in the host's clock, `driver::order`)
+/// answers SUCCESS at once.
+pub fn synchronize(stream: Handle, call: &'static str, what: &'static str, query: bool) -> Result<(), CuResult> {
     with_init(|s| {
         s.current_synced(call)?;
         let (ctx, st) = s.stream(stream)?;
         s.forbid_in_capture(st, STREAM_CAPTURE_UNSUPPORTED, what)?;
+        if query {
+            s.query(st)?;
+        } else {
+            s.host_waited_stream(st);
+        }
         if let StreamRef::Legacy(_) = st {
             s.land_copies(ctx);
         }
@@ -83,7 +98,8 @@ pub fn wait_event(stream: Handle, event: Handle, flags: u32) -> Result<(), CuRes
         if flags & !1 != 0 {
             return Err(INVALID_VALUE);
         }
-        let recorded = s.events.get(&event).ok_or(INVALID_HANDLE)?.recorded;
+        let e = s.events.get(&event).ok_or(INVALID_HANDLE)?;
+        let (recorded, deps, op) = (e.recorded, e.deps.clone(), e.op.clone());
         let (ctx, st) = s.stream(stream)?;
         let mine = s.capture_of(st);
         match recorded {
@@ -93,7 +109,7 @@ pub fn wait_event(stream: Handle, event: Handle, flags: u32) -> Result<(), CuRes
                         s.invalidate(capture, "a default stream waited on an event recorded in a capture");
                         return Err(STREAM_CAPTURE_IMPLICIT);
                     };
-                    join(s, capture, h);
+                    join(s, capture, h, deps);
                     Ok(())
                 }
                 Some(id) if id == capture => {
@@ -104,6 +120,11 @@ pub fn wait_event(stream: Handle, event: Handle, flags: u32) -> Result<(), CuRes
                     if let Some(m) = c.members.get_mut(&from) {
                         if m.seq == seq && StreamRef::Created(from) != st {
                             m.unjoined = false;
+                        }
+                    }
+                    if let StreamRef::Created(h) = st {
+                        if let Some(m) = c.members.get_mut(&h) {
+                            m.deps.extend(deps);
                         }
                     }
                     Ok(())
@@ -124,16 +145,22 @@ pub fn wait_event(stream: Handle, event: Handle, flags: u32) -> Result<(), CuRes
             _ => {
                 s.check_legacy(st)?;
                 s.order(ctx, st);
+                // The wait is work of the stream (it follows the legacy stream as any
+                // other would), after which the stream has the event's clock.
+                let me = s.begin_op(ctx, st, "cuStreamWaitEvent");
+                if let Some(op) = op {
+                    s.merge_into(ctx, me.key, &op.clock);
+                }
                 Ok(())
             }
         }
     })
 }
 
-/// Makes stream `h` a member of capture `id`.
-fn join(s: &mut State, id: u64, h: Handle) {
+/// Makes stream `h` a member of capture `id`, its first node depending on `deps`.
+fn join(s: &mut State, id: u64, h: Handle, deps: Vec<usize>) {
     if let Some(c) = s.captures.get_mut(&id) {
-        c.members.insert(h, Member { seq: 0, unjoined: false });
+        c.members.insert(h, Member { seq: 0, unjoined: false, deps });
     }
     if let Some(st) = s.streams.get_mut(&h) {
         st.capture = Some(id);
@@ -151,7 +178,7 @@ pub fn event_create(flags: u32) -> Result<Handle, CuResult> {
         }
         let ctx = s.current()?;
         let h = s.new_handle();
-        s.events.insert(h, Event { ctx, flags, recorded: Recorded::Never });
+        s.events.insert(h, Event { ctx, flags, recorded: Recorded::Never, op: None, polled: false, deps: Vec::new() });
         Ok(h)
     })
 }
@@ -165,23 +192,27 @@ pub fn event_record(event: Handle, stream: Handle) -> Result<(), CuResult> {
         if ev_ctx != ctx {
             return Err(INVALID_HANDLE);
         }
-        let recorded = match (st, s.capture_of(st)) {
+        let (recorded, op, deps) = match (st, s.capture_of(st)) {
             (StreamRef::Created(h), Some(id)) => {
                 let c = s.captures.get(&id).ok_or(UNKNOWN)?;
                 if c.invalidated.is_some() {
                     return Err(STREAM_CAPTURE_INVALIDATED);
                 }
-                let seq = c.members.get(&h).map_or(0, |m| m.seq);
-                Recorded::Captured { capture: id, stream: h, seq }
+                let (seq, deps) = c.members.get(&h).map_or((0, Vec::new()), |m| (m.seq, m.deps.clone()));
+                (Recorded::Captured { capture: id, stream: h, seq }, None, deps)
             }
             _ => {
                 s.check_legacy(st)?;
                 s.order(ctx, st);
-                Recorded::At(Instant::now())
+                let op = s.begin_op(ctx, st, "cuEventRecord");
+                (Recorded::At(Instant::now()), Some(op), Vec::new())
             }
         };
         if let Some(e) = s.events.get_mut(&event) {
             e.recorded = recorded;
+            e.op = op;
+            e.deps = deps;
+            e.polled = false;
         }
         Ok(())
     })
@@ -204,9 +235,22 @@ fn host_wait(s: &mut State, event: Handle, call: &str) -> Result<Recorded, CuRes
     Ok(recorded)
 }
 
-/// cuEventSynchronize and cuEventQuery (`call`): complete (SUCCESS) unless captured.
-pub fn event_wait(event: Handle, call: &str) -> Result<(), CuResult> {
-    with_init(|s| host_wait(s, event, call).map(|_| ()))
+/// cuEventSynchronize and cuEventQuery (`query`): complete (SUCCESS) unless captured,
+/// except that a query answers NOT_READY once for a record the host has not waited for,
+/// as cuStreamQuery does ([`synchronize`]). Either way, once SUCCESS, the host has
+/// waited for the record (`driver::order`).
+pub fn event_wait(event: Handle, call: &str, query: bool) -> Result<(), CuResult> {
+    with_init(|s| {
+        host_wait(s, event, call)?;
+        let e = s.events.get_mut(&event).ok_or(INVALID_HANDLE)?;
+        let Some(op) = e.op.clone() else { return Ok(()) };
+        if query && !e.polled && !super::order::knows(&s.order.host, op.key, op.epoch()) {
+            e.polled = true;
+            return Err(NOT_READY);
+        }
+        s.host_waited(&op.clock);
+        Ok(())
+    })
 }
 
 /// cuEventElapsedTime(_v2): host milliseconds between two recorded events. An event

@@ -163,6 +163,7 @@ pub fn read(blk: &mut Block, loc: Loc, out: &mut [u8], who: Who) -> Result<(), F
                 blk.global.race(i, addr, out.len(), blk.block, None, who.nc).map_err(|r| global_race(blk, r))?;
             }
             blk.global.read(i, addr, out);
+            blk.footprint.note(addr, out.len(), false);
         }
         Loc::Shared(o) => {
             if checks.race || checks.init {
@@ -185,6 +186,7 @@ pub fn write(blk: &mut Block, loc: Loc, data: &[u8], who: Who) -> Result<(), Fau
                 blk.global.race(i, addr, data.len(), blk.block, Some(data), false).map_err(|r| global_race(blk, r))?;
             }
             blk.global.write(i, addr, data);
+            blk.footprint.note(addr, data.len(), true);
             if checks.init {
                 blk.global.mark_init(i, addr, data.len());
             }

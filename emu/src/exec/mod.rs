@@ -15,6 +15,7 @@ pub mod approx;
 mod convert;
 mod fast;
 mod float;
+pub mod footprint;
 pub mod half;
 mod int;
 pub mod order;
@@ -130,6 +131,8 @@ pub(crate) struct Block<'g> {
     pub executed: u64,
     /// The cost counters, when asked for.
     pub cost: Option<CostState>,
+    /// The global bytes this host thread's blocks touched.
+    pub footprint: footprint::Footprint,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,6 +224,10 @@ pub struct Stats {
     pub thread_instructions: u64,
     /// The cost counters, when `MP_EMU_COST` asks for them (crate::cost).
     pub cost: Option<cost::Counters>,
+    /// The global byte ranges the launch read and wrote, sorted and disjoint (empty when
+    /// it faulted): what the driver's check between streams compares.
+    pub read: Vec<footprint::Range>,
+    pub written: Vec<footprint::Range>,
 }
 
 /// Runs kernel `kernel` of `module` to completion over `mem`. `params` is the kernel's
@@ -277,12 +284,12 @@ pub fn launch_with(
     let view = mem.view_checked(checks.race);
     let workers = workers(nblocks, n);
     let costing = cost::output();
-    type Outcome = (Result<Stats, (u64, LaunchError)>, Option<CostState>);
+    type Outcome = (Result<Stats, (u64, LaunchError)>, Option<CostState>, footprint::Footprint);
     let order = BlockOrder::current();
     let run = |positions: &mut dyn Iterator<Item = u64>| -> Outcome {
         let mut w = Worker::new(k, cfg, params, &view, n, checks, approx, costing.is_some());
         let r = w.run(positions, order, nblocks);
-        (r, w.blk.cost.take())
+        (r, w.blk.cost.take(), std::mem::take(&mut w.blk.footprint))
     };
     let results: Vec<Outcome> = if workers == 1 {
         vec![run(&mut (0..nblocks))]
@@ -316,8 +323,10 @@ pub fn launch_with(
     let mut total = Stats::default();
     let mut first: Option<(u64, LaunchError)> = None;
     let mut states = Vec::new();
-    for (r, c) in results {
+    let mut touched = footprint::Footprint::default();
+    for (r, c, f) in results {
         states.extend(c);
+        touched.absorb(f);
         match r {
             Ok(st) => total.thread_instructions += st.thread_instructions,
             Err((p, e)) if first.as_ref().is_none_or(|(fp, _)| p < *fp) => first = Some((p, e)),
@@ -327,6 +336,7 @@ pub fn launch_with(
     if let Some((_, e)) = first {
         return Err(e);
     }
+    (total.read, total.written) = touched.finish();
     if let Some(path) = costing {
         let counters = cost::merge(states);
         cost::record(&path, &k.name, cfg.grid, cfg.block, &counters);
@@ -411,6 +421,7 @@ impl<'a> Worker<'a> {
             params: params.to_vec(),
             executed: 0,
             cost: costing.then(CostState::default),
+            footprint: footprint::Footprint::default(),
         };
         Worker { k, cfg, threads, blk }
     }
@@ -461,7 +472,7 @@ impl<'a> Worker<'a> {
                 c.end_block();
             }
         }
-        Ok(Stats { thread_instructions: self.blk.executed, cost: None })
+        Ok(Stats { thread_instructions: self.blk.executed, ..Stats::default() })
     }
 }
 
