@@ -16,7 +16,8 @@
 //!   exponent among them and its bits below `24 + extra` bits of that exponent are
 //!   dropped (truncation, toward zero in magnitude), the aligned terms are added
 //!   exactly, and the sum is normalized to f32 with truncation (round toward zero). The
-//!   group's result is the next group's accumulator. A product's exponent is the sum of
+//!   group's result, rounded to D's type, is the next group's accumulator (the models'
+//!   recursive accumulation, `c = d` per block in `tools/GEMM.m`). A product's exponent is the sum of
 //!   its factors' exponents (its significand lies in [1, 4): the models keep the carry
 //!   bit of a product at or above 2, `fpbits_IEEE2` in `Generic_BFMA_TC.m`). An f16
 //!   result is rounded to nearest even from the exact aligned sum instead (the models'
