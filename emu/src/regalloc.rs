@@ -74,8 +74,9 @@ fn operands(i: &Inst, uses: &mut Vec<u32>, defs: &mut Vec<u32>) {
             defs.extend_from_slice(&i.v);
         }
         Op::WmmaMma(..) => {
-            i.v[8..].iter().for_each(|&r| u(r));
-            defs.extend_from_slice(&i.v[..8]);
+            let nd = crate::ir::collective::acc_regs(i.ty2);
+            i.v[nd..].iter().for_each(|&r| u(r));
+            defs.extend_from_slice(&i.v[..nd]);
         }
         Op::WmmaStoreD(_) => {
             u(i.a);

@@ -8,6 +8,7 @@ use super::error::*;
 use super::graph::{fault_code, run_node};
 use super::resources;
 use super::state::{with_init, Function, Handle, ModuleEntry, Node};
+use crate::exec::mma::{Mma, MmaMode};
 use crate::exec::{self, LaunchConfig};
 use crate::ptx::{Kernel, Module};
 
@@ -249,7 +250,8 @@ pub fn launch(
         }
         // Over the opt-in maximum of the device, or over what the function allows.
         let shared_limit = k.static_shared.saturating_add(max_dyn).min(shared_optin(s.cc()?));
-        let cfg = LaunchConfig { grid, block, dynamic_shared, shared_limit };
+        let mma = Mma::new(MmaMode::current(), s.cc()?);
+        let cfg = LaunchConfig { grid, block, dynamic_shared, shared_limit, mma };
         if let Err(e) = exec::check_shape(k, &cfg) {
             eprintln!("mp-emu: {}", e.report);
             return Err(fault_code(e.kind));

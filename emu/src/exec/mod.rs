@@ -18,6 +18,7 @@ mod float;
 pub mod footprint;
 pub mod half;
 mod int;
+pub mod mma;
 pub mod order;
 mod warp;
 
@@ -42,12 +43,15 @@ pub struct LaunchConfig {
     /// The most shared memory (static + dynamic) the launch may use: the default 48 KiB,
     /// or what the driver allows after cuFuncSetAttribute opted the kernel in to more.
     pub shared_limit: u32,
+    /// How wmma.mma adds: the driver resolves `MP_EMU_MMA` for the device's capability.
+    pub mma: mma::Mma,
 }
 
 impl LaunchConfig {
-    /// A launch with the default shared-memory limit.
+    /// A launch with the default shared-memory limit and round-to-nearest wmma.mma
+    /// (a test that wants the truncating model says so by setting `mma`).
     pub fn new(grid: [u32; 3], block: [u32; 3], dynamic_shared: u32) -> Self {
-        LaunchConfig { grid, block, dynamic_shared, shared_limit: MAX_SHARED_PER_BLOCK }
+        LaunchConfig { grid, block, dynamic_shared, shared_limit: MAX_SHARED_PER_BLOCK, mma: mma::Mma::Rn }
     }
 }
 
@@ -133,6 +137,8 @@ pub(crate) struct Block<'g> {
     pub cost: Option<CostState>,
     /// The global bytes this host thread's blocks touched.
     pub footprint: footprint::Footprint,
+    /// How wmma.mma adds ([`mma`]).
+    pub mma: mma::Mma,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,6 +428,7 @@ impl<'a> Worker<'a> {
             executed: 0,
             cost: costing.then(CostState::default),
             footprint: footprint::Footprint::default(),
+            mma: cfg.mma,
         };
         Worker { k, cfg, threads, blk }
     }

@@ -1,6 +1,6 @@
 //! Warp-synchronous instructions, executed by the scheduler once every participating
 //! lane has arrived: `shfl.sync`, `bar.warp.sync` and `wmma` m16n16k16 (f16 or bf16
-//! inputs, f32 accumulator).
+//! inputs; f32 accumulators, or f16 with f16 inputs).
 //!
 //! Fragment layout. The PTX ISA leaves the distribution of a fragment's elements over
 //! the lanes to the implementation; this is the emulator's, and load, mma and store
@@ -8,7 +8,8 @@
 //! matrix in row-major order (row `e / 16`, column `e % 16`), whatever the layout the
 //! matrix had in memory: for A that is `A[m][k]`, for B `B[k][n]`, for C and D
 //! `C[m][n]`. An f16 fragment keeps element `j` in register `j / 2` (low half for even
-//! `j`), and registers 4..7 repeat 0..3; a bf16 fragment, which the ISA makes four .b32
+//! `j`), and registers 4..7 repeat 0..3; an f16 C or D fragment (four .f16x2 registers)
+//! keeps element `j` in register `j / 2` the same way, without the repeat; a bf16 fragment, which the ISA makes four .b32
 //! registers of two bf16 elements each for m16n16k16 (PTX ISA, "Matrix Fragments for
 //! WMMA", `.bf16` `.m16n16k16` A and B: "A vector expression of four .b32 registers, with
 //! each register containing two elements from the matrix"; 9.7.14.4.1 in ISA 9.0), keeps
@@ -16,17 +17,20 @@
 //! register `j`. A kernel that reads fragment registers directly would see this layout, not a
 //! GPU's; ours only pass fragments between wmma instructions.
 //!
-//! The product accumulates in f32 in k order, each f16 or bf16 product exact
-//! ([`mma_accumulate`]): tensor cores may add in another order, so a real GPU remains
-//! the authority on the last bits.
+//! The product accumulates as [`super::mma`] says (`MP_EMU_MMA`): by default in f32 in k
+//! order, each f16 or bf16 product exact ([`mma_accumulate`]); with `trunc`, as the
+//! tensor cores' block FMA with truncation. An f16 D is the result rounded to nearest
+//! even. A real GPU remains the authority on the last bits.
 
 use half::f16;
 
 use super::access::{locate, locate_span, read, Who};
 use super::half::Half;
+use super::mma::{self, Mma, Out};
 use super::{Block, Fault, Thread};
 use crate::exec::FaultKind;
-use crate::ir::{Inst, Layout, Op, ShflMode, Space};
+use crate::ir::collective::acc_regs;
+use crate::ir::{Inst, Layout, Op, ShflMode, Space, Ty};
 
 /// One `shfl.sync` over the lanes in `members` (bit l set: lane l takes part), each at
 /// its own instruction `insts[l]`.
@@ -199,7 +203,7 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
         Layout::Col => c * 16 + r,
     };
     match i.op {
-        Op::WmmaLoadA(layout) | Op::WmmaLoadB(layout) => {
+        Op::WmmaLoadA(layout) | Op::WmmaLoadB(layout) | Op::WmmaLoadC(layout) if i.ty != Ty::F32 => {
             let (base, stride) = uniform_address(lanes, i, 2)?;
             let sp = space(i);
             cost_tile(blk, &lanes[0], sp, base, stride, 2, false);
@@ -211,8 +215,8 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
                     m[logical(layout, r, c)] = u16::from_le_bytes([row[2 * c], row[2 * c + 1]]);
                 }
             }
-            // Element pair k (elements 2k, 2k + 1) in register k: f16 fragments have 8
-            // registers, the last 4 repeating the first; bf16 ones have 4.
+            // Element pair k (elements 2k, 2k + 1) in register k: f16 A and B fragments
+            // have 8 registers, the last 4 repeating the first; bf16 ones and f16 C have 4.
             for (l, t) in lanes.iter_mut().enumerate() {
                 for (k, &reg) in i.v.iter().enumerate() {
                     let k = k % 4;
@@ -242,28 +246,39 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
             }
         }
         Op::WmmaStoreD(layout) => {
-            let (base, stride) = uniform_address(lanes, i, 4)?;
+            // 4-byte f32 elements, one per register, or 2-byte f16 ones, two per register.
+            let elem = if i.ty == Ty::F16 { 2 } else { 4 };
+            let (base, stride) = uniform_address(lanes, i, elem as u64)?;
             let sp = space(i);
-            cost_tile(blk, &lanes[0], sp, base, stride, 4, true);
+            cost_tile(blk, &lanes[0], sp, base, stride, elem as u64, true);
             let mut d = [0u32; 256];
             for (l, t) in lanes.iter().enumerate() {
                 for j in 0..8 {
-                    d[8 * l + j] = t.regs[i.v[j] as usize] as u32;
+                    d[8 * l + j] = if elem == 2 {
+                        (t.regs[i.v[j / 2] as usize] >> (16 * (j % 2))) as u32 & 0xffff
+                    } else {
+                        t.regs[i.v[j] as usize] as u32
+                    };
                 }
             }
             let mut row = [0u8; 64];
+            let row = &mut row[..16 * elem];
             for r in 0..16 {
                 for c in 0..16 {
-                    row[4 * c..4 * c + 4].copy_from_slice(&d[logical(layout, r, c)].to_le_bytes());
+                    let bytes = d[logical(layout, r, c)].to_le_bytes();
+                    row[elem * c..elem * (c + 1)].copy_from_slice(&bytes[..elem]);
                 }
-                tile_row(blk, &mut lanes[0], sp, base + 4 * r as u64 * stride, &mut row, 4, true, who)?;
+                tile_row(blk, &mut lanes[0], sp, base + (elem * r) as u64 * stride, row, elem as u64, true, who)?;
             }
         }
         Op::WmmaMma(..) => {
-            // v: d (8 f32), a and b (8 registers each for f16, 4 for bf16), c (8 f32).
+            // v: d (8 f32 or 4 f16x2 registers), a and b (8 registers each for f16, 4 for
+            // bf16), c (8 f32 or 4 f16x2): c's type follows from what is left.
             let h = Half::of(i.ty).expect("wmma.mma element type");
-            let nab = (i.v.len() - 16) / 2;
-            let (va, vb, vc) = (8, 8 + nab, 8 + 2 * nab);
+            let nd = acc_regs(i.ty2);
+            let nab = if h == Half::F16 { 8 } else { 4 };
+            let (va, vb, vc) = (nd, nd + nab, nd + 2 * nab);
+            let c_f16 = i.v.len() - vc == 4;
             let value = |bits: u16| match h {
                 Half::F16 => f16_to_f32(bits),
                 Half::BF16 => h.to_f32(bits),
@@ -272,19 +287,50 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
             for (l, t) in lanes.iter().enumerate() {
                 for j in 0..8 {
                     let e = 8 * l + j;
-                    let elem = |reg: u32| value((t.regs[reg as usize] >> (16 * (j % 2))) as u16);
-                    a[e] = elem(i.v[va + j / 2]);
-                    b[e] = elem(i.v[vb + j / 2]);
-                    d[e] = f32::from_bits(t.regs[i.v[vc + j] as usize] as u32);
+                    let half = |reg: u32| (t.regs[reg as usize] >> (16 * (j % 2))) as u16;
+                    a[e] = value(half(i.v[va + j / 2]));
+                    b[e] = value(half(i.v[vb + j / 2]));
+                    d[e] = if c_f16 {
+                        f16_to_f32(half(i.v[vc + j / 2]))
+                    } else {
+                        f32::from_bits(t.regs[i.v[vc + j] as usize] as u32)
+                    };
                 }
             }
             if let Some(c) = &mut blk.cost {
                 c.counters.macs += 16 * 16 * 16;
             }
-            mma_accumulate(&a, &b, &mut d);
+            let out = if i.ty2 == Ty::F16 { Out::F16 } else { Out::F32 };
+            match blk.mma {
+                Mma::Rn => {
+                    mma_accumulate(&a, &b, &mut d);
+                    if out == Out::F16 {
+                        d.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32());
+                    }
+                }
+                trunc => {
+                    let emin = if h == Half::F16 { -14 } else { -126 };
+                    let mut col = [0f32; 16];
+                    for m in 0..16 {
+                        for n in 0..16 {
+                            (0..16).for_each(|k| col[k] = b[k * 16 + n]);
+                            let e = m * 16 + n;
+                            d[e] = mma::dot(trunc, &a[m * 16..m * 16 + 16], &col, d[e], emin, out);
+                        }
+                    }
+                }
+            }
             for (l, t) in lanes.iter_mut().enumerate() {
-                for j in 0..8 {
-                    t.regs[i.v[j] as usize] = d[8 * l + j].to_bits() as u64;
+                if out == Out::F16 {
+                    for k in 0..4 {
+                        let lo = f16::from_f32(d[8 * l + 2 * k]).to_bits() as u64;
+                        let hi = f16::from_f32(d[8 * l + 2 * k + 1]).to_bits() as u64;
+                        t.regs[i.v[k] as usize] = lo | hi << 16;
+                    }
+                } else {
+                    for j in 0..8 {
+                        t.regs[i.v[j] as usize] = d[8 * l + j].to_bits() as u64;
+                    }
                 }
             }
         }
@@ -294,7 +340,8 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
 }
 
 /// d[m][n] = c[m][n] + a[m][0] b[0][n] + ... + a[m][15] b[15][n] (d holds c on entry),
-/// added in k order, for f16 and bf16 elements alike (given as their exact f32 values).
+/// added in k order, for f16 and bf16 elements alike (given as their exact f32 values):
+/// [`mma::dot`]'s `rn`, for a whole tile at once.
 /// Each product is exact (in f64: bf16 products can leave f32's range, f16 ones cannot)
 /// and each addition rounds once to f32: the f64 sum of an f32 and a product of at most
 /// 22 significant bits is exact unless one of them is below 2^-29 of the other, too small

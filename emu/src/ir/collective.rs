@@ -1,5 +1,6 @@
 //! Collectives: bar and barrier (sync, warp.sync, red.or), shfl.sync, and wmma (load,
-//! store and mma of m16n16k16 fragments: f16 or bf16 multiplicands, f32 accumulators).
+//! store and mma of m16n16k16 fragments: f16 or bf16 multiplicands, f32 or f16
+//! accumulators).
 
 use super::inst::Ctx;
 use super::{err, Inst, Layout, Lower, Op, ShflMode, Space, Ty, NONE};
@@ -116,39 +117,48 @@ impl Lower<'_> {
                 inst.off = off;
                 inst.b = self.reg(x, &ops[2], Ty::U32)?;
             }
-            (["load", "c"], [lay]) if *tys == [Ty::F32] => {
+            // C and D fragments: eight f32 registers, or four .f16x2 registers of two f16
+            // elements each ("Matrix Fragments for WMMA", `.f16` C or D of `.m16n16k16`:
+            // "A vector expression of four .f16x2 registers").
+            (["load", "c"], [lay]) if matches!(tys.as_slice(), [Ty::F32] | [Ty::F16]) => {
                 let sp = x.space.unwrap_or(Space::Global);
                 if sp == Space::Param || ops.len() != 3 {
                     return Err(x.unsupported());
                 }
                 inst.op = Op::WmmaLoadC(*lay);
-                inst.ty = Ty::F32;
+                inst.ty = tys[0];
                 inst.ty2 = if sp == Space::Shared { Ty::B32 } else { Ty::B64 };
-                inst.v = self.frag(x, &ops[0], 8, true)?.into();
+                inst.v = self.frag(x, &ops[0], acc_regs(tys[0]), true)?.into();
                 let Operand::Mem { base: mb, offset } = &ops[1] else { return Err(x.unsupported()) };
                 let (a, off) = self.address(x, mb.as_deref(), *offset, sp)?;
                 inst.a = a;
                 inst.off = off;
                 inst.b = self.reg(x, &ops[2], Ty::U32)?;
             }
-            (["store", "d"], [lay]) if *tys == [Ty::F32] => {
+            (["store", "d"], [lay]) if matches!(tys.as_slice(), [Ty::F32] | [Ty::F16]) => {
                 let sp = x.space.unwrap_or(Space::Global);
                 if sp == Space::Param || ops.len() != 3 {
                     return Err(x.unsupported());
                 }
                 inst.op = Op::WmmaStoreD(*lay);
+                inst.ty = tys[0];
                 inst.ty2 = if sp == Space::Shared { Ty::B32 } else { Ty::B64 };
                 let Operand::Mem { base: mb, offset } = &ops[0] else { return Err(x.unsupported()) };
                 let (a, off) = self.address(x, mb.as_deref(), *offset, sp)?;
                 inst.a = a;
                 inst.off = off;
-                inst.v = self.frag(x, &ops[1], 8, false)?.into();
+                inst.v = self.frag(x, &ops[1], acc_regs(tys[0]), false)?.into();
                 inst.b = self.reg(x, &ops[2], Ty::U32)?;
             }
-            // `.f32.f32` (dtype, ctype; a and b implicitly .f16) or, for bf16 (sm_80),
-            // `.f32.bf16.bf16.f32` (dtype, atype, btype, ctype).
+            // `.dtype.ctype`, each .f16 or .f32, with a and b implicitly .f16 (PTX ISA,
+            // wmma.mma: "wmma.mma.sync.aligned.alayout.blayout.shape.dtype.ctype d, a, b,
+            // c"), or, for bf16 (sm_80), `.f32.bf16.bf16.f32` (dtype, atype, btype, ctype).
+            // The deprecated `.satfinite` of the floating-point forms is refused.
             (["mma"], [la, lb])
-                if matches!(tys.as_slice(), [Ty::F32, Ty::F32] | [Ty::F32, Ty::BF16, Ty::BF16, Ty::F32]) =>
+                if matches!(
+                    tys.as_slice(),
+                    [Ty::F32 | Ty::F16, Ty::F32 | Ty::F16] | [Ty::F32, Ty::BF16, Ty::BF16, Ty::F32]
+                ) =>
             {
                 if ops.len() != 4 {
                     return Err(x.unsupported());
@@ -159,12 +169,14 @@ impl Lower<'_> {
                 } else {
                     (Ty::F16, 8)
                 };
+                let (dtype, ctype) = (tys[0], tys[tys.len() - 1]);
                 inst.op = Op::WmmaMma(*la, *lb);
                 inst.ty = ty;
-                let mut v = self.frag(x, &ops[0], 8, true)?;
+                inst.ty2 = dtype;
+                let mut v = self.frag(x, &ops[0], acc_regs(dtype), true)?;
                 v.extend(self.frag(x, &ops[1], n, false)?);
                 v.extend(self.frag(x, &ops[2], n, false)?);
-                v.extend(self.frag(x, &ops[3], 8, false)?);
+                v.extend(self.frag(x, &ops[3], acc_regs(ctype), false)?);
                 inst.v = v.into();
             }
             _ => return Err(x.unsupported()),
@@ -180,5 +192,15 @@ impl Lower<'_> {
             }
             _ => Err(err(x.line, format!("`{}` needs a fragment of {n} registers", x.i.opcode))),
         }
+    }
+}
+
+/// Registers of an m16n16k16 C or D fragment of element type `ty`: eight f32, or four
+/// .f16x2.
+pub(crate) fn acc_regs(ty: Ty) -> usize {
+    if ty == Ty::F16 {
+        4
+    } else {
+        8
     }
 }

@@ -16,7 +16,7 @@
 //! call, ret, exit) and `collective.rs` (bar, barrier, shfl, wmma).
 
 mod arith;
-mod collective;
+pub(crate) mod collective;
 mod compare;
 mod control;
 mod convert;

@@ -4,6 +4,7 @@
 use mp_emu::check::Checks;
 use mp_emu::driver::allocations::Memory;
 use mp_emu::exec::approx::Approx;
+use mp_emu::exec::mma::Mma;
 use mp_emu::exec::{launch_with, FaultKind, LaunchConfig, LaunchError};
 use mp_emu::ptx::Module;
 
@@ -66,6 +67,20 @@ impl Rig {
         args: &[&[u8]],
         checks: Checks,
     ) -> Result<(), LaunchError> {
+        self.launch_mma(name, grid, block, dynamic_shared, args, checks, Mma::Rn)
+    }
+    /// As [`Rig::launch_checks`], with wmma.mma's arithmetic given.
+    #[allow(clippy::too_many_arguments)] // launch_checks's arguments and the one it fixes
+    pub fn launch_mma(
+        &mut self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        dynamic_shared: u32,
+        args: &[&[u8]],
+        checks: Checks,
+        mma: Mma,
+    ) -> Result<(), LaunchError> {
         let k = self.module.kernel(name).unwrap_or_else(|| panic!("no kernel {name}"));
         let kern = &self.module.kernels[k];
         let mut buf = vec![0u8; kern.param_bytes];
@@ -73,7 +88,7 @@ impl Rig {
         for (p, a) in kern.params.iter().zip(args) {
             buf[p.offset..p.offset + a.len()].copy_from_slice(a);
         }
-        let cfg = LaunchConfig::new(grid, block, dynamic_shared);
+        let cfg = LaunchConfig { mma, ..LaunchConfig::new(grid, block, dynamic_shared) };
         launch_with(&self.module, k, &cfg, &buf, &mut self.mem, checks, self.approx).map(|_| ())
     }
 }
