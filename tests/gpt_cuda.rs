@@ -98,7 +98,37 @@ fn assert_parity(cuda: &[(TrainState, f32)], cpu: &[(TrainState, f32)], half_of:
                 // turns into steps of about lr in arbitrary directions. Its change is
                 // compared on the queries' and values' parts only.
                 let c = cfg().width;
-                let keep = |i: usize| !(name.ends_with("attn.c_attn.bias") && (c..2 * c).contains(&i));
+                // Adam's step is lr m / (sqrt(v) + eps): about +-lr by the sign of m
+                // whatever m's size (at step 1 exactly lr sign(g)). Where the two sides'
+                // m (held normwise within tol above) differ in sign, m is within their
+                // rounding difference of zero and the step's direction is noise: such
+                // elements are left out of the change's comparison. There must be few
+                // (at most 1% of the tensor, or one) and small (|m| within tol of the largest),
+                // or the test fails. Found under MP_EMU_MMA=trunc (scripts/test.sh's
+                // hardware error models): one element of c_attn.weight's 1728, |g| at
+                // 2e-5 of the largest, took the other sign through the tensor cores'
+                // truncating sums, and its step of 2 lr failed the change's check.
+                let (gm, cm) = (&gp.m, &cp.m);
+                let largest = cm.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+                let keys_bias = |i: usize| name.ends_with("attn.c_attn.bias") && (c..2 * c).contains(&i);
+                let split: Vec<usize> = (0..cm.len())
+                    .filter(|&i| !keys_bias(i) && (gm[i] > 0.0) != (cm[i] > 0.0) && gm[i] != cm[i])
+                    .collect();
+                assert!(
+                    split.len() <= (cm.len() / 100).max(1),
+                    "after step {s}: {name}: m's sign differs at {} of {}",
+                    split.len(),
+                    cm.len()
+                );
+                for &i in &split {
+                    assert!(
+                        cm[i].abs() <= tol as f32 * largest,
+                        "after step {s}: {name}: m[{i}] {} vs {}",
+                        gm[i],
+                        cm[i]
+                    );
+                }
+                let keep = |i: usize| !keys_bias(i) && !split.contains(&i);
                 let delta = |now: &[f32], before: &[f32]| -> Vec<f32> {
                     now.iter().zip(before).enumerate().filter(|(i, _)| keep(*i)).map(|(_, (a, b))| a - b).collect()
                 };

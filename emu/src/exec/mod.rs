@@ -2,13 +2,18 @@
 //! with its own program counter (Volta-style independent scheduling: no reconvergence
 //! stack, divergent lanes simply run apart).
 //!
-//! Scheduling within a block: every ready thread runs alone until it reaches a
-//! synchronizing instruction (`bar.sync`, `bar.red`, `bar.warp.sync`, `shfl.sync`,
-//! `wmma.*`) or exits. When no thread is ready, the scheduler completes the collectives
-//! whose participants have all arrived (warp-level first, then the block barrier) and
-//! makes their threads ready again; when none can complete, the block is deadlocked
-//! and the launch fails. Any interleaving is a legal schedule for a race-free kernel;
-//! this one runs each thread as far as it can. Blocks run one after another.
+//! Scheduling within a block, warp by warp: while every lane of a warp is ready at one
+//! pc, the warp executes that instruction for each lane before any lane goes on (the
+//! pre-decoded forms with one dispatch for the warp: [`run_warp`]); once its lanes part
+//! (a branch some take, a lane stopping at a collective), each ready lane runs alone
+//! until it reaches a synchronizing instruction (`bar.sync`, `bar.red`,
+//! `bar.warp.sync`, `shfl.sync`, `wmma.*`) or exits. When no thread is ready, the
+//! scheduler completes the collectives whose participants have all arrived (warp-level
+//! first, then the block barrier) and makes their threads ready again, and the warps
+//! step together again; when none can complete, the block is deadlocked and the launch
+//! fails. Any interleaving is a legal schedule for a race-free kernel, and the
+//! sanitizers judge accesses by synchronization epochs, not by this order. Blocks run
+//! one after another on each host thread, in the launch's block order ([`order`]).
 
 mod access;
 pub mod approx;
