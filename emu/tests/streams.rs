@@ -329,3 +329,35 @@ fn a_graph_branch_relying_on_issue_order_is_caught_at_replay() {
 fn a_graph_branch_ordered_by_an_event_edge_is_clean() {
     assert_eq!(captured_fork(true, true), (0, Some(vec![1.0; N])));
 }
+
+/// A graph launched inside a capture becomes a child-graph node. Its kernels ran on
+/// lanes of their own (here the forked stream T2 of the child's capture), and the work
+/// after the node follows them: kernel 2 reads what the child's kernel wrote on T2, and
+/// the graph is clean. Before the replay carried the child's end into the node's clock,
+/// this was reported as a race between streams (strict: LAUNCH_FAILED).
+#[test]
+fn work_after_a_child_graph_follows_all_its_lanes() {
+    let c = Case::new(true);
+    let (s2, t2, s) = (c.stream(true), c.stream(true), c.stream(true));
+    let (ones, buf, out) = (c.buffer(N, 1.0), c.buffer(N, 0.0), c.buffer(N, 0.0));
+    let (fork, join) = (c.event(), c.event());
+    let (mut child, mut child_x, mut g, mut x) = (null_mut(), null_mut(), null_mut(), null_mut());
+    unsafe {
+        ok(cuStreamBeginCapture_v2(s2, 0));
+        ok(cuEventRecord(fork, s2));
+        ok(cuStreamWaitEvent(t2, fork, 0));
+        ok(c.axpy(t2, ones, buf, N));
+        ok(cuEventRecord(join, t2));
+        ok(cuStreamWaitEvent(s2, join, 0));
+        ok(cuStreamEndCapture(s2, &mut child));
+        ok(cuGraphInstantiateWithFlags(&mut child_x, child, 0));
+        ok(cuStreamBeginCapture_v2(s, 0));
+        ok(cuGraphLaunch(child_x, s));
+        ok(c.axpy(s, buf, out, N));
+        ok(cuStreamEndCapture(s, &mut g));
+        ok(cuGraphInstantiateWithFlags(&mut x, g, 0));
+        ok(cuGraphLaunch(x, s));
+        ok(cuStreamSynchronize(s));
+    }
+    assert_eq!(c.download(out, N), vec![1.0; N]);
+}

@@ -89,8 +89,16 @@ fn replay_body(s: &mut State, ctx: Handle, body: &Body, op: &Op) -> Result<Clock
         let lane = State::lane_key(op, body.lanes[i]);
         let node_op = s.lane_op(ctx, lane, c, &describe(&body.nodes[i]));
         run_node(s, ctx, &body.nodes[i], true, &node_op)?;
-        join(&mut end, &node_op.clock);
-        clocks[i] = node_op.clock;
+        let mut done = node_op.clock;
+        if matches!(body.nodes[i], Node::Graph(_)) {
+            // A child graph's nodes ran on lanes of their own and were merged into this
+            // node's lane at its end (run_node): what follows this node follows them too.
+            if let Some(c) = s.clock_of(node_op.key) {
+                join(&mut done, c);
+            }
+        }
+        join(&mut end, &done);
+        clocks[i] = done;
     }
     Ok(end)
 }

@@ -209,6 +209,11 @@ impl State {
     }
 
     /// Stream `key`'s clock now includes `clock` (a graph's end, an event wait).
+    /// The clock of lane or stream `key` now (what work issued there next would follow).
+    pub fn clock_of(&self, key: Key) -> Option<&Clock> {
+        self.order.clocks.get(&key).map(|(_, c)| c)
+    }
+
     pub fn merge_into(&mut self, ctx: Handle, key: Key, clock: &Clock) {
         let e = self.order.clocks.entry(key).or_insert((ctx, Clock::new()));
         join(&mut e.1, clock);
