@@ -276,7 +276,10 @@ fn rcp_approx_f64_bound_keeps_twenty_mantissa_bits() {
     }
     // 1 + 2^-30 loses its low bits: the reciprocal of 1, which needs no rounding.
     assert_eq!(bound[3], 1.0);
-    let special = [0.0f64, -0.0, f64::INFINITY, f64::NEG_INFINITY, 1e-310, f64::NAN];
+    // The last: a NaN whose payload is in the low half only (the upper 32 bits alone read
+    // as an infinity).
+    let special =
+        [0.0f64, -0.0, f64::INFINITY, f64::NEG_INFINITY, 1e-310, f64::NAN, f64::from_bits(0x7ff0_0000_0000_0001)];
     let raw: Vec<[u64; 2]> = special.iter().map(|a| [a.to_bits(), 0]).collect();
     let bound = run("f64", body, &raw, Approx::Bound);
     let want = [f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0, f64::INFINITY];
@@ -284,6 +287,7 @@ fn rcp_approx_f64_bound_keeps_twenty_mantissa_bits() {
         assert_eq!(bound[k], w.to_bits(), "rcp.approx.ftz.f64 {}", special[k]);
     }
     assert_eq!(bound[5], 0x7fff_ffff_0000_0000);
+    assert_eq!(bound[6], 0x7fff_ffff_0000_0000, "a NaN with a low payload is a NaN");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -617,9 +617,11 @@ impl State {
             return Err(STREAM_CAPTURE_INVALIDATED);
         }
         let idx = c.body.nodes.len();
+        // The member first: a node without its deps would leave the body's lists of
+        // unequal length, which the replay indexes together.
+        let m = c.members.get_mut(&h).ok_or(UNKNOWN)?;
         c.body.nodes.push(node);
         c.body.lanes.push(h);
-        let m = c.members.get_mut(&h).ok_or(UNKNOWN)?;
         m.seq += 1;
         m.unjoined = h != c.origin;
         let mut deps = std::mem::replace(&mut m.deps, vec![idx]);

@@ -157,6 +157,11 @@ pub fn bound_f64(i: &Inst, a: f64, _b: f64, exact: f64) -> f64 {
     if !(i.op == Op::Rcp && i.flags & APPROX != 0) {
         return exact;
     }
+    if a.is_nan() {
+        // A NaN whose payload lies in the low half would become an infinity below; the
+        // exact path's NaN is made the section's canonical NaN by the caller.
+        return exact;
+    }
     let high = f64::from_bits(a.to_bits() & 0xffff_ffff_0000_0000);
     let r = 1.0 / high;
     if r.is_nan() || r.is_infinite() || r == 0.0 {
