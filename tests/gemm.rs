@@ -698,7 +698,7 @@ fn gemm_checking_bf16_raises_found_inf_on_nonfinite_stores_only() {
 }
 
 #[test]
-fn gemm_bf16_512_cubed_sampled_against_f64() {
+fn gemm_bf16_4096_cubed_sampled_against_f64() {
     let dev = gpu_or_skip!();
     if bf16_refused_below_sm80(&dev) {
         return;

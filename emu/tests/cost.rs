@@ -72,7 +72,12 @@ JOIN:
 
 /// Runs `ragged` with `threads` threads in one block, costing on; its counters and out.
 fn run(threads: u32, n1: u32, n2: u32, split: u32) -> (Counters, Vec<f32>) {
+    // One launch at a time writes the file and reads its one record back: the tests run
+    // on parallel threads, and MP_EMU_COST is the process's environment.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let path = std::env::temp_dir().join(format!("mp-emu-cost-test-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
     std::env::set_var("MP_EMU_COST", &path);
     let mut r = Rig::new(&format!("{HEADER}{RAGGED}"));
     let a: Vec<f32> = (0..64).map(|i| i as f32).collect();
@@ -88,9 +93,11 @@ fn run(threads: u32, n1: u32, n2: u32, split: u32) -> (Counters, Vec<f32>) {
     }
     let cfg = LaunchConfig::new([1, 1, 1], [threads, 1, 1], 0);
     let stats = launch_checked(&r.module, k, &cfg, &buf, &mut r.mem, Checks::ALL).unwrap_or_else(|e| panic!("{e:?}"));
-    let line = std::fs::read_to_string(&path).unwrap();
-    let last = line.lines().last().unwrap();
-    assert!(last.contains("\"kernel\":\"ragged\"") && last.contains("\"warp_insts\":{\"memory\":"), "{last}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "one record for the one launch: {text}");
+    assert!(lines[0].contains("\"kernel\":\"ragged\"") && lines[0].contains("\"warp_insts\":{\"memory\":"), "{text}");
     // What the kernel computes, so the counted launch is known to have run the loops.
     let got = r.download::<f32>(out, threads as usize);
     for (t, &v) in got.iter().enumerate() {
