@@ -2,7 +2,7 @@
 //! out-pointers, C strings and arrays to Rust values, handles to integers), then one call
 //! into [`crate::driver`].
 //!
-//! Every entry point runs inside [`guard`], so a panic (an emulator bug) becomes
+//! Every entry point runs inside `guard`, so a panic (an emulator bug) becomes
 //! CUDA_ERROR_UNKNOWN instead of unwinding into C, which would be undefined behaviour.
 //! The safety contract of each function is the CUDA driver API's documentation for it:
 //! pointers the caller passes must be valid for what the driver would do with them.

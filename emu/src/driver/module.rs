@@ -21,8 +21,9 @@ pub enum Image<'a> {
 }
 
 /// cuModuleLoadData(Ex) / cuModuleLoad. The PTX is parsed outside the lock (it is the
-/// slow part, and needs no state), once per distinct text in the process ([`loaded`]). A module whose `.version` is newer than the emulated
-/// driver's JIT accepts (`MP_EMU_DRIVER_VERSION`, [`device::DRIVER_PTX`]) is
+/// slow part, and needs no state), once per distinct text in the process (`loaded`). A
+/// module whose `.version` is newer than the emulated driver's JIT accepts
+/// (`MP_EMU_DRIVER_VERSION`, [`device::DRIVER_PTX`]) is
 /// UNSUPPORTED_PTX_VERSION, decided before the rest is parsed (a newer ISA may bring
 /// syntax this one lacks); a load error is INVALID_PTX with the parser's message on
 /// stderr; a module whose `.target` is above the device's compute capability is

@@ -4,7 +4,7 @@
 //!
 //! Scheduling within a block, warp by warp: while every lane of a warp is ready at one
 //! pc, the warp executes that instruction for each lane before any lane goes on (the
-//! pre-decoded forms with one dispatch for the warp: [`run_warp`]); once its lanes part
+//! pre-decoded forms with one dispatch for the warp: `run_warp`); once its lanes part
 //! (a branch some take, a lane stopping at a collective), each ready lane runs alone
 //! until it reaches a synchronizing instruction (`bar.sync`, `bar.red`,
 //! `bar.warp.sync`, `shfl.sync`, `wmma.*`) or exits. When no thread is ready, the
