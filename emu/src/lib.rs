@@ -57,3 +57,4 @@ pub mod exec;
 pub mod ir;
 pub mod ptx;
 mod regalloc;
+mod setting;

@@ -33,7 +33,7 @@
 //! Section numbers are those of the PTX ISA 9.1, chapter 9.7.3 ("Floating Point
 //! Instructions").
 
-use std::sync::OnceLock;
+use crate::setting::Setting;
 
 use crate::ir::{Inst, Op, Round, APPROX};
 
@@ -59,14 +59,8 @@ impl Approx {
     /// `MP_EMU_APPROX` (read once per process); unset is `exact`, and an unknown value is
     /// refused loudly, once, and taken as `exact`, as `MP_EMU_BLOCK_ORDER` does.
     pub fn from_env() -> Approx {
-        static MODE: OnceLock<Approx> = OnceLock::new();
-        *MODE.get_or_init(|| match std::env::var("MP_EMU_APPROX") {
-            Ok(v) => Approx::parse(&v).unwrap_or_else(|| {
-                eprintln!("mp-emu: MP_EMU_APPROX={v:?} is not exact or bound; using exact");
-                Approx::Exact
-            }),
-            Err(_) => Approx::Exact,
-        })
+        static MODE: Setting = Setting::new("MP_EMU_APPROX", &["exact", "bound"]);
+        [Approx::Exact, Approx::Bound][MODE.get() as usize]
     }
 }
 

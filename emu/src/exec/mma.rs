@@ -38,7 +38,7 @@
 //! GPU remains the authority on the last bits; the model shows the size and the
 //! direction (toward zero, growing with K / group) of the error a long K accumulates.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::setting::Setting;
 
 /// Which arithmetic `wmma.mma` uses (process-wide; [`MmaMode::current`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,44 +47,27 @@ pub enum MmaMode {
     Trunc,
 }
 
-const UNSET: u8 = u8::MAX;
-static MODE: AtomicU8 = AtomicU8::new(UNSET);
+/// In [`MmaMode`]'s order.
+static MODE: Setting = Setting::new("MP_EMU_MMA", &["rn", "trunc"]);
+const MODES: [MmaMode; 2] = [MmaMode::Rn, MmaMode::Trunc];
 
 impl MmaMode {
     /// Parses `MP_EMU_MMA`'s value.
     pub fn parse(v: &str) -> Option<MmaMode> {
-        match v {
-            "rn" => Some(MmaMode::Rn),
-            "trunc" => Some(MmaMode::Trunc),
-            _ => None,
-        }
+        MODE.parse(v).map(|i| MODES[i as usize])
     }
 
-    /// The mode of this process: the last [`set_mma_mode`], else `MP_EMU_MMA` (read once;
-    /// an unknown value is refused loudly and taken as `rn`, so a typo in a test script
-    /// cannot silently test less).
+    /// The mode of this process: the last [`set_mma_mode`], else `MP_EMU_MMA`
+    /// (crate::setting).
     pub fn current() -> MmaMode {
-        let c = MODE.load(Ordering::Relaxed);
-        if c != UNSET {
-            return if c == 1 { MmaMode::Trunc } else { MmaMode::Rn };
-        }
-        let mode = match std::env::var("MP_EMU_MMA") {
-            Ok(v) => MmaMode::parse(&v).unwrap_or_else(|| {
-                eprintln!("mp-emu: MP_EMU_MMA={v:?} is not rn or trunc; using rn");
-                MmaMode::Rn
-            }),
-            Err(_) => MmaMode::Rn,
-        };
-        // A concurrent first call computes the same value; either store wins.
-        let _ = MODE.compare_exchange(UNSET, mode as u8, Ordering::Relaxed, Ordering::Relaxed);
-        MmaMode::current()
+        MODES[MODE.get() as usize]
     }
 }
 
 /// Sets the mode of every later launch through the driver in this process (tests; the
 /// environment variable is the way in for programs).
 pub fn set_mma_mode(mode: MmaMode) {
-    MODE.store(mode as u8, Ordering::Relaxed);
+    MODE.set(mode as u8);
 }
 
 /// The arithmetic of one launch's `wmma.mma`: a mode resolved for the device.

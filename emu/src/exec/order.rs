@@ -14,7 +14,7 @@
 //!   `0.618 n` (neighbours end up far apart) and `c = n / 2`: a fixed permutation, so a
 //!   failure replays.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::setting::Setting;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockOrder {
@@ -23,50 +23,20 @@ pub enum BlockOrder {
     Scatter,
 }
 
-const UNSET: u8 = u8::MAX;
-static ORDER: AtomicU8 = AtomicU8::new(UNSET);
+/// In [`BlockOrder`]'s order.
+static ORDER: Setting = Setting::new("MP_EMU_BLOCK_ORDER", &["index", "reverse", "scatter"]);
+const ORDERS: [BlockOrder; 3] = [BlockOrder::Index, BlockOrder::Reverse, BlockOrder::Scatter];
 
 impl BlockOrder {
-    fn code(self) -> u8 {
-        self as u8
-    }
-
-    fn from_code(c: u8) -> BlockOrder {
-        match c {
-            1 => BlockOrder::Reverse,
-            2 => BlockOrder::Scatter,
-            _ => BlockOrder::Index,
-        }
-    }
-
     /// Parses `MP_EMU_BLOCK_ORDER`'s value.
     pub fn parse(v: &str) -> Option<BlockOrder> {
-        match v {
-            "index" => Some(BlockOrder::Index),
-            "reverse" => Some(BlockOrder::Reverse),
-            "scatter" => Some(BlockOrder::Scatter),
-            _ => None,
-        }
+        ORDER.parse(v).map(|i| ORDERS[i as usize])
     }
 
     /// The order every launch of this process uses: the last [`set_block_order`], else
-    /// `MP_EMU_BLOCK_ORDER` (an unknown value is refused loudly, once, and taken as
-    /// `index`, so a typo in a test script cannot silently test less).
+    /// `MP_EMU_BLOCK_ORDER` (crate::setting).
     pub fn current() -> BlockOrder {
-        let c = ORDER.load(Ordering::Relaxed);
-        if c != UNSET {
-            return BlockOrder::from_code(c);
-        }
-        let order = match std::env::var("MP_EMU_BLOCK_ORDER") {
-            Ok(v) => BlockOrder::parse(&v).unwrap_or_else(|| {
-                eprintln!("mp-emu: MP_EMU_BLOCK_ORDER={v:?} is not index, reverse or scatter; using index");
-                BlockOrder::Index
-            }),
-            Err(_) => BlockOrder::Index,
-        };
-        // A concurrent first call computes the same value; either store wins.
-        let _ = ORDER.compare_exchange(UNSET, order.code(), Ordering::Relaxed, Ordering::Relaxed);
-        BlockOrder::from_code(ORDER.load(Ordering::Relaxed))
+        ORDERS[ORDER.get() as usize]
     }
 
     /// The block (linear index) that runs `pos`-th of `n`.
@@ -85,7 +55,7 @@ impl BlockOrder {
 /// Sets the block order of every later launch in this process (tests; the environment
 /// variable is the way in for programs).
 pub fn set_block_order(order: BlockOrder) {
-    ORDER.store(order.code(), Ordering::Relaxed);
+    ORDER.set(order as u8);
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
