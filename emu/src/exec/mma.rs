@@ -181,12 +181,10 @@ pub fn dot(mma: Mma, a: &[f32], b: &[f32], c: f32, emin: i32, out: Out) -> f32 {
             }
             acc
         }
-        // Each product exact (in f64: bf16 products can leave f32's range, f16 ones
-        // cannot) and each addition rounded once to f32: the f64 sum of an f32 and a
-        // product of at most 22 significant bits is exact unless one of them is below
-        // 2^-29 of the other, too small to move the f32 rounding, so rounding it to f32 is
-        // the correct rounding of the exact sum. An f16 D is the f32 accumulator rounded
-        // to nearest even.
+        // Round to nearest in k order, the arithmetic of exec/warp.rs's mma_accumulate
+        // (whose comment says why the f64 step rounds correctly) for one element; also
+        // taken by non-finite operands. An f16 D is the f32 accumulator rounded to
+        // nearest even.
         _ => {
             let mut acc = c;
             for (&x, &y) in a.iter().zip(b) {
