@@ -247,9 +247,21 @@ impl State {
     }
 
     /// Forgets the clocks of a context being destroyed: its work is over, and its
-    /// streams can order nothing any more.
+    /// streams can order nothing any more. Their components leave the host's clock and
+    /// the query record too, and their accesses the log (handles are never reused), so
+    /// a process that makes many contexts does not carry them all in every operation's
+    /// clock.
     pub fn forget_context(&mut self, ctx: Handle) {
+        let gone: Vec<Key> = self.order.clocks.iter().filter(|(_, (c, _))| *c == ctx).map(|(&k, _)| k).collect();
         self.order.clocks.retain(|_, (c, _)| *c != ctx);
+        for k in &gone {
+            self.order.host.remove(k);
+            self.order.polled.remove(k);
+        }
+        for accesses in self.order.log.values_mut() {
+            accesses.retain(|a| !gone.contains(&a.key));
+        }
+        self.order.log.retain(|_, v| !v.is_empty());
     }
 
     /// Forgets the accesses to an allocation being freed.
