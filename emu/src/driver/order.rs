@@ -16,8 +16,8 @@
 //!   with all other streams in the same CUcontext except for non-blocking streams"; the
 //!   per-thread default stream is treated as one blocking stream per context, not one per
 //!   host thread); a non-blocking stream does neither;
-//! - cuEventRecord copies the stream's clock into the event, cuStreamWaitEvent merges it
-//!   into the waiting stream's;
+//! - cuEventRecord is an operation of its stream (it advances the stream's epoch) whose
+//!   clock the event keeps; cuStreamWaitEvent merges that clock into the waiting stream's;
 //! - what the host waited for (cuCtxSynchronize, cuStreamSynchronize, cuEventSynchronize,
 //!   a query that answered SUCCESS, the device-to-host copies that return once done and
 //!   the synchronous host-to-device copy that first synchronizes, "API synchronization
