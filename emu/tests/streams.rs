@@ -361,3 +361,24 @@ fn work_after_a_child_graph_follows_all_its_lanes() {
     }
     assert_eq!(c.download(out, N), vec![1.0; N]);
 }
+
+/// A blocking stream destroyed with its work queued: the work still completes (the
+/// driver's cuStreamDestroy), and the legacy stream, which synchronizes with every
+/// blocking stream, still follows it: a synchronous download of its output on the legacy
+/// stream is no race.
+#[test]
+fn legacy_work_follows_a_destroyed_blocking_streams_work() {
+    let c = Case::new(true);
+    let s = c.stream(false);
+    let (ones, buf) = (c.buffer(N, 1.0), c.buffer(N, 0.0));
+    ok(c.axpy(s, ones, buf, N));
+    ok(unsafe { cuStreamDestroy_v2(s) });
+    assert_eq!(c.download(buf, N), vec![1.0; N]);
+    // The twin: a non-blocking stream's work is not followed by the legacy stream,
+    // destroyed or not: the download races with it (strict: LAUNCH_FAILED).
+    let nb = c.stream(true);
+    ok(c.axpy(nb, ones, buf, N));
+    ok(unsafe { cuStreamDestroy_v2(nb) });
+    let mut v = vec![0f32; N];
+    assert_eq!(unsafe { cuMemcpyDtoH_v2(v.as_mut_ptr().cast(), buf, N * 4) }, e::LAUNCH_FAILED);
+}

@@ -137,6 +137,9 @@ pub struct Order {
     log: HashMap<u64, Vec<Access>>,
     /// Per stream, the epoch a query last answered NOT_READY for (`query`).
     polled: HashMap<Key, u64>,
+    /// Blocking streams destroyed: their queued work still completes (cuStreamDestroy),
+    /// and later legacy-stream work still follows it.
+    retired_blocking: std::collections::HashSet<Key>,
 }
 
 impl State {
@@ -169,7 +172,10 @@ impl State {
                 for (k, (kctx, kc)) in &self.order.clocks {
                     let blocking = match *k {
                         Key::PerThread(_) => true,
-                        Key::Stream(h) => self.streams.get(&h).is_some_and(|x| x.flags & STREAM_NON_BLOCKING == 0),
+                        Key::Stream(h) => self.streams.get(&h).map_or_else(
+                            || self.order.retired_blocking.contains(k),
+                            |x| x.flags & STREAM_NON_BLOCKING == 0,
+                        ),
                         _ => false,
                     };
                     if *kctx == ctx && blocking {
@@ -257,11 +263,21 @@ impl State {
         for k in &gone {
             self.order.host.remove(k);
             self.order.polled.remove(k);
+            self.order.retired_blocking.remove(k);
         }
         for accesses in self.order.log.values_mut() {
             accesses.retain(|a| !gone.contains(&a.key));
         }
         self.order.log.retain(|_, v| !v.is_empty());
+    }
+
+    /// Stream `h` was destroyed; `blocking`: it was not CU_STREAM_NON_BLOCKING. Its clock
+    /// stays (its work completes and what waited on it still follows it); a blocking
+    /// one stays among the streams the legacy stream synchronizes with.
+    pub fn retire_stream(&mut self, h: Handle, blocking: bool) {
+        if blocking {
+            self.order.retired_blocking.insert(Key::Stream(h));
+        }
     }
 
     /// Forgets the accesses to an allocation being freed.

@@ -51,7 +51,9 @@ pub fn destroy(stream: Handle) -> Result<(), CuResult> {
                 s.invalidate(id, "a stream taking part in the capture was destroyed");
             }
         }
-        s.streams.remove(&h);
+        if let Some(x) = s.streams.remove(&h) {
+            s.retire_stream(h, x.flags & super::state::STREAM_NON_BLOCKING == 0);
+        }
         Ok(())
     })
 }
