@@ -66,7 +66,8 @@ impl Access {
     }
 }
 
-/// The shadow of one byte of shared memory.
+/// The shadow of one byte of shared memory, or of a 4-byte word whose bytes have had the
+/// same accesses (see [`Cells`]).
 #[derive(Clone, Copy, Default)]
 struct Cell {
     write: Access,
@@ -82,6 +83,78 @@ struct Cell {
     first: Access,
     other: Access,
     init: bool,
+    /// The block ([`Cells::gen`]) this cell belongs to: a cell of an earlier block reads as
+    /// fresh, so a block's start does not rewrite the whole shadow.
+    gen: u32,
+    /// For a word: 0 while its bytes share this cell, else 1 + the index of their own
+    /// cells in [`Cells::bytes`].
+    split: u32,
+}
+
+/// The shadow cells of one block's shared memory, a cell per 4-byte word while every
+/// access to the word covered all of it, as nearly every access of our kernels does (4-,
+/// 8- and 16-byte loads and stores, 16-byte cp.async, wmma rows): the word's four bytes
+/// then have had the same accesses, so one cell stands exactly for the four per-byte
+/// cells, and the first of its bytes in an access is the byte a per-byte check would name.
+/// An access covering part of a word splits it into four byte cells, copies of the
+/// word's, kept for the rest of the block.
+#[derive(Default)]
+struct Cells {
+    words: Vec<Cell>,
+    bytes: Vec<[Cell; 4]>,
+    gen: u32,
+}
+
+impl Cells {
+    /// The cells of a fresh block with `bytes` of shared memory: every cell of an earlier
+    /// generation reads as never accessed.
+    fn reset(&mut self, bytes: usize) {
+        if self.gen == u32::MAX {
+            self.words.clear();
+            self.gen = 0;
+        }
+        self.gen += 1;
+        let words = bytes.div_ceil(4);
+        if self.words.len() < words {
+            self.words.resize(words, Cell::default());
+        }
+        self.bytes.clear();
+    }
+
+    /// Calls `f` on the cell of every byte of `[addr, addr + n)` in order, or once for
+    /// each whole word that has one cell (with the word's first byte); stops at the
+    /// first finding.
+    fn each(
+        &mut self,
+        addr: usize,
+        n: usize,
+        mut f: impl FnMut(&mut Cell, usize) -> Result<(), Finding>,
+    ) -> Result<(), Finding> {
+        let end = addr + n;
+        let mut a = addr;
+        while a < end {
+            let w = a / 4;
+            let hi = end.min(4 * w + 4);
+            let cell = &mut self.words[w];
+            if cell.gen != self.gen {
+                *cell = Cell { gen: self.gen, ..Cell::default() };
+            }
+            if a == 4 * w && hi == 4 * w + 4 && cell.split == 0 {
+                f(cell, a)?;
+            } else {
+                if cell.split == 0 {
+                    self.bytes.push([*cell; 4]);
+                    cell.split = self.bytes.len() as u32;
+                }
+                let bytes = &mut self.bytes[cell.split as usize - 1];
+                for b in a..hi {
+                    f(&mut bytes[b - 4 * w], b)?;
+                }
+            }
+            a = hi;
+        }
+        Ok(())
+    }
 }
 
 /// A hazard found by racecheck or initcheck, before the executor adds the thread and
@@ -93,7 +166,14 @@ pub struct Finding {
 /// The shadow state of one block's shared memory, and its synchronization epochs.
 #[derive(Default)]
 pub struct SharedShadow {
-    cells: Vec<Cell>,
+    cells: Cells,
+    sync: Epochs,
+}
+
+/// The synchronization a block's threads have done, which decides whether two accesses
+/// are ordered.
+#[derive(Default)]
+struct Epochs {
     block_epoch: u32,
     /// Per thread, a vector clock over the 32 lanes of its warp: component `l` is the
     /// latest clock of lane `l` this thread is ordered after (its own: how many
@@ -108,43 +188,7 @@ fn tid(linear: u32, block: [u32; 3]) -> String {
     format!("({x},{y},{z})")
 }
 
-impl SharedShadow {
-    /// A fresh shadow for a block of `threads` threads with `bytes` of shared memory.
-    pub fn reset(&mut self, bytes: usize, block: [u32; 3]) {
-        self.cells.clear();
-        self.cells.resize(bytes, Cell::default());
-        let threads = block.iter().product::<u32>();
-        self.clocks.clear();
-        self.clocks.extend((0..threads).map(|t| {
-            let mut c = [0u32; 32];
-            c[(t % 32) as usize] = 1;
-            c
-        }));
-        self.block_epoch = 0;
-        self.block = block;
-    }
-
-    /// A block barrier completed: everything before it is ordered before everything after.
-    pub fn block_barrier(&mut self) {
-        self.block_epoch += 1;
-    }
-
-    /// A `bar.warp.sync` of warp `w` completed for the lanes in `members`: each is now
-    /// ordered after everything every other member did before it.
-    pub fn warp_sync(&mut self, w: usize, members: u32) {
-        let n = self.clocks.len();
-        let lanes =
-            || (0..32usize).filter(move |l| members & (1 << l) != 0).map(move |l| w * 32 + l).filter(move |&t| t < n);
-        let mut joined = [0u32; 32];
-        for t in lanes() {
-            joined.iter_mut().zip(&self.clocks[t]).for_each(|(j, c)| *j = (*j).max(*c));
-        }
-        for t in lanes() {
-            self.clocks[t] = joined;
-            self.clocks[t][t % 32] += 1;
-        }
-    }
-
+impl Epochs {
     fn now(&self, thread: u32, line: u32) -> Access {
         let clock = self.clocks[thread as usize][(thread % 32) as usize];
         Access { thread, line, block_epoch: self.block_epoch, clock }
@@ -170,78 +214,118 @@ impl SharedShadow {
         }
     }
 
+    /// Checks a write `now` against what the cell recorded, then records it.
+    fn write(&self, checks: Checks, c: &mut Cell, now: Access, a: usize) -> Result<(), Finding> {
+        let thread = now.thread;
+        if checks.race {
+            if !c.write.none() && c.write.thread != thread && self.unordered(&c.write, &now) {
+                return Err(self.hazard("Write-after-write", &c.write, "written", &now, a));
+            }
+            if let Some(r) = c.reads.iter().find(|r| !r.none() && r.thread != thread && self.unordered(r, &now)) {
+                return Err(self.hazard("Write-after-read", r, "read", &now, a));
+            }
+            // A read of this epoch by another warp: `first` if its warp is not the
+            // writer's, else `other` (whose warp differs from first's).
+            let far = [c.first, c.other]
+                .into_iter()
+                .find(|r| !r.none() && r.block_epoch == now.block_epoch && r.thread / 32 != thread / 32);
+            if let Some(r) = far {
+                return Err(self.hazard("Write-after-read", &r, "read", &now, a));
+            }
+        }
+        c.write = now;
+        c.init = true;
+        Ok(())
+    }
+}
+
+impl SharedShadow {
+    /// A fresh shadow for a block of `threads` threads with `bytes` of shared memory.
+    pub fn reset(&mut self, bytes: usize, block: [u32; 3]) {
+        self.cells.reset(bytes);
+        let threads = block.iter().product::<u32>();
+        let sync = &mut self.sync;
+        sync.clocks.clear();
+        sync.clocks.extend((0..threads).map(|t| {
+            let mut c = [0u32; 32];
+            c[(t % 32) as usize] = 1;
+            c
+        }));
+        sync.block_epoch = 0;
+        sync.block = block;
+    }
+
+    /// A block barrier completed: everything before it is ordered before everything after.
+    pub fn block_barrier(&mut self) {
+        self.sync.block_epoch += 1;
+    }
+
+    /// A `bar.warp.sync` of warp `w` completed for the lanes in `members`: each is now
+    /// ordered after everything every other member did before it.
+    pub fn warp_sync(&mut self, w: usize, members: u32) {
+        let clocks = &mut self.sync.clocks;
+        let n = clocks.len();
+        let lanes =
+            || (0..32usize).filter(move |l| members & (1 << l) != 0).map(move |l| w * 32 + l).filter(move |&t| t < n);
+        let mut joined = [0u32; 32];
+        for t in lanes() {
+            joined.iter_mut().zip(&clocks[t]).for_each(|(j, c)| *j = (*j).max(*c));
+        }
+        for t in lanes() {
+            clocks[t] = joined;
+            clocks[t][t % 32] += 1;
+        }
+    }
+
     /// A read of `[addr, addr + n)` by `thread` at PTX `line`.
     pub fn read(&mut self, checks: Checks, thread: u32, line: u32, addr: usize, n: usize) -> Result<(), Finding> {
-        let now = self.now(thread, line);
-        for a in addr..addr + n {
-            // By reference: a cell is ~100 bytes and most reads find nothing to report.
-            let c = &self.cells[a];
+        let sync = &self.sync;
+        let now = sync.now(thread, line);
+        self.cells.each(addr, n, |c, a| {
             if checks.init && !c.init && c.pending.none() {
                 return Err(Finding {
                     msg: format!(
                         "initcheck: Uninitialized __shared__ memory read of byte {a:#x} by thread {} at PTX line {line}: nothing wrote it since the block started",
-                        tid(thread, self.block)
+                        tid(thread, sync.block)
                     ),
                 });
             }
             if !checks.race {
-                continue;
+                return Ok(());
             }
             if !c.pending.none() {
                 return Err(Finding {
                     msg: format!(
                         "racecheck: Read-after-write hazard on __shared__ byte {a:#x}: thread {} at PTX line {line} reads the destination of the cp.async issued by thread {} at PTX line {} before a cp.async.wait_group completed it",
-                        tid(thread, self.block),
-                        tid(c.pending.thread, self.block),
+                        tid(thread, sync.block),
+                        tid(c.pending.thread, sync.block),
                         c.pending.line
                     ),
                 });
             }
-            if !c.write.none() && c.write.thread != thread && self.unordered(&c.write, &now) {
-                return Err(self.hazard("Read-after-write", &c.write, "written", &now, a));
+            if !c.write.none() && c.write.thread != thread && sync.unordered(&c.write, &now) {
+                return Err(sync.hazard("Read-after-write", &c.write, "written", &now, a));
             }
-            let cell = &mut self.cells[a];
-            if cell.reads[0].thread != thread || cell.reads[0].none() {
-                cell.reads[1] = cell.reads[0];
+            if c.reads[0].thread != thread || c.reads[0].none() {
+                c.reads[1] = c.reads[0];
             }
-            cell.reads[0] = now;
-            if cell.first.none() || cell.first.block_epoch != now.block_epoch {
-                cell.first = now;
-                cell.other = Access::default();
-            } else if cell.first.thread / 32 != thread / 32 {
-                cell.other = now;
+            c.reads[0] = now;
+            if c.first.none() || c.first.block_epoch != now.block_epoch {
+                c.first = now;
+                c.other = Access::default();
+            } else if c.first.thread / 32 != thread / 32 {
+                c.other = now;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// A write of `[addr, addr + n)` by `thread` at PTX `line` (also a completing cp.async,
     /// attributed to the thread that issued it).
     pub fn write(&mut self, checks: Checks, thread: u32, line: u32, addr: usize, n: usize) -> Result<(), Finding> {
-        let now = self.now(thread, line);
-        for a in addr..addr + n {
-            if checks.race {
-                let c = &self.cells[a];
-                if !c.write.none() && c.write.thread != thread && self.unordered(&c.write, &now) {
-                    return Err(self.hazard("Write-after-write", &c.write, "written", &now, a));
-                }
-                if let Some(r) = c.reads.iter().find(|r| !r.none() && r.thread != thread && self.unordered(r, &now)) {
-                    return Err(self.hazard("Write-after-read", r, "read", &now, a));
-                }
-                // A read of this epoch by another warp: `first` if its warp is not the
-                // writer's, else `other` (whose warp differs from first's).
-                let far = [c.first, c.other]
-                    .into_iter()
-                    .find(|r| !r.none() && r.block_epoch == now.block_epoch && r.thread / 32 != thread / 32);
-                if let Some(r) = far {
-                    return Err(self.hazard("Write-after-read", &r, "read", &now, a));
-                }
-            }
-            let cell = &mut self.cells[a];
-            cell.write = now;
-            cell.init = true;
-        }
-        Ok(())
+        let sync = &self.sync;
+        let now = sync.now(thread, line);
+        self.cells.each(addr, n, |c, a| sync.write(checks, c, now, a))
     }
 
     /// A cp.async by `thread` at `line` will write `[addr, addr + n)` when it completes.
@@ -256,15 +340,15 @@ impl SharedShadow {
         if !checks.race {
             return Ok(());
         }
-        let now = self.now(thread, line);
-        for a in addr..addr + n {
-            let c = &self.cells[a];
+        let sync = &self.sync;
+        let now = sync.now(thread, line);
+        self.cells.each(addr, n, |c, a| {
             if !c.pending.none() {
-                return Err(self.hazard("Write-after-write", &c.pending, "targeted by a pending cp.async", &now, a));
+                return Err(sync.hazard("Write-after-write", &c.pending, "targeted by a pending cp.async", &now, a));
             }
-            self.cells[a].pending = now;
-        }
-        Ok(())
+            c.pending = now;
+            Ok(())
+        })
     }
 
     /// The cp.async writing `[addr, addr + n)` completed (at a wait_group, or at exit).
@@ -276,9 +360,61 @@ impl SharedShadow {
         addr: usize,
         n: usize,
     ) -> Result<(), Finding> {
-        for c in &mut self.cells[addr..addr + n] {
+        let sync = &self.sync;
+        let now = sync.now(thread, line);
+        self.cells.each(addr, n, |c, a| {
             c.pending = Access::default();
+            sync.write(checks, c, now, a)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shadow() -> SharedShadow {
+        let mut s = SharedShadow::default();
+        s.reset(16, [64, 1, 1]);
+        s
+    }
+
+    #[test]
+    fn threads_writing_their_own_bytes_of_a_word_do_not_race() {
+        // Threads 0 and 32 (two warps) each store one byte of word 0, then read only it.
+        let mut s = shadow();
+        s.write(Checks::ALL, 0, 1, 0, 1).map_err(|f| f.msg).unwrap();
+        s.write(Checks::ALL, 32, 2, 1, 1).map_err(|f| f.msg).unwrap();
+        s.read(Checks::ALL, 0, 3, 0, 1).map_err(|f| f.msg).unwrap();
+        s.read(Checks::ALL, 32, 4, 1, 1).map_err(|f| f.msg).unwrap();
+        // A read of the whole word by thread 0 meets thread 32's byte 1, named exactly.
+        let f = s.read(Checks::ALL, 0, 5, 0, 4).expect_err("race on byte 1");
+        assert!(f.msg.contains("Read-after-write hazard on __shared__ byte 0x1"), "{}", f.msg);
+    }
+
+    #[test]
+    fn a_word_write_then_another_threads_byte_write_races_on_that_byte() {
+        let mut s = shadow();
+        s.write(Checks::ALL, 0, 1, 4, 4).map_err(|f| f.msg).unwrap();
+        let f = s.write(Checks::ALL, 32, 2, 6, 1).expect_err("race on byte 6");
+        assert!(f.msg.contains("Write-after-write hazard on __shared__ byte 0x6"), "{}", f.msg);
+        // After a barrier both are ordered.
+        s.block_barrier();
+        s.write(Checks::ALL, 32, 3, 6, 1).map_err(|f| f.msg).unwrap();
+    }
+
+    #[test]
+    fn a_word_partly_written_is_partly_uninitialized_and_a_new_block_starts_fresh() {
+        let mut s = shadow();
+        s.write(Checks::ALL, 0, 1, 8, 2).map_err(|f| f.msg).unwrap();
+        s.read(Checks::ALL, 0, 2, 8, 2).map_err(|f| f.msg).unwrap();
+        let f = s.read(Checks::ALL, 0, 3, 8, 4).expect_err("byte 10 unwritten");
+        assert!(f.msg.contains("byte 0xa"), "{}", f.msg);
+        // The next block: nothing written yet, word and byte cells alike.
+        s.reset(16, [64, 1, 1]);
+        for (a, n) in [(8, 2), (0, 4)] {
+            let f = s.read(Checks::ALL, 0, 4, a, n).expect_err("fresh block");
+            assert!(f.msg.starts_with("initcheck"), "{}", f.msg);
         }
-        self.write(checks, thread, line, addr, n)
     }
 }

@@ -151,11 +151,12 @@ fn cost_tile(blk: &mut Block, lane0: &Thread, sp: Space, base: u64, stride: u64,
     }
 }
 
-/// f16 bits to f32, for the products: a table, since converting in software costs more
-/// than the 16 multiply-adds each element takes part in.
-fn f16_to_f32(bits: u16) -> f32 {
+/// f16 bits to f32 (index by the bits), for the products: a table, since converting in
+/// software costs more than the 16 multiply-adds each element takes part in. Fetched once
+/// per instruction: the lazy initialization's check is not free either.
+fn f16_table() -> &'static [f32] {
     static TABLE: std::sync::OnceLock<Box<[f32]>> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| (0..=u16::MAX).map(|b| f16::from_bits(b).to_f32()).collect())[bits as usize]
+    TABLE.get_or_init(|| (0..=u16::MAX).map(|b| f16::from_bits(b).to_f32()).collect())
 }
 
 #[allow(clippy::too_many_arguments)] // one access's what, where and who, as access::locate_span takes them
@@ -279,8 +280,9 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
             let nab = if h == Half::F16 { 8 } else { 4 };
             let (va, vb, vc) = (nd, nd + nab, nd + 2 * nab);
             let c_f16 = i.v.len() - vc == 4;
+            let f16s = f16_table();
             let value = |bits: u16| match h {
-                Half::F16 => f16_to_f32(bits),
+                Half::F16 => f16s[bits as usize],
                 Half::BF16 => h.to_f32(bits),
             };
             let (mut a, mut b, mut d) = ([0f32; 256], [0f32; 256], [0f32; 256]);
@@ -291,7 +293,7 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
                     a[e] = value(half(i.v[va + j / 2]));
                     b[e] = value(half(i.v[vb + j / 2]));
                     d[e] = if c_f16 {
-                        f16_to_f32(half(i.v[vc + j / 2]))
+                        f16s[half(i.v[vc + j / 2]) as usize]
                     } else {
                         f32::from_bits(t.regs[i.v[vc + j] as usize] as u32)
                     };
@@ -303,7 +305,11 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
             let out = if i.ty2 == Ty::F16 { Out::F16 } else { Out::F32 };
             match blk.mma {
                 Mma::Rn => {
-                    mma_accumulate(&a, &b, &mut d);
+                    if h == Half::F16 {
+                        mma_accumulate_f16(&a, &b, &mut d);
+                    } else {
+                        mma_accumulate(&a, &b, &mut d);
+                    }
                     if out == Out::F16 {
                         d.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32());
                     }
@@ -355,6 +361,24 @@ fn mma_accumulate(a: &[f32; 256], b: &[f32; 256], d: &mut [f32; 256]) {
             for n in 0..16 {
                 let acc = &mut d[m * 16 + n];
                 *acc = (*acc as f64 + x * b[k * 16 + n] as f64) as f32;
+            }
+        }
+    }
+}
+
+/// [`mma_accumulate`] for f16 elements, in f32 alone: the product of two f16 values has at
+/// most 22 significant bits and lies between 2^-48 and 2^32 in magnitude (or is zero),
+/// inside f32's normal range, so the f32 product is exact, and the one rounding of the
+/// f32 addition is the correct rounding of the exact sum: the same bits as the f64 path,
+/// at four f32 lanes per vector instead of two f64 ones and no conversions (the GEMM's
+/// main cost on the emulator after memory checks). Not for bf16, whose products can leave
+/// f32's range.
+fn mma_accumulate_f16(a: &[f32; 256], b: &[f32; 256], d: &mut [f32; 256]) {
+    for m in 0..16 {
+        for k in 0..16 {
+            let x = a[m * 16 + k];
+            for n in 0..16 {
+                d[m * 16 + n] += x * b[k * 16 + n];
             }
         }
     }
