@@ -3,7 +3,7 @@
 
 use super::float::CANONICAL_NAN_F32;
 use super::half::{Half, CANONICAL_NAN_F16};
-use super::int::{cmp, sx};
+use super::int::{cmp, mask, sx};
 use super::Thread;
 use crate::ir::fast::{Bin, CvtKind, FBin, Fast};
 use crate::ir::{Cmp, NONE};
@@ -118,6 +118,21 @@ pub fn exec_warp(f: Fast, lanes: &mut [Thread], guard: u32, guard_neg: bool) {
         Fast::F64Bin { op: FBin::Sub, .. },
         Fast::F64Bin { op: FBin::Mul, .. },
         Fast::F64Fma { .. },
+        Fast::Not { bits: 1, .. },
+        Fast::Not { bits: 32, .. },
+        Fast::Not { .. },
+        Fast::PredBin { op: And, .. },
+        Fast::PredBin { op: Or, .. },
+        Fast::PredBin { .. },
+        Fast::MinMax { max: false, signed: true, w32: true, .. },
+        Fast::MinMax { max: false, signed: false, w32: true, .. },
+        Fast::MinMax { max: true, signed: true, w32: true, .. },
+        Fast::MinMax { max: true, signed: false, w32: true, .. },
+        Fast::MinMax { .. },
+        Fast::IntCvt { src: 32, signed: true, dst: 64, .. },
+        Fast::IntCvt { src: 32, signed: false, dst: 64, .. },
+        Fast::IntCvt { src: 64, dst: 32, .. },
+        Fast::IntCvt { .. },
         Fast::Cvt { kind: CvtKind::F32FromF16, .. },
         Fast::Cvt { kind: CvtKind::F64FromF32, .. },
         Fast::Cvt { kind: CvtKind::F16FromF32, .. },
@@ -183,6 +198,33 @@ pub fn exec(f: Fast, r: &mut [u64]) {
             let m = width(w32).1;
             r[d as usize] = if r[c as usize] & 1 != 0 { r[a as usize] & m } else { r[b as usize] & m };
         }
+        Fast::Not { bits, d, a } => r[d as usize] = !r[a as usize] & mask(bits as u32),
+        Fast::PredBin { op, d, a, b } => {
+            let (x, y) = (r[a as usize] & 1, r[b as usize] & 1);
+            r[d as usize] = match op {
+                Bin::And => x & y,
+                Bin::Or => x | y,
+                _ => x ^ y,
+            };
+        }
+        Fast::MinMax { max, signed, w32, d, a, b } => {
+            let (bits, m) = width(w32);
+            let (x, y) = (r[a as usize] & m, r[b as usize] & m);
+            let v = if signed {
+                let (x, y) = (sx(x, bits), sx(y, bits));
+                (if max { x.max(y) } else { x.min(y) }) as u64
+            } else if max {
+                x.max(y)
+            } else {
+                x.min(y)
+            };
+            r[d as usize] = v & m;
+        }
+        Fast::IntCvt { src, signed, dst, d, a } => {
+            let raw = r[a as usize] & mask(src as u32);
+            let v = if signed { sx(raw, src as u32) as u64 } else { raw };
+            r[d as usize] = v & mask(dst as u32);
+        }
         Fast::F32Bin { op, d, a, b } => {
             let (x, y) = (f32_of(r, a), f32_of(r, b));
             r[d as usize] = f32_result(match op {
@@ -242,7 +284,7 @@ mod tests {
             guard_neg: false,
             d: 0,
             a: 1,
-            b: if op == Op::Mov { NONE } else { 2 },
+            b: if matches!(op, Op::Mov | Op::Not) { NONE } else { 2 },
             c: if c { 3 } else { NONE },
             v: Box::new([]),
             off: 0,
@@ -268,6 +310,9 @@ mod tests {
             (Op::MulWide, false),
             (Op::Mov, false),
             (Op::Selp, true),
+            (Op::Min, false),
+            (Op::Max, false),
+            (Op::Not, false),
         ];
         ops.extend(cmps.iter().map(|&c| (Op::Setp(c), false)));
         let mut checked = 0;
@@ -295,6 +340,52 @@ mod tests {
             }
         }
         assert!(checked > 10_000);
+    }
+
+    #[test]
+    fn predicate_logic_and_integer_cvt_compute_what_int_rs_and_convert_rs_compute() {
+        // Predicates: registers holding 0 or 1, and dirty ones (only bit 0 counts).
+        let preds = [0u64, 1, 2, 3, u64::MAX];
+        for op in [Op::And, Op::Or, Op::Xor, Op::Not] {
+            let i = inst(op, Ty::Pred, false);
+            let f = decode_one(&i);
+            assert!(!matches!(f, Fast::Generic), "{op:?}.pred has a fast form");
+            for &a in &preds {
+                for &b in &preds {
+                    let mut want = [0xdead_beef_u64, a, b, 0];
+                    let mut got = want;
+                    super::super::int::exec(&i, &mut want);
+                    exec(f, &mut got);
+                    assert_eq!(got, want, "{op:?}.pred a={a:#x} b={b:#x}");
+                }
+            }
+        }
+        // Every integer-to-integer cvt without .sat, on values with dirty upper bits.
+        let ints =
+            [Ty::B8, Ty::U8, Ty::S8, Ty::B16, Ty::U16, Ty::S16, Ty::B32, Ty::U32, Ty::S32, Ty::B64, Ty::U64, Ty::S64];
+        let vals =
+            [0u64, 1, 0x7f, 0x80, 0xff, 0x7fff, 0x8000, 0xffff_ffff, 0x8000_0000, 0xabcd_ef01_8765_4321, u64::MAX];
+        let mut checked = 0;
+        for dt in ints {
+            for st in ints {
+                let mut i = inst(Op::Cvt, dt, false);
+                (i.ty2, i.b) = (st, NONE);
+                let f = decode_one(&i);
+                assert!(matches!(f, Fast::IntCvt { .. }), "cvt.{dt:?}.{st:?}");
+                for &a in &vals {
+                    let mut want = [0xdead_beef_u64, a, 0, 0];
+                    let mut got = want;
+                    super::super::convert::exec(&i, &mut want);
+                    exec(f, &mut got);
+                    assert_eq!(got, want, "cvt.{dt:?}.{st:?} of {a:#x}");
+                    checked += 1;
+                }
+                // .sat keeps the general path.
+                i.flags = crate::ir::SAT;
+                assert!(matches!(decode_one(&i), Fast::Generic), "cvt.sat.{dt:?}.{st:?}");
+            }
+        }
+        assert_eq!(checked, 144 * vals.len());
     }
 
     #[test]

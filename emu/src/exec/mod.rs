@@ -725,9 +725,9 @@ fn resolve_barrier(code: &Code, threads: &mut [Thread], blk: &mut Block) -> Resu
 fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (usize, Fault)> {
     let width = lanes.len() as u64;
     while let Some(mut pc) = converged(lanes) {
-        // A run of pre-decoded forms leaves the lanes together (they cannot branch, stop
-        // or fault): the lanes' pcs are brought up to date before the next instruction
-        // that can.
+        // A run of pre-decoded forms and uniform branches leaves the lanes together (they
+        // cannot diverge, stop or fault): the lanes' pcs are brought up to date before the
+        // next instruction that can.
         loop {
             let i = &code.insts[pc as usize];
             blk.executed += width;
@@ -738,6 +738,16 @@ fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (u
             }
             let f = code.fast[pc as usize];
             if matches!(f, crate::ir::fast::Fast::Generic) {
+                // A branch every lane takes, or none does, keeps the warp together; a
+                // divergent one takes the lanes' own path below.
+                if i.op == Op::Bra {
+                    let taken = |t: &Thread| i.guard == NONE || (t.regs[i.guard as usize] & 1 != 0) != i.guard_neg;
+                    let first = taken(&lanes[0]);
+                    if lanes[1..].iter().all(|t| taken(t) == first) {
+                        pc = if first { i.off as u32 } else { pc + 1 };
+                        continue;
+                    }
+                }
                 break;
             }
             fast::exec_warp(f, lanes, i.guard, i.guard_neg);

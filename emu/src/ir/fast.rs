@@ -1,5 +1,6 @@
 //! Pre-decoded forms of the commonest integer instructions (32- and 64-bit add, sub,
-//! mul.lo, mad.lo, mul.wide, and, or, xor, shifts, mov, setp, selp), of f32 and f64 add,
+//! mul.lo, mad.lo, mul.wide, and, or, xor, not, shifts, min, max, mov, setp, selp, integer
+//! cvt without `.sat`; and, or, xor, not of predicates), of f32 and f64 add,
 //! sub, mul and fma with round-to-nearest and no `.ftz`/`.sat`, of f32/f64 mov, and of the
 //! float conversions every kernel makes (f16 <-> f32, f32 <-> f64, no flags), one variant per
 //! operation and width with its register operands in place, made once at load (after
@@ -109,6 +110,37 @@ pub enum Fast {
         b: u32,
         c: u32,
     },
+    /// d = !a, of the low `bits` (1 for a predicate, 32 or 64).
+    Not {
+        bits: u8,
+        d: u32,
+        a: u32,
+    },
+    /// d = a op b of predicates (op: And, Or or Xor).
+    PredBin {
+        op: Bin,
+        d: u32,
+        a: u32,
+        b: u32,
+    },
+    /// d = min or max of a and b at 32 or 64 bits.
+    MinMax {
+        max: bool,
+        signed: bool,
+        w32: bool,
+        d: u32,
+        a: u32,
+        b: u32,
+    },
+    /// Integer to integer cvt without `.sat`: the source's low `src` bits, sign-extended
+    /// when `signed`, truncated to the destination's `dst` bits (exec/convert.rs).
+    IntCvt {
+        src: u8,
+        signed: bool,
+        dst: u8,
+        d: u32,
+        a: u32,
+    },
     /// A float conversion without flags (exec/convert.rs).
     Cvt {
         kind: CvtKind,
@@ -127,9 +159,32 @@ pub enum CvtKind {
     F32FromF64,
 }
 
+/// An integer type of a register (not a predicate, float or packed pair).
+fn is_int(ty: Ty) -> bool {
+    matches!(
+        ty,
+        Ty::B8
+            | Ty::U8
+            | Ty::S8
+            | Ty::B16
+            | Ty::U16
+            | Ty::S16
+            | Ty::B32
+            | Ty::U32
+            | Ty::S32
+            | Ty::B64
+            | Ty::U64
+            | Ty::S64
+    )
+}
+
 fn decode_cvt(i: &Inst) -> Fast {
     if i.flags != 0 || i.d == NONE || i.a == NONE {
         return Fast::Generic;
+    }
+    if is_int(i.ty) && is_int(i.ty2) && i.round == Round::Default {
+        let (dst, src) = (i.ty.bits() as u8, i.ty2.bits() as u8);
+        return Fast::IntCvt { src, signed: i.ty2.is_signed(), dst, d: i.d, a: i.a };
     }
     let rn = matches!(i.round, Round::Rn);
     let kind = match (i.ty, i.ty2) {
@@ -180,6 +235,24 @@ pub(crate) fn decode_one(i: &Inst) -> Fast {
     if i.op == Op::Cvt {
         return decode_cvt(i);
     }
+    if i.ty == Ty::Pred {
+        let (d, a, b) = (i.d, i.a, i.b);
+        if d == NONE || a == NONE {
+            return Fast::Generic;
+        }
+        return match i.op {
+            Op::Not if b == NONE => Fast::Not { bits: 1, d, a },
+            Op::And | Op::Or | Op::Xor if b != NONE => {
+                let op = match i.op {
+                    Op::And => Bin::And,
+                    Op::Or => Bin::Or,
+                    _ => Bin::Xor,
+                };
+                Fast::PredBin { op, d, a, b }
+            }
+            _ => Fast::Generic,
+        };
+    }
     let w32 = match i.ty {
         Ty::F32 => return decode_float(i, false),
         Ty::F64 => return decode_float(i, true),
@@ -189,6 +262,13 @@ pub(crate) fn decode_one(i: &Inst) -> Fast {
     };
     let signed = i.ty.is_signed();
     let set = |r: u32| r != NONE;
+    if i.op == Op::Not {
+        return if set(i.d) && set(i.a) && !set(i.b) {
+            Fast::Not { bits: if w32 { 32 } else { 64 }, d: i.d, a: i.a }
+        } else {
+            Fast::Generic
+        };
+    }
     if !set(i.d) || !set(i.a) || (i.op != Op::Mov && !set(i.b)) {
         return Fast::Generic;
     }
@@ -204,6 +284,8 @@ pub(crate) fn decode_one(i: &Inst) -> Fast {
         Op::Shl => bin(Bin::Shl),
         Op::Shr if signed => bin(Bin::ShrS),
         Op::Shr => bin(Bin::ShrU),
+        Op::Min => Fast::MinMax { max: false, signed, w32, d, a, b },
+        Op::Max => Fast::MinMax { max: true, signed, w32, d, a, b },
         Op::MadLo if set(c) => Fast::Mad { w32, d, a, b, c },
         Op::MulWide if w32 => Fast::MulWide { signed, d, a, b },
         Op::Mov if !set(b) => Fast::Mov { w32, d, a },
