@@ -202,16 +202,21 @@ pub fn write(blk: &mut Block, loc: Loc, data: &[u8], who: Who) -> Result<(), Fau
     Ok(())
 }
 
-fn read_elem(b: &[u8], ty: Ty) -> u64 {
-    let mut buf = [0u8; 8];
-    buf[..b.len()].copy_from_slice(b);
-    let v = u64::from_le_bytes(buf);
+/// Element `k` of `es` bytes in `buf` (which has 8 bytes from the element's start on),
+/// sign-extended for a signed type. A fixed 8-byte window and a mask, not a copy of `es`
+/// bytes: a copy of a length known only at run time is a call to memcpy per element.
+fn read_elem(buf: &[u8; ACCESS_BUF], k: usize, es: usize, ty: Ty) -> u64 {
+    let v = u64::from_le_bytes(buf[k * es..k * es + 8].try_into().expect("8 bytes")) & super::int::mask(8 * es as u32);
     if ty.is_signed() {
         super::int::sx(v, ty.bits()) as u64
     } else {
         v
     }
 }
+
+/// The bytes of one ld or st (at most a .v4 of 8-byte elements), and 8 more so that every
+/// element has an 8-byte window from its start.
+const ACCESS_BUF: usize = 40;
 
 /// Counts one lane's access for the cost model, as part of the warp instruction its pc
 /// and its count of executions of that pc name (crate::cost): a lane's earlier paths,
@@ -234,11 +239,11 @@ pub fn ld(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(),
     let addr = t.regs[i.a as usize].wrapping_add(i.off as u64);
     let loc = locate(blk, t, space, addr, n as u64, false)?;
     cost(blk, t, space, addr, n as u64, false);
-    let mut buf = [0u8; 32];
+    let mut buf = [0u8; ACCESS_BUF];
     let nc = i.flags & crate::ir::NC != 0;
     read(blk, loc, &mut buf[..n], Who { thread: t.linear, line: i.line, nc })?;
     for (k, &d) in i.v.iter().enumerate() {
-        t.regs[d as usize] = read_elem(&buf[k * es..(k + 1) * es], i.ty);
+        t.regs[d as usize] = read_elem(&buf, k, es, i.ty);
     }
     Ok(())
 }
@@ -247,9 +252,11 @@ pub fn st(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(),
     let es = i.ty.size() as usize;
     let n = es * i.v.len();
     let addr = t.regs[i.a as usize].wrapping_add(i.off as u64);
-    let mut buf = [0u8; 32];
+    let mut buf = [0u8; ACCESS_BUF];
+    // Each element as its whole 8-byte register, in ascending order: the next element
+    // overwrites the bytes past this one's `es`, and bytes past `n` are not stored.
     for (k, &r) in i.v.iter().enumerate() {
-        buf[k * es..(k + 1) * es].copy_from_slice(&t.regs[r as usize].to_le_bytes()[..es]);
+        buf[k * es..k * es + 8].copy_from_slice(&t.regs[r as usize].to_le_bytes());
     }
     let loc = locate(blk, t, space, addr, n as u64, true)?;
     cost(blk, t, space, addr, n as u64, true);

@@ -133,6 +133,10 @@ pub fn exec_warp(f: Fast, lanes: &mut [Thread], guard: u32, guard_neg: bool) {
         Fast::IntCvt { src: 32, signed: false, dst: 64, .. },
         Fast::IntCvt { src: 64, dst: 32, .. },
         Fast::IntCvt { .. },
+        Fast::Pack2 { part: 16, .. },
+        Fast::Pack2 { .. },
+        Fast::Unpack2 { part: 16, .. },
+        Fast::Unpack2 { .. },
         Fast::Cvt { kind: CvtKind::F32FromF16, .. },
         Fast::Cvt { kind: CvtKind::F64FromF32, .. },
         Fast::Cvt { kind: CvtKind::F16FromF32, .. },
@@ -219,6 +223,15 @@ pub fn exec(f: Fast, r: &mut [u64]) {
                 x.min(y)
             };
             r[d as usize] = v & m;
+        }
+        Fast::Pack2 { part, d, lo, hi } => {
+            let m = mask(part as u32);
+            r[d as usize] = (r[lo as usize] & m) | (r[hi as usize] & m) << part;
+        }
+        Fast::Unpack2 { part, a, lo, hi } => {
+            let (m, x) = (mask(part as u32), r[a as usize]);
+            r[lo as usize] = x & m;
+            r[hi as usize] = (x >> part) & m;
         }
         Fast::IntCvt { src, signed, dst, d, a } => {
             let raw = r[a as usize] & mask(src as u32);
@@ -357,6 +370,28 @@ mod tests {
                     super::super::int::exec(&i, &mut want);
                     exec(f, &mut got);
                     assert_eq!(got, want, "{op:?}.pred a={a:#x} b={b:#x}");
+                }
+            }
+        }
+        // mov of two halves into a register and out of one, at 32 and 64 bits, with an
+        // operand register shared with the destination.
+        for ty in [Ty::B32, Ty::B64] {
+            for (op, v) in [(Op::Pack, [1u32, 2]), (Op::Unpack, [0, 2]), (Op::Unpack, [1, 2]), (Op::Pack, [0, 0])] {
+                let mut i = inst(op, ty, false);
+                i.v = Box::new(v);
+                if op == Op::Pack {
+                    i.a = NONE;
+                }
+                let f = decode_one(&i);
+                assert!(!matches!(f, Fast::Generic), "{op:?}.{ty:?}");
+                for &a in &[0u64, 0x1234_5678_9abc_def0, u64::MAX] {
+                    for &b in &[0u64, 0xffff_8001, u64::MAX] {
+                        let mut want = [0xdead_beef_u64, a, b, 0];
+                        let mut got = want;
+                        super::super::int::exec(&i, &mut want);
+                        exec(f, &mut got);
+                        assert_eq!(got, want, "{op:?}.{ty:?} {v:?} a={a:#x} b={b:#x}");
+                    }
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! Pre-decoded forms of the commonest integer instructions (32- and 64-bit add, sub,
 //! mul.lo, mad.lo, mul.wide, and, or, xor, not, shifts, min, max, mov, setp, selp, integer
-//! cvt without `.sat`; and, or, xor, not of predicates), of f32 and f64 add,
+//! cvt without `.sat`, mov of two halves to or from a register; and, or, xor, not of predicates), of f32 and f64 add,
 //! sub, mul and fma with round-to-nearest and no `.ftz`/`.sat`, of f32/f64 mov, and of the
 //! float conversions every kernel makes (f16 <-> f32, f32 <-> f64, no flags), one variant per
 //! operation and width with its register operands in place, made once at load (after
@@ -141,6 +141,20 @@ pub enum Fast {
         d: u32,
         a: u32,
     },
+    /// mov of two `part`-bit registers into one of twice the width: d = lo | hi << part.
+    Pack2 {
+        part: u8,
+        d: u32,
+        lo: u32,
+        hi: u32,
+    },
+    /// mov of one register into its two `part`-bit halves.
+    Unpack2 {
+        part: u8,
+        a: u32,
+        lo: u32,
+        hi: u32,
+    },
     /// A float conversion without flags (exec/convert.rs).
     Cvt {
         kind: CvtKind,
@@ -262,6 +276,15 @@ pub(crate) fn decode_one(i: &Inst) -> Fast {
     };
     let signed = i.ty.is_signed();
     let set = |r: u32| r != NONE;
+    if matches!(i.op, Op::Pack | Op::Unpack) && i.v.len() == 2 {
+        let part = (i.ty.bits() / 2) as u8;
+        let (lo, hi) = (i.v[0], i.v[1]);
+        return match i.op {
+            Op::Pack if set(i.d) => Fast::Pack2 { part, d: i.d, lo, hi },
+            Op::Unpack if set(i.a) => Fast::Unpack2 { part, a: i.a, lo, hi },
+            _ => Fast::Generic,
+        };
+    }
     if i.op == Op::Not {
         return if set(i.d) && set(i.a) && !set(i.b) {
             Fast::Not { bits: if w32 { 32 } else { 64 }, d: i.d, a: i.a }
