@@ -361,21 +361,24 @@ impl GlobalView<'_> {
             Some(_) => RaceState { nc: 0, writer: me, wmask: 3, reader: 0, rmask: 0 },
         }
         .encode(self.gen);
+        // A whole granule whose state `old` is already `fresh`, or is of an earlier launch
+        // and becomes `fresh` in one compare-and-swap: nothing more to check.
+        let settled = |word: &AtomicU64, old: u64| {
+            old == fresh
+                || (old >> 49 != self.gen
+                    && word.compare_exchange(old, fresh, Ordering::Relaxed, Ordering::Relaxed).is_ok())
+        };
         let mut k = 0;
-        // Whole granules of an aligned access that are fresh or already in the state this
-        // access leaves them in: the common case, checked without the general loop's
-        // arithmetic (nearly every access of our kernels is aligned to 2 bytes or more).
+        // The whole granules of an aligned access (nearly every access of our kernels is
+        // aligned to 2 bytes or more) in a tight loop while they are settled, without the
+        // general loop's arithmetic.
         if off % 2 == 0 {
             let g0 = off / 2;
             while k + 2 <= n {
                 // SAFETY: as below: granule g0 + k/2 lies inside the access, which the
                 // caller bounds-checked, so inside this region's shadow.
                 let word = unsafe { &*r.race.add(g0 + k / 2) };
-                let old = word.load(Ordering::Relaxed);
-                let done = old == fresh
-                    || (old >> 49 != self.gen
-                        && word.compare_exchange(old, fresh, Ordering::Relaxed, Ordering::Relaxed).is_ok());
-                if !done {
+                if !settled(word, word.load(Ordering::Relaxed)) {
                     break;
                 }
                 k += 2;
@@ -392,13 +395,7 @@ impl GlobalView<'_> {
             let word = unsafe { &*r.race.add(g) };
             let mut old = word.load(Ordering::Relaxed);
             if mask == 3 {
-                if old == fresh {
-                    k += last;
-                    continue;
-                }
-                if old >> 49 != self.gen
-                    && word.compare_exchange(old, fresh, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-                {
+                if settled(word, old) {
                     k += last;
                     continue;
                 }

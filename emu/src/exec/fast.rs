@@ -50,7 +50,7 @@ pub fn exec_warp(f: Fast, lanes: &mut [Thread], guard: u32, guard_neg: bool) {
                         }
                     } else {
                         for t in lanes.iter_mut() {
-                            if (t.regs[guard as usize] & 1 != 0) != guard_neg {
+                            if super::guard_holds(&t.regs, guard, guard_neg) {
                                 exec(f, &mut t.regs);
                             }
                         }

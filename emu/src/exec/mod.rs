@@ -741,7 +741,7 @@ fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (u
                 // A branch every lane takes, or none does, keeps the warp together; a
                 // divergent one takes the lanes' own path below.
                 if i.op == Op::Bra {
-                    let taken = |t: &Thread| i.guard == NONE || (t.regs[i.guard as usize] & 1 != 0) != i.guard_neg;
+                    let taken = |t: &Thread| guard_holds(&t.regs, i.guard, i.guard_neg);
                     let first = taken(&lanes[0]);
                     if lanes[1..].iter().all(|t| taken(t) == first) {
                         pc = if first { i.off as u32 } else { pc + 1 };
@@ -771,6 +771,13 @@ fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (u
 fn converged(lanes: &[Thread]) -> Option<u32> {
     let pc = lanes[0].pc;
     lanes.iter().all(|t| t.state == State::Ready && t.pc == pc).then_some(pc)
+}
+
+/// Whether an instruction guarded by predicate register `guard` (NONE: unguarded), negated
+/// when `neg`, executes in a thread whose registers are `regs`.
+#[inline(always)]
+pub(crate) fn guard_holds(regs: &[u64], guard: u32, neg: bool) -> bool {
+    guard == NONE || (regs[guard as usize] & 1 != 0) != neg
 }
 
 /// Runs one thread until it exits or stops at a synchronizing instruction.
@@ -819,7 +826,7 @@ fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Res
 #[inline(always)]
 fn step(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<bool, Fault> {
     let i = &code.insts[t.pc as usize];
-    if i.guard != NONE && ((t.regs[i.guard as usize] & 1 != 0) == i.guard_neg) {
+    if !guard_holds(&t.regs, i.guard, i.guard_neg) {
         t.pc += 1;
         return Ok(true);
     }

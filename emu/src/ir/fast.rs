@@ -173,30 +173,11 @@ pub enum CvtKind {
     F32FromF64,
 }
 
-/// An integer type of a register (not a predicate, float or packed pair).
-fn is_int(ty: Ty) -> bool {
-    matches!(
-        ty,
-        Ty::B8
-            | Ty::U8
-            | Ty::S8
-            | Ty::B16
-            | Ty::U16
-            | Ty::S16
-            | Ty::B32
-            | Ty::U32
-            | Ty::S32
-            | Ty::B64
-            | Ty::U64
-            | Ty::S64
-    )
-}
-
 fn decode_cvt(i: &Inst) -> Fast {
     if i.flags != 0 || i.d == NONE || i.a == NONE {
         return Fast::Generic;
     }
-    if is_int(i.ty) && is_int(i.ty2) && i.round == Round::Default {
+    if i.ty.is_int() && i.ty2.is_int() && i.round == Round::Default {
         let (dst, src) = (i.ty.bits() as u8, i.ty2.bits() as u8);
         return Fast::IntCvt { src, signed: i.ty2.is_signed(), dst, d: i.d, a: i.a };
     }

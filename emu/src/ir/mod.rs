@@ -117,6 +117,10 @@ impl Ty {
     pub fn is_half(self) -> bool {
         matches!(self, Ty::F16 | Ty::BF16 | Ty::BF16X2)
     }
+    /// The integer and bit types (every type but the floats, packed halves and predicates).
+    pub fn is_int(self) -> bool {
+        !self.is_float() && self != Ty::Pred
+    }
     pub fn is_signed(self) -> bool {
         matches!(self, Ty::S8 | Ty::S16 | Ty::S32 | Ty::S64)
     }
