@@ -107,9 +107,10 @@ pub enum Out {
     F16,
 }
 
-/// `2^e` as an f64 (exact; `e` within f64's normal exponents, as every use here is).
+/// `2^e` as an f64 (exact for `e` within f64's normal exponents, as every value used is;
+/// trunc_tile also computes it, unused, for the far-off exponent of a group of zeros).
 fn pow2(e: i32) -> f64 {
-    f64::from_bits(((e + 1023) as u64) << 52)
+    f64::from_bits((e.wrapping_add(1023) as u64) << 52)
 }
 
 /// floor(log2 |x|) of a nonzero finite f64 that is normal in f64 (every f16, bf16 and f32
@@ -195,6 +196,88 @@ pub fn dot(mma: Mma, a: &[f32], b: &[f32], c: f32, emin: i32, out: Out) -> f32 {
                 Out::F16 => half::f16::from_f32(acc).to_f32(),
             }
         }
+    }
+}
+
+/// `trunc(q)` for |q| < 2^51 (the sign of a zero result aside), in arithmetic that
+/// vectorizes: round to nearest by adding and subtracting 1.5 * 2^52, then one step back
+/// toward zero where that went past q.
+#[inline(always)]
+fn trunc_small(q: f64) -> f64 {
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    let r = (q + SHIFT) - SHIFT;
+    if r.abs() > q.abs() {
+        r - 1f64.copysign(q)
+    } else {
+        r
+    }
+}
+
+/// An exponent far below every real one, for a zero input: a product with a zero factor
+/// (whose exponent sums to below `ZERO_EXP / 2`) then never sets the alignment point, as
+/// [`block_fma`] skips it.
+const ZERO_EXP: i32 = -100_000;
+
+/// `d = a b + d` for a whole 16 x 16 x 16 tile under `Mma::Trunc { group, extra }`
+/// (row-major `a[m][k]`, `b[k][n]`, `d[m][n]`, as their exact f32 values): every element
+/// exactly what [`dot`] gives for its row and column (a unit test holds the two to the
+/// same bits), in a fraction of the time. Each input's alignment exponent and f64 value
+/// are found once per tile instead of once per product, each element's finiteness once,
+/// and the truncation is [`trunc_small`] (`f64::trunc` is a library call on x86-64
+/// without SSE4.1, and a conversion to an integer does not vectorize): a term scaled to
+/// its grid is below 2^(25 + extra) in magnitude, and the sum of at most 17 such integers
+/// is exact in f64. The sign of a zero term may differ from `f64::trunc`'s, which never
+/// shows: the term at the alignment point keeps at least 2^23 units, so a group's sum is
+/// either nonzero or an exact cancellation, +0 either way (a group of only zero terms
+/// takes the all-zero path).
+pub fn trunc_tile(group: usize, extra: i32, a: &[f32; 256], b: &[f32; 256], d: &mut [f32; 256], emin: i32, out: Out) {
+    let exp = |x: f32| if x == 0.0 { ZERO_EXP } else { input_exponent(x, emin) };
+    let (ea, eb) =
+        (a.map(|x| if x.is_finite() { exp(x) } else { 0 }), b.map(|x| if x.is_finite() { exp(x) } else { 0 }));
+    let (a64, b64) = (a.map(f64::from), b.map(f64::from));
+    let row_finite: [bool; 16] = std::array::from_fn(|m| a[16 * m..16 * m + 16].iter().all(|x| x.is_finite()));
+    let col_finite: [bool; 16] = std::array::from_fn(|n| (0..16).all(|k| b[16 * k + n].is_finite()));
+    // A row of D at a time, the n loops innermost over arrays of 16 so that they
+    // vectorize; an element whose group has only zero terms, or whose operands are not
+    // all finite, is then redone the scalar way.
+    for m in 0..16 {
+        let c: [f32; 16] = std::array::from_fn(|n| d[16 * m + n]);
+        let mut acc = c;
+        for g in (0..16).step_by(group) {
+            let mut top: [i32; 16] =
+                std::array::from_fn(|n| if acc[n] != 0.0 { exponent(acc[n] as f64).max(-126) } else { ZERO_EXP });
+            for k in g..g + group {
+                let (x, row) = (ea[16 * m + k], &eb[16 * k..16 * k + 16]);
+                top.iter_mut().zip(row).for_each(|(t, &y)| *t = (*t).max(x + y));
+            }
+            let scale: [f64; 16] = std::array::from_fn(|n| pow2(23 + extra - top[n]));
+            let mut sum: [f64; 16] = std::array::from_fn(|n| trunc_small(acc[n] as f64 * scale[n]));
+            for k in g..g + group {
+                let (x, row) = (a64[16 * m + k], &b64[16 * k..16 * k + 16]);
+                for n in 0..16 {
+                    sum[n] += trunc_small(x * row[n] * scale[n]);
+                }
+            }
+            for n in 0..16 {
+                acc[n] = if top[n] < ZERO_EXP / 2 {
+                    // Every term is zero: as block_fma, the IEEE sum of the zeros.
+                    (g..g + group).fold(acc[n], |s, k| s + a[16 * m + k] * b[16 * k + n])
+                } else {
+                    let exact = sum[n] * pow2(top[n] - 23 - extra);
+                    match out {
+                        Out::F32 => f32_rz(exact),
+                        Out::F16 => half::f16::from_f64(exact).to_f32(),
+                    }
+                };
+            }
+        }
+        for n in 0..16 {
+            if !(row_finite[m] && col_finite[n] && c[n].is_finite()) {
+                let col: [f32; 16] = std::array::from_fn(|k| b[16 * k + n]);
+                acc[n] = dot(Mma::Trunc { group, extra }, &a[16 * m..16 * m + 16], &col, c[n], emin, out);
+            }
+        }
+        d[16 * m..16 * m + 16].copy_from_slice(&acc);
     }
 }
 
@@ -328,6 +411,77 @@ mod tests {
                 let want = dot(Mma::Rn, &a, &b, c, F16_EMIN, out);
                 for m in [V100, A100, H100] {
                     assert_eq!(dot(m, &a, &b, c, F16_EMIN, out), want, "case {case} {m:?} {out:?}");
+                }
+            }
+        }
+    }
+
+    /// trunc_tile gives every element the bits dot gives for its row and column: random
+    /// tiles of f16 and bf16 values (random bit patterns: zeros of both signs, subnormals,
+    /// the largest values, some infinities and NaNs) and of small integers (whose sums
+    /// cancel to zeros of either sign), with accumulators of every kind, on every part,
+    /// for f32 and f16 outputs.
+    #[test]
+    fn trunc_tile_matches_dot_per_element() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let same = |x: f32, y: f32| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
+        for case in 0..600 {
+            let bf16 = case % 2 == 1;
+            let emin = if bf16 { -126 } else { F16_EMIN };
+            let kind = (case / 2) % 3;
+            let value = |r: u64| -> f32 {
+                match kind {
+                    // Random bits, infinities and NaNs once in a while.
+                    0 | 1 => {
+                        let bits = (r >> 8) as u16;
+                        let v = if bf16 {
+                            f32::from_bits((bits as u32) << 16)
+                        } else {
+                            half::f16::from_bits(bits).to_f32()
+                        };
+                        if v.is_finite() || kind == 0 && r % 64 == 0 {
+                            v
+                        } else {
+                            0.0
+                        }
+                    }
+                    // Small integers times one power of two: exact sums, frequent cancellation.
+                    _ => ((r % 7) as f32 - 3.0) * p2(-3) * if r & 1 << 40 != 0 { -1.0 } else { 1.0 },
+                }
+            };
+            let a: [f32; 256] = std::array::from_fn(|_| value(next()));
+            let b: [f32; 256] = std::array::from_fn(|_| value(next()));
+            let c: [f32; 256] = std::array::from_fn(|i| match next() % 6 {
+                0 => 0.0,
+                1 => -0.0,
+                2 => f32::from_bits(next() as u32 & 0x807f_ffff), // subnormal
+                3 if i % 50 == 0 => f32::INFINITY,
+                _ => value(next()),
+            });
+            for part in [V100, A100, H100] {
+                let Mma::Trunc { group, extra } = part else { unreachable!() };
+                for out in [Out::F32, Out::F16] {
+                    let mut d = c;
+                    trunc_tile(group, extra, &a, &b, &mut d, emin, out);
+                    for m in 0..16 {
+                        for n in 0..16 {
+                            let col: [f32; 16] = std::array::from_fn(|k| b[16 * k + n]);
+                            let want = dot(part, &a[16 * m..16 * m + 16], &col, c[16 * m + n], emin, out);
+                            let got = d[16 * m + n];
+                            assert!(
+                                same(got, want),
+                                "case {case} {part:?} {out:?} ({m},{n}): {got:e} ({:#x}) vs dot {want:e} ({:#x})",
+                                got.to_bits(),
+                                want.to_bits()
+                            );
+                        }
+                    }
                 }
             }
         }

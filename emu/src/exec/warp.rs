@@ -314,16 +314,9 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
                         d.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32());
                     }
                 }
-                trunc => {
+                Mma::Trunc { group, extra } => {
                     let emin = if h == Half::F16 { -14 } else { -126 };
-                    let mut col = [0f32; 16];
-                    for m in 0..16 {
-                        for n in 0..16 {
-                            (0..16).for_each(|k| col[k] = b[k * 16 + n]);
-                            let e = m * 16 + n;
-                            d[e] = mma::dot(trunc, &a[m * 16..m * 16 + 16], &col, d[e], emin, out);
-                        }
-                    }
+                    mma::trunc_tile(group, extra, &a, &b, &mut d, emin, out);
                 }
             }
             for (l, t) in lanes.iter_mut().enumerate() {
