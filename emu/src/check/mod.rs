@@ -124,6 +124,7 @@ impl Cells {
     /// Calls `f` on the cell of every byte of `[addr, addr + n)` in order, or once for
     /// each whole word that has one cell (with the word's first byte); stops at the
     /// first finding.
+    #[inline(always)]
     fn each(
         &mut self,
         addr: usize,
@@ -202,6 +203,32 @@ impl Epochs {
             && (a.thread / 32 != b.thread / 32 || self.clocks[b.thread as usize][(a.thread % 32) as usize] < a.clock)
     }
 
+    #[cold]
+    #[inline(never)]
+    fn uninitialized(&self, thread: u32, line: u32, a: usize) -> Finding {
+        Finding {
+            msg: format!(
+                "initcheck: Uninitialized __shared__ memory read of byte {a:#x} by thread {} at PTX line {line}: nothing wrote it since the block started",
+                tid(thread, self.block)
+            ),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn read_of_pending(&self, pending: &Access, thread: u32, line: u32, a: usize) -> Finding {
+        Finding {
+            msg: format!(
+                "racecheck: Read-after-write hazard on __shared__ byte {a:#x}: thread {} at PTX line {line} reads the destination of the cp.async issued by thread {} at PTX line {} before a cp.async.wait_group completed it",
+                tid(thread, self.block),
+                tid(pending.thread, self.block),
+                pending.line
+            ),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
     fn hazard(&self, kind: &str, earlier: &Access, what: &str, now: &Access, addr: usize) -> Finding {
         Finding {
             msg: format!(
@@ -215,6 +242,7 @@ impl Epochs {
     }
 
     /// Checks a write `now` against what the cell recorded, then records it.
+    #[inline(always)]
     fn write(&self, checks: Checks, c: &mut Cell, now: Access, a: usize) -> Result<(), Finding> {
         let thread = now.thread;
         if checks.race {
@@ -281,27 +309,16 @@ impl SharedShadow {
     pub fn read(&mut self, checks: Checks, thread: u32, line: u32, addr: usize, n: usize) -> Result<(), Finding> {
         let sync = &self.sync;
         let now = sync.now(thread, line);
+        // The findings are built out of line: this closure runs for every word read.
         self.cells.each(addr, n, |c, a| {
             if checks.init && !c.init && c.pending.none() {
-                return Err(Finding {
-                    msg: format!(
-                        "initcheck: Uninitialized __shared__ memory read of byte {a:#x} by thread {} at PTX line {line}: nothing wrote it since the block started",
-                        tid(thread, sync.block)
-                    ),
-                });
+                return Err(sync.uninitialized(thread, line, a));
             }
             if !checks.race {
                 return Ok(());
             }
             if !c.pending.none() {
-                return Err(Finding {
-                    msg: format!(
-                        "racecheck: Read-after-write hazard on __shared__ byte {a:#x}: thread {} at PTX line {line} reads the destination of the cp.async issued by thread {} at PTX line {} before a cp.async.wait_group completed it",
-                        tid(thread, sync.block),
-                        tid(c.pending.thread, sync.block),
-                        c.pending.line
-                    ),
-                });
+                return Err(sync.read_of_pending(&c.pending, thread, line, a));
             }
             if !c.write.none() && c.write.thread != thread && sync.unordered(&c.write, &now) {
                 return Err(sync.hazard("Read-after-write", &c.write, "written", &now, a));

@@ -281,23 +281,14 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
             let (va, vb, vc) = (nd, nd + nab, nd + 2 * nab);
             let c_f16 = i.v.len() - vc == 4;
             let f16s = f16_table();
-            let value = |bits: u16| match h {
-                Half::F16 => f16s[bits as usize],
-                Half::BF16 => h.to_f32(bits),
-            };
             let (mut a, mut b, mut d) = ([0f32; 256], [0f32; 256], [0f32; 256]);
-            for (l, t) in lanes.iter().enumerate() {
-                for j in 0..8 {
-                    let e = 8 * l + j;
-                    let half = |reg: u32| (t.regs[reg as usize] >> (16 * (j % 2))) as u16;
-                    a[e] = value(half(i.v[va + j / 2]));
-                    b[e] = value(half(i.v[vb + j / 2]));
-                    d[e] = if c_f16 {
-                        f16s[half(i.v[vc + j / 2]) as usize]
-                    } else {
-                        f32::from_bits(t.regs[i.v[vc + j] as usize] as u32)
-                    };
-                }
+            // The lanes' fragments as the logical matrices, with the element type's
+            // conversion chosen once per instruction rather than per element.
+            match h {
+                Half::F16 => fragments(lanes, i, [va, vb, vc], c_f16, [&mut a, &mut b, &mut d], |x| f16s[x as usize]),
+                Half::BF16 => fragments(lanes, i, [va, vb, vc], c_f16, [&mut a, &mut b, &mut d], |x| {
+                    f32::from_bits((x as u32) << 16)
+                }),
             }
             if let Some(c) = &mut blk.cost {
                 c.counters.macs += 16 * 16 * 16;
@@ -319,16 +310,18 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
                     mma::trunc_tile(group, extra, &a, &b, &mut d, emin, out);
                 }
             }
+            let vd: [usize; 8] = std::array::from_fn(|j| i.v[j.min(i.v.len() - 1)] as usize);
             for (l, t) in lanes.iter_mut().enumerate() {
+                let dl = &d[8 * l..8 * l + 8];
                 if out == Out::F16 {
                     for k in 0..4 {
-                        let lo = f16::from_f32(d[8 * l + 2 * k]).to_bits() as u64;
-                        let hi = f16::from_f32(d[8 * l + 2 * k + 1]).to_bits() as u64;
-                        t.regs[i.v[k] as usize] = lo | hi << 16;
+                        let lo = f16::from_f32(dl[2 * k]).to_bits() as u64;
+                        let hi = f16::from_f32(dl[2 * k + 1]).to_bits() as u64;
+                        t.regs[vd[k]] = lo | hi << 16;
                     }
                 } else {
                     for j in 0..8 {
-                        t.regs[i.v[j] as usize] = d[8 * l + j].to_bits() as u64;
+                        t.regs[vd[j]] = dl[j].to_bits() as u64;
                     }
                 }
             }
@@ -336,6 +329,46 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
         _ => unreachable!("not a wmma instruction"),
     }
     Ok(())
+}
+
+/// The A, B and C fragments of a wmma.mma (first registers `v[0]`, `v[1]`, `v[2]` among
+/// `i.v`) as logical 16x16 matrices (element `8 l + j` of lane `l`, module docs), each
+/// 16-bit element of A and B through `value`; C of f32 registers, or of f16 pairs when
+/// `c_f16`.
+#[inline(always)]
+fn fragments(
+    lanes: &[Thread],
+    i: &Inst,
+    v: [usize; 3],
+    c_f16: bool,
+    out: [&mut [f32; 256]; 3],
+    value: impl Fn(u16) -> f32,
+) {
+    let [a, b, c] = out;
+    // Registers of pairs of 16-bit elements (element j in register j / 2, low half first):
+    // the first four of A and B (f16 ones repeat them), the four of an f16 C.
+    let pairs = |at: usize| -> [usize; 4] { std::array::from_fn(|k| i.v[at + k] as usize) };
+    let (ra, rb, rc) = (pairs(v[0]), pairs(v[1]), pairs(v[2]));
+    let rc32: [usize; 8] = std::array::from_fn(|j| if c_f16 { 0 } else { i.v[v[2] + j] as usize });
+    #[inline(always)]
+    fn unpack(regs: &[u64], rs: &[usize; 4], dst: &mut [f32], value: &impl Fn(u16) -> f32) {
+        for (k, &r) in rs.iter().enumerate() {
+            let w = regs[r];
+            dst[2 * k] = value(w as u16);
+            dst[2 * k + 1] = value((w >> 16) as u16);
+        }
+    }
+    let f16s = f16_table();
+    for (l, t) in lanes.iter().enumerate() {
+        let e = 8 * l..8 * l + 8;
+        unpack(&t.regs, &ra, &mut a[e.clone()], &value);
+        unpack(&t.regs, &rb, &mut b[e.clone()], &value);
+        if c_f16 {
+            unpack(&t.regs, &rc, &mut c[e], &|x| f16s[x as usize]);
+        } else {
+            c[e].iter_mut().zip(&rc32).for_each(|(x, &r)| *x = f32::from_bits(t.regs[r] as u32));
+        }
+    }
 }
 
 /// d[m][n] = c[m][n] + a[m][0] b[0][n] + ... + a[m][15] b[15][n] (d holds c on entry),
