@@ -64,6 +64,10 @@
 # CI runs the unoptimized `cargo test` (overflow checks, debug assertions) separately.
 #
 # --no-fail-fast: every test target runs, so one run lists every failure.
+# Without ARGS, each emulated pass runs its test targets as separate `cargo test`
+# processes, MP_TEST_JOBS (default: the host's cores) at a time, and prints each target's
+# output whole once the pass is done (cargo_test_targets below): the same tests as one
+# `cargo test` of the same selection, in less time.
 # MP_TEST_DEVICE=gpu|emulator overrides the detection. Works from a fresh clone with only
 # Rust installed (the C test program needs a C compiler, tests/capi.rs python3, as always).
 set -uo pipefail
@@ -99,6 +103,78 @@ fi
 
 args_text=${*:+ $*}
 failures=()
+
+# How many test targets an emulated pass runs at once (below). Within one test process
+# the emulator runs one launch at a time (its driver state is behind one lock), and most
+# test launches are one block on one host thread, so a single `cargo test` keeps about
+# one core busy; test targets in separate processes use the others.
+njobs=${MP_TEST_JOBS:-$(nproc 2>/dev/null || echo 2)}
+
+# cargo_test_targets ENV... -- ARGS...: `cargo test --release --no-fail-fast ARGS` with
+# the variables ENV, as up to $njobs processes at once, one per test target: builds
+# everything ARGS select first (one cargo build), then runs each target (the library's
+# unit tests, each --test target, the doc tests when ARGS select every target) as its own
+# `cargo test`, the longest-running targets first so the others fill in beside them, and
+# prints each target's output whole, in a fixed order, once all have run. ARGS are
+# --test NAME selections and test-name filters, which apply to every target. Fails when
+# any target fails.
+cargo_test_targets() {
+  local envs=() targets=() filters=()
+  while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+  shift
+  while [[ $# -gt 0 ]]; do
+    if [[ $1 == --test ]]; then targets+=("$2"); shift 2; else filters+=("$1"); shift; fi
+  done
+  local build=(cargo test --release --no-run)
+  local units=()
+  if [[ ${#targets[@]} -eq 0 ]]; then
+    units+=("--lib")
+    for t in tests/*.rs; do units+=("--test $(basename "$t" .rs)"); done
+    units+=("--doc")
+  else
+    for t in "${targets[@]}"; do build+=(--test "$t"); units+=("--test $t"); done
+  fi
+  env "${envs[@]}" "${build[@]}" || return 1
+  # The targets that run longest on the emulator (measured: GEMM sweeps, training steps)
+  # start first; the order decides only when each runs, never what it checks.
+  local first=(gemm train gpt_cuda adam attention) ordered=() u f
+  for f in "${first[@]}"; do
+    for u in "${units[@]}"; do [[ $u == "--test $f" ]] && ordered+=("$u"); done
+  done
+  for u in "${units[@]}"; do [[ " ${ordered[*]/#/|} " == *"|$u "* ]] || ordered+=("$u"); done
+  local dir
+  dir=$(mktemp -d)
+  local i=0
+  for u in "${ordered[@]}"; do
+    while [[ $(jobs -rp | wc -l) -ge $njobs ]]; do wait -n || true; done
+    # shellcheck disable=SC2086 # $u is the target's selection, two words
+    (env "${envs[@]}" cargo test --release --no-fail-fast $u "${filters[@]}" >"$dir/$i.log" 2>&1; echo $? >"$dir/$i.rc") &
+    i=$((i + 1))
+  done
+  wait
+  local ok=0
+  for ((k = 0; k < i; k++)); do
+    cat "$dir/$k.log"
+    [[ $(cat "$dir/$k.rc") == 0 ]] || { echo "---- target failed: ${ordered[$k]}"; ok=1; }
+  done
+  rm -rf "$dir"
+  return $ok
+}
+
+# emulated ENV... -- ARGS...: an emulated pass: cargo_test_targets, or with the script's
+# own ARGS (which may be any cargo test arguments) one plain `cargo test --release
+# --no-fail-fast ARGS` with the variables ENV.
+emulated() {
+  if [[ $user_args -eq 0 ]]; then
+    cargo_test_targets "$@"
+    return
+  fi
+  local envs=()
+  while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+  shift
+  env "${envs[@]}" cargo test --release --no-fail-fast "$@"
+}
+user_args=$#
 t_start=$SECONDS
 # run NAME CMD...: runs a step, records a failure and goes on, so one summary lists all.
 run() {
@@ -143,7 +219,7 @@ case "$mode" in
     fi
 
     run "cargo test --release$args_text, on the emulator at compute capability 8.0" \
-      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "$@"
+      emulated LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 -- "$@"
 
     if [[ $# -gt 0 ]]; then
       cc75=("$@")
@@ -161,7 +237,7 @@ case "$mode" in
       cc75+=(--test capi)
     fi
     run "cargo test --release ${cc75[*]}, on the emulator at compute capability 7.5, blocks in reverse order, hardware error models" \
-      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=7.5 MP_EMU_BLOCK_ORDER=reverse MP_EMU_APPROX=bound MP_EMU_MMA=trunc MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${cc75[@]}"
+      emulated LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=7.5 MP_EMU_BLOCK_ORDER=reverse MP_EMU_APPROX=bound MP_EMU_MMA=trunc MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 -- "${cc75[@]}"
 
     if [[ $# -gt 0 ]]; then
       sm1=("$@")
@@ -175,7 +251,7 @@ case "$mode" in
       done
     fi
     run "cargo test --release ${sm1[*]}, on the emulator at compute capability 8.0 with 1 SM, blocks scattered" \
-      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MP_EMU_SM_COUNT=1 MP_EMU_BLOCK_ORDER=scatter MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${sm1[@]}"
+      emulated LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MP_EMU_SM_COUNT=1 MP_EMU_BLOCK_ORDER=scatter MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 -- "${sm1[@]}"
 
     if [[ $# -gt 0 ]]; then
       cc90=("$@")
@@ -190,7 +266,7 @@ case "$mode" in
       cc90+=(bf16)
     fi
     run "cargo test --release ${cc90[*]}, on the emulator at compute capability 9.0, blocks scattered, hardware error models" \
-      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=9.0 MP_EMU_BLOCK_ORDER=scatter MP_EMU_APPROX=bound MP_EMU_MMA=trunc MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${cc90[@]}"
+      emulated LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=9.0 MP_EMU_BLOCK_ORDER=scatter MP_EMU_APPROX=bound MP_EMU_MMA=trunc MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 -- "${cc90[@]}"
 
     if [[ $# -gt 0 ]]; then
       models=("$@")
@@ -198,7 +274,7 @@ case "$mode" in
       models=(--test optim --test train --test gpt_cuda)
     fi
     run "cargo test --release ${models[*]}, on the emulator at compute capability 8.0 with the hardware error models" \
-      env LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MP_EMU_APPROX=bound MP_EMU_MMA=trunc MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 cargo test --release --no-fail-fast "${models[@]}"
+      emulated LD_LIBRARY_PATH="$emu_path" MP_EMU_CC=8.0 MP_EMU_APPROX=bound MP_EMU_MMA=trunc MP_EMU_STRICT=1 MIXED_PRECISION_REQUIRE_GPU=1 -- "${models[@]}"
     ;;
   *)
     echo "error: MP_TEST_DEVICE=$mode: expected gpu or emulator" >&2
