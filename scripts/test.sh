@@ -135,20 +135,41 @@ cargo_test_targets() {
     for t in "${targets[@]}"; do build+=(--test "$t"); units+=("--test $t"); done
   fi
   env "${envs[@]}" "${build[@]}" || return 1
-  # The targets that run longest on the emulator (measured: GEMM sweeps, training steps)
-  # start first; the order decides only when each runs, never what it checks.
-  local first=(gemm train gpt_cuda adam attention) ordered=() u f
-  for f in "${first[@]}"; do
-    for u in "${units[@]}"; do [[ $u == "--test $f" ]] && ordered+=("$u"); done
+  # The targets that run longest on the emulator start first (measured: the GEMM sweeps,
+  # the training steps); the two longest run as two processes each, every other test of
+  # theirs in each (by exact name, from the target's --list), since one process runs
+  # one launch at a time. The order and the split decide only when and where a test
+  # runs, never what it checks; a target whose list cannot be read runs whole.
+  local ordered=() taken=() f u k names
+  listed() { local x y=$1; shift; for x in "$@"; do [[ $x == "$y" ]] && return 0; done; return 1; }
+  for f in gemm train; do
+    listed "--test $f" "${units[@]}" || continue
+    taken+=("--test $f")
+    if names=$(env "${envs[@]}" cargo test --release --test "$f" -- --list "${filters[@]}" 2>/dev/null) &&
+      mapfile -t names < <(sed -n 's/: test$//p' <<<"$names") && [[ ${#names[@]} -gt 1 ]]; then
+      local even=() odd=()
+      for k in "${!names[@]}"; do
+        if ((k % 2 == 0)); then even+=("${names[$k]}"); else odd+=("${names[$k]}"); fi
+      done
+      ordered+=("--test $f -- --exact ${even[*]}" "--test $f -- --exact ${odd[*]}")
+    else
+      ordered+=("--test $f")
+    fi
   done
-  for u in "${units[@]}"; do [[ " ${ordered[*]/#/|} " == *"|$u "* ]] || ordered+=("$u"); done
+  for f in gpt_cuda adam attention; do
+    listed "--test $f" "${units[@]}" && ordered+=("--test $f") && taken+=("--test $f")
+  done
+  for u in "${units[@]}"; do listed "$u" "${taken[@]}" || ordered+=("$u"); done
   local dir
   dir=$(mktemp -d)
   local i=0
   for u in "${ordered[@]}"; do
     while [[ $(jobs -rp | wc -l) -ge $njobs ]]; do wait -n || true; done
-    # shellcheck disable=SC2086 # $u is the target's selection, two words
-    (env "${envs[@]}" cargo test --release --no-fail-fast $u "${filters[@]}" >"$dir/$i.log" 2>&1; echo $? >"$dir/$i.rc") &
+    # A half target names its tests exactly; any other unit takes the pass's filters.
+    local more=("${filters[@]}")
+    [[ $u == *" -- "* ]] && more=()
+    # shellcheck disable=SC2086 # $u is the unit's selection, several words
+    (env "${envs[@]}" cargo test --release --no-fail-fast $u "${more[@]}" >"$dir/$i.log" 2>&1; echo $? >"$dir/$i.rc") &
     i=$((i + 1))
   done
   wait
