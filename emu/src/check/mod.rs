@@ -254,11 +254,11 @@ impl Epochs {
             }
             // A read of this epoch by another warp: `first` if its warp is not the
             // writer's, else `other` (whose warp differs from first's).
-            let far = [c.first, c.other]
-                .into_iter()
-                .find(|r| !r.none() && r.block_epoch == now.block_epoch && r.thread / 32 != thread / 32);
-            if let Some(r) = far {
-                return Err(self.hazard("Write-after-read", &r, "read", &now, a));
+            let far = |r: &Access| !r.none() && r.block_epoch == now.block_epoch && r.thread / 32 != thread / 32;
+            for r in [&c.first, &c.other] {
+                if far(r) {
+                    return Err(self.hazard("Write-after-read", r, "read", &now, a));
+                }
             }
         }
         c.write = now;
@@ -310,31 +310,36 @@ impl SharedShadow {
         let sync = &self.sync;
         let now = sync.now(thread, line);
         // The findings are built out of line: this closure runs for every word read.
-        self.cells.each(addr, n, |c, a| {
-            if checks.init && !c.init && c.pending.none() {
-                return Err(sync.uninitialized(thread, line, a));
-            }
-            if !checks.race {
-                return Ok(());
-            }
-            if !c.pending.none() {
-                return Err(sync.read_of_pending(&c.pending, thread, line, a));
-            }
-            if !c.write.none() && c.write.thread != thread && sync.unordered(&c.write, &now) {
-                return Err(sync.hazard("Read-after-write", &c.write, "written", &now, a));
-            }
-            if c.reads[0].thread != thread || c.reads[0].none() {
-                c.reads[1] = c.reads[0];
-            }
-            c.reads[0] = now;
-            if c.first.none() || c.first.block_epoch != now.block_epoch {
-                c.first = now;
-                c.other = Access::default();
-            } else if c.first.thread / 32 != thread / 32 {
-                c.other = now;
-            }
-            Ok(())
-        })
+        self.cells.each(
+            addr,
+            n,
+            #[inline(always)]
+            |c, a| {
+                if checks.init && !c.init && c.pending.none() {
+                    return Err(sync.uninitialized(thread, line, a));
+                }
+                if !checks.race {
+                    return Ok(());
+                }
+                if !c.pending.none() {
+                    return Err(sync.read_of_pending(&c.pending, thread, line, a));
+                }
+                if !c.write.none() && c.write.thread != thread && sync.unordered(&c.write, &now) {
+                    return Err(sync.hazard("Read-after-write", &c.write, "written", &now, a));
+                }
+                if c.reads[0].thread != thread || c.reads[0].none() {
+                    c.reads[1] = c.reads[0];
+                }
+                c.reads[0] = now;
+                if c.first.none() || c.first.block_epoch != now.block_epoch {
+                    c.first = now;
+                    c.other = Access::default();
+                } else if c.first.thread / 32 != thread / 32 {
+                    c.other = now;
+                }
+                Ok(())
+            },
+        )
     }
 
     /// A write of `[addr, addr + n)` by `thread` at PTX `line` (also a completing cp.async,
@@ -342,7 +347,12 @@ impl SharedShadow {
     pub fn write(&mut self, checks: Checks, thread: u32, line: u32, addr: usize, n: usize) -> Result<(), Finding> {
         let sync = &self.sync;
         let now = sync.now(thread, line);
-        self.cells.each(addr, n, |c, a| sync.write(checks, c, now, a))
+        self.cells.each(
+            addr,
+            n,
+            #[inline(always)]
+            |c, a| sync.write(checks, c, now, a),
+        )
     }
 
     /// A cp.async by `thread` at `line` will write `[addr, addr + n)` when it completes.
