@@ -248,6 +248,33 @@ pub fn ld(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(),
     Ok(())
 }
 
+/// `ld.param` for a whole converged warp whose lanes all load from one address (the
+/// usual case: a parameter at a fixed offset): one bounds check and one read, the value
+/// given to every lane. False, having done nothing, when it does not apply (a guard, lanes
+/// at different addresses, an access that would fault: the per-lane path then runs it
+/// and reports any fault for the right lane).
+pub fn ld_param_warp(i: &Inst, blk: &mut Block, lanes: &mut [Thread]) -> bool {
+    if i.guard != crate::ir::NONE || i.v.is_empty() {
+        return false;
+    }
+    let base = lanes[0].regs[i.a as usize];
+    if lanes[1..].iter().any(|t| t.regs[i.a as usize] != base) {
+        return false;
+    }
+    let es = i.ty.size() as usize;
+    let n = es * i.v.len();
+    let addr = base.wrapping_add(i.off as u64);
+    let Ok(Loc::Param(o)) = locate(blk, &mut lanes[0], Space::Param, addr, n as u64, false) else { return false };
+    let mut buf = [0u8; ACCESS_BUF];
+    buf[..n].copy_from_slice(&blk.params[o..o + n]);
+    for t in lanes.iter_mut() {
+        for (k, &d) in i.v.iter().enumerate() {
+            t.regs[d as usize] = read_elem(&buf, k, es, i.ty);
+        }
+    }
+    true
+}
+
 pub fn st(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> {
     let es = i.ty.size() as usize;
     let n = es * i.v.len();

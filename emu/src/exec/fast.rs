@@ -1,7 +1,7 @@
 //! Execution of the pre-decoded forms (ir/fast.rs). Each computes exactly what int.rs or
 //! float.rs or convert.rs computes for that form: the tests below run both on edge values for every form.
 
-use super::float::CANONICAL_NAN_F32;
+use super::float::{compare, CANONICAL_NAN_F32};
 use super::half::{Half, CANONICAL_NAN_F16};
 use super::int::{cmp, mask, sx};
 use super::Thread;
@@ -113,10 +113,19 @@ pub fn exec_warp(f: Fast, lanes: &mut [Thread], guard: u32, guard_neg: bool) {
         Fast::F32Bin { op: FBin::Add, .. },
         Fast::F32Bin { op: FBin::Sub, .. },
         Fast::F32Bin { op: FBin::Mul, .. },
+        Fast::F32Bin { op: FBin::Div, .. },
         Fast::F32Fma { .. },
         Fast::F64Bin { op: FBin::Add, .. },
         Fast::F64Bin { op: FBin::Sub, .. },
         Fast::F64Bin { op: FBin::Mul, .. },
+        Fast::F64Bin { op: FBin::Div, .. },
+        Fast::FSign { abs: true, f64: true, .. },
+        Fast::FSign { abs: false, f64: true, .. },
+        Fast::FSign { .. },
+        Fast::FSqrt { f64: false, .. },
+        Fast::FSqrt { .. },
+        Fast::FSetp { f64: false, .. },
+        Fast::FSetp { .. },
         Fast::F64Fma { .. },
         Fast::Not { bits: 1, .. },
         Fast::Not { bits: 32, .. },
@@ -244,6 +253,7 @@ pub fn exec(f: Fast, r: &mut [u64]) {
                 FBin::Add => x + y,
                 FBin::Sub => x - y,
                 FBin::Mul => x * y,
+                FBin::Div => x / y,
             });
         }
         Fast::F32Fma { d, a, b, c } => r[d as usize] = f32_result(f32_of(r, a).mul_add(f32_of(r, b), f32_of(r, c))),
@@ -253,8 +263,27 @@ pub fn exec(f: Fast, r: &mut [u64]) {
                 FBin::Add => x + y,
                 FBin::Sub => x - y,
                 FBin::Mul => x * y,
+                FBin::Div => x / y,
             }
             .to_bits();
+        }
+        Fast::FSign { abs, f64, d, a } => {
+            let sign = if f64 { 1u64 << 63 } else { 1 << 31 };
+            let x = if f64 { r[a as usize] } else { r[a as usize] & u32::MAX as u64 };
+            r[d as usize] = if abs { x & !sign } else { x ^ sign };
+        }
+        Fast::FSqrt { f64, d, a } => {
+            r[d as usize] =
+                if f64 { f64::from_bits(r[a as usize]).sqrt().to_bits() } else { f32_result(f32_of(r, a).sqrt()) };
+        }
+        Fast::FSetp { cmp, f64, d, a, b } => {
+            r[d as usize] = if f64 {
+                let (x, y) = (f64::from_bits(r[a as usize]), f64::from_bits(r[b as usize]));
+                compare(cmp, x, y, x.is_nan() || y.is_nan())
+            } else {
+                let (x, y) = (f32_of(r, a), f32_of(r, b));
+                compare(cmp, x, y, x.is_nan() || y.is_nan())
+            } as u64;
         }
         Fast::Cvt { kind, d, a } => {
             let x = r[a as usize];
@@ -472,6 +501,103 @@ mod tests {
             }
         }
         assert!(checked > 4_000);
+    }
+
+    /// div.rn, sqrt.rn, neg, abs, setp (every comparison) and selp of f32 and f64: what
+    /// the general path (float.rs, int.rs for selp) computes, under both approximation
+    /// modes (none of these is approximate, so `bound` must not move them); `.ftz` and the
+    /// approximate or full-range forms keep the general path.
+    #[test]
+    fn float_division_sqrt_sign_compare_and_select_compute_what_the_general_path_computes() {
+        let edges32: [f32; 12] = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.5,
+            3.0e38,
+            f32::MIN_POSITIVE,
+            -f32::from_bits(1),
+            0.1,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::from_bits(0xffc0_1234),
+        ];
+        let edges: Vec<(u64, u64)> = edges32
+            .iter()
+            .map(|&x| (x.to_bits() as u64 | 0xabcd_0000_0000_0000, (x as f64).to_bits()))
+            .chain([(0x1234_5678_9abc_def0, f64::from_bits(0x7ff0_0000_0000_0abc).to_bits())])
+            .chain([(0, f64::MIN_POSITIVE.to_bits() / 3)])
+            .collect();
+        let cmps = [
+            Cmp::Eq,
+            Cmp::Ne,
+            Cmp::Lt,
+            Cmp::Le,
+            Cmp::Gt,
+            Cmp::Ge,
+            Cmp::Equ,
+            Cmp::Neu,
+            Cmp::Ltu,
+            Cmp::Leu,
+            Cmp::Gtu,
+            Cmp::Geu,
+            Cmp::Num,
+            Cmp::Nan,
+        ];
+        let mut forms: Vec<(Op, bool, Round)> = vec![
+            (Op::FDiv, false, Round::Rn),
+            (Op::Sqrt, false, Round::Rn),
+            (Op::FNeg, false, Round::Default),
+            (Op::FAbs, false, Round::Default),
+            (Op::Selp, true, Round::Default),
+        ];
+        forms.extend(cmps.iter().map(|&c| (Op::Setp(c), false, Round::Default)));
+        let mut checked = 0;
+        for ty in [Ty::F32, Ty::F64] {
+            for &(op, c, round) in &forms {
+                let mut i = inst(op, ty, c);
+                i.round = round;
+                if matches!(op, Op::Sqrt | Op::FNeg | Op::FAbs) {
+                    i.b = NONE;
+                }
+                let f = decode_one(&i);
+                assert!(!matches!(f, Fast::Generic), "{op:?}.{ty:?} has a fast form");
+                for &(a32, a64) in &edges {
+                    for &(b32, b64) in &edges {
+                        for p in [0u64, 1, 2] {
+                            let (a, b) = if ty == Ty::F32 { (a32, b32) } else { (a64, b64) };
+                            let regs = [0xdead_beef_u64, a, b, p];
+                            let mut got = regs;
+                            exec(f, &mut got);
+                            for mode in [super::super::approx::Approx::Exact, super::super::approx::Approx::Bound] {
+                                let mut want = regs;
+                                if op == Op::Selp {
+                                    super::super::int::exec(&i, &mut want);
+                                } else {
+                                    super::super::float::exec(&i, &mut want, mode);
+                                }
+                                assert_eq!(got, want, "{op:?}.{ty:?} a={a:#x} b={b:#x} c={p} {mode:?}");
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            // .ftz, div.full / div.approx and sqrt.approx keep the general path.
+            for (op, flags, round) in [
+                (Op::FNeg, crate::ir::FTZ, Round::Default),
+                (Op::Setp(Cmp::Lt), crate::ir::FTZ, Round::Default),
+                (Op::FDiv, 0, Round::Default),
+                (Op::FDiv, crate::ir::APPROX, Round::Default),
+                (Op::Sqrt, crate::ir::APPROX, Round::Default),
+            ] {
+                let mut i = inst(op, ty, false);
+                (i.flags, i.round) = (flags, round);
+                assert!(matches!(decode_one(&i), Fast::Generic), "{op:?}.{ty:?} flags {flags:#x} {round:?}");
+            }
+        }
+        assert!(checked > 20_000, "{checked}");
     }
 
     #[test]

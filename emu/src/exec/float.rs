@@ -145,24 +145,7 @@ macro_rules! float_impl {
                 }
                 Op::Copysign => <$f>::from_bits((b.to_bits() & !$sign) | (a.to_bits() & $sign)),
                 Op::Setp(c) => {
-                    let nan = a.is_nan() || b.is_nan();
-                    let t = match c {
-                        Cmp::Eq => !nan && a == b,
-                        Cmp::Ne => !nan && a != b,
-                        Cmp::Lt => !nan && a < b,
-                        Cmp::Le => !nan && a <= b,
-                        Cmp::Gt => !nan && a > b,
-                        Cmp::Ge => !nan && a >= b,
-                        Cmp::Equ => nan || a == b,
-                        Cmp::Neu => nan || a != b,
-                        Cmp::Ltu => nan || a < b,
-                        Cmp::Leu => nan || a <= b,
-                        Cmp::Gtu => nan || a > b,
-                        Cmp::Geu => nan || a >= b,
-                        Cmp::Num => !nan,
-                        Cmp::Nan => nan,
-                    };
-                    r[i.d as usize] = t as u64;
+                    r[i.d as usize] = compare(c, a, b, a.is_nan() || b.is_nan()) as u64;
                     return;
                 }
                 _ => unreachable!("not a float instruction: {:?}", i.op),
@@ -185,6 +168,28 @@ macro_rules! float_impl {
             r[i.d as usize] = v.to_bits() as u64;
         }
     };
+}
+
+/// A float setp's comparison of `a` and `b` (`nan`: either is NaN): the ordered forms
+/// are false on a NaN, the unordered ones (`equ` ...) true.
+#[inline(always)]
+pub fn compare<T: PartialOrd>(c: Cmp, a: T, b: T, nan: bool) -> bool {
+    match c {
+        Cmp::Eq => !nan && a == b,
+        Cmp::Ne => !nan && a != b,
+        Cmp::Lt => !nan && a < b,
+        Cmp::Le => !nan && a <= b,
+        Cmp::Gt => !nan && a > b,
+        Cmp::Ge => !nan && a >= b,
+        Cmp::Equ => nan || a == b,
+        Cmp::Neu => nan || a != b,
+        Cmp::Ltu => nan || a < b,
+        Cmp::Leu => nan || a <= b,
+        Cmp::Gtu => nan || a > b,
+        Cmp::Geu => nan || a >= b,
+        Cmp::Num => !nan,
+        Cmp::Nan => nan,
+    }
 }
 
 /// The GPU's single-precision NaN: every f32 arithmetic NaN result.

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::check::{Checks, SharedShadow};
 use crate::cost::{self, CostState};
 use crate::driver::allocations::{GlobalView, Memory, UNINIT_BYTE};
-use crate::ir::{special, Code, Op, NONE};
+use crate::ir::{special, Code, Op, Space, NONE};
 use crate::ptx::{Kernel, Module};
 use access::AsyncCopy;
 use approx::Approx;
@@ -747,6 +747,12 @@ fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (u
                         pc = if first { i.off as u32 } else { pc + 1 };
                         continue;
                     }
+                }
+                // A parameter every lane loads from one address is read once (not with the
+                // cost model on, which counts each lane's access).
+                if i.op == Op::Ld(Space::Param) && blk.cost.is_none() && access::ld_param_warp(i, blk, lanes) {
+                    pc += 1;
+                    continue;
                 }
                 break;
             }

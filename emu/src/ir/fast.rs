@@ -30,6 +30,8 @@ pub enum FBin {
     Add,
     Sub,
     Mul,
+    /// div.rn only: div.full and div.approx are approximate (exec/approx.rs).
+    Div,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -99,6 +101,27 @@ pub enum Fast {
     /// which the ISA allows for f64: exec/float.rs).
     F64Bin {
         op: FBin,
+        d: u32,
+        a: u32,
+        b: u32,
+    },
+    /// d = -a (neg) or |a| (abs) in f32 or f64 without `.ftz`: the sign bit alone.
+    FSign {
+        abs: bool,
+        f64: bool,
+        d: u32,
+        a: u32,
+    },
+    /// d = sqrt(a) rounded to nearest even (sqrt.rn), f32 NaN canonical.
+    FSqrt {
+        f64: bool,
+        d: u32,
+        a: u32,
+    },
+    /// d = a cmp b (float setp without `.ftz`, every comparison of the ISA).
+    FSetp {
+        cmp: Cmp,
+        f64: bool,
         d: u32,
         a: u32,
         b: u32,
@@ -205,6 +228,18 @@ fn decode_float(i: &Inst, f64: bool) -> Fast {
         };
     }
     let set = |r: u32| r != NONE;
+    // Without flags (`.ftz` flushes the inputs): selp moves bits as int.rs does for every
+    // type; neg and abs touch the sign bit; sqrt.rn is exact; setp compares.
+    if i.flags == 0 && set(i.d) && set(i.a) {
+        let (d, a, b, c) = (i.d, i.a, i.b, i.c);
+        match i.op {
+            Op::Selp if set(b) && set(c) => return Fast::Selp { w32: !f64, d, a, b, c },
+            Op::FNeg | Op::FAbs if !set(b) => return Fast::FSign { abs: i.op == Op::FAbs, f64, d, a },
+            Op::Sqrt if i.round == Round::Rn && !set(b) => return Fast::FSqrt { f64, d, a },
+            Op::Setp(cmp) if set(b) => return Fast::FSetp { cmp, f64, d, a, b },
+            _ => {}
+        }
+    }
     if i.flags & (FTZ | SAT) != 0
         || !matches!(i.round, Round::Default | Round::Rn)
         || !set(i.d)
@@ -219,6 +254,7 @@ fn decode_float(i: &Inst, f64: bool) -> Fast {
         Op::FAdd => bin(FBin::Add),
         Op::FSub => bin(FBin::Sub),
         Op::FMul => bin(FBin::Mul),
+        Op::FDiv if i.round == Round::Rn && i.flags == 0 => bin(FBin::Div),
         Op::Fma if set(c) && f64 => Fast::F64Fma { d, a, b, c },
         Op::Fma if set(c) => Fast::F32Fma { d, a, b, c },
         _ => Fast::Generic,
