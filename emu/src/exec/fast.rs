@@ -32,11 +32,13 @@ fn width(w32: bool) -> (u32, u64) {
     }
 }
 
-/// Executes a fast form (never `Generic`) on every lane of a converged warp (each lane
-/// whose guard, if any, holds), with one dispatch for the warp instead of one per lane:
+/// Executes a fast form (never `Generic`) on the lanes of `group` (bit l: lane l; a
+/// converged warp is all of them) whose guard, if any, holds, with one dispatch for the
+/// group instead of one per lane:
 /// each arm names one form, operation and width, so [`exec`] inlined into it reduces to
 /// that operation. The same computation as [`exec`] per lane.
-pub fn exec_warp(f: Fast, lanes: &mut [Thread], guard: u32, guard_neg: bool) {
+pub fn exec_warp(f: Fast, lanes: &mut [Thread], group: u32, guard: u32, guard_neg: bool) {
+    let full = if lanes.len() == 32 { u32::MAX } else { (1u32 << lanes.len()) - 1 };
     // Each arm's body is the same loop over the lanes with `exec` inlined into it; the
     // arm's pattern tells the compiler which form `f` is there, so `exec`'s own match
     // folds to that one operation.
@@ -44,13 +46,13 @@ pub fn exec_warp(f: Fast, lanes: &mut [Thread], guard: u32, guard_neg: bool) {
         ($($p:pat),* $(,)?) => {
             match f {
                 $($p => {
-                    if guard == NONE {
+                    if guard == NONE && group == full {
                         for t in lanes.iter_mut() {
                             exec(f, &mut t.regs);
                         }
                     } else {
-                        for t in lanes.iter_mut() {
-                            if super::guard_holds(&t.regs, guard, guard_neg) {
+                        for (l, t) in lanes.iter_mut().enumerate() {
+                            if group >> l & 1 != 0 && super::guard_holds(&t.regs, guard, guard_neg) {
                                 exec(f, &mut t.regs);
                             }
                         }

@@ -1,13 +1,14 @@
 //! Execution of a lowered kernel: a grid of blocks of warps of 32 threads, each thread
 //! with its own program counter (Volta-style independent scheduling: no reconvergence
-//! stack, divergent lanes simply run apart).
+//! stack; lanes at one pc execute together).
 //!
-//! Scheduling within a block, warp by warp: while every lane of a warp is ready at one
-//! pc, the warp executes that instruction for each lane before any lane goes on (the
-//! pre-decoded forms with one dispatch for the warp: `run_warp`); once its lanes part
-//! (a branch some take, a lane stopping at a collective), each ready lane runs alone
-//! until it reaches a synchronizing instruction (`bar.sync`, `bar.red`,
-//! `bar.warp.sync`, `shfl.sync`, `wmma.*`) or exits. When no thread is ready, the
+//! Scheduling within a block, warp by warp: the ready lanes of a warp at its lowest pc
+//! step together as a group (a converged warp is one group of 32), each instruction
+//! decoded once for the group and the pre-decoded forms executed with one dispatch for
+//! it (`run_warp`); lanes that parted wait at their higher pc until the others reach it,
+//! so a warp runs together again after a divergent branch or loop. A lane stops at a
+//! synchronizing instruction (`bar.sync`, `bar.red`, `bar.warp.sync`, `shfl.sync`,
+//! `wmma.*`) or exits. When no thread is ready, the
 //! scheduler completes the collectives whose participants have all arrived (warp-level
 //! first, then the block barrier) and makes their threads ready again, and the warps
 //! step together again; when none can complete, the block is deadlocked and the launch
@@ -714,69 +715,90 @@ fn resolve_barrier(code: &Code, threads: &mut [Thread], blk: &mut Block) -> Resu
 }
 
 /// Runs the ready lanes of one warp until each exits or stops at a synchronizing
-/// instruction. While every lane is ready at one pc (a converged warp), the lanes execute
-/// that instruction one after another before any goes on (one decode, and for the
-/// pre-decoded forms one dispatch, for the whole warp); once they part (a branch taken by
-/// some, a lane stopping at a collective), each ready lane runs alone as far as it can,
-/// until the block's scheduler completes the collectives and the warp can step together
-/// again. Both are legal schedules of independent lanes, and the sanitizers judge
-/// accesses by synchronization epochs, not by the order the lanes ran in (check/mod.rs).
-/// On a fault, the lane and the fault.
+/// instruction. The ready lanes at the lowest pc step together as a group (all of a
+/// converged warp): each instruction once for the group (one decode, and for the
+/// pre-decoded forms one dispatch), a branch taken by every lane of the group or by none
+/// keeping it together; at an instruction of the general path, each lane of the group
+/// executes it in turn, and the group is chosen again. Lanes that parted (a branch some
+/// take, a loop some leave earlier) wait at their higher pc until the others reach it,
+/// so a warp runs together again after a divergent loop or branch, as on a GPU, instead
+/// of lane by lane up to the next collective. Every order of independent lanes is a
+/// legal schedule, and the sanitizers judge accesses by synchronization epochs, not by
+/// the order the lanes ran in (check/mod.rs). On a fault, the lane and the fault.
 fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (usize, Fault)> {
-    let width = lanes.len() as u64;
-    while let Some(mut pc) = converged(lanes) {
-        // A run of pre-decoded forms and uniform branches leaves the lanes together (they
-        // cannot diverge, stop or fault): the lanes' pcs are brought up to date before the
-        // next instruction that can.
+    let full = if lanes.len() == 32 { u32::MAX } else { (1u32 << lanes.len()) - 1 };
+    while let Some((mut pc, group)) = lowest_group(lanes) {
+        let width = group.count_ones() as u64;
+        // A run of pre-decoded forms and group-uniform branches leaves the group together
+        // (they cannot diverge, stop or fault): the lanes' pcs are brought up to date
+        // before the next instruction that can.
         loop {
             let i = &code.insts[pc as usize];
             blk.executed += width;
             if let Some(c) = &mut blk.cost {
-                for t in lanes.iter() {
-                    c.execute(t.linear, pc, class(i.op));
+                for (l, t) in lanes.iter().enumerate() {
+                    if group >> l & 1 != 0 {
+                        c.execute(t.linear, pc, class(i.op));
+                    }
                 }
             }
             let f = code.fast[pc as usize];
             if matches!(f, crate::ir::fast::Fast::Generic) {
-                // A branch every lane takes, or none does, keeps the warp together; a
-                // divergent one takes the lanes' own path below.
                 if i.op == Op::Bra {
-                    let taken = |t: &Thread| guard_holds(&t.regs, i.guard, i.guard_neg);
-                    let first = taken(&lanes[0]);
-                    if lanes[1..].iter().all(|t| taken(t) == first) {
-                        pc = if first { i.off as u32 } else { pc + 1 };
+                    let mut taken = 0u32;
+                    for (l, t) in lanes.iter().enumerate() {
+                        if group >> l & 1 != 0 && guard_holds(&t.regs, i.guard, i.guard_neg) {
+                            taken |= 1 << l;
+                        }
+                    }
+                    if taken == 0 || taken == group {
+                        pc = if taken == group { i.off as u32 } else { pc + 1 };
                         continue;
                     }
                 }
                 // A parameter every lane loads from one address is read once (not with the
                 // cost model on, which counts each lane's access).
-                if i.op == Op::Ld(Space::Param) && blk.cost.is_none() && access::ld_param_warp(i, blk, lanes) {
+                if group == full
+                    && i.op == Op::Ld(Space::Param)
+                    && blk.cost.is_none()
+                    && access::ld_param_warp(i, blk, lanes)
+                {
                     pc += 1;
                     continue;
                 }
                 break;
             }
-            fast::exec_warp(f, lanes, i.guard, i.guard_neg);
+            fast::exec_warp(f, lanes, group, i.guard, i.guard_neg);
             pc += 1;
         }
+        // The instruction at `pc` takes the general path, lane by lane (its count is in
+        // `executed` already).
         for (l, t) in lanes.iter_mut().enumerate() {
-            t.pc = pc;
-            step(t, blk, code).map_err(|f| (l, f))?;
-        }
-    }
-    for (l, t) in lanes.iter_mut().enumerate() {
-        if t.state == State::Ready {
-            run(t, blk, code).map_err(|f| (l, f))?;
+            if group >> l & 1 != 0 {
+                t.pc = pc;
+                step(t, blk, code).map_err(|f| (l, f))?;
+            }
         }
     }
     Ok(())
 }
 
-/// The pc every lane is ready at, if they all are at one.
+/// The lowest pc any ready lane is at, and the ready lanes there (bit l: lane l); None
+/// when no lane is ready.
 #[inline(always)]
-fn converged(lanes: &[Thread]) -> Option<u32> {
-    let pc = lanes[0].pc;
-    lanes.iter().all(|t| t.state == State::Ready && t.pc == pc).then_some(pc)
+fn lowest_group(lanes: &[Thread]) -> Option<(u32, u32)> {
+    let (mut pc, mut group) = (u32::MAX, 0u32);
+    for (l, t) in lanes.iter().enumerate() {
+        if t.state != State::Ready {
+            continue;
+        }
+        if t.pc < pc {
+            (pc, group) = (t.pc, 1 << l);
+        } else if t.pc == pc {
+            group |= 1 << l;
+        }
+    }
+    (group != 0).then_some((pc, group))
 }
 
 /// Whether an instruction guarded by predicate register `guard` (NONE: unguarded), negated
@@ -784,15 +806,6 @@ fn converged(lanes: &[Thread]) -> Option<u32> {
 #[inline(always)]
 pub(crate) fn guard_holds(regs: &[u64], guard: u32, neg: bool) -> bool {
     guard == NONE || (regs[guard as usize] & 1 != 0) != neg
-}
-
-/// Runs one thread until it exits or stops at a synchronizing instruction.
-fn run(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<(), Fault> {
-    let mut n = 0u64;
-    // The collective a thread stops at is counted there, once.
-    let r = run_counted(t, blk, code, &mut n);
-    blk.executed += n;
-    r
 }
 
 /// The class an instruction counts in (crate::cost).
@@ -812,18 +825,6 @@ fn class(op: Op) -> usize {
             cost::CONTROL
         }
         _ => cost::ARITHMETIC,
-    }
-}
-
-fn run_counted(t: &mut Thread, blk: &mut Block, code: &Code, n: &mut u64) -> Result<(), Fault> {
-    loop {
-        *n += 1;
-        if let Some(c) = &mut blk.cost {
-            c.execute(t.linear, t.pc, class(code.insts[t.pc as usize].op));
-        }
-        if !step(t, blk, code)? {
-            return Ok(());
-        }
     }
 }
 
