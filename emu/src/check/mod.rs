@@ -86,8 +86,9 @@ struct Cell {
     /// The block ([`Cells::gen`]) this cell belongs to: a cell of an earlier block reads as
     /// fresh, so a block's start does not rewrite the whole shadow.
     gen: u32,
-    /// For a word: 0 while its bytes share this cell, else 1 + the index of their own
-    /// cells in [`Cells::bytes`].
+    /// For a word: 0 while its bytes share this cell; else its halves' or its bytes' own
+    /// cells: `(1 + index) << 1 | 1` into [`Cells::halves`], `(1 + index) << 1` into
+    /// [`Cells::bytes`].
     split: u32,
 }
 
@@ -96,11 +97,15 @@ struct Cell {
 /// 8- and 16-byte loads and stores, 16-byte cp.async, wmma rows): the word's four bytes
 /// then have had the same accesses, so one cell stands exactly for the four per-byte
 /// cells, and the first of its bytes in an access is the byte a per-byte check would name.
-/// An access covering part of a word splits it into four byte cells, copies of the
-/// word's, kept for the rest of the block.
+/// An access covering part of a word splits it, for the rest of the block, into two
+/// half-word cells when the access covers whole aligned halves (2-byte f16 and bf16
+/// loads and stores: each half then stands for its two bytes the same way), else into
+/// four byte cells; a half-split word that an access covers part of a half of splits
+/// into byte cells, each a copy of its half's.
 #[derive(Default)]
 struct Cells {
     words: Vec<Cell>,
+    halves: Vec<[Cell; 2]>,
     bytes: Vec<[Cell; 4]>,
     gen: u32,
 }
@@ -118,6 +123,7 @@ impl Cells {
         if self.words.len() < words {
             self.words.resize(words, Cell::default());
         }
+        self.halves.clear();
         self.bytes.clear();
     }
 
@@ -143,13 +149,27 @@ impl Cells {
             if a == 4 * w && hi == 4 * w + 4 && cell.split == 0 {
                 f(cell, a)?;
             } else {
-                if cell.split == 0 {
+                let halves = (a - 4 * w) % 2 == 0 && (hi - 4 * w) % 2 == 0;
+                if cell.split == 0 && halves {
+                    self.halves.push([*cell; 2]);
+                    cell.split = (self.halves.len() as u32) << 1 | 1;
+                } else if cell.split == 0 {
                     self.bytes.push([*cell; 4]);
-                    cell.split = self.bytes.len() as u32;
+                    cell.split = (self.bytes.len() as u32) << 1;
+                } else if cell.split & 1 == 1 && !halves {
+                    let [h0, h1] = self.halves[(cell.split >> 1) as usize - 1];
+                    self.bytes.push([h0, h0, h1, h1]);
+                    cell.split = (self.bytes.len() as u32) << 1;
                 }
-                let bytes = &mut self.bytes[cell.split as usize - 1];
-                for b in a..hi {
-                    f(&mut bytes[b - 4 * w], b)?;
+                let at = (cell.split >> 1) as usize - 1;
+                if cell.split & 1 == 1 {
+                    for h in (a - 4 * w) / 2..(hi - 4 * w) / 2 {
+                        f(&mut self.halves[at][h], 4 * w + 2 * h)?;
+                    }
+                } else {
+                    for b in a..hi {
+                        f(&mut self.bytes[at][b - 4 * w], b)?;
+                    }
                 }
             }
             a = hi;
@@ -428,6 +448,27 @@ mod tests {
         // After a barrier both are ordered.
         s.block_barrier();
         s.write(Checks::ALL, 32, 3, 6, 1).map_err(|f| f.msg).unwrap();
+    }
+
+    #[test]
+    fn half_word_cells_are_exact_and_split_into_bytes_when_needed() {
+        // Threads 0 and 32 (two warps) each store one half of word 1 (bytes 4-5, 6-7).
+        let mut s = shadow();
+        s.write(Checks::ALL, 0, 1, 4, 2).map_err(|f| f.msg).unwrap();
+        s.write(Checks::ALL, 32, 2, 6, 2).map_err(|f| f.msg).unwrap();
+        s.read(Checks::ALL, 0, 3, 4, 2).map_err(|f| f.msg).unwrap();
+        // A whole-word read by thread 0 meets thread 32's half at its first byte.
+        let f = s.read(Checks::ALL, 0, 4, 4, 4).expect_err("race on byte 6");
+        assert!(f.msg.contains("Read-after-write hazard on __shared__ byte 0x6"), "{}", f.msg);
+        // A byte access inside a half splits the word into bytes, each its half's copy:
+        // byte 7 still carries thread 32's write, byte 5 thread 0's.
+        s.read(Checks::ALL, 0, 5, 5, 1).map_err(|f| f.msg).unwrap();
+        let f = s.read(Checks::ALL, 0, 6, 7, 1).expect_err("race on byte 7");
+        assert!(f.msg.contains("byte 0x7"), "{}", f.msg);
+        // A half written, the other not: a word read names the unwritten half's first byte.
+        s.write(Checks::ALL, 0, 7, 10, 2).map_err(|f| f.msg).unwrap();
+        let f = s.read(Checks::ALL, 0, 8, 8, 4).expect_err("bytes 8-9 unwritten");
+        assert!(f.msg.starts_with("initcheck") && f.msg.contains("byte 0x8"), "{}", f.msg);
     }
 
     #[test]
