@@ -727,8 +727,22 @@ fn resolve_barrier(code: &Code, threads: &mut [Thread], blk: &mut Block) -> Resu
 /// the order the lanes ran in (check/mod.rs). On a fault, the lane and the fault.
 fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (usize, Fault)> {
     let full = if lanes.len() == 32 { u32::MAX } else { (1u32 << lanes.len()) - 1 };
-    while let Some((mut pc, group)) = lowest_group(lanes) {
+    while let Some((mut pc, group, next)) = lowest_group(lanes) {
         let width = group.count_ones() as u64;
+        if width == 1 {
+            // A lane alone steps on its own until it reaches the lowest pc of the other
+            // ready lanes (where they step together again), passes it, or stops.
+            let l = group.trailing_zeros() as usize;
+            let t = &mut lanes[l];
+            while t.state == State::Ready && t.pc < next {
+                blk.executed += 1;
+                if let Some(c) = &mut blk.cost {
+                    c.execute(t.linear, t.pc, class(code.insts[t.pc as usize].op));
+                }
+                step(t, blk, code).map_err(|f| (l, f))?;
+            }
+            continue;
+        }
         // A run of pre-decoded forms and group-uniform branches leaves the group together
         // (they cannot diverge, stop or fault): the lanes' pcs are brought up to date
         // before the next instruction that can.
@@ -745,14 +759,11 @@ fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (u
             let f = code.fast[pc as usize];
             if matches!(f, crate::ir::fast::Fast::Generic) {
                 if i.op == Op::Bra {
-                    let mut taken = 0u32;
-                    for (l, t) in lanes.iter().enumerate() {
-                        if group >> l & 1 != 0 && guard_holds(&t.regs, i.guard, i.guard_neg) {
-                            taken |= 1 << l;
-                        }
-                    }
-                    if taken == 0 || taken == group {
-                        pc = if taken == group { i.off as u32 } else { pc + 1 };
+                    let taken = |t: &Thread| guard_holds(&t.regs, i.guard, i.guard_neg);
+                    let mut members = lanes.iter().enumerate().filter(|&(l, _)| group >> l & 1 != 0).map(|(_, t)| t);
+                    let first = members.next().is_some_and(taken);
+                    if members.all(|t| taken(t) == first) {
+                        pc = if first { i.off as u32 } else { pc + 1 };
                         continue;
                     }
                 }
@@ -783,22 +794,25 @@ fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (u
     Ok(())
 }
 
-/// The lowest pc any ready lane is at, and the ready lanes there (bit l: lane l); None
-/// when no lane is ready.
+/// The lowest pc any ready lane is at, the ready lanes there (bit l: lane l), and the
+/// lowest pc of the other ready lanes (u32::MAX: none); None when no lane is ready.
 #[inline(always)]
-fn lowest_group(lanes: &[Thread]) -> Option<(u32, u32)> {
-    let (mut pc, mut group) = (u32::MAX, 0u32);
+fn lowest_group(lanes: &[Thread]) -> Option<(u32, u32, u32)> {
+    let (mut pc, mut group, mut next) = (u32::MAX, 0u32, u32::MAX);
     for (l, t) in lanes.iter().enumerate() {
         if t.state != State::Ready {
             continue;
         }
         if t.pc < pc {
+            next = pc;
             (pc, group) = (t.pc, 1 << l);
         } else if t.pc == pc {
             group |= 1 << l;
+        } else {
+            next = next.min(t.pc);
         }
     }
-    (group != 0).then_some((pc, group))
+    (group != 0).then_some((pc, group, next))
 }
 
 /// Whether an instruction guarded by predicate register `guard` (NONE: unguarded), negated
