@@ -174,26 +174,10 @@ fn one(i: &Inst, h: Half, a: u16, b: u16, c: u16) -> u16 {
     }
 }
 
-/// `a cmp b` as setp and set compare floats: ordered comparisons false on NaN,
-/// unordered ones (`equ`...) true, `num` and `nan` on NaN-ness.
+/// `a cmp b` as setp and set compare floats (float.rs's comparison, on the exact f64
+/// values of the 16-bit or f32 operands).
 fn compare(c: Cmp, a: f64, b: f64) -> bool {
-    let nan = a.is_nan() || b.is_nan();
-    match c {
-        Cmp::Eq => !nan && a == b,
-        Cmp::Ne => !nan && a != b,
-        Cmp::Lt => !nan && a < b,
-        Cmp::Le => !nan && a <= b,
-        Cmp::Gt => !nan && a > b,
-        Cmp::Ge => !nan && a >= b,
-        Cmp::Equ => nan || a == b,
-        Cmp::Neu => nan || a != b,
-        Cmp::Ltu => nan || a < b,
-        Cmp::Leu => nan || a <= b,
-        Cmp::Gtu => nan || a > b,
-        Cmp::Geu => nan || a >= b,
-        Cmp::Num => !nan,
-        Cmp::Nan => nan,
-    }
+    super::float::compare(c, a, b, a.is_nan() || b.is_nan())
 }
 
 /// `set.cmp.dtype.stype d, a, b` (the loader takes f32 and bf16 sources): 1.0 of a float
