@@ -38,7 +38,7 @@ fn width(w32: bool) -> (u32, u64) {
 /// each arm names one form, operation and width, so [`exec`] inlined into it reduces to
 /// that operation. The same computation as [`exec`] per lane.
 pub fn exec_warp(f: Fast, lanes: &mut [Thread], group: u32, guard: u32, guard_neg: bool) {
-    let full = if lanes.len() == 32 { u32::MAX } else { (1u32 << lanes.len()) - 1 };
+    let full = super::all_lanes(lanes.len());
     // Each arm's body is the same loop over the lanes with `exec` inlined into it; the
     // arm's pattern tells the compiler which form `f` is there, so `exec`'s own match
     // folds to that one operation.

@@ -726,7 +726,7 @@ fn resolve_barrier(code: &Code, threads: &mut [Thread], blk: &mut Block) -> Resu
 /// legal schedule, and the sanitizers judge accesses by synchronization epochs, not by
 /// the order the lanes ran in (check/mod.rs). On a fault, the lane and the fault.
 fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (usize, Fault)> {
-    let full = if lanes.len() == 32 { u32::MAX } else { (1u32 << lanes.len()) - 1 };
+    let full = all_lanes(lanes.len());
     while let Some((mut pc, group, next)) = lowest_group(lanes) {
         let width = group.count_ones() as u64;
         if width == 1 {
@@ -792,6 +792,16 @@ fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (u
         }
     }
     Ok(())
+}
+
+/// The mask of a warp of `n` lanes (bit l: lane l), every lane set.
+#[inline(always)]
+pub(crate) fn all_lanes(n: usize) -> u32 {
+    if n >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << n) - 1
+    }
 }
 
 /// The lowest pc any ready lane is at, the ready lanes there (bit l: lane l), and the

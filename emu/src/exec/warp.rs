@@ -285,8 +285,10 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
             // The lanes' fragments as the logical matrices, with the element type's
             // conversion chosen once per instruction rather than per element.
             match h {
-                Half::F16 => fragments(lanes, i, [va, vb, vc], c_f16, [&mut a, &mut b, &mut d], |x| f16s[x as usize]),
-                Half::BF16 => fragments(lanes, i, [va, vb, vc], c_f16, [&mut a, &mut b, &mut d], |x| {
+                Half::F16 => {
+                    fragments(lanes, i, [va, vb, vc], c_f16, [&mut a, &mut b, &mut d], f16s, |x| f16s[x as usize])
+                }
+                Half::BF16 => fragments(lanes, i, [va, vb, vc], c_f16, [&mut a, &mut b, &mut d], f16s, |x| {
                     f32::from_bits((x as u32) << 16)
                 }),
             }
@@ -334,7 +336,7 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
 /// The A, B and C fragments of a wmma.mma (first registers `v[0]`, `v[1]`, `v[2]` among
 /// `i.v`) as logical 16x16 matrices (element `8 l + j` of lane `l`, module docs), each
 /// 16-bit element of A and B through `value`; C of f32 registers, or of f16 pairs when
-/// `c_f16`.
+/// `c_f16` (through `f16s`, the caller's [`f16_table`]).
 #[inline(always)]
 fn fragments(
     lanes: &[Thread],
@@ -342,6 +344,7 @@ fn fragments(
     v: [usize; 3],
     c_f16: bool,
     out: [&mut [f32; 256]; 3],
+    f16s: &[f32],
     value: impl Fn(u16) -> f32,
 ) {
     let [a, b, c] = out;
@@ -358,7 +361,6 @@ fn fragments(
             dst[2 * k + 1] = value((w >> 16) as u16);
         }
     }
-    let f16s = f16_table();
     for (l, t) in lanes.iter().enumerate() {
         let e = 8 * l..8 * l + 8;
         unpack(&t.regs, &ra, &mut a[e.clone()], &value);
