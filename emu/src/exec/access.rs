@@ -4,7 +4,7 @@
 //! the same way, a parameter read inside the parameter buffer. A violation is a fault
 //! that ends the launch, reported in compute-sanitizer's terms.
 
-use super::{Block, Fault, Thread};
+use super::{reg, Block, Fault, Lane, Thread, WARP};
 use crate::driver::allocations::{GlobalRace, RaceKind};
 use crate::exec::FaultKind;
 use crate::ir::{Inst, Space, Ty};
@@ -233,17 +233,17 @@ fn cost(blk: &mut Block, t: &mut Thread, space: Space, addr: u64, n: u64, write:
     }
 }
 
-pub fn ld(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> {
+pub fn ld(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread, r: &mut Lane) -> Result<(), Fault> {
     let es = i.ty.size() as usize;
     let n = es * i.v.len();
-    let addr = t.regs[i.a as usize].wrapping_add(i.off as u64);
+    let addr = r[i.a as usize].wrapping_add(i.off as u64);
     let loc = locate(blk, t, space, addr, n as u64, false)?;
     cost(blk, t, space, addr, n as u64, false);
     let mut buf = [0u8; ACCESS_BUF];
     let nc = i.flags & crate::ir::NC != 0;
     read(blk, loc, &mut buf[..n], Who { thread: t.linear, line: i.line, nc })?;
     for (k, &d) in i.v.iter().enumerate() {
-        t.regs[d as usize] = read_elem(&buf, k, es, i.ty);
+        r[d as usize] = read_elem(&buf, k, es, i.ty);
     }
     Ok(())
 }
@@ -253,12 +253,12 @@ pub fn ld(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(),
 /// given to every lane. False, having done nothing, when it does not apply (a guard, lanes
 /// at different addresses, an access that would fault: the per-lane path then runs it
 /// and reports any fault for the right lane).
-pub fn ld_param_warp(i: &Inst, blk: &mut Block, lanes: &mut [Thread]) -> bool {
+pub fn ld_param_warp(i: &Inst, blk: &mut Block, lanes: &mut [Thread], file: &mut [u64]) -> bool {
     if i.guard != crate::ir::NONE || i.v.is_empty() {
         return false;
     }
-    let base = lanes[0].regs[i.a as usize];
-    if lanes[1..].iter().any(|t| t.regs[i.a as usize] != base) {
+    let base = reg(file, i.a, 0);
+    if (1..lanes.len()).any(|l| reg(file, i.a, l) != base) {
         return false;
     }
     let es = i.ty.size() as usize;
@@ -267,23 +267,22 @@ pub fn ld_param_warp(i: &Inst, blk: &mut Block, lanes: &mut [Thread]) -> bool {
     let Ok(Loc::Param(o)) = locate(blk, &mut lanes[0], Space::Param, addr, n as u64, false) else { return false };
     let mut buf = [0u8; ACCESS_BUF];
     buf[..n].copy_from_slice(&blk.params[o..o + n]);
-    for t in lanes.iter_mut() {
-        for (k, &d) in i.v.iter().enumerate() {
-            t.regs[d as usize] = read_elem(&buf, k, es, i.ty);
-        }
+    for (k, &d) in i.v.iter().enumerate() {
+        let v = read_elem(&buf, k, es, i.ty);
+        file[d as usize * WARP..][..lanes.len()].fill(v);
     }
     true
 }
 
-pub fn st(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> {
+pub fn st(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread, r: &mut Lane) -> Result<(), Fault> {
     let es = i.ty.size() as usize;
     let n = es * i.v.len();
-    let addr = t.regs[i.a as usize].wrapping_add(i.off as u64);
+    let addr = r[i.a as usize].wrapping_add(i.off as u64);
     let mut buf = [0u8; ACCESS_BUF];
     // Each element as its whole 8-byte register, in ascending order: the next element
     // overwrites the bytes past this one's `es`, and bytes past `n` are not stored.
-    for (k, &r) in i.v.iter().enumerate() {
-        buf[k * es..k * es + 8].copy_from_slice(&t.regs[r as usize].to_le_bytes());
+    for (k, &v) in i.v.iter().enumerate() {
+        buf[k * es..k * es + 8].copy_from_slice(&r[v as usize].to_le_bytes());
     }
     let loc = locate(blk, t, space, addr, n as u64, true)?;
     cost(blk, t, space, addr, n as u64, true);
@@ -294,11 +293,11 @@ pub fn st(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread) -> Result<(),
 /// Issues a cp.async: both ranges are checked now (the launch fails at the issuing
 /// instruction, as compute-sanitizer reports it); the copy itself happens when a
 /// wait_group completes its group.
-pub fn cp_async(i: &Inst, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> {
+pub fn cp_async(i: &Inst, blk: &mut Block, t: &mut Thread, r: &mut Lane) -> Result<(), Fault> {
     let size = i.off as u32;
-    let dst = t.regs[i.d as usize].wrapping_add(i.v[0] as i32 as i64 as u64);
-    let src = t.regs[i.a as usize].wrapping_add(i.v[1] as i32 as i64 as u64);
-    let src_size = t.regs[i.b as usize] as u32;
+    let dst = r[i.d as usize].wrapping_add(i.v[0] as i32 as i64 as u64);
+    let src = r[i.a as usize].wrapping_add(i.v[1] as i32 as i64 as u64);
+    let src_size = r[i.b as usize] as u32;
     if src_size > size {
         return Err(Fault {
             kind: FaultKind::IllegalInstruction,

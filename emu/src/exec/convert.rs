@@ -5,6 +5,7 @@
 //! integer sign- or zero-extends from the source type, or truncates, or with `.sat`
 //! clamps to the destination type's range.
 
+use super::Regs;
 use half::f16;
 
 use super::float::CANONICAL_NAN_F32;
@@ -24,7 +25,7 @@ fn round_int(x: f64, r: Round) -> f64 {
     }
 }
 
-pub fn exec(i: &Inst, r: &mut [u64]) {
+pub fn exec<R: Regs + ?Sized>(i: &Inst, r: &mut R) {
     let (dt, st) = (i.ty, i.ty2);
     if let Some(h) = match dt {
         Ty::BF16X2 => Some(Half::BF16),

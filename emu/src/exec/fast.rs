@@ -4,13 +4,13 @@
 use super::float::{compare, CANONICAL_NAN_F32};
 use super::half::{Half, CANONICAL_NAN_F16};
 use super::int::{cmp, mask, sx};
-use super::Thread;
+use super::{Regs, WARP};
 use crate::ir::fast::{Bin, CvtKind, FBin, Fast};
 use crate::ir::{Cmp, NONE};
 
 #[inline(always)]
-fn f32_of(r: &[u64], reg: u32) -> f32 {
-    f32::from_bits(r[reg as usize] as u32)
+fn f32_of(v: u64) -> f32 {
+    f32::from_bits(v as u32)
 }
 
 /// The register value of an f32 arithmetic result: the GPU's one canonical NaN for any NaN.
@@ -33,31 +33,32 @@ fn width(w32: bool) -> (u32, u64) {
 }
 
 /// Executes a fast form (never `Generic`) on the lanes of `group` (bit l: lane l; a
-/// converged warp is all of them) whose guard, if any, holds, with one dispatch for the
-/// group instead of one per lane:
-/// each arm names one form, operation and width, so [`exec`] inlined into it reduces to
-/// that operation. The same computation as [`exec`] per lane.
-pub fn exec_warp(f: Fast, lanes: &mut [Thread], group: u32, guard: u32, guard_neg: bool) {
-    let full = super::all_lanes(lanes.len());
-    // Each arm's body is the same loop over the lanes with `exec` inlined into it; the
-    // arm's pattern tells the compiler which form `f` is there, so `exec`'s own match
-    // folds to that one operation.
+/// converged warp is `full`, all of them) whose guard, if any, holds, over the warp's
+/// lane-minor register file (`file`: register r of lane l at r * 32 + l): each source
+/// register is one row of 32 values, so an instruction is one loop over the lanes that
+/// the compiler can vectorize, with one dispatch for the warp. Each arm names one form,
+/// operation and width, so [`apply`] inlined into it reduces to that operation. Lanes
+/// outside the group keep their destination registers; the values computed for them (and
+/// for the missing lanes of a partial warp, whose rows are never read) are discarded.
+/// The same computation as [`exec`] per lane: the tests below compare the two.
+pub fn exec_warp(f: Fast, file: &mut [u64], full: u32, group: u32, guard: u32, guard_neg: bool) {
+    let mut active = group;
+    if guard != NONE {
+        let g = row(file, guard);
+        let holds = (0..WARP).fold(0u32, |m, l| m | (((g[l] & 1 != 0) != guard_neg) as u32) << l);
+        active &= holds;
+    }
+    if active == 0 {
+        return;
+    }
+    let active = if active == full { u32::MAX } else { active };
+    // Each arm's body is the same call with `apply` inlined into it; the arm's pattern
+    // tells the compiler which form `f` is there, so `apply`'s own match folds to that
+    // one operation.
     macro_rules! arms {
         ($($p:pat),* $(,)?) => {
             match f {
-                $($p => {
-                    if guard == NONE && group == full {
-                        for t in lanes.iter_mut() {
-                            exec(f, &mut t.regs);
-                        }
-                    } else {
-                        for (l, t) in lanes.iter_mut().enumerate() {
-                            if group >> l & 1 != 0 && super::guard_holds(&t.regs, guard, guard_neg) {
-                                exec(f, &mut t.regs);
-                            }
-                        }
-                    }
-                })*
+                $($p => apply(f, &mut Rows { file, active }),)*
                 Fast::Generic => unreachable!("generic instructions take the general path"),
             }
         };
@@ -155,159 +156,407 @@ pub fn exec_warp(f: Fast, lanes: &mut [Thread], group: u32, guard: u32, guard_ne
     )
 }
 
+/// Register `r` of every lane: one row of the warp's register file, borrowed.
+#[inline(always)]
+fn row(file: &[u64], r: u32) -> &[u64; WARP] {
+    file[r as usize * WARP..][..WARP].try_into().expect("a register row")
+}
+
+/// How a pre-decoded form reads its sources and writes its results: for one lane's
+/// registers ([`One`]) or for the rows of a warp's register file ([`Rows`]). Each `f` is
+/// the form's computation on the source values, pure and total (it runs on the values of
+/// inactive lanes too, whose results are dropped).
+trait Apply {
+    fn map1(&mut self, d: u32, a: u32, f: impl Fn(u64) -> u64);
+    fn map2(&mut self, d: u32, a: u32, b: u32, f: impl Fn(u64, u64) -> u64);
+    fn map3(&mut self, d: u32, a: u32, b: u32, c: u32, f: impl Fn(u64, u64, u64) -> u64);
+    /// Two results of one source, written to `lo` and then to `hi` (the later write wins
+    /// when they are one register).
+    fn split(&mut self, lo: u32, hi: u32, a: u32, f: impl Fn(u64) -> (u64, u64));
+}
+
+/// One lane's registers.
+struct One<'r, R: ?Sized>(&'r mut R);
+
+impl<R: Regs + ?Sized> Apply for One<'_, R> {
+    #[inline(always)]
+    fn map1(&mut self, d: u32, a: u32, f: impl Fn(u64) -> u64) {
+        let v = f(self.0[a as usize]);
+        self.0[d as usize] = v;
+    }
+    #[inline(always)]
+    fn map2(&mut self, d: u32, a: u32, b: u32, f: impl Fn(u64, u64) -> u64) {
+        let v = f(self.0[a as usize], self.0[b as usize]);
+        self.0[d as usize] = v;
+    }
+    #[inline(always)]
+    fn map3(&mut self, d: u32, a: u32, b: u32, c: u32, f: impl Fn(u64, u64, u64) -> u64) {
+        let v = f(self.0[a as usize], self.0[b as usize], self.0[c as usize]);
+        self.0[d as usize] = v;
+    }
+    #[inline(always)]
+    fn split(&mut self, lo: u32, hi: u32, a: u32, f: impl Fn(u64) -> (u64, u64)) {
+        let (x, y) = f(self.0[a as usize]);
+        self.0[lo as usize] = x;
+        self.0[hi as usize] = y;
+    }
+}
+
+/// The rows of a warp's register file, for the lanes in `active` (u32::MAX: every row
+/// entry, which a full warp's rows are; the missing lanes of a partial warp are never
+/// read).
+struct Rows<'a> {
+    file: &'a mut [u64],
+    active: u32,
+}
+
+impl Rows<'_> {
+    #[inline(always)]
+    fn store(&mut self, d: u32, v: &[u64; WARP]) {
+        let out: &mut [u64; WARP] = (&mut self.file[d as usize * WARP..][..WARP]).try_into().expect("a register row");
+        if self.active == u32::MAX {
+            *out = *v;
+        } else {
+            for l in 0..WARP {
+                if self.active >> l & 1 != 0 {
+                    out[l] = v[l];
+                }
+            }
+        }
+    }
+}
+
+// The sources are read in place and the results gathered in one local row before the
+// store (a destination may be a source), in plain loops over the 32 lanes that the
+// compiler unrolls and vectorizes.
+impl Apply for Rows<'_> {
+    #[inline(always)]
+    fn map1(&mut self, d: u32, a: u32, f: impl Fn(u64) -> u64) {
+        let mut v = [0u64; WARP];
+        let x = row(self.file, a);
+        for l in 0..WARP {
+            v[l] = f(x[l]);
+        }
+        self.store(d, &v);
+    }
+    #[inline(always)]
+    fn map2(&mut self, d: u32, a: u32, b: u32, f: impl Fn(u64, u64) -> u64) {
+        let mut v = [0u64; WARP];
+        let (x, y) = (row(self.file, a), row(self.file, b));
+        for l in 0..WARP {
+            v[l] = f(x[l], y[l]);
+        }
+        self.store(d, &v);
+    }
+    #[inline(always)]
+    fn map3(&mut self, d: u32, a: u32, b: u32, c: u32, f: impl Fn(u64, u64, u64) -> u64) {
+        let mut v = [0u64; WARP];
+        let (x, y, z) = (row(self.file, a), row(self.file, b), row(self.file, c));
+        for l in 0..WARP {
+            v[l] = f(x[l], y[l], z[l]);
+        }
+        self.store(d, &v);
+    }
+    #[inline(always)]
+    fn split(&mut self, lo: u32, hi: u32, a: u32, f: impl Fn(u64) -> (u64, u64)) {
+        let (mut v, mut w) = ([0u64; WARP], [0u64; WARP]);
+        let x = row(self.file, a);
+        for l in 0..WARP {
+            (v[l], w[l]) = f(x[l]);
+        }
+        self.store(lo, &v);
+        self.store(hi, &w);
+    }
+}
+
 /// Executes a fast form (never `Generic`) on one thread's registers.
 #[inline(always)]
-pub fn exec(f: Fast, r: &mut [u64]) {
+pub fn exec<R: Regs + ?Sized>(f: Fast, r: &mut R) {
+    apply(f, &mut One(r))
+}
+
+/// A fast form's computation, through `x`'s reads and writes (one lane or a warp's rows).
+#[inline(always)]
+fn apply(f: Fast, x: &mut impl Apply) {
     match f {
         Fast::Generic => unreachable!("generic instructions take the general path"),
         Fast::Bin { op, w32, d, a, b } => {
             let (bits, m) = width(w32);
-            let (x, y) = (r[a as usize] & m, r[b as usize] & m);
-            let v = match op {
-                Bin::Add => x.wrapping_add(y),
-                Bin::Sub => x.wrapping_sub(y),
-                Bin::Mul => x.wrapping_mul(y),
-                Bin::And => x & y,
-                Bin::Or => x | y,
-                Bin::Xor => x ^ y,
-                // Shift amounts are the unsigned 32-bit register, clamped at the width.
-                Bin::Shl => {
-                    let s = r[b as usize] as u32;
-                    if s >= bits {
-                        0
-                    } else {
-                        x << s
-                    }
-                }
-                Bin::ShrU => {
-                    let s = r[b as usize] as u32;
-                    if s >= bits {
-                        0
-                    } else {
-                        x >> s
-                    }
-                }
-                Bin::ShrS => {
-                    let s = (r[b as usize] as u32).min(bits).min(63);
-                    (sx(x, bits) >> s) as u64
-                }
-            };
-            r[d as usize] = v & m;
+            x.map2(
+                d,
+                a,
+                b,
+                #[inline(always)]
+                |ra, rb| {
+                    let (x, y) = (ra & m, rb & m);
+                    let v = match op {
+                        Bin::Add => x.wrapping_add(y),
+                        Bin::Sub => x.wrapping_sub(y),
+                        Bin::Mul => x.wrapping_mul(y),
+                        Bin::And => x & y,
+                        Bin::Or => x | y,
+                        Bin::Xor => x ^ y,
+                        // Shift amounts are the unsigned 32-bit register, clamped at the width.
+                        Bin::Shl => {
+                            let s = rb as u32;
+                            if s >= bits {
+                                0
+                            } else {
+                                x << s
+                            }
+                        }
+                        Bin::ShrU => {
+                            let s = rb as u32;
+                            if s >= bits {
+                                0
+                            } else {
+                                x >> s
+                            }
+                        }
+                        Bin::ShrS => {
+                            let s = (rb as u32).min(bits).min(63);
+                            (sx(x, bits) >> s) as u64
+                        }
+                    };
+                    v & m
+                },
+            );
         }
         Fast::Mad { w32, d, a, b, c } => {
             let (_, m) = width(w32);
-            r[d as usize] = (r[a as usize] & m).wrapping_mul(r[b as usize] & m).wrapping_add(r[c as usize]) & m;
+            x.map3(
+                d,
+                a,
+                b,
+                c,
+                #[inline(always)]
+                |ra, rb, rc| (ra & m).wrapping_mul(rb & m).wrapping_add(rc) & m,
+            );
         }
-        Fast::MulWide { signed, d, a, b } => {
-            let (x, y) = (r[a as usize] & 0xffff_ffff, r[b as usize] & 0xffff_ffff);
-            r[d as usize] = if signed { sx(x, 32).wrapping_mul(sx(y, 32)) as u64 } else { x.wrapping_mul(y) };
+        Fast::MulWide { signed, d, a, b } => x.map2(
+            d,
+            a,
+            b,
+            #[inline(always)]
+            |ra, rb| {
+                let (x, y) = (ra & 0xffff_ffff, rb & 0xffff_ffff);
+                if signed {
+                    sx(x, 32).wrapping_mul(sx(y, 32)) as u64
+                } else {
+                    x.wrapping_mul(y)
+                }
+            },
+        ),
+        Fast::Mov { w32, d, a } => {
+            let m = width(w32).1;
+            x.map1(
+                d,
+                a,
+                #[inline(always)]
+                |ra| ra & m,
+            );
         }
-        Fast::Mov { w32, d, a } => r[d as usize] = r[a as usize] & width(w32).1,
         Fast::Setp { cmp: c, signed, w32, d, a, b } => {
             let (bits, m) = width(w32);
-            let (x, y) = (r[a as usize] & m, r[b as usize] & m);
-            let o = if signed { sx(x, bits).cmp(&sx(y, bits)) } else { x.cmp(&y) };
-            r[d as usize] = cmp(c, o) as u64;
+            x.map2(
+                d,
+                a,
+                b,
+                #[inline(always)]
+                |ra, rb| {
+                    let (x, y) = (ra & m, rb & m);
+                    let o = if signed { sx(x, bits).cmp(&sx(y, bits)) } else { x.cmp(&y) };
+                    cmp(c, o) as u64
+                },
+            );
         }
         Fast::Selp { w32, d, a, b, c } => {
             let m = width(w32).1;
-            r[d as usize] = if r[c as usize] & 1 != 0 { r[a as usize] & m } else { r[b as usize] & m };
+            x.map3(
+                d,
+                a,
+                b,
+                c,
+                #[inline(always)]
+                |ra, rb, rc| if rc & 1 != 0 { ra & m } else { rb & m },
+            );
         }
-        Fast::Not { bits, d, a } => r[d as usize] = !r[a as usize] & mask(bits as u32),
-        Fast::PredBin { op, d, a, b } => {
-            let (x, y) = (r[a as usize] & 1, r[b as usize] & 1);
-            r[d as usize] = match op {
-                Bin::And => x & y,
-                Bin::Or => x | y,
-                _ => x ^ y,
-            };
+        Fast::Not { bits, d, a } => {
+            let m = mask(bits as u32);
+            x.map1(
+                d,
+                a,
+                #[inline(always)]
+                |ra| !ra & m,
+            );
         }
+        Fast::PredBin { op, d, a, b } => x.map2(
+            d,
+            a,
+            b,
+            #[inline(always)]
+            |ra, rb| {
+                let (x, y) = (ra & 1, rb & 1);
+                match op {
+                    Bin::And => x & y,
+                    Bin::Or => x | y,
+                    _ => x ^ y,
+                }
+            },
+        ),
         Fast::MinMax { max, signed, w32, d, a, b } => {
             let (bits, m) = width(w32);
-            let (x, y) = (r[a as usize] & m, r[b as usize] & m);
-            let v = if signed {
-                let (x, y) = (sx(x, bits), sx(y, bits));
-                (if max { x.max(y) } else { x.min(y) }) as u64
-            } else if max {
-                x.max(y)
-            } else {
-                x.min(y)
-            };
-            r[d as usize] = v & m;
+            x.map2(
+                d,
+                a,
+                b,
+                #[inline(always)]
+                |ra, rb| {
+                    let (x, y) = (ra & m, rb & m);
+                    let v = if signed {
+                        let (x, y) = (sx(x, bits), sx(y, bits));
+                        (if max { x.max(y) } else { x.min(y) }) as u64
+                    } else if max {
+                        x.max(y)
+                    } else {
+                        x.min(y)
+                    };
+                    v & m
+                },
+            );
         }
         Fast::Pack2 { part, d, lo, hi } => {
             let m = mask(part as u32);
-            r[d as usize] = (r[lo as usize] & m) | (r[hi as usize] & m) << part;
+            x.map2(
+                d,
+                lo,
+                hi,
+                #[inline(always)]
+                |rl, rh| (rl & m) | (rh & m) << part,
+            );
         }
         Fast::Unpack2 { part, a, lo, hi } => {
-            let (m, x) = (mask(part as u32), r[a as usize]);
-            r[lo as usize] = x & m;
-            r[hi as usize] = (x >> part) & m;
+            let m = mask(part as u32);
+            x.split(
+                lo,
+                hi,
+                a,
+                #[inline(always)]
+                |v| (v & m, (v >> part) & m),
+            );
         }
-        Fast::IntCvt { src, signed, dst, d, a } => {
-            let raw = r[a as usize] & mask(src as u32);
-            let v = if signed { sx(raw, src as u32) as u64 } else { raw };
-            r[d as usize] = v & mask(dst as u32);
-        }
-        Fast::F32Bin { op, d, a, b } => {
-            let (x, y) = (f32_of(r, a), f32_of(r, b));
-            r[d as usize] = f32_result(match op {
-                FBin::Add => x + y,
-                FBin::Sub => x - y,
-                FBin::Mul => x * y,
-                FBin::Div => x / y,
-            });
-        }
-        Fast::F32Fma { d, a, b, c } => r[d as usize] = f32_result(f32_of(r, a).mul_add(f32_of(r, b), f32_of(r, c))),
-        Fast::F64Bin { op, d, a, b } => {
-            let (x, y) = (f64::from_bits(r[a as usize]), f64::from_bits(r[b as usize]));
-            r[d as usize] = match op {
-                FBin::Add => x + y,
-                FBin::Sub => x - y,
-                FBin::Mul => x * y,
-                FBin::Div => x / y,
-            }
-            .to_bits();
-        }
+        Fast::IntCvt { src, signed, dst, d, a } => x.map1(
+            d,
+            a,
+            #[inline(always)]
+            |ra| {
+                let raw = ra & mask(src as u32);
+                let v = if signed { sx(raw, src as u32) as u64 } else { raw };
+                v & mask(dst as u32)
+            },
+        ),
+        Fast::F32Bin { op, d, a, b } => x.map2(
+            d,
+            a,
+            b,
+            #[inline(always)]
+            |ra, rb| {
+                let (x, y) = (f32_of(ra), f32_of(rb));
+                f32_result(match op {
+                    FBin::Add => x + y,
+                    FBin::Sub => x - y,
+                    FBin::Mul => x * y,
+                    FBin::Div => x / y,
+                })
+            },
+        ),
+        Fast::F32Fma { d, a, b, c } => x.map3(
+            d,
+            a,
+            b,
+            c,
+            #[inline(always)]
+            |ra, rb, rc| f32_result(f32_of(ra).mul_add(f32_of(rb), f32_of(rc))),
+        ),
+        Fast::F64Bin { op, d, a, b } => x.map2(
+            d,
+            a,
+            b,
+            #[inline(always)]
+            |ra, rb| {
+                let (x, y) = (f64::from_bits(ra), f64::from_bits(rb));
+                match op {
+                    FBin::Add => x + y,
+                    FBin::Sub => x - y,
+                    FBin::Mul => x * y,
+                    FBin::Div => x / y,
+                }
+                .to_bits()
+            },
+        ),
         Fast::FSign { abs, f64, d, a } => {
             let sign = if f64 { 1u64 << 63 } else { 1 << 31 };
-            let x = if f64 { r[a as usize] } else { r[a as usize] & u32::MAX as u64 };
-            r[d as usize] = if abs { x & !sign } else { x ^ sign };
+            x.map1(
+                d,
+                a,
+                #[inline(always)]
+                |ra| {
+                    let v = if f64 { ra } else { ra & u32::MAX as u64 };
+                    if abs {
+                        v & !sign
+                    } else {
+                        v ^ sign
+                    }
+                },
+            );
         }
-        Fast::FSqrt { f64, d, a } => {
-            r[d as usize] =
-                if f64 { f64::from_bits(r[a as usize]).sqrt().to_bits() } else { f32_result(f32_of(r, a).sqrt()) };
-        }
-        Fast::FSetp { cmp, f64, d, a, b } => {
-            r[d as usize] = if f64 {
-                let (x, y) = (f64::from_bits(r[a as usize]), f64::from_bits(r[b as usize]));
-                compare(cmp, x, y, x.is_nan() || y.is_nan())
-            } else {
-                let (x, y) = (f32_of(r, a), f32_of(r, b));
-                compare(cmp, x, y, x.is_nan() || y.is_nan())
-            } as u64;
-        }
-        Fast::Cvt { kind, d, a } => {
-            let x = r[a as usize];
-            r[d as usize] = match kind {
-                CvtKind::F32FromF16 => f32_result(Half::F16.to_f64(x as u16) as f32),
-                CvtKind::F64FromF32 => (f32::from_bits(x as u32) as f64).to_bits(),
+        Fast::FSqrt { f64, d, a } => x.map1(
+            d,
+            a,
+            #[inline(always)]
+            |ra| if f64 { f64::from_bits(ra).sqrt().to_bits() } else { f32_result(f32_of(ra).sqrt()) },
+        ),
+        Fast::FSetp { cmp, f64, d, a, b } => x.map2(
+            d,
+            a,
+            b,
+            #[inline(always)]
+            |ra, rb| {
+                (if f64 {
+                    let (x, y) = (f64::from_bits(ra), f64::from_bits(rb));
+                    compare(cmp, x, y, x.is_nan() || y.is_nan())
+                } else {
+                    let (x, y) = (f32_of(ra), f32_of(rb));
+                    compare(cmp, x, y, x.is_nan() || y.is_nan())
+                }) as u64
+            },
+        ),
+        Fast::Cvt { kind, d, a } => x.map1(
+            d,
+            a,
+            #[inline(always)]
+            |v| match kind {
+                CvtKind::F32FromF16 => f32_result(Half::F16.to_f64(v as u16) as f32),
+                CvtKind::F64FromF32 => (f32::from_bits(v as u32) as f64).to_bits(),
                 CvtKind::F16FromF32 => {
-                    let f = f32::from_bits(x as u32);
+                    let f = f32::from_bits(v as u32);
                     if f.is_nan() {
                         CANONICAL_NAN_F16 as u64
                     } else {
                         Half::F16.from_f64(f as f64) as u64
                     }
                 }
-                CvtKind::F32FromF64 => f32_result(f64::from_bits(x) as f32),
-            };
-        }
-        Fast::F64Fma { d, a, b, c } => {
-            let (x, y, z) =
-                (f64::from_bits(r[a as usize]), f64::from_bits(r[b as usize]), f64::from_bits(r[c as usize]));
-            r[d as usize] = x.mul_add(y, z).to_bits();
-        }
+                CvtKind::F32FromF64 => f32_result(f64::from_bits(v) as f32),
+            },
+        ),
+        Fast::F64Fma { d, a, b, c } => x.map3(
+            d,
+            a,
+            b,
+            c,
+            #[inline(always)]
+            |ra, rb, rc| f64::from_bits(ra).mul_add(f64::from_bits(rb), f64::from_bits(rc)).to_bits(),
+        ),
     }
 }
 
@@ -649,5 +898,132 @@ mod tests {
             }
         }
         assert!(checked > 200);
+    }
+
+    /// Every fast form run over a warp's register rows (`exec_warp`) computes, for each
+    /// lane of the group whose guard holds, what the per-lane `exec` computes on that
+    /// lane's registers, and leaves every other lane's registers as they were: random
+    /// rows, random groups (full, partial, one lane), guards of both senses, and a
+    /// destination that is also a source.
+    #[test]
+    fn exec_warp_is_exec_on_each_active_lane() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let ops = [
+            Op::Add,
+            Op::Sub,
+            Op::MulLo,
+            Op::MulWide,
+            Op::MadLo,
+            Op::Min,
+            Op::Max,
+            Op::And,
+            Op::Or,
+            Op::Xor,
+            Op::Not,
+            Op::Shl,
+            Op::Shr,
+            Op::Selp,
+            Op::Mov,
+            Op::FAdd,
+            Op::FSub,
+            Op::FMul,
+            Op::Fma,
+            Op::FDiv,
+            Op::Sqrt,
+            Op::FAbs,
+            Op::FNeg,
+            Op::Setp(Cmp::Lt),
+            Op::Setp(Cmp::Ge),
+            Op::Setp(Cmp::Ne),
+            Op::Cvt,
+            Op::Pack,
+            Op::Unpack,
+        ];
+        let types = [Ty::Pred, Ty::B32, Ty::U32, Ty::S32, Ty::B64, Ty::U64, Ty::S64, Ty::F32, Ty::F64, Ty::F16];
+        let mut forms = Vec::new();
+        for &op in &ops {
+            for &ty in &types {
+                for &ty2 in &types {
+                    if op != Op::Cvt && ty2 != ty {
+                        continue;
+                    }
+                    for alias in [false, true] {
+                        let c = matches!(op, Op::MadLo | Op::Selp | Op::Fma);
+                        let mut i = inst(op, ty, c);
+                        i.ty2 = ty2;
+                        if op == Op::Cvt {
+                            i.b = NONE;
+                        }
+                        if matches!(op, Op::Pack | Op::Unpack) {
+                            i.v = Box::new([1, 2]);
+                            if op == Op::Pack {
+                                i.a = NONE;
+                            }
+                        }
+                        if alias {
+                            // The destination is the first source (for unpack, the first
+                            // destination is the source).
+                            match op {
+                                Op::Unpack => i.v = Box::new([0, 2]),
+                                Op::Pack => i.v = Box::new([0, 2]),
+                                _ => i.a = 0,
+                            }
+                        }
+                        let f = decode_one(&i);
+                        if !matches!(f, Fast::Generic) {
+                            forms.push((f, format!("{op:?}.{ty:?}.{ty2:?} alias {alias}")));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(forms.len() > 60, "only {} fast forms decoded", forms.len());
+        const ROWS: usize = 5;
+        const GUARD: u32 = 4;
+        for (f, name) in &forms {
+            for trial in 0..24 {
+                let lanes = if trial % 4 == 3 { 1 + next() as usize % 31 } else { 32 };
+                let full = crate::exec::all_lanes(lanes);
+                let group = match trial % 3 {
+                    0 => full,
+                    1 => next() as u32 & full,
+                    _ => 1 << (next() as usize % lanes),
+                };
+                let (guard, neg) = match trial % 5 {
+                    0 | 1 => (NONE, false),
+                    2 => (GUARD, false),
+                    _ => (GUARD, true),
+                };
+                let file: Vec<u64> = (0..ROWS * WARP)
+                    .map(|k| match next() % 4 {
+                        0 => next() & 1,
+                        1 => next() & 0xffff_ffff,
+                        2 if k / WARP == 1 => next() % 64,
+                        _ => next(),
+                    })
+                    .collect();
+                let mut got = file.clone();
+                exec_warp(*f, &mut got, full, group, guard, neg);
+                let mut want = file.clone();
+                for l in 0..lanes {
+                    let mut r = crate::exec::Lane { file: &mut want, lane: l };
+                    if group >> l & 1 != 0 && crate::exec::guard_holds(&r, guard, neg) {
+                        exec(*f, &mut r);
+                    }
+                }
+                for r in 0..ROWS {
+                    for l in 0..lanes {
+                        let (g, w) = (got[r * WARP + l], want[r * WARP + l]);
+                        assert_eq!(g, w, "{name}: register {r} lane {l}, group {group:#x} guard {guard} neg {neg}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -19,6 +19,7 @@
 //! f64 results keep the host's payload propagation, which is what the ISA promises;
 //! rcp.approx.ftz.f64 of a NaN is 0x7fffffff00000000, its canonical NaN.
 
+use super::Regs;
 use std::cmp::Ordering;
 
 use super::approx::{self, Approx};
@@ -92,7 +93,7 @@ fn directed_f32(op: Op, a: f32, b: f32, c: f32, round: Round) -> f32 {
 
 macro_rules! float_impl {
     ($name:ident, $f:ty, $bits:ty, $sign:expr, $qnan:expr, $canonical:expr, $bound:path) => {
-        pub fn $name(i: &Inst, r: &mut [u64], mode: Approx) {
+        pub fn $name<R: Regs + ?Sized>(i: &Inst, r: &mut R, mode: Approx) {
             let ftz = i.flags & FTZ != 0;
             let load = |reg: u32| -> $f {
                 let x = <$f>::from_bits(r[reg as usize] as $bits);
@@ -203,7 +204,7 @@ float_impl!(exec_f64, f64, u64, 0x8000_0000_0000_0000u64, 0x7fff_ffff_ffff_ffffu
 
 /// Executes a float instruction; `mode` says how its approximate forms compute (the
 /// 16-bit forms the loader accepts are all exact).
-pub fn exec(i: &Inst, r: &mut [u64], mode: Approx) {
+pub fn exec<R: Regs + ?Sized>(i: &Inst, r: &mut R, mode: Approx) {
     match i.ty {
         Ty::F32 => exec_f32(i, r, mode),
         Ty::F16 | Ty::BF16 | Ty::BF16X2 => super::half::exec(i, r),

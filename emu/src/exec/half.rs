@@ -28,6 +28,7 @@
 //! operand, and take -0 as less than +0. `abs` and `neg` (9.7.4.6, 9.7.4.5) are bit
 //! operations on the sign and keep payloads, as the f32 ones do here.
 
+use super::Regs;
 use half::f16;
 
 pub use super::convert::CANONICAL_NAN_F16;
@@ -182,7 +183,7 @@ fn compare(c: Cmp, a: f64, b: f64) -> bool {
 
 /// `set.cmp.dtype.stype d, a, b` (the loader takes f32 and bf16 sources): 1.0 of a float
 /// dtype, or all ones of an integer one, when `a cmp b`; else 0.
-pub fn set(i: &Inst, r: &mut [u64]) {
+pub fn set<R: Regs + ?Sized>(i: &Inst, r: &mut R) {
     let Op::Set(c) = i.op else { unreachable!("not set") };
     let value = |reg: u32| match i.ty2 {
         Ty::BF16 => Half::BF16.to_f64(r[reg as usize] as u16),
@@ -198,7 +199,7 @@ pub fn set(i: &Inst, r: &mut [u64]) {
 }
 
 /// Executes a 16-bit float instruction (`i.ty` F16, BF16 or BF16X2).
-pub fn exec(i: &Inst, r: &mut [u64]) {
+pub fn exec<R: Regs + ?Sized>(i: &Inst, r: &mut R) {
     let h = Half::of(i.ty).expect("a 16-bit float type");
     if let Op::Setp(c) = i.op {
         // setp.cmp.bf16 (the loader takes no other 16-bit setp).

@@ -2,6 +2,7 @@
 //! each instruction reads the low bits its type names and writes its result masked to
 //! its destination width, so a register read at another width sees what the ISA says.
 
+use super::Regs;
 use std::cmp::Ordering;
 
 use crate::ir::{Cmp, Inst, Op, Ty};
@@ -23,7 +24,7 @@ pub fn sx(v: u64, bits: u32) -> i64 {
 }
 
 #[inline(always)]
-pub fn exec(i: &Inst, r: &mut [u64]) {
+pub fn exec<R: Regs + ?Sized>(i: &Inst, r: &mut R) {
     let ty = i.ty;
     let bits = if ty == Ty::Pred { 1 } else { ty.bits() };
     let m = mask(bits);

@@ -29,6 +29,7 @@ pub mod order;
 mod warp;
 
 use std::collections::VecDeque;
+use std::ops::{Index, IndexMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::check::{Checks, SharedShadow};
@@ -155,8 +156,47 @@ enum State {
     Exited,
 }
 
+/// Lanes per warp: the row length of a warp's lane-minor register file.
+pub(crate) const WARP: usize = 32;
+
+/// Registers as one lane sees them, `r[reg]`: a lane of its warp's register file
+/// ([`Lane`]), or in unit tests a plain array. The per-lane instruction code (int.rs,
+/// float.rs, convert.rs, half.rs, fast.rs's `exec`) is written against this.
+pub trait Regs: IndexMut<usize, Output = u64> {}
+impl<T: IndexMut<usize, Output = u64> + ?Sized> Regs for T {}
+
+/// One lane's view of its warp's register file. The file is lane-minor: register `r` of
+/// lane `l` at `r * 32 + l`, so one register of the whole warp is one row of 32 values
+/// that the pre-decoded forms compute over at once (fast.rs, `exec_warp`), instead of 32
+/// separate per-thread vectors.
+pub(crate) struct Lane<'a> {
+    pub file: &'a mut [u64],
+    pub lane: usize,
+}
+
+impl Index<usize> for Lane<'_> {
+    type Output = u64;
+    #[inline(always)]
+    fn index(&self, r: usize) -> &u64 {
+        &self.file[r * WARP + self.lane]
+    }
+}
+
+impl IndexMut<usize> for Lane<'_> {
+    #[inline(always)]
+    fn index_mut(&mut self, r: usize) -> &mut u64 {
+        &mut self.file[r * WARP + self.lane]
+    }
+}
+
+/// Register `r` of lane `l` in a warp's register file.
+#[inline(always)]
+pub(crate) fn reg(file: &[u64], r: u32, l: usize) -> u64 {
+    file[r as usize * WARP + l]
+}
+
+/// A thread's scheduling state; its registers are in its warp's register file.
 pub(crate) struct Thread {
-    pub regs: Vec<u64>,
     pc: u32,
     state: State,
     /// pcs of the `call` instructions being executed.
@@ -376,6 +416,8 @@ struct Worker<'a> {
     k: &'a Kernel,
     cfg: &'a LaunchConfig,
     threads: Vec<Thread>,
+    /// The warps' register files, one after another (`code.nregs` rows of 32 each).
+    regs: Vec<u64>,
     blk: Block<'a>,
 }
 
@@ -394,23 +436,25 @@ impl<'a> Worker<'a> {
         let code = &k.code;
         let [bx, by, _] = cfg.block;
         let nwarps = n.div_ceil(32);
+        let stride = code.nregs as usize * WARP;
+        let mut regs = vec![0u64; nwarps as usize * stride];
         let threads = (0..n)
             .map(|i| {
-                let mut regs = vec![0u64; code.nregs as usize];
-                for &(r, v) in &code.consts {
-                    regs[r as usize] = v;
+                let file = &mut regs[(i / 32) as usize * stride..][..stride];
+                let mut r = Lane { file, lane: (i % 32) as usize };
+                for &(c, v) in &code.consts {
+                    r[c as usize] = v;
                 }
                 let tid = [i % bx, (i / bx) % by, i / (bx * by)];
                 for d in 0..3 {
-                    regs[(special::TID + d as u32) as usize] = tid[d] as u64;
-                    regs[(special::NTID + d as u32) as usize] = cfg.block[d] as u64;
-                    regs[(special::NCTAID + d as u32) as usize] = cfg.grid[d] as u64;
+                    r[(special::TID + d as u32) as usize] = tid[d] as u64;
+                    r[(special::NTID + d as u32) as usize] = cfg.block[d] as u64;
+                    r[(special::NCTAID + d as u32) as usize] = cfg.grid[d] as u64;
                 }
-                regs[special::LANEID as usize] = (i % 32) as u64;
-                regs[special::WARPID as usize] = (i / 32) as u64;
-                regs[special::NWARPID as usize] = nwarps as u64;
+                r[special::LANEID as usize] = (i % 32) as u64;
+                r[special::WARPID as usize] = (i / 32) as u64;
+                r[special::NWARPID as usize] = nwarps as u64;
                 Thread {
-                    regs,
                     pc: 0,
                     state: State::Ready,
                     calls: Vec::new(),
@@ -436,7 +480,7 @@ impl<'a> Worker<'a> {
             footprint: footprint::Footprint::default(),
             mma: cfg.mma,
         };
-        Worker { k, cfg, threads, blk }
+        Worker { k, cfg, threads, regs, blk }
     }
 
     /// Runs the blocks at these positions of `order` over the launch's `nblocks`; on a
@@ -466,11 +510,16 @@ impl<'a> Worker<'a> {
                 t.calls.clear();
                 t.cp_pending.clear();
                 t.cp_groups.clear();
-                let c = special::CTAID as usize;
-                t.regs[c..c + 3].copy_from_slice(&ctaid);
+            }
+            let stride = code.nregs as usize * WARP;
+            for i in 0..self.threads.len() {
+                let mut r = Lane { file: &mut self.regs[(i / 32) * stride..][..stride], lane: i % 32 };
+                for (d, &c) in ctaid.iter().enumerate() {
+                    r[special::CTAID as usize + d] = c;
+                }
             }
             let threads = &mut self.threads;
-            run_block(k, code, threads, &mut self.blk).map_err(|(t, f)| {
+            run_block(k, code, threads, &mut self.regs, &mut self.blk).map_err(|(t, f)| {
                 let (tid, line) = match t {
                     Some(t) => (threads[t].tid, code.insts[threads[t].pc as usize].line),
                     None => ([0; 3], 0),
@@ -492,11 +541,19 @@ impl<'a> Worker<'a> {
 /// A fault and the index of the thread it happened in (None: the whole block).
 type BlockFault = (Option<usize>, Fault);
 
-fn run_block(k: &Kernel, code: &Code, threads: &mut [Thread], blk: &mut Block) -> Result<(), BlockFault> {
+fn run_block(
+    k: &Kernel,
+    code: &Code,
+    threads: &mut [Thread],
+    regs: &mut [u64],
+    blk: &mut Block,
+) -> Result<(), BlockFault> {
+    let stride = code.nregs as usize * WARP;
     loop {
         for w in 0..threads.len().div_ceil(32) {
             let end = ((w + 1) * 32).min(threads.len());
-            run_warp(code, &mut threads[w * 32..end], blk).map_err(|(l, f)| (Some(w * 32 + l), f))?;
+            let file = &mut regs[w * stride..][..stride];
+            run_warp(code, &mut threads[w * 32..end], file, blk).map_err(|(l, f)| (Some(w * 32 + l), f))?;
         }
         if threads.iter().all(|t| t.state == State::Exited) {
             return Ok(());
@@ -504,11 +561,12 @@ fn run_block(k: &Kernel, code: &Code, threads: &mut [Thread], blk: &mut Block) -
         let mut progress = false;
         for w in 0..threads.len().div_ceil(32) {
             let end = ((w + 1) * 32).min(threads.len());
-            progress |=
-                resolve_warp(code, w, &mut threads[w * 32..end], blk).map_err(|(l, f)| (l.map(|l| w * 32 + l), f))?;
+            let file = &mut regs[w * stride..][..stride];
+            progress |= resolve_warp(code, w, &mut threads[w * 32..end], file, blk)
+                .map_err(|(l, f)| (l.map(|l| w * 32 + l), f))?;
         }
         if !progress {
-            progress = resolve_barrier(code, threads, blk)?;
+            progress = resolve_barrier(code, threads, regs, blk)?;
         }
         if !progress {
             return Err((None, deadlock(k, code, threads)));
@@ -552,7 +610,13 @@ fn is_warp_op(op: Op) -> bool {
 
 /// Completes the warp-level collective of the lowest waiting lane of this warp when
 /// every lane it needs has arrived. Ok(true) when it did.
-fn resolve_warp(code: &Code, w: usize, lanes: &mut [Thread], blk: &mut Block) -> Result<bool, (Option<usize>, Fault)> {
+fn resolve_warp(
+    code: &Code,
+    w: usize,
+    lanes: &mut [Thread],
+    file: &mut [u64],
+    blk: &mut Block,
+) -> Result<bool, (Option<usize>, Fault)> {
     let at = |t: &Thread| {
         (t.state == State::Waiting && is_warp_op(code.insts[t.pc as usize].op)).then(|| &code.insts[t.pc as usize])
     };
@@ -577,7 +641,7 @@ fn resolve_warp(code: &Code, w: usize, lanes: &mut [Thread], blk: &mut Block) ->
                 return Ok(false);
             }
             let inst = &code.insts[pc as usize];
-            warp::wmma(inst, lanes, blk).map_err(|f| (Some(first), f))?;
+            warp::wmma(inst, lanes, file, blk).map_err(|f| (Some(first), f))?;
             for t in lanes.iter_mut() {
                 t.pc += 1;
                 t.state = State::Ready;
@@ -587,7 +651,7 @@ fn resolve_warp(code: &Code, w: usize, lanes: &mut [Thread], blk: &mut Block) ->
         _ => {
             let inst = &code.insts[lanes[first].pc as usize];
             let mask_reg = if op == Op::BarWarpSync { inst.a } else { inst.v[0] };
-            let members = lanes[first].regs[mask_reg as usize] as u32;
+            let members = reg(file, mask_reg, first) as u32;
             for l in 0..32 {
                 if members & (1 << l) == 0 {
                     continue;
@@ -627,7 +691,7 @@ fn resolve_warp(code: &Code, w: usize, lanes: &mut [Thread], blk: &mut Block) ->
             if let Op::Shfl(mode) = op {
                 let insts: Vec<Option<&crate::ir::Inst>> =
                     (0..lanes.len()).map(|l| if members & (1 << l) != 0 { at(&lanes[l]) } else { None }).collect();
-                warp::shfl(mode, lanes, members, &insts);
+                warp::shfl(mode, file, members, &insts);
             }
             for (l, t) in lanes.iter_mut().enumerate() {
                 if members & (1 << l) != 0 {
@@ -644,7 +708,10 @@ fn resolve_warp(code: &Code, w: usize, lanes: &mut [Thread], blk: &mut Block) ->
 }
 
 /// Completes the block barrier when every thread that has not exited waits at one.
-fn resolve_barrier(code: &Code, threads: &mut [Thread], blk: &mut Block) -> Result<bool, BlockFault> {
+fn resolve_barrier(code: &Code, threads: &mut [Thread], regs: &mut [u64], blk: &mut Block) -> Result<bool, BlockFault> {
+    // Register `r` of thread `t` in the block's register files.
+    let stride = code.nregs as usize * WARP;
+    let at = |t: usize, r: u32| (t / 32) * stride + r as usize * WARP + t % 32;
     let mut red = false;
     let mut kind = None;
     let mut first_pc: Option<(usize, u32)> = None;
@@ -658,7 +725,7 @@ fn resolve_barrier(code: &Code, threads: &mut [Thread], blk: &mut Block) -> Resu
         if !matches!(i.op, Op::BarSync | Op::BarRedOr) {
             return Ok(false);
         }
-        let id = t.regs[i.a as usize];
+        let id = regs[at(ti, i.a)];
         if i.b != NONE {
             return Err((
                 Some(ti),
@@ -682,7 +749,7 @@ fn resolve_barrier(code: &Code, threads: &mut [Thread], blk: &mut Block) -> Resu
             }
         }
         if i.op == Op::BarRedOr {
-            red |= t.regs[i.c as usize] & 1 != 0;
+            red |= regs[at(ti, i.c)] & 1 != 0;
         }
         match first_pc {
             None => first_pc = Some((ti, t.pc)),
@@ -703,10 +770,10 @@ fn resolve_barrier(code: &Code, threads: &mut [Thread], blk: &mut Block) -> Resu
     if blk.checks.race || blk.checks.init {
         blk.shadow.block_barrier();
     }
-    for t in threads.iter_mut().filter(|t| t.state == State::Waiting) {
+    for (ti, t) in threads.iter_mut().enumerate().filter(|(_, t)| t.state == State::Waiting) {
         let i = &code.insts[t.pc as usize];
         if i.op == Op::BarRedOr {
-            t.regs[i.d as usize] = red as u64;
+            regs[at(ti, i.d)] = red as u64;
         }
         t.pc += 1;
         t.state = State::Ready;
@@ -725,7 +792,7 @@ fn resolve_barrier(code: &Code, threads: &mut [Thread], blk: &mut Block) -> Resu
 /// of lane by lane up to the next collective. Every order of independent lanes is a
 /// legal schedule, and the sanitizers judge accesses by synchronization epochs, not by
 /// the order the lanes ran in (check/mod.rs). On a fault, the lane and the fault.
-fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (usize, Fault)> {
+fn run_warp(code: &Code, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block) -> Result<(), (usize, Fault)> {
     let full = all_lanes(lanes.len());
     while let Some((mut pc, group, next)) = lowest_group(lanes) {
         let width = group.count_ones() as u64;
@@ -739,7 +806,7 @@ fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (u
                 if let Some(c) = &mut blk.cost {
                     c.execute(t.linear, t.pc, class(code.insts[t.pc as usize].op));
                 }
-                step(t, blk, code).map_err(|f| (l, f))?;
+                step(t, &mut Lane { file: &mut *file, lane: l }, blk, code).map_err(|f| (l, f))?;
             }
             continue;
         }
@@ -759,10 +826,10 @@ fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (u
             let f = code.fast[pc as usize];
             if matches!(f, crate::ir::fast::Fast::Generic) {
                 if i.op == Op::Bra {
-                    let taken = |t: &Thread| guard_holds(&t.regs, i.guard, i.guard_neg);
-                    let mut members = lanes.iter().enumerate().filter(|&(l, _)| group >> l & 1 != 0).map(|(_, t)| t);
+                    let taken = |l: usize| i.guard == NONE || (reg(file, i.guard, l) & 1 != 0) != i.guard_neg;
+                    let mut members = (0..lanes.len()).filter(|&l| group >> l & 1 != 0);
                     let first = members.next().is_some_and(taken);
-                    if members.all(|t| taken(t) == first) {
+                    if members.all(|l| taken(l) == first) {
                         pc = if first { i.off as u32 } else { pc + 1 };
                         continue;
                     }
@@ -772,14 +839,14 @@ fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (u
                 if group == full
                     && i.op == Op::Ld(Space::Param)
                     && blk.cost.is_none()
-                    && access::ld_param_warp(i, blk, lanes)
+                    && access::ld_param_warp(i, blk, lanes, file)
                 {
                     pc += 1;
                     continue;
                 }
                 break;
             }
-            fast::exec_warp(f, lanes, group, i.guard, i.guard_neg);
+            fast::exec_warp(f, file, full, group, i.guard, i.guard_neg);
             pc += 1;
         }
         // The instruction at `pc` takes the general path, lane by lane (its count is in
@@ -787,7 +854,7 @@ fn run_warp(code: &Code, lanes: &mut [Thread], blk: &mut Block) -> Result<(), (u
         for (l, t) in lanes.iter_mut().enumerate() {
             if group >> l & 1 != 0 {
                 t.pc = pc;
-                step(t, blk, code).map_err(|f| (l, f))?;
+                step(t, &mut Lane { file: &mut *file, lane: l }, blk, code).map_err(|f| (l, f))?;
             }
         }
     }
@@ -828,7 +895,7 @@ fn lowest_group(lanes: &[Thread]) -> Option<(u32, u32, u32)> {
 /// Whether an instruction guarded by predicate register `guard` (NONE: unguarded), negated
 /// when `neg`, executes in a thread whose registers are `regs`.
 #[inline(always)]
-pub(crate) fn guard_holds(regs: &[u64], guard: u32, neg: bool) -> bool {
+pub(crate) fn guard_holds<R: Regs + ?Sized>(regs: &R, guard: u32, neg: bool) -> bool {
     guard == NONE || (regs[guard as usize] & 1 != 0) != neg
 }
 
@@ -855,15 +922,15 @@ fn class(op: Op) -> usize {
 /// Executes the instruction at `t.pc`. Ok(true) when the thread is still ready (its pc
 /// moved on), Ok(false) when it stopped at a synchronizing instruction or exited.
 #[inline(always)]
-fn step(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<bool, Fault> {
+fn step(t: &mut Thread, r: &mut Lane, blk: &mut Block, code: &Code) -> Result<bool, Fault> {
     let i = &code.insts[t.pc as usize];
-    if !guard_holds(&t.regs, i.guard, i.guard_neg) {
+    if !guard_holds(r, i.guard, i.guard_neg) {
         t.pc += 1;
         return Ok(true);
     }
     let f = code.fast[t.pc as usize];
     if !matches!(f, crate::ir::fast::Fast::Generic) {
-        fast::exec(f, &mut t.regs);
+        fast::exec(f, r);
         t.pc += 1;
         return Ok(true);
     }
@@ -876,7 +943,7 @@ fn step(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<bool, Fault> {
             let c = &code.callees[i.off as usize];
             let nret = i.c as usize;
             for (k, &p) in c.params.iter().enumerate() {
-                t.regs[p as usize] = t.regs[i.v[nret + k] as usize];
+                r[p as usize] = r[i.v[nret + k] as usize];
             }
             t.calls.push(t.pc);
             t.pc = c.entry;
@@ -887,7 +954,7 @@ fn step(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<bool, Fault> {
                 let ci = &code.insts[call as usize];
                 let c = &code.callees[ci.off as usize];
                 for k in 0..ci.c as usize {
-                    t.regs[ci.v[k] as usize] = t.regs[c.rets[k] as usize];
+                    r[ci.v[k] as usize] = r[c.rets[k] as usize];
                 }
                 t.pc = call + 1;
                 return Ok(true);
@@ -898,9 +965,9 @@ fn step(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<bool, Fault> {
                 return Ok(false);
             }
         },
-        Op::Ld(s) => access::ld(i, s, blk, t)?,
-        Op::St(s) => access::st(i, s, blk, t)?,
-        Op::CpAsync => access::cp_async(i, blk, t)?,
+        Op::Ld(s) => access::ld(i, s, blk, t, r)?,
+        Op::St(s) => access::st(i, s, blk, t, r)?,
+        Op::CpAsync => access::cp_async(i, blk, t, r)?,
         Op::CpAsyncCommit => {
             let g = std::mem::take(&mut t.cp_pending);
             t.cp_groups.push_back(g);
@@ -924,11 +991,11 @@ fn step(t: &mut Thread, blk: &mut Block, code: &Code) -> Result<bool, Fault> {
             t.state = State::Waiting;
             return Ok(false);
         }
-        Op::Cvt => convert::exec(i, &mut t.regs),
-        Op::Setp(_) if i.ty.is_float() => float::exec(i, &mut t.regs, blk.approx),
-        Op::Set(_) => half::set(i, &mut t.regs),
-        op if op.is_float_arith() => float::exec(i, &mut t.regs, blk.approx),
-        _ => int::exec(i, &mut t.regs),
+        Op::Cvt => convert::exec(i, r),
+        Op::Setp(_) if i.ty.is_float() => float::exec(i, r, blk.approx),
+        Op::Set(_) => half::set(i, r),
+        op if op.is_float_arith() => float::exec(i, r, blk.approx),
+        _ => int::exec(i, r),
     }
     t.pc += 1;
     Ok(true)

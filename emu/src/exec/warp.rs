@@ -27,28 +27,28 @@ use half::f16;
 use super::access::{locate, locate_span, read, Who};
 use super::half::Half;
 use super::mma::{self, Mma, Out};
-use super::{Block, Fault, Thread};
+use super::{reg, Block, Fault, Thread, WARP};
 use crate::exec::FaultKind;
 use crate::ir::collective::acc_regs;
 use crate::ir::{Inst, Layout, Op, ShflMode, Space, Ty};
 
 /// One `shfl.sync` over the lanes in `members` (bit l set: lane l takes part), each at
-/// its own instruction `insts[l]`.
-pub fn shfl(mode: ShflMode, lanes: &mut [Thread], members: u32, insts: &[Option<&Inst>]) {
+/// its own instruction `insts[l]`, in the warp's register file `file`.
+pub fn shfl(mode: ShflMode, file: &mut [u64], members: u32, insts: &[Option<&Inst>]) {
     let mut src = [0u64; 32];
-    for (l, t) in lanes.iter().enumerate() {
-        if let Some(i) = insts[l] {
-            src[l] = t.regs[i.a as usize] & 0xffff_ffff;
+    for (l, i) in insts.iter().enumerate() {
+        if let Some(i) = i {
+            src[l] = reg(file, i.a, l) & 0xffff_ffff;
         }
     }
-    for (l, t) in lanes.iter_mut().enumerate() {
-        let Some(i) = insts[l] else { continue };
+    for (l, i) in insts.iter().enumerate() {
+        let Some(i) = i else { continue };
         if members & (1 << l) == 0 {
             continue;
         }
         let lane = l as u32;
-        let b = (t.regs[i.b as usize] as u32) & 31;
-        let c = t.regs[i.c as usize] as u32;
+        let b = (reg(file, i.b, l) as u32) & 31;
+        let c = reg(file, i.c, l) as u32;
         let segmask = (c >> 8) & 31;
         let max_lane = (lane & segmask) | (c & 31 & !segmask);
         let min_lane = lane & segmask;
@@ -71,9 +71,9 @@ pub fn shfl(mode: ShflMode, lanes: &mut [Thread], members: u32, insts: &[Option<
             }
         };
         let j = if ok { j as usize } else { l };
-        t.regs[i.d as usize] = src[j];
+        file[i.d as usize * WARP + l] = src[j];
         if let Some(&p) = i.v.get(1) {
-            t.regs[p as usize] = ok as u64;
+            file[p as usize * WARP + l] = ok as u64;
         }
     }
 }
@@ -84,11 +84,11 @@ pub fn shfl(mode: ShflMode, lanes: &mut [Thread], members: u32, insts: &[Option<
 /// the CUDA C++ Programming Guide's `load_matrix_sync` / `store_matrix_sync` require
 /// ("a multiple of 8 for __half element type or multiple of 4 for float element type"):
 /// every memory row of the tile then starts 16-byte aligned, as the hardware loads it.
-fn uniform_address(lanes: &[Thread], i: &Inst, elem: u64) -> Result<(u64, u64), Fault> {
-    let addr = |t: &Thread| t.regs[i.a as usize].wrapping_add(i.off as u64);
-    let stride = |t: &Thread| t.regs[i.b as usize] & 0xffff_ffff;
-    let (a0, s0) = (addr(&lanes[0]), stride(&lanes[0]));
-    if let Some((l, _)) = lanes.iter().enumerate().find(|(_, t)| addr(t) != a0 || stride(t) != s0) {
+fn uniform_address(file: &[u64], i: &Inst, elem: u64) -> Result<(u64, u64), Fault> {
+    let addr = |l: usize| reg(file, i.a, l).wrapping_add(i.off as u64);
+    let stride = |l: usize| reg(file, i.b, l) & 0xffff_ffff;
+    let (a0, s0) = (addr(0), stride(0));
+    if let Some(l) = (0..WARP).find(|&l| addr(l) != a0 || stride(l) != s0) {
         return Err(Fault {
             kind: FaultKind::IllegalInstruction,
             msg: format!("wmma with a different address or stride in lane {l} than in lane 0 ({a0:#x}, stride {s0}): the .aligned form needs them warp-uniform"),
@@ -196,7 +196,7 @@ fn tile_row(
 /// access to the tile needs a `__syncwarp` (or a block barrier) between. A tile is
 /// 16 memory rows of 16 contiguous elements (logical rows for a row-major layout,
 /// columns for a column-major one), each checked and accessed as one span.
-pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault> {
+pub fn wmma(i: &Inst, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block) -> Result<(), Fault> {
     let who = Who { thread: lanes[0].linear, line: i.line, nc: false };
     // Logical element (row-major index) of element `c` of memory row `r`.
     let logical = |layout: Layout, r: usize, c: usize| match layout {
@@ -205,7 +205,7 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
     };
     match i.op {
         Op::WmmaLoadA(layout) | Op::WmmaLoadB(layout) | Op::WmmaLoadC(layout) if i.ty != Ty::F32 => {
-            let (base, stride) = uniform_address(lanes, i, 2)?;
+            let (base, stride) = uniform_address(file, i, 2)?;
             let sp = space(i);
             cost_tile(blk, &lanes[0], sp, base, stride, 2, false);
             let mut m = [0u16; 256];
@@ -218,17 +218,18 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
             }
             // Element pair k (elements 2k, 2k + 1) in register k: f16 A and B fragments
             // have 8 registers, the last 4 repeating the first; bf16 ones and f16 C have 4.
-            for (l, t) in lanes.iter_mut().enumerate() {
-                for (k, &reg) in i.v.iter().enumerate() {
-                    let k = k % 4;
+            for (k, &r) in i.v.iter().enumerate() {
+                let k = k % 4;
+                let out = &mut file[r as usize * WARP..][..WARP];
+                for (l, o) in out.iter_mut().enumerate() {
                     let lo = m[8 * l + 2 * k] as u64;
                     let hi = m[8 * l + 2 * k + 1] as u64;
-                    t.regs[reg as usize] = lo | hi << 16;
+                    *o = lo | hi << 16;
                 }
             }
         }
         Op::WmmaLoadC(layout) => {
-            let (base, stride) = uniform_address(lanes, i, 4)?;
+            let (base, stride) = uniform_address(file, i, 4)?;
             let sp = space(i);
             cost_tile(blk, &lanes[0], sp, base, stride, 4, false);
             let mut d = [0u32; 256];
@@ -240,25 +241,26 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
                     d[logical(layout, r, c)] = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 }
             }
-            for (l, t) in lanes.iter_mut().enumerate() {
-                for j in 0..8 {
-                    t.regs[i.v[j] as usize] = d[8 * l + j] as u64;
+            for j in 0..8 {
+                let out = &mut file[i.v[j] as usize * WARP..][..WARP];
+                for (l, o) in out.iter_mut().enumerate() {
+                    *o = d[8 * l + j] as u64;
                 }
             }
         }
         Op::WmmaStoreD(layout) => {
             // 4-byte f32 elements, one per register, or 2-byte f16 ones, two per register.
             let elem = if i.ty == Ty::F16 { 2 } else { 4 };
-            let (base, stride) = uniform_address(lanes, i, elem as u64)?;
+            let (base, stride) = uniform_address(file, i, elem as u64)?;
             let sp = space(i);
             cost_tile(blk, &lanes[0], sp, base, stride, elem as u64, true);
             let mut d = [0u32; 256];
-            for (l, t) in lanes.iter().enumerate() {
+            for l in 0..WARP {
                 for j in 0..8 {
                     d[8 * l + j] = if elem == 2 {
-                        (t.regs[i.v[j / 2] as usize] >> (16 * (j % 2))) as u32 & 0xffff
+                        (reg(file, i.v[j / 2], l) >> (16 * (j % 2))) as u32 & 0xffff
                     } else {
-                        t.regs[i.v[j] as usize] as u32
+                        reg(file, i.v[j], l) as u32
                     };
                 }
             }
@@ -286,9 +288,9 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
             // conversion chosen once per instruction rather than per element.
             match h {
                 Half::F16 => {
-                    fragments(lanes, i, [va, vb, vc], c_f16, [&mut a, &mut b, &mut d], f16s, |x| f16s[x as usize])
+                    fragments(file, i, [va, vb, vc], c_f16, [&mut a, &mut b, &mut d], f16s, |x| f16s[x as usize])
                 }
-                Half::BF16 => fragments(lanes, i, [va, vb, vc], c_f16, [&mut a, &mut b, &mut d], f16s, |x| {
+                Half::BF16 => fragments(file, i, [va, vb, vc], c_f16, [&mut a, &mut b, &mut d], f16s, |x| {
                     f32::from_bits((x as u32) << 16)
                 }),
             }
@@ -312,18 +314,20 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
                     mma::trunc_tile(group, extra, &a, &b, &mut d, emin, out);
                 }
             }
-            let vd: [usize; 8] = std::array::from_fn(|j| i.v[j.min(i.v.len() - 1)] as usize);
-            for (l, t) in lanes.iter_mut().enumerate() {
-                let dl = &d[8 * l..8 * l + 8];
-                if out == Out::F16 {
-                    for k in 0..4 {
-                        let lo = f16::from_f32(dl[2 * k]).to_bits() as u64;
-                        let hi = f16::from_f32(dl[2 * k + 1]).to_bits() as u64;
-                        t.regs[vd[k]] = lo | hi << 16;
+            if out == Out::F16 {
+                for k in 0..4 {
+                    let row = &mut file[i.v[k] as usize * WARP..][..WARP];
+                    for (l, o) in row.iter_mut().enumerate() {
+                        let lo = f16::from_f32(d[8 * l + 2 * k]).to_bits() as u64;
+                        let hi = f16::from_f32(d[8 * l + 2 * k + 1]).to_bits() as u64;
+                        *o = lo | hi << 16;
                     }
-                } else {
-                    for j in 0..8 {
-                        t.regs[vd[j]] = dl[j].to_bits() as u64;
+                }
+            } else {
+                for j in 0..8 {
+                    let row = &mut file[i.v[j] as usize * WARP..][..WARP];
+                    for (l, o) in row.iter_mut().enumerate() {
+                        *o = d[8 * l + j].to_bits() as u64;
                     }
                 }
             }
@@ -339,7 +343,7 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], blk: &mut Block) -> Result<(), Fault
 /// `c_f16` (through `f16s`, the caller's [`f16_table`]).
 #[inline(always)]
 fn fragments(
-    lanes: &[Thread],
+    file: &[u64],
     i: &Inst,
     v: [usize; 3],
     c_f16: bool,
@@ -353,22 +357,28 @@ fn fragments(
     let pairs = |at: usize| -> [usize; 4] { std::array::from_fn(|k| i.v[at + k] as usize) };
     let (ra, rb, rc) = (pairs(v[0]), pairs(v[1]), pairs(v[2]));
     let rc32: [usize; 8] = std::array::from_fn(|j| if c_f16 { 0 } else { i.v[v[2] + j] as usize });
+    // Register `r` of every lane is one row of the file: element pair k of lane l, from
+    // row rs[k], goes to elements 8 l + 2 k and 8 l + 2 k + 1.
     #[inline(always)]
-    fn unpack(regs: &[u64], rs: &[usize; 4], dst: &mut [f32], value: &impl Fn(u16) -> f32) {
+    fn unpack(file: &[u64], rs: &[usize; 4], dst: &mut [f32; 256], value: &impl Fn(u16) -> f32) {
         for (k, &r) in rs.iter().enumerate() {
-            let w = regs[r];
-            dst[2 * k] = value(w as u16);
-            dst[2 * k + 1] = value((w >> 16) as u16);
+            let row = &file[r * WARP..][..WARP];
+            for (l, &w) in row.iter().enumerate() {
+                dst[8 * l + 2 * k] = value(w as u16);
+                dst[8 * l + 2 * k + 1] = value((w >> 16) as u16);
+            }
         }
     }
-    for (l, t) in lanes.iter().enumerate() {
-        let e = 8 * l..8 * l + 8;
-        unpack(&t.regs, &ra, &mut a[e.clone()], &value);
-        unpack(&t.regs, &rb, &mut b[e.clone()], &value);
-        if c_f16 {
-            unpack(&t.regs, &rc, &mut c[e], &|x| f16s[x as usize]);
-        } else {
-            c[e].iter_mut().zip(&rc32).for_each(|(x, &r)| *x = f32::from_bits(t.regs[r] as u32));
+    unpack(file, &ra, a, &value);
+    unpack(file, &rb, b, &value);
+    if c_f16 {
+        unpack(file, &rc, c, &|x| f16s[x as usize]);
+    } else {
+        for (j, &r) in rc32.iter().enumerate() {
+            let row = &file[r * WARP..][..WARP];
+            for (l, &w) in row.iter().enumerate() {
+                c[8 * l + j] = f32::from_bits(w as u32);
+            }
         }
     }
 }
