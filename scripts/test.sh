@@ -230,6 +230,14 @@ case "$mode" in
     else
       banner "mode: emulator (nvidia-smi lists no GPU); the GPU tests run on the CUDA driver emulator, emu/"
     fi
+    if [[ $# -eq 0 ]]; then
+      # The emulator's library and its own tests in one cargo build, which keeps both
+      # cores busy (the library alone is one crate, its unit-test build another as large):
+      # about 10 s less than building the library first. build-emu.sh then finds it built;
+      # a failure here shows again there and in the emulator's tests below.
+      banner "building the emulator and its own tests (cargo test -p mp-emu --release --no-run)"
+      cargo test -p mp-emu --release --no-run || true
+    fi
     banner "building the emulator (scripts/build-emu.sh)"
     if ! emu_dir=$(scripts/build-emu.sh); then
       echo "error: the emulator did not build; no GPU test can run" >&2
