@@ -907,13 +907,7 @@ mod tests {
     /// destination that is also a source.
     #[test]
     fn exec_warp_is_exec_on_each_active_lane() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::exec::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let ops = [
             Op::Add,
             Op::Sub,

@@ -472,13 +472,7 @@ mod tests {
     /// for f32 and f16 outputs.
     #[test]
     fn trunc_tile_matches_dot_per_element() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::exec::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let same = |x: f32, y: f32| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
         for case in 0..600 {
             let bf16 = case % 2 == 1;

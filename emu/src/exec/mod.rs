@@ -1000,3 +1000,15 @@ fn step(t: &mut Thread, r: &mut Lane, blk: &mut Block, code: &Code) -> Result<bo
     t.pc += 1;
     Ok(true)
 }
+
+/// The unit tests' random numbers: xorshift64 (13, 7, 17) from `seed`, one generator for
+/// every test that draws random operands.
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}

@@ -463,13 +463,7 @@ mod tests {
     /// accumulators.
     #[test]
     fn accumulate_is_dot_rn_per_element() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::exec::xorshift(0x2545_f491_4f6c_dd1du64);
         for case in 0..200 {
             let h = if case % 2 == 0 { Half::F16 } else { Half::BF16 };
             let mut value = || loop {
