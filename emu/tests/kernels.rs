@@ -851,3 +851,96 @@ fn wmma_stride_must_be_a_multiple_of_16_bytes() {
     }
     // The clean twin is wmma_tile_in_every_layout: ldm 24 halves (48 bytes), 16 floats.
 }
+
+// ---------------------------------------------------------------------------------------
+// Loads and stores of a whole warp at once (exec::access::ld_st_warp)
+// ---------------------------------------------------------------------------------------
+
+/// Each lane loads a sign-extended byte and half-word, odd lanes also a .v2 (even lanes
+/// keep 7 and 9), stores the four as a .v4 to shared memory, and after a barrier copies
+/// its neighbour's (lane + 1 mod 32) to `out`: even lanes as one .v4, odd lanes as a .v2,
+/// a 16-bit and an 8-bit store. Guarded, vector, narrow and sign-extended accesses of a
+/// converged warp, the forms the warp-wide path takes.
+const LANE_MEMORY: &str = "
+.visible .entry lane_memory(
+\t.param .u64 lane_memory_param_0,
+\t.param .u64 lane_memory_param_1
+)
+{
+\t.reg .pred \t%p<2>;
+\t.reg .b32 \t%r<16>;
+\t.reg .b64 \t%rd<8>;
+\t.shared .align 16 .b8 sh[512];
+
+\tld.param.u64 \t%rd1, [lane_memory_param_0];
+\tld.param.u64 \t%rd2, [lane_memory_param_1];
+\tmov.u32 \t%r1, %tid.x;
+\tcvt.u64.u32 \t%rd3, %r1;
+\tadd.s64 \t%rd4, %rd1, %rd3;
+\tld.global.s8 \t%r2, [%rd4];
+\tshl.b64 \t%rd5, %rd3, 1;
+\tadd.s64 \t%rd5, %rd1, %rd5;
+\tld.global.s16 \t%r3, [%rd5+64];
+\tand.b32 \t%r4, %r1, 1;
+\tsetp.eq.u32 \t%p1, %r4, 1;
+\tshl.b64 \t%rd6, %rd3, 3;
+\tadd.s64 \t%rd6, %rd1, %rd6;
+\tmov.u32 \t%r5, 7;
+\tmov.u32 \t%r6, 9;
+\t@%p1 ld.global.v2.u32 \t{%r5, %r6}, [%rd6+128];
+\tshl.b32 \t%r7, %r1, 4;
+\tmov.u32 \t%r8, sh;
+\tadd.s32 \t%r9, %r8, %r7;
+\tst.shared.v4.u32 \t[%r9], {%r2, %r3, %r5, %r6};
+\tbar.sync \t0;
+\tadd.s32 \t%r10, %r1, 1;
+\tand.b32 \t%r10, %r10, 31;
+\tshl.b32 \t%r10, %r10, 4;
+\tadd.s32 \t%r10, %r8, %r10;
+\tld.shared.v4.u32 \t{%r11, %r12, %r13, %r14}, [%r10];
+\tshl.b64 \t%rd7, %rd3, 4;
+\tadd.s64 \t%rd7, %rd2, %rd7;
+\t@!%p1 st.global.v4.u32 \t[%rd7], {%r11, %r12, %r13, %r14};
+\t@%p1 st.global.v2.u32 \t[%rd7], {%r11, %r12};
+\t@%p1 st.global.u16 \t[%rd7+8], %r13;
+\t@%p1 st.global.u8 \t[%rd7+10], %r14;
+\tret;
+}
+";
+
+#[test]
+fn a_warps_guarded_vector_and_narrow_accesses() {
+    let ptx = format!("{HEADER}{LANE_MEMORY}");
+    let mut r = Rig::new(&ptx);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let input: Vec<u8> = (0..384)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let pin = r.upload(&input);
+    let pout = r.upload(&[0u8; 512]);
+    r.launch("lane_memory", [1, 1, 1], [32, 1, 1], &[&b64(pin), &b64(pout)]).unwrap();
+    let got = r.download::<u8>(pout, 512);
+    let u32_at = |o: usize| u32::from_le_bytes(input[o..o + 4].try_into().unwrap());
+    for t in 0..32usize {
+        let s = (t + 1) % 32;
+        let a = input[s] as i8 as i32 as u32;
+        let b = i16::from_le_bytes([input[64 + 2 * s], input[65 + 2 * s]]) as i32 as u32;
+        let (c, d) = if s % 2 == 1 { (u32_at(128 + 8 * s), u32_at(132 + 8 * s)) } else { (7, 9) };
+        let mut want = [0u8; 16];
+        want[..4].copy_from_slice(&a.to_le_bytes());
+        want[4..8].copy_from_slice(&b.to_le_bytes());
+        if t % 2 == 0 {
+            want[8..12].copy_from_slice(&c.to_le_bytes());
+            want[12..].copy_from_slice(&d.to_le_bytes());
+        } else {
+            want[8..10].copy_from_slice(&c.to_le_bytes()[..2]);
+            want[10] = d as u8;
+        }
+        assert_eq!(got[16 * t..16 * t + 16], want, "thread {t}");
+    }
+}

@@ -139,6 +139,20 @@ impl Cells {
     ) -> Result<(), Finding> {
         let end = addr + n;
         let mut a = addr;
+        // Whole words of one cell each (nearly every access): no splitting arithmetic.
+        if a % 4 == 0 {
+            while a + 4 <= end {
+                let cell = &mut self.words[a / 4];
+                if cell.gen != self.gen {
+                    *cell = Cell { gen: self.gen, ..Cell::default() };
+                }
+                if cell.split != 0 {
+                    break;
+                }
+                f(cell, a)?;
+                a += 4;
+            }
+        }
         while a < end {
             let w = a / 4;
             let hi = end.min(4 * w + 4);
@@ -327,52 +341,92 @@ impl SharedShadow {
 
     /// A read of `[addr, addr + n)` by `thread` at PTX `line`.
     pub fn read(&mut self, checks: Checks, thread: u32, line: u32, addr: usize, n: usize) -> Result<(), Finding> {
+        self.read_rows(checks, thread, line, addr, 0, 1, n)
+    }
+
+    /// Reads of `rows` spans of `n` bytes, `stride` bytes apart from `addr` on, by
+    /// `thread` at PTX `line`, in that order: one instruction's access to a tile (a wmma
+    /// load), as that many [`SharedShadow::read`]s.
+    #[allow(clippy::too_many_arguments)] // who, where and the span's shape
+    pub fn read_rows(
+        &mut self,
+        checks: Checks,
+        thread: u32,
+        line: u32,
+        addr: usize,
+        stride: usize,
+        rows: usize,
+        n: usize,
+    ) -> Result<(), Finding> {
         let sync = &self.sync;
         let now = sync.now(thread, line);
-        // The findings are built out of line: this closure runs for every word read.
-        self.cells.each(
-            addr,
-            n,
-            #[inline(always)]
-            |c, a| {
-                if checks.init && !c.init && c.pending.none() {
-                    return Err(sync.uninitialized(thread, line, a));
-                }
-                if !checks.race {
-                    return Ok(());
-                }
-                if !c.pending.none() {
-                    return Err(sync.read_of_pending(&c.pending, thread, line, a));
-                }
-                if !c.write.none() && c.write.thread != thread && sync.unordered(&c.write, &now) {
-                    return Err(sync.hazard("Read-after-write", &c.write, "written", &now, a));
-                }
-                if c.reads[0].thread != thread || c.reads[0].none() {
-                    c.reads[1] = c.reads[0];
-                }
-                c.reads[0] = now;
-                if c.first.none() || c.first.block_epoch != now.block_epoch {
-                    c.first = now;
-                    c.other = Access::default();
-                } else if c.first.thread / 32 != thread / 32 {
-                    c.other = now;
-                }
-                Ok(())
-            },
-        )
+        for r in 0..rows {
+            // The findings are built out of line: this closure runs for every word read.
+            self.cells.each(
+                addr + r * stride,
+                n,
+                #[inline(always)]
+                |c, a| {
+                    if !c.init || !c.pending.none() {
+                        if checks.init && !c.init && c.pending.none() {
+                            return Err(sync.uninitialized(thread, line, a));
+                        }
+                        if checks.race && !c.pending.none() {
+                            return Err(sync.read_of_pending(&c.pending, thread, line, a));
+                        }
+                    }
+                    if !checks.race {
+                        return Ok(());
+                    }
+                    if !c.write.none() && c.write.thread != thread && sync.unordered(&c.write, &now) {
+                        return Err(sync.hazard("Read-after-write", &c.write, "written", &now, a));
+                    }
+                    if c.reads[0].thread != thread || c.reads[0].none() {
+                        c.reads[1] = c.reads[0];
+                    }
+                    c.reads[0] = now;
+                    if c.first.none() || c.first.block_epoch != now.block_epoch {
+                        c.first = now;
+                        c.other = Access::default();
+                    } else if c.first.thread / 32 != thread / 32 {
+                        c.other = now;
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// A write of `[addr, addr + n)` by `thread` at PTX `line` (also a completing cp.async,
     /// attributed to the thread that issued it).
     pub fn write(&mut self, checks: Checks, thread: u32, line: u32, addr: usize, n: usize) -> Result<(), Finding> {
+        self.write_rows(checks, thread, line, addr, 0, 1, n)
+    }
+
+    /// Writes of `rows` spans as [`SharedShadow::read_rows`] reads them (a wmma store).
+    #[allow(clippy::too_many_arguments)] // who, where and the span's shape
+    pub fn write_rows(
+        &mut self,
+        checks: Checks,
+        thread: u32,
+        line: u32,
+        addr: usize,
+        stride: usize,
+        rows: usize,
+        n: usize,
+    ) -> Result<(), Finding> {
         let sync = &self.sync;
         let now = sync.now(thread, line);
-        self.cells.each(
-            addr,
-            n,
-            #[inline(always)]
-            |c, a| sync.write(checks, c, now, a),
-        )
+        for r in 0..rows {
+            self.cells.each(
+                addr + r * stride,
+                n,
+                #[inline(always)]
+                |c, a| sync.write(checks, c, now, a),
+            )?;
+        }
+        Ok(())
     }
 
     /// A cp.async by `thread` at `line` will write `[addr, addr + n)` when it completes.

@@ -274,6 +274,93 @@ pub fn ld_param_warp(i: &Inst, blk: &mut Block, lanes: &mut [Thread], file: &mut
     true
 }
 
+/// An `ld` or `st` of global or shared memory by the lanes of `group` (bit l: lane l) of
+/// a warp, all at this instruction: the per-lane path's work, lane after lane in
+/// ascending order as it runs them, with what is the same for every lane done once and
+/// without a dispatch per lane. The first pass checks every executing lane's address
+/// (alignment, and the allocation or the shared memory holding it) and changes nothing:
+/// when one fails, Ok(false), and the per-lane path then runs the instruction and reports
+/// the fault for the right lane after the lanes before it made their accesses. The second
+/// pass makes the accesses through the sanitizers ([`read`], [`write`]); a finding is
+/// returned with its lane. Not with the cost model on, which counts each lane's access.
+pub fn ld_st_warp(
+    i: &Inst,
+    space: Space,
+    write_op: bool,
+    blk: &mut Block,
+    lanes: &mut [Thread],
+    group: u32,
+    file: &mut [u64],
+) -> Result<bool, (usize, Fault)> {
+    if blk.cost.is_some() || space == Space::Param {
+        return Ok(false);
+    }
+    let es = i.ty.size() as usize;
+    let n = es * i.v.len();
+    if n == 0 || n > ACCESS_BUF - 8 {
+        return Ok(false);
+    }
+    let align = if n.is_power_of_two() { n as u64 } else { 1 };
+    // Each executing lane's address, and for global memory its region (not a [Loc; 32]:
+    // zeroing that is a call to memset per instruction).
+    let mut addrs = [0u64; WARP];
+    let mut regions = [0u32; WARP];
+    let mut active = 0u32;
+    let mut region = lanes[group.trailing_zeros() as usize].region;
+    let mut m = group;
+    while m != 0 {
+        let l = m.trailing_zeros() as usize;
+        m &= m - 1;
+        if !super::guard_holds(&super::Lane { file: &mut *file, lane: l }, i.guard, i.guard_neg) {
+            continue;
+        }
+        let addr = reg(file, i.a, l).wrapping_add(i.off as u64);
+        if addr % align != 0 {
+            return Ok(false);
+        }
+        if space == Space::Global {
+            let g = blk.global;
+            if !g.holds(region, addr, n as u64) {
+                match g.region(addr, n as u64) {
+                    Some(r) => region = r,
+                    None => return Ok(false),
+                }
+            }
+            regions[l] = region as u32;
+        } else if addr.checked_add(n as u64).is_none_or(|e| e > blk.shared.len() as u64) {
+            return Ok(false);
+        }
+        addrs[l] = addr;
+        active |= 1 << l;
+    }
+    let nc = i.flags & crate::ir::NC != 0;
+    let mut m = active;
+    while m != 0 {
+        let l = m.trailing_zeros() as usize;
+        m &= m - 1;
+        let who = Who { thread: lanes[l].linear, line: i.line, nc: nc && !write_op };
+        let loc = if space == Space::Global {
+            lanes[l].region = regions[l] as usize;
+            Loc::Global(regions[l] as usize, addrs[l])
+        } else {
+            Loc::Shared(addrs[l] as usize)
+        };
+        let mut buf = [0u8; ACCESS_BUF];
+        if write_op {
+            for (k, &v) in i.v.iter().enumerate() {
+                buf[k * es..k * es + 8].copy_from_slice(&reg(file, v, l).to_le_bytes());
+            }
+            write(blk, loc, &buf[..n], who).map_err(|f| (l, f))?;
+        } else {
+            read(blk, loc, &mut buf[..n], who).map_err(|f| (l, f))?;
+            for (k, &d) in i.v.iter().enumerate() {
+                file[d as usize * WARP + l] = read_elem(&buf, k, es, i.ty);
+            }
+        }
+    }
+    Ok(true)
+}
+
 pub fn st(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread, r: &mut Lane) -> Result<(), Fault> {
     let es = i.ty.size() as usize;
     let n = es * i.v.len();
@@ -317,15 +404,23 @@ pub fn cp_async(i: &Inst, blk: &mut Block, t: &mut Thread, r: &mut Lane) -> Resu
         cost(blk, t, Space::Global, src, src_size as u64, false);
     }
     cost(blk, t, Space::Shared, dst, size as u64, true);
-    t.cp_pending.push(AsyncCopy { dst, src, size, src_size, line: i.line });
+    t.cp_issued.push_back(AsyncCopy { dst, src, size, src_size, line: i.line });
+    t.cp_pending += 1;
     Ok(())
+}
+
+/// `cp.async.commit_group`: the copies issued since the last commit become a group (an
+/// empty one when there are none, as the ISA has it).
+pub fn cp_commit(t: &mut Thread) {
+    t.cp_groups.push_back(std::mem::take(&mut t.cp_pending));
 }
 
 /// Completes committed groups until at most `keep` are outstanding.
 pub fn cp_wait(keep: usize, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> {
     while t.cp_groups.len() > keep {
-        let group = t.cp_groups.pop_front().unwrap();
-        for c in group {
+        let n = t.cp_groups.pop_front().unwrap_or(0);
+        for _ in 0..n {
+            let Some(c) = t.cp_issued.pop_front() else { break };
             complete(&c, blk, t)?;
         }
     }
@@ -334,8 +429,7 @@ pub fn cp_wait(keep: usize, blk: &mut Block, t: &mut Thread) -> Result<(), Fault
 
 /// Every copy the thread issued, committed or not (at thread exit).
 pub fn cp_drain(blk: &mut Block, t: &mut Thread) -> Result<(), Fault> {
-    let pending = std::mem::take(&mut t.cp_pending);
-    t.cp_groups.push_back(pending);
+    cp_commit(t);
     cp_wait(0, blk, t)
 }
 

@@ -201,8 +201,13 @@ pub(crate) struct Thread {
     state: State,
     /// pcs of the `call` instructions being executed.
     calls: Vec<u32>,
-    pub cp_pending: Vec<AsyncCopy>,
-    pub cp_groups: VecDeque<Vec<AsyncCopy>>,
+    /// cp.async copies issued and not yet complete, oldest first: the committed groups'
+    /// (`cp_groups` counts each group's copies, oldest group first), then the
+    /// `cp_pending` not yet committed. One queue, so that the copies of a loop's groups
+    /// reuse its storage instead of a vector allocated per group.
+    pub cp_issued: VecDeque<AsyncCopy>,
+    pub cp_groups: VecDeque<u32>,
+    pub cp_pending: u32,
     /// The global region this thread touched last (a look-up cache).
     pub region: usize,
     tid: [u32; 3],
@@ -458,8 +463,9 @@ impl<'a> Worker<'a> {
                     pc: 0,
                     state: State::Ready,
                     calls: Vec::new(),
-                    cp_pending: Vec::new(),
+                    cp_issued: VecDeque::new(),
                     cp_groups: VecDeque::new(),
+                    cp_pending: 0,
                     region: 0,
                     tid,
                     linear: i,
@@ -508,8 +514,9 @@ impl<'a> Worker<'a> {
                 t.pc = 0;
                 t.state = State::Ready;
                 t.calls.clear();
-                t.cp_pending.clear();
+                t.cp_issued.clear();
                 t.cp_groups.clear();
+                t.cp_pending = 0;
             }
             let stride = code.nregs as usize * WARP;
             for i in 0..self.threads.len() {
@@ -844,6 +851,17 @@ fn run_warp(code: &Code, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block
                     pc += 1;
                     continue;
                 }
+                if let Op::Ld(s) | Op::St(s) = i.op {
+                    let done =
+                        access::ld_st_warp(i, s, i.op == Op::St(s), blk, lanes, group, file).map_err(|(l, f)| {
+                            lanes[l].pc = pc;
+                            (l, f)
+                        })?;
+                    if done {
+                        pc += 1;
+                        continue;
+                    }
+                }
                 break;
             }
             fast::exec_warp(f, file, full, group, i.guard, i.guard_neg);
@@ -968,14 +986,10 @@ fn step(t: &mut Thread, r: &mut Lane, blk: &mut Block, code: &Code) -> Result<bo
         Op::Ld(s) => access::ld(i, s, blk, t, r)?,
         Op::St(s) => access::st(i, s, blk, t, r)?,
         Op::CpAsync => access::cp_async(i, blk, t, r)?,
-        Op::CpAsyncCommit => {
-            let g = std::mem::take(&mut t.cp_pending);
-            t.cp_groups.push_back(g);
-        }
+        Op::CpAsyncCommit => access::cp_commit(t),
         Op::CpAsyncWait => {
             if i.b != NONE {
-                let g = std::mem::take(&mut t.cp_pending);
-                t.cp_groups.push_back(g);
+                access::cp_commit(t);
             }
             access::cp_wait(i.off as usize, blk, t)?;
         }

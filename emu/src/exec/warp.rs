@@ -189,6 +189,49 @@ fn tile_row(
     }
 }
 
+/// A whole tile of 16 memory rows of `row.len() / 16` bytes, `stride` bytes apart from
+/// `base`, in shared memory: read into `rows` (row after row) or written from them, with
+/// one bounds check and one shadow call for the tile instead of one per row. None, having
+/// done nothing, when a row would leave the block's shared memory: the per-row path then
+/// reports the fault for the first bad row. Every row is aligned (`uniform_address`
+/// checked the base and the stride).
+fn shared_tile(
+    blk: &mut Block,
+    base: u64,
+    stride: u64,
+    rows: &mut [u8],
+    write: bool,
+    who: Who,
+) -> Option<Result<(), Fault>> {
+    let n = rows.len() / 16;
+    let last = stride.checked_mul(15)?.checked_add(base)?.checked_add(n as u64)?;
+    if last > blk.shared.len() as u64 || stride < n as u64 {
+        return None;
+    }
+    let (base, stride) = (base as usize, stride as usize);
+    let checks = blk.checks;
+    if checks.race || checks.init {
+        let shadow = &mut blk.shadow;
+        let r = if write {
+            shadow.write_rows(checks, who.thread, who.line, base, stride, 16, n)
+        } else {
+            shadow.read_rows(checks, who.thread, who.line, base, stride, 16, n)
+        };
+        if let Err(f) = r {
+            return Some(Err(Fault { kind: FaultKind::Sanitizer, msg: f.msg }));
+        }
+    }
+    for (r, chunk) in rows.chunks_exact_mut(n).enumerate() {
+        let mem = &mut blk.shared[base + r * stride..][..n];
+        if write {
+            mem.copy_from_slice(chunk);
+        } else {
+            chunk.copy_from_slice(mem);
+        }
+    }
+    Some(Ok(()))
+}
+
 /// Executes one wmma instruction for a whole warp (`lanes`, 32 threads, all at `i`).
 ///
 /// Its memory accesses are attributed to lane 0. The `.sync` of wmma only makes the lanes
@@ -209,9 +252,18 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block) -
             let sp = space(i);
             cost_tile(blk, &lanes[0], sp, base, stride, 2, false);
             let mut m = [0u16; 256];
-            let mut row = [0u8; 32];
-            for r in 0..16 {
-                tile_row(blk, &mut lanes[0], sp, base + 2 * r as u64 * stride, &mut row, 2, false, who)?;
+            let mut rows = [0u8; 512];
+            let fast =
+                if sp == Space::Shared { shared_tile(blk, base, 2 * stride, &mut rows, false, who) } else { None };
+            match fast {
+                Some(r) => r?,
+                None => {
+                    for (r, row) in rows.chunks_exact_mut(32).enumerate() {
+                        tile_row(blk, &mut lanes[0], sp, base + 2 * r as u64 * stride, row, 2, false, who)?;
+                    }
+                }
+            }
+            for (r, row) in rows.chunks_exact(32).enumerate() {
                 for c in 0..16 {
                     m[logical(layout, r, c)] = u16::from_le_bytes([row[2 * c], row[2 * c + 1]]);
                 }
@@ -233,9 +285,18 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block) -
             let sp = space(i);
             cost_tile(blk, &lanes[0], sp, base, stride, 4, false);
             let mut d = [0u32; 256];
-            let mut row = [0u8; 64];
-            for r in 0..16 {
-                tile_row(blk, &mut lanes[0], sp, base + 4 * r as u64 * stride, &mut row, 4, false, who)?;
+            let mut rows = [0u8; 1024];
+            let fast =
+                if sp == Space::Shared { shared_tile(blk, base, 4 * stride, &mut rows, false, who) } else { None };
+            match fast {
+                Some(r) => r?,
+                None => {
+                    for (r, row) in rows.chunks_exact_mut(64).enumerate() {
+                        tile_row(blk, &mut lanes[0], sp, base + 4 * r as u64 * stride, row, 4, false, who)?;
+                    }
+                }
+            }
+            for (r, row) in rows.chunks_exact(64).enumerate() {
                 for c in 0..16 {
                     let b = &row[4 * c..4 * c + 4];
                     d[logical(layout, r, c)] = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -264,14 +325,32 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block) -
                     };
                 }
             }
-            let mut row = [0u8; 64];
-            let row = &mut row[..16 * elem];
-            for r in 0..16 {
+            let mut rows = [0u8; 1024];
+            let rows = &mut rows[..256 * elem];
+            for (r, row) in rows.chunks_exact_mut(16 * elem).enumerate() {
                 for c in 0..16 {
                     let bytes = d[logical(layout, r, c)].to_le_bytes();
                     row[elem * c..elem * (c + 1)].copy_from_slice(&bytes[..elem]);
                 }
-                tile_row(blk, &mut lanes[0], sp, base + (elem * r) as u64 * stride, row, elem as u64, true, who)?;
+            }
+            let fast =
+                if sp == Space::Shared { shared_tile(blk, base, elem as u64 * stride, rows, true, who) } else { None };
+            match fast {
+                Some(r) => r?,
+                None => {
+                    for (r, row) in rows.chunks_exact_mut(16 * elem).enumerate() {
+                        tile_row(
+                            blk,
+                            &mut lanes[0],
+                            sp,
+                            base + (elem * r) as u64 * stride,
+                            row,
+                            elem as u64,
+                            true,
+                            who,
+                        )?;
+                    }
+                }
             }
         }
         Op::WmmaMma(..) => {
