@@ -49,47 +49,105 @@ impl Checks {
     }
 }
 
-/// One recorded shared-memory access: who, where in the PTX, and the synchronization
-/// epochs it happened in: the block's barrier epoch and the accessing lane's own clock
-/// (its component of its vector clock). `line == 0`: none.
+/// Bits of [`Access::tl`] that hold the PTX line (the rest hold the thread): 2^21 - 1
+/// lines, far more than any PTX we load (the GEMM's, every variant in one module, has
+/// under 300,000); a later line is recorded as the last one representable, which only a
+/// report would show (`line` says "at or after" then).
+const LINE_BITS: u32 = 21;
+const LINE_MAX: u32 = (1 << LINE_BITS) - 1;
+
+/// Who and where, packed: thread (linear index in the block, below 1024 < 2^11) and PTX
+/// line, in one word; 0: nobody (PTX lines start at 1).
+fn who(thread: u32, line: u32) -> u32 {
+    thread << LINE_BITS | line.clamp(1, LINE_MAX)
+}
+
+/// One recorded shared-memory access: who and where in the PTX ([`who`]), and the
+/// synchronization epochs it happened in: the block's barrier epoch and the accessing
+/// lane's own clock (its component of its vector clock). `tl == 0`: none.
 #[derive(Clone, Copy, Debug, Default)]
 struct Access {
-    thread: u32,
-    line: u32,
+    tl: u32,
     block_epoch: u32,
     clock: u32,
 }
 
 impl Access {
     fn none(&self) -> bool {
-        self.line == 0
+        self.tl == 0
+    }
+    fn thread(&self) -> u32 {
+        self.tl >> LINE_BITS
+    }
+    fn line(&self) -> u32 {
+        self.tl & LINE_MAX
+    }
+}
+
+/// A read recorded for the cross-warp check, which needs no clock (warps are ordered
+/// only by block barriers): who and the block epoch.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    tl: u32,
+    block_epoch: u32,
+}
+
+impl Seen {
+    fn none(&self) -> bool {
+        self.tl == 0
+    }
+    fn thread(&self) -> u32 {
+        self.tl >> LINE_BITS
+    }
+    fn of(a: &Access) -> Seen {
+        Seen { tl: a.tl, block_epoch: a.block_epoch }
+    }
+    fn access(&self) -> Access {
+        Access { tl: self.tl, block_epoch: self.block_epoch, clock: 0 }
     }
 }
 
 /// The shadow of one byte of shared memory, or of a 4-byte word whose bytes have had the
-/// same accesses (see [`Cells`]).
+/// same accesses (see [`Cells`]): 64 bytes, one cache line, since every shared access of
+/// a launch reads and writes cells.
 #[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
 struct Cell {
+    // (Fields in this order fill the 64 bytes exactly; a unit test holds it to that.)
     write: Access,
     /// The last two reads by distinct threads since they were recorded: enough to find a
     /// reader other than any given writer.
     reads: [Access; 2],
-    /// A cp.async that will write this byte when its group completes.
-    pending: Access,
     /// The first read of this byte in the current block epoch, and the latest read in it
     /// by a warp other than the first one's: together they name an unordered reader of
     /// another warp for any writer, however many threads read since the barrier, where
     /// `reads` keeps only the last two.
-    first: Access,
-    other: Access,
-    init: bool,
-    /// The block ([`Cells::gen`]) this cell belongs to: a cell of an earlier block reads as
+    first: Seen,
+    other: Seen,
+    /// A cp.async that will write this byte when its group completes ([`who`]; 0: none).
+    pending: u32,
+    /// The block ([`Cells::gen`]) this cell belongs to, below 2^31, and in the top bit
+    /// whether the byte was written (initcheck): a cell of an earlier block reads as
     /// fresh, so a block's start does not rewrite the whole shadow.
-    gen: u32,
+    gen_init: u32,
     /// For a word: 0 while its bytes share this cell; else its halves' or its bytes' own
     /// cells: `(1 + index) << 1 | 1` into [`Cells::halves`], `(1 + index) << 1` into
     /// [`Cells::bytes`].
     split: u32,
+}
+
+const INIT: u32 = 1 << 31;
+
+impl Cell {
+    fn gen(&self) -> u32 {
+        self.gen_init & !INIT
+    }
+    fn init(&self) -> bool {
+        self.gen_init & INIT != 0
+    }
+    fn fresh(gen: u32) -> Cell {
+        Cell { gen_init: gen, ..Cell::default() }
+    }
 }
 
 /// The shadow cells of one block's shared memory, a cell per 4-byte word while every
@@ -114,7 +172,7 @@ impl Cells {
     /// The cells of a fresh block with `bytes` of shared memory: every cell of an earlier
     /// generation reads as never accessed.
     fn reset(&mut self, bytes: usize) {
-        if self.gen == u32::MAX {
+        if self.gen == INIT - 1 {
             self.words.clear();
             self.gen = 0;
         }
@@ -143,8 +201,8 @@ impl Cells {
         if a % 4 == 0 {
             while a + 4 <= end {
                 let cell = &mut self.words[a / 4];
-                if cell.gen != self.gen {
-                    *cell = Cell { gen: self.gen, ..Cell::default() };
+                if cell.gen() != self.gen {
+                    *cell = Cell::fresh(self.gen);
                 }
                 if cell.split != 0 {
                     break;
@@ -157,8 +215,8 @@ impl Cells {
             let w = a / 4;
             let hi = end.min(4 * w + 4);
             let cell = &mut self.words[w];
-            if cell.gen != self.gen {
-                *cell = Cell { gen: self.gen, ..Cell::default() };
+            if cell.gen() != self.gen {
+                *cell = Cell::fresh(self.gen);
             }
             if a == 4 * w && hi == 4 * w + 4 && cell.split == 0 {
                 f(cell, a)?;
@@ -218,6 +276,15 @@ struct Epochs {
     block: [u32; 3],
 }
 
+/// A recorded PTX line for a report ([`LINE_MAX`] stands for every later line too).
+fn line_text(line: u32) -> String {
+    if line == LINE_MAX {
+        format!("{LINE_MAX} or later")
+    } else {
+        line.to_string()
+    }
+}
+
 fn tid(linear: u32, block: [u32; 3]) -> String {
     let (x, y, z) = (linear % block[0], (linear / block[0]) % block[1], linear / (block[0] * block[1]));
     format!("({x},{y},{z})")
@@ -226,7 +293,7 @@ fn tid(linear: u32, block: [u32; 3]) -> String {
 impl Epochs {
     fn now(&self, thread: u32, line: u32) -> Access {
         let clock = self.clocks[thread as usize][(thread % 32) as usize];
-        Access { thread, line, block_epoch: self.block_epoch, clock }
+        Access { tl: who(thread, line), block_epoch: self.block_epoch, clock }
     }
 
     /// True when the earlier access `a` and `b`, made now (by different threads), are not
@@ -234,7 +301,8 @@ impl Epochs {
     /// one warp a `bar.warp.sync` that `a`'s lane joined after `a` and `b`'s before `b`.
     fn unordered(&self, a: &Access, b: &Access) -> bool {
         a.block_epoch == b.block_epoch
-            && (a.thread / 32 != b.thread / 32 || self.clocks[b.thread as usize][(a.thread % 32) as usize] < a.clock)
+            && (a.thread() / 32 != b.thread() / 32
+                || self.clocks[b.thread() as usize][(a.thread() % 32) as usize] < a.clock)
     }
 
     #[cold]
@@ -250,13 +318,14 @@ impl Epochs {
 
     #[cold]
     #[inline(never)]
-    fn read_of_pending(&self, pending: &Access, thread: u32, line: u32, a: usize) -> Finding {
+    fn read_of_pending(&self, pending: u32, thread: u32, line: u32, a: usize) -> Finding {
+        let pending = Access { tl: pending, ..Access::default() };
         Finding {
             msg: format!(
                 "racecheck: Read-after-write hazard on __shared__ byte {a:#x}: thread {} at PTX line {line} reads the destination of the cp.async issued by thread {} at PTX line {} before a cp.async.wait_group completed it",
                 tid(thread, self.block),
-                tid(pending.thread, self.block),
-                pending.line
+                tid(pending.thread(), self.block),
+                line_text(pending.line())
             ),
         }
     }
@@ -267,10 +336,10 @@ impl Epochs {
         Finding {
             msg: format!(
                 "racecheck: {kind} hazard on __shared__ byte {addr:#x}: {what} by thread {} at PTX line {} and thread {} at PTX line {} with no barrier between them",
-                tid(earlier.thread, self.block),
-                earlier.line,
-                tid(now.thread, self.block),
-                now.line
+                tid(earlier.thread(), self.block),
+                line_text(earlier.line()),
+                tid(now.thread(), self.block),
+                line_text(now.line())
             ),
         }
     }
@@ -278,25 +347,25 @@ impl Epochs {
     /// Checks a write `now` against what the cell recorded, then records it.
     #[inline(always)]
     fn write(&self, checks: Checks, c: &mut Cell, now: Access, a: usize) -> Result<(), Finding> {
-        let thread = now.thread;
+        let thread = now.thread();
         if checks.race {
-            if !c.write.none() && c.write.thread != thread && self.unordered(&c.write, &now) {
+            if !c.write.none() && c.write.thread() != thread && self.unordered(&c.write, &now) {
                 return Err(self.hazard("Write-after-write", &c.write, "written", &now, a));
             }
-            if let Some(r) = c.reads.iter().find(|r| !r.none() && r.thread != thread && self.unordered(r, &now)) {
+            if let Some(r) = c.reads.iter().find(|r| !r.none() && r.thread() != thread && self.unordered(r, &now)) {
                 return Err(self.hazard("Write-after-read", r, "read", &now, a));
             }
             // A read of this epoch by another warp: `first` if its warp is not the
             // writer's, else `other` (whose warp differs from first's).
-            let far = |r: &Access| !r.none() && r.block_epoch == now.block_epoch && r.thread / 32 != thread / 32;
+            let far = |r: &Seen| !r.none() && r.block_epoch == now.block_epoch && r.thread() / 32 != thread / 32;
             for r in [&c.first, &c.other] {
                 if far(r) {
-                    return Err(self.hazard("Write-after-read", r, "read", &now, a));
+                    return Err(self.hazard("Write-after-read", &r.access(), "read", &now, a));
                 }
             }
         }
         c.write = now;
-        c.init = true;
+        c.gen_init |= INIT;
         Ok(())
     }
 }
@@ -367,29 +436,29 @@ impl SharedShadow {
                 n,
                 #[inline(always)]
                 |c, a| {
-                    if !c.init || !c.pending.none() {
-                        if checks.init && !c.init && c.pending.none() {
+                    if !c.init() || c.pending != 0 {
+                        if checks.init && !c.init() && c.pending == 0 {
                             return Err(sync.uninitialized(thread, line, a));
                         }
-                        if checks.race && !c.pending.none() {
-                            return Err(sync.read_of_pending(&c.pending, thread, line, a));
+                        if checks.race && c.pending != 0 {
+                            return Err(sync.read_of_pending(c.pending, thread, line, a));
                         }
                     }
                     if !checks.race {
                         return Ok(());
                     }
-                    if !c.write.none() && c.write.thread != thread && sync.unordered(&c.write, &now) {
+                    if !c.write.none() && c.write.thread() != thread && sync.unordered(&c.write, &now) {
                         return Err(sync.hazard("Read-after-write", &c.write, "written", &now, a));
                     }
-                    if c.reads[0].thread != thread || c.reads[0].none() {
+                    if c.reads[0].thread() != thread || c.reads[0].none() {
                         c.reads[1] = c.reads[0];
                     }
                     c.reads[0] = now;
                     if c.first.none() || c.first.block_epoch != now.block_epoch {
-                        c.first = now;
-                        c.other = Access::default();
-                    } else if c.first.thread / 32 != thread / 32 {
-                        c.other = now;
+                        c.first = Seen::of(&now);
+                        c.other = Seen::default();
+                    } else if c.first.thread() / 32 != thread / 32 {
+                        c.other = Seen::of(&now);
                     }
                     Ok(())
                 },
@@ -444,10 +513,11 @@ impl SharedShadow {
         let sync = &self.sync;
         let now = sync.now(thread, line);
         self.cells.each(addr, n, |c, a| {
-            if !c.pending.none() {
-                return Err(sync.hazard("Write-after-write", &c.pending, "targeted by a pending cp.async", &now, a));
+            if c.pending != 0 {
+                let pending = Access { tl: c.pending, ..Access::default() };
+                return Err(sync.hazard("Write-after-write", &pending, "targeted by a pending cp.async", &now, a));
             }
-            c.pending = now;
+            c.pending = now.tl;
             Ok(())
         })
     }
@@ -464,7 +534,7 @@ impl SharedShadow {
         let sync = &self.sync;
         let now = sync.now(thread, line);
         self.cells.each(addr, n, |c, a| {
-            c.pending = Access::default();
+            c.pending = 0;
             sync.write(checks, c, now, a)
         })
     }
@@ -473,6 +543,14 @@ impl SharedShadow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cell_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Cell>(), 64);
+        assert_eq!(who(1023, LINE_MAX + 5) >> LINE_BITS, 1023);
+        assert_eq!(who(1023, LINE_MAX + 5) & LINE_MAX, LINE_MAX);
+        assert_ne!(who(0, 0), 0);
+    }
 
     fn shadow() -> SharedShadow {
         let mut s = SharedShadow::default();
