@@ -851,6 +851,20 @@ fn run_warp(code: &Code, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block
                     pc += 1;
                     continue;
                 }
+                // A collective the whole converged warp reaches together, unguarded (wmma,
+                // and shfl.sync or bar.warp.sync with every lane in the member mask): every
+                // lane it waits for has arrived, so it completes here, as resolve_warp would
+                // complete it after a scheduler round, and the warp goes on together.
+                if group == full && lanes.len() == WARP && i.guard == NONE && is_warp_op(i.op) {
+                    // The lanes' pcs up to date: the cost model keys a wmma's accesses by
+                    // lane 0's pc, and a fault names the instruction by it.
+                    lanes.iter_mut().for_each(|t| t.pc = pc);
+                    let done = collective_in_place(i, lanes, file, blk).map_err(|f| (0, f))?;
+                    if done {
+                        pc += 1;
+                        continue;
+                    }
+                }
                 if let Op::Ld(s) | Op::St(s) = i.op {
                     let done =
                         access::ld_st_warp(i, s, i.op == Op::St(s), blk, lanes, group, file).map_err(|(l, f)| {
@@ -877,6 +891,33 @@ fn run_warp(code: &Code, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block
         }
     }
     Ok(())
+}
+
+/// Completes the collective `i` for a whole warp (32 lanes, all at it, none guarded off):
+/// wmma always; shfl.sync and bar.warp.sync when lane 0's member mask names every lane
+/// (else false, having done nothing: resolve_warp then checks the mask against the lanes
+/// that arrive, and reports what it must). The same work resolve_warp does for them.
+fn collective_in_place(
+    i: &crate::ir::Inst,
+    lanes: &mut [Thread],
+    file: &mut [u64],
+    blk: &mut Block,
+) -> Result<bool, Fault> {
+    match i.op {
+        Op::WmmaLoadA(_) | Op::WmmaLoadB(_) | Op::WmmaLoadC(_) | Op::WmmaMma(..) | Op::WmmaStoreD(_) => {
+            warp::wmma(i, lanes, file, blk)?;
+            Ok(true)
+        }
+        Op::Shfl(mode) if reg(file, i.v[0], 0) as u32 == u32::MAX => {
+            warp::shfl(mode, file, u32::MAX, &[Some(i); WARP]);
+            Ok(true)
+        }
+        Op::BarWarpSync if reg(file, i.a, 0) as u32 == u32::MAX => {
+            blk.shadow_warp_sync(lanes[0].linear as usize / WARP, u32::MAX);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// The mask of a warp of `n` lanes (bit l: lane l), every lane set.
