@@ -426,3 +426,56 @@ fn launch_configuration_errors() {
     r.launch_dyn("limited", [1, 1, 1], [128, 1, 1], 0, &[&arg]).unwrap();
     r.launch_dyn("big_shared", [1, 1, 1], [1024, 1, 1], 8 * 1024, &[&arg]).unwrap();
 }
+
+/// Each lane copies its 16 bytes of `in` into shared memory with cp.async.
+const CP_ASYNC_ALL: &str = "
+.visible .entry cp_async_all(
+\t.param .u64 cp_async_all_param_0
+)
+{
+\t.reg .b32 \t%r<5>;
+\t.reg .b64 \t%rd<5>;
+\t.shared .align 16 .b8 buf[512];
+
+\tld.param.u64 \t%rd1, [cp_async_all_param_0];
+\tcvta.to.global.u64 \t%rd2, %rd1;
+\tmov.u32 \t%r1, %tid.x;
+\tmul.wide.u32 \t%rd3, %r1, 16;
+\tadd.s64 \t%rd4, %rd2, %rd3;
+\tmov.u32 \t%r2, buf;
+\tshl.b32 \t%r3, %r1, 4;
+\tadd.s32 \t%r4, %r2, %r3;
+\tcp.async.cg.shared.global \t[%r4], [%rd4], 16; // the copy
+\tcp.async.commit_group;
+\tcp.async.wait_group \t0;
+\tret;
+}
+";
+
+#[test]
+fn cp_async_source_out_of_bounds_names_its_lane() {
+    // 80 bytes: lanes 0-4 copy inside, lane 5 is the first past the end. The warp issues
+    // the copy together; the fault is lane 5's, at the cp.async, as the per-lane check
+    // reports it.
+    let ptx = format!("{HEADER}{CP_ASYNC_ALL}");
+    let mut r = Rig::new(&ptx);
+    let p = r.upload(&[1u8; 80]);
+    let e = r.launch("cp_async_all", [1, 1, 1], [32, 1, 1], &[&b64(p)]).unwrap_err();
+    let line = line_of(&ptx, "the copy");
+    assert_report(
+        &e,
+        FaultKind::IllegalAddress,
+        &[
+            "Invalid __global__ read of size 16",
+            &format!("{:#x}", p + 80),
+            &format!("PTX line {line}"),
+            "thread (5,0,0) in block (0,0,0)",
+        ],
+    );
+    // At the issue, as compute-sanitizer reports it, not when a wait completes the copy.
+    assert!(!e.report.contains("completing"), "{}", e.report);
+    // Exactly in bounds: no fault.
+    let mut r = Rig::new(&ptx);
+    let p = r.upload(&[1u8; 512]);
+    r.launch("cp_async_all", [1, 1, 1], [32, 1, 1], &[&b64(p)]).unwrap();
+}

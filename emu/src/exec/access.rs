@@ -409,6 +409,82 @@ pub fn cp_async(i: &Inst, blk: &mut Block, t: &mut Thread, r: &mut Lane) -> Resu
     Ok(())
 }
 
+/// `cp.async` by the lanes of `group` of a warp, all at this instruction, as
+/// [`ld_st_warp`] does loads and stores: every executing lane's ranges checked first (Ok
+/// false, having done nothing, when one fails: the per-lane path then reports the fault for
+/// the right lane), then each lane's copy recorded with racecheck's view of its
+/// destination, in lane order. Not with the cost model on.
+pub fn cp_async_warp(
+    i: &Inst,
+    blk: &mut Block,
+    lanes: &mut [Thread],
+    group: u32,
+    file: &mut [u64],
+) -> Result<bool, (usize, Fault)> {
+    if blk.cost.is_some() {
+        return Ok(false);
+    }
+    let size = i.off as u32;
+    if !size.is_power_of_two() {
+        return Ok(false);
+    }
+    let (dst_off, src_off) = (i.v[0] as i32 as i64 as u64, i.v[1] as i32 as i64 as u64);
+    let mut copies = [AsyncCopy { dst: 0, src: 0, size, src_size: 0, line: i.line }; WARP];
+    let mut regions = [0u32; WARP];
+    let mut region = lanes[group.trailing_zeros() as usize].region;
+    let mut active = 0u32;
+    let mut m = group;
+    while m != 0 {
+        let l = m.trailing_zeros() as usize;
+        m &= m - 1;
+        if !super::guard_holds(&super::Lane { file: &mut *file, lane: l }, i.guard, i.guard_neg) {
+            continue;
+        }
+        let dst = reg(file, i.d, l).wrapping_add(dst_off);
+        let src = reg(file, i.a, l).wrapping_add(src_off);
+        let src_size = reg(file, i.b, l) as u32;
+        if src_size > size
+            || dst % size as u64 != 0
+            || dst.checked_add(size as u64).is_none_or(|e| e > blk.shared.len() as u64)
+        {
+            return Ok(false);
+        }
+        if src_size > 0 {
+            let g = blk.global;
+            if src % size as u64 != 0 {
+                return Ok(false);
+            }
+            if !g.holds(region, src, src_size as u64) {
+                match g.region(src, src_size as u64) {
+                    Some(r) => region = r,
+                    None => return Ok(false),
+                }
+            }
+            regions[l] = region as u32;
+        }
+        copies[l] = AsyncCopy { dst, src, size, src_size, line: i.line };
+        active |= 1 << l;
+    }
+    let mut m = active;
+    while m != 0 {
+        let l = m.trailing_zeros() as usize;
+        m &= m - 1;
+        let c = copies[l];
+        let t = &mut lanes[l];
+        if blk.checks.race {
+            blk.shadow
+                .async_issue(blk.checks, t.linear, i.line, c.dst as usize, size as usize)
+                .map_err(|f| (l, finding(f)))?;
+        }
+        if c.src_size > 0 {
+            t.region = regions[l] as usize;
+        }
+        t.cp_issued.push_back(c);
+        t.cp_pending += 1;
+    }
+    Ok(true)
+}
+
 /// `cp.async.commit_group`: the copies issued since the last commit become a group (an
 /// empty one when there are none, as the ISA has it).
 pub fn cp_commit(t: &mut Thread) {

@@ -865,6 +865,42 @@ fn run_warp(code: &Code, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block
                         continue;
                     }
                 }
+                // cp.async and its commits and waits, lane after lane in one call.
+                match i.op {
+                    Op::CpAsync => {
+                        let done = access::cp_async_warp(i, blk, lanes, group, file).map_err(|(l, f)| {
+                            lanes[l].pc = pc;
+                            (l, f)
+                        })?;
+                        if done {
+                            pc += 1;
+                            continue;
+                        }
+                    }
+                    Op::CpAsyncCommit | Op::CpAsyncWait => {
+                        let mut m = group;
+                        while m != 0 {
+                            let l = m.trailing_zeros() as usize;
+                            m &= m - 1;
+                            if !guard_holds(&Lane { file: &mut *file, lane: l }, i.guard, i.guard_neg) {
+                                continue;
+                            }
+                            let t = &mut lanes[l];
+                            if i.op == Op::CpAsyncCommit || i.b != NONE {
+                                access::cp_commit(t);
+                            }
+                            if i.op == Op::CpAsyncWait {
+                                access::cp_wait(i.off as usize, blk, t).map_err(|f| {
+                                    t.pc = pc;
+                                    (l, f)
+                                })?;
+                            }
+                        }
+                        pc += 1;
+                        continue;
+                    }
+                    _ => {}
+                }
                 if let Op::Ld(s) | Op::St(s) = i.op {
                     let done =
                         access::ld_st_warp(i, s, i.op == Op::St(s), blk, lanes, group, file).map_err(|(l, f)| {
