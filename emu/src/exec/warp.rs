@@ -23,6 +23,7 @@
 //! even. A real GPU remains the authority on the last bits.
 
 use half::f16;
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 
 use super::access::{locate, locate_span, read, Who};
 use super::half::Half;
@@ -151,12 +152,22 @@ fn cost_tile(blk: &mut Block, lane0: &Thread, sp: Space, base: u64, stride: u64,
     }
 }
 
-/// f16 bits to f32 (index by the bits), for the products: a table, since converting in
-/// software costs more than the 16 multiply-adds each element takes part in. Fetched once
-/// per instruction: the lazy initialization's check is not free either.
-fn f16_table() -> &'static [f32] {
-    static TABLE: std::sync::OnceLock<Box<[f32]>> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| (0..=u16::MAX).map(|b| f16::from_bits(b).to_f32()).collect())
+/// 256 f16 or bf16 elements, as their bits, to f32 (exactly: every f16 and bf16 value is an
+/// f32 value): f16 through the half crate's slice conversion, which uses the host's F16C
+/// instructions where it has them (eight elements per instruction, and no 256 KB table to
+/// miss in the cache), bf16 by a shift.
+fn widen(h: Half, bits: &[u16; 256], out: &mut [f32; 256]) {
+    match h {
+        Half::F16 => {
+            let halves: &[f16] = bits.reinterpret_cast();
+            halves.convert_to_f32_slice(out);
+        }
+        Half::BF16 => {
+            for (o, &x) in out.iter_mut().zip(bits) {
+                *o = f32::from_bits((x as u32) << 16);
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // one access's what, where and who, as access::locate_span takes them
@@ -361,18 +372,9 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block) -
             let nab = if h == Half::F16 { 8 } else { 4 };
             let (va, vb, vc) = (nd, nd + nab, nd + 2 * nab);
             let c_f16 = i.v.len() - vc == 4;
-            let f16s = f16_table();
             let (mut a, mut b, mut d) = ([0f32; 256], [0f32; 256], [0f32; 256]);
-            // The lanes' fragments as the logical matrices, with the element type's
-            // conversion chosen once per instruction rather than per element.
-            match h {
-                Half::F16 => {
-                    fragments(file, i, [va, vb, vc], c_f16, [&mut a, &mut b, &mut d], f16s, |x| f16s[x as usize])
-                }
-                Half::BF16 => fragments(file, i, [va, vb, vc], c_f16, [&mut a, &mut b, &mut d], f16s, |x| {
-                    f32::from_bits((x as u32) << 16)
-                }),
-            }
+            // The lanes' fragments as the logical matrices.
+            fragments(file, i, [va, vb, vc], c_f16, [&mut a, &mut b, &mut d], h);
             if let Some(c) = &mut blk.cost {
                 c.counters.macs += 16 * 16 * 16;
             }
@@ -413,44 +415,34 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block) -
 }
 
 /// The A, B and C fragments of a wmma.mma (first registers `v[0]`, `v[1]`, `v[2]` among
-/// `i.v`) as logical 16x16 matrices (element `8 l + j` of lane `l`, module docs), each
-/// 16-bit element of A and B through `value`; C of f32 registers, or of f16 pairs when
-/// `c_f16` (through `f16s`, the caller's [`f16_table`]).
+/// `i.v`) as logical 16x16 matrices (element `8 l + j` of lane `l`, module docs), A and B
+/// of `h` elements; C of f32 registers, or of f16 pairs when `c_f16`.
 #[inline(always)]
-fn fragments(
-    file: &[u64],
-    i: &Inst,
-    v: [usize; 3],
-    c_f16: bool,
-    out: [&mut [f32; 256]; 3],
-    f16s: &[f32],
-    value: impl Fn(u16) -> f32,
-) {
+fn fragments(file: &[u64], i: &Inst, v: [usize; 3], c_f16: bool, out: [&mut [f32; 256]; 3], h: Half) {
     let [a, b, c] = out;
     // Registers of pairs of 16-bit elements (element j in register j / 2, low half first):
     // the first four of A and B (f16 ones repeat them), the four of an f16 C.
     let pairs = |at: usize| -> [usize; 4] { std::array::from_fn(|k| i.v[at + k] as usize) };
-    let (ra, rb, rc) = (pairs(v[0]), pairs(v[1]), pairs(v[2]));
-    let rc32: [usize; 8] = std::array::from_fn(|j| if c_f16 { 0 } else { i.v[v[2] + j] as usize });
     // Register `r` of every lane is one row of the file: element pair k of lane l, from
-    // row rs[k], goes to elements 8 l + 2 k and 8 l + 2 k + 1.
-    #[inline(always)]
-    fn unpack(file: &[u64], rs: &[usize; 4], dst: &mut [f32; 256], value: &impl Fn(u16) -> f32) {
+    // row rs[k], is elements 8 l + 2 k and 8 l + 2 k + 1.
+    let unpack = |rs: [usize; 4]| -> [u16; 256] {
+        let mut bits = [0u16; 256];
         for (k, &r) in rs.iter().enumerate() {
             let row = &file[r * WARP..][..WARP];
             for (l, &w) in row.iter().enumerate() {
-                dst[8 * l + 2 * k] = value(w as u16);
-                dst[8 * l + 2 * k + 1] = value((w >> 16) as u16);
+                bits[8 * l + 2 * k] = w as u16;
+                bits[8 * l + 2 * k + 1] = (w >> 16) as u16;
             }
         }
-    }
-    unpack(file, &ra, a, &value);
-    unpack(file, &rb, b, &value);
+        bits
+    };
+    widen(h, &unpack(pairs(v[0])), a);
+    widen(h, &unpack(pairs(v[1])), b);
     if c_f16 {
-        unpack(file, &rc, c, &|x| f16s[x as usize]);
+        widen(Half::F16, &unpack(pairs(v[2])), c);
     } else {
-        for (j, &r) in rc32.iter().enumerate() {
-            let row = &file[r * WARP..][..WARP];
+        for j in 0..8 {
+            let row = &file[i.v[v[2] + j] as usize * WARP..][..WARP];
             for (l, &w) in row.iter().enumerate() {
                 c[8 * l + j] = f32::from_bits(w as u32);
             }
@@ -540,6 +532,21 @@ mod tests {
     /// portable one and of mma::dot's round-to-nearest per element, on random f16 and
     /// bf16 tiles (finite values of every magnitude, zeros of both signs) and
     /// accumulators.
+    #[test]
+    fn widen_is_the_exact_value_of_every_bit_pattern() {
+        for start in (0..=u16::MAX as u32).step_by(256) {
+            let bits: [u16; 256] = std::array::from_fn(|k| (start as usize + k) as u16);
+            let (mut h, mut b) = ([0f32; 256], [0f32; 256]);
+            widen(Half::F16, &bits, &mut h);
+            widen(Half::BF16, &bits, &mut b);
+            for k in 0..256 {
+                let want = f16::from_bits(bits[k]).to_f32();
+                assert_eq!(h[k].to_bits(), want.to_bits(), "f16 {:#06x}", bits[k]);
+                assert_eq!(b[k].to_bits(), (bits[k] as u32) << 16, "bf16 {:#06x}", bits[k]);
+            }
+        }
+    }
+
     #[test]
     fn accumulate_is_dot_rn_per_element() {
         let mut next = crate::exec::xorshift(0x2545_f491_4f6c_dd1du64);
