@@ -107,6 +107,33 @@ impl Seen {
     }
 }
 
+/// An access being made, with what checking it against the recorded ones needs at hand:
+/// its thread's warp and the thread's vector clock, read once per access instead of once
+/// per word.
+struct Now<'a> {
+    access: Access,
+    thread: u32,
+    warp: u32,
+    clocks: &'a [u32; 32],
+}
+
+impl Now<'_> {
+    /// `a` was made by another thread than this access.
+    #[inline(always)]
+    fn other(&self, a: &Access) -> bool {
+        a.tl != 0 && a.thread() != self.thread
+    }
+
+    /// True when the earlier access `a` and this one (by another thread) are not separated
+    /// by a synchronization both took part in: a block barrier, or for lanes of one warp a
+    /// `bar.warp.sync` that `a`'s lane joined after `a` and this thread before now.
+    #[inline(always)]
+    fn unordered(&self, a: &Access) -> bool {
+        a.block_epoch == self.access.block_epoch
+            && (a.thread() / 32 != self.warp || self.clocks[(a.thread() % 32) as usize] < a.clock)
+    }
+}
+
 /// The shadow of one byte of shared memory, or of a 4-byte word whose bytes have had the
 /// same accesses (see [`Cells`]): 64 bytes, one cache line, since every shared access of
 /// a launch reads and writes cells.
@@ -298,13 +325,8 @@ impl Epochs {
         Access { tl: who(thread, line), block_epoch: self.block_epoch, clock }
     }
 
-    /// True when the earlier access `a` and `b`, made now (by different threads), are not
-    /// separated by a synchronization both took part in: a block barrier, or for lanes of
-    /// one warp a `bar.warp.sync` that `a`'s lane joined after `a` and `b`'s before `b`.
-    fn unordered(&self, a: &Access, b: &Access) -> bool {
-        a.block_epoch == b.block_epoch
-            && (a.thread() / 32 != b.thread() / 32
-                || self.clocks[b.thread() as usize][(a.thread() % 32) as usize] < a.clock)
+    fn begin(&self, thread: u32, line: u32) -> Now<'_> {
+        Now { access: self.now(thread, line), thread, warp: thread / 32, clocks: &self.clocks[thread as usize] }
     }
 
     #[cold]
@@ -348,25 +370,24 @@ impl Epochs {
 
     /// Checks a write `now` against what the cell recorded, then records it.
     #[inline(always)]
-    fn write(&self, checks: Checks, c: &mut Cell, now: Access, a: usize) -> Result<(), Finding> {
-        let thread = now.thread();
+    fn write(&self, checks: Checks, c: &mut Cell, now: &Now, a: usize) -> Result<(), Finding> {
         if checks.race {
-            if !c.write.none() && c.write.thread() != thread && self.unordered(&c.write, &now) {
-                return Err(self.hazard("Write-after-write", &c.write, "written", &now, a));
+            if now.unordered(&c.write) && now.other(&c.write) {
+                return Err(self.hazard("Write-after-write", &c.write, "written", &now.access, a));
             }
-            if let Some(r) = c.reads.iter().find(|r| !r.none() && r.thread() != thread && self.unordered(r, &now)) {
-                return Err(self.hazard("Write-after-read", r, "read", &now, a));
+            if let Some(r) = c.reads.iter().find(|r| now.unordered(r) && now.other(r)) {
+                return Err(self.hazard("Write-after-read", r, "read", &now.access, a));
             }
             // A read of this epoch by another warp: `first` if its warp is not the
             // writer's, else `other` (whose warp differs from first's).
-            let far = |r: &Seen| !r.none() && r.block_epoch == now.block_epoch && r.thread() / 32 != thread / 32;
+            let far = |r: &Seen| r.block_epoch == now.access.block_epoch && !r.none() && r.thread() / 32 != now.warp;
             for r in [&c.first, &c.other] {
                 if far(r) {
-                    return Err(self.hazard("Write-after-read", &r.access(), "read", &now, a));
+                    return Err(self.hazard("Write-after-read", &r.access(), "read", &now.access, a));
                 }
             }
         }
-        c.write = now;
+        c.write = now.access;
         c.gen_init |= INIT;
         Ok(())
     }
@@ -430,7 +451,7 @@ impl SharedShadow {
         n: usize,
     ) -> Result<(), Finding> {
         let sync = &self.sync;
-        let now = sync.now(thread, line);
+        let now = sync.begin(thread, line);
         for r in 0..rows {
             // The findings are built out of line: this closure runs for every word read.
             self.cells.each(
@@ -449,18 +470,18 @@ impl SharedShadow {
                     if !checks.race {
                         return Ok(());
                     }
-                    if !c.write.none() && c.write.thread() != thread && sync.unordered(&c.write, &now) {
-                        return Err(sync.hazard("Read-after-write", &c.write, "written", &now, a));
+                    if now.unordered(&c.write) && now.other(&c.write) {
+                        return Err(sync.hazard("Read-after-write", &c.write, "written", &now.access, a));
                     }
                     if c.reads[0].thread() != thread || c.reads[0].none() {
                         c.reads[1] = c.reads[0];
                     }
-                    c.reads[0] = now;
-                    if c.first.none() || c.first.block_epoch != now.block_epoch {
-                        c.first = Seen::of(&now);
+                    c.reads[0] = now.access;
+                    if c.first.block_epoch != now.access.block_epoch || c.first.none() {
+                        c.first = Seen::of(&now.access);
                         c.other = Seen::default();
-                    } else if c.first.thread() / 32 != thread / 32 {
-                        c.other = Seen::of(&now);
+                    } else if c.first.thread() / 32 != now.warp {
+                        c.other = Seen::of(&now.access);
                     }
                     Ok(())
                 },
@@ -488,13 +509,13 @@ impl SharedShadow {
         n: usize,
     ) -> Result<(), Finding> {
         let sync = &self.sync;
-        let now = sync.now(thread, line);
+        let now = sync.begin(thread, line);
         for r in 0..rows {
             self.cells.each(
                 addr + r * stride,
                 n,
                 #[inline(always)]
-                |c, a| sync.write(checks, c, now, a),
+                |c, a| sync.write(checks, c, &now, a),
             )?;
         }
         Ok(())
@@ -534,10 +555,10 @@ impl SharedShadow {
         n: usize,
     ) -> Result<(), Finding> {
         let sync = &self.sync;
-        let now = sync.now(thread, line);
+        let now = sync.begin(thread, line);
         self.cells.each(addr, n, |c, a| {
             c.pending = 0;
-            sync.write(checks, c, now, a)
+            sync.write(checks, c, &now, a)
         })
     }
 }
