@@ -1172,3 +1172,113 @@ fn racecheck_nc_load_of_bytes_written_in_the_same_launch() {
     // The corrected twin: a plain (coherent) load.
     assert_eq!(run("ld.global", Checks::ALL).1.unwrap(), want);
 }
+
+// ---------------------------------------------------------------------------------------
+// Findings inside a coalesced warp access (exec::access::ld_st_warp's spans)
+// ---------------------------------------------------------------------------------------
+
+/// Block 0's lanes 16-31 store buf[t]; block 1's warp then loads buf[0..32] in one
+/// coalesced access. In one launch nothing orders the two blocks.
+const SPAN_RACE: &str = "
+.visible .entry span_race(
+\t.param .u64 span_race_param_0,
+\t.param .u64 span_race_param_1
+)
+{
+\t.reg .pred \t%p<4>;
+\t.reg .b32 \t%r<4>;
+\t.reg .b64 \t%rd<8>;
+
+\tld.param.u64 \t%rd1, [span_race_param_0];
+\tld.param.u64 \t%rd2, [span_race_param_1];
+\tcvta.to.global.u64 \t%rd3, %rd1;
+\tcvta.to.global.u64 \t%rd4, %rd2;
+\tmov.u32 \t%r1, %tid.x;
+\tmov.u32 \t%r2, %ctaid.x;
+\tmul.wide.u32 \t%rd5, %r1, 4;
+\tadd.s64 \t%rd6, %rd3, %rd5;
+\tsetp.eq.u32 \t%p1, %r2, 0;
+\tsetp.ge.u32 \t%p2, %r1, 16;
+\tand.pred \t%p3, %p1, %p2;
+\t@%p3 st.global.u32 \t[%rd6], %r1;
+\t@%p1 bra \t$L_done;
+\tld.global.u32 \t%r3, [%rd6]; // the load
+\tadd.s64 \t%rd7, %rd4, %rd5;
+\tst.global.u32 \t[%rd7], %r3;
+$L_done:
+\tret;
+}
+";
+
+#[test]
+fn a_race_inside_a_coalesced_load_names_its_lane() {
+    let ptx = format!("{HEADER}{SPAN_RACE}");
+    let mut r = Rig::new(&ptx);
+    let buf = r.upload(&[0u32; 32]);
+    let out = r.upload(&[0u32; 32]);
+    let e = r.launch("span_race", [2, 1, 1], [32, 1, 1], &[&b64(buf), &b64(out)]).unwrap_err();
+    // Lanes 0-15 read words no block wrote; lane 16's word is the first another block
+    // wrote (or, had block 1 run first, the first it writes over a read).
+    assert_report(
+        &e,
+        FaultKind::Sanitizer,
+        &["racecheck:", "hazard on __global__", &format!("{:#x}", buf + 64), "thread (16,0,0)"],
+    );
+    // One block only: nothing to race with, and block 0's words read back.
+    let mut r = Rig::new(&ptx);
+    let (buf, out) = (r.upload(&[5u32; 32]), r.upload(&[0u32; 32]));
+    r.launch("span_race", [1, 1, 1], [32, 1, 1], &[&b64(buf), &b64(out)]).unwrap();
+}
+
+/// Every lane but 9 stores buf[t] = t; then every lane loads buf[t] in one coalesced
+/// access, and stores it to out[t].
+const SPAN_UNINIT: &str = "
+.visible .entry span_uninit(
+\t.param .u64 span_uninit_param_0,
+\t.param .u64 span_uninit_param_1
+)
+{
+\t.reg .pred \t%p<2>;
+\t.reg .b32 \t%r<4>;
+\t.reg .b64 \t%rd<8>;
+
+\tld.param.u64 \t%rd1, [span_uninit_param_0];
+\tld.param.u64 \t%rd2, [span_uninit_param_1];
+\tcvta.to.global.u64 \t%rd3, %rd1;
+\tcvta.to.global.u64 \t%rd4, %rd2;
+\tmov.u32 \t%r1, %tid.x;
+\tmul.wide.u32 \t%rd5, %r1, 4;
+\tadd.s64 \t%rd6, %rd3, %rd5;
+\tsetp.ne.u32 \t%p1, %r1, {SKIP};
+\t@%p1 st.global.u32 \t[%rd6], %r1;
+\tld.global.u32 \t%r3, [%rd6]; // the load
+\tadd.s64 \t%rd7, %rd4, %rd5;
+\tst.global.u32 \t[%rd7], %r3;
+\tret;
+}
+";
+
+#[test]
+fn an_unwritten_word_inside_a_coalesced_load_names_its_lane() {
+    let run = |skip: u32| {
+        let ptx = format!("{HEADER}{}", SPAN_UNINIT.replace("{SKIP}", &skip.to_string()));
+        let mut r = Rig::new(&ptx);
+        let buf = r.mem.alloc(128);
+        let out = r.upload(&[0u32; 32]);
+        let res = r.launch("span_uninit", [1, 1, 1], [32, 1, 1], &[&b64(buf), &b64(out)]);
+        (ptx, buf, res.map(|()| r.download::<u32>(out, 32)))
+    };
+    let (ptx, buf, res) = run(9);
+    assert_report(
+        &res.unwrap_err(),
+        FaultKind::Sanitizer,
+        &[
+            "initcheck: Uninitialized __global__ memory read of size 4 bytes",
+            &format!("{:#x}", buf + 36),
+            &format!("PTX line {}", line_of(&ptx, "the load")),
+            "thread (9,0,0) in block (0,0,0)",
+        ],
+    );
+    // Every lane stores (lane 32 does not exist): every word is written, and read back.
+    assert_eq!(run(32).2.unwrap(), (0..32).collect::<Vec<u32>>());
+}

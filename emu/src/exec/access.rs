@@ -142,6 +142,18 @@ fn global_race(blk: &Block, r: GlobalRace) -> Fault {
     }
 }
 
+/// initcheck's finding for a global read of `n` bytes at `addr` whose byte `a` nothing
+/// wrote.
+#[cold]
+fn uninit_global(n: usize, addr: u64, a: u64) -> Fault {
+    Fault {
+        kind: FaultKind::Sanitizer,
+        msg: format!(
+            "initcheck: Uninitialized __global__ memory read of size {n} bytes at address {addr:#x}: byte {a:#x} was never written since its allocation"
+        ),
+    }
+}
+
 /// Reads `out.len()` bytes at a checked location; initcheck and racecheck look at it
 /// first.
 pub fn read(blk: &mut Block, loc: Loc, out: &mut [u8], who: Who) -> Result<(), Fault> {
@@ -150,13 +162,7 @@ pub fn read(blk: &mut Block, loc: Loc, out: &mut [u8], who: Who) -> Result<(), F
         Loc::Global(i, addr) => {
             if checks.init {
                 if let Some(a) = blk.global.uninit(i, addr, out.len()) {
-                    return Err(Fault {
-                        kind: FaultKind::Sanitizer,
-                        msg: format!(
-                            "initcheck: Uninitialized __global__ memory read of size {} bytes at address {addr:#x}: byte {a:#x} was never written since its allocation",
-                            out.len()
-                        ),
-                    });
+                    return Err(uninit_global(out.len(), addr, a));
                 }
             }
             if checks.race {
@@ -336,27 +342,146 @@ pub fn ld_st_warp(
     let nc = i.flags & crate::ir::NC != 0;
     let mut m = active;
     while m != 0 {
-        let l = m.trailing_zeros() as usize;
-        m &= m - 1;
-        let who = Who { thread: lanes[l].linear, line: i.line, nc: nc && !write_op };
-        let loc = if space == Space::Global {
-            lanes[l].region = regions[l] as usize;
-            Loc::Global(regions[l] as usize, addrs[l])
+        // The run of lanes from the lowest one left whose global ranges follow one another
+        // in one allocation: one span for all of them when there are several.
+        let mut run = m & m.wrapping_neg();
+        if space == Space::Global {
+            let mut last = run.trailing_zeros() as usize;
+            let mut rest = m & !run;
+            while rest != 0 {
+                let l = rest.trailing_zeros() as usize;
+                if addrs[l] != addrs[last] + n as u64 || regions[l] != regions[last] {
+                    break;
+                }
+                run |= 1 << l;
+                rest &= rest - 1;
+                last = l;
+            }
+            m &= !run;
+            if run.count_ones() > 1 && coalesced_global(i, write_op, nc, blk, lanes, run, &addrs, &regions, file)? {
+                continue;
+            }
         } else {
-            Loc::Shared(addrs[l] as usize)
-        };
-        let mut buf = [0u8; ACCESS_BUF];
-        if write_op {
+            m &= !run;
+        }
+        while run != 0 {
+            let l = run.trailing_zeros() as usize;
+            run &= run - 1;
+            let who = Who { thread: lanes[l].linear, line: i.line, nc: nc && !write_op };
+            let loc = if space == Space::Global {
+                lanes[l].region = regions[l] as usize;
+                Loc::Global(regions[l] as usize, addrs[l])
+            } else {
+                Loc::Shared(addrs[l] as usize)
+            };
+            let mut buf = [0u8; ACCESS_BUF];
+            if write_op {
+                for (k, &v) in i.v.iter().enumerate() {
+                    buf[k * es..k * es + 8].copy_from_slice(&reg(file, v, l).to_le_bytes());
+                }
+                write(blk, loc, &buf[..n], who).map_err(|f| (l, f))?;
+            } else {
+                read(blk, loc, &mut buf[..n], who).map_err(|f| (l, f))?;
+                for (k, &d) in i.v.iter().enumerate() {
+                    file[d as usize * WARP + l] = read_elem(&buf, k, es, i.ty);
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The global access of [`ld_st_warp`] for a run of lanes (`active`, several) whose ranges
+/// follow one another in lane order in one allocation (a coalesced access: lane l at
+/// base + l n): initcheck, racecheck, the copy and the footprint once over the whole span,
+/// with the same outcome as lane after lane. racecheck's state is per 2-byte granule and
+/// the lanes' ranges are disjoint, so the span's granules are checked and recorded as the
+/// lanes' would be, and a hazard is the first conflicting granule's, reported for the lane
+/// that holds it. A load checks initcheck first, which changes nothing: when a byte is
+/// unwritten, false (having done nothing), and the run's lanes go one by one, so that a
+/// hazard in an earlier lane is the one reported, as it would be.
+#[allow(clippy::too_many_arguments)] // ld_st_warp's state, handed on
+fn coalesced_global(
+    i: &Inst,
+    write_op: bool,
+    nc: bool,
+    blk: &mut Block,
+    lanes: &mut [Thread],
+    active: u32,
+    addrs: &[u64; WARP],
+    regions: &[u32; WARP],
+    file: &mut [u64],
+) -> Result<bool, (usize, Fault)> {
+    let es = i.ty.size() as usize;
+    let n = es * i.v.len();
+    let first = active.trailing_zeros() as usize;
+    let (base, region) = (addrs[first], regions[first]);
+    let count = active.count_ones() as usize;
+    // The lane holding byte `a` of the span: the (a - base) / n-th executing lane.
+    let lane_of = |a: u64| {
+        let mut m = active;
+        for _ in 0..(a - base) / n as u64 {
+            m &= m - 1;
+        }
+        m.trailing_zeros() as usize
+    };
+    let total = count * n;
+    let region = region as usize;
+    let checks = blk.checks;
+    let mut span = [0u8; WARP * (ACCESS_BUF - 8)];
+    if write_op {
+        let mut m = active;
+        let mut at = 0;
+        while m != 0 {
+            let l = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let mut buf = [0u8; ACCESS_BUF];
             for (k, &v) in i.v.iter().enumerate() {
                 buf[k * es..k * es + 8].copy_from_slice(&reg(file, v, l).to_le_bytes());
             }
-            write(blk, loc, &buf[..n], who).map_err(|f| (l, f))?;
-        } else {
-            read(blk, loc, &mut buf[..n], who).map_err(|f| (l, f))?;
+            span[at..at + n].copy_from_slice(&buf[..n]);
+            at += n;
+        }
+        let data = &span[..total];
+        if checks.race {
+            blk.global
+                .race(region, base, total, blk.block, Some(data), false)
+                .map_err(|r| (lane_of(r.addr), global_race(blk, r)))?;
+        }
+        blk.global.write(region, base, data);
+        blk.footprint.note(base, total, true);
+        if checks.init {
+            blk.global.mark_init(region, base, total);
+        }
+    } else {
+        if checks.init && blk.global.uninit(region, base, total).is_some() {
+            return Ok(false);
+        }
+        if checks.race {
+            blk.global
+                .race(region, base, total, blk.block, None, nc)
+                .map_err(|r| (lane_of(r.addr), global_race(blk, r)))?;
+        }
+        blk.global.read(region, base, &mut span[..total]);
+        blk.footprint.note(base, total, false);
+        let mut m = active;
+        let mut at = 0;
+        while m != 0 {
+            let l = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let mut buf = [0u8; ACCESS_BUF];
+            buf[..n].copy_from_slice(&span[at..at + n]);
+            at += n;
             for (k, &d) in i.v.iter().enumerate() {
                 file[d as usize * WARP + l] = read_elem(&buf, k, es, i.ty);
             }
         }
+    }
+    let mut m = active;
+    while m != 0 {
+        let l = m.trailing_zeros() as usize;
+        m &= m - 1;
+        lanes[l].region = region;
     }
     Ok(true)
 }
