@@ -330,6 +330,9 @@ pub struct Code {
     pub names: Vec<String>,
     /// The fast form of each instruction, by pc ([`fast`]).
     pub fast: Vec<fast::Fast>,
+    /// Whether any instruction is an `ld.global.nc` (which the global racecheck must
+    /// judge against the launch's own writes even in a launch of one block).
+    pub nc_loads: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -403,7 +406,8 @@ pub fn lower_kernel(ast: &Ast, f: &Function, shared: &HashMap<String, u64>) -> R
     for (n, &i) in &l.callee_index {
         names[i] = n.clone();
     }
-    let mut code = Code { insts: l.insts, callees: l.callees, nregs, consts, names, fast: Vec::new() };
+    let nc_loads = l.insts.iter().any(|i| i.op == Op::Ld(Space::Global) && i.flags & NC != 0);
+    let mut code = Code { insts: l.insts, callees: l.callees, nregs, consts, names, fast: Vec::new(), nc_loads };
     crate::regalloc::compact(&mut code);
     code.fast = fast::decode(&code.insts);
     let kernel = Kernel {
