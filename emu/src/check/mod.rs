@@ -177,18 +177,23 @@ impl Cell {
     }
 }
 
-/// The shadow cells of one block's shared memory, a cell per 4-byte word while every
-/// access to the word covered all of it, as nearly every access of our kernels does (4-,
-/// 8- and 16-byte loads and stores, 16-byte cp.async, wmma rows): the word's four bytes
-/// then have had the same accesses, so one cell stands exactly for the four per-byte
-/// cells, and the first of its bytes in an access is the byte a per-byte check would name.
-/// An access covering part of a word splits it, for the rest of the block, into two
+/// The shadow cells of one block's shared memory: a cell per 16-byte quad while every
+/// access to the quad covered all of it, as the tile traffic of our kernels does (16-byte
+/// cp.async, .v4 loads and stores, wmma rows of 32 or 64 bytes at 16-byte aligned
+/// strides), else a cell per 4-byte word while every access to the word covered all of it
+/// (4- and 8-byte loads and stores). The bytes of such a quad or word have had the same
+/// accesses, so one cell stands exactly for their per-byte cells, and the first of its
+/// bytes in an access is the byte a per-byte check would name. An access covering part of
+/// a quad splits it, for the rest of the block, into four word cells, each a copy of the
+/// quad's. An access covering part of a word splits it, for the rest of the block, into two
 /// half-word cells when the access covers whole aligned halves (2-byte f16 and bf16
 /// loads and stores: each half then stands for its two bytes the same way), else into
 /// four byte cells; a half-split word that an access covers part of a half of splits
 /// into byte cells, each a copy of its half's.
 #[derive(Default)]
 struct Cells {
+    /// A cell per 16 bytes; `split` 1: its words' cells hold its state.
+    quads: Vec<Cell>,
     words: Vec<Cell>,
     halves: Vec<[Cell; 2]>,
     bytes: Vec<[Cell; 4]>,
@@ -200,27 +205,66 @@ impl Cells {
     /// generation reads as never accessed.
     fn reset(&mut self, bytes: usize) {
         if self.gen == INIT - 1 {
+            self.quads.clear();
             self.words.clear();
             self.gen = 0;
         }
         self.gen += 1;
-        let words = bytes.div_ceil(4);
-        if self.words.len() < words {
-            self.words.resize(words, Cell::default());
+        let quads = bytes.div_ceil(16);
+        if self.quads.len() < quads {
+            self.quads.resize(quads, Cell::default());
+            self.words.resize(4 * quads, Cell::default());
         }
         self.halves.clear();
         self.bytes.clear();
     }
 
     /// Calls `f` on the cell of every byte of `[addr, addr + n)` in order, or once for
-    /// each whole word that has one cell (with the word's first byte); stops at the
-    /// first finding.
+    /// each whole quad or word that has one cell (with its first byte); stops at the first
+    /// finding.
     #[inline(always)]
     fn each(
         &mut self,
         addr: usize,
         n: usize,
         mut f: impl FnMut(&mut Cell, usize) -> Result<(), Finding>,
+    ) -> Result<(), Finding> {
+        let end = addr + n;
+        let mut a = addr;
+        let gen = self.gen;
+        while a < end {
+            let q = a / 16;
+            let (lo, hi) = (16 * q, 16 * q + 16);
+            let cell = &mut self.quads[q];
+            if cell.gen() != gen {
+                *cell = Cell::fresh(gen);
+            }
+            if cell.split == 0 {
+                if a == lo && end >= hi {
+                    f(cell, a)?;
+                    a = hi;
+                    continue;
+                }
+                // Part of the quad: its words take its state from here on.
+                let whole = *cell;
+                cell.split = 1;
+                self.words[4 * q..4 * q + 4].fill(whole);
+            }
+            let stop = end.min(hi);
+            self.each_word(a, stop - a, &mut f)?;
+            a = stop;
+        }
+        Ok(())
+    }
+
+    /// [`Cells::each`] within one split quad: the cell of every byte in order, or once for
+    /// each whole word that has one cell.
+    #[inline(always)]
+    fn each_word(
+        &mut self,
+        addr: usize,
+        n: usize,
+        f: &mut impl FnMut(&mut Cell, usize) -> Result<(), Finding>,
     ) -> Result<(), Finding> {
         let end = addr + n;
         let mut a = addr;
@@ -579,6 +623,32 @@ mod tests {
         let mut s = SharedShadow::default();
         s.reset(16, [64, 1, 1]);
         s
+    }
+
+    #[test]
+    fn a_quad_written_whole_splits_into_words_exactly() {
+        let mut s = SharedShadow::default();
+        s.reset(64, [64, 1, 1]);
+        // Thread 0 writes quad 1 (bytes 16-31) whole; thread 32 (another warp) may not
+        // touch any of it before a barrier, and the report names the first byte it reads.
+        s.write(Checks::ALL, 0, 1, 16, 16).map_err(|f| f.msg).unwrap();
+        let f = s.read(Checks::ALL, 32, 2, 24, 4).expect_err("race on byte 24");
+        assert!(f.msg.contains("Read-after-write hazard on __shared__ byte 0x18"), "{}", f.msg);
+        // Thread 0's own read of part of it is fine, and splits it: its other words keep
+        // the quad's state (word 7 still thread 0's write), a new write of word 5 by thread
+        // 32 after a barrier is its own.
+        s.read(Checks::ALL, 0, 3, 20, 4).map_err(|f| f.msg).unwrap();
+        s.block_barrier();
+        s.write(Checks::ALL, 32, 4, 20, 4).map_err(|f| f.msg).unwrap();
+        let f = s.read(Checks::ALL, 0, 5, 16, 16).expect_err("race on byte 20");
+        assert!(f.msg.contains("byte 0x14") && f.msg.contains("thread (0,0,0) at PTX line 5"), "{}", f.msg);
+        // Quad 0 never written: a whole-quad read names its first byte; quad 2 written in
+        // part names its first unwritten byte.
+        let f = s.read(Checks::ALL, 0, 6, 0, 16).expect_err("nothing wrote quad 0");
+        assert!(f.msg.starts_with("initcheck") && f.msg.contains("byte 0x0"), "{}", f.msg);
+        s.write(Checks::ALL, 0, 7, 32, 8).map_err(|f| f.msg).unwrap();
+        let f = s.read(Checks::ALL, 0, 8, 32, 16).expect_err("bytes 40-47 unwritten");
+        assert!(f.msg.starts_with("initcheck") && f.msg.contains("byte 0x28"), "{}", f.msg);
     }
 
     #[test]
