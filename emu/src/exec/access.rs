@@ -17,6 +17,9 @@ pub struct AsyncCopy {
     pub size: u32,
     pub src_size: u32,
     pub line: u32,
+    /// The region of the launch's global view holding the source (checked at the issue,
+    /// and the view does not change within a launch).
+    pub region: u32,
 }
 
 fn space_name(s: Space) -> &'static str {
@@ -529,7 +532,7 @@ pub fn cp_async(i: &Inst, blk: &mut Block, t: &mut Thread, r: &mut Lane) -> Resu
         cost(blk, t, Space::Global, src, src_size as u64, false);
     }
     cost(blk, t, Space::Shared, dst, size as u64, true);
-    t.cp_issued.push_back(AsyncCopy { dst, src, size, src_size, line: i.line });
+    t.cp_issued.push_back(AsyncCopy { dst, src, size, src_size, line: i.line, region: t.region as u32 });
     t.cp_pending += 1;
     Ok(())
 }
@@ -554,7 +557,7 @@ pub fn cp_async_warp(
         return Ok(false);
     }
     let (dst_off, src_off) = (i.v[0] as i32 as i64 as u64, i.v[1] as i32 as i64 as u64);
-    let mut copies = [AsyncCopy { dst: 0, src: 0, size, src_size: 0, line: i.line }; WARP];
+    let mut copies = [AsyncCopy { dst: 0, src: 0, size, src_size: 0, line: i.line, region: 0 }; WARP];
     let mut regions = [0u32; WARP];
     let mut region = lanes[group.trailing_zeros() as usize].region;
     let mut active = 0u32;
@@ -587,7 +590,7 @@ pub fn cp_async_warp(
             }
             regions[l] = region as u32;
         }
-        copies[l] = AsyncCopy { dst, src, size, src_size, line: i.line };
+        copies[l] = AsyncCopy { dst, src, size, src_size, line: i.line, region: regions[l] };
         active |= 1 << l;
     }
     let mut m = active;
@@ -641,14 +644,12 @@ fn complete(c: &AsyncCopy, blk: &mut Block, t: &mut Thread) -> Result<(), Fault>
         f
     };
     let who = Who { thread: t.linear, line: c.line, nc: false };
+    // Both ranges were checked at the issue, against the launch's view of global memory
+    // and the block's shared memory, neither of which changes before the copy completes.
     if c.src_size > 0 {
-        let loc = locate(blk, t, Space::Global, c.src, c.src_size as u64, false).map_err(issued)?;
-        read(blk, loc, &mut buf[..c.src_size as usize], who).map_err(issued)?;
+        read(blk, Loc::Global(c.region as usize, c.src), &mut buf[..c.src_size as usize], who).map_err(issued)?;
     }
-    let Loc::Shared(d) = locate(blk, t, Space::Shared, c.dst, c.size as u64, true).map_err(issued)? else {
-        unreachable!()
-    };
-    let n = c.size as usize;
+    let (d, n) = (c.dst as usize, c.size as usize);
     if blk.checks.race || blk.checks.init {
         blk.shadow.async_complete(blk.checks, who.thread, who.line, d, n).map_err(finding).map_err(issued)?;
     }
