@@ -838,11 +838,19 @@ fn run_warp(code: &Code, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block
             let f = code.fast[pc as usize];
             if matches!(f, crate::ir::fast::Fast::Generic) {
                 if i.op == Op::Bra {
-                    let taken = |l: usize| i.guard == NONE || (reg(file, i.guard, l) & 1 != 0) != i.guard_neg;
-                    let mut members = (0..lanes.len()).filter(|&l| group >> l & 1 != 0);
-                    let first = members.next().is_some_and(taken);
-                    if members.all(|l| taken(l) == first) {
-                        pc = if first { i.off as u32 } else { pc + 1 };
+                    // The lanes of the group that take it, from the guard's row at once.
+                    let taken = if i.guard == NONE {
+                        group
+                    } else {
+                        let row = &file[i.guard as usize * WARP..][..WARP];
+                        let holds = row
+                            .iter()
+                            .enumerate()
+                            .fold(0u32, |m, (l, &v)| m | (((v & 1 != 0) != i.guard_neg) as u32) << l);
+                        holds & group
+                    };
+                    if taken == group || taken == 0 {
+                        pc = if taken == group { i.off as u32 } else { pc + 1 };
                         continue;
                     }
                 }
