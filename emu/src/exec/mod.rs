@@ -351,7 +351,9 @@ pub fn launch_with(
     let run = |positions: &mut dyn Iterator<Item = u64>| -> Outcome {
         let mut w = Worker::new(k, cfg, params, &view, n, checks, approx, costing.is_some());
         let r = w.run(positions, order, nblocks);
-        (r, w.blk.cost.take(), std::mem::take(&mut w.blk.footprint))
+        let out = (r, w.blk.cost.take(), std::mem::take(&mut w.blk.footprint));
+        spare::give(std::mem::take(&mut w.regs), std::mem::take(&mut w.blk.shadow));
+        out
     };
     let results: Vec<Outcome> = if workers == 1 {
         vec![run(&mut (0..nblocks))]
@@ -420,6 +422,36 @@ fn workers(nblocks: u64, threads_per_block: u32) -> usize {
     host.clamp(1, 16).min(nblocks as usize)
 }
 
+/// The storage a worker needs that is large and the same from launch to launch (a
+/// register file, a shared-memory shadow): kept between launches instead of allocated
+/// fresh for each, which for a GEMM block (three quarters of a megabyte of registers, as
+/// much of shadow cells) cost the host a page fault per 4 KB, as each launch's new
+/// allocation came from the kernel zeroed on first touch. A register file is zeroed again
+/// for each launch; a shadow starts each block fresh by its generation count.
+mod spare {
+    use crate::check::SharedShadow;
+    use std::sync::Mutex;
+
+    /// At most this many are kept: one per worker of the largest launches.
+    const KEEP: usize = 16;
+
+    static POOL: Mutex<Vec<(Vec<u64>, SharedShadow)>> = Mutex::new(Vec::new());
+
+    /// A register file (any contents: the caller zeroes it) and a shadow, from the pool
+    /// or new.
+    pub fn take() -> (Vec<u64>, SharedShadow) {
+        POOL.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default()
+    }
+
+    /// Returns them for a later launch.
+    pub fn give(regs: Vec<u64>, shadow: SharedShadow) {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < KEEP {
+            pool.push((regs, shadow));
+        }
+    }
+}
+
 /// One host thread's share of a launch: its own thread states and shared memory, the
 /// launch's global memory view.
 struct Worker<'a> {
@@ -447,7 +479,9 @@ impl<'a> Worker<'a> {
         let [bx, by, _] = cfg.block;
         let nwarps = n.div_ceil(32);
         let stride = code.nregs as usize * WARP;
-        let mut regs = vec![0u64; nwarps as usize * stride];
+        let (mut regs, shadow) = spare::take();
+        regs.clear();
+        regs.resize(nwarps as usize * stride, 0);
         let threads = (0..n)
             .map(|i| {
                 let file = &mut regs[(i / 32) as usize * stride..][..stride];
@@ -482,7 +516,7 @@ impl<'a> Worker<'a> {
             approx,
             block: 0,
             grid: cfg.grid,
-            shadow: SharedShadow::default(),
+            shadow,
             global: view,
             shared: Vec::new(),
             params: params.to_vec(),
