@@ -253,10 +253,21 @@ fn shared_tile(
 pub fn wmma(i: &Inst, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block) -> Result<(), Fault> {
     let who = Who { thread: lanes[0].linear, line: i.line, nc: false };
     // Logical element (row-major index) of element `c` of memory row `r`.
-    let logical = |layout: Layout, r: usize, c: usize| match layout {
-        Layout::Row => r * 16 + c,
-        Layout::Col => c * 16 + r,
-    };
+    // Element `c` of memory row `r` is logical element r * 16 + c for a row-major
+    // layout, c * 16 + r for a column-major one: a tile in memory order becomes the
+    // logical matrix by a copy or a transpose, the layout decided once per instruction.
+    fn logical<T: Copy>(layout: Layout, memory: &[T; 256], out: &mut [T; 256]) {
+        match layout {
+            Layout::Row => *out = *memory,
+            Layout::Col => {
+                for r in 0..16 {
+                    for c in 0..16 {
+                        out[c * 16 + r] = memory[r * 16 + c];
+                    }
+                }
+            }
+        }
+    }
     match i.op {
         Op::WmmaLoadA(layout) | Op::WmmaLoadB(layout) | Op::WmmaLoadC(layout) if i.ty != Ty::F32 => {
             let (base, stride) = uniform_address(file, i, 2)?;
@@ -274,11 +285,11 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block) -
                     }
                 }
             }
-            for (r, row) in rows.chunks_exact(32).enumerate() {
-                for c in 0..16 {
-                    m[logical(layout, r, c)] = u16::from_le_bytes([row[2 * c], row[2 * c + 1]]);
-                }
+            let mut mem = [0u16; 256];
+            for (e, b) in mem.iter_mut().zip(rows.chunks_exact(2)) {
+                *e = u16::from_le_bytes([b[0], b[1]]);
             }
+            logical(layout, &mem, &mut m);
             // Element pair k (elements 2k, 2k + 1) in register k: f16 A and B fragments
             // have 8 registers, the last 4 repeating the first; bf16 ones and f16 C have 4.
             for (k, &r) in i.v.iter().enumerate() {
@@ -307,12 +318,11 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block) -
                     }
                 }
             }
-            for (r, row) in rows.chunks_exact(64).enumerate() {
-                for c in 0..16 {
-                    let b = &row[4 * c..4 * c + 4];
-                    d[logical(layout, r, c)] = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                }
+            let mut mem = [0u32; 256];
+            for (e, b) in mem.iter_mut().zip(rows.chunks_exact(4)) {
+                *e = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
+            logical(layout, &mem, &mut d);
             for j in 0..8 {
                 let out = &mut file[i.v[j] as usize * WARP..][..WARP];
                 for (l, o) in out.iter_mut().enumerate() {
@@ -338,11 +348,11 @@ pub fn wmma(i: &Inst, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block) -
             }
             let mut rows = [0u8; 1024];
             let rows = &mut rows[..256 * elem];
-            for (r, row) in rows.chunks_exact_mut(16 * elem).enumerate() {
-                for c in 0..16 {
-                    let bytes = d[logical(layout, r, c)].to_le_bytes();
-                    row[elem * c..elem * (c + 1)].copy_from_slice(&bytes[..elem]);
-                }
+            // The transpose is its own inverse: the logical matrix in memory order.
+            let mut mem = [0u32; 256];
+            logical(layout, &d, &mut mem);
+            for (e, b) in mem.iter().zip(rows.chunks_exact_mut(elem)) {
+                b.copy_from_slice(&e.to_le_bytes()[..elem]);
             }
             let fast =
                 if sp == Space::Shared { shared_tile(blk, base, elem as u64 * stride, rows, true, who) } else { None };
