@@ -366,17 +366,38 @@ pub fn ld_st_warp(
             }
         } else {
             m &= !run;
+            // Shared memory: the lane's access straight to the shadow and the bytes.
+            let l = run.trailing_zeros() as usize;
+            let o = addrs[l] as usize;
+            let checks = blk.checks;
+            let thread = lanes[l].linear;
+            let mut buf = [0u8; ACCESS_BUF];
+            if write_op {
+                for (k, &v) in i.v.iter().enumerate() {
+                    buf[k * es..k * es + 8].copy_from_slice(&reg(file, v, l).to_le_bytes());
+                }
+                if checks.race || checks.init {
+                    blk.shadow.write(checks, thread, i.line, o, n).map_err(|f| (l, finding(f)))?;
+                }
+                blk.shared[o..o + n].copy_from_slice(&buf[..n]);
+            } else {
+                if checks.race || checks.init {
+                    blk.shadow.read(checks, thread, i.line, o, n).map_err(|f| (l, finding(f)))?;
+                }
+                buf[..n].copy_from_slice(&blk.shared[o..o + n]);
+                for (k, &d) in i.v.iter().enumerate() {
+                    file[d as usize * WARP + l] = read_elem(&buf, k, es, i.ty);
+                }
+            }
+            continue;
         }
         while run != 0 {
             let l = run.trailing_zeros() as usize;
             run &= run - 1;
+            // Global memory, lane by lane (shared memory took the branch above).
             let who = Who { thread: lanes[l].linear, line: i.line, nc: nc && !write_op };
-            let loc = if space == Space::Global {
-                lanes[l].region = regions[l] as usize;
-                Loc::Global(regions[l] as usize, addrs[l])
-            } else {
-                Loc::Shared(addrs[l] as usize)
-            };
+            lanes[l].region = regions[l] as usize;
+            let loc = Loc::Global(regions[l] as usize, addrs[l]);
             let mut buf = [0u8; ACCESS_BUF];
             if write_op {
                 for (k, &v) in i.v.iter().enumerate() {
