@@ -316,13 +316,10 @@ pub fn ld_st_warp(
     let mut regions = [0u32; WARP];
     let mut active = 0u32;
     let mut region = lanes[group.trailing_zeros() as usize].region;
-    let mut m = group;
+    let mut m = super::executing(file, group, i.guard, i.guard_neg);
     while m != 0 {
         let l = m.trailing_zeros() as usize;
         m &= m - 1;
-        if !super::guard_holds(&super::Lane { file: &mut *file, lane: l }, i.guard, i.guard_neg) {
-            continue;
-        }
         let addr = reg(file, i.a, l).wrapping_add(i.off as u64);
         if addr % align != 0 {
             return Ok(false);
@@ -582,13 +579,10 @@ pub fn cp_async_warp(
     let mut regions = [0u32; WARP];
     let mut region = lanes[group.trailing_zeros() as usize].region;
     let mut active = 0u32;
-    let mut m = group;
+    let mut m = super::executing(file, group, i.guard, i.guard_neg);
     while m != 0 {
         let l = m.trailing_zeros() as usize;
         m &= m - 1;
-        if !super::guard_holds(&super::Lane { file: &mut *file, lane: l }, i.guard, i.guard_neg) {
-            continue;
-        }
         let dst = reg(file, i.d, l).wrapping_add(dst_off);
         let src = reg(file, i.a, l).wrapping_add(src_off);
         let src_size = reg(file, i.b, l) as u32;

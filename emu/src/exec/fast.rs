@@ -6,7 +6,7 @@ use super::half::{Half, CANONICAL_NAN_F16};
 use super::int::{cmp, mask, sx};
 use super::{Regs, WARP};
 use crate::ir::fast::{Bin, CvtKind, FBin, Fast};
-use crate::ir::{Cmp, NONE};
+use crate::ir::Cmp;
 
 #[inline(always)]
 fn f32_of(v: u64) -> f32 {
@@ -67,12 +67,7 @@ unsafe fn exec_warp_avx2(f: Fast, file: &mut [u64], full: u32, group: u32, guard
 
 #[inline(always)]
 fn exec_warp_in(f: Fast, file: &mut [u64], full: u32, group: u32, guard: u32, guard_neg: bool) {
-    let mut active = group;
-    if guard != NONE {
-        let g = row(file, guard);
-        let holds = (0..WARP).fold(0u32, |m, l| m | (((g[l] & 1 != 0) != guard_neg) as u32) << l);
-        active &= holds;
-    }
+    let active = super::executing(file, group, guard, guard_neg);
     if active == 0 {
         return;
     }

@@ -872,17 +872,8 @@ fn run_warp(code: &Code, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block
             let f = code.fast[pc as usize];
             if matches!(f, crate::ir::fast::Fast::Generic) {
                 if i.op == Op::Bra {
-                    // The lanes of the group that take it, from the guard's row at once.
-                    let taken = if i.guard == NONE {
-                        group
-                    } else {
-                        let row = &file[i.guard as usize * WARP..][..WARP];
-                        let holds = row
-                            .iter()
-                            .enumerate()
-                            .fold(0u32, |m, (l, &v)| m | (((v & 1 != 0) != i.guard_neg) as u32) << l);
-                        holds & group
-                    };
+                    // The lanes of the group that take it.
+                    let taken = executing(file, group, i.guard, i.guard_neg);
                     if taken == group || taken == 0 {
                         pc = if taken == group { i.off as u32 } else { pc + 1 };
                         continue;
@@ -915,23 +906,17 @@ fn run_warp(code: &Code, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block
                 // cp.async and its commits and waits, lane after lane in one call.
                 match i.op {
                     Op::CpAsync => {
-                        let done = access::cp_async_warp(i, blk, lanes, group, file).map_err(|(l, f)| {
-                            lanes[l].pc = pc;
-                            (l, f)
-                        })?;
+                        let done = access::cp_async_warp(i, blk, lanes, group, file).map_err(at(lanes, pc))?;
                         if done {
                             pc += 1;
                             continue;
                         }
                     }
                     Op::CpAsyncCommit | Op::CpAsyncWait => {
-                        let mut m = group;
+                        let mut m = executing(file, group, i.guard, i.guard_neg);
                         while m != 0 {
                             let l = m.trailing_zeros() as usize;
                             m &= m - 1;
-                            if !guard_holds(&Lane { file: &mut *file, lane: l }, i.guard, i.guard_neg) {
-                                continue;
-                            }
                             let t = &mut lanes[l];
                             if i.op == Op::CpAsyncCommit || i.b != NONE {
                                 access::cp_commit(t);
@@ -950,10 +935,7 @@ fn run_warp(code: &Code, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block
                 }
                 if let Op::Ld(s) | Op::St(s) = i.op {
                     let done =
-                        access::ld_st_warp(i, s, i.op == Op::St(s), blk, lanes, group, file).map_err(|(l, f)| {
-                            lanes[l].pc = pc;
-                            (l, f)
-                        })?;
+                        access::ld_st_warp(i, s, i.op == Op::St(s), blk, lanes, group, file).map_err(at(lanes, pc))?;
                     if done {
                         pc += 1;
                         continue;
@@ -1003,6 +985,15 @@ fn collective_in_place(
     }
 }
 
+/// For a warp path's fault in lane `l` at the instruction at `pc`: that lane's pc set to
+/// it (the report names the instruction by it), the lane and the fault passed on.
+fn at(lanes: &mut [Thread], pc: u32) -> impl FnOnce((usize, Fault)) -> (usize, Fault) + '_ {
+    move |(l, f)| {
+        lanes[l].pc = pc;
+        (l, f)
+    }
+}
+
 /// The mask of a warp of `n` lanes (bit l: lane l), every lane set.
 #[inline(always)]
 pub(crate) fn all_lanes(n: usize) -> u32 {
@@ -1039,6 +1030,18 @@ fn lowest_group(lanes: &[Thread]) -> Option<(u32, u32, u32)> {
 #[inline(always)]
 pub(crate) fn guard_holds<R: Regs + ?Sized>(regs: &R, guard: u32, neg: bool) -> bool {
     guard == NONE || (regs[guard as usize] & 1 != 0) != neg
+}
+
+/// The lanes of `group` (bit l: lane l) in which an instruction guarded by predicate
+/// register `guard` (NONE: unguarded), negated when `neg`, executes: the guard's row of
+/// the warp's register file at once.
+#[inline(always)]
+pub(crate) fn executing(file: &[u64], group: u32, guard: u32, neg: bool) -> u32 {
+    if guard == NONE {
+        return group;
+    }
+    let row = &file[guard as usize * WARP..][..WARP];
+    row.iter().enumerate().fold(0u32, |m, (l, &v)| m | (((v & 1 != 0) != neg) as u32) << l) & group
 }
 
 /// The class an instruction counts in (crate::cost).
