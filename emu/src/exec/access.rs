@@ -227,6 +227,28 @@ fn read_elem(buf: &[u8; ACCESS_BUF], k: usize, es: usize, ty: Ty) -> u64 {
 /// element has an 8-byte window from its start.
 const ACCESS_BUF: usize = 40;
 
+/// The bytes a store of `i` (elements of `es` bytes) takes from lane `l` of the register
+/// file `file` (lane-minor, a row of 32 per register): each element as its whole 8-byte
+/// register, in ascending order, so the next element overwrites the bytes past this one's
+/// `es`; the first `es * i.v.len()` bytes are the data.
+#[inline(always)]
+fn store_bytes(i: &Inst, es: usize, file: &[u64], l: usize) -> [u8; ACCESS_BUF] {
+    let mut buf = [0u8; ACCESS_BUF];
+    for (k, &v) in i.v.iter().enumerate() {
+        buf[k * es..k * es + 8].copy_from_slice(&reg(file, v, l).to_le_bytes());
+    }
+    buf
+}
+
+/// A load of `i` (elements of `es` bytes, read into `buf`) into its destination
+/// registers in lane `l` of `file`, each element sign-extended for a signed type.
+#[inline(always)]
+fn load_into(i: &Inst, es: usize, buf: &[u8; ACCESS_BUF], file: &mut [u64], l: usize) {
+    for (k, &d) in i.v.iter().enumerate() {
+        file[d as usize * WARP + l] = read_elem(buf, k, es, i.ty);
+    }
+}
+
 /// Counts one lane's access for the cost model, as part of the warp instruction its pc
 /// and its count of executions of that pc name (crate::cost): a lane's earlier paths,
 /// which in a divergent loop or branch ran other memory instructions than its warp's
@@ -251,9 +273,7 @@ pub fn ld(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread, r: &mut Lane)
     let mut buf = [0u8; ACCESS_BUF];
     let nc = i.flags & crate::ir::NC != 0;
     read(blk, loc, &mut buf[..n], Who { thread: t.linear, line: i.line, nc })?;
-    for (k, &d) in i.v.iter().enumerate() {
-        r[d as usize] = read_elem(&buf, k, es, i.ty);
-    }
+    load_into(i, es, &buf, r.file, r.lane);
     Ok(())
 }
 
@@ -368,11 +388,8 @@ pub fn ld_st_warp(
             let o = addrs[l] as usize;
             let checks = blk.checks;
             let thread = lanes[l].linear;
-            let mut buf = [0u8; ACCESS_BUF];
             if write_op {
-                for (k, &v) in i.v.iter().enumerate() {
-                    buf[k * es..k * es + 8].copy_from_slice(&reg(file, v, l).to_le_bytes());
-                }
+                let buf = store_bytes(i, es, file, l);
                 if checks.race || checks.init {
                     blk.shadow.write(checks, thread, i.line, o, n).map_err(|f| (l, finding(f)))?;
                 }
@@ -381,10 +398,9 @@ pub fn ld_st_warp(
                 if checks.race || checks.init {
                     blk.shadow.read(checks, thread, i.line, o, n).map_err(|f| (l, finding(f)))?;
                 }
+                let mut buf = [0u8; ACCESS_BUF];
                 buf[..n].copy_from_slice(&blk.shared[o..o + n]);
-                for (k, &d) in i.v.iter().enumerate() {
-                    file[d as usize * WARP + l] = read_elem(&buf, k, es, i.ty);
-                }
+                load_into(i, es, &buf, file, l);
             }
             continue;
         }
@@ -395,17 +411,12 @@ pub fn ld_st_warp(
             let who = Who { thread: lanes[l].linear, line: i.line, nc: nc && !write_op };
             lanes[l].region = regions[l] as usize;
             let loc = Loc::Global(regions[l] as usize, addrs[l]);
-            let mut buf = [0u8; ACCESS_BUF];
             if write_op {
-                for (k, &v) in i.v.iter().enumerate() {
-                    buf[k * es..k * es + 8].copy_from_slice(&reg(file, v, l).to_le_bytes());
-                }
-                write(blk, loc, &buf[..n], who).map_err(|f| (l, f))?;
+                write(blk, loc, &store_bytes(i, es, file, l)[..n], who).map_err(|f| (l, f))?;
             } else {
+                let mut buf = [0u8; ACCESS_BUF];
                 read(blk, loc, &mut buf[..n], who).map_err(|f| (l, f))?;
-                for (k, &d) in i.v.iter().enumerate() {
-                    file[d as usize * WARP + l] = read_elem(&buf, k, es, i.ty);
-                }
+                load_into(i, es, &buf, file, l);
             }
         }
     }
@@ -456,11 +467,7 @@ fn coalesced_global(
         while m != 0 {
             let l = m.trailing_zeros() as usize;
             m &= m - 1;
-            let mut buf = [0u8; ACCESS_BUF];
-            for (k, &v) in i.v.iter().enumerate() {
-                buf[k * es..k * es + 8].copy_from_slice(&reg(file, v, l).to_le_bytes());
-            }
-            span[at..at + n].copy_from_slice(&buf[..n]);
+            span[at..at + n].copy_from_slice(&store_bytes(i, es, file, l)[..n]);
             at += n;
         }
         let data = &span[..total];
@@ -493,9 +500,7 @@ fn coalesced_global(
             let mut buf = [0u8; ACCESS_BUF];
             buf[..n].copy_from_slice(&span[at..at + n]);
             at += n;
-            for (k, &d) in i.v.iter().enumerate() {
-                file[d as usize * WARP + l] = read_elem(&buf, k, es, i.ty);
-            }
+            load_into(i, es, &buf, file, l);
         }
     }
     let mut m = active;
@@ -511,12 +516,7 @@ pub fn st(i: &Inst, space: Space, blk: &mut Block, t: &mut Thread, r: &mut Lane)
     let es = i.ty.size() as usize;
     let n = es * i.v.len();
     let addr = r[i.a as usize].wrapping_add(i.off as u64);
-    let mut buf = [0u8; ACCESS_BUF];
-    // Each element as its whole 8-byte register, in ascending order: the next element
-    // overwrites the bytes past this one's `es`, and bytes past `n` are not stored.
-    for (k, &v) in i.v.iter().enumerate() {
-        buf[k * es..k * es + 8].copy_from_slice(&r[v as usize].to_le_bytes());
-    }
+    let buf = store_bytes(i, es, r.file, r.lane);
     let loc = locate(blk, t, space, addr, n as u64, true)?;
     cost(blk, t, space, addr, n as u64, true);
     write(blk, loc, &buf[..n], Who { thread: t.linear, line: i.line, nc: false })?;
