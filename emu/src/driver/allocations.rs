@@ -25,8 +25,12 @@ pub const UNINIT_BYTE: u8 = 0xff;
 pub struct Allocation {
     pub data: Vec<u8>,
     /// initcheck's shadow: 1 for each byte written since the allocation (by a memset, a
-    /// copy or a kernel store), 0 for the others.
-    pub init: Vec<u8>,
+    /// copy or a kernel store), 0 for the others. Bytes only ever go from 0 to 1.
+    init: Vec<u8>,
+    /// Every byte of `init` is 1 (found when a launch's view is made; it stays true, as
+    /// nothing unwrites a byte): the launch's initcheck of this allocation's bytes, and
+    /// its marking of them, then cost nothing.
+    written: bool,
     /// racecheck's shadow of global memory within one launch, one word per 2-byte granule
     /// (see [`GlobalView::race`]); made at the first launch that checks races.
     race: Vec<AtomicU64>,
@@ -59,7 +63,10 @@ impl Memory {
         let base = self.next;
         let span = (size.max(1) as u64).div_ceil(ALIGN) * ALIGN;
         self.next = base + span + GUARD;
-        self.allocs.insert(base, Allocation { data: vec![UNINIT_BYTE; size], init: vec![0; size], race: Vec::new() });
+        self.allocs.insert(
+            base,
+            Allocation { data: vec![UNINIT_BYTE; size], init: vec![0; size], written: size == 0, race: Vec::new() },
+        );
         self.used += size as u64;
         base
     }
@@ -76,7 +83,7 @@ impl Memory {
         let mut init = Vec::new();
         init.try_reserve_exact(size).ok()?;
         init.resize(size, 0);
-        self.allocs.insert(base, Allocation { data, init, race: Vec::new() });
+        self.allocs.insert(base, Allocation { data, init, written: size == 0, race: Vec::new() });
         self.used += size as u64;
         Some(base)
     }
@@ -160,6 +167,12 @@ impl Memory {
             .map(|(&base, a)| Region {
                 base,
                 ptr: a.data.as_mut_ptr(),
+                // A memchr over the bytes not known written yet: an input uploaded whole, or
+                // an output a launch wrote whole, is scanned once and never again.
+                written: {
+                    a.written = a.written || !a.init.contains(&0);
+                    a.written
+                },
                 init: a.init.as_mut_ptr(),
                 race: if race { a.race.as_ptr() } else { std::ptr::null() },
                 len: a.data.len(),
@@ -239,6 +252,8 @@ struct Region {
     ptr: *mut u8,
     /// initcheck's shadow of the same bytes.
     init: *mut u8,
+    /// Every byte was written before this launch ([`Allocation::written`]).
+    written: bool,
     /// racecheck's granules (null when the launch does not check races).
     race: *const AtomicU64,
     len: usize,
@@ -295,11 +310,17 @@ impl GlobalView<'_> {
 
     /// The first byte of `[addr, addr + n)` in region `i` that nothing has written, if any.
     pub fn uninit(&self, i: usize, addr: u64, n: usize) -> Option<u64> {
+        if self.regions[i].written {
+            return None;
+        }
         self.bytes(i, addr, n, true).position(|b| b.load(Ordering::Relaxed) == 0).map(|k| addr + k as u64)
     }
 
     /// Marks `[addr, addr + n)` of region `i` written.
     pub fn mark_init(&self, i: usize, addr: u64, n: usize) {
+        if self.regions[i].written {
+            return;
+        }
         for b in self.bytes(i, addr, n, true) {
             b.store(1, Ordering::Relaxed);
         }
@@ -457,5 +478,37 @@ impl GlobalView<'_> {
         for (d, b) in data.iter().zip(self.bytes(i, addr, data.len(), false)) {
             b.store(*d, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allocation_counts_as_written_only_once_every_byte_is() {
+        let mut mem = Memory::new();
+        let p = mem.alloc(64);
+        // All but the last byte from the host: initcheck still sees the last one.
+        mem.slice_mut(p, 63).unwrap().fill(7);
+        let v = mem.view();
+        assert_eq!(v.uninit(0, p + 60, 4), Some(p + 63));
+        assert_eq!(v.uninit(0, p, 63), None);
+        // A kernel's store of it, in this launch: the next launch's view sees the
+        // allocation written whole and checks nothing more.
+        v.mark_init(0, p + 63, 1);
+        assert_eq!(v.uninit(0, p + 60, 4), None);
+        drop(v);
+        assert!(!mem.allocs[&p].written);
+        let v = mem.view();
+        assert!(v.regions[0].written);
+        assert_eq!(v.uninit(0, p, 64), None);
+        drop(v);
+        // A new allocation starts unwritten, and an empty one has nothing to write.
+        let q = mem.alloc(16);
+        mem.alloc(0);
+        let v = mem.view();
+        assert_eq!(v.uninit(1, q, 16), Some(q));
+        assert!(!v.regions[1].written && v.regions[2].written);
     }
 }
