@@ -113,6 +113,8 @@ impl Seen {
 struct Now<'a> {
     access: Access,
     thread: u32,
+    /// The PTX line unclamped, for reports.
+    line: u32,
     warp: u32,
     clocks: &'a [u32; 32],
 }
@@ -217,6 +219,28 @@ impl Cells {
         }
         self.halves.clear();
         self.bytes.clear();
+    }
+
+    /// The one cell that stands for all of `[addr, addr + n)` in this block, when the span is
+    /// a whole quad or word that has one (every access of our kernels' steady state): what
+    /// [`Cells::each`] would call `f` on once, found without its walk. None for anything
+    /// else (a cell of an earlier block, a quad or word to split, a span of other sizes),
+    /// which then takes [`Cells::each`].
+    #[inline(always)]
+    fn whole(&mut self, addr: usize, n: usize) -> Option<&mut Cell> {
+        let gen = self.gen;
+        let quad = self.quads.get_mut(addr / 16)?;
+        if quad.gen() != gen {
+            return None;
+        }
+        match (n, quad.split) {
+            (16, 0) if addr % 16 == 0 => Some(quad),
+            (4, 1) if addr % 4 == 0 => {
+                let word = &mut self.words[addr / 4];
+                (word.gen() == gen && word.split == 0).then_some(word)
+            }
+            _ => None,
+        }
     }
 
     /// Calls `f` on the cell of every byte of `[addr, addr + n)` in order, or once for
@@ -370,7 +394,7 @@ impl Epochs {
     }
 
     fn begin(&self, thread: u32, line: u32) -> Now<'_> {
-        Now { access: self.now(thread, line), thread, warp: thread / 32, clocks: &self.clocks[thread as usize] }
+        Now { access: self.now(thread, line), thread, line, warp: thread / 32, clocks: &self.clocks[thread as usize] }
     }
 
     #[cold]
@@ -410,6 +434,38 @@ impl Epochs {
                 line_text(now.line())
             ),
         }
+    }
+
+    /// Checks a read `now` against what the cell recorded (initcheck, a pending cp.async,
+    /// an unordered write by another thread), then records it.
+    #[inline(always)]
+    fn read(&self, checks: Checks, c: &mut Cell, now: &Now, a: usize) -> Result<(), Finding> {
+        let (thread, line) = (now.thread, now.line);
+        if !c.init() || c.pending != 0 {
+            if checks.init && !c.init() && c.pending == 0 {
+                return Err(self.uninitialized(thread, line, a));
+            }
+            if checks.race && c.pending != 0 {
+                return Err(self.read_of_pending(c.pending, thread, line, a));
+            }
+        }
+        if !checks.race {
+            return Ok(());
+        }
+        if now.unordered(&c.write) && now.other(&c.write) {
+            return Err(self.hazard("Read-after-write", &c.write, "written", &now.access, a));
+        }
+        if c.reads[0].thread() != thread || c.reads[0].none() {
+            c.reads[1] = c.reads[0];
+        }
+        c.reads[0] = now.access;
+        if c.first.block_epoch != now.access.block_epoch || c.first.none() {
+            c.first = Seen::of(&now.access);
+            c.other = Seen::default();
+        } else if c.first.thread() / 32 != now.warp {
+            c.other = Seen::of(&now.access);
+        }
+        Ok(())
     }
 
     /// Checks a write `now` against what the cell recorded, then records it.
@@ -497,39 +553,69 @@ impl SharedShadow {
         let sync = &self.sync;
         let now = sync.begin(thread, line);
         for r in 0..rows {
+            let row = addr + r * stride;
+            // A row of whole quads, each with its one cell (a wmma tile's row of 32 or 64
+            // bytes in the main loop): straight to the cells; else the general walk.
+            if row % 16 == 0 && n % 16 == 0 {
+                let mut a = row;
+                while a < row + n {
+                    match self.cells.whole(a, 16) {
+                        Some(c) => sync.read(checks, c, &now, a)?,
+                        None => break,
+                    }
+                    a += 16;
+                }
+                if a == row + n {
+                    continue;
+                }
+                self.cells.each(a, row + n - a, |c, a| sync.read(checks, c, &now, a))?;
+                continue;
+            }
             // The findings are built out of line: this closure runs for every word read.
             self.cells.each(
-                addr + r * stride,
+                row,
                 n,
                 #[inline(always)]
-                |c, a| {
-                    if !c.init() || c.pending != 0 {
-                        if checks.init && !c.init() && c.pending == 0 {
-                            return Err(sync.uninitialized(thread, line, a));
-                        }
-                        if checks.race && c.pending != 0 {
-                            return Err(sync.read_of_pending(c.pending, thread, line, a));
-                        }
-                    }
-                    if !checks.race {
-                        return Ok(());
-                    }
-                    if now.unordered(&c.write) && now.other(&c.write) {
-                        return Err(sync.hazard("Read-after-write", &c.write, "written", &now.access, a));
-                    }
-                    if c.reads[0].thread() != thread || c.reads[0].none() {
-                        c.reads[1] = c.reads[0];
-                    }
-                    c.reads[0] = now.access;
-                    if c.first.block_epoch != now.access.block_epoch || c.first.none() {
-                        c.first = Seen::of(&now.access);
-                        c.other = Seen::default();
-                    } else if c.first.thread() / 32 != now.warp {
-                        c.other = Seen::of(&now.access);
-                    }
-                    Ok(())
-                },
+                |c, a| sync.read(checks, c, &now, a),
             )?;
+        }
+        Ok(())
+    }
+
+    /// One `ld.shared` or `st.shared` of `n` bytes by the lanes in `mask` of the warp whose
+    /// lane 0 is thread `first` (lane `l`: thread `first + l`, at `addrs[l]`), at PTX
+    /// `line`: as many [`SharedShadow::read`]s or [`SharedShadow::write`]s, lane after lane
+    /// in ascending order, without a call per lane. A finding comes with its lane; the
+    /// lanes before it were recorded.
+    #[allow(clippy::too_many_arguments)] // who, where and each lane's address
+    pub fn lanes(
+        &mut self,
+        checks: Checks,
+        write: bool,
+        first: u32,
+        line: u32,
+        mask: u32,
+        addrs: &[u64; 32],
+        n: usize,
+    ) -> Result<(), (usize, Finding)> {
+        let sync = &self.sync;
+        let mut m = mask;
+        while m != 0 {
+            let l = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let now = sync.begin(first + l as u32, line);
+            let a = addrs[l] as usize;
+            if let Some(c) = self.cells.whole(a, n) {
+                let r = if write { sync.write(checks, c, &now, a) } else { sync.read(checks, c, &now, a) };
+                r.map_err(|f| (l, f))?;
+                continue;
+            }
+            let r = if write {
+                self.cells.each(addrs[l] as usize, n, |c, a| sync.write(checks, c, &now, a))
+            } else {
+                self.cells.each(addrs[l] as usize, n, |c, a| sync.read(checks, c, &now, a))
+            };
+            r.map_err(|f| (l, f))?;
         }
         Ok(())
     }

@@ -223,6 +223,19 @@ fn read_elem(buf: &[u8; ACCESS_BUF], k: usize, es: usize, ty: Ty) -> u64 {
     }
 }
 
+/// `dst.copy_from_slice(src)` for two slices of one length, with the lengths of our
+/// accesses (4, 8 and 16 bytes) as copies of a known size: a copy of a length known only
+/// at run time is a call to memcpy.
+#[inline(always)]
+fn copy_bytes(dst: &mut [u8], src: &[u8]) {
+    match dst.len() {
+        4 => dst[..4].copy_from_slice(&src[..4]),
+        8 => dst[..8].copy_from_slice(&src[..8]),
+        16 => dst[..16].copy_from_slice(&src[..16]),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// The bytes of one ld or st (at most a .v4 of 8-byte elements), and 8 more so that every
 /// element has an 8-byte window from its start.
 const ACCESS_BUF: usize = 40;
@@ -360,54 +373,34 @@ pub fn ld_st_warp(
         active |= 1 << l;
     }
     let nc = i.flags & crate::ir::NC != 0;
+    if space == Space::Shared {
+        shared_warp(i, es, n, write_op, blk, lanes, active, &addrs, file)?;
+        return Ok(true);
+    }
     let mut m = active;
     while m != 0 {
         // The run of lanes from the lowest one left whose global ranges follow one another
         // in one allocation: one span for all of them when there are several.
         let mut run = m & m.wrapping_neg();
-        if space == Space::Global {
-            let mut last = run.trailing_zeros() as usize;
-            let mut rest = m & !run;
-            while rest != 0 {
-                let l = rest.trailing_zeros() as usize;
-                if addrs[l] != addrs[last] + n as u64 || regions[l] != regions[last] {
-                    break;
-                }
-                run |= 1 << l;
-                rest &= rest - 1;
-                last = l;
+        let mut last = run.trailing_zeros() as usize;
+        let mut rest = m & !run;
+        while rest != 0 {
+            let l = rest.trailing_zeros() as usize;
+            if addrs[l] != addrs[last] + n as u64 || regions[l] != regions[last] {
+                break;
             }
-            m &= !run;
-            if run.count_ones() > 1 && coalesced_global(i, write_op, nc, blk, lanes, run, &addrs, &regions, file)? {
-                continue;
-            }
-        } else {
-            m &= !run;
-            // Shared memory: the lane's access straight to the shadow and the bytes.
-            let l = run.trailing_zeros() as usize;
-            let o = addrs[l] as usize;
-            let checks = blk.checks;
-            let thread = lanes[l].linear;
-            if write_op {
-                let buf = store_bytes(i, es, file, l);
-                if checks.race || checks.init {
-                    blk.shadow.write(checks, thread, i.line, o, n).map_err(|f| (l, finding(f)))?;
-                }
-                blk.shared[o..o + n].copy_from_slice(&buf[..n]);
-            } else {
-                if checks.race || checks.init {
-                    blk.shadow.read(checks, thread, i.line, o, n).map_err(|f| (l, finding(f)))?;
-                }
-                let mut buf = [0u8; ACCESS_BUF];
-                buf[..n].copy_from_slice(&blk.shared[o..o + n]);
-                load_into(i, es, &buf, file, l);
-            }
+            run |= 1 << l;
+            rest &= rest - 1;
+            last = l;
+        }
+        m &= !run;
+        if run.count_ones() > 1 && coalesced_global(i, write_op, nc, blk, lanes, run, &addrs, &regions, file)? {
             continue;
         }
         while run != 0 {
             let l = run.trailing_zeros() as usize;
             run &= run - 1;
-            // Global memory, lane by lane (shared memory took the branch above).
+            // Lane by lane.
             let who = Who { thread: lanes[l].linear, line: i.line, nc: nc && !write_op };
             lanes[l].region = regions[l] as usize;
             let loc = Loc::Global(regions[l] as usize, addrs[l]);
@@ -421,6 +414,47 @@ pub fn ld_st_warp(
         }
     }
     Ok(true)
+}
+
+/// The shared-memory access of [`ld_st_warp`] for its `active` lanes (at `addrs`, every
+/// one checked to lie in the block's shared memory): the shadow for every lane in one call,
+/// then the bytes. On a finding the lanes before the one it names still make their
+/// accesses, as lane after lane.
+#[allow(clippy::too_many_arguments)] // the instruction, its lanes and their addresses
+fn shared_warp(
+    i: &Inst,
+    es: usize,
+    n: usize,
+    write_op: bool,
+    blk: &mut Block,
+    lanes: &[Thread],
+    active: u32,
+    addrs: &[u64; WARP],
+    file: &mut [u64],
+) -> Result<(), (usize, Fault)> {
+    let checks = blk.checks;
+    let mut done = active;
+    let mut found = None;
+    if checks.race || checks.init {
+        let first = lanes[0].linear;
+        if let Err((l, f)) = blk.shadow.lanes(checks, write_op, first, i.line, active, addrs, n) {
+            done &= (1u32 << l) - 1;
+            found = Some((l, finding(f)));
+        }
+    }
+    while done != 0 {
+        let l = done.trailing_zeros() as usize;
+        done &= done - 1;
+        let o = addrs[l] as usize;
+        if write_op {
+            copy_bytes(&mut blk.shared[o..o + n], &store_bytes(i, es, file, l)[..n]);
+        } else {
+            let mut buf = [0u8; ACCESS_BUF];
+            copy_bytes(&mut buf[..n], &blk.shared[o..o + n]);
+            load_into(i, es, &buf, file, l);
+        }
+    }
+    found.map_or(Ok(()), Err)
 }
 
 /// The global access of [`ld_st_warp`] for a run of lanes (`active`, several) whose ranges
@@ -668,6 +702,6 @@ fn complete(c: &AsyncCopy, blk: &mut Block, t: &mut Thread) -> Result<(), Fault>
     if blk.checks.race || blk.checks.init {
         blk.shadow.async_complete(blk.checks, who.thread, who.line, d, n).map_err(finding).map_err(issued)?;
     }
-    blk.shared[d..d + n].copy_from_slice(&buf[..n]);
+    copy_bytes(&mut blk.shared[d..d + n], &buf[..n]);
     Ok(())
 }
