@@ -20,9 +20,18 @@ fn main() {
         other => panic!("unknown case {other}: gemm or cast"),
     };
     let mut count = 0;
+    // Each launch's wall time too: on a shared host the fastest of many launches is the
+    // figure least moved by other load (emulator speed on this host, never a GPU time).
+    let mut took = Vec::new();
     for _ in 0..times {
+        let t = std::time::Instant::now();
         count = launch_stats(&case.module, case.kernel, &case.cfg, &case.params, &mut mem).unwrap().thread_instructions;
+        took.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    took.sort_by(f64::total_cmp);
     let regs = case.module.kernels[case.kernel].code.nregs;
     println!("{name}: {times} launches of {count} thread-instructions, {regs} registers per thread");
+    if let (Some(min), Some(median)) = (took.first(), took.get(took.len() / 2)) {
+        println!("{name}: wall time per launch on this host: fastest {min:.3} ms, median {median:.3} ms");
+    }
 }

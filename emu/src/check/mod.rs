@@ -665,14 +665,18 @@ impl SharedShadow {
         }
         let sync = &self.sync;
         let now = sync.now(thread, line);
-        self.cells.each(addr, n, |c, a| {
+        let issue = |c: &mut Cell, a: usize| {
             if c.pending != 0 {
                 let pending = Access { tl: c.pending, ..Access::default() };
                 return Err(sync.hazard("Write-after-write", &pending, "targeted by a pending cp.async", &now, a));
             }
             c.pending = now.tl;
             Ok(())
-        })
+        };
+        match self.cells.whole(addr, n) {
+            Some(c) => issue(c, addr),
+            None => self.cells.each(addr, n, issue),
+        }
     }
 
     /// The cp.async writing `[addr, addr + n)` completed (at a wait_group, or at exit).
@@ -686,10 +690,14 @@ impl SharedShadow {
     ) -> Result<(), Finding> {
         let sync = &self.sync;
         let now = sync.begin(thread, line);
-        self.cells.each(addr, n, |c, a| {
+        let complete = |c: &mut Cell, a: usize| {
             c.pending = 0;
             sync.write(checks, c, &now, a)
-        })
+        };
+        match self.cells.whole(addr, n) {
+            Some(c) => complete(c, addr),
+            None => self.cells.each(addr, n, complete),
+        }
     }
 }
 

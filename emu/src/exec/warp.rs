@@ -89,7 +89,12 @@ fn uniform_address(file: &[u64], i: &Inst, elem: u64) -> Result<(u64, u64), Faul
     let addr = |l: usize| reg(file, i.a, l).wrapping_add(i.off as u64);
     let stride = |l: usize| reg(file, i.b, l) & 0xffff_ffff;
     let (a0, s0) = (addr(0), stride(0));
-    if let Some(l) = (0..WARP).find(|&l| addr(l) != a0 || stride(l) != s0) {
+    // Whole rows compared first (vectorized; equal registers give equal addresses), the
+    // lane that differs looked for only when one does.
+    let row = |r: u32| &file[r as usize * WARP..][..WARP];
+    let uniform = |r: u32, mask: u64| row(r).iter().all(|&x| (x ^ row(r)[0]) & mask == 0);
+    let differs = !(uniform(i.a, u64::MAX) && uniform(i.b, 0xffff_ffff));
+    if let Some(l) = (0..WARP).find(|&l| differs && (addr(l) != a0 || stride(l) != s0)) {
         return Err(Fault {
             kind: FaultKind::IllegalInstruction,
             msg: format!("wmma with a different address or stride in lane {l} than in lane 0 ({a0:#x}, stride {s0}): the .aligned form needs them warp-uniform"),
@@ -435,14 +440,18 @@ fn fragments(file: &[u64], i: &Inst, v: [usize; 3], c_f16: bool, out: [&mut [f32
     let pairs = |at: usize| -> [usize; 4] { std::array::from_fn(|k| i.v[at + k] as usize) };
     // Register `r` of every lane is one row of the file: element pair k of lane l, from
     // row rs[k], is elements 8 l + 2 k and 8 l + 2 k + 1.
+    // As pairs: the pair's low element first in memory order, so one 4-byte store per pair.
     let unpack = |rs: [usize; 4]| -> [u16; 256] {
-        let mut bits = [0u16; 256];
+        let mut pairs = [0u32; 128];
         for (k, &r) in rs.iter().enumerate() {
             let row = &file[r * WARP..][..WARP];
             for (l, &w) in row.iter().enumerate() {
-                bits[8 * l + 2 * k] = w as u16;
-                bits[8 * l + 2 * k + 1] = (w >> 16) as u16;
+                pairs[4 * l + k] = w as u32;
             }
+        }
+        let mut bits = [0u16; 256];
+        for (b, p) in bits.chunks_exact_mut(2).zip(pairs) {
+            b.copy_from_slice(&[p as u16, (p >> 16) as u16]);
         }
         bits
     };
