@@ -56,6 +56,17 @@ pub fn locate(blk: &Block, t: &mut Thread, space: Space, addr: u64, size: u64, w
     locate_span(blk, t, space, addr, size, align, write)
 }
 
+/// `addr % align != 0` without a 64-bit division (tens of cycles each, once per lane of
+/// every access) for the power-of-two alignments that every access has.
+#[inline(always)]
+pub(crate) fn misaligned(addr: u64, align: u64) -> bool {
+    if align.is_power_of_two() {
+        addr & (align - 1) != 0
+    } else {
+        addr % align != 0
+    }
+}
+
 /// As [`locate`] for a span of `size` bytes whose elements need only `align`: one check
 /// for a run of elements that a single instruction touches together (a wmma row).
 pub fn locate_span(
@@ -67,7 +78,7 @@ pub fn locate_span(
     align: u64,
     write: bool,
 ) -> Result<Loc, Fault> {
-    if addr % align != 0 {
+    if misaligned(addr, align) {
         return Err(fault(FaultKind::MisalignedAddress, space, write, size, addr, ""));
     }
     let inside = |len: usize| addr.checked_add(size).is_some_and(|e| e <= len as u64);
@@ -211,11 +222,19 @@ pub fn write(blk: &mut Block, loc: Loc, data: &[u8], who: Who) -> Result<(), Fau
     Ok(())
 }
 
-/// Element `k` of `es` bytes in `buf` (which has 8 bytes from the element's start on),
-/// sign-extended for a signed type. A fixed 8-byte window and a mask, not a copy of `es`
-/// bytes: a copy of a length known only at run time is a call to memcpy per element.
-fn read_elem(buf: &[u8; ACCESS_BUF], k: usize, es: usize, ty: Ty) -> u64 {
-    let v = u64::from_le_bytes(buf[k * es..k * es + 8].try_into().expect("8 bytes")) & super::int::mask(8 * es as u32);
+/// Element `k` of `es` (1, 2, 4 or 8) bytes in `bytes`, sign-extended for a signed type.
+/// A load of exactly the element's size: a copy of a length known only at run time is a
+/// call to memcpy, and a wider load of bytes just stored narrower stalls the host's store
+/// forwarding.
+#[inline(always)]
+fn read_elem(bytes: &[u8], k: usize, es: usize, ty: Ty) -> u64 {
+    let b = &bytes[k * es..k * es + es];
+    let v = match es {
+        1 => b[0] as u64,
+        2 => u16::from_le_bytes([b[0], b[1]]) as u64,
+        4 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64,
+        _ => u64::from_le_bytes(b.try_into().expect("8-byte element")),
+    };
     if ty.is_signed() {
         super::int::sx(v, ty.bits()) as u64
     } else {
@@ -236,29 +255,41 @@ fn copy_bytes(dst: &mut [u8], src: &[u8]) {
     }
 }
 
-/// The bytes of one ld or st (at most a .v4 of 8-byte elements), and 8 more so that every
-/// element has an 8-byte window from its start.
+/// The bytes of one ld or st (at most a .v4 of 8-byte elements), and 8 more (a margin
+/// the element helpers do not need).
 const ACCESS_BUF: usize = 40;
 
-/// The bytes a store of `i` (elements of `es` bytes) takes from lane `l` of the register
-/// file `file` (lane-minor, a row of 32 per register): each element as its whole 8-byte
-/// register, in ascending order, so the next element overwrites the bytes past this one's
-/// `es`; the first `es * i.v.len()` bytes are the data.
+/// Writes the bytes a store of `i` (elements of `es` bytes) takes from lane `l` of the
+/// register file `file` (lane-minor, a row of 32 per register) into `out`, element after
+/// element, each as a store of its own size (as [`read_elem`] reads them).
+#[inline(always)]
+fn store_into(i: &Inst, es: usize, file: &[u64], l: usize, out: &mut [u8]) {
+    for (k, &v) in i.v.iter().enumerate() {
+        let x = reg(file, v, l);
+        let o = &mut out[k * es..k * es + es];
+        match es {
+            1 => o[0] = x as u8,
+            2 => o.copy_from_slice(&(x as u16).to_le_bytes()),
+            4 => o.copy_from_slice(&(x as u32).to_le_bytes()),
+            _ => o.copy_from_slice(&x.to_le_bytes()),
+        }
+    }
+}
+
+/// [`store_into`] a buffer: its first `es * i.v.len()` bytes are the data.
 #[inline(always)]
 fn store_bytes(i: &Inst, es: usize, file: &[u64], l: usize) -> [u8; ACCESS_BUF] {
     let mut buf = [0u8; ACCESS_BUF];
-    for (k, &v) in i.v.iter().enumerate() {
-        buf[k * es..k * es + 8].copy_from_slice(&reg(file, v, l).to_le_bytes());
-    }
+    store_into(i, es, file, l, &mut buf);
     buf
 }
 
-/// A load of `i` (elements of `es` bytes, read into `buf`) into its destination
-/// registers in lane `l` of `file`, each element sign-extended for a signed type.
+/// A load of `i` (elements of `es` bytes, from `bytes`) into its destination registers
+/// in lane `l` of `file`, each element sign-extended for a signed type.
 #[inline(always)]
-fn load_into(i: &Inst, es: usize, buf: &[u8; ACCESS_BUF], file: &mut [u64], l: usize) {
+fn load_into(i: &Inst, es: usize, bytes: &[u8], file: &mut [u64], l: usize) {
     for (k, &d) in i.v.iter().enumerate() {
-        file[d as usize * WARP + l] = read_elem(buf, k, es, i.ty);
+        file[d as usize * WARP + l] = read_elem(bytes, k, es, i.ty);
     }
 }
 
@@ -354,7 +385,7 @@ pub fn ld_st_warp(
         let l = m.trailing_zeros() as usize;
         m &= m - 1;
         let addr = reg(file, i.a, l).wrapping_add(i.off as u64);
-        if addr % align != 0 {
+        if misaligned(addr, align) {
             return Ok(false);
         }
         if space == Space::Global {
@@ -447,11 +478,9 @@ fn shared_warp(
         done &= done - 1;
         let o = addrs[l] as usize;
         if write_op {
-            copy_bytes(&mut blk.shared[o..o + n], &store_bytes(i, es, file, l)[..n]);
+            store_into(i, es, file, l, &mut blk.shared[o..o + n]);
         } else {
-            let mut buf = [0u8; ACCESS_BUF];
-            copy_bytes(&mut buf[..n], &blk.shared[o..o + n]);
-            load_into(i, es, &buf, file, l);
+            load_into(i, es, &blk.shared[o..o + n], file, l);
         }
     }
     found.map_or(Ok(()), Err)
@@ -501,7 +530,7 @@ fn coalesced_global(
         while m != 0 {
             let l = m.trailing_zeros() as usize;
             m &= m - 1;
-            span[at..at + n].copy_from_slice(&store_bytes(i, es, file, l)[..n]);
+            store_into(i, es, file, l, &mut span[at..at + n]);
             at += n;
         }
         let data = &span[..total];
@@ -531,10 +560,8 @@ fn coalesced_global(
         while m != 0 {
             let l = m.trailing_zeros() as usize;
             m &= m - 1;
-            let mut buf = [0u8; ACCESS_BUF];
-            buf[..n].copy_from_slice(&span[at..at + n]);
+            load_into(i, es, &span[at..at + n], file, l);
             at += n;
-            load_into(i, es, &buf, file, l);
         }
     }
     let mut m = active;
@@ -577,7 +604,7 @@ pub fn cp_async(i: &Inst, blk: &mut Block, t: &mut Thread, r: &mut Lane) -> Resu
     }
     if src_size > 0 {
         // The source must be aligned to cp-size even when only src-size bytes are read.
-        if src % size as u64 != 0 {
+        if misaligned(src, size as u64) {
             return Err(fault(FaultKind::MisalignedAddress, Space::Global, false, size as u64, src, ""));
         }
         locate(blk, t, Space::Global, src, src_size as u64, false)?;
@@ -621,14 +648,14 @@ pub fn cp_async_warp(
         let src = reg(file, i.a, l).wrapping_add(src_off);
         let src_size = reg(file, i.b, l) as u32;
         if src_size > size
-            || dst % size as u64 != 0
+            || misaligned(dst, size as u64)
             || dst.checked_add(size as u64).is_none_or(|e| e > blk.shared.len() as u64)
         {
             return Ok(false);
         }
         if src_size > 0 {
             let g = blk.global;
-            if src % size as u64 != 0 {
+            if misaligned(src, size as u64) {
                 return Ok(false);
             }
             if !g.holds(region, src, src_size as u64) {
