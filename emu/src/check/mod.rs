@@ -522,8 +522,20 @@ impl SharedShadow {
         let lanes =
             || (0..32usize).filter(move |l| members & (1 << l) != 0).map(move |l| w * 32 + l).filter(move |&t| t < n);
         let mut joined = [0u32; 32];
+        let max = |j: &mut [u32; 32], c: &[u32; 32]| j.iter_mut().zip(c).for_each(|(j, c)| *j = (*j).max(*c));
+        if members == u32::MAX && (w + 1) * 32 <= n {
+            // A whole warp (every __syncwarp() of our kernels): the same join, over its 32
+            // clocks in a row, as whole-vector operations.
+            let warp = &mut clocks[w * 32..(w + 1) * 32];
+            warp.iter().for_each(|c| max(&mut joined, c));
+            for (l, c) in warp.iter_mut().enumerate() {
+                *c = joined;
+                c[l] += 1;
+            }
+            return;
+        }
         for t in lanes() {
-            joined.iter_mut().zip(&clocks[t]).for_each(|(j, c)| *j = (*j).max(*c));
+            max(&mut joined, &clocks[t]);
         }
         for t in lanes() {
             clocks[t] = joined;

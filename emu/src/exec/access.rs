@@ -174,16 +174,8 @@ pub fn read(blk: &mut Block, loc: Loc, out: &mut [u8], who: Who) -> Result<(), F
     let checks = blk.checks;
     match loc {
         Loc::Global(i, addr) => {
-            if checks.init {
-                if let Some(a) = blk.global.uninit(i, addr, out.len()) {
-                    return Err(uninit_global(out.len(), addr, a));
-                }
-            }
-            if checks.race {
-                blk.global.race(i, addr, out.len(), blk.block, None, who.nc).map_err(|r| global_race(blk, r))?;
-            }
+            global_read_checks(blk, i, addr, out.len(), who)?;
             blk.global.read(i, addr, out);
-            blk.footprint.note(addr, out.len(), false);
         }
         Loc::Shared(o) => {
             if checks.race || checks.init {
@@ -193,6 +185,22 @@ pub fn read(blk: &mut Block, loc: Loc, out: &mut [u8], who: Who) -> Result<(), F
         }
         Loc::Param(o) => out.copy_from_slice(&blk.params[o..o + out.len()]),
     }
+    Ok(())
+}
+
+/// What a read of `n` bytes at `addr` of region `i` (checked to hold them) does besides
+/// copying them: initcheck, the global racecheck, and the launch's footprint.
+fn global_read_checks(blk: &mut Block, i: usize, addr: u64, n: usize, who: Who) -> Result<(), Fault> {
+    let checks = blk.checks;
+    if checks.init {
+        if let Some(a) = blk.global.uninit(i, addr, n) {
+            return Err(uninit_global(n, addr, a));
+        }
+    }
+    if checks.race {
+        blk.global.race(i, addr, n, blk.block, None, who.nc).map_err(|r| global_race(blk, r))?;
+    }
+    blk.footprint.note(addr, n, false);
     Ok(())
 }
 
@@ -239,19 +247,6 @@ fn read_elem(bytes: &[u8], k: usize, es: usize, ty: Ty) -> u64 {
         super::int::sx(v, ty.bits()) as u64
     } else {
         v
-    }
-}
-
-/// `dst.copy_from_slice(src)` for two slices of one length, with the lengths of our
-/// accesses (4, 8 and 16 bytes) as copies of a known size: a copy of a length known only
-/// at run time is a call to memcpy.
-#[inline(always)]
-fn copy_bytes(dst: &mut [u8], src: &[u8]) {
-    match dst.len() {
-        4 => dst[..4].copy_from_slice(&src[..4]),
-        8 => dst[..8].copy_from_slice(&src[..8]),
-        16 => dst[..16].copy_from_slice(&src[..16]),
-        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -714,7 +709,6 @@ pub fn cp_drain(blk: &mut Block, t: &mut Thread) -> Result<(), Fault> {
 }
 
 fn complete(c: &AsyncCopy, blk: &mut Block, t: &mut Thread) -> Result<(), Fault> {
-    let mut buf = [0u8; 16];
     let issued = |mut f: Fault| {
         f.msg = format!("{} (completing the cp.async issued at PTX line {})", f.msg, c.line);
         f
@@ -722,13 +716,20 @@ fn complete(c: &AsyncCopy, blk: &mut Block, t: &mut Thread) -> Result<(), Fault>
     let who = Who { thread: t.linear, line: c.line, nc: false };
     // Both ranges were checked at the issue, against the launch's view of global memory
     // and the block's shared memory, neither of which changes before the copy completes.
-    if c.src_size > 0 {
-        read(blk, Loc::Global(c.region as usize, c.src), &mut buf[..c.src_size as usize], who).map_err(issued)?;
+    let (d, n, src_n) = (c.dst as usize, c.size as usize, c.src_size as usize);
+    if src_n > 0 {
+        global_read_checks(blk, c.region as usize, c.src, src_n, who).map_err(issued)?;
     }
-    let (d, n) = (c.dst as usize, c.size as usize);
     if blk.checks.race || blk.checks.init {
         blk.shadow.async_complete(blk.checks, who.thread, who.line, d, n).map_err(finding).map_err(issued)?;
     }
-    copy_bytes(&mut blk.shared[d..d + n], &buf[..n]);
+    // The source bytes straight into shared memory (no buffer between, whose bytes stored
+    // one by one and loaded as one 16-byte word would stall the host's store forwarding),
+    // zeros past src-size.
+    let dst = &mut blk.shared[d..d + n];
+    if src_n > 0 {
+        blk.global.read(c.region as usize, c.src, &mut dst[..src_n]);
+    }
+    dst[src_n..].fill(0);
     Ok(())
 }
