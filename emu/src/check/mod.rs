@@ -758,6 +758,36 @@ mod tests {
     }
 
     #[test]
+    fn a_warps_lanes_are_checked_in_order_and_a_finding_names_its_lane() {
+        // Warp 1 (threads 32-63) wrote words 0-31 as quads, except word 9; after a barrier
+        // warp 0 reads them a word per lane: the quads split on the way, lane 9 finds its
+        // word unwritten, and lanes 0-8 were recorded (thread 40 of warp 1 now races with
+        // lane 3's read of word 3 when it writes it).
+        let mut s = SharedShadow::default();
+        s.reset(128, [64, 1, 1]);
+        for q in 0..8 {
+            if q == 2 {
+                s.write(Checks::ALL, 40, 1, 32, 4).map_err(|f| f.msg).unwrap();
+                s.write(Checks::ALL, 40, 1, 40, 8).map_err(|f| f.msg).unwrap();
+            } else {
+                s.write(Checks::ALL, 32 + q as u32, 1, 16 * q, 16).map_err(|f| f.msg).unwrap();
+            }
+        }
+        s.block_barrier();
+        let addrs: [u64; 32] = std::array::from_fn(|l| 4 * l as u64);
+        let (l, f) = s.lanes(Checks::ALL, false, 0, 2, u32::MAX, &addrs, 4).expect_err("word 9 unwritten");
+        assert_eq!(l, 9);
+        assert!(f.msg.starts_with("initcheck") && f.msg.contains("byte 0x24 by thread (9,0,0)"), "{}", f.msg);
+        let f = s.write(Checks::ALL, 40, 3, 12, 4).expect_err("lane 3 read word 3");
+        assert!(f.msg.contains("Write-after-read hazard on __shared__ byte 0xc: read by thread (3,0,0)"), "{}", f.msg);
+        // Lanes past 9 were not: thread 40 writes word 10 freely.
+        s.write(Checks::ALL, 40, 4, 40, 4).map_err(|f| f.msg).unwrap();
+        // The same reads through read_rows (a tile's rows of whole quads) see the same.
+        let f = s.read_rows(Checks::ALL, 0, 5, 32, 16, 1, 16).expect_err("word 9 unwritten");
+        assert!(f.msg.contains("byte 0x24"), "{}", f.msg);
+    }
+
+    #[test]
     fn threads_writing_their_own_bytes_of_a_word_do_not_race() {
         // Threads 0 and 32 (two warps) each store one byte of word 0, then read only it.
         let mut s = shadow();
