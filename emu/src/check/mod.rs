@@ -524,8 +524,8 @@ impl SharedShadow {
         let mut joined = [0u32; 32];
         let max = |j: &mut [u32; 32], c: &[u32; 32]| j.iter_mut().zip(c).for_each(|(j, c)| *j = (*j).max(*c));
         if members == u32::MAX && (w + 1) * 32 <= n {
-            // A whole warp (every __syncwarp() of our kernels): the same join, over its 32
-            // clocks in a row, as whole-vector operations.
+            // A whole warp (every __syncwarp() of our kernels): the same join, in one pass
+            // over its 32 clocks in a row, without testing each lane against the mask.
             let warp = &mut clocks[w * 32..(w + 1) * 32];
             warp.iter().for_each(|c| max(&mut joined, c));
             for (l, c) in warp.iter_mut().enumerate() {
