@@ -611,10 +611,7 @@ impl SharedShadow {
         n: usize,
     ) -> Result<(), (usize, Finding)> {
         let sync = &self.sync;
-        let mut m = mask;
-        while m != 0 {
-            let l = m.trailing_zeros() as usize;
-            m &= m - 1;
+        for l in crate::exec::lanes_in(mask) {
             let now = sync.begin(first + l as u32, line);
             let a = addrs[l] as usize;
             if let Some(c) = self.cells.whole(a, n) {

@@ -250,9 +250,8 @@ fn read_elem(bytes: &[u8], k: usize, es: usize, ty: Ty) -> u64 {
     }
 }
 
-/// The bytes of one ld or st (at most a .v4 of 8-byte elements), and 8 more (a margin
-/// the element helpers do not need).
-const ACCESS_BUF: usize = 40;
+/// The bytes of one ld or st: at most a .v4 of 8-byte elements.
+const ACCESS_BUF: usize = 32;
 
 /// Writes the bytes a store of `i` (elements of `es` bytes) takes from lane `l` of the
 /// register file `file` (lane-minor, a row of 32 per register) into `out`, element after
@@ -365,7 +364,7 @@ pub fn ld_st_warp(
     }
     let es = i.ty.size() as usize;
     let n = es * i.v.len();
-    if n == 0 || n > ACCESS_BUF - 8 {
+    if n == 0 || n > ACCESS_BUF {
         return Ok(false);
     }
     let align = if n.is_power_of_two() { n as u64 } else { 1 };
@@ -375,10 +374,7 @@ pub fn ld_st_warp(
     let mut regions = [0u32; WARP];
     let mut active = 0u32;
     let mut region = lanes[group.trailing_zeros() as usize].region;
-    let mut m = super::executing(file, group, i.guard, i.guard_neg);
-    while m != 0 {
-        let l = m.trailing_zeros() as usize;
-        m &= m - 1;
+    for l in super::lanes_in(super::executing(file, group, i.guard, i.guard_neg)) {
         let addr = reg(file, i.a, l).wrapping_add(i.off as u64);
         if misaligned(addr, align) {
             return Ok(false);
@@ -423,9 +419,7 @@ pub fn ld_st_warp(
         if run.count_ones() > 1 && coalesced_global(i, write_op, nc, blk, lanes, run, &addrs, &regions, file)? {
             continue;
         }
-        while run != 0 {
-            let l = run.trailing_zeros() as usize;
-            run &= run - 1;
+        for l in super::lanes_in(run) {
             // Lane by lane.
             let who = Who { thread: lanes[l].linear, line: i.line, nc: nc && !write_op };
             lanes[l].region = regions[l] as usize;
@@ -468,9 +462,7 @@ fn shared_warp(
             found = Some((l, finding(f)));
         }
     }
-    while done != 0 {
-        let l = done.trailing_zeros() as usize;
-        done &= done - 1;
+    for l in super::lanes_in(done) {
         let o = addrs[l] as usize;
         if write_op {
             store_into(i, es, file, l, &mut blk.shared[o..o + n]);
@@ -518,15 +510,10 @@ fn coalesced_global(
     let total = count * n;
     let region = region as usize;
     let checks = blk.checks;
-    let mut span = [0u8; WARP * (ACCESS_BUF - 8)];
+    let mut span = [0u8; WARP * ACCESS_BUF];
     if write_op {
-        let mut m = active;
-        let mut at = 0;
-        while m != 0 {
-            let l = m.trailing_zeros() as usize;
-            m &= m - 1;
-            store_into(i, es, file, l, &mut span[at..at + n]);
-            at += n;
+        for (k, l) in super::lanes_in(active).enumerate() {
+            store_into(i, es, file, l, &mut span[k * n..k * n + n]);
         }
         let data = &span[..total];
         if checks.race {
@@ -550,19 +537,11 @@ fn coalesced_global(
         }
         blk.global.read(region, base, &mut span[..total]);
         blk.footprint.note(base, total, false);
-        let mut m = active;
-        let mut at = 0;
-        while m != 0 {
-            let l = m.trailing_zeros() as usize;
-            m &= m - 1;
-            load_into(i, es, &span[at..at + n], file, l);
-            at += n;
+        for (k, l) in super::lanes_in(active).enumerate() {
+            load_into(i, es, &span[k * n..k * n + n], file, l);
         }
     }
-    let mut m = active;
-    while m != 0 {
-        let l = m.trailing_zeros() as usize;
-        m &= m - 1;
+    for l in super::lanes_in(active) {
         lanes[l].region = region;
     }
     Ok(true)
@@ -635,10 +614,7 @@ pub fn cp_async_warp(
     let mut regions = [0u32; WARP];
     let mut region = lanes[group.trailing_zeros() as usize].region;
     let mut active = 0u32;
-    let mut m = super::executing(file, group, i.guard, i.guard_neg);
-    while m != 0 {
-        let l = m.trailing_zeros() as usize;
-        m &= m - 1;
+    for l in super::lanes_in(super::executing(file, group, i.guard, i.guard_neg)) {
         let dst = reg(file, i.d, l).wrapping_add(dst_off);
         let src = reg(file, i.a, l).wrapping_add(src_off);
         let src_size = reg(file, i.b, l) as u32;
@@ -664,10 +640,7 @@ pub fn cp_async_warp(
         copies[l] = AsyncCopy { dst, src, size, src_size, line: i.line, region: regions[l] };
         active |= 1 << l;
     }
-    let mut m = active;
-    while m != 0 {
-        let l = m.trailing_zeros() as usize;
-        m &= m - 1;
+    for l in super::lanes_in(active) {
         let c = copies[l];
         let t = &mut lanes[l];
         if blk.checks.race {

@@ -913,10 +913,7 @@ fn run_warp(code: &Code, lanes: &mut [Thread], file: &mut [u64], blk: &mut Block
                         }
                     }
                     Op::CpAsyncCommit | Op::CpAsyncWait => {
-                        let mut m = executing(file, group, i.guard, i.guard_neg);
-                        while m != 0 {
-                            let l = m.trailing_zeros() as usize;
-                            m &= m - 1;
+                        for l in lanes_in(executing(file, group, i.guard, i.guard_neg)) {
                             let t = &mut lanes[l];
                             if i.op == Op::CpAsyncCommit || i.b != NONE {
                                 access::cp_commit(t);
@@ -992,6 +989,19 @@ fn at(lanes: &mut [Thread], pc: u32) -> impl FnOnce((usize, Fault)) -> (usize, F
         lanes[l].pc = pc;
         (l, f)
     }
+}
+
+/// The lanes of `mask` (bit l: lane l), in ascending order.
+#[inline(always)]
+pub(crate) fn lanes_in(mut mask: u32) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let l = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        Some(l)
+    })
 }
 
 /// The mask of a warp of `n` lanes (bit l: lane l), every lane set.

@@ -547,10 +547,6 @@ fn accumulate_in(h: Half, a: &[f32; 256], b: &[f32; 256], d: &mut [f32; 256]) {
 mod tests {
     use super::*;
 
-    /// The dispatched tile product (AVX2 where the host has it) gives the bits of the
-    /// portable one and of mma::dot's round-to-nearest per element, on random f16 and
-    /// bf16 tiles (finite values of every magnitude, zeros of both signs) and
-    /// accumulators.
     #[test]
     fn widen_is_the_exact_value_of_every_bit_pattern() {
         for start in (0..=u16::MAX as u32).step_by(256) {
@@ -566,6 +562,10 @@ mod tests {
         }
     }
 
+    /// The dispatched tile product (AVX2 where the host has it) gives the bits of the
+    /// portable one and of mma::dot's round-to-nearest per element, on random f16 and
+    /// bf16 tiles (finite values of every magnitude, zeros of both signs) and
+    /// accumulators.
     #[test]
     fn accumulate_is_dot_rn_per_element() {
         let mut next = crate::exec::xorshift(0x2545_f491_4f6c_dd1du64);
